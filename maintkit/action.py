@@ -1,0 +1,248 @@
+"""The Action base class and the Context every action phase receives.
+
+An action is an idempotent unit of work::
+
+    class MyAction(Action[MyParams]):
+        name = "my.action"
+        Params = MyParams
+
+        def check(self, ctx):       # read-only: what would change?
+            ...
+        def apply(self, ctx, check):  # only when check.needed and not --check
+            ...
+        def verify(self, ctx):      # default: check() again must say "nothing to do"
+            ...
+        def rollback(self, ctx, changes):  # undo apply (default: NotReversible)
+            ...
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from maintkit.errors import NotReversible, VerifyFailed
+from maintkit.inventory import Environment, Site
+from maintkit.probes import Probe, RawOutput
+from maintkit.results import Change, Check, CommandResult, StepResult, StepStatus
+from maintkit.transport.base import Transport
+
+P = TypeVar("P", bound=BaseModel)
+T = TypeVar("T")
+
+
+class Params(BaseModel):
+    """Base for action parameter models: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(Params):
+    """For actions without parameters."""
+
+
+class ProbeCache:
+    """Per-run cache of probe results, one namespace per host; thread-safe."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, RawOutput]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, host: str, key: str) -> RawOutput | None:
+        """Cached raw output or None."""
+        with self._lock:
+            value = self._data.get(host, {}).get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def put(self, host: str, key: str, raw: RawOutput) -> None:
+        """Store one raw output."""
+        with self._lock:
+            self._data.setdefault(host, {})[key] = raw
+
+    def invalidate(self, host: str) -> None:
+        """Forget everything about ``host`` (after any change there)."""
+        with self._lock:
+            self._data.pop(host, None)
+
+
+@dataclass
+class RunOptions:
+    """Options of the whole run that actions may read."""
+
+    check: bool = False
+    diff: bool = False
+    run_id: str = ""
+    run_dir: Path | None = None
+    state_dir: Path = Path(".maint")
+    promote_from: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Everything an action phase may use. Passed explicitly; there are no globals."""
+
+    site: Site
+    env: Environment
+    transport: Transport
+    options: RunOptions
+    step_id: str = ""
+    stage_promote: str | None = None
+    prior: list[StepResult] = field(default_factory=list)
+    probe_cache: ProbeCache = field(default_factory=ProbeCache)
+    emit: Callable[..., Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    # ---- convenience -------------------------------------------------------
+    @property
+    def check_mode(self) -> bool:
+        """True in ``--check``/plan mode: nothing may change."""
+        return self.options.check
+
+    @property
+    def run_id(self) -> str:
+        """This run's id."""
+        return self.options.run_id
+
+    @property
+    def path(self) -> str:
+        """The environment's path on the host."""
+        return self.env.path
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """Site vars overlaid by environment vars."""
+        return self.site.vars_for(self.env)
+
+    @property
+    def host_key(self) -> str:
+        """Cache namespace of this environment's host."""
+        return f"{self.env.connection}:{self.env.user}@{self.env.host}:{self.env.port}"
+
+    # ---- commands ------------------------------------------------------------
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        """Run an argument list on the host (quoted); see :meth:`Transport.run`."""
+        kwargs.setdefault("timeout", self.env.command_timeout)
+        return self.transport.run(argv, **kwargs)
+
+    def run_shell(self, script: str, **kwargs: Any) -> CommandResult:
+        """Run an explicit shell script on the host."""
+        kwargs.setdefault("timeout", self.env.command_timeout)
+        return self.transport.run_shell(script, **kwargs)
+
+    def put(self, data: bytes, path: str, *, mode: int | None = None) -> None:
+        """Write a file atomically on the host."""
+        self.transport.put(data, path, mode=mode)
+
+    def get(self, path: str) -> bytes:
+        """Read a file from the host."""
+        return self.transport.get(path)
+
+    def stream(self, argv: Sequence[str], sink: IO[bytes], **kwargs: Any) -> CommandResult:
+        """Run an argument list and stream its stdout into ``sink``."""
+        kwargs.setdefault("timeout", self.env.command_timeout)
+        return self.transport.run(argv, stdout_sink=sink, **kwargs)
+
+    # ---- probes --------------------------------------------------------------
+    def probe(self, probe: Probe[T]) -> T:
+        """Answer a probe from the per-run cache, running it on a miss."""
+        raw = self.probe_cache.get(self.host_key, probe.key)
+        if raw is None:
+            from maintkit.probes import run_batch
+
+            results, _ = run_batch(self.transport, [probe], timeout=self.env.command_timeout)
+            raw = results.get(probe.key, RawOutput("", 1))
+            self.probe_cache.put(self.host_key, probe.key, raw)
+        return probe.parse(raw)
+
+    def invalidate(self) -> None:
+        """Drop cached probes of this host (called by the runner after apply/rollback)."""
+        self.probe_cache.invalidate(self.host_key)
+
+    # ---- plan honesty --------------------------------------------------------
+    def pending_step(self) -> str | None:
+        """In check mode: id of the latest earlier step of this stage that would change or is unknown."""
+        for res in reversed(self.prior):
+            if res.status in (StepStatus.WOULD_CHANGE, StepStatus.UNKNOWN):
+                return res.step
+        return None
+
+    def prior_result(self, step_id: str) -> StepResult | None:
+        """The result of an earlier step of this site by id."""
+        for res in reversed(self.prior):
+            if res.step == step_id:
+                return res
+        return None
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Write an extra event into the audit log (e.g. ``http.request``)."""
+        if self.emit is not None:
+            self.emit(event, **fields)
+
+    def record(self, **data: Any) -> None:
+        """Attach data to this step's result (written to the audit log and used by reports)."""
+        self.data.update(data)
+
+
+class Action(Generic[P]):
+    """Base class of actions. Subclass with a ``name``, a ``Params`` model and the phases."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    summary: ClassVar[str] = ""
+    #: True when check() can only be honest after earlier steps really ran (e.g. http.check
+    #: after a deploy); in plan mode the runner then reports "unknown: depends on step X".
+    depends_on_previous: ClassVar[bool] = False
+    #: Whether rollback() undoes apply().
+    reversible: ClassVar[bool] = False
+
+    def __init__(self, params: P, step_id: str | None = None) -> None:
+        self.params: P = params
+        self.step_id = step_id or self.name
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        """Probes check() will need, fetched ahead in one batch per host. Optional."""
+        return []
+
+    def check(self, ctx: Context) -> Check:
+        """Read-only: decide whether anything would change."""
+        raise NotImplementedError
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        """Make the change; return what changed with what is needed to undo it."""
+        raise NotImplementedError
+
+    def verify(self, ctx: Context) -> None:
+        """Confirm the change took effect. Default: a fresh check() must find nothing to do."""
+        ctx.invalidate()
+        again = self.check(ctx)
+        if again.needed:
+            raise VerifyFailed(f"still not in the desired state after apply: {again.reason}", action=self.name)
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        """Undo ``changes``. Default: not reversible."""
+        raise NotReversible(f"{self.name} cannot be rolled back", action=self.name)
+
+    def finalize(self, ctx: Context, changes: list[Change], ok: bool) -> None:
+        """Called at the end of the stage when this step changed something (also after failures).
+
+        Used for things that must never be left behind, such as maintenance mode.
+        """
+
+
+def monotonic_ms(start: float) -> float:
+    """Milliseconds since ``start`` (a time.monotonic() value)."""
+    return (time.monotonic() - start) * 1000.0

@@ -1,0 +1,228 @@
+"""Playbooks: named, declarative YAML files of stages (one per environment) made of steps.
+
+Loading validates everything that can be validated without contacting a host: the
+structure, every action name, and every step's parameters against the action's
+``Params`` model (values that contain templates are validated again once rendered,
+before anything runs). Every problem names file, line and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maintkit._yaml import SourceMap, load_yaml, pydantic_problems, read_yaml_file
+from maintkit.errors import PlaybookError, Problem, RegistryError
+from maintkit.registry import Registry, default_registry
+from maintkit.templating import has_template, syntax_error
+
+OnFailure = Literal["rollback", "stop", "continue"]
+BUILTIN_DIR = Path(__file__).parent / "playbooks"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Step(_Model):
+    """One step: an action with parameters."""
+
+    id: str = Field("", description="Unique within the stage; defaults from the action name")
+    name: str | None = Field(None, description="Human-readable label")
+    action: str = Field(..., description="Action name, e.g. deploy.release")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="Action parameters")
+    when: str | None = Field(None, description="Sandboxed template expression; the step runs only when true")
+    on_failure: OnFailure | None = Field(None, description="Overrides the playbook's on_failure")
+
+    @property
+    def label(self) -> str:
+        """Name for humans."""
+        return self.name or self.id
+
+
+class Stage(_Model):
+    """The steps for one environment."""
+
+    env: str = Field(..., description="Environment name from the inventory")
+    name: str | None = None
+    promote: str | None = Field(None, description="Install exactly what this earlier environment validated")
+    steps: list[Step] = Field(..., min_length=1)
+
+
+class Notify(_Model):
+    """Where to send a notification when a run ends."""
+
+    url: str = Field(..., description="apprise URL or https webhook; may use {{ secrets.X }}")
+    on: list[Literal["success", "failure", "changed"]] = Field(default_factory=lambda: ["failure"])
+
+
+class Playbook(_Model):
+    """A named playbook."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    targets: list[str] = Field(default_factory=lambda: ["all"], description="Site and group names, or all")
+    concurrency: int = Field(4, ge=1, le=1000, description="Sites at once")
+    on_failure: OnFailure = "rollback"
+    canary: int = Field(0, ge=0, description="Run this many sites first; stop if any fails")
+    max_fail_percentage: float | None = Field(None, ge=0, le=100, description="Stop starting sites above this")
+    vars: dict[str, Any] = Field(default_factory=dict)
+    notify: list[Notify] = Field(default_factory=list)
+    stages: list[Stage] = Field(..., min_length=1)
+    path: str | None = Field(None, exclude=True)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _ids(self) -> Playbook:
+        for stage in self.stages:
+            seen: dict[str, int] = {}
+            for step in stage.steps:
+                explicit = bool(step.id)
+                base = step.id or step.action
+                n = seen.get(base, 0) + 1
+                seen[base] = n
+                if n > 1:
+                    if explicit:
+                        raise ValueError(f"step id {base!r} is used twice in stage {stage.env!r}")
+                    step.id = f"{base}#{n}"
+                else:
+                    step.id = base
+        return self
+
+    def stage_for(self, env: str) -> Stage | None:
+        """The stage of an environment."""
+        return next((s for s in self.stages if s.env == env), None)
+
+
+@dataclass
+class LoadedPlaybook:
+    """A playbook with where it came from (for errors and the audit log)."""
+
+    playbook: Playbook
+    source: SourceMap
+    text: str
+
+
+def validate_params(
+    registry: Registry, step: Step, loc: tuple[str | int, ...], source: SourceMap, *, rendered: bool = False
+) -> list[Problem]:
+    """Validate a step's action name and parameters; templated values are tolerated unless ``rendered``."""
+    problems: list[Problem] = []
+    if step.action not in registry:
+        hint = registry.suggest(step.action)
+        msg = f"unknown action {step.action!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+        return [source.problem((*loc, "action"), msg + "; see `maint actions`")]
+    try:
+        cls = registry.get(step.action)
+    except RegistryError as exc:
+        return [source.problem((*loc, "action"), str(exc))]
+    for key, value in step.with_.items():
+        if isinstance(value, str) and (err := syntax_error(value)):
+            problems.append(source.problem((*loc, "with", key), err))
+    if step.when and (err := syntax_error("{{" + step.when + "}}" if "{{" not in step.when else step.when)):
+        problems.append(source.problem((*loc, "when"), err))
+    try:
+        cls.Params.model_validate(step.with_)
+    except ValidationError as exc:
+        for err in exc.errors():
+            value = _dig(step.with_, err["loc"])
+            if not rendered and (has_template(value) or (err["type"] != "missing" and has_template(step.with_))):
+                if err["type"] != "extra_forbidden":
+                    continue
+            path = (*loc, "with", *err["loc"])
+            msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "missing":
+                msg = "parameter required"
+            problems.append(source.problem(path, msg))
+    return problems
+
+
+def _dig(data: Any, loc: tuple[Any, ...]) -> Any:
+    for key in loc:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def parse_playbook(data: Any, source: SourceMap, registry: Registry | None = None) -> Playbook:
+    """Validate parsed playbook data, including action names and parameters."""
+    registry = registry or default_registry()
+    if not isinstance(data, dict):
+        raise PlaybookError(source.problem((), "a playbook must be a mapping with 'name' and 'stages'"))
+    try:
+        pb = Playbook.model_validate(data)
+    except ValidationError as exc:
+        raise PlaybookError(pydantic_problems(exc, source)) from None
+    problems: list[Problem] = []
+    envs_seen: set[str] = set()
+    for si, stage in enumerate(pb.stages):
+        if stage.env in envs_seen:
+            problems.append(source.problem(("stages", si, "env"), f"environment {stage.env!r} has two stages"))
+        if stage.promote and stage.promote not in envs_seen:
+            problems.append(
+                source.problem(("stages", si, "promote"), f"promote names {stage.promote!r}, which is not an earlier stage")
+            )
+        envs_seen.add(stage.env)
+        for i, step in enumerate(stage.steps):
+            problems.extend(validate_params(registry, step, ("stages", si, "steps", i), source))
+    if problems:
+        raise PlaybookError(problems)
+    pb.path = source.file
+    return pb
+
+
+def find_playbook(name_or_path: str, search_dir: Path | None = None) -> Path:
+    """Find a playbook: a path, then ``./playbooks/NAME.yml``, then the built-ins."""
+    p = Path(name_or_path)
+    if p.suffix in (".yml", ".yaml") or "/" in name_or_path:
+        if p.is_file():
+            return p
+        raise PlaybookError(Problem(name_or_path, None, "", "no such playbook file"))
+    for directory in (search_dir or Path("playbooks"), BUILTIN_DIR):
+        for ext in (".yml", ".yaml"):
+            candidate = directory / f"{name_or_path}{ext}"
+            if candidate.is_file():
+                return candidate
+    known = ", ".join(sorted(n for n, _ in list_playbooks(search_dir))) or "none"
+    raise PlaybookError(Problem(name_or_path, None, "", f"no playbook named {name_or_path!r} (known: {known})"))
+
+
+def list_playbooks(search_dir: Path | None = None) -> list[tuple[str, Path]]:
+    """(name, path) of local playbooks, then built-ins not shadowed by them."""
+    out: dict[str, Path] = {}
+    for directory in (search_dir or Path("playbooks"), BUILTIN_DIR):
+        if directory.is_dir():
+            for f in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
+                out.setdefault(f.stem, f)
+    return sorted(out.items())
+
+
+def load_playbook_full(name_or_path: str | Path, registry: Registry | None = None) -> LoadedPlaybook:
+    """Load a playbook by name or path, keeping its source text and line map."""
+    path = find_playbook(str(name_or_path))
+    data, source = read_yaml_file(path, PlaybookError)
+    pb = parse_playbook(data, source, registry)
+    return LoadedPlaybook(pb, source, path.read_text(encoding="utf-8"))
+
+
+def load_playbook(name_or_path: str | Path, registry: Registry | None = None) -> Playbook:
+    """Load and validate a playbook by name (``./playbooks``, then built-ins) or path.
+
+    Raises :class:`~maintkit.errors.PlaybookError` naming file, line and field of every problem.
+    """
+    return load_playbook_full(name_or_path, registry).playbook
+
+
+def playbook_from_text(text: str, file: str = "<playbook>", registry: Registry | None = None) -> LoadedPlaybook:
+    """Parse a playbook from a string (library use and tests)."""
+    data, source = load_yaml(text, file, PlaybookError)
+    return LoadedPlaybook(parse_playbook(data, source, registry), source, text)

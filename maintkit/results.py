@@ -1,0 +1,224 @@
+"""Result objects returned by transports, actions and the runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did on one host."""
+
+    host: str
+    command: str
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    stdout_bytes: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0 and did not time out."""
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def failed(self) -> bool:
+        """The opposite of :attr:`ok`."""
+        return not self.ok
+
+
+@dataclass
+class Change:
+    """One thing an action changed, with what is needed to undo it.
+
+    ``summary`` and ``before``/``after`` go into the audit log; ``undo`` stays in
+    memory (it may hold file contents) and is only handed back to ``rollback``.
+    """
+
+    target: str
+    summary: str
+    before: Any = None
+    after: Any = None
+    undo: Any = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The part of the change that is written to the audit log."""
+        return {"target": self.target, "summary": self.summary, "before": self.before, "after": self.after}
+
+
+@dataclass
+class Check:
+    """The outcome of an action's read-only check.
+
+    ``needed`` is True (would change), False (nothing to do) or None (unknown,
+    for example because it depends on an earlier step's change: ``depends_on``).
+    ``snapshot`` is private data handed from check to apply.
+    """
+
+    needed: bool | None
+    reason: str = ""
+    diff: str | None = None
+    snapshot: Any = field(default=None, repr=False)
+    depends_on: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def ok(cls, reason: str = "already in the desired state", **data: Any) -> Check:
+        """Nothing to do."""
+        return cls(False, reason, data=data)
+
+    @classmethod
+    def change(cls, reason: str, diff: str | None = None, snapshot: Any = None, **data: Any) -> Check:
+        """Something would change."""
+        return cls(True, reason, diff=diff, snapshot=snapshot, data=data)
+
+    @classmethod
+    def unknown(cls, reason: str, depends_on: str | None = None) -> Check:
+        """The outcome cannot be predicted without running earlier steps."""
+        return cls(None, reason, depends_on=depends_on)
+
+
+class StepStatus(str, Enum):
+    """Final status of one step."""
+
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    WOULD_CHANGE = "would-change"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+    ROLLBACK_FAILED = "rollback-failed"
+    NOT_RUN = "not-run"
+
+
+class SiteStatus(str, Enum):
+    """Final status of one site."""
+
+    OK = "ok"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+    LOCKED = "locked"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class StepResult:
+    """What happened to one step on one site environment."""
+
+    site: str
+    env: str
+    step: str
+    action: str
+    status: StepStatus
+    reason: str = ""
+    changes: list[Change] = field(default_factory=list)
+    diff: str | None = None
+    depends_on: str | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """True when the step changed something (and it was not undone)."""
+        return self.status is StepStatus.CHANGED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (no undo data)."""
+        return {
+            "site": self.site,
+            "env": self.env,
+            "step": self.step,
+            "action": self.action,
+            "status": self.status.value,
+            "reason": self.reason,
+            "changes": [c.public() for c in self.changes],
+            "diff": self.diff,
+            "depends_on": self.depends_on,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 1),
+            "data": self.data,
+        }
+
+
+@dataclass
+class SiteResult:
+    """What happened to one site."""
+
+    site: str
+    status: SiteStatus
+    steps: list[StepResult] = field(default_factory=list)
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        """Number of steps that changed something."""
+        return sum(1 for s in self.steps if s.changed)
+
+    @property
+    def failed(self) -> bool:
+        """True when the site did not end OK."""
+        return self.status is not SiteStatus.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "site": self.site,
+            "status": self.status.value,
+            "changed": self.changed,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 1),
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+@dataclass
+class RunResult:
+    """What a whole run did."""
+
+    run_id: str
+    playbook: str
+    check: bool
+    status: str
+    sites: list[SiteResult] = field(default_factory=list)
+    run_dir: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        """Total number of changed steps."""
+        return sum(s.changed for s in self.sites)
+
+    @property
+    def ok(self) -> bool:
+        """True when every site ended OK."""
+        return self.status == "ok"
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit status for this result: 0 ok, 1 a site failed, 3 lock held or interrupted."""
+        if self.status == "ok":
+            return 0
+        if self.status in ("interrupted", "locked"):
+            return 3
+        return 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "run_id": self.run_id,
+            "playbook": self.playbook,
+            "check": self.check,
+            "status": self.status,
+            "changed": self.changed,
+            "run_dir": self.run_dir,
+            "duration_ms": round(self.duration_ms, 1),
+            "sites": [s.to_dict() for s in self.sites],
+        }
