@@ -1,0 +1,1 @@
+"""Built-in actions, one module per family. They are registered as entry points in pyproject.toml."""

@@ -1,0 +1,263 @@
+"""``file.content``, ``file.directory``, ``file.symlink``: files on the host, atomically, reversibly."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from maintkit.action import Action, Context, Params
+from maintkit.errors import ApplyFailed, CheckFailed, RollbackFailed
+from maintkit.probes import FileInfo, FileState, Probe
+from maintkit.results import Change, Check
+from maintkit.transport.base import join, quote
+
+MAX_UNDO_BYTES = 16 * 1024 * 1024
+
+
+def _mode(value: str | int | None) -> str | None:
+    if value is None:
+        return None
+    text = oct(value)[2:] if isinstance(value, int) else str(value)
+    text = text.lstrip("0") or "0"
+    if not all(c in "01234567" for c in text) or len(text) > 4:
+        raise ValueError(f"invalid mode {value!r} (use octal such as '0644')")
+    return text
+
+
+class _Owned(Params):
+    path: str = Field(..., description="Absolute path on the host")
+    mode: str | None = Field(None, description="Octal mode, e.g. '0644'")
+    owner: str | None = Field(None, description="Owner user name")
+    group: str | None = Field(None, description="Owner group name")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _valid_mode(cls, v: Any) -> str | None:
+        return _mode(v)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("path must be absolute")
+        return v.rstrip("/") or "/"
+
+
+def _attr_diffs(p: _Owned, info: FileInfo) -> list[str]:
+    out = []
+    if p.mode is not None and info.mode.lstrip("0") != p.mode.lstrip("0"):
+        out.append(f"mode {info.mode} -> {p.mode}")
+    if p.owner is not None and info.owner != p.owner:
+        out.append(f"owner {info.owner} -> {p.owner}")
+    if p.group is not None and info.group != p.group:
+        out.append(f"group {info.group} -> {p.group}")
+    return out
+
+
+def _set_attrs(ctx: Context, p: _Owned) -> None:
+    if p.owner or p.group:
+        spec = (p.owner or "") + (f":{p.group}" if p.group else "")
+        ctx.run(["chown", "-h", spec, p.path])
+    if p.mode is not None:
+        ctx.run(["chmod", p.mode, p.path])
+
+
+def _restore_attrs(ctx: Context, path: str, before: FileInfo) -> None:
+    if before.type != "symlink":
+        ctx.run(["chmod", before.mode, path])
+    ctx.run(["chown", "-h", f"{before.owner}:{before.group}", path], check=False)
+
+
+class FileContentParams(_Owned):
+    """Parameters of ``file.content``."""
+
+    content: str = Field(..., description="Exact file content")
+
+
+@dataclass
+class _ContentUndo:
+    before: FileInfo
+    data: bytes | None
+
+
+class FileContent(Action[FileContentParams]):
+    """Ensure a file has exactly this content (and mode/owner). Atomic write; rollback restores it."""
+
+    name = "file.content"
+    Params = FileContentParams
+    summary = "Ensure a file's exact content, mode and owner (atomic write, reversible)."
+    reversible = True
+
+    @property
+    def _data(self) -> bytes:
+        return self.params.content.encode("utf-8")
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [FileState(self.params.path)]
+
+    def check(self, ctx: Context) -> Check:
+        p = self.params
+        info = ctx.probe(FileState(p.path))
+        want = hashlib.sha256(self._data).hexdigest()
+        if info.exists and info.type != "file":
+            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a file", action=self.name)
+        reasons = []
+        if not info.exists:
+            reasons.append("file missing")
+        elif info.sha256 != want:
+            reasons.append("content differs")
+        reasons += _attr_diffs(p, info) if info.exists else []
+        if not reasons:
+            return Check.ok("content, mode and owner as wanted")
+        diff = None
+        if ctx.options.diff:
+            old = ctx.get(p.path).decode("utf-8", "replace") if info.exists and info.size < 1_000_000 else ""
+            diff = "".join(
+                difflib.unified_diff(old.splitlines(True), p.content.splitlines(True), p.path + " (before)", p.path)
+            )
+        return Check.change(", ".join(reasons), diff=diff, snapshot=info)
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        p = self.params
+        before: FileInfo = check.snapshot
+        old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
+        mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
+        ctx.put(self._data, p.path, mode=mode)
+        _set_attrs(ctx, p)
+        return [
+            Change(
+                target=p.path,
+                summary="created" if not before.exists else "updated",
+                before=before.sha256,
+                after=hashlib.sha256(self._data).hexdigest(),
+                undo=_ContentUndo(before, old),
+            )
+        ]
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        for change in reversed(changes):
+            undo: _ContentUndo = change.undo
+            if not undo.before.exists:
+                ctx.run(["rm", "-f", "--", change.target])
+            elif undo.data is None:
+                raise RollbackFailed(f"{change.target}: previous content was too large to keep for undo")
+            else:
+                ctx.put(undo.data, change.target, mode=int(undo.before.mode, 8))
+                _restore_attrs(ctx, change.target, undo.before)
+
+
+class FileDirectoryParams(_Owned):
+    """Parameters of ``file.directory``."""
+
+
+class FileDirectory(Action[FileDirectoryParams]):
+    """Ensure a directory exists with mode/owner. Rollback removes it if it created it (when empty)."""
+
+    name = "file.directory"
+    Params = FileDirectoryParams
+    summary = "Ensure a directory exists with mode and owner (reversible)."
+    reversible = True
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [FileState(self.params.path)]
+
+    def check(self, ctx: Context) -> Check:
+        p = self.params
+        info = ctx.probe(FileState(p.path))
+        if info.exists and info.type != "directory":
+            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a directory", action=self.name)
+        if not info.exists:
+            return Check.change("directory missing", snapshot=info)
+        diffs = _attr_diffs(p, info)
+        return Check.change(", ".join(diffs), snapshot=info) if diffs else Check.ok("directory as wanted")
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        p = self.params
+        before: FileInfo = check.snapshot
+        if not before.exists:
+            # remember which parents we create, so rollback removes exactly those
+            res = ctx.run(["mkdir", "-p", "-v", "--", p.path])
+            created = [line.split("'", 2)[1] for line in res.stdout.splitlines() if line.count("'") >= 2]
+        else:
+            created = []
+        _set_attrs(ctx, p)
+        return [Change(p.path, "created" if created else "attributes changed", before=before.mode or None, undo=(before, created))]
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        for change in reversed(changes):
+            before, created = change.undo
+            if created:
+                res = ctx.run(["rmdir", "--", *reversed(created)], check=False)
+                if not res.ok:
+                    raise RollbackFailed(f"cannot remove {change.target}: {res.stderr.strip()}")
+            else:
+                _restore_attrs(ctx, change.target, before)
+
+
+class FileSymlinkParams(Params):
+    """Parameters of ``file.symlink``."""
+
+    path: str = Field(..., description="Absolute path of the link")
+    target: str = Field(..., description="What the link points to")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("path must be absolute")
+        return v.rstrip("/")
+
+
+def switch_symlink(ctx: Context, path: str, target: str) -> None:
+    """Point ``path`` at ``target`` atomically (new link + ``mv -T``)."""
+    tmp = f"{path}.maint-tmp"
+    script = (
+        f"ln -sfn {quote(target)} {quote(tmp)} && mv -T -f {quote(tmp)} {quote(path)}"
+        f" || {{ rc=$?; rm -f {quote(tmp)}; exit $rc; }}"
+    )
+    res = ctx.run_shell(script, check=False)
+    if not res.ok:
+        raise ApplyFailed(f"cannot switch {path} -> {target}: {res.stderr.strip()}")
+
+
+class FileSymlink(Action[FileSymlinkParams]):
+    """Ensure a symlink points at a target, switched atomically. Rollback restores the old target."""
+
+    name = "file.symlink"
+    Params = FileSymlinkParams
+    summary = "Ensure a symlink points at a target (atomic switch, reversible)."
+    reversible = True
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [FileState(self.params.path)]
+
+    def check(self, ctx: Context) -> Check:
+        p = self.params
+        info = ctx.probe(FileState(p.path))
+        if info.exists and info.type != "symlink":
+            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a symlink", action=self.name)
+        if info.exists and info.target == p.target:
+            return Check.ok(f"points to {p.target}")
+        was = info.target if info.exists else "missing"
+        return Check.change(f"{was} -> {p.target}", diff=f"-{was}\n+{p.target}\n", snapshot=info)
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        p = self.params
+        before: FileInfo = check.snapshot
+        switch_symlink(ctx, p.path, p.target)
+        return [Change(p.path, "switched", before=before.target, after=p.target, undo=before)]
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        for change in reversed(changes):
+            before: FileInfo = change.undo
+            if before.exists and before.target is not None:
+                switch_symlink(ctx, change.target, before.target)
+            else:
+                ctx.run(["rm", "-f", "--", change.target])
+
+
+__all__ = ["FileContent", "FileDirectory", "FileSymlink", "join", "switch_symlink"]

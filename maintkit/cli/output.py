@@ -1,0 +1,134 @@
+"""How ``maint`` shows runs: plain lines (CI, pipes), JSON lines (--json), a summary at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+import click
+
+_STATUS_MARK = {
+    "changed": "changed",
+    "unchanged": "ok",
+    "would-change": "would change",
+    "unknown": "unknown",
+    "skipped": "skipped",
+    "failed": "FAILED",
+    "rolled-back": "rolled back",
+    "rollback-failed": "ROLLBACK FAILED",
+}
+_COLORS = {"changed": "yellow", "would change": "yellow", "FAILED": "red", "ROLLBACK FAILED": "red", "rolled back": "magenta", "ok": "green", "unknown": "cyan"}
+
+
+def redact_for_output(text: str) -> str:
+    """Redact secrets taken from the environment before printing an error."""
+    from maintkit.audit import Redactor
+
+    return Redactor().redact_text(text)
+
+
+def _color() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+class Reporter:
+    """Receives run events and prints them (plain or JSON lines)."""
+
+    def __init__(self, *, as_json: bool, check: bool, diff: bool) -> None:
+        self.as_json = as_json
+        self.check = check
+        self.diff = diff
+        self.redactor: Any = None
+        self._lock = threading.Lock()
+        self.color = _color()
+
+    @classmethod
+    def for_terminal(cls, *, as_json: bool, check: bool, diff: bool) -> Reporter:
+        """The reporter that suits stdout (a live view on a terminal when available)."""
+        if not as_json and sys.stdout.isatty() and os.environ.get("MAINT_PLAIN") is None:
+            try:
+                from maintkit.cli.live import LiveReporter
+
+                return LiveReporter(as_json=as_json, check=check, diff=diff)
+            except ImportError:
+                pass
+        return cls(as_json=as_json, check=check, diff=diff)
+
+    def start(self, runner: Any) -> None:
+        """Called once the run is about to start."""
+        if not self.as_json:
+            mode = "plan" if self.check else "run"
+            click.echo(f"{mode} {runner.playbook.name}: {len(runner.plan())} site(s), run {runner.run_id}")
+
+    def stop(self) -> None:
+        """Called when the run has ended (live views close here)."""
+
+    def _mark(self, status: str) -> str:
+        mark = _STATUS_MARK.get(status, status)
+        return click.style(mark, fg=_COLORS.get(mark)) if self.color else mark
+
+    def on_event(self, record: dict[str, Any]) -> None:
+        """Print one event."""
+        with self._lock:
+            if self.as_json:
+                click.echo(json.dumps(record, default=str))
+                return
+            self.plain_line(record)
+
+    def plain_line(self, r: dict[str, Any]) -> None:
+        """One human line for the events worth a line."""
+        ev = r.get("event", "")
+        where = f"{r.get('site', '')}/{r.get('env', '')}"
+        if ev in ("step.checked", "step.verified", "step.failed", "step.skipped", "step.rolled_back", "step.rollback_failed"):
+            status = r.get("status", "")
+            if ev == "step.checked" and not self.check and status not in ("unchanged", "unknown"):
+                return
+            reason = r.get("error") or r.get("reason") or ""
+            click.echo(f"{where:<28} {r.get('step', ''):<22} {self._mark(status):<14} {reason}".rstrip())
+            if self.diff and r.get("diff"):
+                click.echo(_indent(str(r["diff"])))
+        elif ev in ("site.finished",) and r.get("status") not in ("ok",):
+            click.echo(f"{r.get('site')}: {self._mark(str(r.get('status')))} {r.get('error') or ''}".rstrip())
+        elif ev == "site.skipped":
+            click.echo(f"{r.get('site')}: skipped ({r.get('error')})")
+        elif ev == "run.interrupt_requested":
+            click.echo("interrupt received: finishing the current step, rolling back, releasing locks...", err=True)
+
+    def finish(self, result: Any) -> None:
+        """Print the summary and where the run folder is."""
+        if self.as_json:
+            click.echo(json.dumps({"event": "result", **result.to_dict()}, default=str))
+            return
+        click.echo("")
+        for site in result.sites:
+            counts: dict[str, int] = {}
+            for s in site.steps:
+                counts[s.status.value] = counts.get(s.status.value, 0) + 1
+            parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            click.echo(f"{site.site:<24} {self._mark(site.status.value):<12} {parts}")
+            if site.error and site.status.value != "ok":
+                click.echo(f"    {site.error}")
+        verb = "would change" if result.check else "changed"
+        click.echo(f"\n{result.status}: {result.changed if not result.check else _would(result)} step(s) {verb}; run folder {result.run_dir}")
+
+
+def _would(result: Any) -> int:
+    return sum(1 for site in result.sites for s in site.steps if s.status.value == "would-change")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip("\n").split("\n"))
+
+
+def print_run_detail(data: dict[str, Any]) -> None:
+    """Show one run folder: summary and steps."""
+    summary = data.get("summary", {})
+    click.echo(f"run {summary.get('run_id')}  playbook {summary.get('playbook')}  status {summary.get('status')}")
+    click.echo(f"started {summary.get('started')}  finished {summary.get('finished')}  actor {summary.get('actor')}")
+    for site in summary.get("sites", []):
+        click.echo(f"\n{site['site']}: {site['status']}" + (f" ({site['error']})" if site.get("error") else ""))
+        for s in site.get("steps", []):
+            click.echo(f"  {s['env']:<11} {s['step']:<24} {s['status']:<13} {s.get('error') or s.get('reason') or ''}")
