@@ -1,0 +1,371 @@
+"""A private ACME certificate authority (pebble) and a certbot helper, fully offline.
+
+:class:`AcmeServer` starts ``pebble-challtestsrv`` as the DNS server that answers
+every name with 127.0.0.1, and ``pebble`` using it, both on free loopback ports.
+Pebble validates http-01 challenges on 127.0.0.1:``http_port``: a web server
+must serve the certbot webroot there (see :func:`serve_http01`). Pebble keeps
+its state in memory and makes a new root CA at each start, so a certbot config
+dir belongs to one pebble run.
+
+Pebble's own API is TLS with a server certificate made here for
+127.0.0.1/localhost; :attr:`AcmeServer.ca_bundle` is the CA file for it (give it
+to certbot as ``REQUESTS_CA_BUNDLE``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from tests.lab.web import WebStack
+
+PEBBLE = "/usr/bin/pebble"
+CHALLTESTSRV = "/usr/bin/pebble-challtestsrv"
+CERTBOT = "/usr/bin/certbot"
+START_TIMEOUT = 15.0
+
+
+class AcmeError(RuntimeError):
+    """pebble or challtestsrv failed to start or answer (the message carries the log tail)."""
+
+
+class AcmeServer:
+    """pebble + pebble-challtestsrv on 127.0.0.1.
+
+    ``cert_validity`` (seconds) sets ``certificateValidityPeriod``: a short value
+    (for example one day) issues certificates that are due for renewal at once.
+    """
+
+    def __init__(self, base_dir: str | Path, *, cert_validity: int | None = 86400) -> None:
+        self.base_dir = Path(base_dir)
+        self.cert_validity = cert_validity
+        self.ca_bundle = self.base_dir / "api-ca.pem"
+        self.pebble_log = self.base_dir / "pebble.log"
+        self.challtestsrv_log = self.base_dir / "challtestsrv.log"
+        self.acme_port = self.mgmt_port = self.http_port = self.tls_port = 0
+        self.dns_port = self.chall_mgmt_port = 0
+        #: The webroot served on ``http_port``, once :func:`serve_http01` ran.
+        self.webroot: Path | None = None
+        self._pebble: subprocess.Popen[bytes] | None = None
+        self._chall: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> AcmeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def directory_url(self) -> str:
+        """The ACME directory URL (``--server`` for certbot)."""
+        return f"https://127.0.0.1:{self.acme_port}/dir"
+
+    def start(self) -> AcmeServer:
+        """Start challtestsrv, then pebble; raise :class:`AcmeError` with the log tail on failure."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        cert, key = self._make_api_cert()
+        self.acme_port, self.mgmt_port, self.http_port, self.tls_port, self.chall_mgmt_port = (
+            _free_port() for _ in range(5)
+        )
+        self.dns_port = _free_udp_tcp_port()
+        try:
+            self._start_challtestsrv()
+            self._start_pebble(cert, key)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop pebble and challtestsrv."""
+        for proc in (self._pebble, self._chall):
+            if proc is not None:
+                _stop_process(proc)
+        self._pebble = self._chall = None
+
+    def _make_api_cert(self) -> tuple[Path, Path]:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maintkit lab ACME API CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.ca_bundle.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        cert_path, key_path = self.base_dir / "api-cert.pem", self.base_dir / "api-key.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return cert_path, key_path
+
+    def _start_challtestsrv(self) -> None:
+        argv = [
+            CHALLTESTSRV,
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            f"127.0.0.1:{self.dns_port}",
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            f"127.0.0.1:{self.chall_mgmt_port}",
+        ]
+        self._chall = _spawn(argv, self.challtestsrv_log)
+        _wait_until(lambda: _port_open(self.chall_mgmt_port), self._chall, "pebble-challtestsrv", self.challtestsrv_log)
+
+    def _start_pebble(self, cert: Path, key: Path) -> None:
+        settings: dict[str, object] = {
+            "listenAddress": f"127.0.0.1:{self.acme_port}",
+            "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+            "certificate": str(cert),
+            "privateKey": str(key),
+            "httpPort": self.http_port,
+            "tlsPort": self.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        if self.cert_validity is not None:
+            settings["certificateValidityPeriod"] = self.cert_validity
+        conf = self.base_dir / "pebble-config.json"
+        conf.write_text(json.dumps({"pebble": settings}, indent=2))
+        env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+            "PEBBLE_AUTHZREUSE": "0",
+        }
+        argv = [PEBBLE, "-config", str(conf), "-dnsserver", f"127.0.0.1:{self.dns_port}", "-strict=false"]
+        self._pebble = _spawn(argv, self.pebble_log, env=env)
+        _wait_until(
+            lambda: _port_open(self.acme_port) and _port_open(self.mgmt_port) and self._directory_answers(),
+            self._pebble,
+            "pebble",
+            self.pebble_log,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+    def _directory_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.directory_url, timeout=2, context=self._ssl_context()) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def issuing_root_pem(self) -> str:
+        """PEM of pebble's current root CA (new at each pebble start), from the management API."""
+        url = f"https://127.0.0.1:{self.mgmt_port}/roots/0"
+        with urllib.request.urlopen(url, timeout=5, context=self._ssl_context()) as resp:  # noqa: S310
+            return str(resp.read().decode())
+
+    def _chall_post(self, path: str, payload: dict[str, object]) -> None:
+        req = urllib.request.Request(  # noqa: S310 (fixed local URL)
+            f"http://127.0.0.1:{self.chall_mgmt_port}{path}",
+            data=json.dumps(payload).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            if resp.status != 200:
+                raise AcmeError(f"challtestsrv {path} answered {resp.status}")
+
+    def make_fail(self, name: str) -> None:
+        """Make validations of ``name`` fail: its A record now points at 127.0.0.2 (nothing listens there)."""
+        self._chall_post("/add-a", {"host": name, "addresses": ["127.0.0.2"]})
+
+    def unfail(self, name: str) -> None:
+        """Undo :meth:`make_fail` (``name`` resolves to 127.0.0.1 again)."""
+        self._chall_post("/clear-a", {"host": name})
+
+    def certbot(self, base_dir: str | Path) -> Certbot:
+        """A :class:`Certbot` with fresh config/work/logs dirs under ``base_dir``, pointed at this server."""
+        base = Path(base_dir)
+        return Certbot(base / "config", base / "work", base / "logs", self.directory_url, self.ca_bundle)
+
+
+def serve_http01(acme: AcmeServer, web: WebStack, name: str = "acme-http01", mode: int = 0o755) -> Path:
+    """Create a webroot under ``web`` and serve it on ``acme.http_port``; return the webroot.
+
+    certbot ``--webroot -w WEBROOT`` then passes pebble's http-01 validation.
+    """
+    webroot = web.make_site_dir(name)
+    webroot.chmod(mode)
+    web.add_site(name, str(webroot), php=False, port=acme.http_port)
+    acme.webroot = webroot
+    return webroot
+
+
+@dataclass(frozen=True)
+class Certbot:
+    """certbot run against a given ACME server with its own config, work and logs dirs."""
+
+    config_dir: Path
+    work_dir: Path
+    logs_dir: Path
+    server: str
+    ca_bundle: Path
+
+    def run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run ``certbot ARGS`` non-interactively (not checked: look at ``returncode``)."""
+        argv = [
+            CERTBOT,
+            *args,
+            "--config-dir",
+            str(self.config_dir),
+            "--work-dir",
+            str(self.work_dir),
+            "--logs-dir",
+            str(self.logs_dir),
+            "--server",
+            self.server,
+            "--non-interactive",
+            "--agree-tos",
+            "--register-unsafely-without-email",
+        ]
+        env = {**os.environ, "REQUESTS_CA_BUNDLE": str(self.ca_bundle)}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+    def certonly_webroot(
+        self, name: str, webroot: str | Path, extra: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Issue a certificate for ``name`` with an http-01 challenge written under ``webroot``."""
+        return self.run("certonly", "--webroot", "-w", str(webroot), "-d", name, "--cert-name", name, *extra)
+
+    def renew(self, cert_name: str, extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        """``certbot renew --cert-name NAME --no-random-sleep-on-renew`` (renews only when due)."""
+        return self.run("renew", "--cert-name", cert_name, "--no-random-sleep-on-renew", *extra)
+
+    def live_dir(self, cert_name: str) -> Path:
+        """``<config>/live/<name>`` holding fullchain.pem, privkey.pem, cert.pem, chain.pem."""
+        return self.config_dir / "live" / cert_name
+
+    def fullchain(self, cert_name: str) -> Path:
+        """Path of the current full chain (a symlink certbot moves on renewal)."""
+        return self.live_dir(cert_name) / "fullchain.pem"
+
+    def privkey(self, cert_name: str) -> Path:
+        """Path of the current private key."""
+        return self.live_dir(cert_name) / "privkey.pem"
+
+    def certificate(self, cert_name: str) -> x509.Certificate:
+        """The current leaf certificate of ``cert_name``."""
+        return x509.load_pem_x509_certificate((self.live_dir(cert_name) / "cert.pem").read_bytes())
+
+
+# -- small private process helpers -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP (DNS listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                    tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AcmeError("no free UDP+TCP port found")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AcmeError(f"{what} exited with status {proc.returncode}; log tail ({log}):\n{_log_tail(log)}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise AcmeError(f"{what} not ready after {START_TIMEOUT:.0f} s; log tail ({log}):\n{_log_tail(log)}")
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    subprocess.run(["pkill", "-TERM", "-P", str(proc.pid)], check=False)  # none expected; children first
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
