@@ -355,7 +355,7 @@ class Runner:
     def _open_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.run_dir, 0o700)
-        prov = git_provenance(Path(self.playbook.path).resolve().parent) if self.playbook.path else {}
+        prov = git_provenance(Path(self.playbook.path).resolve()) if self.playbook.path else {}
         common = {
             "actor": current_actor(),
             "playbook": self.playbook.name,

@@ -27,7 +27,7 @@ def redact_for_output(text: str) -> str:
     """Redact secrets taken from the environment before printing an error."""
     from maintkit.audit import Redactor
 
-    return Redactor().redact_text(text)
+    return Redactor.from_environ().redact_text(text)
 
 
 def _color() -> bool:
@@ -47,7 +47,14 @@ class Reporter:
 
     @classmethod
     def for_terminal(cls, *, as_json: bool, check: bool, diff: bool) -> Reporter:
-        """The reporter that suits stdout (a live view on a terminal when available)."""
+        """The reporter that suits stdout (a live view on a terminal when available).
+
+        In GitHub Actions (``GITHUB_ACTIONS=true``): log groups, annotations, job summary, outputs.
+        """
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            from maintkit.cli.github import GitHubReporter
+
+            return GitHubReporter(as_json=as_json, check=check, diff=diff)
         if not as_json and sys.stdout.isatty() and os.environ.get("MAINT_PLAIN") is None:
             try:
                 from maintkit.cli.live import LiveReporter
@@ -59,6 +66,7 @@ class Reporter:
 
     def start(self, runner: Any) -> None:
         """Called once the run is about to start."""
+        self.runner = runner
         if not self.as_json:
             mode = "plan" if self.check else "run"
             click.echo(f"{mode} {runner.playbook.name}: {len(runner.plan())} site(s), run {runner.run_id}")
@@ -98,21 +106,31 @@ class Reporter:
             click.echo("interrupt received: finishing the current step, rolling back, releasing locks...", err=True)
 
     def finish(self, result: Any) -> None:
-        """Print the summary and where the run folder is."""
+        """Print the summary, why anything failed and where the run folder is; then notify."""
+        from maintkit.notify import explain_failures, notify_run
+
         if self.as_json:
             click.echo(json.dumps({"event": "result", **result.to_dict()}, default=str))
-            return
-        click.echo("")
-        for site in result.sites:
-            counts: dict[str, int] = {}
-            for s in site.steps:
-                counts[s.status.value] = counts.get(s.status.value, 0) + 1
-            parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-            click.echo(f"{site.site:<24} {self._mark(site.status.value):<12} {parts}")
-            if site.error and site.status.value != "ok":
-                click.echo(f"    {site.error}")
-        verb = "would change" if result.check else "changed"
-        click.echo(f"\n{result.status}: {result.changed if not result.check else _would(result)} step(s) {verb}; run folder {result.run_dir}")
+        else:
+            click.echo("")
+            for site in result.sites:
+                counts: dict[str, int] = {}
+                for s in site.steps:
+                    counts[s.status.value] = counts.get(s.status.value, 0) + 1
+                parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                click.echo(f"{site.site:<24} {self._mark(site.status.value):<12} {parts}")
+            explanation = explain_failures(result, self.redactor)
+            if explanation:
+                click.echo("")
+                for line in explanation:
+                    click.echo(click.style(line, fg="red") if self.color and not line.startswith(" ") else line)
+            verb = "would change" if result.check else "changed"
+            count = result.changed if not result.check else _would(result)
+            click.echo(f"\n{result.status}: {count} step(s) {verb}; run folder {result.run_dir}")
+        runner = getattr(self, "runner", None)
+        if runner is not None and runner.playbook.notify:
+            for sent in notify_run(runner.playbook, result, redactor=self.redactor):
+                click.echo(f"notification {sent.target} {'sent' if sent.ok else 'FAILED: ' + sent.detail}", err=True)
 
 
 def _would(result: Any) -> int:

@@ -1,0 +1,582 @@
+"""The audit log: hash chain, tamper detection, redaction, run folders, atomic files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from maintkit.audit import (
+    AuditLog,
+    Redactor,
+    current_actor,
+    git_provenance,
+    list_runs,
+    load_run,
+    new_run_id,
+    read_events,
+    resolve_run_id,
+    verify_run,
+    write_json_atomic,
+    write_summary,
+    write_text_atomic,
+)
+from maintkit.errors import ConfigError
+from maintkit.results import StepStatus
+
+COMMON = {"actor": "alice@box", "playbook": "update", "playbook_commit": "abc123", "playbook_dirty": False}
+
+
+def make_run(
+    state: Path,
+    n: int = 6,
+    *,
+    run_id: str | None = None,
+    key: bytes | None = None,
+    summary: bool = True,
+    redactor: Redactor | None = None,
+) -> Path:
+    """A finished run folder with ``n`` events (run.started ... run.finished) and a summary."""
+    rid = run_id or new_run_id()
+    run_dir = state / "runs" / rid
+    log = AuditLog(run_dir, rid, common=COMMON, redactor=redactor or Redactor(), hmac_key=key)
+    log.event("run.started", check=False, sites=["shop-a"])
+    for i in range(n - 2):
+        log.event("step.applied", site="shop-a", env="staging", step=f"s{i}", status=StepStatus.CHANGED)
+    log.event("run.finished", status="ok", changed=n - 2)
+    if summary:
+        write_summary(
+            run_dir,
+            {"run_id": rid, "playbook": "update", "status": "ok", "changed": n - 2, "check": False, "sites": []},
+            log,
+        )
+    log.close()
+    return run_dir
+
+
+def lines_of(run_dir: Path) -> list[bytes]:
+    return (run_dir / "events.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def write_lines(run_dir: Path, lines: list[bytes]) -> None:
+    (run_dir / "events.jsonl").write_bytes(b"".join(lines))
+
+
+# --------------------------------------------------------------------------- chain
+
+
+def test_fresh_run_verifies(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    res = verify_run(run_dir)
+    assert res.ok and res.complete
+    assert res.events == 6
+    assert res.first_bad_line is None
+
+
+def test_events_have_the_documented_fields(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, 3)
+    events = list(read_events(run_dir))
+    assert [e["seq"] for e in events] == [0, 1, 2]
+    first = events[0]
+    assert first["prev"] == hashlib.sha256(first["run_id"].encode()).hexdigest()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
+    assert {"actor", "playbook", "playbook_commit", "playbook_dirty", "event", "hash"} <= first.keys()
+    assert events[1]["status"] == "changed"
+    assert events[1]["prev"] == first["hash"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["events"] == 3
+    assert summary["last_hash"] == events[-1]["hash"]
+
+
+def test_event_returns_the_written_record(tmp_path: Path) -> None:
+    rid = new_run_id()
+    log = AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor())
+    rec = log.event("x", path=Path("/srv/a"), n=1, when={1, 2})
+    log.close()
+    assert list(read_events(tmp_path / rid)) == [rec]
+    assert rec["path"] == "/srv/a"
+
+
+def test_edited_field_is_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    lines[3] = lines[3].replace(b'"status":"changed"', b'"status":"unchanged"')
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert res.first_bad_line == 4
+    assert res.reason == "line 4: event was modified (hash mismatch)"
+
+
+@pytest.mark.parametrize(("deleted", "bad_line"), [(0, 1), (3, 4), (5, 6)])
+def test_deleted_line_is_caught(tmp_path: Path, deleted: int, bad_line: int) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    del lines[deleted]
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert res.first_bad_line == bad_line
+    assert res.reason.startswith(f"line {bad_line}: ")
+
+
+def test_deleted_middle_line_names_the_gap(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    del lines[3]
+    write_lines(run_dir, lines)
+    assert verify_run(run_dir).reason == "line 4: previous event missing or reordered (seq 4 follows 2)"
+
+
+def test_inserted_copy_is_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    lines.insert(4, lines[1])
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert res.first_bad_line == 5
+    assert "inserted" in res.reason
+
+
+def test_swapped_lines_are_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    lines[2], lines[3] = lines[3], lines[2]
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert res.first_bad_line == 3
+
+
+def test_truncated_tail_is_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    write_lines(run_dir, lines_of(run_dir)[:4])
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert res.first_bad_line == 5
+    assert "missing at the end" in res.reason
+
+
+def test_cut_off_last_line_is_invalid_json(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    lines[-1] = lines[-1][:20]
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert (res.ok, res.first_bad_line) == (False, 6)
+    assert "not valid JSON" in res.reason
+
+
+def test_appended_event_is_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    rid = run_dir.name
+    with AuditLog(run_dir, rid, common=COMMON, redactor=Redactor()) as log:
+        log.event("late.event")
+    res = verify_run(run_dir)
+    assert (res.ok, res.first_bad_line) == (False, 7)
+
+
+def test_edited_summary_is_caught(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["status"] = "failed"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    res = verify_run(run_dir)
+    assert not res.ok
+    assert "seal mismatch" in res.reason
+
+
+def test_duplicate_key_trick_is_caught(tmp_path: Path) -> None:
+    """Same parsed content, different text: tools that read the first key would be fooled."""
+    run_dir = make_run(tmp_path)
+    lines = lines_of(run_dir)
+    lines[2] = lines[2].replace(b"{", b'{"status":"unchanged",', 1)
+    write_lines(run_dir, lines)
+    res = verify_run(run_dir)
+    assert (res.ok, res.first_bad_line) == (False, 3)
+
+
+def test_without_summary_the_chain_still_verifies(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, summary=False)
+    res = verify_run(run_dir)
+    assert res.ok and not res.complete
+    assert "cut-off tail cannot be detected" in res.reason
+
+
+def test_missing_events_file(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    res = verify_run(tmp_path / "r")
+    assert not res.ok and "missing" in res.reason
+
+
+def test_continuing_an_existing_log_keeps_the_chain(tmp_path: Path) -> None:
+    rid = new_run_id()
+    with AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor()) as log:
+        log.event("a")
+    with AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor()) as log:
+        rec = log.event("b")
+        assert log.count == 2
+    assert rec["seq"] == 1
+    assert verify_run(tmp_path / rid).ok
+
+
+def test_reserved_field_names_are_refused(tmp_path: Path) -> None:
+    rid = new_run_id()
+    with AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor()) as log, pytest.raises(ValueError):
+        log.event("x", seq=3)
+
+
+# --------------------------------------------------------------------------- HMAC
+
+
+def _recompute_plain(run_dir: Path) -> None:
+    """What someone without the key can do: rebuild every hash with plain SHA-256."""
+    out, prev = [], None
+    for line in lines_of(run_dir):
+        rec = json.loads(line)
+        rec["status"] = "forged" if rec.get("status") else rec.get("status")
+        if prev is not None:
+            rec["prev"] = prev
+        rec.pop("hash")
+        rec["hash"] = hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        prev = rec["hash"]
+        out.append(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    write_lines(run_dir, out)
+
+
+def test_hmac_chain_verifies_with_the_key_only(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, key=b"k3y-material")
+    assert verify_run(run_dir, b"k3y-material").ok
+    wrong = verify_run(run_dir, b"other-key")
+    assert (wrong.ok, wrong.first_bad_line) == (False, 1)
+    no_key = verify_run(run_dir)
+    assert not no_key.ok
+    assert "MAINT_AUDIT_KEY" in no_key.reason
+
+
+def test_hmac_detects_a_chain_recomputed_without_the_key(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, key=b"k3y-material")
+    _recompute_plain(run_dir)
+    res = verify_run(run_dir, b"k3y-material")
+    assert (res.ok, res.first_bad_line) == (False, 1)
+    assert "plain SHA-256" in res.reason
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_file_modes(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        run_dir = make_run(tmp_path)
+        write_text_atomic(run_dir / "playbook.yml", "name: x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    for name in ("events.jsonl", "summary.json", "playbook.yml"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_write_json_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    write_json_atomic(target, {"b": 1, "a": [Path("/x")]})
+    assert json.loads(target.read_text()) == {"a": ["/x"], "b": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_write_text_atomic_cleans_up_on_failure(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        write_text_atomic(tmp_path / "x.txt", 42)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_events_make_a_valid_chain(tmp_path: Path) -> None:
+    rid = new_run_id()
+    log = AuditLog(tmp_path / rid, rid, common=COMMON, redactor=Redactor(["sup3rsecret"]))
+    barrier = threading.Barrier(8)
+
+    def worker(t: int) -> None:
+        barrier.wait()
+        for i in range(40):
+            log.event("step.checked", site=f"shop-{t}", step=f"s{i}", command="x --password sup3rsecret")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    write_summary(tmp_path / rid, {"status": "ok"}, log)
+    log.close()
+    seqs = [e["seq"] for e in read_events(tmp_path / rid)]
+    assert seqs == list(range(320))
+    res = verify_run(tmp_path / rid)
+    assert res.ok, res.reason
+    assert b"sup3rsecret" not in (tmp_path / rid / "events.jsonl").read_bytes()
+
+
+# --------------------------------------------------------------------------- redaction
+
+SECRET_CHARS = st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters='*"\\')
+NOISE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+# Every generated secret holds one character that the log's own structure (field names,
+# timestamps, hex hashes, JSON punctuation) never contains, so a hit is a real leak.
+SECRETS = st.builds(
+    lambda body, mark, at: body[: at % (len(body) + 1)] + mark + body[at % (len(body) + 1) :],
+    st.text(SECRET_CHARS, min_size=7, max_size=40),
+    st.sampled_from("!#$%&()+;<=>?^|~"),
+    st.integers(min_value=0, max_value=40),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=SECRETS,
+    other=SECRETS,
+    before=NOISE,
+    after=NOISE,
+)
+def test_secrets_never_reach_the_file(secret: str, other: str, before: str, after: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rid = new_run_id()
+        run_dir = Path(tmp) / rid
+        red = Redactor()
+        red.add_secret(secret)
+        log = AuditLog(run_dir, rid, common=COMMON, redactor=red)
+        # ``other`` is only known because it arrives as a SecretStr in the same event.
+        log.event(
+            "step.failed",
+            command=f"mysql -u shop {before}{secret}{after} {before}{other}{after}",
+            error=f"{before}{secret}{after}: access denied",
+            params={"db_pass": SecretStr(other), "nested": [f"{other}{before}", (secret,)]},
+        )
+        log.event("run.finished", status="failed", note=f"{after}{other}")
+        write_summary(run_dir, {"error": f"{before}{secret}"}, log)
+        log.close()
+        for name in ("events.jsonl", "summary.json"):
+            data = (run_dir / name).read_bytes()
+            assert secret.encode() not in data
+            assert other.encode() not in data
+        assert verify_run(run_dir).ok
+
+
+def test_secret_that_looks_like_the_run_id_does_not_break_the_chain(tmp_path: Path) -> None:
+    rid = new_run_id()
+    red = Redactor([rid[:8]])
+    run_dir = make_run(tmp_path, 3, run_id=rid, redactor=red)
+    events = list(read_events(run_dir))
+    assert all(e["run_id"] == rid for e in events)
+    assert json.loads((run_dir / "summary.json").read_text())["run_id"] == rid
+    assert verify_run(run_dir).ok
+
+
+def test_failed_write_leaves_no_partial_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rid = new_run_id()
+    log = AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor())
+    log.event("a")
+    real_write = os.write
+
+    def short_then_fail(fd: int, data: Any) -> int:
+        monkeypatch.setattr(os, "write", failing)
+        return real_write(fd, bytes(data)[:10])
+
+    def failing(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", short_then_fail)
+    with pytest.raises(OSError):
+        log.event("b")
+    monkeypatch.setattr(os, "write", real_write)
+    log.event("c")
+    log.close()
+    assert [e["event"] for e in read_events(tmp_path / rid)] == ["a", "c"]
+    assert verify_run(tmp_path / rid).ok
+
+
+def test_key_name_rule() -> None:
+    red = Redactor()
+    for key in ("password", "db_password", "CLOUDFLARE_TOKEN", "api_key", "apiKey", "secret", "credentials", "auth"):
+        assert red.is_sensitive_key(key), key
+    for key in (
+        "host_key_policy",
+        "key_file",
+        "primary_key_count",
+        "password_file",
+        "keys_zone",
+        "cache_key",
+        "author",
+    ):
+        assert not red.is_sensitive_key(key), key
+
+
+def test_redact_keeps_structure() -> None:
+    red = Redactor()
+    out = red.redact(
+        {
+            "db_password": "hunter22",
+            "token": 123456,
+            "secret": {"a": "x", "b": None, "c": [True, "y"]},
+            "key_file": "/etc/ssh/id",
+            "host_key_policy": "reject",
+            "items": ({"api_key": "k"}, "plain"),
+            "empty_password": "",
+        }
+    )
+    assert out == {
+        "db_password": "***",
+        "token": "***",
+        "secret": {"a": "***", "b": None, "c": [True, "***"]},
+        "key_file": "/etc/ssh/id",
+        "host_key_policy": "reject",
+        "items": ({"api_key": "***"}, "plain"),
+        "empty_password": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mysqldump --password=s3cr3t shop", "mysqldump --password=*** shop"),
+        ("wp --db-password s3cr3t x", "wp --db-password *** x"),
+        ("git clone https://bob:ghp_1234@github.com/a/b", "git clone https://bob:***@github.com/a/b"),
+        ("curl -H 'Authorization: Bearer abc.def.123'", "curl -H 'Authorization: *** ***'"),
+        ("'password' => 'p4ss',", "'password' => '***',"),
+        ('{"api_key": "abcd", "user": "bob"}', '{"api_key": "***", "user": "bob"}'),
+        ("DB_PASSWORD={{ secrets.DB_PASSWORD }}", "DB_PASSWORD={{ secrets.DB_PASSWORD }}"),
+        ("key_file=/etc/key host_key_policy=reject", "key_file=/etc/key host_key_policy=reject"),
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    assert Redactor().redact_text(text) == expected
+
+
+def test_known_secret_longest_first_and_short_ignored() -> None:
+    red = Redactor(["abcd", "abcdefgh", "xy"])
+    assert red.redact_text("abcdefgh abcd xy") == "*** *** xy"
+
+
+def test_replacement_cannot_rebuild_a_secret() -> None:
+    red = Redactor(["a!b!", "!b!a"])
+    assert "a!b!" not in red.redact_text("a!b!b!a!b!")
+
+
+def test_secretstr_becomes_mask_and_processor_works() -> None:
+    red = Redactor()
+    event = {"event": "x", "pw": SecretStr("topsecret1"), "msg": "login with topsecret1"}
+    assert red.processor(None, "info", event) == {"event": "x", "pw": "***", "msg": "login with ***"}
+
+
+def test_from_environ_knows_sensitive_variables() -> None:
+    red = Redactor.from_environ({"CF_API_TOKEN": "tok-12345", "HOME": "/root", "MAINT_AUDIT_KEY": "k-98765"})
+    assert red.redact_text("tok-12345 /root k-98765") == "*** /root ***"
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_new_run_id_shape_and_order() -> None:
+    rid = new_run_id()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", rid)
+    assert new_run_id() != rid
+
+
+def test_list_runs_newest_first(tmp_path: Path) -> None:
+    make_run(tmp_path, 3, run_id="20261101T010000Z-aaaaaa")
+    make_run(tmp_path, 3, run_id="20261103T010000Z-cccccc", summary=False)
+    make_run(tmp_path, 3, run_id="20261102T010000Z-bbbbbb")
+    (tmp_path / "runs" / "not-a-run").mkdir()
+    rows = list_runs(tmp_path)
+    assert [r["run_id"] for r in rows] == [
+        "20261103T010000Z-cccccc",
+        "20261102T010000Z-bbbbbb",
+        "20261101T010000Z-aaaaaa",
+    ]
+    by_id = {r["run_id"]: r for r in rows}
+    assert by_id["20261103T010000Z-cccccc"]["status"] == "incomplete"
+    assert by_id["20261102T010000Z-bbbbbb"]["status"] == "ok"
+    assert by_id["20261102T010000Z-bbbbbb"]["playbook"] == "update"
+    assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_list_runs_same_second_uses_event_time(tmp_path: Path) -> None:
+    for rid, ts in (("20261101T010000Z-ffffff", "01.100"), ("20261101T010000Z-000000", "01.900")):
+        d = tmp_path / "runs" / rid
+        d.mkdir(parents=True)
+        rec = {"event": "run.started", "seq": 0, "ts": f"2026-11-01T01:00:{ts}Z"}
+        (d / "events.jsonl").write_text(json.dumps(rec) + "\n")
+    assert [r["run_id"] for r in list_runs(tmp_path)] == ["20261101T010000Z-000000", "20261101T010000Z-ffffff"]
+
+
+def test_resolve_run_id(tmp_path: Path) -> None:
+    make_run(tmp_path, 3, run_id="20261101T010000Z-aaaaaa")
+    make_run(tmp_path, 3, run_id="20261101T020000Z-bbbbbb")
+    assert resolve_run_id(tmp_path, "20261101T02") == "20261101T020000Z-bbbbbb"
+    assert resolve_run_id(tmp_path, "latest") == "20261101T020000Z-bbbbbb"
+    with pytest.raises(ConfigError, match="matches 2 runs"):
+        resolve_run_id(tmp_path, "2026")
+    with pytest.raises(ConfigError, match="no run matches"):
+        resolve_run_id(tmp_path, "1999")
+    with pytest.raises(ConfigError, match="no runs yet"):
+        resolve_run_id(tmp_path / "empty", "latest")
+
+
+def test_load_run(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, 4)
+    data = load_run(tmp_path, run_dir.name)
+    assert data["complete"] is True
+    assert data["summary"]["status"] == "ok"
+    assert [e["event"] for e in data["events"]][0] == "run.started"
+    assert len(data["events"]) == 4
+    with pytest.raises(ConfigError):
+        load_run(tmp_path, "../etc")
+
+
+def test_current_actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    assert current_actor().startswith("github:octocat@")
+    monkeypatch.delenv("GITHUB_ACTOR")
+    assert "@" in current_actor() and not current_actor().startswith("github:")
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@x"
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def test_git_provenance(tmp_path: Path) -> None:
+    assert git_provenance(tmp_path) == {"commit": None, "dirty": False, "repo": None}
+    repo = tmp_path / "pb"
+    (repo / "playbooks").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    book = repo / "playbooks" / "update.yml"
+    book.write_text("name: update\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "init")
+    sha = _git(repo, "rev-parse", "HEAD").strip()
+    prov: dict[str, Any] = git_provenance(book.parent)
+    assert prov == {"commit": sha, "dirty": False, "repo": str(repo)}
+    book.write_text("name: changed\n")
+    assert git_provenance(book)["dirty"] is True
+    _git(repo, "checkout", "-q", "--", ".")
+    new = repo / "playbooks" / "new.yml"
+    new.write_text("name: new\n")
+    assert git_provenance(new)["dirty"] is True
+    assert git_provenance(book)["dirty"] is False
