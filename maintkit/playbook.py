@@ -132,10 +132,10 @@ def validate_params(
         cls.Params.model_validate(step.with_)
     except ValidationError as exc:
         for err in exc.errors():
-            value = _dig(step.with_, err["loc"])
-            if not rendered and (has_template(value) or (err["type"] != "missing" and has_template(step.with_))):
-                if err["type"] != "extra_forbidden":
-                    continue
+            value = _dig(step.with_, err["loc"]) if err["loc"] else step.with_
+            # a templated value is validated again once rendered, before anything runs
+            if not rendered and err["type"] not in ("extra_forbidden", "missing") and has_template(value):
+                continue
             path = (*loc, "with", *err["loc"])
             msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "missing":

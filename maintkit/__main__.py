@@ -1,0 +1,5 @@
+"""``python -m maintkit`` runs the maint command."""
+
+from maintkit.cli.main import main
+
+main()
