@@ -101,9 +101,14 @@ class LocalTransport:
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
         for t in threads:
             t.start()
+        # Waiting on the output pumps (a lock wait) instead of Popen.wait(timeout), which polls
+        # with sleeps of up to 50 ms: that alone made every local command ~10 ms slower.
+        deadline = started + timeout
+        for t in threads[:2]:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         timed_out = False
         try:
-            code = proc.wait(timeout=timeout)
+            code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
@@ -122,7 +127,7 @@ class LocalTransport:
             stdout_bytes=None if stdout_sink is not None else raw,
         )
         if timed_out and check:
-            raise CommandFailed(result, f"{self.host}: command timed out after {timeout:g} s: {line[:200]}")
+            raise CommandFailed(result, f"command timed out after {timeout:g} s: {line[:200]}")
         if check and code != 0:
             raise CommandFailed(result)
         return result
