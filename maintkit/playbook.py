@@ -58,6 +58,14 @@ class Notify(_Model):
     url: str = Field(..., description="apprise URL or https webhook; may use {{ secrets.X }}")
     on: list[Literal["success", "failure", "changed"]] = Field(default_factory=lambda: ["failure"])
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean True
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
 
 class Playbook(_Model):
     """A named playbook."""

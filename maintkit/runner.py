@@ -27,7 +27,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from maintkit.action import Action, Context, ProbeCache, RunOptions, monotonic_ms
-from maintkit.audit import AuditLog, Redactor, current_actor, git_provenance, new_run_id, write_summary, write_text_atomic
+from maintkit.audit import (
+    AuditLog,
+    Redactor,
+    current_actor,
+    git_provenance,
+    new_run_id,
+    write_summary,
+    write_text_atomic,
+)
 from maintkit.errors import (
     ConfigError,
     Interrupted,
@@ -214,7 +222,9 @@ class Runner:
         stages = [s for s in self.playbook.stages if s.env == self.only_env]
         if not stages:
             known = ", ".join(s.env for s in self.playbook.stages)
-            raise ConfigError(Problem("--env", None, "env", f"the playbook has no stage for {self.only_env!r} ({known})"))
+            raise ConfigError(
+                Problem("--env", None, "env", f"the playbook has no stage for {self.only_env!r} ({known})")
+            )
         return stages
 
     def _source_problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
@@ -256,7 +266,8 @@ class Runner:
                 if stage.env not in site.environments:
                     problems.append(
                         self._source_problem(
-                            ("stages", si, "env"), f"site {site.name!r} has no environment {stage.env!r} in the inventory"
+                            ("stages", si, "env"),
+                            f"site {site.name!r} has no environment {stage.env!r} in the inventory",
                         )
                     )
                     continue
@@ -325,7 +336,7 @@ class Runner:
         finally:
             restore()
             self.pool.close()
-        ordered = [results[s.name] for s in sites if s.name in results]
+        ordered = [self._scrub(results[s.name]) for s in sites if s.name in results]
         status = self._overall(ordered)
         result = RunResult(
             run_id=self.run_id,
@@ -339,6 +350,17 @@ class Runner:
         self._emit("run.finished", status=status, changed=result.changed, duration_ms=round(result.duration_ms, 1))
         self._write_summary(result)
         return result
+
+    def _scrub(self, site: SiteResult) -> SiteResult:
+        """Redact secrets from everything a caller may print (errors carry command output)."""
+        r = self.redactor
+        site.error = r.redact_text(site.error) if site.error else site.error
+        for step in site.steps:
+            step.error = r.redact_text(step.error) if step.error else step.error
+            step.reason = r.redact_text(step.reason)
+            step.diff = r.redact_text(step.diff) if step.diff else step.diff
+            step.data = r.redact(step.data)
+        return site
 
     def _overall(self, results: list[SiteResult]) -> str:
         statuses = {r.status for r in results}
@@ -362,8 +384,14 @@ class Runner:
             "playbook_commit": prov.get("commit"),
             "playbook_dirty": prov.get("dirty"),
         }
-        self._audit = AuditLog(self.run_dir, self.run_id, common=common, redactor=self.redactor, hmac_key=self._hmac_key)
-        text = self.loaded.text if self.loaded is not None else json.dumps(self.playbook.model_dump(by_alias=True), indent=2)
+        self._audit = AuditLog(
+            self.run_dir, self.run_id, common=common, redactor=self.redactor, hmac_key=self._hmac_key
+        )
+        text = (
+            self.loaded.text
+            if self.loaded is not None
+            else json.dumps(self.playbook.model_dump(by_alias=True), indent=2)
+        )
         write_text_atomic(self.run_dir / "playbook.yml", self.redactor.redact_text(text))
         if self.inventory.path:
             write_text_atomic(self.run_dir / "inventory.path", str(Path(self.inventory.path).resolve()) + "\n")
@@ -407,7 +435,9 @@ class Runner:
 
         return restore
 
-    def _run_sites(self, sites: list[Site], plans: dict[str, list[PlannedStage]], results: dict[str, SiteResult]) -> None:
+    def _run_sites(
+        self, sites: list[Site], plans: dict[str, list[PlannedStage]], results: dict[str, SiteResult]
+    ) -> None:
         canary = min(self.playbook.canary, len(sites))
         batches = [sites[:canary], sites[canary:]] if canary else [sites]
         done = failed = 0
@@ -576,7 +606,9 @@ class Runner:
         except MaintkitError as exc:
             self._emit("lock.release_failed", site=site.name, env=env.name, host=env.display_host, error=str(exc))
 
-    def _prefetch(self, site: Site, planned: PlannedStage, base: Context, held: list[tuple[Environment, Transport]]) -> None:
+    def _prefetch(
+        self, site: Site, planned: PlannedStage, base: Context, held: list[tuple[Environment, Transport]]
+    ) -> None:
         probes: list[Probe[Any]] = []
         for ps in planned.steps:
             try:
@@ -589,7 +621,9 @@ class Runner:
         if head.startswith("__preamble_failed__") or "MAINT-LOCKED" in head:
             if "MAINT-LOCKED" in head:
                 raise self._lock_error(site, planned.env, head)
-            raise MaintkitError(f"{site.name}/{planned.env.name}: cannot create the lock directory: {head.strip()[-300:]}")
+            raise MaintkitError(
+                f"{site.name}/{planned.env.name}: cannot create the lock directory: {head.strip()[-300:]}"
+            )
         if preamble is not None:
             held.append((planned.env, base.transport))
             self._emit("lock.acquired", site=site.name, env=planned.env.name, host=planned.env.display_host)
@@ -699,7 +733,9 @@ class Runner:
         res.data.update(chk.data)
         res.data.update(ctx.data)
         if self.check:
-            res.status = {True: StepStatus.WOULD_CHANGE, False: StepStatus.UNCHANGED, None: StepStatus.UNKNOWN}[chk.needed]
+            res.status = {True: StepStatus.WOULD_CHANGE, False: StepStatus.UNCHANGED, None: StepStatus.UNKNOWN}[
+                chk.needed
+            ]
             res.duration_ms = monotonic_ms(started)
             self._record(res, "step.checked", host, diff=chk.diff if self.diff else None)
             return None
@@ -753,7 +789,9 @@ class Runner:
             return None
         return self._on_failure(site, planned, applied, policy)
 
-    def _on_failure(self, site: Site, planned: PlannedStage, applied: list[_Applied], policy: str, interrupted: bool = False) -> SiteStatus:
+    def _on_failure(
+        self, site: Site, planned: PlannedStage, applied: list[_Applied], policy: str, interrupted: bool = False
+    ) -> SiteStatus:
         final = SiteStatus.INTERRUPTED if interrupted else SiteStatus.FAILED
         if policy != "rollback":
             return final
@@ -791,7 +829,14 @@ class Runner:
         except NotReversible as exc:
             entry.ctx.invalidate()
             res.reason = f"not reversible: {exc}"
-            self._emit("step.not_reversible", site=site.name, env=planned.env.name, step=res.step, action=res.action, error=str(exc))
+            self._emit(
+                "step.not_reversible",
+                site=site.name,
+                env=planned.env.name,
+                step=res.step,
+                action=res.action,
+                error=str(exc),
+            )
             return False
         except MaintkitError as exc:
             entry.ctx.invalidate()
@@ -799,7 +844,12 @@ class Runner:
                 res.status = StepStatus.ROLLBACK_FAILED
             res.error = f"rollback: {exc}"
             self._emit(
-                "step.rollback_failed", site=site.name, env=planned.env.name, step=res.step, action=res.action, error=str(exc)
+                "step.rollback_failed",
+                site=site.name,
+                env=planned.env.name,
+                step=res.step,
+                action=res.action,
+                error=str(exc),
             )
             return False
 

@@ -127,10 +127,14 @@ def run_options(f: Any) -> Any:
     for opt in reversed(
         [
             inventory_option,
-            click.option("--limit", "-l", multiple=True, help="Only these sites or groups (comma-separated or repeated)."),
+            click.option(
+                "--limit", "-l", multiple=True, help="Only these sites or groups (comma-separated or repeated)."
+            ),
             click.option("--env", "env", default=None, help="Only the stage of this environment."),
             click.option("--diff", is_flag=True, help="Show what would change / changed, before and after."),
-            click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines; the last line is the result."),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Stream events as JSON lines; the last line is the result."
+            ),
             click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=None, help="Sites at once."),
             state_option,
         ]
@@ -189,10 +193,11 @@ def plan(
 def validate(playbooks: tuple[str, ...], inventory_path: str | None) -> None:
     """Validate playbooks (and the inventory) without contacting any host."""
     from maintkit.errors import ConfigError
-    from maintkit.playbook import list_playbooks, load_playbook_full
+    from maintkit.playbook import load_playbook_full
     from maintkit.runner import Runner
 
-    names = list(playbooks) or [str(p) for _, p in list_playbooks() if p.parent.name == "playbooks" and p.is_relative_to(Path.cwd())]
+    local = Path("playbooks")
+    names = list(playbooks) or ([str(p) for p in sorted(local.glob("*.y*ml"))] if local.is_dir() else [])
     problems: list[Any] = []
     inventory = None
     if inventory_path is None and Path("inventory.yml").is_file():
@@ -261,7 +266,9 @@ def actions(name: str | None, as_json: bool) -> None:
         _die(f"error: {exc}" + (f" (did you mean {hint!r}?)" if hint else ""), EXIT_INPUT)
     schema = cls.Params.model_json_schema()
     if as_json:
-        click.echo(json.dumps({"name": name, "summary": cls.summary, "reversible": cls.reversible, "params": schema}, indent=2))
+        click.echo(
+            json.dumps({"name": name, "summary": cls.summary, "reversible": cls.reversible, "params": schema}, indent=2)
+        )
         return
     click.echo(f"{name}: {cls.summary}")
     click.echo(f"reversible: {'yes' if cls.reversible else 'no'}")
@@ -271,7 +278,9 @@ def actions(name: str | None, as_json: bool) -> None:
     click.echo("\nparameters:")
     required = set(schema.get("required", []))
     for pname, spec in schema.get("properties", {}).items():
-        typ = spec.get("type") or " | ".join(str(a.get("type", a.get("$ref", "?")).split("/")[-1]) for a in spec.get("anyOf", []))
+        typ = spec.get("type") or " | ".join(
+            str(a.get("type", a.get("$ref", "?")).split("/")[-1]) for a in spec.get("anyOf", [])
+        )
         default = f" (default {json.dumps(spec['default'])})" if "default" in spec else ""
         req = " (required)" if pname in required else ""
         desc = spec.get("description", "")
@@ -306,7 +315,9 @@ def inventory(inventory_path: str, as_json: bool) -> None:
     for site in inv.sites.values():
         click.echo(f"{site.name} ({site.platform})")
         for env in site.environments.values():
-            where = "local" if env.connection == "local" else f"{env.user or ''}{'@' if env.user else ''}{env.display_host}"
+            where = (
+                "local" if env.connection == "local" else f"{env.user or ''}{'@' if env.user else ''}{env.display_host}"
+            )
             click.echo(f"  {env.name:<11} {where:<32} {env.path}  {env.url or ''}")
     for group, members in inv.groups.items():
         click.echo(f"group {group}: {', '.join(members)}")
@@ -330,7 +341,9 @@ def runs(run_id: str | None, state_dir: str, as_json: bool) -> None:
             click.echo(f"no runs in {state_dir}")
         for r in rows:
             mode = " (plan)" if r.get("check") else ""
-            click.echo(f"{r['run_id']}  {r.get('playbook', '?'):<16} {r.get('status', '?'):<12} changed={r.get('changed', 0)}{mode}")
+            click.echo(
+                f"{r['run_id']}  {r.get('playbook', '?'):<16} {r.get('status', '?'):<12} changed={r.get('changed', 0)}{mode}"
+            )
         return
     try:
         rid = resolve_run_id(Path(state_dir), run_id)
@@ -394,8 +407,7 @@ def schema(kind: str | None, output: str | None) -> None:
 @click.argument("site")
 @click.option("--env", "env", required=True, help="Environment whose lock to clear.")
 @inventory_option
-@click.option("--force", is_flag=True, help="Clear even if the holder looks alive.")
-def unlock(site: str, env: str, inventory_path: str, force: bool) -> None:
+def unlock(site: str, env: str, inventory_path: str) -> None:
     """Clear a site environment's lock left by a run that died."""
     from maintkit.errors import MaintkitError
     from maintkit.runner import default_transport_factory
@@ -408,15 +420,21 @@ def unlock(site: str, env: str, inventory_path: str, force: bool) -> None:
     t = default_transport_factory(e)
     d = quote(e.path.rstrip("/") + "/.maint/lock")
     try:
-        res = t.run_shell(f"cat {d}/holder.json 2>/dev/null && rm -rf {d}", check=False, timeout=30)
+        res = t.run_shell(
+            f"[ -e {d} ] || exit 4; cat {d}/holder.json 2>/dev/null; echo; rm -rf {d} || exit 5",
+            check=False,
+            timeout=30,
+        )
     except MaintkitError as exc:
         _die(f"error: {exc}", EXIT_FAILED)
     finally:
         t.close()
     if res.exit_code == 0:
         click.echo(f"cleared the lock of {site}/{env}; it was held by: {res.stdout.strip()}")
-    else:
+    elif res.exit_code == 4:
         click.echo(f"{site}/{env} was not locked")
+    else:
+        _die(f"error: cannot remove the lock of {site}/{env}: {res.stderr.strip()}", EXIT_FAILED)
 
 
 # Commands contributed by other modules (each module defines ``command``; imported cheaply).
@@ -435,3 +453,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_LOCKED)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,15 @@ _STATUS_MARK = {
     "rolled-back": "rolled back",
     "rollback-failed": "ROLLBACK FAILED",
 }
-_COLORS = {"changed": "yellow", "would change": "yellow", "FAILED": "red", "ROLLBACK FAILED": "red", "rolled back": "magenta", "ok": "green", "unknown": "cyan"}
+_COLORS = {
+    "changed": "yellow",
+    "would change": "yellow",
+    "FAILED": "red",
+    "ROLLBACK FAILED": "red",
+    "rolled back": "magenta",
+    "ok": "green",
+    "unknown": "cyan",
+}
 
 
 def redact_for_output(text: str) -> str:
@@ -90,7 +98,14 @@ class Reporter:
         """One human line for the events worth a line."""
         ev = r.get("event", "")
         where = f"{r.get('site', '')}/{r.get('env', '')}"
-        if ev in ("step.checked", "step.verified", "step.failed", "step.skipped", "step.rolled_back", "step.rollback_failed"):
+        if ev in (
+            "step.checked",
+            "step.verified",
+            "step.failed",
+            "step.skipped",
+            "step.rolled_back",
+            "step.rollback_failed",
+        ):
             status = r.get("status", "")
             if ev == "step.checked" and not self.check and status not in ("unchanged", "unknown"):
                 return
