@@ -1,0 +1,83 @@
+"""``maint report``: a client report (markdown or HTML) from the run folders of a period."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from maintkit.cli.main import EXIT_INPUT, _die, _load_inventory, state_option
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-01") from None
+
+
+@click.command("report")
+@click.option(
+    "--since", callback=_date, metavar="DATE", help="First day (YYYY-MM-DD, UTC). Default: 30 days before --until."
+)
+@click.option("--until", callback=_date, metavar="DATE", help="Last day, inclusive (YYYY-MM-DD, UTC). Default: today.")
+@click.option("--site", "sites", multiple=True, help="Only these sites (repeat or comma-separate).")
+@click.option("--group", "groups", multiple=True, help="Only the sites of these inventory groups (needs -i).")
+@click.option(
+    "-i", "--inventory", "inventory_path", envvar="MAINT_INVENTORY", default=None, type=click.Path(dir_okay=False),
+    help="Inventory (to resolve --group).",
+)  # fmt: skip
+@state_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html"]), default=None, help="Default: from -o's suffix, else md."
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout."
+)
+def command(
+    since: date | None,
+    until: date | None,
+    sites: tuple[str, ...],
+    groups: tuple[str, ...],
+    inventory_path: str | None,
+    state_dir: str,
+    fmt: str | None,
+    output: str | None,
+) -> None:
+    """Report what maintenance did: updates, rollbacks, backups, certificates, response times, incidents.
+
+    Reads the audit logs of the runs in --state-dir; secrets never appear (they are redacted).
+    """
+    from maintkit.errors import ConfigError
+    from maintkit.report import build_report, render
+
+    if since and until and since > until:
+        _die(f"error: --since {since} is after --until {until}", EXIT_INPUT)
+    wanted = {x for item in sites for x in item.split(",") if x}
+    if groups:
+        if not inventory_path:
+            _die("error: --group needs the inventory: pass -i inventory.yml", EXIT_INPUT)
+        inv = _load_inventory(inventory_path)
+        try:
+            wanted |= {s.name for s in inv.resolve_targets([g for item in groups for g in item.split(",") if g])}
+        except ConfigError as exc:
+            _die(f"error: {exc}", EXIT_INPUT)
+    if not Path(state_dir, "runs").is_dir():
+        _die(f"error: no run folders in {state_dir} (use --state-dir)", EXIT_INPUT)
+    fmt = fmt or ("html" if output and output.endswith((".html", ".htm")) else "md")
+    report = build_report(state_dir, since=since, until=until, sites=wanted or None)
+    text = render(report, fmt)
+    if output:
+        target = Path(output)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+        click.echo(
+            f"wrote {output}: {len(report.sites)} site(s), {report.runs} run(s), "
+            f"{report.attention_count} item(s) needing attention ({report.since} to {report.until})"
+        )
+    else:
+        click.echo(text, nl=False)
