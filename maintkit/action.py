@@ -105,6 +105,8 @@ class Context:
     emit: Callable[..., Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
+    #: True once Ctrl-C/SIGTERM asked the run to stop: long applies (builds) may stop early
+    stop_requested: Callable[[], bool] | None = None
 
     # ---- convenience -------------------------------------------------------
     @property

@@ -542,6 +542,7 @@ class Runner:
             probe_cache=self.probe_cache,
             emit=emit,
             secrets=used,
+            stop_requested=self._stop.is_set,
         )
 
     def _lock_script(self, site: Site, env: Environment) -> str:
@@ -728,6 +729,7 @@ class Runner:
             if self.check and pending:
                 chk = Check.unknown(f"unknown: depends on step {pending} ({exc})", depends_on=pending)
             else:
+                res.data.update(ctx.data)
                 return self._fail(site, planned, ps, res, applied, exc, started)
         res.reason, res.diff, res.depends_on = chk.reason, chk.diff, chk.depends_on
         res.data.update(chk.data)
