@@ -1,0 +1,122 @@
+"""Benchmark: maintkit vs plain Fabric (and pyinfra when installed) on 1, 10 and 50 loopback hosts.
+
+Each host is a real sshd on its own loopback alias (tests/lab/sshd.py). The workload is five
+steps: a directory, a file's content, a symlink, a read-only command and a no-op command.
+
+    python benchmarks/bench.py [--hosts 1,10,50] [--repeat 3]
+
+For every size it reports wall and CPU seconds (median of --repeat runs, CPU = user+sys of the
+child processes) for:
+  fabric        plain Fabric running the 5 commands, all hosts in parallel (threads)
+  maint first   `maint run` on fresh directories (everything changes)
+  maint no-op   `maint run` again (nothing changes)
+and the ratios maint/fabric. Run as root (it starts sshd instances). Nothing is asserted:
+timing is measured here, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.lab.sshd import SshLab, chown_deploy  # noqa: E402
+
+PLAYBOOK = """\
+name: bench
+concurrency: 64
+stages:
+  - env: production
+    steps:
+      - {action: file.directory, with: {path: "{{ env.path }}/app"}}
+      - {action: file.content, with: {path: "{{ env.path }}/app/config.txt", content: "hello from maint\\n"}}
+      - {action: file.symlink, with: {path: "{{ env.path }}/current", target: "{{ env.path }}/app"}}
+      - {action: command, with: {argv: [uname, -r], read_only: true}}
+      - {action: command, with: {argv: ["true"], unless: ["true"]}}
+"""
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall and CPU (user+sys of the child) seconds of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def fresh_dirs(lab: SshLab, n: int, tag: str) -> list[Path]:
+    dirs = []
+    for h in lab.hosts[:n]:
+        d = h.root_dir / f"{tag}"
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        chown_deploy(d)
+        dirs.append(d)
+    return dirs
+
+
+def median(xs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hosts", default="1,10,50")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.hosts.split(",")]
+    lab = SshLab().start(max(sizes))
+    work = lab.base / "bench"
+    work.mkdir()
+    env = {**os.environ, "MAINT_PLAIN": "1"}
+    (work / "bench.yml").write_text(PLAYBOOK)
+    rows = []
+    try:
+        for n in sizes:
+            fab, first, noop = [], [], []
+            for r in range(args.repeat):
+                dirs = fresh_dirs(lab, n, f"fab{r}")
+                hosts = [
+                    {"ip": h.ip, "port": h.port, "user": "deploy", "key": str(h.client_key),
+                     "known_hosts": str(h.known_hosts), "path": str(d)}
+                    for h, d in zip(lab.hosts[:n], dirs, strict=True)
+                ]  # fmt: skip
+                (work / "hosts.json").write_text(json.dumps(hosts))
+                fab.append(timed([sys.executable, str(ROOT / "benchmarks" / "fabric_baseline.py"), str(work / "hosts.json")]))
+                dirs = fresh_dirs(lab, n, f"maint{r}")
+                inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))}}
+                (work / "inventory.json").write_text(json.dumps(inv))
+                argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
+                        "--state-dir", str(work / "state"), "--concurrency", str(n)]  # fmt: skip
+                first.append(timed(argv, env))
+                noop.append(timed(argv, env))
+            rows.append((n, median(fab), median(first), median(noop)))
+            fw, fc = rows[-1][1]
+            print(f"{n:>3} hosts  fabric {fw:6.2f}s wall {fc:6.2f}s cpu | maint first {rows[-1][2][0]:6.2f}s "
+                  f"({rows[-1][2][0] / fw:4.2f}x) | maint no-op {rows[-1][3][0]:6.2f}s ({rows[-1][3][0] / fw:4.2f}x) "
+                  f"cpu {rows[-1][3][1]:5.2f}s", flush=True)  # fmt: skip
+    finally:
+        lab.stop()
+    print("\nhosts | fabric wall/cpu | maint first wall/cpu (ratio) | maint no-op wall/cpu (ratio)")
+    print("---|---|---|---")
+    for n, f, a, b in rows:
+        print(f"{n} | {f[0]:.2f} / {f[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} ({a[0] / f[0]:.2f}x) | {b[0]:.2f} / {b[1]:.2f} ({b[0] / f[0]:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
