@@ -1,0 +1,525 @@
+"""The composer driver of ``cms.update`` (Magento 2, Shopware, Laravel, Drupal, Bedrock, plain composer).
+
+Plan: ``composer outdated --direct --locked --format=json`` finds direct packages with
+newer versions, ``composer show --all NAME`` lists every version, the version policy picks
+one per package, and ``composer update PKG:VERSION... --with-all-dependencies --dry-run``
+gives the exact ``from -> to`` list including dependencies (and refuses what the host
+cannot run, e.g. a ``php`` requirement). Apply runs the same command for real, then the
+platform's own steps (``bin/magento setup:upgrade``...) and ``post_update``.
+
+Rollback restores the ``cp -a`` snapshot of composer.json, composer.lock and vendor/, and
+the database dump when one was taken (``db_name``; with ``schema_changed_if`` only when
+that command says the schema changed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from maintkit.action import Context
+from maintkit.actions.cms.common import (
+    ACTION,
+    DbUndo,
+    Installed,
+    PackageUndo,
+    Skipped,
+    Update,
+    UpdatePlan,
+    dump_database,
+    file_sizes,
+    list_tables,
+    mkdir_private,
+    restore_database,
+    restore_path,
+    run_commands,
+    snapshot_path,
+    tail,
+    tree_hashes,
+)
+from maintkit.actions.cms.lock import LockedPackage, VersionLock
+from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.actions.cms.policy import Version, choose
+from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, RollbackFailed, VerifyFailed
+from maintkit.results import Change
+
+#: Steps each platform needs after ``composer update`` (run in the project directory).
+PLATFORM_STEPS: dict[str, list[list[str]]] = {
+    "magento": [["php", "bin/magento", "setup:upgrade", "--keep-generated"], ["php", "bin/magento", "cache:flush"]],
+    "shopware": [["php", "bin/console", "system:update:finish"]],
+    "laravel": [["php", "artisan", "migrate", "--force"]],
+    "drupal": [["vendor/bin/drush", "updatedb", "-y"], ["vendor/bin/drush", "cache:rebuild"]],
+    "bedrock": [],
+    "composer": [],
+}
+_OP_RE = re.compile(r"^\s*- (Upgrading|Downgrading|Installing|Removing|Updating) (\S+) \((.+?)\)\s*$")
+_SNAPSHOT_FILES = ("composer.json", "composer.lock", "vendor")
+
+
+def parse_operations(output: str) -> list[tuple[str, str, str | None, str | None]]:
+    """``(operation, name, from, to)`` from the *lock file operations* of composer's output."""
+    ops: list[tuple[str, str, str | None, str | None]] = []
+    in_lock = "Lock file operations" not in output
+    for line in output.splitlines():
+        if "Lock file operations" in line:
+            in_lock = True
+            continue
+        if in_lock and ("Package operations" in line or "Installing dependencies from lock file" in line):
+            break
+        match = _OP_RE.match(line)
+        if not match or not in_lock:
+            continue
+        op, name, versions = match.groups()
+        if "=>" in versions:
+            a, b = (v.strip() for v in versions.split("=>", 1))
+            ops.append((op.lower(), name, a, b))
+        elif op in ("Installing",):
+            ops.append(("install", name, None, versions.strip()))
+        elif op == "Removing":
+            ops.append(("remove", name, versions.strip(), None))
+        else:
+            ops.append((op.lower(), name, None, versions.strip()))
+    return ops
+
+
+def _problem_lines(output: str) -> list[str]:
+    return [line.strip().lstrip("- ").strip() for line in output.splitlines() if line.strip().startswith("- ")]
+
+
+class ComposerDriver:
+    """Plans, applies, verifies and rolls back composer package updates."""
+
+    name = "composer"
+
+    def __init__(self, params: CmsUpdateParams, platform: str) -> None:
+        self.p = params
+        self.platform = platform
+
+    # ---------------------------------------------------------------- paths / commands
+    def project(self, ctx: Context) -> str:
+        """The composer project directory."""
+        base = ctx.path.rstrip("/") or "/"
+        if not self.p.root:
+            return base
+        return self.p.root if self.p.root.startswith("/") else f"{base}/{self.p.root.strip('/')}"
+
+    @staticmethod
+    def maint_dir(ctx: Context) -> str:
+        """``<path>/.maint``."""
+        return ctx.path.rstrip("/") + "/.maint"
+
+    def snapshot_root(self, ctx: Context) -> str:
+        """Directory of all snapshots."""
+        d = self.p.snapshot_dir
+        if not d:
+            return self.maint_dir(ctx) + "/snapshots"
+        return d if d.startswith("/") else ctx.path.rstrip("/") + "/" + d
+
+    def snapshot_dir(self, ctx: Context) -> str:
+        """This run's snapshot directory."""
+        return f"{self.snapshot_root(ctx)}/{ctx.run_id}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for composer: never interactive, plus ``composer_env``."""
+        return {"COMPOSER_NO_INTERACTION": "1", **self.p.composer_env}
+
+    def composer(self, ctx: Context, args: list[str], *, timeout: float | None = None) -> Any:
+        """Run composer in the project (check=False; callers read the result)."""
+        return ctx.run(
+            [*self.p.composer, *args],
+            cwd=self.project(ctx),
+            env=self.env(),
+            check=False,
+            timeout=timeout or self.p.timeout or ctx.env.command_timeout,
+        )
+
+    # ---------------------------------------------------------------- state
+    def read_lock_file(self, ctx: Context) -> dict[str, Any]:
+        """composer.lock of the project (CheckFailed when missing)."""
+        try:
+            data = json.loads(ctx.get(f"{self.project(ctx)}/composer.lock"))
+        except MaintkitError as exc:
+            raise CheckFailed(f"cannot read composer.lock in {self.project(ctx)}: {exc}", action=ACTION) from None
+        except json.JSONDecodeError as exc:
+            raise CheckFailed(f"composer.lock is not JSON: {exc}", action=ACTION) from None
+        return data if isinstance(data, dict) else {}
+
+    def installed(self, ctx: Context, lock: dict[str, Any] | None = None) -> list[Installed]:
+        """Packages of composer.lock (require and require-dev)."""
+        lock = lock if lock is not None else self.read_lock_file(ctx)
+        out = []
+        vendor = f"{self.project(ctx)}/vendor"
+        for section in ("packages", "packages-dev"):
+            for entry in lock.get(section) or []:
+                dist = entry.get("dist") or {}
+                source = entry.get("source") or {}
+                out.append(
+                    Installed(
+                        str(entry["name"]),
+                        "composer",
+                        str(entry.get("version", "")),
+                        f"{vendor}/{entry['name']}",
+                        extra={
+                            "reference": dist.get("reference") or source.get("reference"),
+                            "shasum": dist.get("shasum") or None,
+                            "dev": section == "packages-dev",
+                        },
+                    )
+                )
+        return out
+
+    def _facts(self, ctx: Context) -> dict[str, Any]:
+        res = ctx.run([self.p.php, "-r", "echo PHP_VERSION;"], check=False)
+        ver = self.composer(ctx, ["--version", "--no-ansi"], timeout=60)
+        match = re.search(r"Composer (?:version )?(\S+)", ver.stdout + ver.stderr)
+        return {
+            "php_version": res.stdout.strip() if res.ok else "",
+            "composer_version": match.group(1) if match else "",
+        }
+
+    # ---------------------------------------------------------------- plan
+    def plan(self, ctx: Context, lock: VersionLock | None, predicted: list[dict[str, Any]] | None = None) -> UpdatePlan:
+        """Read-only: the exact composer operations for this environment."""
+        lockfile = self.read_lock_file(ctx)
+        installed = self.installed(ctx, lockfile)
+        plan = UpdatePlan(self.name, installed=installed, facts=self._facts(ctx))
+        if self.p.database == "always" and not self.p.db_name:
+            raise CheckFailed("database: always needs db_name for composer platforms", action=ACTION)
+        if lock is not None:
+            self._plan_promote(ctx, installed, lock, plan)
+        elif predicted is not None:
+            plan.predicted = True
+            by_name = {p.name: p for p in installed}
+            for item in predicted:
+                name = str(item.get("name"))
+                to = item.get("to")
+                pkg = by_name.get(name) or Installed(name, "composer", "", "")
+                if (to or None) != (pkg.version or None):
+                    plan.updates.append(Update(pkg, str(to or ""), operation="remove" if not to else "update"))
+        else:
+            self._plan_policy(ctx, installed, plan)
+        return plan
+
+    def _outdated(self, ctx: Context) -> list[dict[str, Any]]:
+        res = self.composer(ctx, ["outdated", "--direct", "--locked", "--format=json", "--no-ansi"])
+        if not res.ok:
+            raise CheckFailed(f"composer outdated failed: {tail(res.stderr or res.stdout)}", action=ACTION)
+        try:
+            data = json.loads(res.stdout or "{}")
+        except json.JSONDecodeError:
+            raise CheckFailed(f"composer outdated did not print JSON: {tail(res.stdout)}", action=ACTION) from None
+        if isinstance(data, list):
+            return []
+        return list(data.get("locked") or data.get("installed") or [])
+
+    def _versions(self, ctx: Context, name: str) -> list[str]:
+        res = self.composer(ctx, ["show", "--all", name, "--format=json", "--no-ansi"])
+        if not res.ok:
+            raise CheckFailed(f"composer show --all {name} failed: {tail(res.stderr or res.stdout)}", action=ACTION)
+        try:
+            data = json.loads(res.stdout)
+        except json.JSONDecodeError:
+            return []
+        return [str(v) for v in data.get("versions", []) if not str(v).startswith("dev-")]
+
+    def _plan_policy(self, ctx: Context, installed: list[Installed], plan: UpdatePlan) -> None:
+        policy = self.p.policy()
+        by_name = {p.name: p for p in installed}
+        targets: dict[str, str] = {}
+        for entry in self._outdated(ctx):
+            name = str(entry.get("name"))
+            pkg = by_name.get(name)
+            if pkg is None or not policy.in_scope(name):
+                continue
+            if policy.level_for("composer") == "none" and policy.pin_for(name) is None:
+                continue
+            decision = choose(policy, name, "composer", pkg.version, self._versions(ctx, name))
+            if decision.held_back:
+                plan.skipped.append(Skipped(name, "composer", pkg.version, decision.held_back, decision.reason))
+            if decision.version is None:
+                continue
+            targets[name] = decision.version
+        while targets:
+            ok, output = self._dry_run(ctx, targets)
+            if ok:
+                self._ops_to_updates(parse_operations(output), by_name, plan)
+                return
+            blamed = self._blame(output, targets, plan)
+            if not blamed:
+                raise CheckFailed(
+                    f"composer cannot apply the updates: {'; '.join(_problem_lines(output))[-800:]}", action=ACTION
+                )
+            for name in blamed:
+                targets.pop(name, None)
+
+    def _blame(self, output: str, targets: dict[str, str], plan: UpdatePlan) -> list[str]:
+        """Candidates composer names as unsatisfiable: skipped (blocking), so the rest can go on."""
+        blamed = []
+        lines = _problem_lines(output)
+        for name, version in targets.items():
+            for line in lines:
+                if re.search(rf"(^|\s){re.escape(name)}\[?\s*v?{re.escape(version)}\b.*requires", line) or (
+                    f"{name} {version} requires" in line
+                ):
+                    pkg_version = next((p.version for p in plan.installed if p.name == name), "")
+                    plan.skipped.append(Skipped(name, "composer", pkg_version, version, line, blocking=True))
+                    blamed.append(name)
+                    break
+        return blamed
+
+    def _dry_run(self, ctx: Context, targets: dict[str, str]) -> tuple[bool, str]:
+        args = ["update", *[f"{n}:{v}" for n, v in targets.items()], "--with-all-dependencies", "--dry-run"]
+        res = self.composer(ctx, [*args, "--no-ansi", "--no-audit", "--no-scripts", *self.p.update_args])
+        return res.ok, res.stderr + "\n" + res.stdout
+
+    def _ops_to_updates(
+        self, ops: list[tuple[str, str, str | None, str | None]], by_name: dict[str, Installed], plan: UpdatePlan
+    ) -> None:
+        for op, name, _frm, to in ops:
+            pkg = by_name.get(name) or Installed(name, "composer", "", "")
+            operation = {"install": "install", "remove": "remove", "downgrading": "downgrade"}.get(op, "update")
+            plan.updates.append(Update(pkg, to or "", operation=operation))
+
+    def _plan_promote(self, ctx: Context, installed: list[Installed], lock: VersionLock, plan: UpdatePlan) -> None:
+        by_name = {p.name: p for p in installed}
+        targets: dict[str, str] = {}
+        for lp in lock.packages.values():
+            if lp.type != "composer":
+                continue
+            pkg = by_name.get(lp.name)
+            same_ref = pkg is not None and (not lp.reference or pkg.extra.get("reference") in (None, lp.reference))
+            if pkg is not None and pkg.version == lp.version and same_ref:
+                continue
+            cur, target = Version.try_parse(pkg.version if pkg else ""), Version.try_parse(lp.version)
+            if cur is not None and target is not None and target < cur and not self.p.allow_downgrade:
+                raise CheckFailed(
+                    f"composer {lp.name}: {ctx.env.name} has {cur}, newer than the {lp.version} {lock.env} validated",
+                    action=ACTION,
+                )
+            self._check_offered(ctx, lp, lock)
+            targets[lp.name] = lp.version
+        plan.promote = {"from_env": lock.env, "from_run": lock.run_id, "packages": len(lock.packages)}
+        if not targets:
+            return
+        ok, output = self._dry_run(ctx, targets)
+        if not ok:
+            raise CheckFailed(
+                f"composer cannot install what {lock.env} validated: {'; '.join(_problem_lines(output))[-800:]}",
+                action=ACTION,
+            )
+        ops = parse_operations(output)
+        for op, name, _frm, to in ops:
+            locked = lock.packages.get(f"composer:{name}")
+            if op == "remove" and locked is None:
+                continue
+            if locked is None or to is None or locked.version != to:
+                raise CheckFailed(
+                    f"composer would change {name} to {to or '(removed)'}, which {lock.env} did not validate",
+                    action=ACTION,
+                )
+        self._ops_to_updates(ops, by_name, plan)
+        for update in plan.updates:
+            entry = lock.packages.get(f"composer:{update.name}")
+            if entry is not None:
+                update.expected_tree = entry.tree
+
+    def _check_offered(self, ctx: Context, lp: LockedPackage, lock: VersionLock) -> None:
+        res = self.composer(ctx, ["show", "--all", lp.name, lp.version, "--format=json", "--no-ansi"])
+        if not res.ok:
+            raise CheckFailed(
+                f"composer {lp.name} {lp.version}: no repository offers this version any more; "
+                f"refusing to install anything else than what {lock.env} validated",
+                action=ACTION,
+            )
+        try:
+            dist = (json.loads(res.stdout).get("dist") or {}) if res.stdout.strip() else {}
+        except json.JSONDecodeError:
+            dist = {}
+        ref = dist.get("reference")
+        if lp.reference and ref and ref != lp.reference:
+            raise CheckFailed(
+                f"composer {lp.name} {lp.version}: the repository now offers reference {ref}, "
+                f"not the {lp.reference} {lock.env} validated: refusing it",
+                action=ACTION,
+            )
+        url = str(dist.get("url") or "")
+        if lp.shasum and url.startswith("/"):
+            sha = ctx.run(["sha1sum", "--", url], check=False)
+            actual = sha.stdout.split(" ", 1)[0] if sha.ok else ""
+            if actual != lp.shasum:
+                raise CheckFailed(
+                    f"composer {lp.name} {lp.version}: the package {url} has sha1 {actual or '(unreadable)'}, "
+                    f"not the {lp.shasum} {lock.env} validated: refusing it",
+                    action=ACTION,
+                )
+
+    # ---------------------------------------------------------------- apply
+    def apply(self, ctx: Context, plan: UpdatePlan) -> list[Change]:
+        """Snapshot, dump, ``composer update`` with exact versions, platform steps; undo own work on failure."""
+        changes: list[Change] = []
+        project = self.project(ctx)
+        snap = self.snapshot_dir(ctx)
+        try:
+            ctx.run(["mkdir", "-p", "--", self.maint_dir(ctx)])  # not 0700: nginx reads its maintenance flag
+            mkdir_private(ctx, snap)
+            ctx.record(error_log_offsets=file_sizes(ctx, self.p.error_logs or []), snapshot=snap)
+            entries: list[tuple[str | None, str]] = []
+            for name in _SNAPSHOT_FILES:
+                existed = snapshot_path(ctx, f"{project}/{name}", f"{snap}/files/{name}")
+                entries.append((f"{snap}/files/{name}" if existed else None, f"{project}/{name}"))
+            changes.append(
+                Change(
+                    target=f"{project}/vendor",
+                    summary="snapshot of composer.json, composer.lock and vendor/",
+                    undo=PackageUndo(entries),
+                )
+            )
+            if self.p.database != "never" and self.p.db_name:
+                changes.append(self._dump(ctx, snap))
+            targets = [f"{u.name}:{u.to}" for u in plan.updates if u.operation != "remove" and u.to]
+            for u in plan.updates:
+                changes.append(
+                    Change(target=u.package.key, summary=u.line(), before=u.package.version or None, after=u.to or None)
+                )
+            res = self.composer(
+                ctx, ["update", *targets, "--with-all-dependencies", "--no-ansi", "--no-progress", *self.p.update_args]
+            )
+            if not res.ok:
+                raise ApplyFailed(
+                    f"composer update failed (exit {res.exit_code}): {tail(res.stderr or res.stdout)}", action=ACTION
+                )
+            steps = PLATFORM_STEPS.get(self.platform, []) if self.p.platform_steps else []
+            if steps:
+                run_commands(ctx, steps, cwd=project, what=f"{self.platform} step")
+            if self.p.post_update:
+                run_commands(ctx, self.p.post_update, cwd=project, what="post_update")
+        except MaintkitError as exc:
+            note = ""
+            try:
+                self.undo(ctx, changes)
+            except MaintkitError as undo_exc:
+                note = f"; undoing the partial update ALSO failed: {undo_exc}"
+            self.cleanup(ctx)
+            raise ApplyFailed(f"{exc}{note}", action=ACTION) from exc
+        return changes
+
+    def _dump(self, ctx: Context, snap: str) -> Change:
+        database = str(self.p.db_name)
+        dump = f"{snap}/database.sql.gz"
+        cnf = self.p.db_defaults_file
+        undo = DbUndo(database=database, dump=dump, defaults_file=cnf, tables_before=list_tables(ctx, database, cnf))
+        dump_database(ctx, database, cnf, dump)
+        return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
+
+    # ---------------------------------------------------------------- verify
+    def verify(self, ctx: Context, plan: UpdatePlan) -> tuple[list[Installed], dict[str, str | None]]:
+        """composer.lock and vendor/composer/installed.json must both show the planned versions."""
+        installed = self.installed(ctx)
+        by_name = {p.name: p for p in installed}
+        vendor = self._vendor_versions(ctx)
+        problems = []
+        for u in plan.updates:
+            now = by_name.get(u.name)
+            if u.operation == "remove":
+                if now is not None:
+                    problems.append(f"{u.name} is still locked at {now.version}")
+                continue
+            if now is None or now.version != u.to:
+                problems.append(f"{u.name} is locked at {now.version if now else '(absent)'}, expected {u.to}")
+            if vendor.get(u.name) != u.to:
+                problems.append(f"vendor/ has {u.name} {vendor.get(u.name) or '(absent)'}, expected {u.to}")
+        trees = tree_hashes(ctx, [by_name[u.name].path for u in plan.updates if u.name in by_name])
+        for u in plan.updates:
+            if u.expected_tree and u.name in by_name and trees.get(by_name[u.name].path) != u.expected_tree:
+                problems.append(f"{u.name}: installed files differ from the validated package (tree hash)")
+        if problems:
+            raise VerifyFailed("; ".join(problems), action=ACTION)
+        return installed, trees
+
+    def _vendor_versions(self, ctx: Context) -> dict[str, str]:
+        try:
+            data = json.loads(ctx.get(f"{self.project(ctx)}/vendor/composer/installed.json"))
+        except (MaintkitError, json.JSONDecodeError):
+            return {}
+        packages = data.get("packages", []) if isinstance(data, dict) else data
+        return {str(p.get("name")): str(p.get("version")) for p in packages if isinstance(p, dict)}
+
+    def lock_packages(
+        self,
+        ctx: Context,
+        installed: list[Installed],
+        plan: UpdatePlan | None,
+        trees: dict[str, str | None] | None = None,
+    ) -> dict[str, LockedPackage]:
+        """Lock entries for every package of composer.lock (tree hashes for the updated ones)."""
+        updated = {u.name: u for u in (plan.updates if plan else [])}
+        trees = dict(trees or {})
+        out: dict[str, LockedPackage] = {}
+        for pkg in installed:
+            u = updated.get(pkg.name)
+            out[pkg.key] = LockedPackage.model_validate(
+                {
+                    "name": pkg.name,
+                    "type": "composer",
+                    "version": pkg.version,
+                    "tree": trees.get(pkg.path) if u else None,
+                    "reference": pkg.extra.get("reference"),
+                    "shasum": pkg.extra.get("shasum"),
+                    "updated": u is not None,
+                    "from": (u.package.version or None) if u else None,
+                }
+            )
+        return out
+
+    # ---------------------------------------------------------------- rollback
+    def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
+        """Restore composer.json, composer.lock, vendor/ and (when needed) the database."""
+        errors: list[str] = []
+        report: dict[str, Any] = {"restored": [], "database": None}
+        for change in reversed(changes):
+            if isinstance(change.undo, PackageUndo):
+                try:
+                    for snapshot, dest in change.undo.entries:
+                        restore_path(ctx, snapshot, dest)
+                    report["restored"].append(change.target)
+                except MaintkitError as exc:
+                    errors.append(f"{change.target}: {exc}")
+        for change in changes:
+            if isinstance(change.undo, DbUndo):
+                try:
+                    report["database"] = self._undo_db(ctx, change.undo)
+                except MaintkitError as exc:
+                    errors.append(f"{change.target}: {exc}")
+        if self.p.post_rollback and any(isinstance(c.undo, PackageUndo) for c in changes):
+            try:
+                run_commands(ctx, self.p.post_rollback, cwd=self.project(ctx), what="post_rollback")
+            except MaintkitError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise RollbackFailed("; ".join(errors))
+        return report
+
+    def _undo_db(self, ctx: Context, undo: DbUndo) -> dict[str, Any]:
+        changed = True
+        if self.p.database == "auto" and self.p.schema_changed_if:
+            res = ctx.run(self.p.schema_changed_if, cwd=self.project(ctx), env=self.env(), check=False)
+            changed = res.exit_code == 0
+        if not changed:
+            return {"restored": False}
+        return {"restored": True, "dropped_tables": restore_database(ctx, undo)}
+
+    def cleanup(self, ctx: Context) -> None:
+        """Nothing temporary is left by this driver besides snapshots (pruned in finalize)."""
+
+    def prune(self, ctx: Context) -> None:
+        """Keep the newest ``keep_snapshots`` run snapshots."""
+        root = self.snapshot_root(ctx)
+        res = ctx.run(["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"], check=False)
+        runs = sorted(n for n in res.stdout.splitlines() if n)
+        for old in runs[: max(0, len(runs) - self.p.keep_snapshots)]:
+            if old != ctx.run_id:
+                ctx.run(["rm", "-rf", "--", f"{root}/{old}"], check=False)
+
+
+__all__ = ["PLATFORM_STEPS", "ComposerDriver", "parse_operations"]

@@ -1,0 +1,211 @@
+"""Version locks: what a stage validated, so a later stage installs exactly that.
+
+The staging stage's ``cms.update`` writes ``<run_dir>/locks/<site>.json`` (mode 0600,
+atomically): every package in scope with its exact version and checksums. A production
+stage with ``promote: staging`` reads it (or the lock of an earlier run given with
+``--promote-from RUN_ID``) and refuses anything else.
+
+Example::
+
+    {"format": 1, "site": "shop-a", "env": "staging", "run_id": "...", "platform": "wordpress",
+     "driver": "wordpress", "status": "validated",
+     "packages": {"plugin:shop-cart": {"name": "shop-cart", "type": "plugin", "version": "1.1.0",
+                  "tree": "<sha256>", "sha256": "<zip sha256>", "source": "repository:/srv/zips",
+                  "updated": true, "from": "1.0.0"}}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from maintkit.action import Context
+from maintkit.errors import CheckFailed
+
+LOCK_FORMAT = 1
+ACTION = "cms.update"
+
+
+class LockedPackage(BaseModel):
+    """One package of a lock."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str
+    version: str
+    tree: str | None = Field(None, description="Tree hash of the installed package (see common.tree_hash_script)")
+    sha256: str | None = Field(None, description="sha256 of the package zip it was installed from")
+    reference: str | None = Field(None, description="composer: dist/source reference")
+    shasum: str | None = Field(None, description="composer: dist shasum from composer.lock")
+    source: str | None = None
+    updated: bool = False
+    from_: str | None = Field(None, alias="from")
+
+    @property
+    def key(self) -> str:
+        """``type:name``."""
+        return f"{self.type}:{self.name}"
+
+
+class VersionLock(BaseModel):
+    """A validated set of package versions for one site."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    format: int = LOCK_FORMAT
+    site: str
+    env: str
+    run_id: str
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    platform: str
+    driver: str
+    status: Literal["validated", "rolled-back"] = "validated"
+    packages: dict[str, LockedPackage] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Stable JSON text."""
+        return json.dumps(self.model_dump(by_alias=True), indent=2, sort_keys=True) + "\n"
+
+
+def lock_path(run_dir: Path, site: str) -> Path:
+    """``<run_dir>/locks/<site>.json``."""
+    return Path(run_dir) / "locks" / f"{site}.json"
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file + fsync + rename), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_lock(path: Path) -> VersionLock:
+    """Read and validate a lock file; CheckFailed when missing or invalid."""
+    try:
+        return VersionLock.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckFailed(f"no version lock at {path}", action=ACTION) from None
+    except (ValidationError, ValueError) as exc:
+        raise CheckFailed(f"invalid version lock {path}: {exc}", action=ACTION) from None
+
+
+def write_lock(ctx: Context, lock: VersionLock) -> Path | None:
+    """Write ``lock`` into this run's folder (merged with an earlier lock of the same env)."""
+    if ctx.options.run_dir is None:
+        return None
+    path = lock_path(ctx.options.run_dir, ctx.site.name)
+    if path.exists():
+        try:
+            old = read_lock(path)
+        except CheckFailed:
+            old = None
+        if old is not None and old.env == lock.env and old.run_id == lock.run_id and old.status == "validated":
+            merged = dict(old.packages)
+            merged.update(lock.packages)
+            lock = lock.model_copy(update={"packages": merged})
+    write_json_atomic(path, lock.to_json())
+    return path
+
+
+def mark_rolled_back(ctx: Context) -> None:
+    """Mark this run's lock of the site as rolled back (it must never be promoted)."""
+    if ctx.options.run_dir is None:
+        return
+    path = lock_path(ctx.options.run_dir, ctx.site.name)
+    if not path.exists():
+        return
+    try:
+        lock = read_lock(path)
+    except CheckFailed:
+        return
+    if lock.env == ctx.env.name and lock.run_id == ctx.run_id:
+        write_json_atomic(path, lock.model_copy(update={"status": "rolled-back"}).to_json())
+
+
+def _site_status(run_dir: Path, site: str) -> str | None:
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    for entry in data.get("sites", []):
+        if entry.get("site") == site:
+            return str(entry.get("status"))
+    return None
+
+
+def promotion_lock(ctx: Context, driver: str) -> tuple[VersionLock | None, Path | None]:
+    """The lock this stage must install, or ``(None, None)`` when the stage does not promote.
+
+    ``--promote-from RUN`` (``ctx.options.promote_from``) wins over this run's own lock. Raises
+    CheckFailed when the stage promotes but no usable lock exists (missing, rolled back, from
+    a run where the site failed, from another environment or platform). In plan mode a lock
+    this run has not written yet returns ``(None, path)``: the caller predicts from the
+    source stage's plan instead.
+    """
+    source_env = ctx.stage_promote
+    if not source_env:
+        return None, None
+    from_run = ctx.options.promote_from
+    run_dir = Path(from_run) if from_run else ctx.options.run_dir
+    if run_dir is None:
+        raise CheckFailed("promotion needs a run folder", action=ACTION)
+    path = lock_path(run_dir, ctx.site.name)
+    if not path.exists():
+        if from_run is None and ctx.check_mode:
+            return None, path
+        where = f"run {Path(from_run).name}" if from_run else "this run"
+        raise CheckFailed(
+            f"no version lock for {ctx.site.name} from {source_env} in {where} ({path}): "
+            f"the {source_env} stage must run cms.update first",
+            action=ACTION,
+        )
+    lock = read_lock(path)
+    if from_run:
+        status = _site_status(run_dir, ctx.site.name)
+        if status is not None and status != "ok":
+            raise CheckFailed(
+                f"run {run_dir.name} did not validate {ctx.site.name} (site status {status}): refusing to promote",
+                action=ACTION,
+            )
+    if lock.status != "validated":
+        raise CheckFailed(f"the version lock {path} was {lock.status}: refusing to promote", action=ACTION)
+    if lock.env != source_env:
+        raise CheckFailed(
+            f"the version lock {path} comes from {lock.env!r}, but this stage promotes {source_env!r}", action=ACTION
+        )
+    if lock.driver != driver:
+        raise CheckFailed(
+            f"the version lock {path} is for {lock.driver}, this environment uses {driver}", action=ACTION
+        )
+    return lock, path
+
+
+__all__ = [
+    "LockedPackage",
+    "VersionLock",
+    "lock_path",
+    "mark_rolled_back",
+    "promotion_lock",
+    "read_lock",
+    "write_json_atomic",
+    "write_lock",
+]

@@ -1,0 +1,421 @@
+<?php
+/**
+ * maintkit WordPress helper: drives WordPress's own PHP API from the command line.
+ *
+ * Usage (PHP CLI only):
+ *   php wp_helper.php <wordpress-root> <command> [<json-arguments>]
+ *   php -- <wordpress-root> <command> [<json-arguments>] < wp_helper.php   (read-only use, nothing on disk)
+ *
+ * Commands:
+ *   list     {"readonly"}      core/db/php versions, plugins, themes, paths; with readonly, whatever
+ *                              WordPress writes while booting is rolled back (plan mode)
+ *   install  {"type","zip","slug","active","network_active"}
+ *                              install a plugin/theme zip over the installed one (Plugin_Upgrader /
+ *                              Theme_Upgrader with overwrite_package) and keep its active state
+ *   core     {"zip","version"} update core from a local package (Core_Upgrader)
+ *   dbupgrade                  run the WordPress database upgrade with the (new) code on disk
+ *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
+ *                              wp-config.php; prints the database name and table prefix only
+ *
+ * Output: one line "@@MAINTKIT-JSON@@{...}" on stdout (anything printed before it, such as
+ * notices from plugins, is ignored by the caller). Exit 0 when the JSON was written, even if
+ * it reports ok=false; the caller never trusts the exit code alone and reads state back.
+ */
+
+if (PHP_SAPI !== 'cli') {
+    // Never runnable over the web, whatever the file permissions.
+    if (function_exists('http_response_code')) {
+        http_response_code(404);
+    }
+    exit(0);
+}
+
+error_reporting(E_ALL & ~E_DEPRECATED & ~E_USER_DEPRECATED & ~E_STRICT & ~E_NOTICE);
+ini_set('display_errors', 'stderr');
+ini_set('log_errors', '0');
+@set_time_limit(0);
+
+const MAINTKIT_MARKER = '@@MAINTKIT-JSON@@';
+
+// STDOUT/STDERR are not defined when the script itself is read from stdin.
+function maintkit_write(string $stream, string $text): void
+{
+    $fh = fopen('php://' . $stream, 'w');
+    fwrite($fh, $text);
+    fclose($fh);
+}
+
+function maintkit_out(array $data, int $code = 0): void
+{
+    maintkit_write('stdout', "\n" . MAINTKIT_MARKER . json_encode($data, JSON_UNESCAPED_SLASHES) . "\n");
+    exit($code);
+}
+
+function maintkit_fail(string $message, array $extra = array()): void
+{
+    maintkit_out(array_merge(array('ok' => false, 'error' => $message), $extra), 0);
+}
+
+$args = $argv;
+array_shift($args); // script name, or "Standard input code"
+if (count($args) > 0 && $args[0] === '--') {
+    array_shift($args);
+}
+if (count($args) < 2) {
+    maintkit_write('stderr', "usage: php wp_helper.php <wordpress-root> <command> [<json>]\n");
+    exit(2);
+}
+$maintkit_root = rtrim($args[0], '/');
+$maintkit_cmd = $args[1];
+$maintkit_args = array();
+if (isset($args[2]) && $args[2] !== '') {
+    $decoded = json_decode($args[2], true);
+    if (!is_array($decoded)) {
+        maintkit_write('stderr', "arguments must be a JSON object\n");
+        exit(2);
+    }
+    $maintkit_args = $decoded;
+}
+if (!is_file($maintkit_root . '/wp-load.php')) {
+    maintkit_fail('no WordPress at ' . $maintkit_root . ' (wp-load.php missing)');
+}
+
+// A fatal error during bootstrap or an upgrade still produces a JSON answer.
+register_shutdown_function(function () {
+    $err = error_get_last();
+    if ($err !== null && in_array($err['type'], array(E_ERROR, E_PARSE, E_CORE_ERROR, E_COMPILE_ERROR), true)) {
+        maintkit_write('stdout', "\n" . MAINTKIT_MARKER . json_encode(array(
+            'ok' => false,
+            'fatal' => true,
+            'error' => 'PHP fatal error: ' . $err['message'] . ' in ' . $err['file'] . ':' . $err['line'],
+        ), JSON_UNESCAPED_SLASHES) . "\n");
+    }
+});
+
+// Minimal web-like environment for a CLI bootstrap.
+$_SERVER['HTTP_HOST'] = isset($_SERVER['HTTP_HOST']) ? $_SERVER['HTTP_HOST'] : 'localhost';
+$_SERVER['REQUEST_URI'] = '/';
+$_SERVER['SERVER_NAME'] = 'localhost';
+$_SERVER['REQUEST_METHOD'] = 'GET';
+if (!defined('WP_USE_THEMES')) {
+    define('WP_USE_THEMES', false);
+}
+// The shop may be in maintenance mode (.maintenance) while we update it: the helper must
+// still bootstrap (WordPress reads hooks registered in $wp_filter before it loads).
+$GLOBALS['wp_filter']['enable_maintenance_mode'][10][] = array(
+    'function' => function () {
+        return false;
+    },
+    'accepted_args' => 1,
+);
+chdir($maintkit_root);
+
+// Read-only listing (plan mode): WordPress writes a few options while it boots (cron
+// schedules, transients). Run the whole process inside one transaction that is never
+// committed: the server rolls it back when the connection closes.
+if ($maintkit_cmd === 'list' && !empty($maintkit_args['readonly'])) {
+    $GLOBALS['wp_filter']['muplugins_loaded'][-99999][] = array(
+        'function' => function () {
+            global $wpdb;
+            $wpdb->query('SET SESSION autocommit = 0');
+            $wpdb->query('START TRANSACTION');
+        },
+        'accepted_args' => 0,
+    );
+}
+
+if ($maintkit_cmd === 'dbcnf') {
+    // Credentials only: load wp-config.php without the rest of WordPress where possible.
+    maintkit_dbcnf($maintkit_root, $maintkit_args);
+}
+
+ob_start();
+require_once $maintkit_root . '/wp-load.php';
+require_once ABSPATH . 'wp-admin/includes/plugin.php';
+require_once ABSPATH . 'wp-admin/includes/theme.php';
+require_once ABSPATH . 'wp-admin/includes/file.php';
+require_once ABSPATH . 'wp-admin/includes/misc.php';
+ob_end_clean();
+
+add_filter('filesystem_method', function () {
+    return 'direct';
+});
+
+switch ($maintkit_cmd) {
+    case 'list':
+        maintkit_out(maintkit_list());
+        break;
+    case 'install':
+        maintkit_out(maintkit_install($maintkit_args));
+        break;
+    case 'core':
+        maintkit_out(maintkit_core($maintkit_args));
+        break;
+    case 'dbupgrade':
+        require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+        ob_start();
+        wp_upgrade();
+        ob_end_clean();
+        wp_cache_flush();
+        $v = maintkit_core_versions();
+        maintkit_out(array('ok' => true, 'db_version' => (string) get_option('db_version'), 'files_db_version' => $v['files_db_version']));
+        break;
+    default:
+        maintkit_fail('unknown command ' . $maintkit_cmd);
+}
+
+function maintkit_core_versions(): array
+{
+    $wp_version = $wp_db_version = $required_php_version = $required_mysql_version = null;
+    include ABSPATH . WPINC . '/version.php';
+    return array(
+        'version' => $wp_version,
+        'files_db_version' => (string) $wp_db_version,
+        'requires_php' => $required_php_version,
+    );
+}
+
+function maintkit_list(): array
+{
+    global $table_prefix, $wpdb;
+    if (function_exists('wp_clean_plugins_cache')) {
+        wp_clean_plugins_cache(false);
+    }
+    $plugins = array();
+    foreach (get_plugins() as $file => $data) {
+        $slug = strpos($file, '/') !== false ? dirname($file) : preg_replace('/\.php$/', '', $file);
+        $plugins[] = array(
+            'slug' => $slug,
+            'file' => $file,
+            'name' => $data['Name'],
+            'version' => $data['Version'],
+            'requires_wp' => isset($data['RequiresWP']) ? $data['RequiresWP'] : '',
+            'requires_php' => isset($data['RequiresPHP']) ? $data['RequiresPHP'] : '',
+            'update_uri' => isset($data['UpdateURI']) ? $data['UpdateURI'] : '',
+            'active' => is_plugin_active($file),
+            'network_active' => is_multisite() && is_plugin_active_for_network($file),
+            'path' => WP_PLUGIN_DIR . '/' . (strpos($file, '/') !== false ? dirname($file) : $file),
+        );
+    }
+    $themes = array();
+    $stylesheet = get_stylesheet();
+    $template = get_template();
+    foreach (wp_get_themes(array('errors' => null)) as $slug => $theme) {
+        $themes[] = array(
+            'slug' => $slug,
+            'name' => $theme->get('Name'),
+            'version' => $theme->get('Version'),
+            'requires_wp' => (string) $theme->get('RequiresWP'),
+            'requires_php' => (string) $theme->get('RequiresPHP'),
+            'update_uri' => (string) $theme->get('UpdateURI'),
+            'active' => ($slug === $stylesheet || $slug === $template),
+            'path' => $theme->get_stylesheet_directory(),
+        );
+    }
+    $core = maintkit_core_versions();
+    return array(
+        'ok' => true,
+        'core' => array(
+            'version' => $core['version'],
+            'files_db_version' => $core['files_db_version'],
+            'db_version' => (string) get_option('db_version'),
+            'requires_php' => $core['requires_php'],
+            'multisite' => is_multisite(),
+        ),
+        'php' => array(
+            'version' => PHP_VERSION,
+            'extensions' => array_map('strtolower', get_loaded_extensions()),
+        ),
+        'paths' => array(
+            'abspath' => rtrim(ABSPATH, '/'),
+            'content' => WP_CONTENT_DIR,
+            'plugins' => WP_PLUGIN_DIR,
+            'themes' => get_theme_root(),
+        ),
+        'table_prefix' => $table_prefix,
+        'db_name' => defined('DB_NAME') ? DB_NAME : '',
+        'plugins' => $plugins,
+        'themes' => $themes,
+    );
+}
+
+function maintkit_find_plugin_file(string $slug): ?string
+{
+    wp_clean_plugins_cache(false);
+    foreach (array_keys(get_plugins()) as $file) {
+        $s = strpos($file, '/') !== false ? dirname($file) : preg_replace('/\.php$/', '', $file);
+        if ($s === $slug) {
+            return $file;
+        }
+    }
+    return null;
+}
+
+function maintkit_messages($skin): array
+{
+    $out = array();
+    if (is_object($skin) && method_exists($skin, 'get_upgrade_messages')) {
+        foreach ($skin->get_upgrade_messages() as $m) {
+            $out[] = is_string($m) ? wp_strip_all_tags($m) : json_encode($m);
+        }
+    }
+    return array_slice($out, -20);
+}
+
+function maintkit_result_error($result, $skin): ?string
+{
+    if (is_wp_error($result)) {
+        return $result->get_error_message() . ' (' . $result->get_error_code() . ')';
+    }
+    if ($result === false || $result === null) {
+        $errors = is_object($skin) && isset($skin->result) && is_wp_error($skin->result) ? $skin->result : null;
+        if ($errors) {
+            return $errors->get_error_message();
+        }
+        return 'the upgrader returned ' . var_export($result, true);
+    }
+    if (is_object($skin) && isset($skin->result) && is_wp_error($skin->result)) {
+        return $skin->result->get_error_message();
+    }
+    return null;
+}
+
+function maintkit_install(array $a): array
+{
+    require_once ABSPATH . 'wp-admin/includes/class-wp-upgrader.php';
+    $type = isset($a['type']) ? $a['type'] : 'plugin';
+    $zip = isset($a['zip']) ? $a['zip'] : '';
+    $slug = isset($a['slug']) ? $a['slug'] : '';
+    if ($zip === '' || !is_file($zip)) {
+        return array('ok' => false, 'error' => 'package not found: ' . $zip);
+    }
+    $skin = new Automatic_Upgrader_Skin();
+    ob_start();
+    if ($type === 'theme') {
+        $upgrader = new Theme_Upgrader($skin);
+        $result = $upgrader->install($zip, array('overwrite_package' => true));
+    } else {
+        $upgrader = new Plugin_Upgrader($skin);
+        $result = $upgrader->install($zip, array('overwrite_package' => true));
+    }
+    ob_end_clean();
+    $error = maintkit_result_error($result, $skin);
+    $out = array('ok' => $error === null, 'error' => $error, 'messages' => maintkit_messages($skin));
+    if ($type === 'plugin') {
+        $file = maintkit_find_plugin_file($slug);
+        $out['file'] = $file;
+        if ($file !== null) {
+            $data = get_plugin_data(WP_PLUGIN_DIR . '/' . $file, false, false);
+            $out['version'] = $data['Version'];
+            $network = !empty($a['network_active']);
+            if (!empty($a['active']) && !is_plugin_active($file)) {
+                $act = activate_plugin($file, '', $network, true);
+                if (is_wp_error($act)) {
+                    $out['ok'] = false;
+                    $out['error'] = 'reactivation failed: ' . $act->get_error_message();
+                }
+            }
+            $out['active'] = is_plugin_active($file);
+        }
+    } else {
+        wp_clean_themes_cache(false);
+        $theme = wp_get_theme($slug);
+        $out['version'] = $theme->exists() ? $theme->get('Version') : null;
+    }
+    return $out;
+}
+
+function maintkit_core(array $a): array
+{
+    require_once ABSPATH . 'wp-admin/includes/class-wp-upgrader.php';
+    require_once ABSPATH . 'wp-admin/includes/update.php';
+    $zip = isset($a['zip']) ? $a['zip'] : '';
+    $version = isset($a['version']) ? $a['version'] : '';
+    if ($zip === '' || !is_file($zip) || $version === '') {
+        return array('ok' => false, 'error' => 'core package not found: ' . $zip);
+    }
+    $offer = (object) array(
+        'response' => 'upgrade',
+        'download' => $zip,
+        'locale' => get_locale(),
+        'packages' => (object) array(
+            'full' => $zip,
+            'no_content' => '',
+            'new_bundled' => '',
+            'partial' => false,
+            'rollback' => false,
+        ),
+        'current' => $version,
+        'version' => $version,
+        'php_version' => isset($a['requires_php']) ? $a['requires_php'] : '5.6.20',
+        'mysql_version' => '5.0',
+        'new_bundled' => '',
+        'partial_version' => '',
+    );
+    $skin = new Automatic_Upgrader_Skin();
+    $upgrader = new Core_Upgrader($skin);
+    ob_start();
+    $result = $upgrader->upgrade($offer, array('pre_check_md5' => false, 'attempt_rollback' => false, 'do_rollback' => false));
+    ob_end_clean();
+    $error = maintkit_result_error($result, $skin);
+    $out = array('ok' => $error === null, 'error' => $error, 'messages' => maintkit_messages($skin));
+    if ($error === null) {
+        // The database upgrade needs the new code: run it in a fresh PHP process.
+        $out['needs_db_upgrade'] = true;
+    }
+    return $out;
+}
+
+function maintkit_dbcnf(string $root, array $a): void
+{
+    $path = isset($a['path']) ? $a['path'] : '';
+    if ($path === '') {
+        maintkit_fail('dbcnf needs a path');
+    }
+    global $table_prefix;
+    // SHORTINIT: wp-config.php and the database layer only, no plugins or themes.
+    define('SHORTINIT', true);
+    ob_start();
+    require_once $root . '/wp-load.php';
+    ob_end_clean();
+    foreach (array('DB_NAME', 'DB_USER', 'DB_PASSWORD', 'DB_HOST') as $c) {
+        if (!defined($c)) {
+            maintkit_fail('wp-config.php does not define ' . $c);
+        }
+    }
+    $host = DB_HOST;
+    $lines = array('[client]', 'user="' . addcslashes(DB_USER, "\\\"") . '"', 'password="' . addcslashes(DB_PASSWORD, "\\\"") . '"');
+    $port = null;
+    $socket = null;
+    if (strpos($host, ':') !== false) {
+        list($h, $rest) = explode(':', $host, 2);
+        if (ctype_digit($rest)) {
+            $port = $rest;
+        } else {
+            $socket = $rest;
+        }
+        $host = $h;
+    }
+    if ($host === '' || $host === 'localhost') {
+        $host = $socket !== null ? 'localhost' : ($port !== null ? '127.0.0.1' : 'localhost');
+    }
+    $lines[] = 'host="' . addcslashes($host, "\\\"") . '"';
+    if ($port !== null) {
+        $lines[] = 'port=' . $port;
+    }
+    if ($socket !== null) {
+        $lines[] = 'socket="' . addcslashes($socket, "\\\"") . '"';
+    }
+    if (defined('DB_CHARSET') && DB_CHARSET !== '') {
+        $lines[] = 'default-character-set=' . preg_replace('/[^A-Za-z0-9_]/', '', DB_CHARSET);
+    }
+    $old = umask(077);
+    $tmp = $path . '.tmp' . getmypid();
+    if (file_put_contents($tmp, implode("\n", $lines) . "\n") === false || !chmod($tmp, 0600) || !rename($tmp, $path)) {
+        @unlink($tmp);
+        umask($old);
+        maintkit_fail('cannot write ' . $path);
+    }
+    umask($old);
+    maintkit_out(array('ok' => true, 'database' => DB_NAME, 'table_prefix' => $table_prefix));
+}

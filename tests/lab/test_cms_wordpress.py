@@ -1,0 +1,494 @@
+"""cms.update / compat.check / the monthly-update playbook on real WordPress sites over SSH.
+
+Each test gets a staging and a production copy of a real WordPress 6.1 install (two trees,
+two databases, two nginx server blocks, owned by ``deploy``) reached over SSH on two lab
+hosts, plus a repository of ``shop-cart`` plugin zips: 1.1.0 is good, 1.2.0 dies with a PHP
+fatal error on the cart page (and migrates its schema), and a variant needs PHP 9.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from maintkit.inventory import Inventory, load_inventory
+from maintkit.playbook import load_playbook, playbook_from_text
+from maintkit.results import RunResult, StepResult, StepStatus
+from maintkit.runner import Runner
+from tests.cms_helpers import (
+    WpSite,
+    WpTemplate,
+    build_wordpress_template,
+    chown_tree,
+    maintkit_tree_hash,
+    make_core_zip,
+    make_shop_cart_zip,
+    tree_digest,
+    wp_plugin_version,
+)
+from tests.lab.mariadb import MariaDB
+from tests.lab.sshd import LabHost
+from tests.lab.web import WebStack
+
+pytestmark = pytest.mark.lab
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def wp_template(web_stack: WebStack, mariadb: MariaDB) -> Iterator[WpTemplate]:
+    """WordPress installed once (shop-cart 1.0.0 active, a /cart/ page); copied per test."""
+    base = Path(tempfile.mkdtemp(prefix="maintkit-lab-wp-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield build_wordpress_template(base, web_stack, mariadb)
+    finally:
+        if os.environ.get("MAINTKIT_LAB_KEEP") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Shop:
+    """A staging/production pair of one WordPress shop."""
+
+    staging: WpSite
+    production: WpSite
+    staging_host: LabHost
+    production_host: LabHost
+    repo: Path  # on the controller
+    host_dir: Path  # a deploy-owned directory (repositories "on the host", option files)
+    web: WebStack
+    mariadb: MariaDB
+    tmp: Path
+
+    def site(self, env: str) -> WpSite:
+        return self.staging if env == "staging" else self.production
+
+
+@pytest.fixture()
+def shop(
+    wp_template: WpTemplate,
+    web_stack: WebStack,
+    mariadb: MariaDB,
+    ssh_hosts: list[tuple[LabHost, Path]],
+    tmp_path: Path,
+) -> Shop:
+    (h1, scratch1), (h2, _scratch2) = ssh_hosts[0], ssh_hosts[1]
+    staging = wp_template.make_site(owner="deploy")
+    production = wp_template.make_site(owner="deploy")
+    repo = tmp_path / "zips"
+    repo.mkdir()
+    return Shop(staging, production, h1, h2, repo, scratch1, web_stack, mariadb, tmp_path)
+
+
+def _defaults_file(shop: Shop, site: WpSite) -> str:
+    """An option file for deploy (backup.create dumps with it)."""
+    path = shop.host_dir / f"{site.db_name}.cnf"
+    path.write_text(shop.mariadb.my_cnf_text(site.db_user, site.db_password))
+    path.chmod(0o600)
+    chown_tree(path, "deploy")
+    return str(path)
+
+
+def write_inventory(shop: Shop, cms_update: dict[str, Any] | None = None, **vars: Any) -> Inventory:
+    """Inventory of one site ``shop``: staging on lab host 1, production on lab host 2."""
+    settings = {"repository": {"path": str(shop.repo)}, "api_url": None, "schema_options": ["shop_cart_db_version"]}
+    site_vars = {
+        "cms_update": {**settings, **(cms_update or {})},
+        "smoke_paths": ["/", "/cart/"],
+        "max_latency_ms": 20000,
+        "error_logs": [str(shop.web.php_error_log)],
+        "cache_targets": ["platform", "opcache"],
+        "opcache": {"pidfile": str(shop.web.php_pid_file), "sudo": True},
+        **vars,
+    }
+    envs = {}
+    for env, host in (("staging", shop.staging_host), ("production", shop.production_host)):
+        site = shop.site(env)
+        envs[env] = host.env(
+            site.path,
+            url=site.url,
+            vars={"db_name": site.db_name, "db_defaults_file": _defaults_file(shop, site)},
+        )
+    data = {"sites": {"shop": {"platform": "wordpress", "vars": site_vars, "environments": envs}}}
+    path = shop.tmp / f"inventory-{uuid.uuid4().hex[:6]}.yml"
+    path.write_text(yaml.safe_dump(data))
+    return load_inventory(path)
+
+
+def run(shop: Shop, inventory: Inventory, playbook: Any = None, **kwargs: Any) -> RunResult:
+    """Run (by default the built-in monthly-update) with the test's own state dir."""
+    pb = playbook if playbook is not None else load_playbook("monthly-update")
+    return Runner(pb, inventory, state_dir=shop.tmp / "state", handle_signals=False, **kwargs).run()
+
+
+def steps(result: RunResult, env: str) -> dict[str, StepResult]:
+    """Step results of one environment by step id."""
+    return {s.step: s for site in result.sites for s in site.steps if s.env == env}
+
+
+def events(result: RunResult) -> list[dict[str, Any]]:
+    """The run's audit log."""
+    text = (Path(str(result.run_dir)) / "events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def cart(site: WpSite) -> requests.Response:
+    return requests.get(f"{site.url}/cart/", timeout=20)
+
+
+def schema_state(shop: Shop, site: WpSite) -> tuple[str, list[str]]:
+    """(shop_cart_db_version option, shop-cart tables) of a site's database."""
+    option = site.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='shop_cart_db_version'")
+    tables = site.sql(shop.mariadb, "SHOW TABLES LIKE 'wp_shop_cart%'")
+    return option.strip(), sorted(tables.split())
+
+
+CMS_ONLY = """\
+name: cms-only
+stages:
+  - env: staging
+    steps:
+      - {id: precheck, action: compat.check}
+      - {id: update, action: cms.update}
+  - env: production
+    promote: staging
+    steps:
+      - {id: update, action: cms.update}
+"""
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_good_update_reaches_production_identically_and_the_second_run_changes_nothing(shop: Shop) -> None:
+    zip_path = make_shop_cart_zip(shop.repo, "1.1.0")
+    make_shop_cart_zip(shop.repo, "2.0.0")  # a major release the minor policy refuses
+    inv = write_inventory(shop)
+
+    result = run(shop, inv)
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    for env in ("staging", "production"):
+        site = shop.site(env)
+        assert wp_plugin_version(site.path, "shop-cart") == "1.1.0"
+        page = cart(site)
+        assert page.status_code == 200 and "shop-cart 1.1.0" in page.text
+        assert not (site.path / ".maint" / "wp_helper.php").exists()
+        assert not list((site.path / ".maint" / "snapshots").glob("*/db.cnf"))
+    update = steps(result, "staging")["update"]
+    assert [(u["name"], u["from"], u["to"]) for u in update.data["updates"]] == [("shop-cart", "1.0.0", "1.1.0")]
+    assert any(
+        s["name"] == "shop-cart" and s["candidate"] == "2.0.0" and not s["blocking"] for s in update.data["skipped"]
+    )
+    assert steps(result, "production")["update"].status is StepStatus.CHANGED
+
+    lock_file = Path(str(result.run_dir)) / "locks" / "shop.json"
+    assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+    entry = json.loads(lock_file.read_text())["packages"]["plugin:shop-cart"]
+    assert entry["version"] == "1.1.0"
+    assert entry["sha256"] == hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    assert (
+        entry["tree"] == maintkit_tree_hash(shop.staging.plugin_dir) == maintkit_tree_hash(shop.production.plugin_dir)
+    )
+
+    trees = {env: tree_digest(shop.site(env).path, exclude=(".maint",)) for env in ("staging", "production")}
+    again = run(shop, inv)
+    assert again.ok, json.dumps(again.to_dict(), indent=1)[-3000:]
+    for env in ("staging", "production"):
+        assert steps(again, env)["update"].status is StepStatus.UNCHANGED
+        assert steps(again, env)["cache"].status is StepStatus.SKIPPED
+        assert tree_digest(shop.site(env).path, exclude=(".maint",)) == trees[env]
+
+
+def test_broken_update_is_rolled_back_on_staging_and_production_is_never_touched(shop: Shop) -> None:
+    make_shop_cart_zip(shop.repo, "1.2.0", broken=True, schema="2")
+    inv = write_inventory(shop)
+    staging_before = tree_digest(shop.staging.path, exclude=(".maint",))
+    production_before = tree_digest(shop.production.path)
+    schema_before = schema_state(shop, shop.staging)
+    assert schema_before == ("1", ["wp_shop_cart_items_1"])
+
+    result = run(shop, inv)
+
+    assert result.exit_code == 1
+    st = steps(result, "staging")
+    assert st["update"].status is StepStatus.ROLLED_BACK
+    assert st["compat"].status is StepStatus.FAILED
+    assert "shop-cart" in str(st["compat"].error) and "/cart/" in str(st["compat"].error)
+    assert "production" not in {s.env for site in result.sites for s in site.steps}
+    # staging: the old code exactly, and the database from before the schema migration
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.0.0"
+    assert tree_digest(shop.staging.path, exclude=(".maint",)) == staging_before
+    assert schema_state(shop, shop.staging) == schema_before
+    shop.web.reload_php()
+    assert "shop-cart 1.0.0" in cart(shop.staging).text
+    # production: byte-identical, never locked, never in maintenance
+    assert tree_digest(shop.production.path) == production_before
+    assert not (shop.production.path / ".maint").exists()
+    # the audit log says why
+    log = events(result)
+    failed = [e for e in log if e["event"] == "step.failed"]
+    assert [e["step"] for e in failed] == ["compat"]
+    assert "shop-cart" in failed[0]["error"] and "Fatal error" in failed[0]["error"]
+    rolled = [e for e in log if e["event"] == "cms.rolled_back"]
+    assert rolled and rolled[0]["database"]["restored"] is True
+    assert set(rolled[0]["database"]["schema_changed"]) == {"shop_cart_db_version", "wp_shop_cart_items_2"}
+    assert rolled[0]["database"]["dropped_tables"] == ["wp_shop_cart_items_2"]
+    assert {e["step"] for e in log if e["event"] == "step.rolled_back"} >= {"update"}
+    lock = json.loads((Path(str(result.run_dir)) / "locks" / "shop.json").read_text())
+    assert lock["status"] == "rolled-back"
+
+
+def test_check_mode_lists_exact_versions_and_changes_nothing(shop: Shop) -> None:
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    inv = write_inventory(shop)
+    before = {env: tree_digest(shop.site(env).path) for env in ("staging", "production")}
+    tables_before = {
+        env: shop.site(env).sql(shop.mariadb, "CHECKSUM TABLE wp_options") for env in ("staging", "production")
+    }
+
+    result = run(shop, inv, check=True)
+
+    staging = steps(result, "staging")["update"]
+    assert staging.status is StepStatus.WOULD_CHANGE
+    assert [(u["name"], u["type"], u["from"], u["to"]) for u in staging.data["updates"]] == [
+        ("shop-cart", "plugin", "1.0.0", "1.1.0")
+    ]
+    assert staging.diff is not None and "plugin shop-cart: 1.0.0 -> 1.1.0" in staging.diff
+    production = steps(result, "production")["update"]
+    assert production.status is StepStatus.WOULD_CHANGE
+    assert production.data["updates"][0]["to"] == "1.1.0" and "staging" in production.reason
+    assert steps(result, "staging")["compat"].status is StepStatus.UNKNOWN
+    for env in ("staging", "production"):
+        assert tree_digest(shop.site(env).path) == before[env]
+        assert shop.site(env).sql(shop.mariadb, "CHECKSUM TABLE wp_options") == tables_before[env]
+        assert not (shop.site(env).path / ".maint").exists()
+
+
+def test_requires_php_above_the_host_is_refused_by_compat_before_anything_is_installed(shop: Shop) -> None:
+    make_shop_cart_zip(shop.repo, "1.1.0", requires_php="9.0")
+    inv = write_inventory(shop)
+    before = tree_digest(shop.staging.path, exclude=(".maint",))
+
+    result = run(shop, inv)
+
+    assert result.exit_code == 1
+    st = steps(result, "staging")
+    assert st["precheck"].status is StepStatus.FAILED
+    assert "plugin shop-cart 1.1.0: requires PHP 9.0, the host runs PHP 8." in str(st["precheck"].error)
+    assert "update" not in st
+    assert tree_digest(shop.staging.path, exclude=(".maint",)) == before
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.0.0"
+
+
+def test_cms_update_alone_skips_the_incompatible_candidate_with_a_reason(shop: Shop) -> None:
+    make_shop_cart_zip(shop.repo, "1.1.0", requires_php="9.0")
+    inv = write_inventory(shop)
+    pb = playbook_from_text(CMS_ONLY.replace("      - {id: precheck, action: compat.check}\n", ""))
+
+    result = run(shop, inv, pb, env="staging")
+
+    assert result.ok
+    update = steps(result, "staging")["update"]
+    assert update.status is StepStatus.UNCHANGED
+    assert update.data["skipped"][0]["blocking"] is True and "requires PHP 9.0" in update.data["skipped"][0]["reason"]
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.0.0"
+
+
+def test_promote_from_an_earlier_run_installs_exactly_that_lock_and_refuses_a_changed_package(shop: Shop) -> None:
+    host_repo = shop.host_dir / "zips"
+    host_repo.mkdir()
+    good = make_shop_cart_zip(host_repo, "1.1.0")
+    chown_tree(host_repo, "deploy")
+    inv = write_inventory(shop, {"repository": {"path": str(host_repo), "on": "host"}})
+    pb = playbook_from_text(CMS_ONLY)
+
+    monday = run(shop, inv, pb, env="staging")
+    assert monday.ok, json.dumps(monday.to_dict(), indent=1)[-2000:]
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
+    assert wp_plugin_version(shop.production.path, "shop-cart") == "1.0.0"
+
+    # the vendor rebuilt 1.1.0 in between: same version, other files -> refused, nothing changes
+    original = good.read_bytes()
+    files = {"readme.txt": "rebuilt\n"}
+    from tests.cms_helpers import make_plugin_zip, shop_cart_files
+
+    make_plugin_zip(host_repo, "shop-cart", "1.1.0", {**shop_cart_files("1.1.0"), **files})
+    production_before = tree_digest(shop.production.path, exclude=(".maint",))
+    refused = run(shop, inv, pb, env="production", promote_from=monday.run_id)
+    assert refused.exit_code == 1
+    error = str(steps(refused, "production")["update"].error)
+    assert "shop-cart 1.1.0" in error and "refusing" in error
+    assert tree_digest(shop.production.path, exclude=(".maint",)) == production_before
+
+    # Wednesday: the identical package again -> production gets exactly what staging validated
+    good.write_bytes(original)
+    wednesday = run(shop, inv, pb, env="production", promote_from=monday.run_id)
+    assert wednesday.ok, json.dumps(wednesday.to_dict(), indent=1)[-2000:]
+    assert wp_plugin_version(shop.production.path, "shop-cart") == "1.1.0"
+    lock = json.loads((Path(str(monday.run_dir)) / "locks" / "shop.json").read_text())
+    assert maintkit_tree_hash(shop.production.plugin_dir) == lock["packages"]["plugin:shop-cart"]["tree"]
+    assert tree_digest(shop.production.plugin_dir) == tree_digest(shop.staging.plugin_dir)
+    promoted = steps(wednesday, "production")["update"]
+    assert promoted.data["promoted"]["from_env"] == "staging"
+
+
+def test_rollback_works_when_wordpress_dies_at_bootstrap(shop: Shop) -> None:
+    """A plugin that fatals while WordPress loads: verify fails, rollback runs without PHP."""
+    from tests.cms_helpers import shop_cart_files
+
+    files = shop_cart_files("1.1.0")
+    files["shop-cart.php"] += "\nshop_cart_boot_missing();\n"
+    from tests.cms_helpers import make_plugin_zip
+
+    make_plugin_zip(shop.repo, "shop-cart", "1.1.0", files)
+    inv = write_inventory(shop)
+    before = tree_digest(shop.staging.path, exclude=(".maint",))
+    pb = playbook_from_text(CMS_ONLY)
+
+    result = run(shop, inv, pb)
+
+    assert result.exit_code == 1
+    update = steps(result, "staging")["update"]
+    assert update.status is StepStatus.FAILED
+    assert "shop_cart_boot_missing" in str(update.error)
+    assert tree_digest(shop.staging.path, exclude=(".maint",)) == before
+    shop.web.reload_php()
+    assert cart(shop.staging).status_code == 200
+    assert not (shop.staging.path / ".maint" / "wp_helper.php").exists()
+
+
+@pytest.fixture(scope="session")
+def core_zip(wp_template: WpTemplate, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WordPress 6.1.10 core package built from the installed 6.1.9 tree."""
+    return make_core_zip(wp_template.tree, tmp_path_factory.mktemp("core"), "6.1.10")
+
+
+def core_version(site: WpSite) -> str:
+    text = (site.path / "wp-includes" / "version.php").read_text()
+    return text.split("$wp_version = '", 1)[1].split("'", 1)[0]
+
+
+def test_core_update_through_core_upgrader_and_its_rollback(shop: Shop, core_zip: Path) -> None:
+    shutil.copy(core_zip, shop.repo)
+    inv = write_inventory(shop, {"core": "patch", "plugins": "none", "themes": "none"})
+    before = tree_digest(shop.staging.path, exclude=(".maint",))
+    failing = CMS_ONLY.replace(
+        "      - {id: update, action: cms.update}\n  - env: production",
+        "      - {id: update, action: cms.update}\n      - {id: boom, action: command, with: {argv: ['false']}}\n"
+        "  - env: production",
+    )
+
+    broken = run(shop, inv, playbook_from_text(failing), env="staging")
+
+    assert broken.exit_code == 1
+    assert steps(broken, "staging")["update"].status is StepStatus.ROLLED_BACK
+    assert core_version(shop.staging) == "6.1.9"
+    assert tree_digest(shop.staging.path, exclude=(".maint",)) == before
+
+    result = run(shop, inv, playbook_from_text(CMS_ONLY))
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    update = steps(result, "staging")["update"]
+    assert [(u["type"], u["from"], u["to"]) for u in update.data["updates"]] == [("core", "6.1.9", "6.1.10")]
+    assert core_version(shop.staging) == core_version(shop.production) == "6.1.10"
+    lock = json.loads((Path(str(result.run_dir)) / "locks" / "shop.json").read_text())
+    assert lock["packages"]["core:wordpress"]["sha256"] == hashlib.sha256(core_zip.read_bytes()).hexdigest()
+    shop.web.reload_php()
+    assert cart(shop.production).status_code == 200
+
+
+@pytest.fixture()
+def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback stand-in for the WordPress.org update API (and a download server): (base URL, zip dir)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    zips = tmp_path / "downloads"
+    zips.mkdir()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            query = parse_qs(url.query)
+            if url.path == "/plugins/info/1.2/" and query.get("request[slug]") == ["shop-cart"]:
+                info = {
+                    "slug": "shop-cart",
+                    "version": "1.1.0",
+                    "requires_php": "7.4",
+                    "download_link": f"{base}/downloads/shop-cart-1.1.0.zip",
+                    "versions": {
+                        "1.0.0": f"{base}/downloads/shop-cart-1.0.0.zip",
+                        "1.1.0": f"{base}/downloads/shop-cart-1.1.0.zip",
+                        "trunk": f"{base}/downloads/shop-cart.zip",
+                    },
+                }
+                self._send(200, json.dumps(info).encode())
+            elif url.path in ("/plugins/info/1.2/", "/themes/info/1.2/"):
+                self._send(200, json.dumps({"error": "Plugin not found."}).encode())
+            elif url.path == "/core/version-check/1.7/":
+                offer = {"response": "latest", "version": "6.1.9", "packages": {"full": f"{base}/downloads/wp.zip"}}
+                self._send(200, json.dumps({"offers": [offer]}).encode())
+            elif url.path.startswith("/downloads/") and (zips / url.path.rsplit("/", 1)[1]).is_file():
+                self._send(200, (zips / url.path.rsplit("/", 1)[1]).read_bytes(), "application/zip")
+            else:
+                self._send(404, b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", zips
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_wordpress_org_api_and_url_sources(shop: Shop, update_api: tuple[str, Path]) -> None:
+    from tests.cms_helpers import make_plugin_zip
+
+    base, zips = update_api
+    make_shop_cart_zip(zips, "1.1.0")
+    make_plugin_zip(zips, "akismet", "5.0.3", name="Akismet Anti-Spam")
+    url = f"{base}/downloads/akismet-5.0.3.zip"
+    inv = write_inventory(shop, {"repository": None, "api_url": base, "sources": {"akismet": {"url": url}}})
+
+    result = run(shop, inv, playbook_from_text(CMS_ONLY), env="staging")
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    update = steps(result, "staging")["update"]
+    assert sorted((u["name"], u["from"], u["to"], u["source"]) for u in update.data["updates"]) == [
+        ("akismet", "5.0.2", "5.0.3", f"url:{url}"),
+        ("shop-cart", "1.0.0", "1.1.0", "wordpress.org"),
+    ]
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
+    lock = json.loads((Path(str(result.run_dir)) / "locks" / "shop.json").read_text())
+    assert lock["packages"]["plugin:akismet"]["source"] == f"url:{url}"
