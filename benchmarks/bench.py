@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.sshd import SshLab, chown_deploy  # noqa: E402
+from tests.lab.sshd import SshLab, chown_login_user  # noqa: E402
 
 PLAYBOOK = """\
 name: bench
@@ -65,7 +65,7 @@ def fresh_dirs(lab: SshLab, n: int, tag: str) -> list[Path]:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir()
-        chown_deploy(d)
+        chown_login_user(d)
         dirs.append(d)
     return dirs
 

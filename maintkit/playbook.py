@@ -153,11 +153,13 @@ def validate_params(
 
 
 def _dig(data: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at ``loc``, or the deepest value on the way (pydantic adds union member
+    names such as ``bool`` or ``list[str]`` to locations; they are not keys)."""
     for key in loc:
         try:
             data = data[key]
         except (KeyError, IndexError, TypeError):
-            return None
+            return data
     return data
 
 

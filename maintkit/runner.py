@@ -79,6 +79,37 @@ def default_transport_factory(env: Environment) -> Transport:
     )
 
 
+class _Fact:
+    """What ``when:`` sees of one earlier step: ``status`` and ``changed``."""
+
+    def __init__(self, status: str, changed: bool) -> None:
+        self.status = status
+        self.changed = changed
+
+
+class _Facts:
+    """Attribute and item access for ``when:`` (``steps.update.changed``, ``steps['command#2']``).
+
+    A plain dict would resolve ``steps.update`` to ``dict.update``."""
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = dict(items)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._items[name]
+        except KeyError:
+            raise AttributeError(f"no step {name!r} has run yet") from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
 class TransportPool:
     """One transport per distinct host connection for the whole run."""
 
@@ -662,16 +693,22 @@ class Runner:
     def _when(self, ps: PlannedStep, planned: PlannedStage, result: SiteResult) -> bool | None:
         if not ps.step.when:
             return True
-        steps = {
-            r.step: {"status": r.status.value, "changed": r.status in (StepStatus.CHANGED, StepStatus.WOULD_CHANGE)}
-            for r in result.steps
-            if r.env == planned.env.name
-        }
+        stages: dict[str, dict[str, _Fact]] = {}
+        for r in result.steps:
+            stages.setdefault(r.env, {})[r.step] = _Fact(
+                status=r.status.value, changed=r.status in (StepStatus.CHANGED, StepStatus.WOULD_CHANGE)
+            )
+        here = stages.get(planned.env.name, {})
         if self.check and any(
             r.status in (StepStatus.WOULD_CHANGE, StepStatus.UNKNOWN) and r.step in ps.step.when for r in result.steps
         ):
             return None
-        return bool(evaluate(ps.step.when, {**planned.render_context, "steps": steps}))
+        context = {
+            **planned.render_context,
+            "steps": _Facts(here),
+            "stages": _Facts({env: _Facts(steps) for env, steps in stages.items()}),
+        }
+        return bool(evaluate(ps.step.when, context))
 
     def _record(self, res: StepResult, event: str, host: str, status_override: str | None = None, **extra: Any) -> None:
         self._emit(
