@@ -1,0 +1,376 @@
+"""``backup.create``: dump databases and archive files into a new backup with a manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from maintkit.action import Action, Context, Params
+from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
+from maintkit.probes import Probe
+from maintkit.results import Change, Check
+from maintkit.transport.base import join, quote
+
+from .common import (
+    BackupListing,
+    Manifest,
+    Tools,
+    backup_dir,
+    file_facts,
+    format_age,
+    item_summary,
+    manifest_bytes,
+    new_backup_id,
+    parse_duration,
+    utcnow_iso,
+)
+from .db import DatabaseSpec, DbClient, connect, missing_tools, pipeline
+from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
+
+ALL_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql", "gzip", "pg_dump", "pg_restore", "psql", "zstd", "tar")
+
+
+@dataclass
+class BackupJob:
+    """What one backup contains: databases and/or file paths (relative to ``base``)."""
+
+    databases: list[DatabaseSpec] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    base: str = ""
+    excludes: list[str] = field(default_factory=list)
+    compression: str = "auto"
+
+    def describe(self) -> str:
+        """``db shop, files wp-content`` for messages."""
+        parts = [f"db {d.name}" for d in self.databases]
+        if self.paths:
+            parts.append("files " + ", ".join(self.paths))
+        return ", ".join(parts)
+
+    def covered_by(self, manifest: Manifest) -> bool:
+        """True when ``manifest`` holds at least everything this job would back up."""
+        names = {str(i.get("name")) for i in manifest.db_items()}
+        if any(d.name not in names for d in self.databases):
+            return False
+        if self.paths:
+            have = {p for i in manifest.file_items() for p in i.get("paths", [])}
+            return "." in have or all(p in have for p in self.paths)
+        return True
+
+
+def tools_probe() -> Tools:
+    """The probe telling which backup tools the host has."""
+    return Tools(ALL_TOOLS)
+
+
+def missing_for(job: BackupJob, tools: frozenset[str]) -> list[str]:
+    """Tools the job needs that the host lacks."""
+    out: list[str] = []
+    for db in job.databases:
+        out += [t for t in missing_tools(db.engine, tools) if t not in out]
+    if job.paths:
+        if "tar" not in tools:
+            out.append("tar")
+        if job.compression == "zstd" and "zstd" not in tools:
+            out.append("zstd")
+        if "gzip" not in tools and "gzip" not in out:
+            out.append("gzip")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# writing a backup
+
+
+def _kwargs(timeout: float | None) -> dict[str, Any]:
+    return {"timeout": timeout} if timeout else {}
+
+
+def _table_state(client: DbClient, ctx: Context, timeout: float | None) -> tuple[dict[str, str], dict[str, int], bool]:
+    """(name -> type, name -> rows, exact?) of the source database."""
+    tables = client.tables(ctx, client.spec.name)
+    kinds = {name: kind for name, (kind, _) in tables.items()}
+    base = [n for n, (kind, _) in tables.items() if kind == "table" and n not in client.spec.ignore_tables]
+    estimated = sum(rows for n, (kind, rows) in tables.items() if n in base)
+    if estimated <= client.spec.count_limit:
+        return kinds, client.count_rows(ctx, client.spec.name, base, timeout), True
+    return kinds, {n: tables[n][1] for n in base}, False
+
+
+def _table_manifest(
+    kinds: dict[str, str], before: dict[str, int], after: dict[str, int], exact: bool, ignored: list[str]
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, kind in sorted(kinds.items()):
+        if name in ignored:
+            continue
+        if kind == "view":
+            out[name] = {"type": "view"}
+        elif not exact:
+            out[name] = {"type": "table", "rows_estimate": after.get(name, before.get(name, 0))}
+        else:
+            a, b = before.get(name), after.get(name, before.get(name))
+            if a is None or b is None or a == b:
+                out[name] = {"type": "table", "rows": b if b is not None else a}
+            else:
+                out[name] = {"type": "table", "rows_min": min(a, b), "rows_max": max(a, b)}
+    return out
+
+
+def dump_database(ctx: Context, client: DbClient, workdir: str, timeout: float | None) -> dict[str, Any]:
+    """Dump one database into ``workdir``; return its manifest item (without size/sha256)."""
+    spec = client.spec
+    kinds, before, exact = _table_state(client, ctx, timeout)
+    name = f"db-{spec.name}{client.dump_suffix}"
+    out = f"{workdir}/{name}"
+    if client.mysql:
+        script = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
+    else:
+        script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
+    res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
+    if not res.ok:
+        tail = (res.stderr or res.stdout).strip()[-800:]
+        raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
+    _, after, _ = _table_state(client, ctx, timeout) if exact else (kinds, before, exact)
+    return {
+        "type": "database",
+        "engine": spec.engine,
+        "name": spec.name,
+        "file": name,
+        "compression": "gzip" if client.mysql else "pg_dump-custom",
+        "connection": spec.connection(),
+        "ignored_tables": list(spec.ignore_tables),
+        "counts": "exact" if exact else "estimate",
+        "tables": _table_manifest(kinds, before, after, exact, spec.ignore_tables),
+    }
+
+
+def archive_files(
+    ctx: Context, job: BackupJob, tools: frozenset[str], workdir: str, timeout: float | None
+) -> dict[str, Any]:
+    """Archive the job's paths into ``workdir``; return the manifest item (without size/sha256)."""
+    compression = choose_compression(job.compression, tools)
+    name = archive_name(compression)
+    out = f"{workdir}/{name}"
+    res = ctx.run_shell(
+        create_script(job.base, job.paths, job.excludes, compression, out), check=False, **_kwargs(timeout)
+    )
+    if not res.ok:
+        raise ApplyFailed(f"archiving files failed (exit {res.exit_code}): {(res.stderr or res.stdout).strip()[-800:]}")
+    counted = ctx.run_shell(count_script(out, compression), check=False, **_kwargs(timeout))
+    if not counted.ok or not counted.stdout.strip().isdigit():
+        raise ApplyFailed(f"cannot read back the new archive {out}: {counted.stderr.strip()[-400:]}")
+    return files_item(name, compression, job.base, job.paths, job.excludes, int(counted.stdout.strip()))
+
+
+def write_backup(
+    ctx: Context,
+    job: BackupJob,
+    directory: str,
+    tools: frozenset[str],
+    *,
+    kind: str = "backup",
+    note: str | None = None,
+    timeout: float | None = None,
+) -> Manifest:
+    """Write a complete backup (``<dir>/<id>.partial`` renamed to ``<dir>/<id>`` at the end).
+
+    On any failure the partial directory is removed and ApplyFailed raised.
+    """
+    created = datetime.now(UTC)
+    bid = new_backup_id(created)
+    final, part = f"{directory}/{bid}", f"{directory}/{bid}.partial"
+    ctx.run(["mkdir", "-p", "--", directory])
+    ctx.run(["chmod", "700", "--", directory])
+    ctx.run(["mkdir", "-m", "700", "--", part])
+    try:
+        items: list[dict[str, Any]] = []
+        for spec in job.databases:
+            with connect(ctx, spec, directory, tools) as client:
+                items.append(dump_database(ctx, client, part, timeout))
+        if job.paths:
+            items.append(archive_files(ctx, job, tools, part, timeout))
+        facts = file_facts(ctx, [f"{part}/{i['file']}" for i in items], timeout)
+        for item in items:
+            item["size"], item["sha256"] = facts[f"{part}/{item['file']}"]
+        data = {
+            "format": 1,
+            "id": bid,
+            "site": ctx.site.name,
+            "env": ctx.env.name,
+            "host": ctx.env.display_host,
+            "kind": kind,
+            "note": note,
+            "run_id": ctx.run_id,
+            "created": created.isoformat(timespec="seconds"),
+            "finished": utcnow_iso(),
+            "size": sum(int(i["size"]) for i in items),
+            "items": items,
+            "verified_at": None,
+        }
+        ctx.put(manifest_bytes(data), f"{part}/manifest.json", mode=0o600)
+        ctx.run(["mv", "-T", "--", part, final])
+    except MaintkitError as exc:
+        ctx.run(["rm", "-rf", "--", part], check=False)
+        if isinstance(exc, ApplyFailed):
+            raise
+        raise ApplyFailed(f"backup {bid} failed: {exc}") from None
+    return Manifest(bid, data, final)
+
+
+def record_of(manifest: Manifest, directory: str) -> dict[str, Any]:
+    """What ctx.record(backup=...) keeps for reports."""
+    return {
+        "id": manifest.id,
+        "dir": directory,
+        "size": manifest.size,
+        "created": manifest.data.get("created"),
+        "kind": manifest.kind,
+        "items": [item_summary(i) for i in manifest.items],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the action
+
+
+class BackupCreateParams(Params):
+    """Parameters of ``backup.create``."""
+
+    database: bool | str | DatabaseSpec | None = Field(
+        None, description="true: the site's database (vars.db_name); a name; or {name, engine, host, user, password...}"
+    )
+    databases: list[DatabaseSpec] = Field(default_factory=list, description="Several databases")
+    password: SecretStr | None = Field(None, description="Password for database: true / a name (use {{ secrets.X }})")
+    files: bool | list[str] = Field(False, description="true: the whole environment path; or paths inside it")
+    excludes: list[str] = Field(default_factory=list, description="tar --exclude patterns (e.g. wp-content/cache)")
+    backup_dir: str | None = Field(None, description="Default: vars.backup_dir, else <path>/.maint/backups")
+    max_age: str | None = Field(None, description="A backup younger than this (e.g. 20h) means nothing to do")
+    compression: Literal["auto", "zstd", "gzip"] = Field("auto", description="Files: zstd when available, else gzip")
+    note: str | None = Field(None, description="Free text kept in the manifest")
+    timeout: float | None = Field(None, gt=0, description="Seconds a dump or archive may take (default: the env's)")
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> BackupCreateParams:
+        if not (self.database or self.databases or self.files):
+            raise ValueError("nothing to back up: set database, databases and/or files")
+        return self
+
+
+def resolve_job(ctx: Context, p: BackupCreateParams) -> BackupJob:
+    """Turn the parameters into a :class:`BackupJob` for this environment."""
+    dbs = list(p.databases)
+    if isinstance(p.database, DatabaseSpec):
+        dbs.insert(0, p.database)
+    elif p.database:
+        dbs.insert(0, _site_database(ctx, p))
+    paths: list[str] = []
+    if p.files:
+        try:
+            paths = normalize_paths(ctx.path, ["."] if p.files is True else list(p.files))
+        except ValueError as exc:
+            raise CheckFailed(f"files: {exc}", action=BackupCreate.name) from None
+    excludes = list(p.excludes)
+    return BackupJob(dbs, paths, ctx.path.rstrip("/") or "/", excludes, p.compression)
+
+
+def _site_database(ctx: Context, p: BackupCreateParams) -> DatabaseSpec:
+    v = ctx.vars
+    name = p.database if isinstance(p.database, str) else v.get("db_name")
+    if not name:
+        raise CheckFailed(
+            "database: true needs vars.db_name (or give database: NAME or {name: ...})", action=BackupCreate.name
+        )
+    fields: dict[str, Any] = {"name": str(name), "password": p.password}
+    for key in ("engine", "host", "port", "user", "defaults_file"):
+        if v.get(f"db_{key}") is not None:
+            fields[key] = v[f"db_{key}"]
+    try:
+        return DatabaseSpec(**fields)
+    except ValueError as exc:
+        raise CheckFailed(f"database from vars: {exc}", action=BackupCreate.name) from None
+
+
+class BackupCreate(Action[BackupCreateParams]):
+    """Back up databases (mariadb-dump/mysqldump | gzip, pg_dump -Fc) and files (tar + zstd/gzip).
+
+    Each backup gets an id and a manifest (items with sizes, sha256, tables and row counts).
+    With ``max_age`` a fresh enough backup means nothing to do. Rollback does nothing and
+    succeeds: a backup is harmless.
+    """
+
+    name = "backup.create"
+    Params = BackupCreateParams
+    summary = "Back up databases and files with a manifest (sha256, tables, row counts); max_age makes it idempotent."
+    reversible = True
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        try:
+            return [BackupListing(backup_dir(ctx, self.params.backup_dir)), tools_probe()]
+        except CheckFailed:
+            return []
+
+    def check(self, ctx: Context) -> Check:
+        p = self.params
+        directory = backup_dir(ctx, p.backup_dir)
+        job = resolve_job(ctx, p)
+        if directory.startswith(job.base.rstrip("/") + "/") and not directory.startswith(f"{job.base}/.maint"):
+            job.excludes.append(directory[len(job.base) + 1 :])
+        missing = missing_for(job, ctx.probe(tools_probe()))
+        if missing:
+            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}", action=self.name)
+        listing = ctx.probe(BackupListing(directory))
+        if p.max_age:
+            limit = parse_duration(p.max_age)
+            now = datetime.now(UTC)
+            for m in listing.regular():
+                if job.covered_by(m) and now - m.created < limit:
+                    ctx.record(backup=record_of(m, directory))
+                    return Check.ok(
+                        f"backup {m.id} from {format_age(now - m.created)} ago is fresh (max_age {p.max_age})"
+                    )
+            why = f"no backup of {job.describe()} younger than {p.max_age}"
+        else:
+            why = "no max_age (a new backup every run)"
+        return Check.change(f"{why}: back up {job.describe()} into {directory}", snapshot=(job, directory))
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        job, directory = check.snapshot
+        tools = ctx.probe(tools_probe())
+        manifest = write_backup(ctx, job, directory, tools, note=self.params.note, timeout=self.params.timeout)
+        ctx.record(backup=record_of(manifest, directory))
+        return [
+            Change(
+                target=f"{directory}/{manifest.id}",
+                summary=f"backup {manifest.id} created ({manifest.describe()}, {manifest.size} bytes)",
+                after={"id": manifest.id, "size": manifest.size},
+                undo=manifest.id,
+            )
+        ]
+
+    def verify(self, ctx: Context) -> None:
+        record = ctx.data.get("backup") or {}
+        bid, directory = record.get("id"), record.get("dir")
+        ctx.invalidate()
+        listing = ctx.probe(BackupListing(str(directory)))
+        manifest = listing.get(str(bid))
+        if manifest is None:
+            raise VerifyFailed(f"backup {bid} has no manifest in {directory}", action=self.name)
+        facts = file_facts(ctx, [manifest.path(str(i["file"])) for i in manifest.items])
+        for item in manifest.items:
+            size, digest = facts.get(manifest.path(str(item["file"])), (-1, ""))
+            if size != item.get("size") or digest != item.get("sha256"):
+                raise VerifyFailed(f"backup {bid}: {item['file']} does not match its manifest", action=self.name)
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        """Nothing to undo: a backup is harmless (prune removes old ones)."""

@@ -1,0 +1,501 @@
+"""backup.* against real servers: MariaDB, two sshd hosts (source and offsite), the Runner.
+
+The site lives on lab host h1 (as the ``deploy`` user, over SSH); its database is on the lab
+MariaDB (TCP 127.0.0.1, a per-test database and user, password given as a secret). Offsite
+copies go to lab host h2. The lab hosts are on this machine, so the tests read the files the
+actions wrote directly from disk to check them independently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from maintkit.actions.backup import new_backup_id
+from maintkit.inventory import load_inventory
+from maintkit.playbook import load_playbook_full, playbook_from_text
+from maintkit.results import RunResult, StepStatus
+from maintkit.runner import Runner
+from tests.lab.mariadb import MariaDB
+from tests.lab.sshd import SshLab, chown_login_user
+
+pytestmark = pytest.mark.lab
+
+SECRET_VAR = "MAINT_TEST_SHOP_DB_PW"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Shop:
+    """One site on h1 with its database, its files and an inventory that reaches both hosts."""
+
+    db: str
+    user: str
+    password: str
+    path: Path
+    offsite: Path
+    inventory: Path
+    state: Path
+    mariadb: MariaDB
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path / ".maint" / "backups"
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, SECRET_VAR: self.password, **self.extra_env}
+
+    def run(self, playbook: str | None = None, text: str | None = None, **kwargs: Any) -> RunResult:
+        loaded = load_playbook_full(playbook) if playbook else playbook_from_text(text or "")
+        runner = Runner(loaded, load_inventory(self.inventory), state_dir=self.state, environ=self.environ(), **kwargs)
+        return runner.run()
+
+    def sql(self, query: str) -> str:
+        return self.mariadb.sql(query, self.db)
+
+    def rows(self, table: str) -> int:
+        return int(self.sql(f"SELECT COUNT(*) FROM `{table}`").strip())
+
+    def tables(self) -> list[str]:
+        return sorted(self.sql("SHOW TABLES").split())
+
+    def manifests(self, where: Path | None = None) -> list[dict[str, Any]]:
+        base = where or self.backup_dir
+        found = [
+            json.loads(p.read_text()) for p in base.glob("*/manifest.json") if not p.parent.name.endswith(".partial")
+        ]
+        return sorted(found, key=lambda m: m["created"], reverse=True)
+
+    def run_text(self, result: RunResult) -> str:
+        """Everything in the run folder (audit log, summary, playbook copy)."""
+        folder = Path(str(result.run_dir))
+        return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def one_step(action: str, **with_: Any) -> str:
+    """A playbook of one step on production."""
+    return yaml.safe_dump(
+        {"name": f"t-{action}", "stages": [{"env": "production", "steps": [{"action": action, "with": with_}]}]}
+    )
+
+
+def step(result: RunResult, step_id: str) -> Any:
+    return next(s for s in result.sites[0].steps if s.step == step_id)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scratch_databases(mariadb: MariaDB) -> list[str]:
+    return mariadb.sql("SHOW DATABASES LIKE 'maint\\_verify\\_%'").split()
+
+
+def give_to_deploy(path: Path) -> None:
+    pw = pwd.getpwnam("deploy")
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+@pytest.fixture
+def shop(mariadb: MariaDB, ssh_lab: SshLab, request: pytest.FixtureRequest) -> Iterator[Shop]:
+    """A database with two tables and a view, site files on h1, an offsite directory on h2."""
+    h1, h2 = ssh_lab.hosts[0], ssh_lab.hosts[1]
+    name = f"shop_{secrets.token_hex(4)}"
+    user, password = mariadb.create_database(name)
+    for host in ("127.0.0.1", "localhost"):
+        mariadb.sql(f"GRANT ALL PRIVILEGES ON `maint\\_verify\\_%`.* TO '{user}'@'{host}'")
+    mariadb.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, email VARCHAR(100) NOT NULL) ENGINE=InnoDB;"
+        "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer_id INT NOT NULL, total DECIMAL(10,2),"
+        " FOREIGN KEY (customer_id) REFERENCES customers(id)) ENGINE=InnoDB;"
+        "INSERT INTO customers (email) SELECT CONCAT('c', seq, '@example.test') FROM seq_1_to_250;"
+        "INSERT INTO orders (customer_id, total) SELECT 1 + seq % 250, seq / 7 FROM seq_1_to_600;",
+        name,
+    )
+    # the site's own user creates its view (so the view's DEFINER is the site user, as in real life)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{mariadb.port}", f"-u{user}", name],
+        input="CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 50;",
+        env={**os.environ, "MYSQL_PWD": password},
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    site_root = ssh_lab.scratch(h1, request.node.name)
+    path = site_root / "site"
+    (path / "wp-content" / "uploads").mkdir(parents=True)
+    (path / "wp-content" / "cache").mkdir(parents=True)
+    (path / "wp-content" / "uploads" / "logo.txt").write_text("the logo\n")
+    (path / "wp-content" / "cache" / "page.html").write_text("cached\n")
+    (path / "wp-config.php").write_text("<?php // config v1\n")
+    give_to_deploy(path)
+    offsite = ssh_lab.scratch(h2, request.node.name) / "offsite"
+    offsite.mkdir()
+    chown_login_user(offsite)
+    env = h1.env(path)
+    env["vars"] = {
+        "db_name": name,
+        "db_host": "127.0.0.1",
+        "db_port": mariadb.port,
+        "db_user": user,
+        "db_password_secret": SECRET_VAR,
+        "backup_files": ["wp-content", "wp-config.php"],
+        "backup_excludes": ["wp-content/cache"],
+        "offsite": {
+            "host": h2.ip,
+            "port": h2.port,
+            "user": "deploy",
+            "key_file": str(h2.client_key),
+            "known_hosts": str(h2.known_hosts),
+            "path": str(offsite),
+        },
+        "offsite_keep_last": 2,
+    }
+    inventory = site_root / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"sites": {"shop": {"environments": {"production": env}}}}))
+    state = site_root / "state"
+    try:
+        yield Shop(name, user, password, path, offsite, inventory, state, mariadb)
+    finally:
+        mariadb.drop_database(name, user)
+
+
+# ---------------------------------------------------------------------------- the daily playbook
+
+
+def test_backup_playbook_creates_verifies_copies_and_is_idempotent(shop: Shop) -> None:
+    first = shop.run("backup")
+    assert first.ok, first.sites[0].error
+    assert [(s.step, s.status) for s in first.sites[0].steps] == [
+        ("create", StepStatus.CHANGED),
+        ("verify", StepStatus.CHANGED),
+        ("offsite", StepStatus.CHANGED),
+        ("prune", StepStatus.UNCHANGED),
+    ]
+    [manifest] = shop.manifests()
+    bid = manifest["id"]
+    assert step(first, "create").data["backup"]["id"] == bid
+    assert manifest["site"] == "shop" and manifest["env"] == "production" and manifest["kind"] == "backup"
+    db_item = next(i for i in manifest["items"] if i["type"] == "database")
+    files_item = next(i for i in manifest["items"] if i["type"] == "files")
+    # the manifest tells the truth about the database and the files on disk
+    assert db_item["tables"]["customers"] == {"type": "table", "rows": 250}
+    assert db_item["tables"]["orders"] == {"type": "table", "rows": 600}
+    assert db_item["tables"]["big_orders"] == {"type": "view"}
+    for item in manifest["items"]:
+        f = shop.backup_dir / bid / item["file"]
+        assert f.stat().st_size == item["size"] and sha256(f) == item["sha256"]
+        assert f.stat().st_mode & 0o077 == 0
+    assert files_item["file"] == "files.tar.zst"
+    listing = subprocess.run(
+        f"zstd -dc {shop.backup_dir / bid / 'files.tar.zst'} | tar -tf -",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "wp-content/uploads/logo.txt" in listing and "wp-config.php" in listing
+    assert not any("cache" in entry for entry in listing)
+    assert files_item["entries"] == len(listing)
+    # verified through a scratch restore, which is gone again
+    assert manifest["verified_at"]
+    assert manifest["verification"]["db " + shop.db]["ok"] is True
+    assert scratch_databases(shop.mariadb) == []
+    # copied offsite, checksummed there
+    copy_dir = shop.offsite / bid
+    for item in manifest["items"]:
+        assert sha256(copy_dir / item["file"]) == item["sha256"]
+    assert not list(shop.offsite.glob("*.partial"))
+    # no credentials file left behind; the password appears nowhere in the run folder
+    assert not list(shop.backup_dir.glob(".cred-*"))
+    assert shop.password not in shop.run_text(first)
+
+    second = shop.run("backup")
+    assert second.ok, second.sites[0].error
+    assert second.changed == 0
+    assert "is fresh (max_age 20h)" in step(second, "create").reason
+    assert "already at" in step(second, "offsite").reason
+    assert len(shop.manifests()) == 1
+
+
+def test_plan_changes_nothing(shop: Shop) -> None:
+    plan = shop.run("backup", check=True)
+    assert plan.ok, plan.sites[0].error
+    assert step(plan, "create").status is StepStatus.WOULD_CHANGE
+    assert step(plan, "verify").status is StepStatus.UNKNOWN
+    assert not shop.backup_dir.exists() or not shop.manifests()
+    assert not list(shop.offsite.iterdir())
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def test_password_is_never_on_a_command_line(shop: Shop) -> None:
+    # a larger table so that the dump and the counts take a moment while ps is sampled
+    shop.sql(
+        "CREATE TABLE events (id INT PRIMARY KEY AUTO_INCREMENT, payload VARCHAR(200)) ENGINE=InnoDB;"
+        "INSERT INTO events (payload) SELECT REPEAT(MD5(seq), 6) FROM seq_1_to_300000;"
+    )
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
+            seen.extend(line for line in out.splitlines() if "maint" in line or "mariadb" in line or "mysql" in line)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    assert result.ok, result.sites[0].error
+    dumps = [line for line in seen if "mariadb-dump" in line]
+    assert dumps, "the sampler never saw the dump running"
+    assert any("--defaults-extra-file=" in line for line in dumps)
+    assert not [line for line in seen if shop.password in line]
+    assert shop.password not in shop.run_text(result)
+    [manifest] = shop.manifests()
+    assert manifest["items"][0]["tables"]["events"]["rows"] == 300000
+    assert not list(shop.backup_dir.glob(".cred-*"))
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+def test_verify_detects_a_broken_backup_and_always_drops_the_scratch_database(shop: Shop) -> None:
+    created = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    assert created.ok, created.sites[0].error
+    [manifest] = shop.manifests()
+    bid = manifest["id"]
+    dump = shop.backup_dir / bid / f"db-{shop.db}.sql.gz"
+    # a dump that matches its manifest but does not restore: the scratch database must still go
+    dump.write_bytes(
+        subprocess.run(["gzip", "-c"], input=b"CREATE TABLE broken (;\n", capture_output=True, check=True).stdout
+    )
+    manifest["items"][0]["sha256"] = sha256(dump)
+    manifest["items"][0]["size"] = dump.stat().st_size
+    (shop.backup_dir / bid / "manifest.json").write_text(json.dumps(manifest))
+    verify = one_step("backup.verify", password="{{ secrets." + SECRET_VAR + " }}")
+
+    broken = shop.run(text=verify)
+
+    assert not broken.ok
+    assert "does not restore" in str(broken.sites[0].steps[0].error)
+    assert scratch_databases(shop.mariadb) == []
+    assert not shop.manifests()[0].get("verified_at")
+
+    dump.write_bytes(b"tampered")  # now the checksum is wrong
+    tampered = shop.run(text=verify)
+    assert not tampered.ok
+    assert "sha256/size differ" in str(tampered.sites[0].steps[0].error)
+
+
+# ---------------------------------------------------------------------------- prune
+
+
+def fake_backup(directory: Path, created: datetime, *, verified: bool = False, kind: str = "backup") -> str:
+    bid = new_backup_id(created)
+    d = directory / bid
+    d.mkdir(parents=True)
+    (d / "db-x.sql.gz").write_bytes(b"x")
+    manifest = {
+        "format": 1,
+        "id": bid,
+        "kind": kind,
+        "created": created.isoformat(timespec="seconds"),
+        "items": [{"type": "database", "name": "x", "file": "db-x.sql.gz", "size": 1, "sha256": "0" * 64}],
+        "verified_at": created.isoformat() if verified else None,
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return bid
+
+
+def test_prune_by_retention_with_pins(shop: Shop) -> None:
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    d = shop.backup_dir
+    ids = {
+        "today-2": fake_backup(d, now - timedelta(minutes=10)),
+        "today-1": fake_backup(d, now - timedelta(minutes=20)),
+        "d1": fake_backup(d, now - timedelta(days=1)),
+        "d1-early": fake_backup(d, now - timedelta(days=1, hours=3)),
+        "d2": fake_backup(d, now - timedelta(days=2)),
+        "d9": fake_backup(d, now - timedelta(days=9)),
+        "d40": fake_backup(d, now - timedelta(days=40)),
+        "d50-verified": fake_backup(d, now - timedelta(days=50), verified=True),
+        "d60-pinned": fake_backup(d, now - timedelta(days=60)),
+        "d70": fake_backup(d, now - timedelta(days=70)),
+    }
+    (shop.path / ".maint").mkdir(exist_ok=True)
+    (shop.path / ".maint" / "pinned").write_text(f"# kept for the audit\n{ids['d60-pinned']}\n")
+    give_to_deploy(shop.path / ".maint")
+    prune = one_step("backup.prune", keep_last=2, keep_daily=3, keep_weekly=0, keep_monthly=0)
+
+    plan = shop.run(text=prune, check=True)
+    assert plan.ok
+    would = plan.sites[0].steps[0].data["prune"]["delete"]
+    assert len(list(d.iterdir())) == len(ids)  # plan deleted nothing
+
+    result = shop.run(text=prune)
+    assert result.ok, result.sites[0].error
+    left = {p.name for p in d.iterdir()}
+    # last 2: today-2, today-1; daily 3: today (today-2), d1, d2; newest verified: d50; pinned: d60
+    assert left == {ids[k] for k in ("today-2", "today-1", "d1", "d2", "d50-verified", "d60-pinned")}
+    assert sorted(would) == sorted(ids[k] for k in ("d1-early", "d9", "d40", "d70"))
+    assert shop.run(text=prune).changed == 0
+
+
+def test_prune_keeps_what_this_run_created(shop: Shop) -> None:
+    old = [fake_backup(shop.backup_dir, datetime.now(UTC) + timedelta(days=1, minutes=i)) for i in range(3)]
+    give_to_deploy(shop.path / ".maint")
+    text = yaml.safe_dump(
+        {
+            "name": "t",
+            "stages": [
+                {
+                    "env": "production",
+                    "steps": [
+                        {"action": "backup.create", "with": {"files": ["wp-config.php"]}},
+                        {"action": "backup.prune", "with": {"keep_last": 1}},
+                    ],
+                }
+            ],
+        }
+    )
+    result = shop.run(text=text)
+    assert result.ok, result.sites[0].error
+    created = step(result, "backup.create").data["backup"]["id"]
+    left = {p.name for p in shop.backup_dir.iterdir() if p.is_dir()}
+    assert created in left  # older by "created" than the fake future ones, but this run needs it
+    assert left == {created, old[-1]}
+
+
+# ---------------------------------------------------------------------------- restore
+
+
+def test_restore_brings_back_rows_tables_and_files(shop: Shop) -> None:
+    created = shop.run(
+        text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}", files=True)
+    )
+    assert created.ok, created.sites[0].error
+    bid = shop.manifests()[0]["id"]
+    # destructive changes
+    shop.sql("DELETE FROM orders WHERE id > 100; DROP VIEW big_orders; CREATE TABLE junk (id INT)")
+    (shop.path / "wp-config.php").write_text("<?php // broken\n")
+    (shop.path / "wp-content" / "uploads" / "logo.txt").unlink()
+    assert shop.rows("orders") == 100
+    restore = one_step("backup.restore", backup=bid, password="{{ secrets." + SECRET_VAR + " }}")
+
+    refused = shop.run(text=restore)  # production without --yes
+    assert not refused.ok
+    assert "confirm with --yes" in str(refused.sites[0].steps[0].error)
+    assert shop.rows("orders") == 100
+
+    result = shop.run(text=restore, extra={"yes": True})
+
+    assert result.ok, result.sites[0].error
+    assert shop.rows("orders") == 600 and shop.rows("customers") == 250
+    assert shop.tables() == ["big_orders", "customers", "orders"]
+    assert (shop.path / "wp-config.php").read_text() == "<?php // config v1\n"
+    assert (shop.path / "wp-content" / "uploads" / "logo.txt").read_text() == "the logo\n"
+    safety_id = step(result, "backup.restore").data["safety_backup"]["id"]
+    safety = next(m for m in shop.manifests() if m["id"] == safety_id)
+    assert safety["kind"] == "safety" and bid in safety["note"]
+    assert safety["items"][0]["tables"]["orders"]["rows"] == 100  # the state before the restore
+    assert shop.password not in shop.run_text(result)
+
+
+def test_restore_is_rolled_back_when_a_later_step_fails(shop: Shop) -> None:
+    created = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    assert created.ok, created.sites[0].error
+    shop.sql("DELETE FROM orders WHERE id > 10; CREATE TABLE added_later (id INT)")
+    text = yaml.safe_dump(
+        {
+            "name": "restore-then-fail",
+            "on_failure": "rollback",
+            "stages": [
+                {
+                    "env": "production",
+                    "steps": [
+                        {
+                            "action": "backup.restore",
+                            "with": {"what": "db", "password": "{{ secrets." + SECRET_VAR + " }}"},
+                        },
+                        {"action": "command", "with": {"argv": ["false"]}},
+                    ],
+                }
+            ],
+        }
+    )
+
+    result = shop.run(text=text, extra={"yes": True})
+
+    assert not result.ok
+    assert step(result, "backup.restore").status is StepStatus.ROLLED_BACK
+    assert shop.rows("orders") == 10  # the safety backup was put back
+    assert "added_later" in shop.tables()
+
+
+def test_maint_restore_command(shop: Shop) -> None:
+    created = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    assert created.ok, created.sites[0].error
+    bid = shop.manifests()[0]["id"]
+    shop.sql("DELETE FROM orders; DELETE FROM customers")
+    argv = [
+        "maint", "restore", "shop", "--env", "production", "--backup", bid, "--what", "db",
+        "--password-env", SECRET_VAR, "-i", str(shop.inventory), "--state-dir", str(shop.state),
+    ]  # fmt: skip
+    env = {**shop.environ(), "MAINT_PLAIN": "1"}
+
+    refused = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert shop.rows("orders") == 0
+
+    done = subprocess.run([*argv, "--yes"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert shop.rows("orders") == 600 and shop.rows("customers") == 250
+    assert shop.password not in done.stdout + done.stderr
+
+
+def test_copy_applies_retention_at_the_destination(shop: Shop) -> None:
+    old = [fake_backup(shop.offsite, datetime.now(UTC) - timedelta(days=10 - i)) for i in range(3)]
+    give_to_deploy(shop.offsite)
+    created = shop.run(text=one_step("backup.create", files=["wp-config.php"]))
+    assert created.ok, created.sites[0].error
+    bid = shop.manifests()[0]["id"]
+    h2 = yaml.safe_load(shop.inventory.read_text())["sites"]["shop"]["environments"]["production"]["vars"]["offsite"]
+    text = one_step("backup.copy", destination=h2, keep_last=2)
+
+    result = shop.run(text=text)
+
+    assert result.ok, result.sites[0].error
+    left = sorted(p.name for p in shop.offsite.iterdir())
+    assert left == sorted([old[-1], bid])
+    assert sha256(shop.offsite / bid / "files.tar.zst") == shop.manifests()[0]["items"][0]["sha256"]
+    assert shop.run(text=text).changed == 0
+    shutil.rmtree(shop.offsite / bid)  # lost at the destination: copied again
+    repaired = shop.run(text=text)
+    assert repaired.ok and repaired.changed == 1
