@@ -62,7 +62,7 @@ def default_transport_factory(env: Environment) -> Transport:
     if env.connection == "local":
         from maintkit.transport.local import LocalTransport
 
-        return LocalTransport(name=env.host or "local", become=bool(env.become))
+        return LocalTransport(name=env.host or "local", become=bool(env.become), command_timeout=env.command_timeout or 600.0)
     from maintkit.transport.ssh import SSHTransport
 
     return SSHTransport(
@@ -121,7 +121,19 @@ class TransportPool:
     @staticmethod
     def key(env: Environment) -> tuple[Any, ...]:
         """What makes two environments share a connection."""
-        return (env.connection, env.host, env.port, env.user, env.become, env.key_file, env.proxy_command)
+        return (
+            env.connection,
+            env.host,
+            env.port,
+            env.user,
+            env.become,
+            env.key_file,
+            env.proxy_command,
+            env.known_hosts,
+            env.host_key_policy,
+            env.connect_timeout,
+            env.command_timeout,
+        )
 
     def get(self, env: Environment) -> Transport:
         """The shared transport for ``env``'s host."""

@@ -25,6 +25,8 @@ sites:
     platform: wordpress        # wordpress | composer (Magento 2, Shopware, Laravel, Drupal) | generic
     vars:
       php_fpm_service: php8.2-fpm
+      repo: git@git.example.net:agency/shop-a.git   # used by the deploy playbook
+      smoke_paths: [/, /cart/, /checkout/]          # pages the smoke checks request
     environments:
       staging:
         host: staging.example.net

@@ -1,14 +1,20 @@
-"""LocalTransport: run the same actions on this machine (``connection: local``).
+"""LocalTransport: the Transport protocol on this machine (``connection: local``).
 
-It uses :mod:`subprocess` directly rather than invoke: binary stdin/stdout streaming and
-killing a whole process group on timeout are simpler and faster that way. Command lines are
-built by :func:`maintkit.transport.base.build_command`, exactly as for SSH.
+The design names invoke for local commands; this uses :mod:`subprocess` directly instead:
+binary stdin/stdout streaming and killing a whole process group on timeout are simpler
+that way, and it is faster (no runner threads polling). Command lines are built by
+:func:`maintkit.transport.base.build_command` exactly as for SSH and run with
+``/bin/sh -c LINE`` in a new session, so a timeout can kill everything the command started.
+
+Files are read and written through the file system (temp file in the same directory,
+fsync, ``os.replace``). Under ``become`` when this process is not root, writes and
+unreadable reads go through ``sudo -n`` like the SSH transport does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -19,27 +25,52 @@ from typing import IO
 
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport.base import DEFAULT_TIMEOUT, build_command
+from maintkit.transport.base import build_command, quote
+
+__all__ = ["LocalTransport", "atomic_put_script"]
 
 _CHUNK = 65536
+_TIMEOUT_CODE = 124
+_KILL_GRACE = 3.0
 
 
 class LocalTransport:
-    """Runs commands with ``sh -c`` on this machine; every call has a timeout."""
+    """Runs commands with ``/bin/sh -c`` on this machine; every call has a timeout.
 
-    def __init__(self, *, name: str = "local", become: bool = False, sudo_user: str | None = None) -> None:
+    ``name`` is the display name (results, errors). ``become`` wraps commands in
+    ``sudo -n`` (as ``sudo_user`` or root) unless a call passes ``sudo=False``.
+    ``timeout=None`` in a call means ``command_timeout``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "local",
+        become: bool = False,
+        sudo_user: str | None = None,
+        command_timeout: float = 120,
+    ) -> None:
         self.host = name
         self.become = become
         self.sudo_user = sudo_user
+        self.command_timeout = float(command_timeout)
         self.round_trips = 0
-        self.connected = True
+        self._count_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalTransport(name={self.host!r}, become={self.become!r})"
+
+    @property
+    def connected(self) -> bool:
+        """Always True: there is no connection to lose."""
+        return True
 
     # ---------------------------------------------------------------- commands
     def run(
         self,
         argv: Sequence[str],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         check: bool = True,
         stdin: bytes | IO[bytes] | None = None,
         stdout_sink: IO[bytes] | None = None,
@@ -47,7 +78,7 @@ class LocalTransport:
         cwd: str | None = None,
         sudo: bool | None = None,
     ) -> CommandResult:
-        """Run an argument list (quoted)."""
+        """Run an argument list (each argument quoted)."""
         line = build_command(list(argv), cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
         return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
 
@@ -55,7 +86,7 @@ class LocalTransport:
         self,
         script: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         check: bool = True,
         stdin: bytes | IO[bytes] | None = None,
         stdout_sink: IO[bytes] | None = None,
@@ -63,7 +94,7 @@ class LocalTransport:
         cwd: str | None = None,
         sudo: bool | None = None,
     ) -> CommandResult:
-        """Run an explicit shell script."""
+        """Run an explicit POSIX shell script (the caller quotes)."""
         line = build_command(script=script, cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
         return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
 
@@ -74,12 +105,14 @@ class LocalTransport:
         self,
         line: str,
         *,
-        timeout: float,
+        timeout: float | None,
         check: bool,
         stdin: bytes | IO[bytes] | None,
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
-        self.round_trips += 1
+        limit = self.command_timeout if timeout is None else float(timeout)
+        with self._count_lock:
+            self.round_trips += 1
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -91,139 +124,159 @@ class LocalTransport:
             )
         except OSError as exc:
             raise TransportError(self.host, f"cannot start /bin/sh: {exc}") from None
-        out_chunks: list[bytes] = []
-        err_chunks: list[bytes] = []
+        out: list[bytes] = []
+        err: list[bytes] = []
         threads = [
-            threading.Thread(target=_pump_out, args=(proc.stdout, out_chunks, stdout_sink), daemon=True),
-            threading.Thread(target=_pump_out, args=(proc.stderr, err_chunks, None), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, err, None), daemon=True),
         ]
         if stdin is not None:
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
         for t in threads:
             t.start()
-        # Waiting on the output pumps (a lock wait) instead of Popen.wait(timeout), which polls
-        # with sleeps of up to 50 ms: that alone made every local command ~10 ms slower.
-        deadline = started + timeout
-        for t in threads[:2]:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
         timed_out = False
         try:
-            code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            code = _exit_code(proc.wait(timeout=limit))
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
-            code = 124
+            code = _TIMEOUT_CODE
         for t in threads:
-            t.join(timeout=5)
-        raw = b"".join(out_chunks)
+            t.join(timeout=_KILL_GRACE)
+        raw = b"".join(out)
         result = CommandResult(
             host=self.host,
             command=line,
             exit_code=code,
             stdout="" if stdout_sink is not None else raw.decode("utf-8", "replace"),
-            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
+            stderr=b"".join(err).decode("utf-8", "replace"),
             duration_ms=(time.monotonic() - started) * 1000.0,
             timed_out=timed_out,
             stdout_bytes=None if stdout_sink is not None else raw,
         )
-        if timed_out and check:
-            raise CommandFailed(result, f"command timed out after {timeout:g} s: {line[:200]}")
+        if check and timed_out:
+            raise CommandFailed(result, f"command timed out after {limit:g} s: {line[:200]}")
         if check and code != 0:
             raise CommandFailed(result)
         return result
 
     # ---------------------------------------------------------------- files
-    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Write ``path`` atomically (temp file in the same directory + rename)."""
-        if self.become and os.geteuid() != 0:
-            self.run_shell(
-                'tmp=$(mktemp "$1.XXXXXX") && cat > "$tmp" && chmod "$2" "$tmp" && mv -f "$tmp" "$1"',
-                stdin=data,
-                timeout=timeout,
-            )
-            return
-        directory = os.path.dirname(path) or "."
-        if mode is None:
-            try:
-                mode = os.stat(path).st_mode & 0o7777
-            except FileNotFoundError:
-                mode = 0o644
-        try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".")
-        except OSError as exc:
-            raise TransportError(self.host, f"cannot write {path}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with _suppress():
-                os.unlink(tmp)
-            raise TransportError(self.host, f"cannot write {path}: {exc.strerror}") from None
+    def _via_sudo(self) -> bool:
+        return self.become and os.geteuid() != 0
 
-    def get(self, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Read a whole file."""
+    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
+        """Write ``path`` atomically (temp file in the same directory, fsync, rename).
+
+        Without ``mode`` an existing file keeps its mode (and, as root, its owner); a new
+        file gets 0644. Raises :class:`TransportError` when the file cannot be written.
+        """
+        if mode is not None and not 0 <= mode <= 0o7777:
+            raise ValueError(f"invalid file mode {mode!r}")
+        if self._via_sudo():
+            self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
+            return
+        try:
+            _write_atomic(path, bytes(data), mode)
+        except OSError as exc:
+            raise TransportError(self.host, f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        """Read a whole file. Raises :class:`TransportError` when it cannot be read."""
         try:
             with open(path, "rb") as fh:
                 return fh.read()
         except PermissionError:
-            if self.become:
+            if self._via_sudo():
                 res = self.run(["cat", "--", path], timeout=timeout)
                 return res.stdout_bytes or b""
             raise TransportError(self.host, f"cannot read {path}: permission denied") from None
         except OSError as exc:
-            raise TransportError(self.host, f"cannot read {path}: {exc.strerror}") from None
+            raise TransportError(self.host, f"cannot read {path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         """Nothing to close."""
 
 
-class _suppress:
-    def __enter__(self) -> None:
-        return None
+def atomic_put_script(path: str, mode: int | None) -> str:
+    """A shell script that writes stdin to ``path`` atomically (used by both transports).
 
-    def __exit__(self, *exc: object) -> bool:
-        return True
+    Temp file beside ``path`` (created 0600 under ``umask 077``), then the mode (``mode``,
+    or the existing file's, or 0644), the existing file's owner and group when allowed,
+    then ``mv -f``. The temp file is removed on failure.
+    """
+    if mode is not None and not 0 <= mode <= 0o7777:
+        raise ValueError(f"invalid file mode {mode!r}")
+    p = quote(path)
+    if mode is None:
+        perm = f'{{ chmod --reference={p} "$tmp" 2>/dev/null || chmod 644 "$tmp"; }}'
+    else:
+        perm = f'chmod {mode:04o} "$tmp"'
+    owner = f'{{ [ ! -e {p} ] || chown --reference={p} "$tmp" 2>/dev/null || :; }}'
+    return (
+        f"umask 077; tmp=$(mktemp -- {quote(path + '.XXXXXX')}) || exit 1\n"
+        f'if cat > "$tmp" && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
+        'rm -f -- "$tmp"; exit 1'
+    )
 
 
-def _pump_out(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None) -> None:
+def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
+    directory = os.path.dirname(path) or "."
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if mode is None:
+        mode = (st.st_mode & 0o7777) if st is not None else 0o644
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if st is not None and os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _exit_code(code: int) -> int:
+    """Like a shell: a process killed by signal N exits 128+N."""
+    return 128 - code if code < 0 else code
+
+
+def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None) -> None:
     if stream is None:
         return
-    while True:
-        block = stream.read1(_CHUNK) if hasattr(stream, "read1") else stream.read(_CHUNK)
-        if not block:
-            break
-        if sink is not None:
-            sink.write(block)
-        else:
-            chunks.append(block)
-    stream.close()
+    with stream:
+        while block := os.read(stream.fileno(), _CHUNK):
+            if sink is not None:
+                sink.write(block)
+            else:
+                chunks.append(block)
 
 
 def _feed(stream: IO[bytes] | None, data: bytes | IO[bytes]) -> None:
     if stream is None:
         return
-    try:
-        if isinstance(data, bytes | bytearray):
+    with contextlib.suppress(BrokenPipeError, OSError), stream:
+        if isinstance(data, bytes | bytearray | memoryview):
             stream.write(data)
         else:
-            shutil.copyfileobj(data, stream, _CHUNK)
-    except BrokenPipeError:
-        pass
-    finally:
-        with _suppress():
-            stream.close()
+            while block := data.read(_CHUNK):
+                stream.write(block)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with _suppress():
+    """TERM the command's process group, KILL it if it does not exit in time."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=3)
+        proc.wait(timeout=_KILL_GRACE)
     except subprocess.TimeoutExpired:
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        proc.wait(timeout=_KILL_GRACE)

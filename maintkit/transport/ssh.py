@@ -1,21 +1,64 @@
-"""SSHTransport: commands over one SSH connection per host (the only module importing fabric/paramiko).
+"""SSHTransport: commands over one SSH connection per host. The only module importing fabric/paramiko.
 
-The connection is set up through :class:`fabric.Connection` (its configuration and gateway
-support), but commands run on raw paramiko channels: invoke's runner threads add latency to
-every command. TCP_NODELAY is set on the socket: without it paramiko stalls about 45 ms per
-round trip. Every call has a deadline (connect, channel open, command), so a cut network
-fails within the timeout instead of hanging.
+Connection setup goes through :class:`fabric.Connection` (connect kwargs, client), but
+commands do not use fabric's/invoke's ``run``: its reader threads add latency to every
+command. Each command is one paramiko session channel (``exec``), read with a ``poll``
+loop on the channel that also feeds stdin in chunks, under a hard deadline.
 
-Host keys are verified: the user's ``~/.ssh/known_hosts`` plus the inventory's files.
-``strict`` refuses unknown and changed keys; ``accept-new`` records an unknown key in the
-first known_hosts file and still refuses a changed one. Errors are translated here into
-:class:`~maintkit.errors.HostUnreachable`, :class:`~maintkit.errors.HostKeyError` and
-:class:`~maintkit.errors.CommandFailed`.
+Latency: TCP_NODELAY is set on the socket (without it every round trip stalls for about
+45 ms: Nagle's algorithm meets delayed ACKs), and one connection is shared by every thread
+that works on the host (the connection is opened lazily, under a lock).
+
+Timeouts (a cut network must fail, never hang):
+
+* connect: ``connect_timeout`` bounds the TCP connect, the SSH banner, authentication and
+  each session open;
+* command: ``timeout`` (default ``command_timeout``) is a deadline for the whole command.
+  On expiry the remote process group gets SIGTERM (an SSH ``signal`` request, honoured by
+  OpenSSH 7.9+), the channel is closed and the result has ``timed_out=True``, exit 124
+  (raised as CommandFailed with ``check=True``, returned otherwise). A timeout says
+  nothing about the connection: if the network is cut, the next command fails with
+  HostUnreachable when no session can be opened within ``connect_timeout``.
+
+Host keys are always verified, against ``~/.ssh/known_hosts`` plus the ``known_hosts``
+files given (entries for ports other than 22 are written ``[host]:port``):
+
+* ``strict`` (default): an unknown key is refused;
+* ``accept-new``: an unknown key is accepted and appended to the first ``known_hosts``
+  file given (or ``~/.ssh/known_hosts``);
+* a CHANGED key is refused under every policy. ``AutoAddPolicy`` is never used.
+
+``~/.ssh/config`` is deliberately not read: the inventory is the only source of
+connection settings (host, port, user, key_file, known_hosts, proxy_command).
+
+``proxy_command`` is run through ``sh -c`` like OpenSSH's ProxyCommand, with ``%h``,
+``%p``, ``%r`` and ``%%`` expanded (fabric's own gateway string expands ``%p`` to 22
+whatever the port, hence our own :class:`paramiko.ProxyCommand`).
+
+Errors are translated at this boundary:
+
+==========================================================  ===================================
+unknown host key                                            :class:`HostKeyError`
+changed host key                                            :class:`HostKeyError` ("CHANGED")
+refused, timed out, name not resolved, EOF in the banner,   :class:`HostUnreachable`
+proxy command failure, connection lost during a command
+authentication failed (key not accepted, unreadable key)    :class:`HostUnreachable` (message
+                                                            says "authentication failed")
+server refuses another session (MaxSessions)                :class:`TransportError`
+non-zero exit with ``check=True``, timeout                  :class:`CommandFailed` (``.result``)
+==========================================================  ===================================
+
+A dead connection is replaced by a fresh one at the start of the next command (nothing
+is ever re-run automatically).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -24,32 +67,195 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
+from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
 
 from maintkit.errors import CommandFailed, HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport.base import DEFAULT_TIMEOUT, build_command, quote
+from maintkit.transport.base import build_command, quote
+from maintkit.transport.local import atomic_put_script
 
-_CHUNK = 32768
+__all__ = ["HostKeyPolicy", "SSHTransport"]
+
+# paramiko logs a traceback for every failed handshake; without this NullHandler Python's
+# last-resort handler would print them on stderr when the application configured no logging.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 HostKeyPolicy = Literal["strict", "accept-new"]
 
+_CHUNK = 32768
+_POLL = 0.5  # longest wait between checks of the connection while a command runs
+_SEND_BURST = 16  # stdin chunks sent per loop turn before reading output again
+_NO_STATUS = 255  # exit code when the server sent no exit status (killed by a signal)
+_TIMEOUT_CODE = 124
+DEFAULT_MAX_SESSIONS = 8  # OpenSSH's default MaxSessions is 10
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
-class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
-    """Trust an unknown key on first use and record it; a changed key never gets here."""
+
+# ---------------------------------------------------------------- host key policies
+class _UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]  # paramiko is untyped
+    """Raised by the strict policy; turned into HostKeyError."""
+
+
+class _StrictPolicy(paramiko.RejectPolicy):  # type: ignore[misc]  # paramiko is untyped
+    """Refuse any host whose key is not in known_hosts."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(f"{hostname} not found in known_hosts")
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko is untyped
+    """Trust an unknown key on first use and record it. A changed key never reaches a policy:
+    paramiko raises BadHostKeyException for it before asking."""
 
     def __init__(self, record_to: Path) -> None:
         self.record_to = record_to
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
-        self.record_to.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.record_to, "a", encoding="ascii") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        os.chmod(self.record_to, 0o600)
+        append_known_host(self.record_to, hostname, key.get_name(), key.get_base64())
 
 
+def append_known_host(path: Path, hostname: str, key_type: str, key_b64: str) -> None:
+    """Append one ``hostname type key`` line to a known_hosts file (created 0600, locked)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        size = fh.seek(0, os.SEEK_END)
+        newline = b""
+        if size:
+            fh.seek(size - 1)
+            newline = b"" if fh.read(1) == b"\n" else b"\n"
+        fh.write(newline + f"{hostname} {key_type} {key_b64}\n".encode("ascii"))
+
+
+# ---------------------------------------------------------------- helpers
+class _LocalIOError(Exception):
+    """Reading stdin or writing the stdout sink failed on this machine (not the connection)."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.exc = exc
+        super().__init__(str(exc))
+
+
+class _ConnectionLost(Exception):
+    """The SSH connection died while a command ran."""
+
+
+def expand_proxy_command(command: str, host: str, port: int, user: str | None) -> str:
+    """Expand ``%h``, ``%p``, ``%r`` and ``%%`` like OpenSSH does in ProxyCommand."""
+    values = {"h": host, "p": str(port), "r": user or "", "%": "%"}
+    out: list[str] = []
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if ch == "%" and i + 1 < len(command) and command[i + 1] in values:
+            out.append(values[command[i + 1]])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+class _Stdin:
+    """Feeds bytes or a binary file to a channel in chunks, without ever blocking."""
+
+    def __init__(self, data: bytes | IO[bytes] | None) -> None:
+        self._file: IO[bytes] | None = None
+        self._buf = memoryview(b"")
+        if isinstance(data, bytes | bytearray | memoryview):
+            self._buf = memoryview(bytes(data))
+        elif data is not None:
+            self._file = data
+        self.done = data is None
+
+    def push(self, chan: paramiko.Channel) -> None:
+        """Send what the channel's window allows; send EOF once everything is sent."""
+        for _ in range(_SEND_BURST):
+            if self.done or not chan.send_ready():
+                return
+            if not self._buf and not self._refill():
+                self.finish(chan)
+                return
+            try:
+                sent = chan.send(self._buf[:_CHUNK])
+            except OSError:  # the remote side closed the channel: it reads no more
+                self.done = True
+                return
+            self._buf = self._buf[sent:]
+
+    def _refill(self) -> bool:
+        if self._file is None:
+            return False
+        try:
+            block = self._file.read(_CHUNK)
+        except OSError as exc:
+            raise _LocalIOError(exc) from None
+        self._buf = memoryview(block or b"")
+        return bool(block)
+
+    def finish(self, chan: paramiko.Channel) -> None:
+        """Send EOF on stdin."""
+        self.done = True
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            chan.shutdown_write()
+
+
+class _Output:
+    """Collects stdout (or streams it to a sink) and stderr."""
+
+    def __init__(self, sink: IO[bytes] | None) -> None:
+        self.sink = sink
+        self.out = bytearray()
+        self.err = bytearray()
+
+    def drain(self, chan: paramiko.Channel) -> None:
+        """Read everything that has arrived on both streams."""
+        while chan.recv_ready():
+            block = chan.recv(_CHUNK)
+            if not block:
+                break
+            if self.sink is None:
+                self.out += block
+            else:
+                try:
+                    self.sink.write(block)
+                except OSError as exc:
+                    raise _LocalIOError(exc) from None
+        while chan.recv_stderr_ready():
+            block = chan.recv_stderr(_CHUNK)
+            if not block:
+                break
+            self.err += block
+
+
+def _send_signal(chan: paramiko.Channel, name: str) -> None:
+    """Ask the server to signal the command's process group (RFC 4254 6.9; OpenSSH 7.9+)."""
+    msg = Message()
+    msg.add_byte(cMSG_CHANNEL_REQUEST)
+    msg.add_int(chan.remote_chanid)
+    msg.add_string("signal")
+    msg.add_boolean(False)
+    msg.add_string(name)
+    with contextlib.suppress(Exception):
+        chan.transport._send_user_message(msg)
+
+
+# ---------------------------------------------------------------- the transport
 class SSHTransport:
-    """Runs commands on one host over one shared SSH connection (thread-safe)."""
+    """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
+
+    ``host`` is the address to connect to; ``name`` the display name used in results and
+    errors (default: ``host``). ``become`` makes commands run through ``sudo -n`` (as
+    ``sudo_user`` or root) unless a call passes ``sudo=False``. At most ``max_sessions``
+    commands run at once on the connection (OpenSSH allows 10 by default); more wait
+    for a free session within their own deadline.
+
+    Attributes: ``connected`` (the connection is up), ``round_trips`` (commands executed).
+    """
 
     def __init__(
         self,
@@ -60,97 +266,87 @@ class SSHTransport:
         key_filename: str | None = None,
         known_hosts: Sequence[str] = (),
         host_key_policy: HostKeyPolicy = "strict",
-        connect_timeout: float = 10.0,
-        command_timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = 10,
+        command_timeout: float = 120,
         become: bool = False,
         sudo_user: str | None = None,
         proxy_command: str | None = None,
         name: str | None = None,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
+        if host_key_policy not in ("strict", "accept-new"):
+            raise ValueError(f"host_key_policy must be strict or accept-new, not {host_key_policy!r}")
+        if connect_timeout <= 0 or command_timeout <= 0 or max_sessions < 1:
+            raise ValueError("timeouts and max_sessions must be positive")
         self.hostname = host
-        self.port = port
+        self.port = int(port)
         self.user = user
-        self.key_filename = key_filename
+        self.key_filename = os.path.expanduser(key_filename) if key_filename else None
         self.known_hosts = [os.path.expanduser(k) for k in known_hosts]
-        self.host_key_policy = host_key_policy
-        self.connect_timeout = connect_timeout
-        self.command_timeout = command_timeout
+        self.host_key_policy: HostKeyPolicy = host_key_policy
+        self.connect_timeout = float(connect_timeout)
+        self.command_timeout = float(command_timeout)
         self.become = become
         self.sudo_user = sudo_user
         self.proxy_command = proxy_command
-        self.host = name or (host if port == 22 else f"{host}:{port}")
+        self.host = name or host
         self.round_trips = 0
         self._conn: Any = None
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._sessions = threading.BoundedSemaphore(max_sessions)
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
 
     # ---------------------------------------------------------------- connection
     @property
     def connected(self) -> bool:
         """True while the SSH connection is up."""
-        return self._transport is not None and self._transport.is_active()
+        t = self._transport
+        return t is not None and t.is_active()
 
-    def _known_host_name(self) -> str:
+    @property
+    def known_host_name(self) -> str:
+        """How this host is named in known_hosts: ``host`` or ``[host]:port``."""
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
-    def _connect(self) -> paramiko.Transport:
+    def connect(self) -> None:
+        """Connect now (otherwise the first command connects). Raises HostKeyError/HostUnreachable."""
+        self._connection()
+
+    def close(self) -> None:
+        """Close the connection (idempotent; a later command connects again)."""
         with self._lock:
-            if self._transport is not None and self._transport.is_active():
-                return self._transport
-            connect_kwargs: dict[str, Any] = {
-                "banner_timeout": self.connect_timeout,
-                "auth_timeout": self.connect_timeout,
-                "channel_timeout": self.connect_timeout,
-            }
-            if self.key_filename:
-                connect_kwargs.update(key_filename=self.key_filename, look_for_keys=False, allow_agent=False)
-            conn = Connection(
-                self.hostname,
-                user=self.user,
-                port=self.port,
-                connect_timeout=self.connect_timeout,
-                connect_kwargs=connect_kwargs,
-                gateway=self.proxy_command,
-            )
-            client: paramiko.SSHClient = conn.client
-            client.get_host_keys().clear()
-            default = Path("~/.ssh/known_hosts").expanduser()
-            for path in [str(default), *self.known_hosts]:
-                if os.path.isfile(path):
-                    try:
-                        client.get_host_keys().load(path)
-                    except (OSError, paramiko.SSHException) as exc:
-                        raise HostKeyError(self.host, f"cannot read known_hosts file {path}: {exc}") from None
-            if self.host_key_policy == "accept-new":
-                target = Path(self.known_hosts[0]) if self.known_hosts else default
-                client.set_missing_host_key_policy(_AcceptNewPolicy(target))
-            else:
-                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            conn, self._conn, self._transport = self._conn, None, None
+        _close_quietly(conn)
+
+    def _drop(self, transport: paramiko.Transport) -> None:
+        """Forget a dead connection (only if it is still the current one)."""
+        with self._lock:
+            if self._transport is not transport:
+                return
+            conn, self._conn, self._transport = self._conn, None, None
+        _close_quietly(conn)
+
+    def _connection(self) -> paramiko.Transport:
+        with self._lock:
+            t = self._transport
+            if t is not None and t.is_active():
+                return t
+            if self._conn is not None:  # dead: replace it
+                _close_quietly(self._conn)
+                self._conn, self._transport = None, None
+            conn = self._new_connection()
             try:
                 conn.open()
-            except paramiko.BadHostKeyException as exc:
-                raise HostKeyError(
-                    self.host,
-                    f"the host key of {self._known_host_name()} CHANGED (got {exc.key.get_name()} "
-                    f"{exc.key.get_fingerprint().hex()}): possible man-in-the-middle attack; refusing to connect. "
-                    "If the server was really reinstalled, remove the old entry (ssh-keygen -R) and add the new one.",
-                ) from None
-            except paramiko.AuthenticationException as exc:
-                raise HostUnreachable(self.host, f"authentication failed for user {self.user or '(default)'}: {exc}") from None
-            except paramiko.SSHException as exc:
-                text = str(exc)
-                if "not found in known_hosts" in text:
-                    raise HostKeyError(
-                        self.host,
-                        f"the host key of {self._known_host_name()} is not in known_hosts; add it "
-                        f"(ssh-keyscan -p {self.port} {self.hostname} >> KNOWN_HOSTS) or set host_key_policy: accept-new",
-                    ) from None
-                raise HostUnreachable(self.host, f"SSH error: {text}") from None
-            except (OSError, EOFError) as exc:
-                raise HostUnreachable(self.host, f"cannot connect: {exc}") from None
-            transport = client.get_transport()
-            if transport is None:
-                raise HostUnreachable(self.host, "connection closed during setup")
+                transport = conn.client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise EOFError("connection closed during setup")
+            except Exception as exc:
+                _close_quietly(conn)
+                raise self._connect_error(exc) from None
             sock = transport.sock
             if isinstance(sock, socket.socket):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -158,26 +354,95 @@ class SSHTransport:
             self._conn, self._transport = conn, transport
             return transport
 
-    def connect(self) -> None:
-        """Connect now (otherwise the first command connects)."""
-        self._connect()
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            conn, self._conn, self._transport = self._conn, None, None
-        if conn is not None:
+    def _new_connection(self) -> Any:
+        """A fabric Connection with our timeouts, key and host key policy (not yet open)."""
+        if self.key_filename and not os.access(self.key_filename, os.R_OK):
+            raise HostUnreachable(self.host, f"authentication failed: cannot read key file {self.key_filename}")
+        kwargs: dict[str, Any] = {
+            "timeout": self.connect_timeout,
+            "banner_timeout": self.connect_timeout,
+            "auth_timeout": self.connect_timeout,
+            "channel_timeout": self.connect_timeout,
+        }
+        if self.key_filename:
+            kwargs.update(key_filename=self.key_filename, look_for_keys=False, allow_agent=False)
+        if self.proxy_command:
+            line = expand_proxy_command(self.proxy_command, self.hostname, self.port, self.user)
             try:
-                conn.close()
-            except Exception:  # noqa: S110 - closing must never raise
-                pass
+                kwargs["sock"] = paramiko.ProxyCommand(f"sh -c {quote('exec ' + line)}")
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostUnreachable(self.host, f"proxy command failed to start: {exc}") from None
+        config = Config(lazy=True, ssh_config=paramiko.SSHConfig())
+        conn = Connection(self.hostname, user=self.user, port=self.port, config=config, connect_kwargs=kwargs)
+        client: paramiko.SSHClient = conn.client
+        keys = client.get_host_keys()
+        for path in self._known_hosts_files():
+            try:
+                keys.load(path)
+            except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
+                _close_quietly(conn)
+                raise HostKeyError(self.host, f"cannot read known_hosts file {path}: {exc}") from None
+        if self.host_key_policy == "accept-new":
+            target = self.known_hosts[0] if self.known_hosts else os.path.expanduser(USER_KNOWN_HOSTS)
+            client.set_missing_host_key_policy(_AcceptNewPolicy(Path(target)))
+        else:
+            client.set_missing_host_key_policy(_StrictPolicy())
+        return conn
+
+    def _known_hosts_files(self) -> list[str]:
+        user_file = os.path.expanduser(USER_KNOWN_HOSTS)
+        return [p for p in [user_file, *self.known_hosts] if os.path.isfile(p)]
+
+    def _connect_error(self, exc: Exception) -> TransportError:
+        """Translate a connect-time library error."""
+        where = f"{self.hostname}:{self.port}"
+        if isinstance(exc, TransportError):
+            return exc
+        if isinstance(exc, _UnknownHostKey):
+            files = ", ".join(self._known_hosts_files()) or "known_hosts"
+            return HostKeyError(
+                self.host,
+                f"the host key for {self.known_host_name} is not in known_hosts ({files}); add it "
+                f"(ssh-keyscan -p {self.port} {self.hostname} >> KNOWN_HOSTS, after checking the "
+                "fingerprint) or set host_key_policy: accept-new",
+            )
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return HostKeyError(
+                self.host,
+                f"the host key for {self.known_host_name} has CHANGED (known: {exc.expected_key.fingerprint}, "
+                f"offered: {exc.key.fingerprint}). This may be a man-in-the-middle attack; refusing to connect. "
+                f"If the server was really reinstalled, remove the old entry (ssh-keygen -R '{self.known_host_name}') "
+                "and add the new key after checking it",
+            )
+        if isinstance(exc, paramiko.AuthenticationException):
+            who = self.user or "(local user)"
+            key = f" with key {self.key_filename}" if self.key_filename else ""
+            return HostUnreachable(self.host, f"authentication failed for {who}@{where}{key}: {exc}")
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            return HostUnreachable(self.host, f"cannot connect to {where}: connection refused")
+        if isinstance(exc, socket.gaierror):
+            return HostUnreachable(self.host, f"cannot resolve {self.hostname}: {exc.strerror or exc}")
+        if isinstance(exc, TimeoutError | socket.timeout):
+            return HostUnreachable(self.host, f"cannot connect to {where}: timed out after {self.connect_timeout:g} s")
+        if isinstance(exc, paramiko.ProxyCommandFailure):
+            return HostUnreachable(self.host, f"proxy command failed: {exc}")
+        if isinstance(exc, paramiko.SSHException | EOFError) and _is_handshake_failure(exc):
+            return HostUnreachable(
+                self.host,
+                f"cannot connect to {where}: no SSH handshake within {self.connect_timeout:g} s "
+                "(connection closed or timed out: host down, network cut, or not an SSH server)",
+            )
+        if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+            text = str(exc) or type(exc).__name__
+            return HostUnreachable(self.host, f"cannot connect to {where}: {text}")
+        raise exc
 
     # ---------------------------------------------------------------- commands
     def run(
         self,
         argv: Sequence[str],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         check: bool = True,
         stdin: bytes | IO[bytes] | None = None,
         stdout_sink: IO[bytes] | None = None,
@@ -185,7 +450,11 @@ class SSHTransport:
         cwd: str | None = None,
         sudo: bool | None = None,
     ) -> CommandResult:
-        """Run an argument list (quoted) on the host."""
+        """Run an argument list (each argument quoted) on the host.
+
+        ``timeout=None`` means the transport's ``command_timeout``; ``sudo=None`` follows
+        ``become``. With ``stdout_sink`` the raw stdout goes there and ``result.stdout`` is "".
+        """
         line = build_command(list(argv), cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
         return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
 
@@ -193,7 +462,7 @@ class SSHTransport:
         self,
         script: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         check: bool = True,
         stdin: bytes | IO[bytes] | None = None,
         stdout_sink: IO[bytes] | None = None,
@@ -201,155 +470,165 @@ class SSHTransport:
         cwd: str | None = None,
         sudo: bool | None = None,
     ) -> CommandResult:
-        """Run an explicit shell script on the host (the remote login shell runs it)."""
+        """Run an explicit POSIX shell script (the remote login shell runs it; the caller quotes)."""
         line = build_command(script=script, cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
         return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
 
     def _sudo(self, sudo: bool | None) -> bool:
         return self.become if sudo is None else sudo
 
-    def _open_channel(self, deadline: float) -> paramiko.Channel:
-        transport = self._connect()
-        try:
-            chan = transport.open_session(timeout=max(0.5, min(self.connect_timeout, deadline - time.monotonic())))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise HostUnreachable(self.host, f"cannot open a session: {exc or 'timed out'}") from None
-        return chan
-
     def _execute(
         self,
         line: str,
         *,
-        timeout: float,
+        timeout: float | None,
         check: bool,
         stdin: bytes | IO[bytes] | None,
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
+        limit = self.command_timeout if timeout is None else float(timeout)
         started = time.monotonic()
-        deadline = started + timeout
-        self.round_trips += 1
-        chan = self._open_channel(deadline)
-        out: list[bytes] = []
-        err: list[bytes] = []
-        timed_out = False
-        try:
-            chan.exec_command(line)
-            feeder = self._start_feeder(chan, stdin)
-            timed_out = self._pump(chan, out, err, stdout_sink, deadline)
-            if feeder is not None:
-                feeder.join(timeout=1)
-            code = 124 if timed_out else chan.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise HostUnreachable(self.host, f"connection lost while running a command: {exc}") from None
-        finally:
-            chan.close()
-        raw = b"".join(out)
+        deadline = started + limit
+        output = _Output(stdout_sink)
+        code, timed_out = _TIMEOUT_CODE, True
+        transport = self._connection()
+        if self._sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                transport, chan = self._open_session(transport, deadline)
+                try:
+                    with self._count_lock:
+                        self.round_trips += 1
+                    code, timed_out = self._run_on(chan, transport, self.host, line, _Stdin(stdin), output, deadline)
+                except _ConnectionLost:
+                    self._drop(transport)
+                    raise HostUnreachable(self.host, f"connection lost while running: {line[:200]}") from None
+                except _LocalIOError as exc:
+                    raise TransportError(self.host, f"local I/O error while running a command: {exc}") from None
+                finally:
+                    chan.close()
+            finally:
+                self._sessions.release()
         result = CommandResult(
             host=self.host,
             command=line,
             exit_code=code,
-            stdout="" if stdout_sink is not None else raw.decode("utf-8", "replace"),
-            stderr=b"".join(err).decode("utf-8", "replace"),
+            stdout="" if stdout_sink is not None else output.out.decode("utf-8", "replace"),
+            stderr=output.err.decode("utf-8", "replace"),
             duration_ms=(time.monotonic() - started) * 1000.0,
             timed_out=timed_out,
-            stdout_bytes=None if stdout_sink is not None else raw,
+            stdout_bytes=None if stdout_sink is not None else bytes(output.out),
         )
-        if timed_out:
-            if not self.connected:
-                raise HostUnreachable(self.host, f"no answer within {timeout:g} s (connection lost)")
-            if check:
-                raise CommandFailed(result, f"command timed out after {timeout:g} s: {line[:200]}")
-        elif check and code != 0:
+        if check and timed_out:
+            raise CommandFailed(result, f"command timed out after {limit:g} s: {line[:200]}")
+        if check and code != 0:
             raise CommandFailed(result)
         return result
 
-    @staticmethod
-    def _start_feeder(chan: paramiko.Channel, stdin: bytes | IO[bytes] | None) -> threading.Thread | None:
-        if stdin is None:
-            chan.shutdown_write()
-            return None
-
-        def feed() -> None:
+    def _open_session(self, transport: paramiko.Transport, deadline: float) -> tuple[paramiko.Transport, Any]:
+        """Open a session channel; a connection found dead before anything ran is replaced once."""
+        for attempt in (1, 2):
+            wait = max(0.1, min(self.connect_timeout, deadline - time.monotonic()))
             try:
-                if isinstance(stdin, bytes | bytearray):
-                    view = memoryview(stdin)
-                    for i in range(0, len(view), _CHUNK):
-                        chan.sendall(view[i : i + _CHUNK])
-                else:
-                    while block := stdin.read(_CHUNK):
-                        chan.sendall(block)
-                chan.shutdown_write()
-            except (OSError, paramiko.SSHException, EOFError):
-                pass
-
-        if isinstance(stdin, bytes | bytearray) and len(stdin) <= _CHUNK:
-            chan.sendall(stdin)
-            chan.shutdown_write()
-            return None
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
-        return t
+                return transport, transport.open_session(timeout=wait)
+            except paramiko.ChannelException as exc:
+                raise TransportError(
+                    self.host, f"the server refused a new session ({exc.text}); lower the concurrency"
+                ) from None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                alive = transport.is_active()
+                self._drop(transport)
+                if alive:  # no answer in time: the network or the host is gone
+                    raise HostUnreachable(self.host, f"no answer opening a session within {wait:g} s") from None
+                if attempt == 2:
+                    raise HostUnreachable(self.host, f"connection lost: {exc or 'closed'}") from None
+                transport = self._connection()
+        raise AssertionError("unreachable")
 
     @staticmethod
-    def _pump(
-        chan: paramiko.Channel,
-        out: list[bytes],
-        err: list[bytes],
-        sink: IO[bytes] | None,
-        deadline: float,
-    ) -> bool:
-        """Read stdout/stderr until the command exits; True if the deadline passed first.
-
-        The server sends data, then the exit status, then closes: once the exit status is
-        there and the buffers are empty, everything has been read.
-        """
-        import select
-
+    def _run_on(
+        chan: Any, transport: Any, host: str, line: str, stdin: _Stdin, output: _Output, deadline: float
+    ) -> tuple[int, bool]:
+        """Execute ``line`` on an open channel: (exit code, timed out)."""
+        # exec_command waits for the server's reply without a timeout: a watchdog closes
+        # the channel at the deadline so a cut network cannot hang here.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            chan.exec_command(line)
+        except (paramiko.SSHException, EOFError, OSError):
+            if time.monotonic() >= deadline:
+                return _TIMEOUT_CODE, True
+            if not transport.is_active():
+                raise _ConnectionLost() from None
+            raise TransportError(host, "the server refused to run the command") from None
+        finally:
+            watchdog.cancel()
+        if stdin.done:
+            stdin.finish(chan)
+        poller = select.poll()  # poll, not select: no FD_SETSIZE limit in a busy process
+        poller.register(chan.fileno(), select.POLLIN)
         while True:
-            got = False
-            while chan.recv_ready():
-                block = chan.recv(_CHUNK)
-                if not block:
-                    break
-                got = True
-                if sink is not None:
-                    sink.write(block)
-                else:
-                    out.append(block)
-            while chan.recv_stderr_ready():
-                block = chan.recv_stderr(_CHUNK)
-                if not block:
-                    break
-                got = True
-                err.append(block)
-            if (chan.exit_status_ready() or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
-                return False
+            output.drain(chan)
+            stdin.push(chan)
+            ended = chan.eof_received or chan.closed
+            if ended and chan.exit_status_ready():
+                output.drain(chan)
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return True
-            if not got:
-                # stdout data and channel close wake the select; stderr-only output does not,
-                # hence the short cap
-                select.select([chan], [], [], min(remaining, 0.05))
+                _send_signal(chan, "TERM")
+                output.drain(chan)
+                return _TIMEOUT_CODE, True
+            if not transport.is_active():
+                raise _ConnectionLost()
+            wait = min(remaining, _POLL)
+            if not stdin.done:
+                wait = 0.0 if chan.send_ready() else min(wait, 0.005)
+            if ended:  # all output is in; only the exit status is missing
+                chan.status_event.wait(wait)
+            elif wait > 0:
+                poller.poll(wait * 1000.0)
+        if chan.exit_status < 0:
+            if not transport.is_active():
+                raise _ConnectionLost()
+            return _NO_STATUS, False
+        return int(chan.exit_status), False
 
     # ---------------------------------------------------------------- files
-    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Write ``path`` atomically in one round trip (temp file + rename). Without ``mode``
-        an existing file keeps its mode and a new one gets 0644."""
-        p = quote(path)
-        chmod = f"chmod {mode:o} \"$tmp\"" if mode is not None else f"{{ chmod --reference={p} \"$tmp\" 2>/dev/null || chmod 644 \"$tmp\"; }}"
-        script = (
-            f"tmp=$(mktemp {quote(path + '.XXXXXX')}) && cat > \"$tmp\" && {chmod} && mv -f \"$tmp\" {p}"
-            f' || {{ rc=$?; rm -f "$tmp"; exit $rc; }}'
-        )
-        self.run_shell(script, stdin=bytes(data), timeout=timeout)
+    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
+        """Write ``path`` atomically in one round trip: temp file beside it, chmod, rename.
 
-    def get(self, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Read a whole file."""
+        Without ``mode`` an existing file keeps its mode (and, when the login user is
+        allowed to, its owner and group); a new file gets 0644. Runs through sudo under
+        ``become``. Raises :class:`CommandFailed` when the file cannot be written.
+        """
+        self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
+
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        """Read a whole file (``cat``). Raises :class:`CommandFailed` when it cannot be read."""
         res = self.run(["cat", "--", path], timeout=timeout)
         return res.stdout_bytes or b""
 
 
-__all__ = ["SSHTransport"]
+def _is_handshake_failure(exc: BaseException) -> bool:
+    """paramiko's ways of saying the SSH handshake never completed."""
+    text = str(exc)
+    return isinstance(exc, EOFError) or any(
+        part in text for part in ("protocol banner", "No existing session", "Negotiation failed")
+    )
+
+
+def _close_quietly(conn: Any) -> None:
+    """Close a fabric Connection, its client and its proxy command, whatever state they are
+    in (fabric's own close() does nothing unless the connection is fully up)."""
+    if conn is None:
+        return
+    with contextlib.suppress(Exception):
+        conn.close()
+    with contextlib.suppress(Exception):
+        conn.client.close()
+    sock = conn.connect_kwargs.get("sock")
+    if sock is not None:
+        with contextlib.suppress(Exception):
+            sock.close()

@@ -1,0 +1,233 @@
+"""Generic helpers to start, watch and stop lab server processes.
+
+Every lab server (sshd, nginx, php-fpm, MariaDB, Redis, pebble...) follows the same life
+cycle: start it by hand with its own config, pid file and log under a temp directory,
+wait until its port answers, and at teardown stop it **by pid, children first**. This
+module holds the pieces that are the same for all of them; it knows nothing about any
+particular server.
+
+Typical use::
+
+    from tests.lab.procs import free_port, read_pidfile, stop_pid, wait_port
+
+    port = free_port("127.0.0.1")
+    run_checked(["nginx", "-c", conf, "-p", prefix, "-e", log])   # daemonizes
+    pid = read_pidfile(prefix / "nginx.pid")
+    wait_port("127.0.0.1", port, pid=pid, log=log)                 # raises LabStartError
+    ...
+    stop_pid(pid)                                                  # workers first, then master
+
+A server that does not come up raises :class:`LabStartError` (with the tail of its log):
+tests that need it fail, they never skip.
+
+Only processes whose pid the caller knows are signalled. Descendants are found through
+``/proc`` (parent pid links), so nothing is ever matched by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+__all__ = [
+    "LabStartError",
+    "children",
+    "descendants",
+    "free_port",
+    "is_alive",
+    "log_tail",
+    "read_pidfile",
+    "run_checked",
+    "stop_pid",
+    "stop_pidfile",
+    "stop_popen",
+    "wait_port",
+]
+
+
+class LabStartError(RuntimeError):
+    """A lab process could not be started (the message carries its log tail)."""
+
+
+# ---------------------------------------------------------------- inspecting processes
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` split after the command name (state is [0], ppid is [1])."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # the command name is in parentheses and may itself contain spaces or parentheses
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def is_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie (our own zombie children are reaped)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """All descendants of ``pid``, deepest first (the order in which to stop them)."""
+    parent_of: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                parent_of[int(entry)] = int(fields[1])
+    kids: dict[int, list[int]] = {}
+    for child, parent in parent_of.items():
+        kids.setdefault(parent, []).append(child)
+    order: list[int] = []
+
+    def walk(p: int) -> None:
+        for c in kids.get(p, []):
+            walk(c)
+            order.append(c)
+
+    walk(pid)
+    return order
+
+
+# ---------------------------------------------------------------- stopping processes
+def _signal(pids: Iterable[int], sig: signal.Signals) -> None:
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+def _wait_gone(pids: Sequence[int], deadline: float) -> list[int]:
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if is_alive(p)]
+        if left:
+            time.sleep(0.02)
+    return [p for p in left if is_alive(p)]
+
+
+def stop_pid(pid: int, *, grace: float = 5.0, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop ``pid`` and all its descendants: children first, then the process itself.
+
+    Descendants (deepest first) get ``sig`` and up to ``grace`` seconds to exit, then the
+    process gets ``sig`` and another ``grace``; whatever is left is killed with SIGKILL.
+    A pid that is already gone is fine.
+    """
+    if not is_alive(pid):
+        return
+    kids = descendants(pid)
+    _signal(kids, sig)
+    _wait_gone(kids, time.monotonic() + grace)
+    late = descendants(pid)  # a master may have respawned workers meanwhile
+    _signal([pid], sig)
+    left = _wait_gone([pid, *late, *kids], time.monotonic() + grace)
+    if left:
+        _signal([*descendants(pid), *left], signal.SIGKILL)
+        _wait_gone(left, time.monotonic() + 2.0)
+
+
+def stop_pidfile(path: str | Path, *, grace: float = 5.0) -> None:
+    """Stop the process named in a pid file (children first); a missing file is fine."""
+    try:
+        pid = int(Path(path).read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return
+    stop_pid(pid, grace=grace)
+
+
+def stop_popen(proc: subprocess.Popen[bytes] | subprocess.Popen[str], *, grace: float = 5.0) -> None:
+    """Stop a process started with :class:`subprocess.Popen` (children first) and reap it."""
+    if proc.poll() is None:
+        stop_pid(proc.pid, grace=grace)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+# ---------------------------------------------------------------- starting processes
+def run_checked(argv: Sequence[str], *, timeout: float = 60.0, what: str | None = None) -> str:
+    """Run a setup command; raise :class:`LabStartError` with its output if it fails."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabStartError(f"{what or argv[0]}: {exc}") from None
+    if proc.returncode != 0:
+        out = (proc.stderr or proc.stdout).strip()[-2000:]
+        raise LabStartError(f"{what or ' '.join(argv)} failed with exit {proc.returncode}: {out}")
+    return proc.stdout
+
+
+def read_pidfile(path: str | Path, *, timeout: float = 10.0, log: str | Path | None = None) -> int:
+    """Wait for a daemon's pid file and return the pid (raise LabStartError if it never appears)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(FileNotFoundError, IndexError, ValueError):
+            return int(Path(path).read_text().split()[0])
+        if time.monotonic() > deadline:
+            raise LabStartError(f"no pid file {path} after {timeout:g} s{log_tail(log)}")
+        time.sleep(0.01)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (bind to port 0 and ask the kernel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(
+    host: str,
+    port: int,
+    *,
+    timeout: float = 15.0,
+    pid: int | None = None,
+    log: str | Path | None = None,
+) -> None:
+    """Wait until ``host:port`` accepts TCP connections.
+
+    With ``pid`` it fails at once when that process dies; ``log`` is quoted in the error.
+    Raises :class:`LabStartError`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        if pid is not None and not is_alive(pid):
+            raise LabStartError(f"process {pid} died before {host}:{port} answered{log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise LabStartError(f"{host}:{port} did not answer within {timeout:g} s{log_tail(log)}")
+        time.sleep(0.02)
+
+
+def log_tail(path: str | Path | None, size: int = 2000) -> str:
+    """The end of a log file as ``"\\n--- LOG ---\\n..."`` (empty when there is no log)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - size))
+            text = fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return f"\n--- {path} ---\n{text}" if text else ""

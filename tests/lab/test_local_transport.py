@@ -1,0 +1,117 @@
+"""LocalTransport: the same protocol on this machine (subprocess, process groups, files)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pwd
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from maintkit.errors import CommandFailed, TransportError
+from maintkit.transport.base import Transport
+from maintkit.transport.local import LocalTransport
+
+
+def until(predicate: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def pgrep(pattern: str) -> bool:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0
+
+
+def test_is_a_transport() -> None:
+    t = LocalTransport()
+    assert isinstance(t, Transport) and t.host == "local" and t.connected
+    assert LocalTransport(name="web1").host == "web1"
+
+
+def test_exit_codes_output_and_command_failed() -> None:
+    t = LocalTransport()
+    res = t.run_shell("echo out; echo err >&2; exit 3", check=False)
+    assert (res.exit_code, res.stdout, res.stderr, res.ok) == (3, "out\n", "err\n", False)
+    with pytest.raises(CommandFailed) as info:
+        t.run(["sh", "-c", "echo bad >&2; exit 7"])
+    assert info.value.result.exit_code == 7 and "bad" in str(info.value)
+    assert t.run_shell("kill -TERM $$", check=False).exit_code == 128 + 15
+    assert t.round_trips == 3
+
+
+def test_stdin_stdout_sink_cwd_env(tmp_path: Path) -> None:
+    t = LocalTransport()
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    assert t.run(["cat"], stdin=data).stdout_bytes == data
+    assert t.run(["sha256sum"], stdin=io.BytesIO(data)).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    sink = io.BytesIO()
+    res = t.run(["cat"], stdin=data, stdout_sink=sink)
+    assert sink.getvalue() == data and res.stdout == "" and res.stdout_bytes is None
+    assert t.run(["cat"]).stdout == ""
+    assert t.run(["pwd"], cwd=str(tmp_path)).stdout.strip() == str(tmp_path)
+    assert t.run(["sh", "-c", 'echo "$V"'], env={"V": "$(x) `y` ;z"}).stdout == "$(x) `y` ;z\n"
+    assert t.run(["printf", "\\377"]).stdout == "\ufffd"
+
+
+def test_timeout_kills_the_whole_process_group() -> None:
+    t = LocalTransport()
+    marker = f"sleep 5{uuid.uuid4().int % 1000}.5"
+    with pytest.raises(CommandFailed) as info:
+        t.run_shell(f"echo started; {marker} & {marker}; echo never", timeout=1)
+    res = info.value.result
+    assert res.timed_out and res.exit_code == 124 and res.stdout == "started\n"
+    assert "timed out after 1 s" in str(info.value)
+    until(lambda: not pgrep(marker), "every process of the command is gone")
+    assert LocalTransport(command_timeout=0.3).run(["sleep", "5"], check=False).timed_out
+
+
+def test_become_runs_through_sudo() -> None:
+    t = LocalTransport(become=True)
+    assert t.run(["id", "-u"]).stdout.strip() == "0"
+    nobody = LocalTransport(become=True, sudo_user="nobody")
+    assert nobody.run(["id", "-un"]).stdout.strip() == "nobody"
+    assert nobody.run(["id", "-un"], sudo=False).stdout.strip() == pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_put_is_atomic_and_keeps_mode_and_owner(tmp_path: Path) -> None:
+    t = LocalTransport()
+    path = tmp_path / "conf.txt"
+    t.put(b"one", str(path))
+    assert path.read_bytes() == b"one" and path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    t.put(b"two", str(path))
+    st = path.stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, 65534, 65534)
+    t.put(b"three", str(path), mode=0o640)
+    assert path.stat().st_mode & 0o777 == 0o640 and t.get(str(path)) == b"three"
+    assert [p.name for p in tmp_path.iterdir()] == ["conf.txt"]
+    with pytest.raises(TransportError, match="cannot write"):
+        t.put(b"x", str(tmp_path / "missing" / "f"))
+    with pytest.raises(TransportError, match="cannot read"):
+        t.get(str(tmp_path / "missing"))
+    with pytest.raises(ValueError):
+        t.put(b"x", str(path), mode=0o17777)
+
+
+@given(
+    args=st.lists(
+        st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30),
+        max_size=6,
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_arguments_are_literal(args: list[str]) -> None:
+    res = LocalTransport().run(["printf", "%s\\0", "START", *args])
+    assert res.stdout_bytes is not None
+    assert [p.decode() for p in res.stdout_bytes.split(b"\0")[1:-1]] == args
