@@ -58,7 +58,45 @@ _EXPORTS = {
     "LockHeld": "maintkit.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Action",
+    "ActionError",
+    "Change",
+    "Check",
+    "CommandFailed",
+    "CommandResult",
+    "ConfigError",
+    "Context",
+    "Environment",
+    "HostKeyError",
+    "HostUnreachable",
+    "Inventory",
+    "InventoryError",
+    "LockHeld",
+    "MaintkitError",
+    "NoParams",
+    "Params",
+    "Playbook",
+    "PlaybookError",
+    "Registry",
+    "RunResult",
+    "Runner",
+    "Site",
+    "SiteResult",
+    "SiteStatus",
+    "Stage",
+    "Step",
+    "StepResult",
+    "StepStatus",
+    "Transport",
+    "TransportError",
+    "default_registry",
+    "load_inventory",
+    "load_playbook",
+    "playbook_from_text",
+    "run_playbook",
+    "verify_run",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from maintkit.action import Action, Context, NoParams, Params

@@ -165,7 +165,7 @@ class Context:
         if raw is None:
             from maintkit.probes import run_batch
 
-            results, _ = run_batch(self.transport, [probe], timeout=self.env.command_timeout)
+            results, _ = run_batch(self.transport, [probe], timeout=self.env.command_timeout or 600.0)
             raw = results.get(probe.key, RawOutput("", 1))
             self.probe_cache.put(self.host_key, probe.key, raw)
         return probe.parse(raw)

@@ -472,6 +472,7 @@ Processor = Callable[[Any, str, EventDict], EventDict]
 #: Seconds between grouped fsyncs of events.jsonl while a run writes events.
 FSYNC_INTERVAL = 0.05
 
+
 class AuditLog:
     """The hash-chained, redacted, append-only event log of one run (``events.jsonl``).
 

@@ -51,7 +51,9 @@ class Defaults(_Model):
 
     user: str | None = Field(None, description="SSH login user (default: the local user)")
     port: int = Field(22, ge=1, le=65535, description="SSH port")
-    host_key_policy: HostKeyPolicy = Field("strict", description="strict: refuse unknown keys; accept-new: trust on first use")
+    host_key_policy: HostKeyPolicy = Field(
+        "strict", description="strict: refuse unknown keys; accept-new: trust on first use"
+    )
     known_hosts: str | None = Field(None, description="Extra known_hosts file (besides ~/.ssh/known_hosts)")
     key_file: str | None = Field(None, description="SSH private key file")
     become: bool = Field(False, description="Run commands through sudo -n")
@@ -145,7 +147,9 @@ class Inventory(_Model):
             elif name in self.groups:
                 wanted.update(self.groups[name])
             else:
-                raise InventoryError(Problem(self.path or "<inventory>", None, "targets", f"unknown site or group {name!r}"))
+                raise InventoryError(
+                    Problem(self.path or "<inventory>", None, "targets", f"unknown site or group {name!r}")
+                )
         return [site for name, site in self.sites.items() if name in wanted]
 
 

@@ -20,6 +20,7 @@ from maintkit.registry import Registry, default_registry
 from maintkit.templating import has_template, syntax_error
 
 OnFailure = Literal["rollback", "stop", "continue"]
+NotifyWhen = Literal["success", "failure", "changed"]
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 
 
@@ -52,11 +53,15 @@ class Stage(_Model):
     steps: list[Step] = Field(..., min_length=1)
 
 
+def _on_failure_only() -> list[NotifyWhen]:
+    return ["failure"]
+
+
 class Notify(_Model):
     """Where to send a notification when a run ends."""
 
     url: str = Field(..., description="apprise URL or https webhook; may use {{ secrets.X }}")
-    on: list[Literal["success", "failure", "changed"]] = Field(default_factory=lambda: ["failure"])
+    on: list[NotifyWhen] = Field(default_factory=lambda: _on_failure_only())
 
     @model_validator(mode="before")
     @classmethod
@@ -132,10 +137,10 @@ def validate_params(
     except RegistryError as exc:
         return [source.problem((*loc, "action"), str(exc))]
     for key, value in step.with_.items():
-        if isinstance(value, str) and (err := syntax_error(value)):
-            problems.append(source.problem((*loc, "with", key), err))
-    if step.when and (err := syntax_error("{{" + step.when + "}}" if "{{" not in step.when else step.when)):
-        problems.append(source.problem((*loc, "when"), err))
+        if isinstance(value, str) and (serr := syntax_error(value)):
+            problems.append(source.problem((*loc, "with", key), serr))
+    if step.when and (werr := syntax_error("{{" + step.when + "}}" if "{{" not in step.when else step.when)):
+        problems.append(source.problem((*loc, "when"), werr))
     try:
         cls.Params.model_validate(step.with_)
     except ValidationError as exc:
@@ -179,7 +184,9 @@ def parse_playbook(data: Any, source: SourceMap, registry: Registry | None = Non
             problems.append(source.problem(("stages", si, "env"), f"environment {stage.env!r} has two stages"))
         if stage.promote and stage.promote not in envs_seen:
             problems.append(
-                source.problem(("stages", si, "promote"), f"promote names {stage.promote!r}, which is not an earlier stage")
+                source.problem(
+                    ("stages", si, "promote"), f"promote names {stage.promote!r}, which is not an earlier stage"
+                )
             )
         envs_seen.add(stage.env)
         for i, step in enumerate(stage.steps):

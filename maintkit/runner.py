@@ -11,6 +11,7 @@ and every lock is released, also on Ctrl-C and SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,7 +63,9 @@ def default_transport_factory(env: Environment) -> Transport:
     if env.connection == "local":
         from maintkit.transport.local import LocalTransport
 
-        return LocalTransport(name=env.host or "local", become=bool(env.become), command_timeout=env.command_timeout or 600.0)
+        return LocalTransport(
+            name=env.host or "local", become=bool(env.become), command_timeout=env.command_timeout or 600.0
+        )
     from maintkit.transport.ssh import SSHTransport
 
     return SSHTransport(
@@ -147,10 +150,8 @@ class TransportPool:
         """Close every connection."""
         with self._lock:
             for t in self._pool.values():
-                try:
+                with contextlib.suppress(Exception):  # closing must never mask the run's outcome
                     t.close()
-                except Exception:  # noqa: S110 - closing must never mask the run's outcome
-                    pass
             self._pool.clear()
 
 
@@ -358,10 +359,8 @@ class Runner:
         else:
             record = self.redactor.redact({"event": event, "run_id": self.run_id, **fields})
         if self.on_event is not None:
-            try:
+            with contextlib.suppress(Exception):  # a display problem must not break a run
                 self.on_event(record)
-            except Exception:  # noqa: S110 - a display problem must not break a run
-                pass
         return record
 
     # ------------------------------------------------------------------ run
@@ -621,7 +620,10 @@ class Runner:
         )
         msg = f"{site.name}/{env.name} is locked by {who}"
         if stale:
-            msg += f"; the lock looks stale ({why}). If no run is active, clear it with: maint unlock {site.name} --env {env.name}"
+            msg += (
+                f"; the lock looks stale ({why}). If no run is active, clear it with: "
+                f"maint unlock {site.name} --env {env.name}"
+            )
         else:
             msg += f". Wait for it to finish, or if it died: maint unlock {site.name} --env {env.name}"
         return LockHeld(msg, holder, stale)

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from maintkit.action import Context, RunOptions
 from maintkit.errors import CommandFailed
-from maintkit.inventory import Environment, Site
+from maintkit.inventory import Environment, Inventory, Site
 from maintkit.results import CommandResult
 from maintkit.transport.base import DEFAULT_TIMEOUT, build_command
 
@@ -58,9 +58,9 @@ class FakeTransport:
             if pattern.startswith("re:") and re.search(pattern[3:], line):
                 return resp
         if self.handler is not None:
-            resp = self.handler(line)
-            if resp is not None:
-                return resp
+            answer = self.handler(line)
+            if answer is not None:
+                return answer
         return (0, "", "")
 
     def _exec(self, line: str, check: bool, stdout_sink: IO[bytes] | None) -> CommandResult:
@@ -133,6 +133,25 @@ def make_context(
     run_dir: Path | None = None,
 ) -> Context:
     """A Context around ``transport`` for unit-testing one action."""
-    env = Environment(name="test", host=getattr(transport, "host", "fake"), path=path, url=url, platform=platform, vars=vars or {})  # type: ignore[arg-type]
-    site = Site(name="site", platform=platform, environments={"test": env})  # type: ignore[arg-type]
-    return Context(site=site, env=env, transport=transport, options=RunOptions(check=check, run_id="test", run_dir=run_dir))
+    inv = Inventory.model_validate(
+        {
+            "sites": {
+                "site": {
+                    "platform": platform,
+                    "environments": {
+                        "test": {
+                            "host": getattr(transport, "host", "fake"),
+                            "path": path,
+                            "url": url,
+                            "vars": vars or {},
+                        }
+                    },
+                }
+            }
+        }
+    )
+    site: Site = inv.sites["site"]
+    env: Environment = site.environments["test"]
+    return Context(
+        site=site, env=env, transport=transport, options=RunOptions(check=check, run_id="test", run_dir=run_dir)
+    )

@@ -185,7 +185,14 @@ class FileDirectory(Action[FileDirectoryParams]):
         else:
             created = []
         _set_attrs(ctx, p)
-        return [Change(p.path, "created" if created else "attributes changed", before=before.mode or None, undo=(before, created))]
+        return [
+            Change(
+                p.path,
+                "created" if created else "attributes changed",
+                before=before.mode or None,
+                undo=(before, created),
+            )
+        ]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         for change in reversed(changes):

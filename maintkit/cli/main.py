@@ -256,7 +256,7 @@ def actions(name: str | None, as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps(rows, indent=2))
             else:
-                width = max(len(r["name"]) for r in rows)
+                width = max(len(str(r["name"])) for r in rows)
                 for r in rows:
                     click.echo(f"{r['name']:<{width}}  {r['summary']}")
             return
@@ -342,7 +342,8 @@ def runs(run_id: str | None, state_dir: str, as_json: bool) -> None:
         for r in rows:
             mode = " (plan)" if r.get("check") else ""
             click.echo(
-                f"{r['run_id']}  {r.get('playbook', '?'):<16} {r.get('status', '?'):<12} changed={r.get('changed', 0)}{mode}"
+                f"{r['run_id']}  {r.get('playbook', '?'):<16} {r.get('status', '?'):<12} "
+                f"changed={r.get('changed', 0)}{mode}"
             )
         return
     try:

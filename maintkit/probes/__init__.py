@@ -127,9 +127,21 @@ class FileState(Probe[FileInfo]):
         if not lines or lines[0] == "MISSING" or raw.exit_code != 0 or "|" not in lines[0]:
             return FileInfo(False)
         ftype, mode, owner, group, size = lines[0].split("|", 4)
-        kind = {"regular file": "file", "regular empty file": "file", "directory": "directory", "symbolic link": "symlink"}
+        kind = {
+            "regular file": "file",
+            "regular empty file": "file",
+            "directory": "directory",
+            "symbolic link": "symlink",
+        }
         t = kind.get(ftype, ftype)
-        info: dict[str, Any] = {"exists": True, "type": t, "mode": mode, "owner": owner, "group": group, "size": int(size)}
+        info: dict[str, Any] = {
+            "exists": True,
+            "type": t,
+            "mode": mode,
+            "owner": owner,
+            "group": group,
+            "size": int(size),
+        }
         if t == "symlink" and len(lines) > 1:
             info["target"] = lines[1]
         elif t == "file" and len(lines) > 1:

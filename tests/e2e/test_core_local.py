@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from maintkit.inventory import load_inventory
 from maintkit.playbook import playbook_from_text
 from maintkit.results import SiteStatus, StepStatus

@@ -21,7 +21,7 @@ from maintkit.playbook import Playbook, playbook_from_text
 from maintkit.results import SiteStatus, StepStatus
 from maintkit.runner import Runner
 from maintkit.transport.ssh import SSHTransport
-from tests.lab.sshd import LabHost, SshLab
+from tests.lab.sshd import LabHost
 
 MAINT = [sys.executable, "-m", "maintkit"]
 
