@@ -152,6 +152,8 @@ _URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<
 _BEARER = re.compile(
     r"(?i)\b(?P<pre>(?:bearer|basic|token)[ \t]+)(?P<val>(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=])[A-Za-z0-9._~+/=-]{8,})"
 )
+# every text rule needs one of these: "=", ":", an option "--x", or bearer/basic/token
+_MAYBE_PAIR = re.compile(r"[=:]|--|(?i:bearer|basic|token)")
 _KEEP_VALUES = frozenset({"", "null", "none", "true", "false", "~", MASK})
 
 
@@ -192,6 +194,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._secret_re: re.Pattern[str] | None = None
+        self._key_cache: dict[str, bool] = {}
         for value in secrets:
             self.add_secret(value)
 
@@ -223,6 +226,12 @@ class Redactor:
 
     def is_sensitive_key(self, key: str) -> bool:
         """Whether a mapping key (or ``key=value`` name) names a secret (see rule 2)."""
+        cached = self._key_cache.get(key)
+        if cached is None:
+            cached = self._key_cache[key] = self._sensitive(key)
+        return cached
+
+    def _sensitive(self, key: str) -> bool:
         words = _key_words(key)
         if not words:
             return False
@@ -265,6 +274,8 @@ class Redactor:
         if not text:
             return text
         text = self._mask_known(text)
+        if _MAYBE_PAIR.search(text) is None:  # fast path: no separator a rule below could use
+            return text
         text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
         text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
         text = self._mask_pairs(text, _KEY_SEP)

@@ -78,21 +78,30 @@ def has_template(value: Any) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
+def _compiled_expression(expr: str) -> Any:
+    return _environment().compile_expression(expr, undefined_to_none=False)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(text: str) -> Any:
+    return _environment().from_string(text)
+
+
 def render_string(text: str, context: Mapping[str, Any]) -> Any:
     """Render one string; a lone ``{{ expr }}`` returns the expression's native value."""
     if "{{" not in text and "{%" not in text:
         return text
     from jinja2 import TemplateError as JinjaError
 
-    env = _environment()
     try:
         match = _SINGLE_EXPR.match(text)
         if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
-            result = env.compile_expression(match.group("expr"), undefined_to_none=False)(**context)
+            result = _compiled_expression(match.group("expr"))(**context)
             if type(result).__name__ == "StrictUndefined":
                 str(result)  # raises UndefinedError
             return result
-        return env.from_string(text).render(**context)
+        return _compiled_template(text).render(**context)
     except TemplateError:
         raise
     except JinjaError as exc:
@@ -119,7 +128,7 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     from jinja2 import TemplateError as JinjaError
 
     try:
-        result = _environment().compile_expression(expr, undefined_to_none=False)(**context)
+        result = _compiled_expression(expr)(**context)
         if type(result).__name__ == "StrictUndefined":
             str(result)
         return result

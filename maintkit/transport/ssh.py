@@ -498,7 +498,8 @@ class SSHTransport:
                 try:
                     with self._count_lock:
                         self.round_trips += 1
-                    code, timed_out = self._run_on(chan, transport, self.host, line, _Stdin(stdin), output, deadline)
+                    wire = line if stdin is not None else f"exec </dev/null; {line}"
+                    code, timed_out = self._run_on(chan, transport, self.host, wire, _Stdin(stdin), output, deadline)
                 except _ConnectionLost:
                     self._drop(transport)
                     raise HostUnreachable(self.host, f"connection lost while running: {line[:200]}") from None
@@ -564,8 +565,10 @@ class SSHTransport:
             raise TransportError(host, "the server refused to run the command") from None
         finally:
             watchdog.cancel()
-        if stdin.done:
-            stdin.finish(chan)
+        # Without stdin the command line itself redirects it (see _execute): no EOF is sent,
+        # because paramiko may put an EOF on the wire after the channel's CLOSE when a fast
+        # command ends at once, and sshd then drops the whole connection ("ieof packet
+        # referred to nonexistent channel").
         poller = select.poll()  # poll, not select: no FD_SETSIZE limit in a busy process
         poller.register(chan.fileno(), select.POLLIN)
         while True:
