@@ -405,3 +405,25 @@ def test_a_cut_network_fails_within_the_timeout(
     ssh_lab.restore(netns_host)
     back = finishes(lambda: t.run(["echo", "back"]))
     assert isinstance(back, CommandResult) and back.stdout == "back\n", back
+
+
+def test_many_fast_parallel_commands_never_break_the_connection(fresh: Callable[..., SSHTransport]) -> None:
+    """Regression: an EOF sent after the server's CLOSE made sshd drop the connection
+    ("ieof packet referred to nonexistent channel"), failing every command on it."""
+    for _ in range(40):
+        t = fresh()
+        errors: list[BaseException] = []
+
+        def one(i: int, t: SSHTransport = t) -> None:
+            try:
+                assert t.run(["echo", str(i)]).stdout == f"{i}\n"
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(HANG_GUARD)
+        assert not errors, errors
+        t.close()
