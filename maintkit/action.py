@@ -71,10 +71,12 @@ class ProbeCache:
         with self._lock:
             self._data.setdefault(host, {})[key] = raw
 
-    def invalidate(self, host: str) -> None:
-        """Forget everything about ``host`` (after any change there)."""
+    def invalidate(self, host: str, keep: set[str] | None = None) -> None:
+        """Forget everything about ``host`` (after any change there), except the ``keep`` keys."""
         with self._lock:
-            self._data.pop(host, None)
+            entries = self._data.pop(host, None)
+            if entries and keep:
+                self._data[host] = {k: v for k, v in entries.items() if k in keep}
 
 
 @dataclass
@@ -107,6 +109,10 @@ class Context:
     secrets: Mapping[str, str] = field(default_factory=dict)
     #: True once Ctrl-C/SIGTERM asked the run to stop: long applies (builds) may stop early
     stop_requested: Callable[[], bool] | None = None
+    #: probe keys read fresh during apply (kept for verify; see run_and_probe)
+    primed: set[str] = field(default_factory=set)
+    #: probes of this and later steps to read again right after a change (set by the runner)
+    refresh: list[Probe[Any]] = field(default_factory=list)
 
     # ---- convenience -------------------------------------------------------
     @property
@@ -172,7 +178,32 @@ class Context:
 
     def invalidate(self) -> None:
         """Drop cached probes of this host (called by the runner after apply/rollback)."""
+        self.primed.clear()
         self.probe_cache.invalidate(self.host_key)
+
+    def run_and_probe(self, script: str, probes: Sequence[Probe[Any]], *, stdin: bytes | None = None) -> str:
+        """Run a changing ``script`` and, in the same round trip, read ``probes`` afterwards.
+
+        The fresh probe results are kept for :meth:`Action.verify`, which then needs no round
+        trip of its own. Returns the script's stdout; raises CommandFailed when it fails.
+        """
+        from maintkit.errors import CommandFailed
+        from maintkit.probes import run_batch_result
+
+        wanted = {p.key: p for p in [*probes, *self.refresh]}
+        raw, head, result = run_batch_result(
+            self.transport,
+            list(wanted.values()),
+            preamble=script,
+            stdin=stdin,
+            timeout=self.env.command_timeout or 600.0,
+        )
+        if head.startswith("__preamble_failed__"):
+            raise CommandFailed(result)
+        for key, value in raw.items():
+            self.probe_cache.put(self.host_key, key, value)
+            self.primed.add(key)
+        return head
 
     # ---- plan honesty --------------------------------------------------------
     def pending_step(self) -> str | None:
@@ -228,8 +259,11 @@ class Action(Generic[P]):
         raise NotImplementedError
 
     def verify(self, ctx: Context) -> None:
-        """Confirm the change took effect. Default: a fresh check() must find nothing to do."""
-        ctx.invalidate()
+        """Confirm the change took effect. Default: a fresh check() must find nothing to do.
+
+        The runner has dropped every cached probe of the host except those read after the
+        change in the same round trip (:meth:`Context.run_and_probe`), so this reads fresh state.
+        """
         again = self.check(ctx)
         if again.needed:
             raise VerifyFailed(f"still not in the desired state after apply: {again.reason}", action=self.name)

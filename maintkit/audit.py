@@ -157,10 +157,22 @@ _MAYBE_PAIR = re.compile(r"[=:]|--|(?i:bearer|basic|token)")
 _KEEP_VALUES = frozenset({"", "null", "none", "true", "false", "~", MASK})
 
 
+_SECRET_TYPES: tuple[type, ...] | None = None
+
+
 def _is_secret_type(obj: object) -> bool:
-    """True for pydantic SecretStr/SecretBytes (without importing pydantic)."""
-    pyd = sys.modules.get("pydantic")
-    return pyd is not None and isinstance(obj, pyd.SecretStr | pyd.SecretBytes)
+    """True for pydantic SecretStr/SecretBytes (without importing pydantic).
+
+    The types are looked up once: ``pydantic.SecretStr`` goes through pydantic's lazy
+    module ``__getattr__``, which made this the hottest line of a run.
+    """
+    global _SECRET_TYPES
+    if _SECRET_TYPES is None:
+        pyd = sys.modules.get("pydantic")
+        if pyd is None:
+            return False
+        _SECRET_TYPES = (pyd.SecretStr, pyd.SecretBytes)
+    return isinstance(obj, _SECRET_TYPES)
 
 
 def _key_words(key: str) -> list[str]:

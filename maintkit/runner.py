@@ -652,15 +652,26 @@ class Runner:
         except MaintkitError as exc:
             self._emit("lock.release_failed", site=site.name, env=env.name, host=env.display_host, error=str(exc))
 
-    def _prefetch(
-        self, site: Site, planned: PlannedStage, base: Context, held: list[tuple[Environment, Transport]]
-    ) -> None:
-        probes: list[Probe[Any]] = []
+    @staticmethod
+    def _step_probes(planned: PlannedStage, base: Context) -> list[list[Probe[Any]]]:
+        """The read-only probes each step declares (an action that cannot tell yet gives none)."""
+        out: list[list[Probe[Any]]] = []
         for ps in planned.steps:
             try:
-                probes.extend(ps.action.probes(replace(base, step_id=ps.step.id)))
+                out.append(list(ps.action.probes(replace(base, step_id=ps.step.id))))
             except MaintkitError:
-                continue
+                out.append([])
+        return out
+
+    def _prefetch(
+        self,
+        site: Site,
+        planned: PlannedStage,
+        base: Context,
+        held: list[tuple[Environment, Transport]],
+        step_probes: list[list[Probe[Any]]],
+    ) -> None:
+        probes = [p for group in step_probes for p in group]
         already = any(e is planned.env for e, _ in held)
         preamble = None if (self.check or already) else self._lock_script(site, planned.env)
         raw, head = run_batch(base.transport, probes, preamble=preamble, timeout=planned.env.command_timeout or 600)
@@ -683,14 +694,18 @@ class Runner:
         transport = self.pool.get(env)
         base = self._base_context(site, planned, transport)
         self._emit("stage.started", site=site.name, env=env.name, host=env.display_host, promote=planned.stage.promote)
-        self._prefetch(site, planned, base, held)
+        step_probes = self._step_probes(planned, base)
+        self._prefetch(site, planned, base, held, step_probes)
         applied: list[_Applied] = []
         status = SiteStatus.OK
-        for ps in planned.steps:
+        for i, ps in enumerate(planned.steps):
             if self._stop.is_set():
                 status = SiteStatus.INTERRUPTED
                 self._emit("step.not_run", site=site.name, env=env.name, step=ps.step.id, reason="interrupted")
                 break
+            # after a change, this step's probes (for verify) and every later step's are read
+            # again in the same round trip as the change, or in one batch right after it
+            base.refresh = [p for group in step_probes[i:] for p in group]
             outcome = self._run_step(site, planned, ps, base, result, applied)
             if outcome is not None:
                 status = outcome
@@ -701,8 +716,16 @@ class Runner:
         self._emit("stage.finished", site=site.name, env=env.name, status=status.value)
         return status
 
+    def _refresh(self, ctx: Context) -> None:
+        """Read the probes of this and later steps that the change left unknown, in one round trip."""
+        missing = [p for p in ctx.refresh if self.probe_cache.get(ctx.host_key, p.key) is None]
+        if missing:
+            raw, _ = run_batch(ctx.transport, missing, timeout=ctx.env.command_timeout or 600.0)
+            for key, value in raw.items():
+                self.probe_cache.put(ctx.host_key, key, value)
+
     def _step_context(self, base: Context, ps: PlannedStep, result: SiteResult) -> Context:
-        return replace(base, step_id=ps.step.id, prior=list(result.steps), data={})
+        return replace(base, step_id=ps.step.id, prior=list(result.steps), data={}, primed=set())
 
     def _when(self, ps: PlannedStep, planned: PlannedStage, result: SiteResult) -> bool | None:
         if not ps.step.when:
@@ -800,8 +823,10 @@ class Runner:
         self._record(res, "step.checked", host, status_override="needed")
         entry: _Applied | None = None
         try:
+            ctx.invalidate()  # apply reads fresh state; only what it reads after its change survives it
             changes = ps.action.apply(ctx, chk)
-            ctx.invalidate()
+            self.probe_cache.invalidate(ctx.host_key, keep=ctx.primed)
+            self._refresh(ctx)
             res.changes = changes
             entry = _Applied(ps, ctx, changes, res)
             applied.append(entry)

@@ -58,12 +58,26 @@ def _attr_diffs(p: _Owned, info: FileInfo) -> list[str]:
     return out
 
 
-def _set_attrs(ctx: Context, p: _Owned) -> None:
+def _attrs_script(p: _Owned, *, chmod: bool = True) -> str:
+    """Shell lines setting owner/group (and mode) of ``p.path``; empty when nothing is asked."""
+    lines = []
     if p.owner or p.group:
         spec = (p.owner or "") + (f":{p.group}" if p.group else "")
-        ctx.run(["chown", "-h", spec, p.path])
-    if p.mode is not None:
-        ctx.run(["chmod", p.mode, p.path])
+        lines.append(join(["chown", "-h", spec, p.path]))
+    if chmod and p.mode is not None:
+        lines.append(join(["chmod", p.mode, p.path]))
+    return "".join(f" && {line}" for line in lines)
+
+
+def _change_then_probe(ctx: Context, script: str, path: str, action: str, *, stdin: bytes | None = None) -> str:
+    """Run the change and read the path's new state in the same round trip (for verify)."""
+    from maintkit.errors import CommandFailed
+
+    try:
+        return ctx.run_and_probe(script, [FileState(path)], stdin=stdin)
+    except CommandFailed as exc:
+        err = (exc.result.stderr or exc.result.stdout).strip()[-300:]
+        raise ApplyFailed(f"{path}: {err or f'exit {exc.result.exit_code}'}", action=action) from None
 
 
 def _restore_attrs(ctx: Context, path: str, before: FileInfo) -> None:
@@ -126,8 +140,10 @@ class FileContent(Action[FileContentParams]):
         before: FileInfo = check.snapshot
         old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
         mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
-        ctx.put(self._data, p.path, mode=mode)
-        _set_attrs(ctx, p)
+        from maintkit.transport.local import atomic_put_script
+
+        script = f"( {atomic_put_script(p.path, mode)}\n){_attrs_script(p, chmod=False)}"
+        _change_then_probe(ctx, script, p.path, self.name, stdin=self._data)
         return [
             Change(
                 target=p.path,
@@ -178,13 +194,10 @@ class FileDirectory(Action[FileDirectoryParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
         before: FileInfo = check.snapshot
-        if not before.exists:
-            # remember which parents we create, so rollback removes exactly those
-            res = ctx.run(["mkdir", "-p", "-v", "--", p.path])
-            created = [line.split("'", 2)[1] for line in res.stdout.splitlines() if line.count("'") >= 2]
-        else:
-            created = []
-        _set_attrs(ctx, p)
+        # remember which parents mkdir creates, so rollback removes exactly those
+        mkdir = join(["mkdir", "-p", "-v", "--", p.path]) if not before.exists else "true"
+        out = _change_then_probe(ctx, mkdir + _attrs_script(p), p.path, self.name)
+        created = [line.split("'", 2)[1] for line in out.splitlines() if line.count("'") >= 2]
         return [
             Change(
                 p.path,
@@ -219,14 +232,18 @@ class FileSymlinkParams(Params):
         return v.rstrip("/")
 
 
-def switch_symlink(ctx: Context, path: str, target: str) -> None:
-    """Point ``path`` at ``target`` atomically (new link + ``mv -T``)."""
+def switch_script(path: str, target: str) -> str:
+    """Shell lines pointing ``path`` at ``target`` atomically (new link + ``mv -T``)."""
     tmp = f"{path}.maint-tmp"
-    script = (
+    return (
         f"ln -sfn {quote(target)} {quote(tmp)} && mv -T -f {quote(tmp)} {quote(path)}"
         f" || {{ rc=$?; rm -f {quote(tmp)}; exit $rc; }}"
     )
-    res = ctx.run_shell(script, check=False)
+
+
+def switch_symlink(ctx: Context, path: str, target: str) -> None:
+    """Point ``path`` at ``target`` atomically (new link + ``mv -T``)."""
+    res = ctx.run_shell(switch_script(path, target), check=False)
     if not res.ok:
         raise ApplyFailed(f"cannot switch {path} -> {target}: {res.stderr.strip()}")
 
@@ -255,7 +272,7 @@ class FileSymlink(Action[FileSymlinkParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
         before: FileInfo = check.snapshot
-        switch_symlink(ctx, p.path, p.target)
+        _change_then_probe(ctx, switch_script(p.path, p.target), p.path, self.name)
         return [Change(p.path, "switched", before=before.target, after=p.target, undo=before)]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
@@ -267,4 +284,4 @@ class FileSymlink(Action[FileSymlinkParams]):
                 ctx.run(["rm", "-f", "--", change.target])
 
 
-__all__ = ["FileContent", "FileDirectory", "FileSymlink", "join", "switch_symlink"]
+__all__ = ["FileContent", "FileDirectory", "FileSymlink", "switch_script", "switch_symlink"]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from maintkit.results import CommandResult
 from maintkit.transport.base import Transport
 
 T = TypeVar("T")
@@ -52,12 +53,27 @@ def run_batch(
     *,
     preamble: str | None = None,
     timeout: float = 120.0,
+    stdin: bytes | None = None,
 ) -> tuple[dict[str, RawOutput], str]:
     """Run many probes in one round trip.
 
-    ``preamble`` runs first (for example taking the site lock); if it exits non-zero the
-    batch stops. Returns the raw output per probe key and the preamble's output.
+    ``preamble`` runs first (for example taking the site lock, or an action's change that
+    reads ``stdin``); if it exits non-zero the batch stops. Returns the raw output per probe
+    key and the preamble's output (``__preamble_failed__:CODE`` first when it failed).
     """
+    raw, head, _ = run_batch_result(transport, probes, preamble=preamble, timeout=timeout, stdin=stdin)
+    return raw, head
+
+
+def run_batch_result(
+    transport: Transport,
+    probes: Iterable[Probe[Any]],
+    *,
+    preamble: str | None = None,
+    timeout: float = 120.0,
+    stdin: bytes | None = None,
+) -> tuple[dict[str, RawOutput], str, CommandResult]:
+    """:func:`run_batch`, also returning the CommandResult of the round trip."""
     unique: dict[str, Probe[Any]] = {}
     for p in probes:
         unique.setdefault(p.key, p)
@@ -70,14 +86,14 @@ def run_batch(
     for i, key in enumerate(keys):
         parts.append(f"( {unique[key].script()}\n) 2>/dev/null </dev/null; printf '\\n%s %s %s\\n' '{marker}' {i} $?")
     script = "\n".join(parts) + "\nexit 0\n"
-    result = transport.run_shell(script, timeout=timeout, check=False)
+    result = transport.run_shell(script, timeout=timeout, check=False, stdin=stdin)
     out = result.stdout
     head, sep, body = out.partition(f"\n{marker} start\n")
     if not sep:
         if out.startswith(f"{marker} start\n"):
             head, body = "", out[len(marker) + 7 :]
         else:
-            return {}, out if result.exit_code == 0 else f"__preamble_failed__:{result.exit_code}\n{out}"
+            return {}, out if result.exit_code == 0 else f"__preamble_failed__:{result.exit_code}\n{out}", result
     raw: dict[str, RawOutput] = {}
     for i, key in enumerate(keys):
         tag = f"\n{marker} {i} "
@@ -86,7 +102,7 @@ def run_batch(
             break
         code_text, _, body = rest.partition("\n")
         raw[key] = RawOutput(chunk, int(code_text or 0))
-    return raw, head
+    return raw, head, result
 
 
 @dataclass(frozen=True)
@@ -165,4 +181,4 @@ class CommandProbe(Probe[RawOutput]):
         return raw
 
 
-__all__ = ["CommandProbe", "FileInfo", "FileState", "Probe", "RawOutput", "run_batch"]
+__all__ = ["CommandProbe", "FileInfo", "FileState", "Probe", "RawOutput", "run_batch", "run_batch_result"]
