@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,12 +25,12 @@ from maintkit.action import Context, RunOptions
 from maintkit.errors import CommandFailed
 from maintkit.inventory import Environment, Inventory, Site
 from maintkit.results import CommandResult
-from maintkit.transport.base import DEFAULT_TIMEOUT, build_command
+from maintkit.transport.base import DEFAULT_TIMEOUT, CommandTransport
 
 Response = tuple[int, str, str]
 
 
-class FakeTransport:
+class FakeTransport(CommandTransport):
     """Records every command; answers from ``responses`` (exact line or regex) or ``handler``.
 
     ``files`` is an in-memory file system used by put/get.
@@ -63,7 +63,16 @@ class FakeTransport:
                 return answer
         return (0, "", "")
 
-    def _exec(self, line: str, check: bool, stdout_sink: IO[bytes] | None) -> CommandResult:
+    def _execute(
+        self,
+        line: str,
+        *,
+        timeout: float | None,
+        check: bool,
+        stdin: bytes | IO[bytes] | None,
+        stdout_sink: IO[bytes] | None,
+    ) -> CommandResult:
+        """Record the command line (run() and run_shell() built it, quoted) and answer it."""
         started = time.monotonic()
         self.commands.append(line)
         code, out, err = self._answer(line)
@@ -74,38 +83,6 @@ class FakeTransport:
         if check and code != 0:
             raise CommandFailed(res)
         return res
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Record the quoted command line and answer it."""
-        line = build_command(list(argv), cwd=cwd, env=env, sudo=self.become if sudo is None else sudo)
-        return self._exec(line, check, stdout_sink)
-
-    def run_shell(
-        self,
-        script: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Record the script and answer it."""
-        line = build_command(script=script, cwd=cwd, env=env, sudo=self.become if sudo is None else sudo)
-        return self._exec(line, check, stdout_sink)
 
     def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Store a file in memory."""

@@ -63,6 +63,65 @@ def build_command(
     return line
 
 
+class CommandTransport:
+    """Shared front half of the transports: :meth:`run` and :meth:`run_shell` build the quoted
+    command line (sudo, cwd, env) and hand it to ``_execute``, which each transport implements."""
+
+    host: str = ""
+    become: bool = False
+    sudo_user: str | None = None
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout_sink: IO[bytes] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        sudo: bool | None = None,
+    ) -> CommandResult:
+        """Run an argument list, each argument quoted.
+
+        ``timeout=None`` means the transport's default; ``sudo=None`` follows ``become``. With
+        ``stdout_sink`` the raw stdout goes there and ``result.stdout`` is "".
+        """
+        line = build_command(list(argv), cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
+        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
+
+    def run_shell(
+        self,
+        script: str,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout_sink: IO[bytes] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        sudo: bool | None = None,
+    ) -> CommandResult:
+        """Run an explicit POSIX shell script (the caller quotes what it pastes in)."""
+        line = build_command(script=script, cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
+        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
+
+    def _sudo(self, sudo: bool | None) -> bool:
+        return self.become if sudo is None else sudo
+
+    def _execute(
+        self,
+        line: str,
+        *,
+        timeout: float | None,
+        check: bool,
+        stdin: bytes | IO[bytes] | None,
+        stdout_sink: IO[bytes] | None,
+    ) -> CommandResult:
+        raise NotImplementedError
+
+
 @runtime_checkable
 class Transport(Protocol):
     """How maintkit talks to one host. Implementations: SSHTransport, LocalTransport, FakeTransport.

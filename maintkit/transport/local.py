@@ -20,12 +20,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from typing import IO
 
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport.base import build_command, quote
+from maintkit.transport.base import CommandTransport, quote
 
 __all__ = ["LocalTransport", "atomic_put_script"]
 
@@ -34,7 +33,7 @@ _TIMEOUT_CODE = 124
 _KILL_GRACE = 3.0
 
 
-class LocalTransport:
+class LocalTransport(CommandTransport):
     """Runs commands with ``/bin/sh -c`` on this machine; every call has a timeout.
 
     ``name`` is the display name (results, errors). ``become`` wraps commands in
@@ -66,41 +65,6 @@ class LocalTransport:
         return True
 
     # ---------------------------------------------------------------- commands
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Run an argument list (each argument quoted)."""
-        line = build_command(list(argv), cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
-        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
-
-    def run_shell(
-        self,
-        script: str,
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Run an explicit POSIX shell script (the caller quotes)."""
-        line = build_command(script=script, cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
-        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
-
-    def _sudo(self, sudo: bool | None) -> bool:
-        return self.become if sudo is None else sudo
-
     def _execute(
         self,
         line: str,

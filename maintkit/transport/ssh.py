@@ -62,7 +62,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -73,7 +73,7 @@ from paramiko.message import Message
 
 from maintkit.errors import CommandFailed, HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport.base import build_command, quote
+from maintkit.transport.base import CommandTransport, quote
 from maintkit.transport.local import atomic_put_script
 
 __all__ = ["HostKeyPolicy", "SSHTransport"]
@@ -245,7 +245,7 @@ def _send_signal(chan: paramiko.Channel, name: str) -> None:
 
 
 # ---------------------------------------------------------------- the transport
-class SSHTransport:
+class SSHTransport(CommandTransport):
     """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
 
     ``host`` is the address to connect to; ``name`` the display name used in results and
@@ -438,45 +438,6 @@ class SSHTransport:
         raise exc
 
     # ---------------------------------------------------------------- commands
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Run an argument list (each argument quoted) on the host.
-
-        ``timeout=None`` means the transport's ``command_timeout``; ``sudo=None`` follows
-        ``become``. With ``stdout_sink`` the raw stdout goes there and ``result.stdout`` is "".
-        """
-        line = build_command(list(argv), cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
-        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
-
-    def run_shell(
-        self,
-        script: str,
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        stdin: bytes | IO[bytes] | None = None,
-        stdout_sink: IO[bytes] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        sudo: bool | None = None,
-    ) -> CommandResult:
-        """Run an explicit POSIX shell script (the remote login shell runs it; the caller quotes)."""
-        line = build_command(script=script, cwd=cwd, env=env, sudo=self._sudo(sudo), sudo_user=self.sudo_user)
-        return self._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
-
-    def _sudo(self, sudo: bool | None) -> bool:
-        return self.become if sudo is None else sudo
-
     def _execute(
         self,
         line: str,
