@@ -727,7 +727,7 @@ class Runner:
     def _step_context(self, base: Context, ps: PlannedStep, result: SiteResult) -> Context:
         return replace(base, step_id=ps.step.id, prior=list(result.steps), data={}, primed=set())
 
-    def _when(self, ps: PlannedStep, planned: PlannedStage, result: SiteResult) -> bool | None:
+    def _when(self, ps: PlannedStep, planned: PlannedStage, result: SiteResult, ctx: Context) -> bool | None:
         if not ps.step.when:
             return True
         stages: dict[str, dict[str, _Fact]] = {}
@@ -740,12 +740,26 @@ class Runner:
             r.status in (StepStatus.WOULD_CHANGE, StepStatus.UNKNOWN) and r.step in ps.step.when for r in result.steps
         ):
             return None
+        unknown: list[str] = []
+
+        def will_change(step_id: str) -> bool:
+            """Read-only check of a later step of this stage: would it change anything?"""
+            later = next((p for p in planned.steps if p.step.id == step_id), None)
+            if later is None:
+                raise TemplateError(f"will_change: no step {step_id!r} in stage {planned.env.name!r}")
+            check = later.action.check(replace(ctx, step_id=step_id))
+            if check.needed is None:
+                unknown.append(step_id)
+            return check.needed is not False
+
         context = {
             **planned.render_context,
             "steps": _Facts(here),
             "stages": _Facts({env: _Facts(steps) for env, steps in stages.items()}),
+            "will_change": will_change,
         }
-        return bool(evaluate(ps.step.when, context))
+        value = bool(evaluate(ps.step.when, context))
+        return None if (self.check and unknown) else value
 
     def _record(self, res: StepResult, event: str, host: str, status_override: str | None = None, **extra: Any) -> None:
         self._emit(
@@ -782,7 +796,7 @@ class Runner:
         ctx = self._step_context(base, ps, result)
         ctx.prior = result.steps[:-1]
         try:
-            when = self._when(ps, planned, result)
+            when = self._when(ps, planned, result, ctx)
         except MaintkitError as exc:
             return self._fail(site, planned, ps, res, applied, exc, started)
         if when is None:

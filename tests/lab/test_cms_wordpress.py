@@ -196,6 +196,8 @@ def test_good_update_reaches_production_identically_and_the_second_run_changes_n
         s["name"] == "shop-cart" and s["candidate"] == "2.0.0" and not s["blocking"] for s in update.data["skipped"]
     )
     assert steps(result, "production")["update"].status is StepStatus.CHANGED
+    assert steps(result, "production")["maintenance-on"].status is StepStatus.CHANGED
+    assert steps(result, "production")["maintenance-off"].status is StepStatus.CHANGED
 
     lock_file = Path(str(result.run_dir)) / "locks" / "shop.json"
     assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
@@ -213,6 +215,9 @@ def test_good_update_reaches_production_identically_and_the_second_run_changes_n
         assert steps(again, env)["update"].status is StepStatus.UNCHANGED
         assert steps(again, env)["cache"].status is StepStatus.SKIPPED
         assert tree_digest(shop.site(env).path, exclude=(".maint",)) == trees[env]
+    # nothing to promote: no maintenance window on production
+    assert steps(again, "production")["maintenance-on"].status is StepStatus.SKIPPED
+    assert steps(again, "production")["maintenance-off"].status is StepStatus.SKIPPED
 
 
 def test_broken_update_is_rolled_back_on_staging_and_production_is_never_touched(shop: Shop) -> None:
