@@ -215,7 +215,8 @@ def test_good_update_reaches_production_identically_and_the_second_run_changes_n
         assert steps(again, env)["update"].status is StepStatus.UNCHANGED
         assert steps(again, env)["cache"].status is StepStatus.SKIPPED
         assert tree_digest(shop.site(env).path, exclude=(".maint",)) == trees[env]
-    # nothing to promote: no maintenance window on production
+    # nothing to promote: no maintenance window on production, no new backup: nothing changed at all
+    assert again.changed == 0, [(s.env, s.step, s.status.value) for site in again.sites for s in site.steps]
     assert steps(again, "production")["maintenance-on"].status is StepStatus.SKIPPED
     assert steps(again, "production")["maintenance-off"].status is StepStatus.SKIPPED
 
