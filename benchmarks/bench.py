@@ -46,13 +46,18 @@ stages:
 """
 
 
+PEAK_RSS_MB = 0.0
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall and CPU (user+sys of the child) seconds of one command."""
+    """Wall and CPU (user+sys of the child) seconds of one command; tracks the peak RSS."""
+    global PEAK_RSS_MB
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    PEAK_RSS_MB = max(PEAK_RSS_MB, after.ru_maxrss / 1024)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -78,9 +83,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", default="1,10,50")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=0, help="maint --concurrency (default: one per host)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.hosts.split(",")]
-    lab = SshLab().start(max(sizes))
+    lab = SshLab()
+    remaining, octet = max(sizes), 0
+    while remaining > 0:  # up to 250 hosts per 127.0.N network
+        chunk = min(250, remaining)
+        lab.start(chunk, first_ip=2, net=f"127.0.{octet + 1}" if octet or max(sizes) > 250 else "127.0.0")
+        remaining -= chunk
+        octet += 1
     work = lab.base / "bench"
     work.mkdir()
     env = {**os.environ, "MAINT_PLAIN": "1"}
@@ -102,7 +114,7 @@ def main() -> None:
                 inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))}}
                 (work / "inventory.json").write_text(json.dumps(inv))
                 argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
-                        "--state-dir", str(work / "state"), "--concurrency", str(n)]  # fmt: skip
+                        "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency or n)]  # fmt: skip
                 first.append(timed(argv, env))
                 noop.append(timed(argv, env))
             rows.append((n, median(fab), median(first), median(noop)))
@@ -112,6 +124,7 @@ def main() -> None:
                   f"cpu {rows[-1][3][1]:5.2f}s", flush=True)  # fmt: skip
     finally:
         lab.stop()
+    print(f"\npeak RSS of any child process (fabric or maint): {PEAK_RSS_MB:.0f} MB")
     print("\nhosts | fabric wall/cpu | maint first wall/cpu (ratio) | maint no-op wall/cpu (ratio)")
     print("---|---|---|---")
     for n, f, a, b in rows:

@@ -13,7 +13,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 id deploy >/dev/null 2>&1 || { useradd -m -s /bin/bash deploy && usermod -p '*' deploy; }
 mkdir -p /run/sshd

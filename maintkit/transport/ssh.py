@@ -378,10 +378,14 @@ class SSHTransport(CommandTransport):
         keys = client.get_host_keys()
         for path in self._known_hosts_files():
             try:
-                keys.load(path)
+                parsed = _parsed_known_hosts(path)
             except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
                 _close_quietly(conn)
                 raise HostKeyError(self.host, f"cannot read known_hosts file {path}: {exc}") from None
+            # only this host's entries: parsing a large known_hosts once per file, not once per
+            # connection, is what keeps hundreds of hosts cheap
+            for keytype, key in (parsed.lookup(self.known_host_name) or {}).items():
+                keys.add(self.known_host_name, keytype, key)
         if self.host_key_policy == "accept-new":
             target = self.known_hosts[0] if self.known_hosts else os.path.expanduser(USER_KNOWN_HOSTS)
             client.set_missing_host_key_policy(_AcceptNewPolicy(Path(target)))
@@ -573,6 +577,24 @@ class SSHTransport(CommandTransport):
         """Read a whole file (``cat``). Raises :class:`CommandFailed` when it cannot be read."""
         res = self.run(["cat", "--", path], timeout=timeout)
         return res.stdout_bytes or b""
+
+
+_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], Any]] = {}
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def _parsed_known_hosts(path: str) -> Any:
+    """paramiko.HostKeys of a known_hosts file, parsed once per (path, mtime, size)."""
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _KNOWN_HOSTS_LOCK:
+        cached = _KNOWN_HOSTS_CACHE.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        keys = paramiko.HostKeys()
+        keys.load(path)
+        _KNOWN_HOSTS_CACHE[path] = (stamp, keys)
+        return keys
 
 
 def _is_handshake_failure(exc: BaseException) -> bool:

@@ -268,17 +268,20 @@ class SshLab:
         shutil.copyfile(tmp, self.sudoers)
         self.sudoers.chmod(0o440)
 
-    def start(self, n: int = 3, first_ip: int = 10, port: int | None = None) -> SshLab:
-        """Start ``n`` more hosts on 127.0.0.<first_ip>, +1, ... and return the lab.
+    def start(self, n: int = 3, first_ip: int = 10, port: int | None = None, net: str = "127.0.0") -> SshLab:
+        """Start ``n`` more hosts on <net>.<first_ip>, +1, ... and return the lab.
 
-        ``port=None`` picks a free port per address. Raises :class:`LabStartError` when a
-        host does not come up (the hosts already started are stopped).
+        ``port=None`` picks a free port per address; ``net`` (e.g. ``127.0.1``) lets a
+        benchmark start more than 254 hosts. Raises :class:`LabStartError` when a host does
+        not come up (the hosts already started are stopped).
         """
         if first_ip < 1 or first_ip + n - 1 > 254:
-            raise ValueError("addresses must stay within 127.0.0.1-254")
+            raise ValueError(f"addresses must stay within {net}.1-254")
+        if not net.startswith("127."):
+            raise ValueError("lab hosts live on loopback addresses only")
         self._prepare()
         first_index = len(self.hosts) + 1
-        jobs = [(first_index + i, f"127.0.0.{first_ip + i}") for i in range(n)]
+        jobs = [(first_index + i, f"{net}.{first_ip + i}") for i in range(n)]
         try:
             with ThreadPoolExecutor(max_workers=min(8, max(1, n))) as pool:
                 started = list(pool.map(lambda job: self._start_host(job[0], job[1], port), jobs))
