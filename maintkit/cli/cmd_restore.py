@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import click
 
-from maintkit.cli.main import EXIT_INPUT, _config_error, _die, _load_inventory, inventory_option, state_option
+from maintkit.cli.main import (
+    EXIT_INPUT,
+    _die,
+    _load_inventory,
+    execute,
+    inventory_option,
+    require_site_env,
+    state_option,
+)
 
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ID_RE = re.compile(r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{6})$")
@@ -91,37 +98,22 @@ def command(
       maint restore shop-a --env staging --backup latest --what db
       maint restore shop-a --env production --backup 20260101T030000Z-1a2b3c --yes
     """
-    from maintkit.cli.output import Reporter
-    from maintkit.errors import ConfigError, MaintkitError
     from maintkit.playbook import playbook_from_text
-    from maintkit.runner import Runner
 
     if not _ID_RE.match(backup):
         _die(f"error: --backup must be 'latest' or an id like 20260101T030000Z-1a2b3c, not {backup!r}", EXIT_INPUT)
     if password_env and not _VAR_RE.match(password_env):
         _die(f"error: --password-env takes a variable name, not {password_env!r}", EXIT_INPUT)
     inventory = _load_inventory(inventory_path)
-    if site not in inventory.sites or env not in inventory.sites[site].environments:
-        _die(f"error: {inventory_path}: no site {site!r} with environment {env!r}", EXIT_INPUT)
+    require_site_env(inventory, inventory_path, site, env)
     text = restore_playbook_text(
         site, env, backup, what, backup_dir=backup_dir, password_env=password_env, safety_backup=not no_safety_backup
     )
-    try:
-        loaded = playbook_from_text(text, file="<maint restore>")
-        reporter = Reporter.for_terminal(as_json=as_json, check=check, diff=False)
-        runner = Runner(
-            loaded, inventory, check=check, state_dir=state_dir, on_event=reporter.on_event, extra={"yes": yes}
-        )
-        runner.plan()
-    except ConfigError as exc:
-        _config_error(exc)
-    except MaintkitError as exc:
-        _die(f"error: {exc}", EXIT_INPUT)
-    reporter.redactor = runner.redactor
-    reporter.start(runner)
-    try:
-        result = runner.run()
-    finally:
-        reporter.stop()
-    reporter.finish(result)
-    sys.exit(result.exit_code)
+    execute(
+        lambda: playbook_from_text(text, file="<maint restore>"),
+        inventory,
+        as_json=as_json,
+        check=check,
+        state_dir=state_dir,
+        extra={"yes": yes},
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -11,10 +10,11 @@ import click
 from maintkit.cli.main import (
     EXIT_FAILED,
     EXIT_INPUT,
-    _config_error,
     _die,
     _load_inventory,
+    execute,
     inventory_option,
+    require_site_env,
     state_option,
 )
 
@@ -107,14 +107,10 @@ def command(
       maint rollback shop-a --env production --list
       maint rollback shop-a --env production --to 20260101T120000Z-1a2b3c4
     """
-    from maintkit.cli.output import Reporter
-    from maintkit.errors import ConfigError, MaintkitError
     from maintkit.playbook import playbook_from_text
-    from maintkit.runner import Runner
 
     inventory = _load_inventory(inventory_path)
-    if site not in inventory.sites or env not in inventory.sites[site].environments:
-        _die(f"error: {inventory_path}: no site {site!r} with environment {env!r}", EXIT_INPUT)
+    require_site_env(inventory, inventory_path, site, env)
     if to is not None and (not to.strip() or "/" in to or to.startswith("-")):
         _die(
             f"error: --to takes a release name from `maint rollback {site} --env {env} --list`, not {to!r}", EXIT_INPUT
@@ -122,20 +118,10 @@ def command(
     if list_only:
         _list_releases(inventory, site, env, as_json)
         return
-    try:
-        loaded = playbook_from_text(rollback_playbook_text(site, env, to), file="<maint rollback>")
-        reporter = Reporter.for_terminal(as_json=as_json, check=check, diff=False)
-        runner = Runner(loaded, inventory, check=check, state_dir=state_dir, on_event=reporter.on_event)
-        runner.plan()
-    except ConfigError as exc:
-        _config_error(exc)
-    except MaintkitError as exc:
-        _die(f"error: {exc}", EXIT_INPUT)
-    reporter.redactor = runner.redactor
-    reporter.start(runner)
-    try:
-        result = runner.run()
-    finally:
-        reporter.stop()
-    reporter.finish(result)
-    sys.exit(result.exit_code)
+    execute(
+        lambda: playbook_from_text(rollback_playbook_text(site, env, to), file="<maint rollback>"),
+        inventory,
+        as_json=as_json,
+        check=check,
+        state_dir=state_dir,
+    )

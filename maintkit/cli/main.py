@@ -71,42 +71,29 @@ def cli() -> None:
     """
 
 
-def _run(
-    playbook: str,
-    inventory_path: str,
-    limit: tuple[str, ...],
-    env: str | None,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    concurrency: int | None,
-    state_dir: str,
-    promote_from: str | None = None,
-    extra: dict[str, Any] | None = None,
+def require_site_env(inventory: Any, inventory_path: str, site: str, env: str) -> Any:
+    """The Environment ``env`` of ``site``, or exit 2 naming the inventory."""
+    if site not in inventory.sites or env not in inventory.sites[site].environments:
+        _die(f"error: {inventory_path}: no site {site!r} with environment {env!r}", EXIT_INPUT)
+    return inventory.sites[site].environments[env]
+
+
+def execute(
+    make_playbook: Any, inventory: Any, *, as_json: bool, check: bool, diff: bool = False, **runner_kwargs: Any
 ) -> NoReturn:
+    """Plan (bad input: exit 2, nothing runs), run with live output, exit with the run's status.
+
+    ``make_playbook`` returns the (loaded) playbook; it is called inside the error handling.
+    Used by ``run``/``plan`` and by the commands that run a generated playbook (rollback, restore).
+    """
     from maintkit.cli.output import Reporter
     from maintkit.errors import ConfigError, MaintkitError
-    from maintkit.playbook import load_playbook_full
     from maintkit.runner import Runner
 
-    limits = [x for item in limit for x in item.split(",") if x]
     try:
-        loaded = load_playbook_full(playbook)
-        inventory = _load_inventory(inventory_path)
+        loaded = make_playbook()
         reporter = Reporter.for_terminal(as_json=as_json, check=check, diff=diff)
-        runner = Runner(
-            loaded,
-            inventory,
-            check=check,
-            diff=diff,
-            limit=limits or None,
-            env=env,
-            concurrency=concurrency,
-            state_dir=state_dir,
-            promote_from=promote_from,
-            on_event=reporter.on_event,
-            extra=extra,
-        )
+        runner = Runner(loaded, inventory, check=check, diff=diff, on_event=reporter.on_event, **runner_kwargs)
         runner.plan()
     except ConfigError as exc:
         _config_error(exc)
@@ -120,6 +107,42 @@ def _run(
         reporter.stop()
     reporter.finish(result)
     sys.exit(result.exit_code)
+
+
+def _run(
+    playbook: str,
+    inventory_path: str,
+    limit: tuple[str, ...],
+    env: str | None,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    concurrency: int | None,
+    state_dir: str,
+    promote_from: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> NoReturn:
+    from maintkit.errors import ConfigError
+    from maintkit.playbook import load_playbook_full
+
+    limits = [x for item in limit for x in item.split(",") if x]
+    try:
+        loaded = load_playbook_full(playbook)
+    except ConfigError as exc:
+        _config_error(exc)
+    execute(
+        lambda: loaded,
+        _load_inventory(inventory_path),
+        as_json=as_json,
+        check=check,
+        diff=diff,
+        limit=limits or None,
+        env=env,
+        concurrency=concurrency,
+        state_dir=state_dir,
+        promote_from=promote_from,
+        extra=extra,
+    )
 
 
 def run_options(f: Any) -> Any:
@@ -414,10 +437,7 @@ def unlock(site: str, env: str, inventory_path: str) -> None:
     from maintkit.runner import default_transport_factory
     from maintkit.transport.base import quote
 
-    inv = _load_inventory(inventory_path)
-    if site not in inv.sites or env not in inv.sites[site].environments:
-        _die(f"error: {inventory_path}: no site {site!r} with environment {env!r}", EXIT_INPUT)
-    e = inv.sites[site].environments[env]
+    e = require_site_env(_load_inventory(inventory_path), inventory_path, site, env)
     t = default_transport_factory(e)
     d = quote(e.path.rstrip("/") + "/.maint/lock")
     try:
