@@ -543,6 +543,7 @@ class Runner:
         finally:
             for env, transport in reversed(held):
                 self._release_lock(site, env, transport)
+        self._record_not_run(site, stages, result)
         if result.status is SiteStatus.OK and any(s.status is StepStatus.FAILED for s in result.steps):
             result.status = SiteStatus.FAILED
         if result.error is None:
@@ -558,6 +559,26 @@ class Runner:
             duration_ms=round(result.duration_ms, 1),
         )
         return result
+
+    def _record_not_run(self, site: Site, stages: list[PlannedStage], result: SiteResult) -> None:
+        """Every planned step appears in the audit log: the ones never reached say why."""
+        reached = {(s.env, s.step) for s in result.steps}
+        why = {
+            SiteStatus.INTERRUPTED: "the run was interrupted",
+            SiteStatus.LOCKED: "the site is locked by another run",
+        }.get(result.status, "an earlier step failed")
+        for planned in stages:
+            for ps in planned.steps:
+                if (planned.env.name, ps.step.id) not in reached:
+                    self._emit(
+                        "step.not_run",
+                        site=site.name,
+                        env=planned.env.name,
+                        step=ps.step.id,
+                        action=ps.action.name,
+                        status="not-run",
+                        reason=why,
+                    )
 
     def _base_context(self, site: Site, planned: PlannedStage, transport: Transport) -> Context:
         options = RunOptions(
@@ -701,7 +722,6 @@ class Runner:
         for i, ps in enumerate(planned.steps):
             if self._stop.is_set():
                 status = SiteStatus.INTERRUPTED
-                self._emit("step.not_run", site=site.name, env=env.name, step=ps.step.id, reason="interrupted")
                 break
             # after a change, this step's probes (for verify) and every later step's are read
             # again in the same round trip as the change, or in one batch right after it

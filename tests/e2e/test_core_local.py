@@ -124,6 +124,10 @@ stages:
     assert [x.status for x in s.steps] == [StepStatus.ROLLED_BACK] * 3 + [StepStatus.FAILED]
     events = [json.loads(line) for line in (Path(res.run_dir) / "events.jsonl").read_text().splitlines()]  # type: ignore[attr-defined]
     assert [e["step"] for e in events if e["event"] == "step.rolled_back"] == ["file.symlink", "file.directory", "file.content"]
+    # every planned step is in the audit log, also the production step that never ran
+    assert [(e["env"], e["step"], e["reason"]) for e in events if e["event"] == "step.not_run"] == [
+        ("production", "file.directory", "an earlier step failed")
+    ]
     assert not (site / ".maint" / "lock").exists()
 
 

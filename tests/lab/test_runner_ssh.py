@@ -219,7 +219,7 @@ stages:
   - env: production
     steps:
       - {action: file.content, with: {path: "{{ env.path }}/keep.txt", content: "new\\n"}}
-      - {action: command, with: {argv: [sh, -c, "touch {{ env.path }}/started; sleep 3"], creates: "{{ env.path }}/done"}}
+      - {action: command, with: {argv: [sh, -c, "touch {{ env.path }}/started; sleep 3; touch {{ env.path }}/done"], creates: "{{ env.path }}/done", undo: [rm, -f, "{{ env.path }}/done"]}}
       - {action: file.content, with: {path: "{{ env.path }}/never.txt", content: "x"}}
 """
 
@@ -239,12 +239,16 @@ def test_sigterm_mid_run_undoes_and_releases_the_lock(tmp_path: Path, ssh_hosts:
     assert proc.returncode == 3, out + err
     assert (site / "keep.txt").read_text() == "old\n", "the completed step was undone"
     assert not (site / "never.txt").exists()
+    assert not (site / "done").exists(), "the step that was running when the signal came was undone too"
     assert not (site / ".maint" / "lock").exists()
     run_dir = next((tmp_path / "s" / "runs").iterdir())
     events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "run.finished" and events[-1]["status"] == "interrupted"
     assert any(e["event"] == "step.rolled_back" for e in events)
     assert any(e["event"] == "lock.released" for e in events)
+    assert [(e["step"], e["reason"]) for e in events if e["event"] == "step.not_run"] == [
+        ("file.content#2", "the run was interrupted")
+    ]
 
 
 _PIECES = [*"ab ;|&$()`'\"<>*?[]!#~\\\n\t%^=:,.-_/", "$(touch CANARY)", "`touch CANARY`", "; touch CANARY", "' ; touch CANARY '"]
