@@ -68,12 +68,16 @@ def default_transport_factory(env: Environment) -> Transport:
         )
     from maintkit.transport.ssh import SSHTransport
 
+    # MAINT_SSH_KEY_FILE / MAINT_KNOWN_HOSTS (set by the GitHub Action) fill in what the
+    # inventory leaves out; the inventory always wins.
+    key_file = env.key_file or os.environ.get("MAINT_SSH_KEY_FILE") or None
+    known = [k for k in (env.known_hosts, os.environ.get("MAINT_KNOWN_HOSTS")) if k]
     return SSHTransport(
         env.host,
         port=env.port or 22,
         user=env.user,
-        key_filename=os.path.expanduser(env.key_file) if env.key_file else None,
-        known_hosts=[os.path.expanduser(env.known_hosts)] if env.known_hosts else [],
+        key_filename=os.path.expanduser(key_file) if key_file else None,
+        known_hosts=[os.path.expanduser(k) for k in known],
         host_key_policy=env.host_key_policy or "strict",
         connect_timeout=env.connect_timeout or 10.0,
         command_timeout=env.command_timeout or 600.0,

@@ -104,3 +104,17 @@ def test_every_problem_is_reported_once(tmp_path: Path) -> None:
     with pytest.raises(PlaybookError) as exc:
         load_playbook(write(tmp_path, "pb.yml", text))
     assert len(exc.value.problems) == 2
+
+
+def test_github_action_key_and_known_hosts_fill_in_what_the_inventory_leaves_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from maintkit.runner import default_transport_factory
+
+    monkeypatch.setenv("MAINT_SSH_KEY_FILE", str(tmp_path / "ci_key"))
+    monkeypatch.setenv("MAINT_KNOWN_HOSTS", str(tmp_path / "ci_known"))
+    inv = load_inventory(write(tmp_path, "inventory.yml", INV))
+    plain = default_transport_factory(inv.sites["shop-a"].environments["staging"])
+    assert plain.key_filename == str(tmp_path / "ci_key")  # type: ignore[attr-defined]
+    assert plain.known_hosts == [str(tmp_path / "ci_known")]  # type: ignore[attr-defined]
+    inv.sites["shop-b"].environments["production"].key_file = "/keys/own"
+    own = default_transport_factory(inv.sites["shop-b"].environments["production"])
+    assert own.key_filename == "/keys/own"  # type: ignore[attr-defined]
