@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from maintkit.action import Context
-from maintkit.errors import ApplyFailed, RollbackFailed
+from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
+from maintkit.results import Change
 from maintkit.transport.base import join, quote
 
 ACTION = "cms.update"
@@ -359,6 +361,46 @@ def run_commands(
                 f"{what} {join(argv)[:200]} exited {res.exit_code}: {tail(res.stderr or res.stdout)}", action=ACTION
             )
     return done
+
+
+def undo_changes(
+    ctx: Context,
+    changes: list[Change],
+    *,
+    undo_db: Callable[[DbUndo], dict[str, Any]],
+    post_rollback: list[list[str]],
+    cwd: str,
+    after_restore: Callable[[PackageUndo], None] | None = None,
+) -> dict[str, Any]:
+    """The rollback both drivers share: put file snapshots back (newest change first), then
+    the database, then the post_rollback commands. Every error is collected; any error ends in
+    RollbackFailed naming them all. No PHP is involved, so it works when the site is broken."""
+    errors: list[str] = []
+    report: dict[str, Any] = {"restored": [], "database": None}
+    for change in reversed(changes):
+        if isinstance(change.undo, PackageUndo):
+            try:
+                for snapshot, dest in change.undo.entries:
+                    restore_path(ctx, snapshot, dest)
+                if after_restore is not None:
+                    after_restore(change.undo)
+                report["restored"].append(change.target)
+            except MaintkitError as exc:
+                errors.append(f"{change.target}: {exc}")
+    for change in changes:
+        if isinstance(change.undo, DbUndo):
+            try:
+                report["database"] = undo_db(change.undo)
+            except MaintkitError as exc:
+                errors.append(f"{change.target}: {exc}")
+    if post_rollback and any(isinstance(c.undo, PackageUndo) for c in changes):
+        try:
+            run_commands(ctx, post_rollback, cwd=cwd, what="post_rollback")
+        except MaintkitError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise RollbackFailed("; ".join(errors))
+    return report
 
 
 # -- database ----------------------------------------------------------------------------------

@@ -32,16 +32,16 @@ from maintkit.actions.cms.common import (
     list_tables,
     mkdir_private,
     restore_database,
-    restore_path,
     run_commands,
     snapshot_path,
     tail,
     tree_hashes,
+    undo_changes,
 )
 from maintkit.actions.cms.lock import LockedPackage, VersionLock
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.policy import Version, choose
-from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, RollbackFailed, VerifyFailed
+from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.results import Change
 
 #: Steps each platform needs after ``composer update`` (run in the project directory).
@@ -475,30 +475,13 @@ class ComposerDriver:
     # ---------------------------------------------------------------- rollback
     def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
         """Restore composer.json, composer.lock, vendor/ and (when needed) the database."""
-        errors: list[str] = []
-        report: dict[str, Any] = {"restored": [], "database": None}
-        for change in reversed(changes):
-            if isinstance(change.undo, PackageUndo):
-                try:
-                    for snapshot, dest in change.undo.entries:
-                        restore_path(ctx, snapshot, dest)
-                    report["restored"].append(change.target)
-                except MaintkitError as exc:
-                    errors.append(f"{change.target}: {exc}")
-        for change in changes:
-            if isinstance(change.undo, DbUndo):
-                try:
-                    report["database"] = self._undo_db(ctx, change.undo)
-                except MaintkitError as exc:
-                    errors.append(f"{change.target}: {exc}")
-        if self.p.post_rollback and any(isinstance(c.undo, PackageUndo) for c in changes):
-            try:
-                run_commands(ctx, self.p.post_rollback, cwd=self.project(ctx), what="post_rollback")
-            except MaintkitError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise RollbackFailed("; ".join(errors))
-        return report
+        return undo_changes(
+            ctx,
+            changes,
+            undo_db=lambda undo: self._undo_db(ctx, undo),
+            post_rollback=self.p.post_rollback,
+            cwd=self.project(ctx),
+        )
 
     def _undo_db(self, ctx: Context, undo: DbUndo) -> dict[str, Any]:
         changed = True

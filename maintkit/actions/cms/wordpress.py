@@ -46,19 +46,19 @@ from maintkit.actions.cms.common import (
     parse_marked_json,
     read_options,
     restore_database,
-    restore_path,
     run_commands,
     sha256_hex,
     snapshot_path,
     tail,
     tree_hashes,
+    undo_changes,
     wp_helper_source,
     zip_tree_hash,
 )
 from maintkit.actions.cms.lock import LockedPackage, VersionLock
 from maintkit.actions.cms.params import CmsUpdateParams, PackageSource
 from maintkit.actions.cms.policy import Version, VersionPolicy, choose
-from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, RollbackFailed, VerifyFailed
+from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.results import Change
 
 CORE = "wordpress"
@@ -797,32 +797,14 @@ class WordPressDriver:
     # ---------------------------------------------------------------- rollback
     def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
         """Put snapshots back (files first, then the database); no PHP involved."""
-        errors: list[str] = []
-        report: dict[str, Any] = {"restored": [], "database": None}
-        for change in reversed(changes):
-            if isinstance(change.undo, PackageUndo):
-                try:
-                    for snapshot, dest in change.undo.entries:
-                        restore_path(ctx, snapshot, dest)
-                    if change.undo.remove_new:
-                        self._remove_new_core_files(ctx, change.undo.remove_new)
-                    report["restored"].append(change.target)
-                except MaintkitError as exc:
-                    errors.append(f"{change.target}: {exc}")
-        for change in changes:
-            if isinstance(change.undo, DbUndo):
-                try:
-                    report["database"] = self._undo_db(ctx, change.undo)
-                except MaintkitError as exc:
-                    errors.append(f"{change.target}: {exc}")
-        if self.p.post_rollback and any(isinstance(c.undo, PackageUndo) for c in changes):
-            try:
-                run_commands(ctx, self.p.post_rollback, cwd=self.root(ctx), what="post_rollback")
-            except MaintkitError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise RollbackFailed("; ".join(errors))
-        return report
+        return undo_changes(
+            ctx,
+            changes,
+            undo_db=lambda undo: self._undo_db(ctx, undo),
+            post_rollback=self.p.post_rollback,
+            cwd=self.root(ctx),
+            after_restore=lambda undo: self._remove_new_core_files(ctx, undo.remove_new) if undo.remove_new else None,
+        )
 
     def _remove_new_core_files(self, ctx: Context, before: list[str]) -> None:
         now = self._core_entries(ctx)
