@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, field_validator
 
@@ -14,6 +14,8 @@ from maintkit.errors import ApplyFailed, CheckFailed, RollbackFailed
 from maintkit.probes import FileInfo, FileState, Probe
 from maintkit.results import Change, Check
 from maintkit.transport.base import join, quote
+
+P = TypeVar("P", bound="_AbsolutePath")
 
 MAX_UNDO_BYTES = 16 * 1024 * 1024
 
@@ -28,8 +30,18 @@ def _mode(value: str | int | None) -> str | None:
     return text
 
 
-class _Owned(Params):
+class _AbsolutePath(Params):
     path: str = Field(..., description="Absolute path on the host")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("path must be absolute")
+        return v.rstrip("/") or "/"
+
+
+class _Owned(_AbsolutePath):
     mode: str | None = Field(None, description="Octal mode, e.g. '0644'")
     owner: str | None = Field(None, description="Owner user name")
     group: str | None = Field(None, description="Owner group name")
@@ -38,13 +50,6 @@ class _Owned(Params):
     @classmethod
     def _valid_mode(cls, v: Any) -> str | None:
         return _mode(v)
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("path must be absolute")
-        return v.rstrip("/") or "/"
 
 
 def _attr_diffs(p: _Owned, info: FileInfo) -> list[str]:
@@ -86,6 +91,23 @@ def _restore_attrs(ctx: Context, path: str, before: FileInfo) -> None:
     ctx.run(["chown", "-h", f"{before.owner}:{before.group}", path], check=False)
 
 
+class _PathAction(Action[P]):
+    """Shared by the file actions: the state of ``params.path``, prefetched in the stage's batch."""
+
+    kind: ClassVar[str] = ""
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [FileState(self.params.path)]
+
+    def _state(self, ctx: Context) -> FileInfo:
+        """The path's state; a path of another type is a blocking problem, never overwritten."""
+        path = self.params.path
+        info = ctx.probe(FileState(path))
+        if info.exists and info.type != self.kind:
+            raise CheckFailed(f"{path} exists and is a {info.type}, not a {self.kind}", action=self.name)
+        return info
+
+
 class FileContentParams(_Owned):
     """Parameters of ``file.content``."""
 
@@ -98,10 +120,11 @@ class _ContentUndo:
     data: bytes | None
 
 
-class FileContent(Action[FileContentParams]):
+class FileContent(_PathAction[FileContentParams]):
     """Ensure a file has exactly this content (and mode/owner). Atomic write; rollback restores it."""
 
     name = "file.content"
+    kind = "file"
     Params = FileContentParams
     summary = "Ensure a file's exact content, mode and owner (atomic write, reversible)."
     reversible = True
@@ -110,15 +133,10 @@ class FileContent(Action[FileContentParams]):
     def _data(self) -> bytes:
         return self.params.content.encode("utf-8")
 
-    def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [FileState(self.params.path)]
-
     def check(self, ctx: Context) -> Check:
         p = self.params
-        info = ctx.probe(FileState(p.path))
+        info = self._state(ctx)
         want = hashlib.sha256(self._data).hexdigest()
-        if info.exists and info.type != "file":
-            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a file", action=self.name)
         reasons = []
         if not info.exists:
             reasons.append("file missing")
@@ -170,22 +188,18 @@ class FileDirectoryParams(_Owned):
     """Parameters of ``file.directory``."""
 
 
-class FileDirectory(Action[FileDirectoryParams]):
+class FileDirectory(_PathAction[FileDirectoryParams]):
     """Ensure a directory exists with mode/owner. Rollback removes it if it created it (when empty)."""
 
     name = "file.directory"
+    kind = "directory"
     Params = FileDirectoryParams
     summary = "Ensure a directory exists with mode and owner (reversible)."
     reversible = True
 
-    def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [FileState(self.params.path)]
-
     def check(self, ctx: Context) -> Check:
         p = self.params
-        info = ctx.probe(FileState(p.path))
-        if info.exists and info.type != "directory":
-            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a directory", action=self.name)
+        info = self._state(ctx)
         if not info.exists:
             return Check.change("directory missing", snapshot=info)
         diffs = _attr_diffs(p, info)
@@ -218,18 +232,11 @@ class FileDirectory(Action[FileDirectoryParams]):
                 _restore_attrs(ctx, change.target, before)
 
 
-class FileSymlinkParams(Params):
+class FileSymlinkParams(_AbsolutePath):
     """Parameters of ``file.symlink``."""
 
     path: str = Field(..., description="Absolute path of the link")
     target: str = Field(..., description="What the link points to")
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("path must be absolute")
-        return v.rstrip("/")
 
 
 def switch_script(path: str, target: str) -> str:
@@ -248,22 +255,18 @@ def switch_symlink(ctx: Context, path: str, target: str) -> None:
         raise ApplyFailed(f"cannot switch {path} -> {target}: {res.stderr.strip()}")
 
 
-class FileSymlink(Action[FileSymlinkParams]):
+class FileSymlink(_PathAction[FileSymlinkParams]):
     """Ensure a symlink points at a target, switched atomically. Rollback restores the old target."""
 
     name = "file.symlink"
+    kind = "symlink"
     Params = FileSymlinkParams
     summary = "Ensure a symlink points at a target (atomic switch, reversible)."
     reversible = True
 
-    def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [FileState(self.params.path)]
-
     def check(self, ctx: Context) -> Check:
         p = self.params
-        info = ctx.probe(FileState(p.path))
-        if info.exists and info.type != "symlink":
-            raise CheckFailed(f"{p.path} exists and is a {info.type}, not a symlink", action=self.name)
+        info = self._state(ctx)
         if info.exists and info.target == p.target:
             return Check.ok(f"points to {p.target}")
         was = info.target if info.exists else "missing"
