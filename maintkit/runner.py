@@ -923,58 +923,53 @@ class Runner:
     def _rollback_one(self, site: Site, planned: PlannedStage, entry: _Applied) -> bool:
         res = entry.result
         started = time.monotonic()
+        where = {
+            "site": site.name,
+            "env": planned.env.name,
+            "host": planned.env.display_host,
+            "step": res.step,
+            "action": res.action,
+        }
         try:
             entry.planned.action.rollback(entry.ctx, entry.changes)
-            entry.ctx.invalidate()
-            entry.rolled_back = True
-            if res.status is not StepStatus.FAILED:
-                res.status = StepStatus.ROLLED_BACK
-            res.reason = "rolled back"
-            self._emit(
-                "step.rolled_back",
-                site=site.name,
-                env=planned.env.name,
-                host=planned.env.display_host,
-                step=res.step,
-                action=res.action,
-                status="rolled-back",
-                changes=[c.public() for c in entry.changes],
-                duration_ms=round(monotonic_ms(started), 1),
-            )
-            return True
         except NotReversible as exc:
-            entry.ctx.invalidate()
             res.reason = f"not reversible: {exc}"
-            self._emit(
-                "step.not_reversible",
-                site=site.name,
-                env=planned.env.name,
-                step=res.step,
-                action=res.action,
-                error=str(exc),
-            )
+            self._emit("step.not_reversible", **where, error=str(exc))
             return False
         except MaintkitError as exc:
-            entry.ctx.invalidate()
             if res.status is not StepStatus.FAILED:
                 res.status = StepStatus.ROLLBACK_FAILED
             res.error = f"rollback: {exc}"
-            self._emit(
-                "step.rollback_failed",
-                site=site.name,
-                env=planned.env.name,
-                step=res.step,
-                action=res.action,
-                error=str(exc),
-            )
+            self._emit("step.rollback_failed", **where, error=str(exc))
             return False
+        finally:
+            entry.ctx.invalidate()
+        entry.rolled_back = True
+        if res.status is not StepStatus.FAILED:
+            res.status = StepStatus.ROLLED_BACK
+        res.reason = "rolled back"
+        self._emit(
+            "step.rolled_back",
+            **where,
+            status="rolled-back",
+            changes=[c.public() for c in entry.changes],
+            duration_ms=round(monotonic_ms(started), 1),
+        )
+        return True
 
     def _finalize(self, applied: list[_Applied], ok: bool) -> None:
         for entry in reversed(applied):
             try:
                 entry.planned.action.finalize(entry.ctx, entry.changes, ok)
             except MaintkitError as exc:
-                self._emit("step.finalize_failed", step=entry.result.step, action=entry.result.action, error=str(exc))
+                self._emit(
+                    "step.finalize_failed",
+                    site=entry.result.site,
+                    env=entry.result.env,
+                    step=entry.result.step,
+                    action=entry.result.action,
+                    error=str(exc),
+                )
 
 
 def run_playbook(playbook: Playbook | LoadedPlaybook, inventory: Inventory, **kwargs: Any) -> RunResult:
