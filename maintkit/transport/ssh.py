@@ -26,7 +26,8 @@ files given (entries for ports other than 22 are written ``[host]:port``):
 * ``strict`` (default): an unknown key is refused;
 * ``accept-new``: an unknown key is accepted and appended to the first ``known_hosts``
   file given (or ``~/.ssh/known_hosts``);
-* a CHANGED key is refused under every policy. ``AutoAddPolicy`` is never used.
+* a CHANGED key is refused under every policy; Fabric's default of trusting any new key is
+  always replaced.
 
 ``~/.ssh/config`` is deliberately not read: the inventory is the only source of
 connection settings (host, port, user, key_file, known_hosts, proxy_command).
