@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from maintkit._yaml import SourceMap, load_yaml, pydantic_problems, read_yaml_file
+from maintkit._yaml import MAX_PROBLEMS, SourceMap, load_yaml, printable, pydantic_problems, read_yaml_text
 from maintkit.errors import PlaybookError, Problem, RegistryError
 from maintkit.registry import Registry, default_registry
-from maintkit.templating import has_template, syntax_error
+from maintkit.templating import TemplateError, expression_references, has_template, template_problem
 
 OnFailure = Literal["rollback", "stop", "continue"]
 NotifyWhen = Literal["success", "failure", "changed"]
@@ -129,18 +129,14 @@ def validate_params(
     """Validate a step's action name and parameters; templated values are tolerated unless ``rendered``."""
     problems: list[Problem] = []
     if step.action not in registry:
-        hint = registry.suggest(step.action)
-        msg = f"unknown action {step.action!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+        hint = registry.suggest(step.action) if len(step.action) <= 100 else None
+        msg = f"unknown action {printable(repr(step.action), 120)}" + (f" (did you mean {hint!r}?)" if hint else "")
         return [source.problem((*loc, "action"), msg + "; see `maint actions`")]
     try:
         cls = registry.get(step.action)
     except RegistryError as exc:
         return [source.problem((*loc, "action"), str(exc))]
-    for key, value in step.with_.items():
-        if isinstance(value, str) and (serr := syntax_error(value)):
-            problems.append(source.problem((*loc, "with", key), serr))
-    if step.when and (werr := syntax_error("{{" + step.when + "}}" if "{{" not in step.when else step.when)):
-        problems.append(source.problem((*loc, "when"), werr))
+    problems.extend(_template_problems(step.with_, (*loc, "with"), source))
     try:
         cls.Params.model_validate(step.with_)
     except ValidationError as exc:
@@ -155,6 +151,87 @@ def validate_params(
                 msg = "parameter required"
             problems.append(source.problem(path, msg))
     return problems
+
+
+#: most templated strings (``with:`` values with ``{{ }}`` and ``when:`` conditions) in one playbook
+MAX_TEMPLATES = 1_000
+
+
+def _template_strings(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str, tuple[str | int, ...]]]:
+    """Every string with template syntax inside ``value``, with its path (iteratively; depth is bounded)."""
+    found: list[tuple[str, tuple[str | int, ...]]] = []
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(value, loc)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, dict):
+            todo.extend((v, (*where, str(k))) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((v, (*where, i)) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, str) and has_template(item):
+            found.append((item, where))
+    return found
+
+
+def _template_problems(value: Any, loc: tuple[str | int, ...], source: SourceMap) -> list[Problem]:
+    """Problems of the templated strings inside ``value`` (see :func:`template_problem`)."""
+    problems: list[Problem] = []
+    for text, where in _template_strings(value, loc):
+        if (err := template_problem(text)) is not None:
+            problems.append(source.problem(where, err))
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    return problems
+
+
+#: names a ``when:`` expression may use (the runner's template context, plus step facts)
+WHEN_NAMES = frozenset({"site", "env", "vars", "secrets", "run", "playbook", "steps", "stages", "will_change"})
+#: what ``when:`` can read of an earlier step
+STEP_FACTS = frozenset({"status", "changed"})
+
+
+def _when_problem(stage: Stage, i: int, earlier: dict[str, list[str]]) -> str | None:
+    """Why step ``i`` of ``stage`` has a ``when:`` that cannot work at run time, or None.
+
+    ``earlier`` maps the environments of the earlier stages to their step ids.
+    """
+    try:
+        refs = expression_references(stage.steps[i].when or "")
+    except TemplateError as exc:
+        return exc.problems[0].message
+    ids = [s.id for s in stage.steps]
+    seen = {**earlier, stage.env: ids[:i]}  # runtime facts: earlier stages and this stage so far
+    for kind, names in refs:
+        msg = _ref_problem(kind, names, ids, i, printable(repr(stage.env), 80), seen)
+        if msg:
+            return msg
+    return None
+
+
+def _ref_problem(
+    kind: str, names: tuple[str, ...], ids: list[str], i: int, env: str, earlier: dict[str, list[str]]
+) -> str | None:
+    """The problem of one reference of a ``when:`` expression (see ``expression_references``)."""
+    shown = [printable(repr(n), 80) for n in names]
+    if kind == "name" and names[0] not in WHEN_NAMES:
+        return f"unknown name {shown[0]} (a condition can use {', '.join(sorted(WHEN_NAMES))})"
+    if kind == "steps" and names[0] not in ids[:i]:
+        if names[0] == ids[i]:
+            return f"steps[{shown[0]}] is this step itself; a condition reads earlier steps"
+        if names[0] in ids[i + 1 :]:
+            return f"steps[{shown[0]}] is not an earlier step of stage {env} (use will_change({shown[0]}))"
+        return f"steps[{shown[0]}]: no earlier step {shown[0]} in stage {env}"
+    if kind in ("stage", "stages") and names[0] not in earlier:
+        return f"stages[{shown[0]}]: no earlier stage {shown[0]}"
+    if kind == "stages" and names[1] not in earlier[names[0]]:
+        return f"stages[{shown[0]}][{shown[1]}]: no earlier step {shown[1]} in stage {shown[0]}"
+    if kind == "fact" and names[-1] not in STEP_FACTS:
+        return f"a step has no {shown[-1]} (a condition can read {', '.join(sorted(STEP_FACTS))})"
+    if kind == "will_change":
+        if not names:
+            return "will_change takes one step id in quotes, e.g. will_change('update')"
+        if names[0] not in ids[i + 1 :]:
+            return f"will_change({shown[0]}): no later step {shown[0]} in stage {env}"
+    return None
 
 
 def _dig(data: Any, loc: tuple[Any, ...]) -> Any:
@@ -179,20 +256,35 @@ def parse_playbook(data: Any, source: SourceMap, registry: Registry | None = Non
         raise PlaybookError(pydantic_problems(exc, source)) from None
     problems: list[Problem] = []
     envs_seen: set[str] = set()
+    earlier: dict[str, list[str]] = {}
+    templates = 0
     for si, stage in enumerate(pb.stages):
+        if len(problems) >= MAX_PROBLEMS:
+            break
         if stage.env in envs_seen:
-            problems.append(source.problem(("stages", si, "env"), f"environment {stage.env!r} has two stages"))
+            env = printable(repr(stage.env), 80)
+            problems.append(source.problem(("stages", si, "env"), f"environment {env} has two stages"))
         if stage.promote and stage.promote not in envs_seen:
             problems.append(
                 source.problem(
-                    ("stages", si, "promote"), f"promote names {stage.promote!r}, which is not an earlier stage"
+                    ("stages", si, "promote"),
+                    f"promote names {printable(repr(stage.promote), 80)}, which is not an earlier stage",
                 )
             )
         envs_seen.add(stage.env)
         for i, step in enumerate(stage.steps):
+            if len(problems) >= MAX_PROBLEMS:
+                break
+            templates += len(_template_strings(step.with_, ())) + (step.when is not None)
+            if templates > MAX_TEMPLATES:
+                msg = f"more than {MAX_TEMPLATES} templated values and conditions in one playbook; refusing it"
+                raise PlaybookError([*problems[: MAX_PROBLEMS - 1], source.problem(("stages", si, "steps", i), msg)])
             problems.extend(validate_params(registry, step, ("stages", si, "steps", i), source))
+            if step.when is not None and (werr := _when_problem(stage, i, earlier)):
+                problems.append(source.problem(("stages", si, "steps", i, "when"), werr))
+        earlier[stage.env] = [s.id for s in stage.steps]
     if problems:
-        raise PlaybookError(problems)
+        raise PlaybookError(problems[:MAX_PROBLEMS])
     pb.path = source.file
     return pb
 
@@ -226,9 +318,9 @@ def list_playbooks(search_dir: Path | None = None) -> list[tuple[str, Path]]:
 def load_playbook_full(name_or_path: str | Path, registry: Registry | None = None) -> LoadedPlaybook:
     """Load a playbook by name or path, keeping its source text and line map."""
     path = find_playbook(str(name_or_path))
-    data, source = read_yaml_file(path, PlaybookError)
+    data, source, text = read_yaml_text(path, PlaybookError)
     pb = parse_playbook(data, source, registry)
-    return LoadedPlaybook(pb, source, path.read_text(encoding="utf-8"))
+    return LoadedPlaybook(pb, source, text)
 
 
 def load_playbook(name_or_path: str | Path, registry: Registry | None = None) -> Playbook:
