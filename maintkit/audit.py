@@ -37,12 +37,17 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
+from maintkit._text import DEFAULT_KEY_PATTERN, MASK, key_is_sensitive, mask_known, redact_text, register_secret
+from maintkit._text import registry_generation as _registry_generation
 from maintkit.errors import ConfigError, Problem
 
 __all__ = [
     "EVENTS_FILE",
     "MASK",
     "SUMMARY_FILE",
+    "VERIFY_BROKEN",
+    "VERIFY_INCOMPLETE",
+    "VERIFY_INTACT",
     "AuditLog",
     "Redactor",
     "VerifyResult",
@@ -62,8 +67,6 @@ __all__ = [
 
 EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
-#: What a redacted value is replaced with.
-MASK = "***"
 #: Keys every event has; callers of :meth:`AuditLog.event` cannot set them.
 RESERVED_FIELDS = frozenset({"ts", "run_id", "seq", "prev", "hash"})
 
@@ -135,26 +138,7 @@ def git_provenance(path: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- redaction
 
-_DEFAULT_KEY_PATTERN = (
-    r"(?i)(pass(word|phrase)?|passwd|token|secret|credentials?|auth(orization)?|cookie"
-    r"|(api|private|secret|access|signing|encryption|master)[_-]?key)"
-)
-_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
-_NON_WORD = re.compile(r"[^A-Za-z0-9]+")
-# "key=value", "key: value", "'key' => 'value'", JSON "key":"value"
-_KEY_SEP = re.compile(r"(?<![\w.])(?P<key>[A-Za-z_][\w.-]*)(?P<q>[\"']?)[ \t]*(?:=>|=|:)[ \t]*")
-# "--password value" (command-line option followed by a separate value)
-_OPT_SPACE = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]*)[ \t]+(?=[^\s-])")
-_VALUE = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s\"']+")
-# scheme://user:password@host
-_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
-# Authorization: Bearer <token> / Basic <b64> / token <token>
-_BEARER = re.compile(
-    r"(?i)\b(?P<pre>(?:bearer|basic|token)[ \t]+)(?P<val>(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=])[A-Za-z0-9._~+/=-]{8,})"
-)
-# every text rule needs one of these: "=", ":", an option "--x", or bearer/basic/token
-_MAYBE_PAIR = re.compile(r"[=:]|--|(?i:bearer|basic|token)")
-_KEEP_VALUES = frozenset({"", "null", "none", "true", "false", "~", MASK})
+_DEFAULT_KEY_PATTERN = DEFAULT_KEY_PATTERN
 
 
 _SECRET_TYPES: tuple[type, ...] | None = None
@@ -175,11 +159,6 @@ def _is_secret_type(obj: object) -> bool:
     return isinstance(obj, _SECRET_TYPES)
 
 
-def _key_words(key: str) -> list[str]:
-    """``dbPassword`` / ``DB_PASSWORD`` / ``db-password`` -> ``["db", "password"]``."""
-    return [w for w in _NON_WORD.split(_CAMEL.sub(r"\1_\2", key).lower()) if w]
-
-
 class Redactor:
     """Removes secrets from events, summaries, error messages and command lines.
 
@@ -188,6 +167,8 @@ class Redactor:
     1. **Known secret values** (``secrets``, :meth:`add_secret`, and the value of every
        pydantic ``SecretStr``/``SecretBytes`` seen) are replaced by ``***`` wherever they
        occur inside any string, longest first. Values shorter than 4 characters are ignored.
+       They are registered process-wide (:mod:`maintkit._text`), and a piece of 8 or more
+       characters of one at the very start or end of a string is masked too.
     2. **Sensitive key names**: a mapping value whose key *ends* in a sensitive word is
        masked. The key is split into words (``_``, ``-``, ``.``, spaces, camelCase) and
        ``key_pattern`` must match the whole last word or the last two words joined by
@@ -205,7 +186,7 @@ class Redactor:
         self._key_re = re.compile(key_pattern)
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
-        self._secret_re: re.Pattern[str] | None = None
+        self._generation = _registry_generation()
         self._key_cache: dict[str, bool] = {}
         for value in secrets:
             self.add_secret(value)
@@ -226,34 +207,23 @@ class Redactor:
 
     # ---- configuration ------------------------------------------------------
     def add_secret(self, value: str) -> None:
-        """Remember a secret value; it is masked wherever it appears. Ignores values under 4 characters."""
+        """Remember a secret value; it is masked wherever it appears. Ignores values under 4 characters.
+
+        The value is also registered process-wide (:func:`maintkit._text.register_secret`), so
+        error messages, truncated command output and CLI output mask it too.
+        """
         if not isinstance(value, str) or len(value) < 4:
             return
         with self._lock:
-            if value in self._secrets:
-                return
             self._secrets.add(value)
-            ordered = sorted(self._secrets, key=lambda s: (-len(s), s))
-            self._secret_re = re.compile("|".join(re.escape(s) for s in ordered))
+        register_secret(value)
 
     def is_sensitive_key(self, key: str) -> bool:
         """Whether a mapping key (or ``key=value`` name) names a secret (see rule 2)."""
         cached = self._key_cache.get(key)
         if cached is None:
-            cached = self._key_cache[key] = self._sensitive(key)
+            cached = self._key_cache[key] = key_is_sensitive(key, self._key_re)
         return cached
-
-    def _sensitive(self, key: str) -> bool:
-        words = _key_words(key)
-        if not words:
-            return False
-        candidates = [words[-1]]
-        if len(words) > 1:
-            candidates.append(f"{words[-2]}_{words[-1]}")
-        for cand in candidates:
-            if self._key_re.fullmatch(cand) or (cand.endswith("s") and self._key_re.fullmatch(cand[:-1])):
-                return True
-        return False
 
     # ---- redaction ----------------------------------------------------------
     def learn(self, obj: Any) -> None:
@@ -285,13 +255,9 @@ class Redactor:
         """Mask known secret values and ``key=value`` style secrets in a piece of text."""
         if not text:
             return text
-        text = self._mask_known(text)
-        if _MAYBE_PAIR.search(text) is None:  # fast path: no separator a rule below could use
-            return text
-        text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
-        text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-        text = self._mask_pairs(text, _KEY_SEP)
-        return self._mask_pairs(text, _OPT_SPACE)
+        if self._generation != _registry_generation():
+            self._reregister()
+        return redact_text(text, self.is_sensitive_key)
 
     def processor(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         """structlog processor: returns the event dict with secrets masked."""
@@ -333,42 +299,17 @@ class Redactor:
         return MASK
 
     def _mask_known(self, text: str) -> str:
-        pattern = self._secret_re
-        if pattern is None:
-            return text
-        # Repeat: a replacement can join two halves into a new occurrence. Every pass
-        # shortens the text (secrets are longer than the mask), so this ends.
-        while True:
-            new = pattern.sub(MASK, text)
-            if new == text:
-                return new
-            text = new
+        if self._generation != _registry_generation():
+            self._reregister()
+        return mask_known(text)
 
-    def _mask_pairs(self, text: str, key_re: re.Pattern[str]) -> str:
-        out: list[str] = []
-        pos = 0
-        while (m := key_re.search(text, pos)) is not None:
-            if not self.is_sensitive_key(m.group("key")):
-                out.append(text[pos : m.end()])
-                pos = m.end()
-                continue
-            out.append(text[pos : m.end()])
-            value = _VALUE.match(text, m.end())
-            if value is None:
-                pos = m.end()
-                continue
-            out.append(_mask_value(value.group()))
-            pos = value.end()
-        out.append(text[pos:])
-        return "".join(out)
-
-
-def _mask_value(value: str) -> str:
-    quote = value[0] if value[:1] in ("'", '"') and len(value) >= 2 and value[-1] == value[0] else ""
-    inner = value[1:-1] if quote else value
-    if inner.lower() in _KEEP_VALUES or inner.startswith(("{{", "$", "%(")):
-        return value
-    return f"{quote}{MASK}{quote}"
+    def _reregister(self) -> None:
+        """Register this redactor's secrets again: the process-wide registry was emptied."""
+        with self._lock:
+            self._generation = _registry_generation()
+            values = list(self._secrets)
+        for value in values:
+            register_secret(value)
 
 
 # --------------------------------------------------------------------------- JSON helpers
@@ -680,7 +621,8 @@ def write_summary(run_dir: Path, summary: dict[str, Any], audit: AuditLog) -> Pa
     The seal is the log's hash (SHA-256 or HMAC) over the canonical summary without it.
     """
     count, last = audit.snapshot()
-    data: dict[str, Any] = _jsonable(audit.redactor.redact(summary))
+    audit.redactor.learn(summary)
+    data: dict[str, Any] = audit.redactor.redact(_jsonable(summary))  # shape first: str() may show a secret
     data.update(run_id=audit.run_id, events=count, last_hash=last, hash_alg=audit.hash_alg)
     data.pop("seal", None)
     data["seal"] = audit.digest(_canonical(data))
@@ -692,13 +634,19 @@ def write_summary(run_dir: Path, summary: dict[str, Any], audit: AuditLog) -> Pa
 # --------------------------------------------------------------------------- verification
 
 
+#: :attr:`VerifyResult.status` values
+VERIFY_INTACT, VERIFY_INCOMPLETE, VERIFY_BROKEN = "intact", "incomplete", "broken"
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     """Outcome of :func:`verify_run`.
 
-    ``first_bad_line`` is 1-based; for a cut-off tail it is the first missing line.
-    ``complete`` is true when ``summary.json`` was present and matched the log (only then
-    is a cut-off tail detectable).
+    ``ok`` is true when no line was found bad. ``complete`` is true when ``summary.json``
+    was present and matched the log: only then is a cut-off tail detectable. ``ok`` without
+    ``complete`` therefore means "intact so far" (see :attr:`status`). ``first_bad_line``
+    is 1-based; for a cut-off tail it is the first missing line. ``note`` explains an
+    incomplete result.
     """
 
     ok: bool
@@ -706,6 +654,15 @@ class VerifyResult:
     first_bad_line: int | None
     reason: str
     complete: bool = False
+    note: str = ""
+
+    @property
+    def status(self) -> str:
+        """``intact`` (chain intact and matching ``summary.json``), ``incomplete`` (chain intact
+        so far, but without a summary a cut-off tail cannot be verified) or ``broken``."""
+        if not self.ok:
+            return VERIFY_BROKEN
+        return VERIFY_INTACT if self.complete else VERIFY_INCOMPLETE
 
     def __str__(self) -> str:
         return self.reason
@@ -723,7 +680,10 @@ def verify_run(run_dir: Path, hmac_key: bytes | None = None) -> VerifyResult:
 
     Detects edited, deleted, inserted and reordered lines, a cut-off tail, invalid JSON
     and a modified summary, and names the first bad line. With ``hmac_key`` the hashes
-    must be HMACs with that key (a chain recomputed without the key fails).
+    must be HMACs with that key (a chain recomputed without the key fails). Without
+    ``summary.json`` (a run still running, killed, or whose summary was deleted) the result
+    is ``incomplete`` (:attr:`VerifyResult.status`): intact so far, with a ``note`` that a
+    cut-off tail cannot be detected.
     """
     run_dir = Path(run_dir)
     key = hmac_key or None
@@ -732,12 +692,36 @@ def verify_run(run_dir: Path, hmac_key: bytes | None = None) -> VerifyResult:
         summary = _read_summary(run_dir)
         count, last = _verify_lines(run_dir / EVENTS_FILE, key, summary)
         if summary is None:
-            reason = f"chain intact ({count} events); no {SUMMARY_FILE}, so a cut-off tail cannot be detected"
-            return VerifyResult(True, count, None, reason)
+            reason = (
+                f"chain intact so far ({count} events); incomplete: no {SUMMARY_FILE}, "
+                "so a cut-off tail cannot be detected"
+            )
+            return VerifyResult(True, count, None, reason, note=_incomplete_note(run_dir))
         _verify_summary(summary, count, last, key)
     except _Bad as bad:
         return VerifyResult(False, count, bad.line, bad.reason)
     return VerifyResult(True, count, None, f"chain intact ({count} events, matches {SUMMARY_FILE})", complete=True)
+
+
+def _incomplete_note(run_dir: Path) -> str:
+    """Why a run without a summary cannot be fully verified (and what its log ends with)."""
+    note = (
+        f"without {SUMMARY_FILE}, events cut off the end of the log cannot be detected; the run is "
+        "still running, or it stopped before it could write the summary (killed, crashed)"
+    )
+    last = _last_event_name(run_dir / EVENTS_FILE)
+    if last == "run.finished":
+        note += f", or {SUMMARY_FILE} was deleted: the log's last event is run.finished"
+    return note
+
+
+def _last_event_name(path: Path) -> str | None:
+    """The ``event`` of the log's last line (already verified), if any."""
+    with contextlib.suppress(OSError, ValueError, IndexError, AttributeError):
+        last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        name = json.loads(last).get("event")
+        return name if isinstance(name, str) else None
+    return None
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@
     │   └── DuplicateAction
     ├── TransportError(host)
     │   ├── HostUnreachable
+    │   │   └── ConnectionLost
     │   ├── HostKeyError
     │   └── CommandFailed(result)
     ├── ActionError(action, phase, site, env)
@@ -32,8 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from maintkit._text import redact_text, tail
+
 if TYPE_CHECKING:
-    from maintkit.results import CommandResult
+    from maintkit.results import Change, CommandResult
 
 
 class MaintkitError(Exception):
@@ -117,6 +120,13 @@ class HostUnreachable(TransportError):
     """The host cannot be reached (refused, timed out, name not resolved, cut)."""
 
 
+class ConnectionLost(HostUnreachable):
+    """An open connection stopped answering keepalives (network cut, host gone).
+
+    The message reads ``connection to HOST lost (no reply to keepalive for N s) ...``.
+    """
+
+
 class HostKeyError(TransportError):
     """The host key is unknown or changed and the policy refuses it."""
 
@@ -126,10 +136,10 @@ class CommandFailed(TransportError):
 
     def __init__(self, result: CommandResult, message: str | None = None) -> None:
         self.result = result
-        tail = (result.stderr or result.stdout).strip()[-400:]
-        msg = message or f"command failed with exit {result.exit_code}: {result.command}"
-        if tail and message is None:
-            msg += f"\n{tail}"
+        msg = redact_text(message or f"command failed with exit {result.exit_code}: {result.command}")
+        output = tail(result.stderr or result.stdout, 400)
+        if output and message is None:
+            msg += f"\n{output}"
         super().__init__(result.host, msg)
 
 
@@ -146,12 +156,15 @@ class ActionError(MaintkitError):
         site: str = "",
         env: str = "",
         details: dict[str, Any] | None = None,
+        changes: list[Change] | None = None,
     ) -> None:
         self.message = message
         self.action = action
         self.site = site
         self.env = env
         self.details = details or {}
+        #: what the action had already changed when it failed (the runner rolls these back)
+        self.changes: list[Change] = list(changes or [])
         super().__init__(message)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, NotReversible, VerifyFailed
 from maintkit.probes import CommandProbe, FileState, Probe, RawOutput
@@ -92,8 +93,8 @@ class CommandAction(Action[CommandParams]):
         if code not in p.ok_codes:
             from maintkit.errors import CheckFailed
 
-            raise CheckFailed(f"read-only command exited {code}: {out.strip()[-300:]}", action=self.name)
-        return Check.ok("read-only command ran", stdout=out.strip()[-2000:])
+            raise CheckFailed(f"read-only command exited {code}: {tail(out, 300)}", action=self.name)
+        return Check.ok("read-only command ran", stdout=tail(out, 2000))
 
     def _execute(self, ctx: Context, *, check: bool) -> Any:
         p = self.params
@@ -104,7 +105,7 @@ class CommandAction(Action[CommandParams]):
         if check and res.exit_code not in p.ok_codes:
             raise ApplyFailed(
                 f"command exited {res.exit_code}{' (timed out)' if res.timed_out else ''}: "
-                f"{(res.stderr or res.stdout).strip()[-500:]}",
+                f"{tail(res.stderr or res.stdout, 500)}",
                 action=self.name,
             )
         return res
@@ -112,7 +113,7 @@ class CommandAction(Action[CommandParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         res = self._execute(ctx, check=True)
         label = " ".join(self.params.argv) if self.params.argv else (self.params.shell or "").strip().split("\n")[0]
-        return [Change(target=label[:200], summary=f"ran (exit {res.exit_code})", after={"exit": res.exit_code})]
+        return [Change(target=head(label, 200), summary=f"ran (exit {res.exit_code})", after={"exit": res.exit_code})]
 
     def verify(self, ctx: Context) -> None:
         p = self.params
@@ -128,4 +129,4 @@ class CommandAction(Action[CommandParams]):
             raise NotReversible("command has no undo command", action=self.name)
         res = ctx.run(undo, check=False) if isinstance(undo, list) else ctx.run_shell(undo, check=False)
         if not res.ok:
-            raise ApplyFailed(f"undo command exited {res.exit_code}: {res.stderr.strip()[-300:]}", action=self.name)
+            raise ApplyFailed(f"undo command exited {res.exit_code}: {tail(res.stderr, 300)}", action=self.name)

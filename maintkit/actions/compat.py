@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
+from maintkit._text import head
 from maintkit.action import Action, Context, Params
 from maintkit.actions.cms import compute_plan, platform_of
 from maintkit.actions.cms.common import tail
@@ -211,7 +212,7 @@ class CompatCheck(Action[CompatCheckParams]):
                 file, _, message = line.partition("\t")
                 if file:
                     failures.append(
-                        f"{u.get('type')} {u.get('name')} {u.get('to')}: {file[2:]}: {message.strip()[:200]}"
+                        f"{u.get('type')} {u.get('name')} {u.get('to')}: {file[2:]}: {head(message.strip(), 200)}"
                     )
         return failures
 
@@ -306,7 +307,7 @@ def _blame(line: str) -> str:
 
 def _short(line: str) -> str:
     text = re.sub(r"^\[[^\]]*\]\s*", "", line).strip()
-    return text[:300]
+    return head(text, 300)
 
 
 __all__ = ["CompatCheck", "CompatCheckParams"]

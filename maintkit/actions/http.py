@@ -40,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from maintkit._text import head as text_head
 from maintkit.action import Action, Context, Params
 from maintkit.errors import CheckFailed
 from maintkit.results import Change, Check
@@ -298,7 +299,7 @@ def evaluate(outcome: Outcome, expect: Expect, head: bool) -> None:
         for pattern in expect.must_not_match:
             found = re.search(pattern, outcome.body)
             if found:
-                snippet = found.group(0)[:80]
+                snippet = text_head(found.group(0), 80)
                 outcome.reasons.append(f"body matches {pattern!r} ({snippet!r})")
     if expect.max_latency_ms is not None and outcome.latency_ms > expect.max_latency_ms:
         outcome.reasons.append(f"latency {outcome.latency_ms:.0f} ms > {expect.max_latency_ms:g} ms")

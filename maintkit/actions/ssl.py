@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, NotReversible, VerifyFailed
 from maintkit.probes import Probe, RawOutput
@@ -426,7 +427,7 @@ def _certbot_failure(ctx: Context, p: _CertbotParams, what: str, res: Any, actio
     return ApplyFailed(
         f"certbot {what} failed with exit {res.exit_code}{note}:\n{output}",
         action=action,
-        details={"certbot_output": output, "certbot_log_tail": tail.stdout.strip()[-6000:], "certbot_log": log},
+        details={"certbot_output": output, "certbot_log_tail": text_tail(tail.stdout, 6000), "certbot_log": log},
     )
 
 
@@ -451,7 +452,7 @@ def _reload(ctx: Context, argv: list[str] | None, action: str) -> None:
     if not res.ok:
         raise ApplyFailed(
             f"reloading the web server ({' '.join(argv)}) failed with exit {res.exit_code}: "
-            f"{(res.stderr or res.stdout).strip()[-500:]}",
+            f"{text_tail(res.stderr or res.stdout, 500)}",
             action=action,
         )
 
@@ -556,7 +557,7 @@ class SslRenew(Action[SslRenewParams]):
         new = ctx.probe(CertFile(p.live_cert()))
         if new is None or new.serial == plan.file.serial:
             raise ApplyFailed(
-                f"certbot renew exited 0 but {p.live_cert()} did not change: {res.stdout.strip()[-400:]}",
+                f"certbot renew exited 0 but {p.live_cert()} did not change: {text_tail(res.stdout, 400)}",
                 action=self.name,
             )
         _reload(ctx, p.reload, self.name)
@@ -727,7 +728,7 @@ class SslIssue(Action[SslIssueParams]):
             res = ctx.run(argv, env=p.env or None, check=False, timeout=p.certbot_timeout)
             if not res.ok:
                 raise ApplyFailed(
-                    f"certbot delete failed: {(res.stderr or res.stdout).strip()[-400:]}", action=self.name
+                    f"certbot delete failed: {text_tail(res.stderr or res.stdout, 400)}", action=self.name
                 )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from maintkit._text import head, redact_text
 from maintkit.cli.output import Reporter
 
 _FAILED_STEP = ("failed", "rollback-failed")
@@ -61,11 +62,9 @@ def annotation(
 
 
 def _cell(text: Any) -> str:
-    """A markdown table cell: one line, pipes escaped, not too long."""
-    s = " ".join(str(text if text is not None else "").split())
-    if len(s) > 200:
-        s = s[:197] + "..."
-    return s.replace("|", "\\|")
+    """A markdown table cell: one line, pipes escaped, not too long (redacted before it is cut)."""
+    s = " ".join(redact_text(str(text if text is not None else "")).split())
+    return head(s, 200).replace("|", "\\|")
 
 
 def _redact(redactor: Any, text: str) -> str:

@@ -31,11 +31,27 @@ _COLORS = {
 }
 
 
-def redact_for_output(text: str) -> str:
-    """Redact secrets taken from the environment before printing an error."""
+def redact_for_output(text: str, redactor: Any = None) -> str:
+    """Redact ``text`` before printing it.
+
+    Masks every secret registered in this process (values templates rendered from
+    ``secrets.*``, SecretStr values, ``redactor``'s secrets), the values of environment
+    variables with sensitive names, and ``key=value`` style secrets.
+    """
     from maintkit.audit import Redactor
 
-    return Redactor.from_environ().redact_text(text)
+    text = Redactor.from_environ().redact_text(text)
+    return str(redactor.redact_text(text)) if redactor is not None else text
+
+
+def redact_data(obj: Any, redactor: Any = None) -> Any:
+    """``obj`` as plain JSON data (unknown objects become strings) with every secret masked."""
+    data = json.loads(json.dumps(obj, default=str))
+    if redactor is None:
+        from maintkit.audit import Redactor
+
+        redactor = Redactor.from_environ()
+    return redactor.redact(data)
 
 
 def _color() -> bool:
@@ -90,7 +106,7 @@ class Reporter:
         """Print one event."""
         with self._lock:
             if self.as_json:
-                click.echo(json.dumps(record, default=str))
+                click.echo(json.dumps(redact_data(record, self.redactor)))
                 return
             self.plain_line(record)
 
@@ -125,7 +141,7 @@ class Reporter:
         from maintkit.notify import explain_failures, notify_run
 
         if self.as_json:
-            click.echo(json.dumps({"event": "result", **result.to_dict()}, default=str))
+            click.echo(json.dumps(redact_data({"event": "result", **result.to_dict()}, self.redactor)))
         else:
             click.echo("")
             for site in result.sites:

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import IO
 
+from maintkit._text import head
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport.base import CommandTransport, quote
@@ -119,7 +120,7 @@ class LocalTransport(CommandTransport):
             stdout_bytes=None if stdout_sink is not None else raw,
         )
         if check and timed_out:
-            raise CommandFailed(result, f"command timed out after {limit:g} s: {line[:200]}")
+            raise CommandFailed(result, f"command timed out after {limit:g} s: {head(line, 200)}")
         if check and code != 0:
             raise CommandFailed(result)
         return result
@@ -172,10 +173,10 @@ def atomic_put_script(path: str, mode: int | None) -> str:
         raise ValueError(f"invalid file mode {mode!r}")
     p = quote(path)
     if mode is None:
-        perm = f'{{ chmod --reference={p} "$tmp" 2>/dev/null || chmod 644 "$tmp"; }}'
+        perm = f'{{ chmod --reference={p} -- "$tmp" 2>/dev/null || chmod 644 -- "$tmp"; }}'
     else:
-        perm = f'chmod {mode:04o} "$tmp"'
-    owner = f'{{ [ ! -e {p} ] || chown --reference={p} "$tmp" 2>/dev/null || :; }}'
+        perm = f'chmod {mode:04o} -- "$tmp"'
+    owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
     return (
         f"umask 077; tmp=$(mktemp -- {quote(path + '.XXXXXX')}) || exit 1\n"
         f'if cat > "$tmp" && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
