@@ -1,23 +1,36 @@
-"""``file.content``, ``file.directory``, ``file.symlink``: files on the host, atomically, reversibly."""
+"""``file.content``, ``file.directory``, ``file.symlink``: files on the host, atomically, reversibly.
+
+Rollback scope: each action records, BEFORE it changes anything, what the path was (type,
+mode, owner, content or link target) and, for ``file.directory``, which directories are
+missing (a probe). Rollback acts only on those recorded paths and never on a tool's output.
+A path that did not exist is removed again only while it is still what the action made.
+Every command puts ``--`` before its operands; temporary names are short siblings
+(``.maint-XXXXXX``), so names up to the file system's limit work.
+"""
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
+import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, field_validator
 
+from maintkit._text import tail
 from maintkit.action import Action, Context, Params
-from maintkit.errors import ApplyFailed, CheckFailed, RollbackFailed
-from maintkit.probes import FileInfo, FileState, Probe
+from maintkit.errors import ApplyFailed, CheckFailed, CommandFailed, RollbackFailed
+from maintkit.probes import FileInfo, FileState, MissingDirs, Probe, hex_script
 from maintkit.results import Change, Check
 from maintkit.transport.base import join, quote
 
 P = TypeVar("P", bound="_AbsolutePath")
 
 MAX_UNDO_BYTES = 16 * 1024 * 1024
+#: exit code of a rollback script that found the path changed since apply (left in place)
+_CHANGED = 3
 
 
 def _mode(value: str | int | None) -> str | None:
@@ -38,6 +51,8 @@ class _AbsolutePath(Params):
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError("path must be absolute")
+        if "\0" in v:
+            raise ValueError("path must not contain a NUL byte")
         return v.rstrip("/") or "/"
 
 
@@ -63,32 +78,67 @@ def _attr_diffs(p: _Owned, info: FileInfo) -> list[str]:
     return out
 
 
-def _attrs_script(p: _Owned, *, chmod: bool = True) -> str:
-    """Shell lines setting owner/group (and mode) of ``p.path``; empty when nothing is asked."""
+def _attrs_lines(p: _Owned, *, chmod: bool = True) -> list[str]:
+    """Commands setting owner/group (and mode) of ``p.path``; empty when nothing is asked."""
     lines = []
     if p.owner or p.group:
         spec = (p.owner or "") + (f":{p.group}" if p.group else "")
-        lines.append(join(["chown", "-h", spec, p.path]))
+        lines.append(join(["chown", "-h", "--", spec, p.path]))
     if chmod and p.mode is not None:
-        lines.append(join(["chmod", p.mode, p.path]))
-    return "".join(f" && {line}" for line in lines)
+        lines.append(join(["chmod", "--", p.mode, p.path]))
+    return lines
+
+
+def _owner_script(path: str, before: FileInfo) -> str:
+    """Give ``path`` back its recorded owner; a no-op chown that is refused is not an error."""
+    spec = f"{before.owner}:{before.group}"
+    return (
+        f"{{ chown -h -- {quote(spec)} {quote(path)} 2>/dev/null || "
+        f'[ "$(stat -c %U:%G -- {quote(path)})" = {quote(spec)} ]; }}'
+    )
+
+
+def _sibling_tmp(path: str, pattern: str = "") -> str:
+    """A short temporary name in ``path``'s directory (fits even beside a 255-byte name)."""
+    suffix = pattern or secrets.token_hex(6)
+    return posixpath.join(posixpath.dirname(path) or "/", f".maint-{suffix}")
+
+
+def put_script(path: str, mode: int) -> str:
+    """Shell writing stdin to ``path`` atomically: private temp sibling, mode, owner, ``mv -T``.
+
+    The temp file gets the existing file's owner and group when allowed; it is removed on failure.
+    """
+    p = quote(path)
+    owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
+    return (
+        f"umask 077; tmp=$(mktemp -- {quote(_sibling_tmp(path, 'XXXXXX'))}) || exit 1\n"
+        f'if cat > "$tmp" && chmod -- {mode:04o} "$tmp" && {owner} && mv -f -T -- "$tmp" {p}; then exit 0; fi\n'
+        'rm -f -- "$tmp"; exit 1'
+    )
 
 
 def _change_then_probe(ctx: Context, script: str, path: str, action: str, *, stdin: bytes | None = None) -> str:
     """Run the change and read the path's new state in the same round trip (for verify)."""
-    from maintkit.errors import CommandFailed
-
     try:
         return ctx.run_and_probe(script, [FileState(path)], stdin=stdin)
     except CommandFailed as exc:
-        err = (exc.result.stderr or exc.result.stdout).strip()[-300:]
+        err = tail(exc.result.stderr or exc.result.stdout, 300)
         raise ApplyFailed(f"{path}: {err or f'exit {exc.result.exit_code}'}", action=action) from None
 
 
-def _restore_attrs(ctx: Context, path: str, before: FileInfo) -> None:
-    if before.type != "symlink":
-        ctx.run(["chmod", before.mode, path])
-    ctx.run(["chown", "-h", f"{before.owner}:{before.group}", path], check=False)
+def _run_undo(ctx: Context, script: str, path: str, what: str, *, stdin: bytes | None = None) -> None:
+    """Run a rollback script; exit 3 means the path changed since apply and was left alone."""
+    res = ctx.run_shell(script, check=False, stdin=stdin)
+    if res.exit_code == _CHANGED:
+        raise RollbackFailed(f"{path}: changed since this run {what} it; left in place")
+    if not res.ok:
+        raise RollbackFailed(f"{path}: cannot roll back: {tail(res.stderr or res.stdout, 300)}")
+
+
+def _remove_if_script(path: str, test: str) -> str:
+    """Remove ``path`` if ``test`` holds; exit 3 when something else is there now."""
+    return f'p={quote(path)}\nif {test}; then rm -f -- "$p"\nelif [ -e "$p" ] || [ -L "$p" ]; then exit {_CHANGED}; fi'
 
 
 class _PathAction(Action[P]):
@@ -114,10 +164,13 @@ class FileContentParams(_Owned):
     content: str = Field(..., description="Exact file content")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _ContentUndo:
+    """What ``file.content`` recorded before writing: the old state and bytes, and what it wrote."""
+
     before: FileInfo
     data: bytes | None
+    written: str
 
 
 class FileContent(_PathAction[FileContentParams]):
@@ -158,38 +211,62 @@ class FileContent(_PathAction[FileContentParams]):
         before: FileInfo = check.snapshot
         old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
         mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
-        from maintkit.transport.local import atomic_put_script
-
-        script = f"( {atomic_put_script(p.path, mode)}\n){_attrs_script(p, chmod=False)}"
+        script = " && ".join([f"( {put_script(p.path, mode)}\n)", *_attrs_lines(p, chmod=False)])
         _change_then_probe(ctx, script, p.path, self.name, stdin=self._data)
+        written = hashlib.sha256(self._data).hexdigest()
         return [
             Change(
                 target=p.path,
                 summary="created" if not before.exists else "updated",
                 before=before.sha256,
-                after=hashlib.sha256(self._data).hexdigest(),
-                undo=_ContentUndo(before, old),
+                after=written,
+                undo=_ContentUndo(before, old, written),
             )
         ]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         for change in reversed(changes):
             undo: _ContentUndo = change.undo
+            path = change.target
             if not undo.before.exists:
-                ctx.run(["rm", "-f", "--", change.target])
+                ours = f'[ -f "$p" ] && [ ! -L "$p" ] && [ "$(sha256sum < "$p")" = {quote(undo.written + "  -")} ]'
+                _run_undo(ctx, _remove_if_script(path, ours), path, "wrote")
             elif undo.data is None:
-                raise RollbackFailed(f"{change.target}: previous content was too large to keep for undo")
+                raise RollbackFailed(f"{path}: previous content was too large to keep for undo")
             else:
-                ctx.put(undo.data, change.target, mode=int(undo.before.mode, 8))
-                _restore_attrs(ctx, change.target, undo.before)
+                script = f"( {put_script(path, int(undo.before.mode, 8))}\n) && {_owner_script(path, undo.before)}"
+                _run_undo(ctx, script, path, "wrote", stdin=undo.data)
 
 
 class FileDirectoryParams(_Owned):
     """Parameters of ``file.directory``."""
 
 
+@dataclass(frozen=True)
+class _DirPlan:
+    """Recorded before ``file.directory`` changes anything: the old state and the missing directories."""
+
+    before: FileInfo
+    missing: tuple[str, ...] = ()
+
+
+def _mkdirs_script(missing: tuple[str, ...], then: list[str]) -> str:
+    """Create exactly ``missing`` (top-down, plain ``mkdir``), then run ``then``.
+
+    A directory that appeared meanwhile makes ``mkdir`` fail; whatever this script created
+    is removed again on any failure, so a failed apply leaves nothing behind.
+    """
+    lines = []
+    for i, path in enumerate(missing):
+        undo = join(["rmdir", "--", *reversed(missing[:i])]) + "; " if i else ""
+        lines.append(f"mkdir -- {quote(path)} || {{ {undo}exit 1; }}")
+    undo_all = join(["rmdir", "--", *reversed(missing)])
+    lines += [f"{line} || {{ {undo_all}; exit 1; }}" for line in then]
+    return "\n".join(lines)
+
+
 class FileDirectory(_PathAction[FileDirectoryParams]):
-    """Ensure a directory exists with mode/owner. Rollback removes it if it created it (when empty)."""
+    """Ensure a directory exists with mode/owner. Rollback removes the directories it created (when empty)."""
 
     name = "file.directory"
     kind = "directory"
@@ -197,54 +274,62 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
     summary = "Ensure a directory exists with mode and owner (reversible)."
     reversible = True
 
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [FileState(self.params.path), MissingDirs(self.params.path)]
+
     def check(self, ctx: Context) -> Check:
         p = self.params
         info = self._state(ctx)
         if not info.exists:
-            return Check.change("directory missing", snapshot=info)
+            missing = ctx.probe(MissingDirs(p.path))
+            if not missing or missing[-1] != p.path:
+                raise CheckFailed(f"cannot tell which parent directories of {p.path} exist", action=self.name)
+            return Check.change("directory missing", snapshot=_DirPlan(info, missing))
         diffs = _attr_diffs(p, info)
-        return Check.change(", ".join(diffs), snapshot=info) if diffs else Check.ok("directory as wanted")
+        if not diffs:
+            return Check.ok("directory as wanted")
+        return Check.change(", ".join(diffs), snapshot=_DirPlan(info))
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
-        before: FileInfo = check.snapshot
-        # remember which parents mkdir creates, so rollback removes exactly those
-        mkdir = join(["mkdir", "-p", "-v", "--", p.path]) if not before.exists else "true"
-        out = _change_then_probe(ctx, mkdir + _attrs_script(p), p.path, self.name)
-        created = [line.split("'", 2)[1] for line in out.splitlines() if line.count("'") >= 2]
+        plan: _DirPlan = check.snapshot
+        attrs = _attrs_lines(p)
+        script = _mkdirs_script(plan.missing, attrs) if plan.missing else " && ".join(attrs) or "true"
+        _change_then_probe(ctx, script, p.path, self.name)
         return [
             Change(
                 p.path,
-                "created" if created else "attributes changed",
-                before=before.mode or None,
-                undo=(before, created),
+                "created" if plan.missing else "attributes changed",
+                before=plan.before.mode or None,
+                after={"created": list(plan.missing)} if plan.missing else None,
+                undo=plan,
             )
         ]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         for change in reversed(changes):
-            before, created = change.undo
-            if created:
-                res = ctx.run(["rmdir", "--", *reversed(created)], check=False)
+            plan: _DirPlan = change.undo
+            if plan.missing:
+                res = ctx.run(["rmdir", "--", *reversed(plan.missing)], check=False)
                 if not res.ok:
-                    raise RollbackFailed(f"cannot remove {change.target}: {res.stderr.strip()}")
-            else:
-                _restore_attrs(ctx, change.target, before)
+                    raise RollbackFailed(f"cannot remove {change.target}: {tail(res.stderr, 300)}")
+            elif plan.before.exists:
+                mode = join(["chmod", "--", plan.before.mode, change.target])
+                _run_undo(ctx, f"{mode} && {_owner_script(change.target, plan.before)}", change.target, "changed")
 
 
 class FileSymlinkParams(_AbsolutePath):
     """Parameters of ``file.symlink``."""
 
     path: str = Field(..., description="Absolute path of the link")
-    target: str = Field(..., description="What the link points to")
+    target: str = Field(..., min_length=1, description="What the link points to")
 
 
 def switch_script(path: str, target: str) -> str:
-    """Shell lines pointing ``path`` at ``target`` atomically (new link + ``mv -T``)."""
-    tmp = f"{path}.maint-tmp"
+    """Shell lines pointing ``path`` at ``target`` atomically (new link beside it + ``mv -T``)."""
+    tmp = quote(_sibling_tmp(path))
     return (
-        f"ln -sfn {quote(target)} {quote(tmp)} && mv -T -f {quote(tmp)} {quote(path)}"
-        f" || {{ rc=$?; rm -f {quote(tmp)}; exit $rc; }}"
+        f"ln -s -- {quote(target)} {tmp} && mv -T -f -- {tmp} {quote(path)} || {{ rc=$?; rm -f -- {tmp}; exit $rc; }}"
     )
 
 
@@ -253,6 +338,13 @@ def switch_symlink(ctx: Context, path: str, target: str) -> None:
     res = ctx.run_shell(switch_script(path, target), check=False)
     if not res.ok:
         raise ApplyFailed(f"cannot switch {path} -> {target}: {res.stderr.strip()}")
+
+
+def _target_is(target: str) -> str:
+    """Shell test: ``$p`` is a symlink whose target is exactly ``target`` (compared as hex bytes)."""
+    want = target.encode("utf-8", "surrogateescape").hex()
+    got = hex_script('readlink -n -- "$p"').removesuffix("; echo")
+    return f'[ -L "$p" ] && [ "$({got})" = {want} ]'
 
 
 class FileSymlink(_PathAction[FileSymlinkParams]):
@@ -276,15 +368,17 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
         p = self.params
         before: FileInfo = check.snapshot
         _change_then_probe(ctx, switch_script(p.path, p.target), p.path, self.name)
-        return [Change(p.path, "switched", before=before.target, after=p.target, undo=before)]
+        return [Change(p.path, "switched", before=before.target, after=p.target, undo=(before, p.target))]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         for change in reversed(changes):
-            before: FileInfo = change.undo
+            before, made = change.undo
+            path = change.target
             if before.exists and before.target is not None:
-                switch_symlink(ctx, change.target, before.target)
+                script = f"( {switch_script(path, before.target)}\n) && {_owner_script(path, before)}"
+                _run_undo(ctx, script, path, "switched")
             else:
-                ctx.run(["rm", "-f", "--", change.target])
+                _run_undo(ctx, _remove_if_script(path, _target_is(made)), path, "created")
 
 
-__all__ = ["FileContent", "FileDirectory", "FileSymlink", "switch_script", "switch_symlink"]
+__all__ = ["FileContent", "FileDirectory", "FileSymlink", "put_script", "switch_script", "switch_symlink"]

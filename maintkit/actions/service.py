@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from maintkit._text import head as text_head
+from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed
 from maintkit.probes import Probe, RawOutput
@@ -31,7 +33,7 @@ from maintkit.transport.base import quote
 Verb = Literal["reload", "restart"]
 Manager = Literal["auto", "systemd", "command", "signal", "sysv"]
 
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:+-]{1,128}$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:+][A-Za-z0-9@_.:+-]{0,127}$")
 _SIGNAL = re.compile(r"^(SIG)?[A-Z0-9]{2,8}$")
 
 
@@ -117,7 +119,7 @@ class ServiceSpec:
             return self.name
         if self.pidfile:
             return f"pid in {self.pidfile}"
-        return " ".join(self.command or ())[:80] or "service"
+        return text_head(" ".join(self.command or ()), 80) or "service"
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,9 @@ def plan_operation(ctx: Context, spec: ServiceSpec, verb: Verb) -> Operation:
     if manager in ("systemd", "sysv"):
         if not spec.name:
             raise CheckFailed(f"manager {manager} needs a service `name`")
-        argv = ("systemctl", verb, spec.name) if manager == "systemd" else ("service", spec.name, verb)
-        return Operation(" ".join(argv), argv=argv)
+        # `service` (a shell script) takes no `--`: a name never starts with "-" (_SERVICE_NAME)
+        argv = ("systemctl", verb, "--", spec.name) if manager == "systemd" else ("service", spec.name, verb)
+        return Operation(" ".join(a for a in argv if a != "--"), argv=argv)
     if manager == "command":
         if not spec.command:
             raise CheckFailed("manager command needs a `command` argument list")
@@ -170,7 +173,7 @@ def signal_script(signal: str, pidfile: str) -> str:
     """Shell script sending ``signal`` to the pid read from ``pidfile`` (validated as a number)."""
     p = quote(pidfile)
     return (
-        f"pid=$(cat {p}) || exit 3\n"
+        f"pid=$(cat -- {p}) || exit 3\n"
         'case "$pid" in ""|*[!0-9]*) echo "no valid pid in pid file" >&2; exit 3;; esac\n'
         f'kill -{quote(signal)} "$pid"'
     )
@@ -183,7 +186,7 @@ def run_operation(ctx: Context, spec: ServiceSpec, op: Operation) -> CommandResu
     else:
         res = ctx.run(list(op.argv or ()), sudo=spec.sudo, check=False, timeout=spec.timeout)
     if not res.ok:
-        tail = (res.stderr or res.stdout).strip()[-400:]
+        tail = text_tail(res.stderr or res.stdout, 400)
         why = "timed out" if res.timed_out else f"exit {res.exit_code}"
         raise ApplyFailed(f"{op.label} failed ({why}): {tail}", details={"service": spec.label})
     return res
@@ -256,7 +259,7 @@ class _ServiceAction(Action[ServiceParams]):
         if self.params.test:
             res = ctx.run(self.params.test, sudo=self.params.sudo, check=False, timeout=self.params.timeout)
             if not res.ok:
-                tail = (res.stderr or res.stdout).strip()[-400:]
+                tail = text_tail(res.stderr or res.stdout, 400)
                 raise ApplyFailed(
                     f"configuration test {' '.join(self.params.test)} failed (exit {res.exit_code}); "
                     f"{self.spec.label} was not {self.verb}ed: {tail}",

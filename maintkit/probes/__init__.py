@@ -119,9 +119,35 @@ class FileInfo:
     target: str | None = None
 
 
+_FILE_TYPES = {
+    "regular file": "file",
+    "regular empty file": "file",
+    "directory": "directory",
+    "symbolic link": "symlink",
+}
+
+
+def decode_hex(text: str) -> str:
+    """Bytes printed as hex by ``od -An -v -tx1`` back to a str (any byte of a name survives).
+
+    Bytes that are not UTF-8 are kept as surrogate escapes (as :func:`os.fsdecode` does).
+    """
+    return bytes.fromhex("".join(text.split())).decode("utf-8", "surrogateescape")
+
+
+def hex_script(command: str) -> str:
+    """Shell pipeline printing ``command``'s exact stdout bytes as one line of hex."""
+    return f"{command} | od -An -v -tx1 | tr -d ' \\n'; echo"
+
+
 @dataclass(frozen=True)
 class FileState(Probe[FileInfo]):
-    """Stat a path without following symlinks; hash regular files up to ``max_hash_bytes``."""
+    """Stat a path without following symlinks; hash regular files up to ``max_hash_bytes``.
+
+    Nothing the host prints depends on the bytes of the name: the hash is read from stdin
+    (``sha256sum < FILE`` never escapes a name) and a link target is printed as hex, so a
+    name or target with a newline, a backslash or any other byte is read back exactly.
+    """
 
     path: str
     max_hash_bytes: int = 64 * 1024 * 1024
@@ -130,26 +156,22 @@ class FileState(Probe[FileInfo]):
     def script(self) -> str:
         from maintkit.transport.base import quote
 
-        p = quote(self.path)
+        target = hex_script('readlink -n -- "$p"')
         return (
-            f"if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%U|%G|%s' -- {p}; "
-            f"if [ -L {p} ]; then readlink -- {p}; "
-            f"elif [ -f {p} ] && [ $(stat -c %s -- {p}) -le {int(self.max_hash_bytes)} ]; then sha256sum -- {p}; fi; "
+            f"p={quote(self.path)}\n"
+            'if [ -e "$p" ] || [ -L "$p" ]; then stat -c \'%F|%a|%U|%G|%s\' -- "$p" || exit 1\n'
+            f'  if [ -L "$p" ]; then {target}\n'
+            f'  elif [ -f "$p" ] && [ "$(stat -c %s -- "$p")" -le {int(self.max_hash_bytes)} ]; then sha256sum < "$p"\n'
+            "  fi\n"
             "else echo MISSING; fi"
         )
 
     def parse(self, raw: RawOutput) -> FileInfo:
-        lines = raw.stdout.strip("\n").split("\n")
-        if not lines or lines[0] == "MISSING" or raw.exit_code != 0 or "|" not in lines[0]:
+        lines = raw.stdout.split("\n")
+        if not lines or lines[0] == "MISSING" or raw.exit_code != 0 or lines[0].count("|") != 4:
             return FileInfo(False)
         ftype, mode, owner, group, size = lines[0].split("|", 4)
-        kind = {
-            "regular file": "file",
-            "regular empty file": "file",
-            "directory": "directory",
-            "symbolic link": "symlink",
-        }
-        t = kind.get(ftype, ftype)
+        t = _FILE_TYPES.get(ftype, ftype)
         info: dict[str, Any] = {
             "exists": True,
             "type": t,
@@ -158,11 +180,49 @@ class FileState(Probe[FileInfo]):
             "group": group,
             "size": int(size),
         }
-        if t == "symlink" and len(lines) > 1:
-            info["target"] = lines[1]
-        elif t == "file" and len(lines) > 1:
-            info["sha256"] = lines[1].split(" ", 1)[0]
+        second = lines[1].strip() if len(lines) > 1 else ""
+        if t == "symlink" and second:
+            info["target"] = decode_hex(second)
+        elif t == "file" and second:
+            info["sha256"] = second.split(" ", 1)[0]
         return FileInfo(**info)
+
+
+def ancestors(path: str) -> tuple[str, ...]:
+    """``/a``, ``/a/b``, ``/a/b/c`` for ``/a/b/c`` (absolute paths; the root is left out)."""
+    parts = [x for x in path.split("/") if x]
+    return tuple("/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
+
+
+@dataclass(frozen=True)
+class MissingDirs(Probe["tuple[str, ...] | None"]):
+    """Which of an absolute path's ancestors (the path included) do not exist, top-down.
+
+    Read before a change so that an action knows exactly which directories it is about to
+    create (and may remove again on rollback). Names are never printed back: the host
+    prints the index of each existing path. None when the probe could not run.
+    """
+
+    path: str
+    kind: ClassVar[str] = "missing-dirs"
+
+    def script(self) -> str:
+        from maintkit.transport.base import quote
+
+        paths = " ".join(quote(p) for p in ancestors(self.path)) or "/"
+        return (
+            f"i=0; for p in {paths}; do "
+            'if [ -e "$p" ] || [ -L "$p" ]; then printf \'%s \' "$i"; fi; i=$((i+1)); done; echo END'
+        )
+
+    def parse(self, raw: RawOutput) -> tuple[str, ...] | None:
+        words = raw.stdout.split()
+        if raw.exit_code != 0 or not words or words[-1] != "END":
+            return None
+        chain = ancestors(self.path)
+        existing = [int(w) for w in words[:-1] if w.isdigit()]
+        deepest = max(existing, default=-1)
+        return chain[deepest + 1 :]
 
 
 @dataclass(frozen=True)
@@ -181,4 +241,16 @@ class CommandProbe(Probe[RawOutput]):
         return raw
 
 
-__all__ = ["CommandProbe", "FileInfo", "FileState", "Probe", "RawOutput", "run_batch", "run_batch_result"]
+__all__ = [
+    "CommandProbe",
+    "FileInfo",
+    "FileState",
+    "MissingDirs",
+    "Probe",
+    "RawOutput",
+    "ancestors",
+    "decode_hex",
+    "hex_script",
+    "run_batch",
+    "run_batch_result",
+]
