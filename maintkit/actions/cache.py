@@ -30,6 +30,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from maintkit._text import head as text_head
+from maintkit._text import redact_text
+from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.actions.maintenance import App, PlatformChoice, detect_app, layout_probe
 from maintkit.actions.service import InitSystem, Manager, Operation, ServiceSpec, plan_operation, run_operation
@@ -273,7 +276,9 @@ def _dir_stats_script(path: str) -> str:
     d = quote(path)
     return (
         f"if [ ! -d {d} ]; then echo MISSING; exit 0; fi\n"
-        f"{{ find {d} -mindepth 1 -xdev -type f -printf '%s\\n' || echo FINDFAIL; }} | "
+        # every entry that is not a directory counts (files, symlinks, sockets...): names never
+        # appear in the output, so no name can confuse the count
+        f"{{ find {d} -mindepth 1 -xdev ! -type d -printf '%s\\n' || echo FINDFAIL; }} | "
         'awk \'$0=="FINDFAIL"{f=1; next} {n++; s+=$1} END {printf "%d %.0f %s\\n", n, s, (f ? "FAIL" : "OK")}\''
     )
 
@@ -285,7 +290,7 @@ def _dir_stats(ctx: Context, path: str, sudo: bool | None) -> tuple[int, int]:
         raise _Failure(f"cache directory {path} does not exist")
     parts = out[-1].split() if out else []
     if not res.ok or len(parts) != 3 or parts[2] != "OK":
-        tail = res.stderr.strip()[-300:] or res.stdout.strip()[-300:]
+        tail = text_tail(res.stderr, 300) or text_tail(res.stdout, 300)
         hint = " (set `sudo: true` in the directory block?)" if "ermission denied" in tail else ""
         raise _Failure(f"cannot read cache directory {path}: {tail}{hint}")
     return int(parts[0]), int(parts[1])
@@ -294,7 +299,7 @@ def _dir_stats(ctx: Context, path: str, sudo: bool | None) -> tuple[int, int]:
 def _dir_clear(ctx: Context, path: str, sudo: bool | None) -> None:
     d = quote(path)
     script = (
-        f"find {d} -mindepth 1 -xdev -type f -delete\nrc=$?\n"
+        f"find {d} -mindepth 1 -xdev ! -type d -delete\nrc=$?\n"
         f"find {d} -mindepth 1 -xdev -depth -type d -empty -delete 2>/dev/null\n"
         "exit $rc"
     )
@@ -305,7 +310,7 @@ def _dir_clear(ctx: Context, path: str, sudo: bool | None) -> None:
     errors = [line for line in res.stderr.splitlines() if line.strip() and "No such file or directory" not in line]
     if errors or res.timed_out:
         hint = " (set `sudo: true` in the directory block?)" if any("ermission denied" in e for e in errors) else ""
-        raise _Failure(f"cannot empty {path}: {' '.join(errors)[-300:] or 'timed out'}{hint}")
+        raise _Failure(f"cannot empty {path}: {text_tail(' '.join(errors), 300) or 'timed out'}{hint}")
 
 
 # ---------------------------------------------------------------------------- redis
@@ -334,7 +339,7 @@ def _redis_session(ctx: Context, t: RedisTarget, password: SecretStr | None, com
     res = ctx.run(argv, stdin=("\n".join(lines) + "\n").encode(), check=False, sudo=False, timeout=t.timeout)
     replies = _split_replies(res, tag, len(commands) + 1)
     if replies[0] != "OK":
-        raise _Failure(f"{t.label}: SELECT failed: {replies[0][:200]}")
+        raise _Failure(f"{t.label}: SELECT failed: {text_head(replies[0], 200)}")
     return replies[1:]
 
 
@@ -350,18 +355,18 @@ def _split_replies(res: CommandResult, tag: str, count: int) -> list[str]:
     head = "\n".join(segments[0]).strip()
     if index != count:
         problem = head or res.stderr.strip() or f"redis-cli exited {res.exit_code} without output"
-        first = problem.splitlines()[0][:200] if problem else ""
+        first = text_head(problem.splitlines()[0], 200) if problem else ""
         if first.startswith(("WRONGPASS", "ERR invalid password", "NOAUTH")):
             raise _Failure(f"authentication failed ({first}): check the password")
         raise _Failure(first or "no reply")
     if head and head != "OK":
-        raise _Failure(f"authentication failed: {head.splitlines()[0][:200]}")
+        raise _Failure(f"authentication failed: {text_head(head.splitlines()[0], 200)}")
     return ["\n".join(seg).strip() for seg in segments[1:]]
 
 
 def _redis_int(reply: str, what: str) -> int:
     if not reply.lstrip("-").isdigit():
-        raise _Failure(f"{what}: unexpected reply {reply[:200]!r}")
+        raise _Failure(f"{what}: unexpected reply {text_head(reply, 200)!r}")
     return int(reply)
 
 
@@ -374,7 +379,7 @@ def _redis_scan(ctx: Context, t: RedisTarget, password: SecretStr | None, delete
         (reply,) = _redis_session(ctx, t, password, [cmd])
         parts = reply.split("\n")
         if len(parts) != 2 or _REDIS_ERROR.match(parts[0]):
-            raise _Failure(f"{t.label}: SCAN failed: {reply[:200]}")
+            raise _Failure(f"{t.label}: SCAN failed: {text_head(reply, 200)}")
         cursor, total = parts[0], total + _redis_int(parts[1], "SCAN")
         if cursor == "0":
             return total
@@ -395,7 +400,7 @@ def _redis_clear(ctx: Context, t: RedisTarget, password: SecretStr | None) -> in
         return _redis_scan(ctx, t, password, delete=True, limit=REDIS_MAX_CALLS)
     before, reply = _redis_session(ctx, t, password, [["DBSIZE"], ["FLUSHDB"]])
     if reply != "OK":
-        raise _Failure(f"{t.label}: FLUSHDB failed: {reply[:200]}")
+        raise _Failure(f"{t.label}: FLUSHDB failed: {text_head(reply, 200)}")
     return _redis_int(before, f"{t.label}: DBSIZE")
 
 
@@ -421,9 +426,9 @@ def _platform_commands(ctx: Context, pt: PlatformTarget, app: App) -> list[tuple
 
 def _plain_tail(text: str, limit: int = 300) -> str:
     """The end of a command's output as plain text (HTML error pages reduced to their words)."""
-    text = re.sub(r"(?is)<(style|script)\b.*?</\1>", " ", text)
+    text = re.sub(r"(?is)<(style|script)\b.*?</\1>", " ", redact_text(text))
     text = re.sub(r"<[^>]+>", " ", text)
-    return " ".join(text.split())[-limit:]
+    return text_tail(" ".join(text.split()), limit)
 
 
 def _platform_clear(ctx: Context, pt: PlatformTarget, app: App) -> list[str]:

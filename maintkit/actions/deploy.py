@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
 from maintkit.actions.file import switch_symlink
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, RollbackFailed, VerifyFailed
-from maintkit.probes import Probe, RawOutput
+from maintkit.probes import Probe, RawOutput, decode_hex
 from maintkit.results import Change, Check, CommandResult
 from maintkit.transport.base import quote
 
@@ -59,6 +60,9 @@ RELEASE_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}(?:-\d+)?$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 GOOD = ("deployed", "rolled-back")
 GIT_TIMEOUT = 300.0
+#: every git maint runs (controller and host): no prompts, and no user or system config, so a
+#: ~/.gitconfig (url.insteadOf rewrites, hooksPath, signing) cannot change what is fetched
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
 LOG_TAIL = 5000
 
 #: A build or after-switch command: an argument list (quoted for you) or, explicitly, a shell script.
@@ -69,8 +73,9 @@ Command = list[str] | str
 
 
 def _relative(value: str) -> str:
-    norm = posixpath.normpath(value.strip())
-    if not value.strip() or norm.startswith(("/", "..")) or norm == "." or "\n" in value:
+    # names are kept exactly (no stripping): " config.php" is a different file than "config.php"
+    norm = posixpath.normpath(value) if value.strip() else ""
+    if not norm or norm.startswith("/") or norm in (".", "..") or norm.startswith("../") or "\n" in value:
         raise ValueError(f"{value!r} must be a relative path inside the release")
     return norm
 
@@ -276,7 +281,9 @@ class ReleaseLayout(Probe[DeployState]):
         p = quote(self.path.rstrip("/") or "/")
         return (
             f"p={p}\n"
-            'if [ -L "$p/current" ]; then printf \'current\\tlink\\t%s\\n\' "$(readlink -- "$p/current")";\n'
+            # the link target as hex: a newline or any other byte in it is read back exactly
+            "if [ -L \"$p/current\" ]; then printf 'current\\tlink\\t'; "
+            "readlink -n -- \"$p/current\" | od -An -v -tx1 | tr -d ' \\n'; echo;\n"
             "elif [ -e \"$p/current\" ]; then printf 'current\\tother\\t\\n'; else printf 'current\\tnone\\t\\n'; fi\n"
             'if [ -d "$p/releases" ]; then for d in "$p"/releases/*; do\n'
             '  [ -d "$d" ] && [ ! -L "$d" ] || continue; n=${d##*/}\n'
@@ -300,7 +307,7 @@ class ReleaseLayout(Probe[DeployState]):
             tag, _, rest = line.partition("\t")
             if tag == "current":
                 kind, _, target = rest.partition("\t")
-                current = target if kind == "link" else None
+                current = decode_hex(target) if kind == "link" else None
             elif tag in ("release", "partial"):
                 name, _, body = rest.partition("\t")
                 if not RELEASE_RE.match(name):
@@ -348,7 +355,7 @@ def _git_error(exc: Exception, repo: str) -> str:
     if text.startswith("stderr: '") and text.endswith("'"):
         text = text[9:-1].strip()
     text = " ".join(text.split()).replace(repo, display_url(repo))
-    return _USERINFO.sub(r"\1", text)[-500:]
+    return tail(_USERINFO.sub(r"\1", text), 500)
 
 
 def _open_repo(path: Path) -> Repo:
@@ -366,7 +373,7 @@ def _mirror(repo: str, state_dir: Path) -> Repo:
 
     digest = hashlib.sha256(display_url(repo).encode()).hexdigest()[:16]
     path = state_dir / "git" / f"{digest}.git"
-    env = {"GIT_TERMINAL_PROMPT": "0"}
+    env = dict(GIT_ENV)
     with _git_lock(str(path)):
         try:
             if not (path / "HEAD").exists():
@@ -398,7 +405,7 @@ def _resolve_remote(repo: str, ref: str) -> str:
     if SHA_RE.match(ref):
         return ref
     try:
-        out = git.cmd.Git().ls_remote(repo, env={"GIT_TERMINAL_PROMPT": "0"}, kill_after_timeout=GIT_TIMEOUT)
+        out = git.cmd.Git().ls_remote(repo, env=dict(GIT_ENV), kill_after_timeout=GIT_TIMEOUT)
     except git.exc.GitCommandError as exc:
         raise CheckFailed(f"cannot list the refs of {display_url(repo)}: {_git_error(exc, repo)}") from None
     refs: dict[str, str] = {}
@@ -463,7 +470,7 @@ def _now() -> datetime:
 
 
 def _tail(res: CommandResult) -> str:
-    return (res.stderr.strip() or res.stdout.strip())[-500:]
+    return tail(res.stderr.strip() or res.stdout, 500)
 
 
 def _run_command(ctx: Context, cmd: Command, *, cwd: str | None = None, **kwargs: Any) -> CommandResult:
@@ -474,7 +481,7 @@ def _run_command(ctx: Context, cmd: Command, *, cwd: str | None = None, **kwargs
 
 def _label(cmd: Command) -> str:
     text = " ".join(cmd) if isinstance(cmd, list) else cmd.strip().splitlines()[0]
-    return text[:120]
+    return head(text, 120)
 
 
 class _Paths:
@@ -699,25 +706,30 @@ class DeployRelease(Action[DeployReleaseParams]):
         deployed = _Deployed(name, plan.commit, state.current_release, state.current, state.current_commit)
         switch_current(ctx, name)
         self._last = deployed
-        append_log(
-            ctx,
-            [
-                _entry(
-                    ctx, "deployed", name, plan.commit, ref=p.ref, repo=display_url(p.repo), previous=deployed.previous
-                )
-            ],
-        )
-        failures = run_after_switch(ctx, p.after_switch)
-        if failures:
-            self._undo(ctx, deployed, reason="after_switch failed")
-            raise ApplyFailed(f"after_switch failed, switched back: {'; '.join(failures)}", action=self.name)
-        return Change(
+        change = Change(
             paths.current,
             f"deployed {name} ({plan.commit[:7]})",
             before={"release": deployed.previous, "commit": deployed.previous_commit},
             after={"release": name, "commit": plan.commit},
             undo=deployed,
         )
+        entry = _entry(
+            ctx, "deployed", name, plan.commit, ref=p.ref, repo=display_url(p.repo), previous=deployed.previous
+        )
+        try:
+            append_log(ctx, [entry])
+        except MaintkitError as exc:  # current was switched: the runner must know to switch it back
+            raise ApplyFailed(
+                f"switched current to {name}, but writing {LOG} failed: {exc}",
+                action=self.name,
+                details={"switched": True},
+                changes=[change],
+            ) from exc
+        failures = run_after_switch(ctx, p.after_switch)
+        if failures:
+            self._undo(ctx, deployed, reason="after_switch failed")
+            raise ApplyFailed(f"after_switch failed, switched back: {'; '.join(failures)}", action=self.name)
+        return change
 
     def _fetch_code(self, ctx: Context, commit: str, rdir: str) -> None:
         if self.transfer == "archive":
@@ -733,11 +745,11 @@ class DeployRelease(Action[DeployReleaseParams]):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+                env={**os.environ, **GIT_ENV},
             )
             try:
                 assert proc.stdout is not None
-                res = ctx.run(["tar", "-x", "-f", "-", "-C", rdir], stdin=proc.stdout, check=False)
+                res = ctx.run(["tar", "--no-unquote", "-x", "-f", "-", "-C", rdir], stdin=proc.stdout, check=False)
             finally:
                 if proc.poll() is None:
                     proc.kill()
@@ -745,7 +757,9 @@ class DeployRelease(Action[DeployReleaseParams]):
             err.seek(0)
             git_err = err.read().decode("utf-8", "replace").strip()
         if code != 0:
-            raise ApplyFailed(f"git archive {commit[:7]} failed on the controller: {git_err[-300:]}", action=self.name)
+            raise ApplyFailed(
+                f"git archive {commit[:7]} failed on the controller: {tail(git_err, 300)}", action=self.name
+            )
         if not res.ok:
             raise ApplyFailed(f"cannot unpack {commit[:7]} into {rdir}: {_tail(res)}", action=self.name)
 
@@ -753,7 +767,7 @@ class DeployRelease(Action[DeployReleaseParams]):
         cache = _Paths(ctx.path).cache
         repo = self.params.repo
         q, qc = quote(cache), quote(commit)
-        env = {"GIT_TERMINAL_PROMPT": "0"}
+        env = dict(GIT_ENV)
         script = (
             f"if [ ! -d {q} ]; then git clone --bare --quiet -- {quote(repo)} {q} || exit 10; fi\n"
             f"git --git-dir={q} remote set-url origin {quote(repo)} || exit 11\n"
@@ -762,7 +776,8 @@ class DeployRelease(Action[DeployReleaseParams]):
             f"git --git-dir={q} cat-file -e {qc}^{{commit}} 2>/dev/null || "
             f"git --git-dir={q} fetch --quiet origin {qc} || exit 13\n"
             f"git --git-dir={q} cat-file -e {qc}^{{commit}} || exit 14\n"
-            f"git --git-dir={q} -c tar.umask=0022 archive --format=tar {qc} | tar -x -f - -C {quote(rdir)} || exit 15\n"
+            f"git --git-dir={q} -c tar.umask=0022 archive --format=tar {qc} | "
+            f"tar --no-unquote -x -f - -C {quote(rdir)} || exit 15\n"
         )
         res = ctx.run_shell(script, env=env, check=False)
         if not res.ok:
@@ -989,14 +1004,8 @@ class DeployRollback(Action[DeployRollbackParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         snap: _Switched = check.snapshot
         switch_current(ctx, snap.to_release)
-        ctx.record(release=snap.to_release, commit=snap.to_commit, rolled_back_from=snap.from_release)
-        append_log(
-            ctx,
-            [
-                _entry(ctx, "bad", snap.from_release, snap.from_commit, reason="rolled back"),
-                _entry(ctx, "rolled-back", snap.to_release, snap.to_commit, reason=f"from {snap.from_release}"),
-            ],
-        )
+        # from here on current is switched: every failure carries the change, so the runner
+        # can switch it back (the change is this action's own record, not parsed output)
         change = Change(
             _Paths(ctx.path).current,
             f"rolled back {snap.from_release} -> {snap.to_release}",
@@ -1004,12 +1013,27 @@ class DeployRollback(Action[DeployRollbackParams]):
             after={"release": snap.to_release, "commit": snap.to_commit},
             undo=snap,
         )
+        ctx.record(release=snap.to_release, commit=snap.to_commit, rolled_back_from=snap.from_release)
+        entries = [
+            _entry(ctx, "bad", snap.from_release, snap.from_commit, reason="rolled back"),
+            _entry(ctx, "rolled-back", snap.to_release, snap.to_commit, reason=f"from {snap.from_release}"),
+        ]
+        try:
+            append_log(ctx, entries)
+        except MaintkitError as exc:
+            raise ApplyFailed(
+                f"switched to {snap.to_release}, but writing {LOG} failed: {exc}",
+                action=self.name,
+                details={"switched": True},
+                changes=[change],
+            ) from exc
         failures = run_after_switch(ctx, self.params.after_switch)
         if failures:
             raise ApplyFailed(
                 f"switched to {snap.to_release}, but after_switch failed: {'; '.join(failures)}",
                 action=self.name,
                 details={"switched": True},
+                changes=[change],
             )
         self._done = snap
         return [change]

@@ -183,7 +183,7 @@ def test_broken_package_is_rolled_back_with_the_database_and_production_is_untou
     mariadb.sql("CREATE TABLE orders (id INT PRIMARY KEY); INSERT INTO orders VALUES (1), (2)", db)
     migrate = [
         "mariadb",
-        f"--defaults-extra-file={cnf}",
+        f"--defaults-file={cnf}",
         "-e",
         "CREATE TABLE migrated (id INT); DELETE FROM orders",
         db,

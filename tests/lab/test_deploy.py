@@ -410,6 +410,11 @@ def _rel(name: str, commit: str, built: str) -> str:
     return f"release\t{name}\t" + json.dumps({"commit": commit, "built_at": built})
 
 
+def _hex(target: str) -> str:
+    """The probe prints link targets as hex (any byte is safe in them)."""
+    return target.encode().hex()
+
+
 def _log(status: str, name: str, **extra: Any) -> str:
     return "log\t" + json.dumps({"status": status, "release": name, **extra})
 
@@ -420,7 +425,7 @@ A, B, C = "20260101T000000Z-aaaaaaa", "20260102T000000Z-bbbbbbb", "20260103T0000
 def test_layout_rollback_target_skips_bad_and_half_built_releases() -> None:
     state = _state(
         [
-            f"current\tlink\treleases/{B}",
+            f"current\tlink\t{_hex(f'releases/{B}')}",
             _rel(A, "a" * 40, "2026-01-01"),
             _rel(B, "b" * 40, "2026-01-02"),
             f"partial\t{C}\t",
@@ -441,7 +446,7 @@ def test_layout_rollback_target_skips_bad_and_half_built_releases() -> None:
 def test_layout_prune_removes_bad_releases_first() -> None:
     state = _state(
         [
-            f"current\tlink\t/srv/shop/releases/{C}",
+            f"current\tlink\t{_hex(f'/srv/shop/releases/{C}')}",
             _rel(A, "a" * 40, "2026-01-01"),
             _rel(B, "b" * 40, "2026-01-02"),
             _rel(C, "c" * 40, "2026-01-03"),

@@ -205,8 +205,8 @@ def listing_script(directory: str) -> str:
     d = quote(directory)
     return (
         f"if [ ! -d {d} ]; then echo @@maint-nodir; exit 0; fi\n"
-        f'for m in {d}/*/{MANIFEST}; do [ -f "$m" ] || continue; '
-        f'printf \'\\n{_MARK}%s\\n\' "$m"; cat -- "$m"; done'
+        f'for m in {d}/*/{MANIFEST}; do [ -f "$m" ] || continue; b=${{m%/*}}; '
+        f'printf \'\\n{_MARK}%s\\n\' "${{b##*/}}"; cat -- "$m"; done'
     )
 
 
@@ -217,8 +217,7 @@ def parse_listing(directory: str, stdout: str) -> Listing:
     found: list[Manifest] = []
     broken: list[str] = []
     for chunk in stdout.split("\n" + _MARK)[1:]:
-        path, _, body = chunk.partition("\n")
-        bid = path.rstrip("/").split("/")[-2] if path.count("/") >= 1 else ""
+        bid, _, body = chunk.partition("\n")  # the backup directory's name only (never the path)
         if not ID_RE.match(bid):
             continue
         try:
@@ -333,10 +332,16 @@ def file_facts(ctx: Context, paths: Iterable[str], timeout: float | None = None)
     if not paths:
         return {}
     kwargs: dict[str, Any] = {"timeout": timeout} if timeout else {}
-    sizes = ctx.run(["stat", "-c", "%s %n", "--", *paths], **kwargs).stdout
-    digests = sha_lines(ctx.run(["sha256sum", "--", *paths], **kwargs).stdout)
+    # one "size digest" line per path, in order: names never appear in the output, so a
+    # newline or backslash in a path cannot confuse the parsing
+    script = "".join(
+        f"printf '%s %s\\n' \"$(stat -c %s -- {quote(p)})\" \"$(sha256sum < {quote(p)} | cut -d ' ' -f 1)\" || exit 1\n"
+        for p in paths
+    )
+    lines = ctx.run_shell(script, **kwargs).stdout.splitlines()
     out: dict[str, tuple[int, str]] = {}
-    for line in sizes.splitlines():
-        size, _, path = line.partition(" ")
-        out[path] = (int(size), digests.get(path, ""))
+    for path, line in zip(paths, lines, strict=False):
+        size, _, digest = line.partition(" ")
+        if size.isdigit() and len(digest) == 64:
+            out[path] = (int(size), digest)
     return out

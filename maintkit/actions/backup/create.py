@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.probes import Probe
@@ -132,7 +133,7 @@ def dump_database(ctx: Context, client: DbClient, workdir: str, timeout: float |
         script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
     res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
     if not res.ok:
-        tail = (res.stderr or res.stdout).strip()[-800:]
+        tail = text_tail(res.stderr or res.stdout, 800)
         raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
     _, after, _ = _table_state(client, ctx, timeout) if exact else (kinds, before, exact)
     return {
@@ -159,10 +160,10 @@ def archive_files(
         create_script(job.base, job.paths, job.excludes, compression, out), check=False, **_kwargs(timeout)
     )
     if not res.ok:
-        raise ApplyFailed(f"archiving files failed (exit {res.exit_code}): {(res.stderr or res.stdout).strip()[-800:]}")
+        raise ApplyFailed(f"archiving files failed (exit {res.exit_code}): {text_tail(res.stderr or res.stdout, 800)}")
     counted = ctx.run_shell(count_script(out, compression), check=False, **_kwargs(timeout))
     if not counted.ok or not counted.stdout.strip().isdigit():
-        raise ApplyFailed(f"cannot read back the new archive {out}: {counted.stderr.strip()[-400:]}")
+        raise ApplyFailed(f"cannot read back the new archive {out}: {text_tail(counted.stderr, 400)}")
     return files_item(name, compression, job.base, job.paths, job.excludes, int(counted.stdout.strip()))
 
 

@@ -1,10 +1,17 @@
 """Databases for the backup actions: MariaDB/MySQL and PostgreSQL, driven by their own clients.
 
-Credentials come from the login user's option file (``~/.my.cnf``; for PostgreSQL
-``~/.pgpass``) or from a ``password`` parameter (a SecretStr). A password is written
+Credentials come from a ``password`` parameter (a SecretStr), a ``defaults_file`` or,
+only when none of ``user``, ``password`` and ``defaults_file`` is given, from the login
+user's option file (``~/.my.cnf``; for PostgreSQL ``~/.pgpass``). A password is written
 to a temporary 0600 file inside the 0700 backup directory (through stdin, never on a
-command line that ``ps`` can read), handed to the client as ``--defaults-extra-file``
-(``PGPASSFILE`` for PostgreSQL) and removed afterwards.
+command line that ``ps`` can read) and removed afterwards.
+
+Nothing the host's user has configured may override given credentials: MariaDB/MySQL
+clients read ``~/.my.cnf`` *after* ``--defaults-extra-file``, so its user and password
+would win. Every client therefore gets ``--defaults-file=FILE`` (reads only FILE) or, with
+a user but no password and no file, ``--no-defaults``, as its FIRST option (see
+:meth:`DbClient.option_file_args`). PostgreSQL gets ``PGPASSFILE`` pointing at the
+temporary file, so ``~/.pgpass`` is not read.
 """
 
 from __future__ import annotations
@@ -32,11 +39,19 @@ class DatabaseSpec(Params):
     engine: Engine = Field("mariadb", description="mariadb, mysql or postgresql")
     host: str | None = Field(None, description="Server host (default: the client's default / option file)")
     port: int | None = Field(None, ge=1, le=65535)
-    user: str | None = Field(None, description="User (default: from the option file / login user)")
-    password: SecretStr | None = Field(
-        None, description="Password (use {{ secrets.X }}); default: the login user's ~/.my.cnf or ~/.pgpass"
+    user: str | None = Field(
+        None, description="User (default: from the option file / login user); MariaDB then reads no ~/.my.cnf"
     )
-    defaults_file: str | None = Field(None, description="MySQL option file to read instead of ~/.my.cnf")
+    password: SecretStr | None = Field(
+        None,
+        description=(
+            "Password (use {{ secrets.X }}); without user, password and defaults_file: the login "
+            "user's ~/.my.cnf (PostgreSQL: ~/.pgpass)"
+        ),
+    )
+    defaults_file: str | None = Field(
+        None, description="MariaDB/MySQL option file, read instead of every other one (PostgreSQL: a pgpass file)"
+    )
     ignore_tables: list[str] = Field(default_factory=list, description="Tables left out of the dump")
     count_limit: int = Field(
         default=2_000_000,
@@ -116,13 +131,27 @@ class DbClient:
     def _tool(self, preferred: str, fallback: str) -> str:
         return preferred if preferred in self.tools or fallback not in self.tools else fallback
 
+    def option_file_args(self) -> list[str]:
+        """Which option files a MariaDB/MySQL client reads; must come FIRST on its command line.
+
+        The temporary credentials file (a password was given; it ``!include``s the
+        ``defaults_file``), else the ``defaults_file``: ``--defaults-file`` reads only that
+        file, so ``~/.my.cnf`` cannot override it. A user without password or file:
+        ``--no-defaults`` (no option file at all). Nothing given: the client's default
+        option files, ``~/.my.cnf`` included (the documented default).
+        """
+        s = self.spec
+        if self.cred_file:
+            return [f"--defaults-file={self.cred_file}"]
+        if s.defaults_file:
+            return [f"--defaults-file={s.defaults_file}"]
+        if s.user:
+            return ["--no-defaults"]
+        return []
+
     def _mysql_common(self) -> list[str]:
         s = self.spec
-        out: list[str] = []
-        if self.cred_file:
-            out.append(f"--defaults-extra-file={self.cred_file}")
-        elif s.defaults_file:
-            out.append(f"--defaults-file={s.defaults_file}")
+        out = self.option_file_args()
         if s.host:
             out.append(f"--host={s.host}")
         if s.port:
@@ -264,7 +293,7 @@ class DbClient:
         argv = ["pg_restore", *self._pg_common(), "--no-owner", "--no-acl", "--exit-on-error"]
         if clean:
             argv += ["--clean", "--if-exists"]
-        return join([*argv, "-d", db, dump])
+        return join([*argv, "-d", db, "--", dump])
 
 
 def pipeline(*stages: str, out: str | None = None) -> str:

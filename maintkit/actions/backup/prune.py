@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
+from maintkit._text import tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, NotReversible
 from maintkit.probes import Probe
@@ -121,7 +122,7 @@ class BackupPrune(Action[BackupPruneParams]):
                 raise ApplyFailed(f"refusing to delete {b.id!r}: not a backup id", action=self.name)
             res = ctx.run(["rm", "-rf", "--", f"{directory}/{b.id}"], check=False)
             if not res.ok:
-                raise ApplyFailed(f"cannot delete {directory}/{b.id}: {res.stderr.strip()[-300:]}", action=self.name)
+                raise ApplyFailed(f"cannot delete {directory}/{b.id}: {tail(res.stderr, 300)}", action=self.name)
             changes.append(Change(f"{directory}/{b.id}", "deleted", before=b.summary()))
         return changes
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
+from maintkit._text import tail
 from maintkit.action import Action, Context
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, NotReversible, RollbackFailed, VerifyFailed
 from maintkit.probes import Probe
@@ -15,7 +17,7 @@ from maintkit.results import Change, Check
 from .common import BackupListing, Manifest, backup_dir, format_age, is_protected, select
 from .create import BackupJob, missing_for, record_of, tools_probe, write_backup
 from .db import ConnectionOverride, DatabaseSpec, connect, spec_from_item
-from .files import ALWAYS_EXCLUDED, compare_script, content_differences, extract_script
+from .files import ALWAYS_EXCLUDED, compare_script, content_differences, exact_restore_script
 from .verify import compare_tables, db_state
 
 What = Literal["db", "files", "both"]
@@ -61,7 +63,9 @@ class BackupRestore(Action[BackupRestoreParams]):
     safety backup of what it will overwrite, so the restore itself can be rolled back; when
     the restore fails midway the safety backup is put back at once. Databases are restored
     exactly (tables not in the backup are dropped, unless ``drop_extra_tables: false``); files
-    are extracted over the site (files in the archive are replaced, newer files stay).
+    are restored exactly: under the archived paths, entries the backup does not hold are
+    removed (``<path>/.maint`` and the backup's excludes are left alone), so rolling a restore
+    back from its safety backup gives back the exact previous tree.
     """
 
     name = "backup.restore"
@@ -165,11 +169,16 @@ class BackupRestore(Action[BackupRestoreParams]):
         for item in dbs:
             spec = spec_from_item(item, self.params)
             self._restore_db(ctx, spec, manifest, item, directory, tools, drop_extra=drop_extra, strip=strip)
+        base = ctx.path.rstrip("/") or "/"
         for item in files:
-            script = extract_script(manifest.path(str(item["file"])), str(item.get("compression", "gzip")), ctx.path)
+            stage = f"{base}/.maint/restore-{secrets.token_hex(4)}.partial"
+            paths = [str(x) for x in item.get("paths", [])]
+            excludes = [str(x) for x in item.get("excludes", [])]
+            compression = str(item.get("compression", "gzip"))
+            script = exact_restore_script(manifest.path(str(item["file"])), compression, base, paths, excludes, stage)
             res = ctx.run_shell(script, check=False, **_kwargs(self.params.timeout))
             if not res.ok:
-                raise ApplyFailed(f"extracting {item['file']} failed: {(res.stderr or res.stdout).strip()[-500:]}")
+                raise ApplyFailed(f"extracting {item['file']} failed: {tail(res.stderr or res.stdout, 500)}")
 
     def _restore_db(
         self,
@@ -195,7 +204,7 @@ class BackupRestore(Action[BackupRestoreParams]):
             )
             res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(self.params.timeout))
             if not res.ok:
-                raise ApplyFailed(f"restoring db {spec.name} failed: {(res.stderr or res.stdout).strip()[-500:]}")
+                raise ApplyFailed(f"restoring db {spec.name} failed: {tail(res.stderr or res.stdout, 500)}")
 
     # ------------------------------------------------------------------------------ verify
     def verify(self, ctx: Context) -> None:

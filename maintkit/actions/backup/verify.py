@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
+from maintkit._text import tail
 from maintkit.action import Action, Context
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError
 from maintkit.probes import Probe
@@ -159,7 +160,7 @@ class BackupVerify(Action[BackupVerifyParams]):
             finally:
                 dropped = client.drop_database(ctx, scratch)
                 if not dropped.ok:
-                    ctx.event("backup.scratch_not_dropped", database=scratch, error=dropped.stderr.strip()[-300:])
+                    ctx.event("backup.scratch_not_dropped", database=scratch, error=tail(dropped.stderr, 300))
 
     def _restore_and_compare(
         self,
@@ -174,7 +175,7 @@ class BackupVerify(Action[BackupVerifyParams]):
         kwargs: dict[str, Any] = {"timeout": self.params.timeout} if self.params.timeout else {}
         res = ctx.run_shell(script, env=client.env or None, check=False, **kwargs)
         if not res.ok:
-            return [f"db {item['name']}: the dump does not restore: {(res.stderr or res.stdout).strip()[-500:]}"]
+            return [f"db {item['name']}: the dump does not restore: {tail(res.stderr or res.stdout, 500)}"]
         expected = dict(item.get("tables") or {})
         kinds, counts = db_state(ctx, client, scratch, expected)
         problems = [
@@ -188,7 +189,7 @@ class BackupVerify(Action[BackupVerifyParams]):
         kwargs: dict[str, Any] = {"timeout": self.params.timeout} if self.params.timeout else {}
         res = ctx.run_shell(count_script(path, str(item.get("compression", "gzip"))), check=False, **kwargs)
         if not res.ok or not res.stdout.strip().isdigit():
-            return [f"{item['file']}: cannot be listed: {(res.stderr or res.stdout).strip()[-300:]}"]
+            return [f"{item['file']}: cannot be listed: {tail(res.stderr or res.stdout, 300)}"]
         entries = int(res.stdout.strip())
         results[str(item["file"])] = {"entries": entries}
         if entries != item.get("entries"):

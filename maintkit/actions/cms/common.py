@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from maintkit._text import head, tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
 from maintkit.results import Change
@@ -209,25 +210,23 @@ def parse_marked_json(stdout: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def tail(text: str, n: int = 600) -> str:
-    """The last ``n`` characters, stripped (for error messages)."""
-    return text.strip()[-n:]
-
-
 # -- tree hashes -------------------------------------------------------------------------------
 
 _TREE_SNIPPET = (
+    # sha256sum --zero: names are never escaped (a newline or backslash in a name would
+    # otherwise change the line); the hash alone is printed, one line per path, in order
     'if [ -d "$p" ]; then '
-    'h=$(cd "$p" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum); '
+    'h=$(cd -- "$p" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum --zero -- '
+    "| tr '\\0' '\\n' | sha256sum); "
     'elif [ -f "$p" ]; then '
-    'h=$(cd "$(dirname "$p")" && sha256sum "./$(basename "$p")" | sha256sum); '
+    "h=$(cd -- \"${p%/*}/\" && sha256sum --zero -- \"./${p##*/}\" | tr '\\0' '\\n' | sha256sum); "
     "else h=missing; fi; "
-    'printf \'%s\\t%s\\n\' "$p" "${h%% *}"'
+    "printf '%s\\n' \"${h%% *}\""
 )
 
 
 def tree_hash_script(paths: list[str]) -> str:
-    """Shell that prints ``path<TAB>hash`` per path (``missing`` when absent).
+    """Shell that prints one line per path, in order: its tree hash, or ``missing``.
 
     The hash is ``sha256`` over the ``sha256sum`` lines (``<hash>  ./<relative path>``) of
     every regular file, sorted bytewise: the same value :func:`zip_tree_hash` computes
@@ -244,10 +243,8 @@ def tree_hashes(ctx: Context, paths: list[str]) -> dict[str, str | None]:
         return {}
     res = ctx.run_shell(tree_hash_script(paths), check=False)
     out: dict[str, str | None] = {p: None for p in paths}
-    for line in res.stdout.splitlines():
-        path, _, value = line.rpartition("\t")
-        if path in out:
-            out[path] = None if value in ("", "missing") else value
+    for path, value in zip(paths, res.stdout.splitlines(), strict=False):
+        out[path] = value if len(value) == 64 else None
     return out
 
 
@@ -295,7 +292,8 @@ def snapshot_path(ctx: Context, src: str, dest: str) -> bool:
     """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist."""
     script = (
         f"if [ -e {quote(src)} ] || [ -L {quote(src)} ]; then "
-        f"mkdir -p {quote(dest.rsplit('/', 1)[0] or '/')} && rm -rf {quote(dest)} && cp -a {quote(src)} {quote(dest)} "
+        f"mkdir -p -- {quote(dest.rsplit('/', 1)[0] or '/')} && rm -rf -- {quote(dest)} && "
+        f"cp -a -- {quote(src)} {quote(dest)} "
         "&& echo copied; else echo absent; fi"
     )
     res = ctx.run_shell(script, check=False)
@@ -312,15 +310,18 @@ def restore_script(snapshot: str | None, dest: str) -> str:
     """
     d = quote(dest)
     if snapshot is None:
-        return f"rm -rf {d}"
-    tmp, old = quote(dest + ".maint-restore"), quote(dest + ".maint-old")
+        return f"rm -rf -- {d}"
+    # short sibling names: ``dest`` + a suffix could exceed the 255-byte name limit
+    parent, _, name = dest.rpartition("/")
+    tag = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    tmp, old = quote(f"{parent}/.maint-restore-{tag}"), quote(f"{parent}/.maint-old-{tag}")
     s = quote(snapshot)
     return (
         f"[ -e {s} ] || [ -L {s} ] || {{ echo 'snapshot missing: '{s} >&2; exit 3; }}\n"
-        f"rm -rf {tmp} {old} && cp -a {s} {tmp} || exit 4\n"
-        f"if [ -e {d} ] || [ -L {d} ]; then mv {d} {old} || exit 5; fi\n"
-        f"mv {tmp} {d} || {{ [ -e {old} ] && mv {old} {d}; exit 6; }}\n"
-        f"rm -rf {old}\n"
+        f"rm -rf -- {tmp} {old} && cp -a -- {s} {tmp} || exit 4\n"
+        f"if [ -e {d} ] || [ -L {d} ]; then mv -T -- {d} {old} || exit 5; fi\n"
+        f"mv -T -- {tmp} {d} || {{ [ -e {old} ] && mv -T -- {old} {d}; exit 6; }}\n"
+        f"rm -rf -- {old}\n"
     )
 
 
@@ -355,10 +356,11 @@ def run_commands(
     done: list[dict[str, Any]] = []
     for argv in commands:
         res = ctx.run(argv, cwd=cwd, env=env or None, check=False)
-        done.append({"command": join(argv)[:200], "exit": res.exit_code})
+        done.append({"command": head(join(argv), 200), "exit": res.exit_code})
         if not res.ok:
             raise ApplyFailed(
-                f"{what} {join(argv)[:200]} exited {res.exit_code}: {tail(res.stderr or res.stdout)}", action=ACTION
+                f"{what} {head(join(argv), 200)} exited {res.exit_code}: {tail(res.stderr or res.stdout)}",
+                action=ACTION,
             )
     return done
 
@@ -420,9 +422,12 @@ class DbUndo:
 
 
 def _client_argv(binary: str, defaults_file: str | None) -> list[str]:
+    """``binary`` with the option file as its FIRST option: ``--defaults-file`` reads only that
+    file, so the login user's ``~/.my.cnf`` cannot override its credentials. Without a file the
+    client's default option files (``~/.my.cnf`` included) are read: the documented default."""
     argv = [binary]
     if defaults_file:
-        argv.append(f"--defaults-extra-file={defaults_file}")
+        argv.append(f"--defaults-file={defaults_file}")
     return argv
 
 
@@ -466,8 +471,8 @@ def dump_database(ctx: Context, database: str, defaults_file: str | None, dest_g
         database,
     ]
     script = (
-        f"umask 077\n{join(argv)} || {{ rc=$?; rm -f {quote(sql)}; exit $rc; }}\n"
-        f"gzip -f {quote(sql)} && chmod 600 {quote(dest_gz)}"
+        f"umask 077\n{join(argv)} || {{ rc=$?; rm -f -- {quote(sql)}; exit $rc; }}\n"
+        f"gzip -f -- {quote(sql)} && chmod 600 -- {quote(dest_gz)}"
     )
     res = ctx.run_shell(script, check=False)
     if not res.ok:
@@ -479,8 +484,8 @@ def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
     sql = undo.dump[:-3] + ".restore.sql" if undo.dump.endswith(".gz") else undo.dump + ".restore.sql"
     client = join([*_client_argv("mariadb", undo.defaults_file), undo.database])
     script = (
-        f"umask 077\ngzip -dc {quote(undo.dump)} > {quote(sql)} || exit 3\n"
-        f"{client} < {quote(sql)}; rc=$?\nrm -f {quote(sql)}\nexit $rc\n"
+        f"umask 077\ngzip -dc -- {quote(undo.dump)} > {quote(sql)} || exit 3\n"
+        f"{client} < {quote(sql)}; rc=$?\nrm -f -- {quote(sql)}\nexit $rc\n"
     )
     res = ctx.run_shell(script, check=False)
     if not res.ok:
@@ -515,6 +520,7 @@ __all__ = [
     "run_commands",
     "sha256_hex",
     "snapshot_path",
+    "tail",
     "tree_hash_script",
     "tree_hashes",
     "wp_helper_source",

@@ -248,7 +248,7 @@ class ComposerDriver:
             blamed = self._blame(output, targets, plan)
             if not blamed:
                 raise CheckFailed(
-                    f"composer cannot apply the updates: {'; '.join(_problem_lines(output))[-800:]}", action=ACTION
+                    f"composer cannot apply the updates: {tail('; '.join(_problem_lines(output)), 800)}", action=ACTION
                 )
             for name in blamed:
                 targets.pop(name, None)
@@ -305,7 +305,7 @@ class ComposerDriver:
         ok, output = self._dry_run(ctx, targets)
         if not ok:
             raise CheckFailed(
-                f"composer cannot install what {lock.env} validated: {'; '.join(_problem_lines(output))[-800:]}",
+                f"composer cannot install what {lock.env} validated: {tail('; '.join(_problem_lines(output)), 800)}",
                 action=ACTION,
             )
         ops = parse_operations(output)
