@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from maintkit import locks
+from maintkit._text import tail
 from maintkit.action import Action, Context, ProbeCache, RunOptions, monotonic_ms
 from maintkit.audit import (
     AuditLog,
@@ -45,6 +46,7 @@ from maintkit.errors import (
     NotReversible,
     PlaybookError,
     Problem,
+    TransportError,
 )
 from maintkit.inventory import Environment, Inventory, Site
 from maintkit.playbook import LoadedPlaybook, Playbook, Stage, Step
@@ -52,10 +54,10 @@ from maintkit.probes import Probe, run_batch
 from maintkit.registry import Registry, default_registry
 from maintkit.results import Change, Check, RunResult, SiteResult, SiteStatus, StepResult, StepStatus
 from maintkit.templating import Secrets, TemplateError, evaluate, render
-from maintkit.transport.base import Transport, quote
+from maintkit.transport.base import Transport
 
 TransportFactory = Callable[[Environment], Transport]
-LOCK_EXIT = 75
+LOCK_EXIT = locks.LOCK_EXIT
 
 
 def default_transport_factory(env: Environment) -> Transport:
@@ -83,6 +85,8 @@ def default_transport_factory(env: Environment) -> Transport:
         command_timeout=env.command_timeout or 600.0,
         become=bool(env.become),
         proxy_command=env.proxy_command,
+        keepalive_interval=env.keepalive_interval or 5.0,
+        keepalive_count_max=env.keepalive_count_max or 3,
     )
 
 
@@ -276,6 +280,7 @@ class Runner:
         return stages
 
     def _source_problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
+        message = self.redactor.redact_text(message)  # validation errors echo rendered values
         if self.loaded is not None:
             return self.loaded.source.problem(loc, message)
         return Problem(self.playbook.path or self.playbook.name, None, ".".join(map(str, loc)), message)
@@ -405,7 +410,12 @@ class Runner:
             step.error = r.redact_text(step.error) if step.error else step.error
             step.reason = r.redact_text(step.reason)
             step.diff = r.redact_text(step.diff) if step.diff else step.diff
+            step.depends_on = r.redact_text(step.depends_on) if step.depends_on else step.depends_on
             step.data = r.redact(step.data)
+            for change in step.changes:
+                change.target = r.redact_text(change.target)
+                change.summary = r.redact_text(change.summary)
+                change.before, change.after = r.redact(change.before), r.redact(change.after)
         return site
 
     def _overall(self, results: list[SiteResult]) -> str:
@@ -526,11 +536,14 @@ class Runner:
         result = SiteResult(site.name, SiteStatus.OK)
         held: list[tuple[Environment, Transport]] = []
         self._emit("site.started", site=site.name)
+        cause: tuple[str, str] | None = None  # (env, why) of a stage that could not start
+        current = ""
         try:
             for planned in stages:
                 if self._stop.is_set():
                     result.status = SiteStatus.INTERRUPTED
                     break
+                current = planned.env.name
                 status = self._run_stage(site, planned, result, held)
                 if status is not SiteStatus.OK:
                     result.status = status
@@ -540,19 +553,22 @@ class Runner:
             result.error = str(exc)
         except MaintkitError as exc:
             result.status = SiteStatus.FAILED
-            result.error = str(exc)
+            result.error = self._add_error(result.error, str(exc))
+            why = "the host could not be reached" if isinstance(exc, TransportError) else "the stage could not start"
+            cause = (current, f"{why}: {exc}")
         except Exception as exc:  # a bug must not leave locks behind
             result.status = SiteStatus.FAILED
-            result.error = f"internal error: {type(exc).__name__}: {exc}"
+            result.error = self._add_error(result.error, f"internal error: {type(exc).__name__}: {exc}")
+            cause = (current, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             for env, transport in reversed(held):
-                self._release_lock(site, env, transport)
-        self._record_not_run(site, stages, result)
+                self._cleanup_failed(result, self._release_lock(site, env, transport))
+        self._record_not_run(site, stages, result, cause)
         if result.status is SiteStatus.OK and any(s.status is StepStatus.FAILED for s in result.steps):
             result.status = SiteStatus.FAILED
         if result.error is None:
             failed = next((s for s in result.steps if s.status is StepStatus.FAILED), None)
-            result.error = failed.error if failed else None
+            result.error = f"step {failed.step} failed: {failed.error}" if failed else None
         result.duration_ms = monotonic_ms(started)
         self._emit(
             "site.finished",
@@ -564,16 +580,34 @@ class Runner:
         )
         return result
 
-    def _record_not_run(self, site: Site, stages: list[PlannedStage], result: SiteResult) -> None:
+    @staticmethod
+    def _add_error(current: str | None, error: str) -> str:
+        """The site error: the first cause, then what else went wrong."""
+        return f"{current}; also: {error}" if current else error
+
+    def _cleanup_failed(self, result: SiteResult, error: str | None) -> None:
+        """A cleanup that failed (finalize, lock release) fails the site, with the reason."""
+        if error is None:
+            return
+        if result.status in (SiteStatus.OK, SiteStatus.ROLLED_BACK):
+            result.status = SiteStatus.FAILED
+        result.error = self._add_error(result.error, error)
+
+    def _record_not_run(
+        self, site: Site, stages: list[PlannedStage], result: SiteResult, cause: tuple[str, str] | None = None
+    ) -> None:
         """Every planned step appears in the audit log: the ones never reached say why."""
         reached = {(s.env, s.step) for s in result.steps}
         why = {
             SiteStatus.INTERRUPTED: "the run was interrupted",
             SiteStatus.LOCKED: "the site is locked by another run",
         }.get(result.status, "an earlier step failed")
+        if cause is not None and result.status is not SiteStatus.INTERRUPTED:
+            why = f"stage {cause[0]} did not run: {cause[1]}"
         for planned in stages:
             for ps in planned.steps:
                 if (planned.env.name, ps.step.id) not in reached:
+                    reason = cause[1] if cause is not None and planned.env.name == cause[0] else why
                     self._emit(
                         "step.not_run",
                         site=site.name,
@@ -581,7 +615,7 @@ class Runner:
                         step=ps.step.id,
                         action=ps.action.name,
                         status="not-run",
-                        reason=why,
+                        reason=reason,
                     )
 
     def _base_context(self, site: Site, planned: PlannedStage, transport: Transport) -> Context:
@@ -613,69 +647,33 @@ class Runner:
         )
 
     def _lock_script(self, site: Site, env: Environment) -> str:
-        holder = {
-            "run_id": self.run_id,
-            "actor": current_actor(),
-            "playbook": self.playbook.name,
-            "site": site.name,
-            "env": env.name,
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
-            "controller": socket.gethostname(),
-            "pid": os.getpid(),
-        }
-        d = quote(env.path.rstrip("/") + "/.maint")
-        return (
-            f"mkdir -p {d} || exit 70\n"
-            f"if mkdir {d}/lock 2>/dev/null; then printf '%s\\n' {quote(json.dumps(holder))} > {d}/lock/holder.json; "
-            f"else echo MAINT-LOCKED; cat {d}/lock/holder.json 2>/dev/null; exit {LOCK_EXIT}; fi"
+        holder = locks.owner_record(
+            self.run_id, actor=current_actor(), playbook=self.playbook.name, site=site.name, env=env.name
         )
+        return locks.acquire_script(env.path, holder)
 
     def _lock_error(self, site: Site, env: Environment, output: str) -> LockHeld:
-        text = output.split("MAINT-LOCKED", 1)[-1].strip()
-        try:
-            holder: dict[str, Any] = json.loads(text.splitlines()[0]) if text else {}
-        except (json.JSONDecodeError, IndexError):
-            holder = {}
-        stale, why = self._is_stale(holder)
-        who = (
-            f"run {holder.get('run_id', '?')} by {holder.get('actor', '?')} since {holder.get('since', '?')} "
-            f"(playbook {holder.get('playbook', '?')})"
-            if holder
-            else "an unknown holder"
-        )
-        msg = f"{site.name}/{env.name} is locked by {who}"
-        if stale:
+        holder = locks.parse_holder(output.split(locks.LOCKED_MARK, 1)[-1])
+        state = locks.liveness(holder, self.state_dir, stale_after=locks.DEFAULT_STALE_AGE)
+        msg = f"{site.name}/{env.name} is locked by {locks.describe(holder)}"
+        if state.dead:
             msg += (
-                f"; the lock looks stale ({why}). If no run is active, clear it with: "
+                f"; the lock looks stale ({state.why}). If no run is active, clear it with: "
                 f"maint unlock {site.name} --env {env.name}"
             )
         else:
             msg += f". Wait for it to finish, or if it died: maint unlock {site.name} --env {env.name}"
-        return LockHeld(msg, holder, stale)
+        return LockHeld(msg, holder, state.dead)
 
-    def _is_stale(self, holder: dict[str, Any]) -> tuple[bool, str]:
-        if not holder:
-            return True, "no holder information"
-        summary = self.state_dir / "runs" / str(holder.get("run_id", "")) / "summary.json"
-        if summary.is_file():
-            return True, "its run has finished"
-        if holder.get("controller") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            try:
-                os.kill(holder["pid"], 0)
-            except ProcessLookupError:
-                return True, f"process {holder['pid']} on this machine is gone"
-            except PermissionError:
-                pass
-        return False, ""
-
-    def _release_lock(self, site: Site, env: Environment, transport: Transport) -> None:
-        d = quote(env.path.rstrip("/") + "/.maint/lock")
-        script = f"if grep -qF {quote(self.run_id)} {d}/holder.json 2>/dev/null; then rm -rf {d}; fi"
+    def _release_lock(self, site: Site, env: Environment, transport: Transport) -> str | None:
+        """Release the lock; the error (naming site and environment) when that failed."""
         try:
-            transport.run_shell(script, check=True, timeout=30)
+            transport.run_shell(locks.release_script(env.path, self.run_id), check=True, timeout=30)
             self._emit("lock.released", site=site.name, env=env.name, host=env.display_host)
         except MaintkitError as exc:
             self._emit("lock.release_failed", site=site.name, env=env.name, host=env.display_host, error=str(exc))
+            return f"could not release the lock of {site.name}/{env.name}: {exc}"
+        return None
 
     @staticmethod
     def _step_probes(planned: PlannedStage, base: Context) -> list[list[Probe[Any]]]:
@@ -700,12 +698,12 @@ class Runner:
         already = any(e is planned.env for e, _ in held)
         preamble = None if (self.check or already) else self._lock_script(site, planned.env)
         raw, head = run_batch(base.transport, probes, preamble=preamble, timeout=planned.env.command_timeout or 600)
-        if head.startswith("__preamble_failed__") or "MAINT-LOCKED" in head:
-            if "MAINT-LOCKED" in head:
-                raise self._lock_error(site, planned.env, head)
-            raise MaintkitError(
-                f"{site.name}/{planned.env.name}: cannot create the lock directory: {head.strip()[-300:]}"
-            )
+        if locks.LOCKED_MARK in head:
+            raise self._lock_error(site, planned.env, head)
+        if head.startswith("__preamble_failed__"):
+            code, _, text = head.partition("\n")
+            detail = tail(text, 300) or f"exit status {code.rpartition(':')[2]}"
+            raise MaintkitError(f"{site.name}/{planned.env.name}: cannot take the lock: {detail}")
         if preamble is not None:
             held.append((planned.env, base.transport))
             self._emit("lock.acquired", site=site.name, env=planned.env.name, host=planned.env.display_host)
@@ -736,7 +734,10 @@ class Runner:
                 break
         if status is SiteStatus.INTERRUPTED and not self.check:
             status = self._on_failure(site, planned, applied, "rollback", interrupted=True)
-        self._finalize(applied, ok=status is SiteStatus.OK)
+        for error in self._finalize(applied, ok=status is SiteStatus.OK):
+            self._cleanup_failed(result, error)
+            if status in (SiteStatus.OK, SiteStatus.ROLLED_BACK):
+                status = SiteStatus.FAILED
         self._emit("stage.finished", site=site.name, env=env.name, status=status.value)
         return status
 
@@ -822,7 +823,7 @@ class Runner:
         try:
             when = self._when(ps, planned, result, ctx)
         except MaintkitError as exc:
-            return self._fail(site, planned, ps, res, applied, exc, started)
+            return self._fail(site, planned, ps, res, applied, exc, started, result)
         if when is None:
             res.status, res.reason = StepStatus.UNKNOWN, "unknown: its condition depends on an earlier step"
             self._record(res, "step.checked", host)
@@ -842,7 +843,7 @@ class Runner:
                 chk = Check.unknown(f"unknown: depends on step {pending} ({exc})", depends_on=pending)
             else:
                 res.data.update(ctx.data)
-                return self._fail(site, planned, ps, res, applied, exc, started)
+                return self._fail(site, planned, ps, res, applied, exc, started, result)
         res.reason, res.diff, res.depends_on = chk.reason, chk.diff, chk.depends_on
         res.data.update(chk.data)
         res.data.update(ctx.data)
@@ -875,7 +876,11 @@ class Runner:
             res.data.update(ctx.data)
         except MaintkitError as exc:
             ctx.invalidate()
-            return self._fail(site, planned, ps, res, applied, exc, started)
+            partial = list(getattr(exc, "changes", None) or [])
+            if entry is None and partial:  # apply changed something, then failed: undo that too
+                res.changes = partial
+                applied.append(_Applied(ps, ctx, partial, res))
+            return self._fail(site, planned, ps, res, applied, exc, started, result)
         res.duration_ms = monotonic_ms(started)
         self._record(res, "step.verified", host)
         return None
@@ -889,6 +894,7 @@ class Runner:
         applied: list[_Applied],
         exc: MaintkitError,
         started: float,
+        site_result: SiteResult,
     ) -> SiteStatus | None:
         phase = getattr(exc, "phase", "step")
         res.status = StepStatus.FAILED
@@ -900,6 +906,8 @@ class Runner:
         self._record(res, "step.failed", planned.env.display_host, phase=phase)
         if self.check:
             return None
+        if site_result.error is None:  # the site error names the step whose failure was the cause
+            site_result.error = f"step {res.step} failed: {res.error}"
         policy = ps.step.on_failure or self.playbook.on_failure
         if policy == "continue":
             return None
@@ -957,7 +965,9 @@ class Runner:
         )
         return True
 
-    def _finalize(self, applied: list[_Applied], ok: bool) -> None:
+    def _finalize(self, applied: list[_Applied], ok: bool) -> list[str]:
+        """Finalize every step that changed something; the errors (each naming its step)."""
+        errors: list[str] = []
         for entry in reversed(applied):
             try:
                 entry.planned.action.finalize(entry.ctx, entry.changes, ok)
@@ -970,6 +980,8 @@ class Runner:
                     action=entry.result.action,
                     error=str(exc),
                 )
+                errors.append(f"finalize of step {entry.result.step} failed: {exc}")
+        return errors
 
 
 def run_playbook(playbook: Playbook | LoadedPlaybook, inventory: Inventory, **kwargs: Any) -> RunResult:

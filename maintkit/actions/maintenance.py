@@ -16,6 +16,15 @@ platform and, for ``composer``/``generic`` sites, the files it finds (``bin/mage
 ``maintenance.enable`` switches maintenance off again in ``rollback`` and in ``finalize``
 (at the end of the stage, also after a failure or an interrupt), so a run never leaves a
 shop in maintenance; ``keep: true`` keeps it on after a successful stage only.
+
+Ownership: ``maintenance.enable`` records which run switched maintenance on in
+``<path>/.maint/maintenance.json`` (run id, controller, pid and its start time, the markers,
+and ``kept`` once ``keep: true`` left it on on purpose). A run that was killed cannot switch
+maintenance off; the next run that finds such a record, from a run that is known to be gone
+(see :func:`maintkit.locks.liveness`: it no longer holds the lock, its summary exists, or its
+process on this controller is gone), takes the markers over (``maintenance.enable``: switched
+off at the end of its stage) or switches them off (``maintenance.disable``), and says so in
+the step reason and a ``maintenance.leftover`` audit event.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from maintkit import locks
+from maintkit._text import tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, RollbackFailed
 from maintkit.probes import Probe, RawOutput
@@ -40,6 +51,7 @@ MarkerKind = Literal["flag", "wordpress", "magento", "laravel"]
 
 WP_MAINTENANCE = b"<?php $upgrading = time(); ?>\n"
 DEFAULT_FLAG = ".maint/maintenance.flag"
+OWNER_FILE = ".maint/maintenance.json"
 
 #: Files that identify an application under its root (WordPress: the first one found is ABSPATH).
 APP_MARKERS: dict[str, tuple[str, ...]] = {
@@ -63,12 +75,13 @@ class ExistingPaths(Probe[frozenset[str]]):
     kind: ClassVar[str] = "exists"
 
     def script(self) -> str:
+        # the index of each existing path is printed, never the name (any byte may be in a name)
         quoted = " ".join(quote(p) for p in self.paths)
-        return f'for p in {quoted}; do if [ -e "$p" ]; then printf "%s\\n" "$p"; fi; done; true'
+        return f'i=0; for p in {quoted}; do if [ -e "$p" ]; then printf "%s\\n" "$i"; fi; i=$((i+1)); done; true'
 
     def parse(self, raw: RawOutput) -> frozenset[str]:
-        wanted = set(self.paths)
-        return frozenset(line for line in raw.stdout.splitlines() if line in wanted)
+        found = {int(w) for w in raw.stdout.split() if w.isdigit()}
+        return frozenset(p for i, p in enumerate(self.paths) if i in found)
 
 
 @dataclass(frozen=True)
@@ -232,8 +245,103 @@ def _state(ctx: Context, p: _MaintenanceParams, action: str) -> tuple[list[Marke
 
 
 def _flag_text(ctx: Context, retry_after: int) -> bytes:
-    info = {"since": int(time.time()), "run_id": ctx.run_id, "retry_after": retry_after}
+    info = {**locks.owner_record(ctx.run_id, retry_after=retry_after), "since": int(time.time())}
     return (json.dumps(info) + "\n").encode()
+
+
+# ---------------------------------------------------------------------------- ownership
+
+
+def owner_path(env_path: str) -> str:
+    """Where the run that switched maintenance on is recorded."""
+    return f"{env_path.rstrip('/')}/{OWNER_FILE}"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The maintenance owner record (empty when none) and the run id holding the lock now."""
+
+    owner: dict[str, Any]
+    lock_run_id: str
+
+
+@dataclass(frozen=True)
+class OwnershipProbe(Probe[Ownership]):
+    """Read the maintenance owner record and the lock holder of an environment in one go."""
+
+    path: str
+    kind: ClassVar[str] = "maintenance-owner"
+
+    def script(self) -> str:
+        lock = quote(locks.lock_dir(self.path) + "/holder.json")
+        return (
+            f"cat -- {quote(owner_path(self.path))} 2>/dev/null; printf '\\n@@lock\\n'; cat -- {lock} 2>/dev/null; true"
+        )
+
+    def parse(self, raw: RawOutput) -> Ownership:
+        owner, _, holder = raw.stdout.partition("\n@@lock\n")
+        return Ownership(locks.parse_holder(owner), str(locks.parse_holder(holder).get("run_id", "")))
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Maintenance switched on by a run that is gone: its run id and why it is known gone."""
+
+    run_id: str
+    why: str
+    record: dict[str, Any]
+
+
+def find_leftover(ctx: Context, ownership: Ownership | None = None) -> Leftover | None:
+    """The owner record of a gone run (not this run, not kept on purpose), if there is one."""
+    own = ownership if ownership is not None else ctx.probe(OwnershipProbe(ctx.path))
+    rec = own.owner
+    if not rec or rec.get("run_id") == ctx.run_id or rec.get("kept"):
+        return None
+    state = locks.liveness(rec, ctx.options.state_dir, lock_run_id=own.lock_run_id)
+    return Leftover(str(rec.get("run_id", "?")), state.why, rec) if state.dead else None
+
+
+def _write_owner(ctx: Context, p: _MaintenanceParams, markers: list[Marker], kept: bool = False) -> None:
+    record = locks.owner_record(
+        ctx.run_id, step=ctx.step_id, kept=kept, markers=[[m.kind, m.path, m.root] for m in markers]
+    )
+    target = owner_path(ctx.path)
+    tmp = f"{target}.{ctx.run_id}.tmp"
+    script = (
+        f"mkdir -p -- {quote(posixpath.dirname(target))} && "
+        f"printf '%s\\n' {quote(json.dumps(record))} > {quote(tmp)} && mv -f -- {quote(tmp)} {quote(target)}"
+    )
+    res = ctx.run_shell(script, sudo=p.sudo, check=False)
+    if not res.ok:
+        raise ApplyFailed(f"cannot record the maintenance owner in {target}: {tail(res.stderr or res.stdout, 300)}")
+
+
+def _drop_owner(ctx: Context, p: _MaintenanceParams, run_id: str | None) -> None:
+    """Remove the owner record (only while ``run_id`` owns it, when given)."""
+    target = quote(owner_path(ctx.path))
+    guard = f"grep -qF -- {quote(run_id)} {target} 2>/dev/null && " if run_id else ""
+    ctx.run_shell(f"{guard}rm -f -- {target}; true", sudo=p.sudo, check=False)
+
+
+def recorded_markers(record: dict[str, Any]) -> list[Marker]:
+    """The markers an owner record lists."""
+    out: list[Marker] = []
+    for item in record.get("markers") or []:
+        if isinstance(item, list) and len(item) == 3 and item[0] in ("flag", "wordpress", "magento", "laravel"):
+            out.append(Marker(item[0], str(item[1]), str(item[2])))
+    return out
+
+
+def switch_off_leftover(ctx: Context, leftover: Leftover) -> list[str]:
+    """Switch off the markers a gone run left on and drop its record; the paths switched off."""
+    p = _MaintenanceParams.model_validate({})
+    done: list[str] = []
+    for marker in recorded_markers(leftover.record):
+        switch_off(ctx, marker, p)
+        done.append(marker.path)
+    _drop_owner(ctx, p, leftover.run_id)
+    return done
 
 
 def switch_on(
@@ -243,9 +351,7 @@ def switch_on(
     if marker.kind == "laravel":
         res = ctx.run([p.php, "artisan", "down", f"--retry={retry_after}"], cwd=marker.root, sudo=p.sudo, check=False)
         if not res.ok:
-            raise ApplyFailed(
-                f"php artisan down failed (exit {res.exit_code}): {(res.stderr or res.stdout).strip()[-300:]}"
-            )
+            raise ApplyFailed(f"php artisan down failed (exit {res.exit_code}): {tail(res.stderr or res.stdout, 300)}")
         return
     if content is None:
         content = {"wordpress": WP_MAINTENANCE, "magento": b""}.get(marker.kind) or _flag_text(ctx, retry_after)
@@ -273,7 +379,7 @@ def switch_off(ctx: Context, marker: Marker, p: _MaintenanceParams) -> bytes | N
         rm.append(f"{marker.root}/storage/framework/maintenance.php")
     res = ctx.run(["rm", "-f", "--", *rm], sudo=p.sudo, check=False)
     if not res.ok:
-        raise ApplyFailed(f"cannot remove {marker.path}: {res.stderr.strip()[-300:]}")
+        raise ApplyFailed(f"cannot remove {marker.path}: {tail(res.stderr, 300)}")
     return old.stdout.encode() if old.ok else None
 
 
@@ -287,8 +393,20 @@ class MaintenanceEnableParams(_MaintenanceParams):
     retry_after: int = Field(300, ge=1, description="Seconds clients should wait (Laravel --retry; flag file info)")
 
 
+@dataclass(frozen=True)
+class _EnablePlan:
+    """What ``maintenance.enable`` will do: switch ``off`` markers on, take ``taken`` over."""
+
+    off: list[Marker]
+    taken: list[Marker]
+    leftover: Leftover | None = None
+
+
 class MaintenanceEnable(Action[MaintenanceEnableParams]):
-    """Switch maintenance mode on; it is switched off again at the end of the stage (rollback/finalize)."""
+    """Switch maintenance mode on; it is switched off again at the end of the stage (rollback/finalize).
+
+    Maintenance left on by a run that is gone is taken over: switched off at the end of the stage.
+    """
 
     name = "maintenance.enable"
     Params = MaintenanceEnableParams
@@ -296,26 +414,60 @@ class MaintenanceEnable(Action[MaintenanceEnableParams]):
     reversible = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [site_probe(ctx, self.params)]
+        return [site_probe(ctx, self.params), OwnershipProbe(ctx.path)]
 
     def check(self, ctx: Context) -> Check:
         on, off = _state(ctx, self.params, self.name)
+        left = find_leftover(ctx) if on else None
+        if left is not None:
+            reason = (
+                f"maintenance is on, left by run {left.run_id} ({left.why}): "
+                f"{'would take it over' if ctx.check_mode else 'taking it over'}, "
+                "it is switched off at the end of the stage"
+            )
+            if off:
+                reason += "; would switch on: " + ", ".join(m.label for m in off)
+            diff = "".join(f"+{m.path}\n" for m in off)
+            return Check.change(reason, diff=diff or None, snapshot=_EnablePlan(off, on, left))
         if not off:
             return Check.ok("maintenance is on: " + ", ".join(m.label for m in on))
         diff = "".join(f"+{m.path}\n" for m in off)
-        return Check.change("would switch on: " + ", ".join(m.label for m in off), diff=diff, snapshot=off)
+        return Check.change(
+            "would switch on: " + ", ".join(m.label for m in off), diff=diff, snapshot=_EnablePlan(off, [])
+        )
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
+        plan: _EnablePlan = check.snapshot
+        _write_owner(ctx, p, [*plan.taken, *plan.off])  # before anything is on: a killed run is always owned
         changes: list[Change] = []
-        for marker in check.snapshot:
+        if plan.leftover is not None:
+            left = plan.leftover
+            ctx.event(
+                "maintenance.leftover",
+                step=self.step_id,
+                previous_run=left.run_id,
+                why=left.why,
+                markers=[m.path for m in plan.taken],
+                outcome="taken-over",
+            )
+            for marker in plan.taken:
+                before = f"on (run {left.run_id})"
+                changes.append(
+                    Change(marker.path, f"{marker.label} taken over", before=before, after="on", undo=marker)
+                )
+        for marker in plan.off:
             try:
                 switch_on(ctx, marker, p, p.retry_after)
             except Exception:
-                self._off(ctx, changes)  # our own partial work
+                self._off(ctx, changes)  # our own partial work, and what we took over
                 raise
             changes.append(Change(marker.path, f"{marker.label} on", before="off", after="on", undo=marker))
-        ctx.record(maintenance="on", markers=[c.target for c in changes])
+        ctx.record(
+            maintenance="on",
+            markers=[c.target for c in changes],
+            taken_over_from=plan.leftover.run_id if plan.leftover else None,
+        )
         return changes
 
     def _off(self, ctx: Context, changes: list[Change]) -> list[str]:
@@ -325,10 +477,12 @@ class MaintenanceEnable(Action[MaintenanceEnableParams]):
                 switch_off(ctx, change.undo, self.params)
             except ApplyFailed as exc:
                 errors.append(exc.message)
+        if not errors:
+            _drop_owner(ctx, self.params, ctx.run_id)
         return errors
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
-        """Switch off exactly what this step switched on."""
+        """Switch off exactly what this step switched on (and what it took over)."""
         errors = self._off(ctx, changes)
         if errors:
             raise RollbackFailed("; ".join(errors))
@@ -336,6 +490,7 @@ class MaintenanceEnable(Action[MaintenanceEnableParams]):
     def finalize(self, ctx: Context, changes: list[Change], ok: bool) -> None:
         """At the end of the stage: maintenance off, unless ``keep`` and the stage succeeded."""
         if ok and self.params.keep:
+            _write_owner(ctx, self.params, [c.undo for c in changes], kept=True)
             return
         errors = self._off(ctx, changes)
         ctx.event("maintenance.finalized", step=self.step_id, maintenance="off", ok=ok, errors=errors or None)
@@ -352,6 +507,15 @@ class MaintenanceDisableParams(_MaintenanceParams):
     retry_after: int = Field(300, ge=1, description="Used when rollback switches maintenance on again")
 
 
+@dataclass(frozen=True)
+class _DisablePlan:
+    """What ``maintenance.disable`` will switch off, and whose maintenance it was."""
+
+    on: list[Marker]
+    owner: dict[str, Any]
+    leftover: Leftover | None = None
+
+
 class MaintenanceDisable(Action[MaintenanceDisableParams]):
     """Switch maintenance mode off (every marker found). Rollback switches it on again."""
 
@@ -361,16 +525,23 @@ class MaintenanceDisable(Action[MaintenanceDisableParams]):
     reversible = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [site_probe(ctx, self.params)]
+        return [site_probe(ctx, self.params), OwnershipProbe(ctx.path)]
 
     def check(self, ctx: Context) -> Check:
         on, _ = _state(ctx, self.params, self.name)
         if on:
+            own = ctx.probe(OwnershipProbe(ctx.path))
+            left = find_leftover(ctx, own)
             diff = "".join(f"-{m.path}\n" for m in on)
-            return Check.change("would switch off: " + ", ".join(m.label for m in on), diff=diff, snapshot=on)
+            reason = "would switch off: " + ", ".join(m.label for m in on)
+            if left is not None:
+                reason += f" (left on by run {left.run_id}, which is gone: {left.why})"
+            return Check.change(reason, diff=diff, snapshot=_DisablePlan(on, own.owner, left))
         enabling = self._pending_enable(ctx)
         if enabling is not None:
-            return Check.change(f"would switch off the maintenance mode that step {enabling} switches on", snapshot=[])
+            return Check.change(
+                f"would switch off the maintenance mode that step {enabling} switches on", snapshot=_DisablePlan([], {})
+            )
         return Check.ok("maintenance is off")
 
     @staticmethod
@@ -386,20 +557,42 @@ class MaintenanceDisable(Action[MaintenanceDisableParams]):
         return None
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
+        plan: _DisablePlan = check.snapshot
+        if plan.leftover is not None:
+            ctx.event(
+                "maintenance.leftover",
+                step=self.step_id,
+                previous_run=plan.leftover.run_id,
+                why=plan.leftover.why,
+                markers=[m.path for m in plan.on],
+                outcome="switched-off",
+            )
         changes: list[Change] = []
-        for marker in check.snapshot:
+        for marker in plan.on:
             old = switch_off(ctx, marker, self.params)
-            changes.append(Change(marker.path, f"{marker.label} off", before="on", after="off", undo=(marker, old)))
-        ctx.record(maintenance="off", markers=[c.target for c in changes])
+            changes.append(
+                Change(marker.path, f"{marker.label} off", before="on", after="off", undo=(marker, old, plan.owner))
+            )
+        if plan.owner:
+            _drop_owner(ctx, self.params, None)  # maintenance is off: nobody owns it any more
+        ctx.record(
+            maintenance="off",
+            markers=[c.target for c in changes],
+            left_by=plan.leftover.run_id if plan.leftover else None,
+        )
         return changes
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
-        """Switch maintenance on again, as it was."""
+        """Switch maintenance on again, as it was (with its owner record)."""
+        owner: dict[str, Any] = {}
         for change in reversed(changes):
-            marker, old = change.undo
+            marker, old, owner = change.undo
             switch_on(
                 ctx, marker, self.params, self.params.retry_after, content=old if marker.kind != "laravel" else None
             )
+        if owner:
+            target = owner_path(ctx.path)
+            ctx.put((json.dumps(owner) + "\n").encode(), target, mode=0o644)
 
 
 __all__ = [

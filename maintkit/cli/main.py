@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 import click
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+#: input problems printed before "... and N more problems"
+SHOWN_PROBLEMS = 20
 
 inventory_option = click.option(
     "-i",
@@ -32,22 +34,31 @@ state_option = click.option(
 )
 
 
-def _die(message: str, code: int) -> NoReturn:
+def _die(message: str, code: int, redactor: Any = None) -> NoReturn:
+    """Print ``message`` to stderr, redacted (every secret known to this process), and exit."""
     from maintkit.cli.output import redact_for_output
 
-    click.echo(redact_for_output(message), err=True)
+    click.echo(redact_for_output(message, redactor), err=True)
     sys.exit(code)
 
 
-def _config_error(exc: Exception) -> NoReturn:
+def _config_error(exc: Exception, redactor: Any = None) -> NoReturn:
     from maintkit.errors import ConfigError
 
     if isinstance(exc, ConfigError):
-        lines = [f"error: {p}" for p in exc.problems]
+        from maintkit._yaml import MAX_PROBLEMS
+
+        lines = [f"error: {p}" for p in exc.problems[:SHOWN_PROBLEMS]]
         n = len(exc.problems)
-        lines.append(f"{n} problem{'s' if n != 1 else ''} found; nothing was run.")
-        _die("\n".join(lines), EXIT_INPUT)
-    _die(f"error: {exc}", EXIT_INPUT)
+        if n > SHOWN_PROBLEMS:
+            more = n - SHOWN_PROBLEMS
+            lines.append(f"... and {more} more problem{'s' if more != 1 else ''}")
+        if n >= MAX_PROBLEMS:  # the loaders stop collecting there
+            lines.append(f"{n} or more problems found (checking stops after {MAX_PROBLEMS}); nothing was run.")
+        else:
+            lines.append(f"{n} problem{'s' if n != 1 else ''} found; nothing was run.")
+        _die("\n".join(lines), EXIT_INPUT, redactor)
+    _die(f"error: {exc}", EXIT_INPUT, redactor)
 
 
 def _load_inventory(path: str) -> Any:
@@ -90,15 +101,17 @@ def execute(
     from maintkit.errors import ConfigError, MaintkitError
     from maintkit.runner import Runner
 
+    runner: Runner | None = None
     try:
         loaded = make_playbook()
         reporter = Reporter.for_terminal(as_json=as_json, check=check, diff=diff)
         runner = Runner(loaded, inventory, check=check, diff=diff, on_event=reporter.on_event, **runner_kwargs)
         runner.plan()
     except ConfigError as exc:
-        _config_error(exc)
+        # the runner's redactor knows the secrets rendered before the problem was found
+        _config_error(exc, runner.redactor if runner is not None else None)
     except MaintkitError as exc:
-        _die(f"error: {exc}", EXIT_INPUT)
+        _die(f"error: {exc}", EXIT_INPUT, runner.redactor if runner is not None else None)
     reporter.redactor = runner.redactor
     reporter.start(runner)
     try:
@@ -222,6 +235,7 @@ def validate(playbooks: tuple[str, ...], inventory_path: str | None) -> None:
     local = Path("playbooks")
     names = list(playbooks) or ([str(p) for p in sorted(local.glob("*.y*ml"))] if local.is_dir() else [])
     problems: list[Any] = []
+    redactor: Any = None
     inventory = None
     if inventory_path is None and Path("inventory.yml").is_file():
         inventory_path = "inventory.yml"
@@ -237,12 +251,14 @@ def validate(playbooks: tuple[str, ...], inventory_path: str | None) -> None:
         try:
             loaded = load_playbook_full(name)
             if inventory is not None:
-                Runner(loaded, inventory, environ=_PermissiveEnviron(os.environ)).plan()
+                runner = Runner(loaded, inventory, environ=_PermissiveEnviron(os.environ))
+                redactor = runner.redactor  # knows what the templates rendered (as does every redactor)
+                runner.plan()
             click.echo(f"ok: {loaded.source.file}")
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        _config_error(ConfigError(problems))
+        _config_error(ConfigError(problems), redactor)
     if not names and not inventory_path:
         click.echo("nothing to validate: name playbooks or pass -i INVENTORY")
 
@@ -387,12 +403,21 @@ def audit() -> None:
     """Audit log tools."""
 
 
+#: ``maint audit verify``: the chain is intact so far, but the run has no summary.json, so a
+#: cut-off tail cannot be verified (still running, killed, or the summary was deleted)
+EXIT_AUDIT_INCOMPLETE = 4
+
+
 @audit.command("verify")
 @click.argument("run_id")
 @state_option
 def audit_verify(run_id: str, state_dir: str) -> None:
-    """Recompute the hash chain of a run's audit log; exit 1 if it was tampered with."""
-    from maintkit.audit import resolve_run_id, verify_run
+    """Recompute the hash chain of a run's audit log.
+
+    Exit 0: intact and complete. 1: tampered with (the first bad line is named). 2: unknown
+    run id. 4: intact so far but incomplete (no summary.json: a cut-off tail cannot be verified).
+    """
+    from maintkit.audit import VERIFY_INCOMPLETE, VERIFY_INTACT, resolve_run_id, verify_run
     from maintkit.errors import ConfigError
 
     try:
@@ -401,9 +426,13 @@ def audit_verify(run_id: str, state_dir: str) -> None:
         _config_error(exc)
     key = os.environ.get("MAINT_AUDIT_KEY")
     res = verify_run(Path(state_dir) / "runs" / rid, key.encode() if key else None)
-    if res.ok:
+    if res.status == VERIFY_INTACT:
         click.echo(f"ok: {rid}: {res.events} events, chain intact")
         sys.exit(EXIT_OK)
+    if res.status == VERIFY_INCOMPLETE:
+        click.echo(f"incomplete: {rid}: {res.events} events, chain intact so far; no summary.json")
+        click.echo(f"note: {res.note}")
+        sys.exit(EXIT_AUDIT_INCOMPLETE)
     click.echo(f"BROKEN: {rid}: {res.reason}", err=True)
     sys.exit(EXIT_FAILED)
 
@@ -430,32 +459,108 @@ def schema(kind: str | None, output: str | None) -> None:
 @cli.command()
 @click.argument("site")
 @click.option("--env", "env", required=True, help="Environment whose lock to clear.")
+@click.option("--force", is_flag=True, help="Clear the lock even when its run may still be alive.")
+@click.option(
+    "--older-than",
+    default="6h",
+    show_default=True,
+    metavar="AGE",
+    help="A holder on another controller counts as gone once its lock is older than AGE (90m, 6h, 2d).",
+)
+@click.option("--maintenance-off", is_flag=True, help="Also switch off maintenance mode left on by a run that is gone.")
 @inventory_option
-def unlock(site: str, env: str, inventory_path: str) -> None:
-    """Clear a site environment's lock left by a run that died."""
-    from maintkit.errors import MaintkitError
-    from maintkit.runner import default_transport_factory
-    from maintkit.transport.base import quote
+@state_option
+def unlock(
+    site: str, env: str, force: bool, older_than: str, maintenance_off: bool, inventory_path: str, state_dir: str
+) -> None:
+    """Clear a site environment's lock left by a run that died.
 
-    e = require_site_env(_load_inventory(inventory_path), inventory_path, site, env)
-    t = default_transport_factory(e)
-    d = quote(e.path.rstrip("/") + "/.maint/lock")
+    \b
+    The lock is cleared only when its run is gone: its summary.json exists (in --state-dir),
+    or it ran on this machine and its process is gone, or it ran on another controller and
+    its lock is older than --older-than. Otherwise exit 3 and nothing changes (--force clears
+    it anyway). Maintenance mode left on by a gone run is reported; --maintenance-off
+    switches it off (the next run's maintenance.enable/disable step also does).
+    Exit status: 0 cleared or not locked, 1 could not talk to the host or remove the lock,
+    2 bad input, 3 the holder may still be running (or the lock changed meanwhile).
+    """
+    from maintkit.errors import MaintkitError
+    from maintkit.locks import parse_age
+    from maintkit.runner import default_transport_factory
+
+    inv = _load_inventory(inventory_path)
+    e = require_site_env(inv, inventory_path, site, env)
     try:
-        res = t.run_shell(
-            f"[ -e {d} ] || exit 4; cat {d}/holder.json 2>/dev/null; echo; rm -rf {d} || exit 5",
-            check=False,
-            timeout=30,
-        )
+        stale_after = parse_age(older_than)
+    except ValueError as exc:
+        _die(f"error: --older-than: {exc}", EXIT_INPUT)
+    t = default_transport_factory(e)
+    try:
+        _clear_lock(site, env, e, t, Path(state_dir), force=force, stale_after=stale_after)
+        _report_leftover_maintenance(inv.sites[site], e, t, Path(state_dir), switch_off=maintenance_off)
     except MaintkitError as exc:
         _die(f"error: {exc}", EXIT_FAILED)
     finally:
         t.close()
-    if res.exit_code == 0:
-        click.echo(f"cleared the lock of {site}/{env}; it was held by: {res.stdout.strip()}")
-    elif res.exit_code == 4:
+
+
+def _clear_lock(site: str, env: str, e: Any, t: Any, state_dir: Path, *, force: bool, stale_after: Any) -> None:
+    """Clear the lock of ``site``/``env`` when its holder is gone (or ``force``); exit 3 otherwise."""
+    from maintkit import locks
+
+    hint = f"maint unlock {site} --env {env}"
+    res = t.run_shell(locks.read_script(e.path), check=False, timeout=30)
+    if res.exit_code == 4:
         click.echo(f"{site}/{env} was not locked")
+        return
+    if res.exit_code != 0:
+        _die(f"error: cannot read the lock of {site}/{env}: {(res.stderr or res.stdout).strip()}", EXIT_FAILED)
+    holder = locks.parse_holder(res.stdout)
+    state = locks.liveness(holder, state_dir, stale_after=stale_after)
+    who = locks.describe(holder)
+    if not state.dead and not force:
+        _die(
+            f"error: {site}/{env} is locked by {who}, which may still be running ({state.why}); "
+            f"the lock was not cleared. If you are sure that run is gone: {hint} --force",
+            EXIT_LOCKED,
+        )
+    res = t.run_shell(locks.clear_script(e.path, holder.get("run_id")), check=False, timeout=30)
+    if res.exit_code == 4:
+        click.echo(f"{site}/{env} was not locked")
+    elif res.exit_code == 6:
+        _die(f"error: the lock of {site}/{env} changed meanwhile (another run took it); nothing cleared", EXIT_LOCKED)
+    elif res.exit_code != 0:
+        _die(f"error: cannot remove the lock of {site}/{env}: {(res.stderr or res.stdout).strip()}", EXIT_FAILED)
     else:
-        _die(f"error: cannot remove the lock of {site}/{env}: {res.stderr.strip()}", EXIT_FAILED)
+        why = state.why if state.dead else f"forced; {state.why}"
+        click.echo(f"cleared the lock of {site}/{env}; it was held by {who} ({why})")
+
+
+def _report_leftover_maintenance(site: Any, e: Any, t: Any, state_dir: Path, *, switch_off: bool) -> None:
+    """Report (or switch off) maintenance mode that a gone run left on."""
+    from maintkit.action import Context, RunOptions
+    from maintkit.actions.maintenance import ExistingPaths, find_leftover, recorded_markers, switch_off_leftover
+
+    ctx = Context(site=site, env=e, transport=t, options=RunOptions(state_dir=state_dir))
+    left = find_leftover(ctx)
+    if left is None:
+        return
+    markers = recorded_markers(left.record)
+    on = ctx.probe(ExistingPaths(tuple(m.path for m in markers)))
+    paths = [m.path for m in markers if m.path in on]
+    if not paths:
+        return
+    where = f"{site.name}/{e.name}"
+    if switch_off:
+        done = switch_off_leftover(ctx, left)
+        click.echo(f"switched off the maintenance mode of {where} left on by run {left.run_id}: {', '.join(done)}")
+        return
+    click.echo(
+        f"warning: maintenance mode of {where} is still on, left by run {left.run_id} ({left.why}): "
+        f"{', '.join(paths)}\n"
+        f"  the next run's maintenance.enable or maintenance.disable step switches it off; to do it now: "
+        f"maint unlock {site.name} --env {e.name} --maintenance-off"
+    )
 
 
 # Commands contributed by other modules (each module defines ``command``; imported cheaply).
