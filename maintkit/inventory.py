@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from maintkit._yaml import SourceMap, pydantic_problems, read_yaml_file
+from maintkit._yaml import MAX_PROBLEMS, SourceMap, printable, pydantic_problems, read_yaml_file
 from maintkit.errors import InventoryError, Problem
 
 Platform = Literal["wordpress", "composer", "magento", "shopware", "laravel", "drupal", "bedrock", "generic"]
@@ -39,6 +39,8 @@ _CONNECTION_FIELDS = (
     "connect_timeout",
     "command_timeout",
     "proxy_command",
+    "keepalive_interval",
+    "keepalive_count_max",
 )
 
 
@@ -61,6 +63,12 @@ class Defaults(_Model):
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect")
     command_timeout: float = Field(600.0, gt=0, description="Default seconds a command may take")
     proxy_command: str | None = Field(None, description="ProxyCommand to reach the host (jump hosts)")
+    keepalive_interval: float = Field(
+        5.0, gt=0, description="Seconds of silence before an SSH keepalive asks the server for a reply"
+    )
+    keepalive_count_max: int = Field(
+        3, ge=1, description="Silence of keepalive_interval x this many: the connection is lost"
+    )
     vars: dict[str, Any] = Field(default_factory=dict, description="Variables for every site")
 
 
@@ -83,6 +91,8 @@ class Environment(_Model):
     connect_timeout: float | None = Field(None, gt=0)
     command_timeout: float | None = Field(None, gt=0)
     proxy_command: str | None = None
+    keepalive_interval: float | None = Field(None, gt=0)
+    keepalive_count_max: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _absolute_path(self) -> Environment:
@@ -148,7 +158,12 @@ class Inventory(_Model):
                 wanted.update(self.groups[name])
             else:
                 raise InventoryError(
-                    Problem(self.path or "<inventory>", None, "targets", f"unknown site or group {name!r}")
+                    Problem(
+                        self.path or "<inventory>",
+                        None,
+                        "targets",
+                        f"unknown site or group {printable(repr(name), 120)}",
+                    )
                 )
         return [site for name, site in self.sites.items() if name in wanted]
 
@@ -160,8 +175,10 @@ def _check_groups(inv: Inventory, source: SourceMap) -> list[Problem]:
             problems.append(source.problem(("groups", group), "a group cannot have the name of a site"))
         for i, member in enumerate(members):
             if member not in inv.sites and member not in inv.groups:
-                problems.append(source.problem(("groups", group, i), f"unknown site {member!r}"))
-    return problems
+                problems.append(source.problem(("groups", group, i), f"unknown site {printable(repr(member), 120)}"))
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    return problems[:MAX_PROBLEMS]
 
 
 def parse_inventory(data: Any, source: SourceMap) -> Inventory:
@@ -177,26 +194,95 @@ def parse_inventory(data: Any, source: SourceMap) -> Inventory:
         raise InventoryError(problems)
     inv.path = source.file
     # groups may contain groups: flatten them
-    for group in inv.groups:
-        inv.groups[group] = _flatten(inv, group, set())
+    inv.groups.update(_flatten_groups(inv, source))
     return inv
 
 
-def _flatten(inv: Inventory, group: str, seen: set[str]) -> list[str]:
-    out: list[str] = []
-    for member in inv.groups[group]:
-        if member in inv.sites:
-            out.append(member)
+#: most work (site names copied) flattening nested groups may take
+MAX_GROUP_EXPANSION = 1_000_000
+
+
+def _flatten_groups(inv: Inventory, source: SourceMap) -> dict[str, list[str]]:
+    """Every group as the sites it contains, directly or through other groups (no repeats).
+
+    Groups are finished children first (iteratively, each once); a group on a cycle is then
+    walked on its own, reusing every finished group.
+    """
+    done: dict[str, list[str]] = {}
+    started: set[str] = set()
+    work = 0
+    for root in inv.groups:
+        if root in started:
+            continue
+        started.add(root)
+        stack = [(root, iter(inv.groups[root]))]
+        while stack:
+            group, members = stack[-1]
+            member = next(members, None)
+            if member is None:
+                stack.pop()
+                work += _finish(inv, group, done)
+            elif member in inv.groups and member not in started:
+                started.add(member)
+                stack.append((member, iter(inv.groups[member])))
+            if work > MAX_GROUP_EXPANSION:
+                msg = f"groups nest too much: expanding them takes more than {MAX_GROUP_EXPANSION} steps"
+                raise InventoryError(source.problem(("groups", group), msg))
+    for group in inv.groups:
+        if group not in done:  # on a cycle
+            done[group], cost = _flatten(inv, group, done)
+            work += cost
+            if work > MAX_GROUP_EXPANSION:
+                msg = f"groups nest too much: expanding them takes more than {MAX_GROUP_EXPANSION} steps"
+                raise InventoryError(source.problem(("groups", group), msg))
+    return {group: done[group] for group in inv.groups}
+
+
+def _finish(inv: Inventory, group: str, done: dict[str, list[str]]) -> int:
+    """Record the sites of ``group`` when every member group is done (else it is on a cycle)."""
+    members = inv.groups[group]
+    if any(m not in inv.sites and m not in done for m in members):
+        return len(members)
+    out: dict[str, None] = {}
+    work = len(members)
+    for m in members:
+        if m in inv.sites:
+            out[m] = None
+        else:
+            out.update(dict.fromkeys(done[m]))
+            work += len(done[m])
+    done[group] = list(out)
+    return work
+
+
+def _flatten(inv: Inventory, group: str, done: dict[str, list[str]]) -> tuple[list[str], int]:
+    """The sites of ``group`` (iteratively; ``done`` holds groups already flattened) and the work spent."""
+    out: dict[str, None] = {}
+    seen = {group}
+    stack = [iter(inv.groups[group])]
+    work = 0
+    while stack:
+        member = next(stack[-1], None)
+        work += 1
+        if member is None:
+            stack.pop()
+        elif member in inv.sites:
+            out[member] = None
+        elif member in done:
+            out.update(dict.fromkeys(done[member]))
+            work += len(done[member])
         elif member not in seen:
             seen.add(member)
-            out.extend(_flatten(inv, member, seen))
-    return out
+            stack.append(iter(inv.groups[member]))
+    return list(out), work
 
 
 def load_inventory(path: str | Path) -> Inventory:
     """Load and validate an inventory file.
 
-    Raises :class:`~maintkit.errors.InventoryError` naming file, line and field of every problem.
+    The file goes through the same limits as playbooks (size, nesting, aliases, encoding:
+    see :mod:`maintkit._yaml`). Raises :class:`~maintkit.errors.InventoryError` naming file,
+    line and field of every problem.
     """
     p = Path(path)
     data, source = read_yaml_file(p, InventoryError)

@@ -18,7 +18,13 @@ Timeouts (a cut network must fail, never hang):
   OpenSSH 7.9+), the channel is closed and the result has ``timed_out=True``, exit 124
   (raised as CommandFailed with ``check=True``, returned otherwise). A timeout says
   nothing about the connection: if the network is cut, the next command fails with
-  HostUnreachable when no session can be opened within ``connect_timeout``.
+  HostUnreachable when no session can be opened within ``connect_timeout``;
+* connection: every packet from the server counts as a sign of life. After
+  ``keepalive_interval`` seconds of silence a ``keepalive@openssh.com`` request that wants
+  a reply is sent (every ``keepalive_interval`` seconds); after ``keepalive_interval *
+  keepalive_count_max`` seconds of silence (default 5 x 3) the connection is closed and a
+  running command fails at once with ConnectionLost, long before its deadline
+  (:class:`_Keepalive`; paramiko's own keepalives want no reply and notice nothing).
 
 Host keys are always verified, against ``~/.ssh/known_hosts`` plus the ``known_hosts``
 files given (entries for ports other than 22 are written ``[host]:port``):
@@ -43,6 +49,7 @@ unknown host key                                            :class:`HostKeyError
 changed host key                                            :class:`HostKeyError` ("CHANGED")
 refused, timed out, name not resolved, EOF in the banner,   :class:`HostUnreachable`
 proxy command failure, connection lost during a command
+no reply to keepalives while connected                      :class:`ConnectionLost` (a HostUnreachable)
 authentication failed (key not accepted, unreadable key)    :class:`HostUnreachable` (message
                                                             says "authentication failed")
 server refuses another session (MaxSessions)                :class:`TransportError`
@@ -63,16 +70,17 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import paramiko
 from fabric import Config, Connection
-from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.common import cMSG_CHANNEL_REQUEST, cMSG_GLOBAL_REQUEST
 from paramiko.message import Message
 
-from maintkit.errors import CommandFailed, HostKeyError, HostUnreachable, TransportError
+from maintkit._text import head
+from maintkit.errors import CommandFailed, ConnectionLost, HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport.base import CommandTransport, quote
 from maintkit.transport.local import atomic_put_script
@@ -91,6 +99,8 @@ _SEND_BURST = 16  # stdin chunks sent per loop turn before reading output again
 _NO_STATUS = 255  # exit code when the server sent no exit status (killed by a signal)
 _TIMEOUT_CODE = 124
 DEFAULT_MAX_SESSIONS = 8  # OpenSSH's default MaxSessions is 10
+DEFAULT_KEEPALIVE_INTERVAL = 5.0  # seconds of silence before a keepalive asks for a reply
+DEFAULT_KEEPALIVE_COUNT_MAX = 3  # silence of interval x count_max: the connection is lost
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
@@ -183,7 +193,11 @@ class _Stdin:
                 return
             try:
                 sent = chan.send(self._buf[:_CHUNK])
+            except (EOFError, paramiko.SSHException):  # the connection was closed under us
+                raise _ConnectionLost() from None
             except OSError:  # the remote side closed the channel: it reads no more
+                if not chan.get_transport().is_active():
+                    raise _ConnectionLost() from None
                 self.done = True
                 return
             self._buf = self._buf[sent:]
@@ -245,6 +259,79 @@ def _send_signal(chan: paramiko.Channel, name: str) -> None:
         chan.transport._send_user_message(msg)
 
 
+class _Keepalive:
+    """Notices a dead connection within ``interval * count_max`` seconds.
+
+    paramiko's ``set_keepalive`` sends requests that want no reply, so they cannot tell a
+    live connection from a cut one. Here every packet from the server counts as a sign of
+    life (replies, command output, window adjustments). After ``interval`` seconds of
+    silence, and every ``interval`` seconds after that, a ``keepalive@openssh.com`` global
+    request that wants a reply is sent (OpenSSH answers every such request, with a failure
+    for names it does not know). After ``interval * count_max`` seconds of silence the
+    connection is declared lost: ``lost_after`` is set and ``on_lost`` is called (it closes
+    the connection, which fails a running command at once).
+    """
+
+    def __init__(self, transport: Any, interval: float, count_max: int, on_lost: Callable[[], None]) -> None:
+        self.transport = transport
+        self.interval = interval
+        self.limit = interval * count_max
+        #: seconds without a packet from the server when the connection was declared lost
+        self.lost_after: float | None = None
+        self._on_lost = on_lost
+        self._heard = time.monotonic()
+        self._asked = 0.0
+        self._asking: threading.Thread | None = None
+        self._stop = threading.Event()
+        packetizer = transport.packetizer
+        read = packetizer.read_message
+
+        def read_message() -> Any:
+            message = read()
+            self._heard = time.monotonic()
+            return message
+
+        packetizer.read_message = read_message  # the transport's reader thread calls this
+        self._thread = threading.Thread(target=self._watch, name="maint-ssh-keepalive", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (the connection is being closed on purpose)."""
+        self._stop.set()
+
+    def _watch(self) -> None:
+        tick = min(1.0, self.interval / 2)
+        while not self._stop.wait(tick):
+            if not self.transport.is_active():
+                return
+            now = time.monotonic()
+            silent = now - self._heard
+            if silent >= self.limit:
+                self.lost_after = silent
+                self._on_lost()
+                return
+            if silent >= self.interval and now - self._asked >= self.interval:
+                self._asked = now
+                self._ask()
+
+    def _ask(self) -> None:
+        """Send one keepalive from a helper thread: a full send buffer on a cut network
+        blocks the sender, and the watch must go on to declare the connection lost."""
+        if self._asking is not None and self._asking.is_alive():
+            return
+        msg = Message()
+        msg.add_byte(cMSG_GLOBAL_REQUEST)
+        msg.add_string("keepalive@openssh.com")
+        msg.add_boolean(True)  # want_reply: the point of the exercise
+
+        def send() -> None:
+            with contextlib.suppress(Exception):
+                self.transport._send_user_message(msg)
+
+        self._asking = threading.Thread(target=send, name="maint-ssh-keepalive-send", daemon=True)
+        self._asking.start()
+
+
 # ---------------------------------------------------------------- the transport
 class SSHTransport(CommandTransport):
     """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
@@ -253,7 +340,10 @@ class SSHTransport(CommandTransport):
     errors (default: ``host``). ``become`` makes commands run through ``sudo -n`` (as
     ``sudo_user`` or root) unless a call passes ``sudo=False``. At most ``max_sessions``
     commands run at once on the connection (OpenSSH allows 10 by default); more wait
-    for a free session within their own deadline.
+    for a free session within their own deadline. A connection from which nothing has been
+    heard for ``keepalive_interval * keepalive_count_max`` seconds (keepalives that want a
+    reply are sent after ``keepalive_interval`` seconds of silence) is declared lost: a
+    running command fails at once with :class:`~maintkit.errors.ConnectionLost`.
 
     Attributes: ``connected`` (the connection is up), ``round_trips`` (commands executed).
     """
@@ -274,11 +364,15 @@ class SSHTransport(CommandTransport):
         proxy_command: str | None = None,
         name: str | None = None,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_count_max: int = DEFAULT_KEEPALIVE_COUNT_MAX,
     ) -> None:
         if host_key_policy not in ("strict", "accept-new"):
             raise ValueError(f"host_key_policy must be strict or accept-new, not {host_key_policy!r}")
         if connect_timeout <= 0 or command_timeout <= 0 or max_sessions < 1:
             raise ValueError("timeouts and max_sessions must be positive")
+        if keepalive_interval <= 0 or keepalive_count_max < 1:
+            raise ValueError("keepalive_interval and keepalive_count_max must be positive")
         self.hostname = host
         self.port = int(port)
         self.user = user
@@ -291,9 +385,12 @@ class SSHTransport(CommandTransport):
         self.sudo_user = sudo_user
         self.proxy_command = proxy_command
         self.host = name or host
+        self.keepalive_interval = float(keepalive_interval)
+        self.keepalive_count_max = int(keepalive_count_max)
         self.round_trips = 0
         self._conn: Any = None
         self._transport: paramiko.Transport | None = None
+        self._watch: _Keepalive | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(max_sessions)
@@ -321,6 +418,9 @@ class SSHTransport(CommandTransport):
         """Close the connection (idempotent; a later command connects again)."""
         with self._lock:
             conn, self._conn, self._transport = self._conn, None, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         _close_quietly(conn)
 
     def _drop(self, transport: paramiko.Transport) -> None:
@@ -329,7 +429,15 @@ class SSHTransport(CommandTransport):
             if self._transport is not transport:
                 return
             conn, self._conn, self._transport = self._conn, None, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         _close_quietly(conn)
+
+    def _watch_of(self, transport: paramiko.Transport) -> _Keepalive | None:
+        """The keepalive watch of ``transport`` (None once it was replaced)."""
+        with self._lock:
+            return self._watch if self._transport is transport else None
 
     def _connection(self) -> paramiko.Transport:
         with self._lock:
@@ -337,8 +445,10 @@ class SSHTransport(CommandTransport):
             if t is not None and t.is_active():
                 return t
             if self._conn is not None:  # dead: replace it
+                if self._watch is not None:
+                    self._watch.stop()
                 _close_quietly(self._conn)
-                self._conn, self._transport = None, None
+                self._conn, self._transport, self._watch = None, None, None
             conn = self._new_connection()
             try:
                 conn.open()
@@ -351,8 +461,13 @@ class SSHTransport(CommandTransport):
             sock = transport.sock
             if isinstance(sock, socket.socket):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport.set_keepalive(15)
             self._conn, self._transport = conn, transport
+            self._watch = _Keepalive(
+                transport,
+                self.keepalive_interval,
+                self.keepalive_count_max,
+                lambda: self._drop(transport),
+            )
             return transport
 
     def _new_connection(self) -> Any:
@@ -461,6 +576,7 @@ class SSHTransport(CommandTransport):
         if self._sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
                 transport, chan = self._open_session(transport, deadline)
+                watch = self._watch_of(transport)
                 try:
                     with self._count_lock:
                         self.round_trips += 1
@@ -468,7 +584,7 @@ class SSHTransport(CommandTransport):
                     code, timed_out = self._run_on(chan, transport, self.host, wire, _Stdin(stdin), output, deadline)
                 except _ConnectionLost:
                     self._drop(transport)
-                    raise HostUnreachable(self.host, f"connection lost while running: {line[:200]}") from None
+                    raise self._lost_error(watch, line) from None
                 except _LocalIOError as exc:
                     raise TransportError(self.host, f"local I/O error while running a command: {exc}") from None
                 finally:
@@ -486,10 +602,20 @@ class SSHTransport(CommandTransport):
             stdout_bytes=None if stdout_sink is not None else bytes(output.out),
         )
         if check and timed_out:
-            raise CommandFailed(result, f"command timed out after {limit:g} s: {line[:200]}")
+            raise CommandFailed(result, f"command timed out after {limit:g} s: {head(line, 200)}")
         if check and code != 0:
             raise CommandFailed(result)
         return result
+
+    def _lost_error(self, watch: _Keepalive | None, line: str) -> HostUnreachable:
+        """The error for a connection that died while ``line`` ran."""
+        if watch is not None and watch.lost_after is not None:
+            return ConnectionLost(
+                self.host,
+                f"connection to {self.hostname}:{self.port} lost (no reply to keepalive for "
+                f"{watch.lost_after:.0f} s) while running: {head(line, 200)}",
+            )
+        return HostUnreachable(self.host, f"connection lost while running: {head(line, 200)}")
 
     def _open_session(self, transport: paramiko.Transport, deadline: float) -> tuple[paramiko.Transport, Any]:
         """Open a session channel; a connection found dead before anything ran is replaced once."""

@@ -144,7 +144,7 @@ class LabHost:
 
     def ssh_argv(self, *command: str, user: str = LOGIN_USER) -> list[str]:
         """An OpenSSH client command line for this host (handy in tests)."""
-        argv = ["ssh", "-q", "-i", str(self.client_key), "-p", str(self.port),
+        argv = ["ssh", "-F", "/dev/null", "-q", "-i", str(self.client_key), "-p", str(self.port),
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
                 "-o", "BatchMode=yes"]  # fmt: skip
         if self.proxy_command:
