@@ -241,6 +241,8 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, file: str) -> Problem:
         # libyaml puts "end of stream" on the line after the last one
         line = min(mark.line + 1, text.count("\n") + 1) if mark is not None else None
         what = exc.problem or exc.context or str(exc)
+        if "maximum nesting depth" in what:  # libyaml >= 0.2.5 stops deep nesting itself
+            return Problem(file, line, "", f"nested deeper than {MAX_DEPTH} levels; refusing the file")
         if what == "found invalid Unicode character escape code":  # libyaml's words for "\\ud83d"
             what = "invalid \\u escape: a lone surrogate (\\ud800-\\udfff) or a code point that is not a character"
         return Problem(file, line, "", f"YAML syntax error: {printable(what)}")
