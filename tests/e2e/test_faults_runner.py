@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from maintkit.playbook import playbook_from_text
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, RunResult, SiteStatus, StepStatus
 from maintkit.runner import Runner
+from tests.gates import make_gates, open_gate, wait_started, wait_until
 
 MAINT = [sys.executable, "-m", "maintkit"]
 
@@ -243,7 +243,7 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "touch {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
+          argv: [sh, -c, "echo go > {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
           creates: "{{ env.path }}/done"
 """
 
@@ -257,7 +257,7 @@ class Gated:
         self.pb = tmp_path / "gated.yml"
         self.pb.write_text(GATED)
         self.state = tmp_path / "state"
-        os.mkfifo(site / "gate")
+        make_gates(site)
         self.proc = subprocess.Popen(
             [*MAINT, "run", str(self.pb), "-i", str(self.inv), "--state-dir", str(self.state)],
             stdout=subprocess.PIPE,
@@ -265,21 +265,14 @@ class Gated:
             text=True,
             env={**os.environ, "MAINT_PLAIN": "1"},
         )
-        deadline = time.monotonic() + 30
-        while not (site / "started").exists():
-            assert self.proc.poll() is None, self.proc.communicate()
-            assert time.monotonic() < deadline, "the run never reached its gated step"
-            time.sleep(0.02)
+        wait_started(site, self.proc)
         self.holder = json.loads((site / ".maint" / "lock" / "holder.json").read_text())
 
     def open(self) -> None:
         """Let the gated step go on (its shell may outlive a killed run), and wait until it is done."""
-        fd = os.open(self.site / "gate", os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-        deadline = time.monotonic() + 30
-        while not (self.site / "done").exists():
-            assert time.monotonic() < deadline, "the gated step never finished"
-            time.sleep(0.02)
+        open_gate(self.site)
+        # the shell outlives the killed run: no process of ours to wait on, so watch its result
+        wait_until((self.site / "done").exists, "the gated step finished")
 
     def maint(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -3,15 +3,12 @@ that cannot be reached, and a host whose network dies in the middle of a step.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from maintkit.inventory import load_inventory
 from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, SiteStatus, StepStatus
 from maintkit.runner import Runner
+from tests.gates import make_gates, open_gate, wait_started
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.test_site_ops import Shop, lab_host, make_shop, ops_web  # noqa: F401  (fixtures)
 
@@ -37,7 +35,7 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "touch {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
+          argv: [sh, -c, "echo go > {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
           creates: "{{ env.path }}/done"
       - {id: after, action: command, with: {argv: ["true"]}}
 """
@@ -53,26 +51,6 @@ def events(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
 
 
-def make_gate(site: Path) -> None:
-    os.mkfifo(site / "gate")
-    shutil.chown(site / "gate", "deploy", "deploy")
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        if proc is not None:
-            assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
-def open_gate(site: Path) -> None:
-    """Let a gated step that is still waiting go on (after a kill it may be gone: then nobody reads)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(site / "gate", os.O_WRONLY | os.O_NONBLOCK))
-
-
 def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
     tmp_path: Path,
     lab_host: LabHost,  # noqa: F811
@@ -80,7 +58,7 @@ def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
 ) -> None:
     shop = make_shop()
     site = shop.path
-    make_gate(site)
+    make_gates(site, "deploy")
     inv = write_inventory(tmp_path, lab_host.env(site, url=shop.url))
     pb = tmp_path / "gated.yml"
     pb.write_text(GATED)
@@ -100,7 +78,7 @@ def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
         env=env,
     )
     try:
-        wait_for(site / "started", proc)
+        wait_started(site, proc)
         holder = json.loads((site / ".maint" / "lock" / "holder.json").read_text())
         assert requests.get(shop.url + "/", timeout=5).status_code == 503
         proc.send_signal(signal.SIGKILL)
@@ -151,12 +129,12 @@ def test_unreachable_host_says_so_for_every_step(tmp_path: Path, ssh_hosts: list
 
 def test_host_dying_mid_step_blames_the_step_that_failed(tmp_path: Path, ssh_lab: SshLab, netns_host: LabHost) -> None:
     site = ssh_lab.scratch(netns_host, "dying")
-    make_gate(site)
+    make_gates(site, "deploy")
     env = netns_host.env(site, connect_timeout=3, command_timeout=5)
     cut: list[bool] = []
 
     def cut_when_started() -> None:  # the network dies while step "work" runs
-        wait_for(site / "started")
+        wait_started(site)
         ssh_lab.cut(netns_host)
         cut.append(True)
 

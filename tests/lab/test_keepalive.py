@@ -6,6 +6,7 @@ vanish, no RST), so only the missing keepalive replies can tell the connection i
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from maintkit.inventory import parse_inventory
 from maintkit.results import CommandResult
 from maintkit.runner import default_transport_factory
 from maintkit.transport.ssh import SSHTransport
+from tests.gates import GATED_SHELL, make_gates, wait_started, wait_until
 from tests.lab.sshd import LabHost, SshLab
 
 pytestmark = pytest.mark.lab
@@ -44,27 +46,18 @@ def fresh(netns_host: LabHost) -> Iterator[Callable[..., SSHTransport]]:
             t.close()
 
 
-def wait_for(predicate: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll a condition on the outside world until it holds (fails after ``limit`` seconds)."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-
-
 class Blocked:
     """A remote command that announces it started (a file) and then waits for a gate that
     never opens; it runs in a thread, which records when and how the call ended."""
 
     def __init__(self, t: SSHTransport, scratch: Path) -> None:
-        self.started = scratch / "started"
-        gate = scratch / "gate"
-        script = f"touch {self.started}; while [ ! -e {gate} ]; do sleep 0.2; done"
+        make_gates(scratch)
+        script = GATED_SHELL.format(dir=shlex.quote(str(scratch)))
         self.outcome: Any = None
         self.ended_at = 0.0
         self._thread = threading.Thread(target=self._call, args=(t, script), daemon=True)
         self._thread.start()
-        wait_for(self.started.exists, "the command started")
+        wait_started(scratch)
 
     def _call(self, t: SSHTransport, script: str) -> None:
         try:
@@ -123,7 +116,7 @@ def test_an_idle_connection_on_a_cut_network_is_dropped_and_reopened_later(
     t = fresh(keepalive_interval=1, keepalive_count_max=2)
     assert t.run(["true"]).ok and t.connected
     ssh_lab.cut(netns_host)
-    wait_for(lambda: not t.connected, "the dead connection was dropped", limit=10.0)
+    wait_until(lambda: not t.connected, "the dead connection was dropped", limit=10.0)
     ssh_lab.restore(netns_host)
     assert t.run(["echo", "again"]).stdout == "again\n"
     assert t.connected
