@@ -179,31 +179,14 @@ def _leading_piece(text: str, secret: str) -> int:
 
 def _trailing_piece(text: str, secret: str) -> int:
     """Length of the longest piece (>= 8) of ``secret`` that ``text`` ends with and that
-    starts at the beginning of ``secret`` or fills all of ``text``; 0 when there is none."""
-    probe = text[-MIN_FRAGMENT:]
-    best = 0
-    i = secret.find(probe)
-    while i != -1:
-        start = secret[: i + MIN_FRAGMENT]
-        n = _common_suffix(text, start)
-        if n >= MIN_FRAGMENT and (n == len(start) or n == len(text)):
-            best = max(best, n)
-        i = secret.find(probe, i + 1)
-    return best
+    starts at the beginning of ``secret`` or fills all of ``text``: the mirror image of
+    :func:`_leading_piece`."""
+    return _leading_piece(text[::-1], secret[::-1])
 
 
 def _common_prefix(a: str, b: str) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _common_suffix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(reversed(a), reversed(b), strict=False):
         if x != y:
             break
         n += 1

@@ -469,6 +469,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def log_after_switch(ctx: Context, entries: list[dict[str, Any]], change: Change, what: str, action: str) -> None:
+    """Append ``entries`` to the releases log once ``current`` was switched; a failure raises
+    ApplyFailed carrying ``change``, so the runner knows to switch it back."""
+    try:
+        append_log(ctx, entries)
+    except MaintkitError as exc:
+        raise ApplyFailed(
+            f"{what}, but writing {LOG} failed: {exc}", action=action, details={"switched": True}, changes=[change]
+        ) from exc
+
+
 def _tail(res: CommandResult) -> str:
     return tail(res.stderr.strip() or res.stdout, 500)
 
@@ -716,15 +727,7 @@ class DeployRelease(Action[DeployReleaseParams]):
         entry = _entry(
             ctx, "deployed", name, plan.commit, ref=p.ref, repo=display_url(p.repo), previous=deployed.previous
         )
-        try:
-            append_log(ctx, [entry])
-        except MaintkitError as exc:  # current was switched: the runner must know to switch it back
-            raise ApplyFailed(
-                f"switched current to {name}, but writing {LOG} failed: {exc}",
-                action=self.name,
-                details={"switched": True},
-                changes=[change],
-            ) from exc
+        log_after_switch(ctx, [entry], change, f"switched current to {name}", self.name)
         failures = run_after_switch(ctx, p.after_switch)
         if failures:
             self._undo(ctx, deployed, reason="after_switch failed")
@@ -1018,15 +1021,7 @@ class DeployRollback(Action[DeployRollbackParams]):
             _entry(ctx, "bad", snap.from_release, snap.from_commit, reason="rolled back"),
             _entry(ctx, "rolled-back", snap.to_release, snap.to_commit, reason=f"from {snap.from_release}"),
         ]
-        try:
-            append_log(ctx, entries)
-        except MaintkitError as exc:
-            raise ApplyFailed(
-                f"switched to {snap.to_release}, but writing {LOG} failed: {exc}",
-                action=self.name,
-                details={"switched": True},
-                changes=[change],
-            ) from exc
+        log_after_switch(ctx, entries, change, f"switched to {snap.to_release}", self.name)
         failures = run_after_switch(ctx, self.params.after_switch)
         if failures:
             raise ApplyFailed(
