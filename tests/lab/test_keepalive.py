@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from maintkit.runner import default_transport_factory
 from maintkit.transport.ssh import SSHTransport
 from tests.gates import GATED_SHELL, make_gates, wait_started, wait_until
 from tests.lab.sshd import LabHost, SshLab
+from tests.lab.test_ssh_transport import fresh  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.lab
 
@@ -30,20 +31,9 @@ DEADLINE = 120.0  # the command deadline: far beyond what keepalives need
 
 
 @pytest.fixture
-def fresh(netns_host: LabHost) -> Iterator[Callable[..., SSHTransport]]:
-    """Make transports to the namespaced host that are closed after the test."""
-    made: list[SSHTransport] = []
-
-    def make(**kwargs: Any) -> SSHTransport:
-        t = netns_host.transport(connect_timeout=3, command_timeout=DEADLINE, **kwargs)
-        made.append(t)
-        return t
-
-    try:
-        yield make
-    finally:
-        for t in made:
-            t.close()
+def namespaced(fresh: Callable[..., SSHTransport], netns_host: LabHost) -> Callable[..., SSHTransport]:  # noqa: F811
+    """Transports to the namespaced host (closed after the test by ``fresh``)."""
+    return lambda **kwargs: fresh(netns_host, connect_timeout=3, command_timeout=DEADLINE, **kwargs)
 
 
 class Blocked:
@@ -73,9 +63,9 @@ class Blocked:
 
 
 def test_a_cut_network_is_reported_lost_within_seconds_not_at_the_deadline(
-    ssh_lab: SshLab, netns_host: LabHost, fresh: Callable[..., SSHTransport], request: pytest.FixtureRequest
+    ssh_lab: SshLab, netns_host: LabHost, namespaced: Callable[..., SSHTransport], request: pytest.FixtureRequest
 ) -> None:
-    t = fresh()  # defaults: keepalive every 5 s of silence, lost after 15 s
+    t = namespaced()  # defaults: keepalive every 5 s of silence, lost after 15 s
     assert (t.keepalive_interval, t.keepalive_count_max) == (5.0, 3)
     blocked = Blocked(t, ssh_lab.scratch(netns_host, request.node.name))
     ssh_lab.cut(netns_host)
@@ -96,9 +86,9 @@ def test_a_cut_network_is_reported_lost_within_seconds_not_at_the_deadline(
 
 
 def test_keepalive_settings_shorten_the_detection(
-    ssh_lab: SshLab, netns_host: LabHost, fresh: Callable[..., SSHTransport], request: pytest.FixtureRequest
+    ssh_lab: SshLab, netns_host: LabHost, namespaced: Callable[..., SSHTransport], request: pytest.FixtureRequest
 ) -> None:
-    t = fresh(keepalive_interval=1, keepalive_count_max=2)
+    t = namespaced(keepalive_interval=1, keepalive_count_max=2)
     blocked = Blocked(t, ssh_lab.scratch(netns_host, request.node.name))
     ssh_lab.cut(netns_host)
     cut_at = time.monotonic()
@@ -111,9 +101,9 @@ def test_keepalive_settings_shorten_the_detection(
 
 
 def test_an_idle_connection_on_a_cut_network_is_dropped_and_reopened_later(
-    ssh_lab: SshLab, netns_host: LabHost, fresh: Callable[..., SSHTransport]
+    ssh_lab: SshLab, netns_host: LabHost, namespaced: Callable[..., SSHTransport]
 ) -> None:
-    t = fresh(keepalive_interval=1, keepalive_count_max=2)
+    t = namespaced(keepalive_interval=1, keepalive_count_max=2)
     assert t.run(["true"]).ok and t.connected
     ssh_lab.cut(netns_host)
     wait_until(lambda: not t.connected, "the dead connection was dropped", limit=10.0)
@@ -123,11 +113,11 @@ def test_an_idle_connection_on_a_cut_network_is_dropped_and_reopened_later(
 
 
 def test_a_silent_command_on_a_live_connection_is_not_mistaken_for_a_cut(
-    fresh: Callable[..., SSHTransport],
+    namespaced: Callable[..., SSHTransport],
 ) -> None:
     """The server answers keepalives while a command prints nothing for longer than the
     keepalive limit (1 s here): the command finishes on the same connection."""
-    t = fresh(keepalive_interval=0.25, keepalive_count_max=4)
+    t = namespaced(keepalive_interval=0.25, keepalive_count_max=4)
     before = t.run(["sh", "-c", 'echo "$SSH_CONNECTION"']).stdout
     res = t.run(["sh", "-c", "sleep 3; echo done"])
     assert (res.exit_code, res.stdout) == (0, "done\n")
