@@ -292,27 +292,27 @@ class _Keepalive:
             return message
 
         packetizer.read_message = read_message  # the transport's reader thread calls this
-        self._thread = threading.Thread(target=self._watch, name="maint-ssh-keepalive", daemon=True)
-        self._thread.start()
+        _WATCHER.add(self)
 
     def stop(self) -> None:
         """Stop watching (the connection is being closed on purpose)."""
         self._stop.set()
+        _WATCHER.discard(self)
 
-    def _watch(self) -> None:
-        tick = min(1.0, self.interval / 2)
-        while not self._stop.wait(tick):
-            if not self.transport.is_active():
-                return
-            now = time.monotonic()
-            silent = now - self._heard
-            if silent >= self.limit:
-                self.lost_after = silent
-                self._on_lost()
-                return
-            if silent >= self.interval and now - self._asked >= self.interval:
-                self._asked = now
-                self._ask()
+    def tick(self, now: float) -> bool:
+        """One look at the connection; False once there is nothing more to watch."""
+        if self._stop.is_set() or not self.transport.is_active():
+            return False
+        silent = now - self._heard
+        if silent >= self.limit:
+            self.lost_after = silent
+            # closing a cut connection can block on its send buffer: never inside the shared watch
+            threading.Thread(target=self._on_lost, name="maint-ssh-lost", daemon=True).start()
+            return False
+        if silent >= self.interval and now - self._asked >= self.interval:
+            self._asked = now
+            self._ask()
+        return True
 
     def _ask(self) -> None:
         """Send one keepalive from a helper thread: a full send buffer on a cut network
@@ -330,6 +330,43 @@ class _Keepalive:
 
         self._asking = threading.Thread(target=send, name="maint-ssh-keepalive-send", daemon=True)
         self._asking.start()
+
+
+class _Watcher:
+    """ONE thread watches every connection's keepalive (not a thread per host); it starts with
+    the first connection and ends when none is left."""
+
+    def __init__(self) -> None:
+        self._items: set[_Keepalive] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, item: _Keepalive) -> None:
+        with self._lock:
+            self._items.add(item)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="maint-ssh-keepalive", daemon=True)
+                self._thread.start()
+
+    def discard(self, item: _Keepalive) -> None:
+        with self._lock:
+            self._items.discard(item)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                items = list(self._items)
+                if not items:
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            for item in items:
+                if not item.tick(now):
+                    self.discard(item)
+            time.sleep(min(1.0, *(i.interval / 2 for i in items)))  # the watch's own period
+
+
+_WATCHER = _Watcher()
 
 
 # ---------------------------------------------------------------- the transport
