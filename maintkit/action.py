@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar, Generic, TypeVar
+from typing import IO, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -79,6 +79,34 @@ class ProbeCache:
                 self._data[host] = {k: v for k, v in entries.items() if k in keep}
 
 
+class RunMemo:
+    """Values computed once per run and shared by every site and step (thread-safe).
+
+    Actions keep per-run memos here (for example a git ref resolved to one commit for every
+    site of the run) instead of in module globals; it lives and dies with the run.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, ...], Any] = {}
+        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> Any | None:
+        """The value stored under ``key``, or None."""
+        with self._guard:
+            return self._values.get(key)
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        """Store ``value`` under ``key`` for the rest of the run."""
+        with self._guard:
+            self._values[key] = value
+
+    def lock(self, key: tuple[str, ...]) -> threading.Lock:
+        """One lock per ``key`` for this run (serialises work on one shared resource)."""
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 @dataclass
 class RunOptions:
     """Options of the whole run that actions may read."""
@@ -90,6 +118,8 @@ class RunOptions:
     state_dir: Path = Path(".maint")
     promote_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: per-run memos shared by all sites (see :class:`RunMemo`)
+    memo: RunMemo = field(default_factory=RunMemo)
 
 
 @dataclass
@@ -230,6 +260,10 @@ class Context:
         self.data.update(data)
 
 
+#: What an action's rollback does (see :attr:`Action.rollback_kind`).
+RollbackKind = Literal["undo", "noop", "none"]
+
+
 class Action(Generic[P]):
     """Base class of actions. Subclass with a ``name``, a ``Params`` model and the phases."""
 
@@ -239,8 +273,21 @@ class Action(Generic[P]):
     #: True when check() can only be honest after earlier steps really ran (e.g. http.check
     #: after a deploy); in plan mode the runner then reports "unknown: depends on step X".
     depends_on_previous: ClassVar[bool] = False
-    #: Whether rollback() undoes apply().
+    #: What rollback() does: "undo" reverses apply(); "noop" there is nothing lasting to undo
+    #: (say why in ``rollback_reason``; rollback succeeds so earlier steps can roll back);
+    #: "none" it cannot be undone. Unset: taken from the older ``reversible`` flag.
+    rollback_kind: ClassVar[RollbackKind | None] = None
+    #: One line shown by ``maint actions``: why the rollback is a no-op or impossible.
+    rollback_reason: ClassVar[str] = ""
+    #: Older spelling kept for plugins: True means rollback_kind "undo".
     reversible: ClassVar[bool] = False
+
+    @classmethod
+    def rollback_mode(cls) -> RollbackKind:
+        """This action's rollback kind: ``undo``, ``noop`` or ``none``."""
+        if cls.rollback_kind is not None:
+            return cls.rollback_kind
+        return "undo" if cls.reversible else "none"
 
     def __init__(self, params: P, step_id: str | None = None) -> None:
         self.params: P = params

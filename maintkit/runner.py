@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from maintkit import locks
 from maintkit._text import tail
-from maintkit.action import Action, Context, ProbeCache, RunOptions, monotonic_ms
+from maintkit.action import Action, Context, ProbeCache, RunMemo, RunOptions, monotonic_ms
 from maintkit.audit import (
     AuditLog,
     Redactor,
@@ -239,6 +239,7 @@ class Runner:
         self.run_id = new_run_id()
         self.run_dir = self.state_dir / "runs" / self.run_id
         self.probe_cache = ProbeCache()
+        self.memo = RunMemo()
         self._stop = threading.Event()
         self._halt = threading.Event()
         self._audit: AuditLog | None = None
@@ -627,6 +628,7 @@ class Runner:
             state_dir=self.state_dir,
             promote_from=self._promote_from,
             extra=self.extra,
+            memo=self.memo,
         )
         secrets = planned.render_context.get("secrets")
         used: Mapping[str, str] = secrets.used if isinstance(secrets, Secrets) else {}

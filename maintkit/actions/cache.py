@@ -506,7 +506,8 @@ class CacheClear(Action[CacheClearParams]):
     summary = "Clear caches: nginx cache dirs, Redis, OPcache, WordPress/Magento/Laravel, Cloudflare."
     #: Clearing a cache is harmless and cannot be undone: rollback succeeds doing nothing, so a
     #: cache clear never blocks rolling back the steps before it.
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a cleared cache refills itself"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         out: list[Probe[Any]] = []

@@ -49,7 +49,8 @@ class CommandAction(Action[CommandParams]):
     name = "command"
     Params = CommandParams
     summary = "Run a command; creates/removes/unless/onlyif guards make it idempotent."
-    reversible = False
+    rollback_kind = "none"
+    rollback_reason = "unless the step gives undo:, which rollback then runs"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         p = self.params

@@ -63,7 +63,8 @@ class CompatCheck(Action[CompatCheckParams]):
     name = "compat.check"
     Params = CompatCheckParams
     summary = "Refuse updates the host cannot run; after an update: requirements, php -l, new fatal errors, smoke."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a check changes nothing"
 
     def check(self, ctx: Context) -> Check:
         update = self._update_step(ctx)

@@ -626,7 +626,7 @@ class DeployRelease(Action[DeployReleaseParams]):
     name = "deploy.release"
     Params = DeployReleaseParams
     summary = "Deploy a git ref into a new release, build, switch current atomically (reversible)."
-    reversible = True
+    rollback_kind = "undo"
 
     def __init__(self, params: DeployReleaseParams, step_id: str | None = None) -> None:
         super().__init__(params, step_id)
@@ -954,7 +954,7 @@ class DeployRollback(Action[DeployRollbackParams]):
     name = "deploy.rollback"
     Params = DeployRollbackParams
     summary = "Switch current back to the previous good release and mark the current one bad (reversible)."
-    reversible = True
+    rollback_kind = "undo"
 
     def __init__(self, params: DeployRollbackParams, step_id: str | None = None) -> None:
         super().__init__(params, step_id)

@@ -181,7 +181,7 @@ class FileContent(_PathAction[FileContentParams]):
     kind = "file"
     Params = FileContentParams
     summary = "Ensure a file's exact content, mode and owner (atomic write, reversible)."
-    reversible = True
+    rollback_kind = "undo"
 
     @property
     def _data(self) -> bytes:
@@ -273,7 +273,7 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
     kind = "directory"
     Params = FileDirectoryParams
     summary = "Ensure a directory exists with mode and owner (reversible)."
-    reversible = True
+    rollback_kind = "undo"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [FileState(self.params.path), MissingDirs(self.params.path)]
@@ -355,7 +355,7 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
     kind = "symlink"
     Params = FileSymlinkParams
     summary = "Ensure a symlink points at a target (atomic switch, reversible)."
-    reversible = True
+    rollback_kind = "undo"
 
     def check(self, ctx: Context) -> Check:
         p = self.params

@@ -505,7 +505,8 @@ class HttpCheck(Action[HttpCheckParams]):
     Params = HttpCheckParams
     summary = "Smoke-check URLs and cookie-session flows (status, regex, latency); failure rolls back."
     depends_on_previous = True
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a check changes nothing"
 
     def check(self, ctx: Context) -> Check:
         p = self.params

@@ -411,7 +411,7 @@ class MaintenanceEnable(Action[MaintenanceEnableParams]):
     name = "maintenance.enable"
     Params = MaintenanceEnableParams
     summary = "Switch maintenance mode on (WordPress, Magento, Laravel, nginx flag); off again at stage end."
-    reversible = True
+    rollback_kind = "undo"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [site_probe(ctx, self.params), OwnershipProbe(ctx.path)]
@@ -522,7 +522,7 @@ class MaintenanceDisable(Action[MaintenanceDisableParams]):
     name = "maintenance.disable"
     Params = MaintenanceDisableParams
     summary = "Switch maintenance mode off (reversible: rollback switches it on again)."
-    reversible = True
+    rollback_kind = "undo"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [site_probe(ctx, self.params), OwnershipProbe(ctx.path)]

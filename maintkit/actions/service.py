@@ -215,7 +215,8 @@ class _ServiceAction(Action[ServiceParams]):
     """Common implementation of service.reload and service.restart."""
 
     Params = ServiceParams
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a reload leaves no state; after a failed stage it runs again on the restored files"
     verb: ClassVar[Verb] = "reload"
 
     @property

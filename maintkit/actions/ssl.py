@@ -308,7 +308,8 @@ class SslCheck(Action[SslCheckParams]):
     name = "ssl.check"
     Params = SslCheckParams
     summary = "Check the served TLS certificate from outside: expiry, names, chain (read-only)."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a check changes nothing"
     depends_on_previous = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
@@ -500,7 +501,8 @@ class SslRenew(Action[SslRenewParams]):
     name = "ssl.renew"
     Params = SslRenewParams
     summary = "Renew a certbot certificate when due, reload the web server, verify the served certificate."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a renewed certificate is valid and kept; the previous one stays in archive/"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [CertFile(self.params.live_cert())]
@@ -661,7 +663,7 @@ class SslIssue(Action[SslIssueParams]):
     name = "ssl.issue"
     Params = SslIssueParams
     summary = "Issue a certificate with certbot for new shops (unchanged when the lineage has these names)."
-    reversible = True
+    rollback_kind = "undo"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [CertFile(self.params.live_cert())]

@@ -119,7 +119,8 @@ class BackupCopy(Action[BackupCopyParams]):
     name = "backup.copy"
     Params = BackupCopyParams
     summary = "Copy a backup offsite over SSH (streamed via the controller, sha256 verified there, retention)."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "an offsite copy is harmless"
     depends_on_previous = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:

@@ -313,7 +313,8 @@ class BackupCreate(Action[BackupCreateParams]):
     name = "backup.create"
     Params = BackupCreateParams
     summary = "Back up databases and files with a manifest (sha256, tables, row counts); max_age makes it idempotent."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "a backup is harmless; backup.prune removes old ones"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         try:

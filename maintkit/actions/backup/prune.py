@@ -70,7 +70,8 @@ class BackupPrune(Action[BackupPruneParams]):
     name = "backup.prune"
     Params = BackupPruneParams
     summary = "Delete old backups by retention (last N, daily, weekly, monthly); never the newest verified or pinned."
-    reversible = False
+    rollback_kind = "none"
+    rollback_reason = "deleted backups cannot come back"
     depends_on_previous = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:

@@ -71,7 +71,7 @@ class BackupRestore(Action[BackupRestoreParams]):
     name = "backup.restore"
     Params = BackupRestoreParams
     summary = "Restore a backup (db, files or both) after a safety backup; production needs --yes."
-    reversible = True
+    rollback_kind = "undo"
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         try:

@@ -93,7 +93,8 @@ class BackupVerify(Action[BackupVerifyParams]):
     name = "backup.verify"
     Params = BackupVerifyParams
     summary = "Verify a backup: checksums, restore into a scratch database, compare tables and row counts."
-    reversible = True
+    rollback_kind = "noop"
+    rollback_reason = "the verification really happened; its mark stays"
     depends_on_previous = True
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:

@@ -120,7 +120,7 @@ class CmsUpdate(Action[CmsUpdateParams]):
     name = "cms.update"
     Params = CmsUpdateParams
     summary = "Update WordPress/composer packages by version policy, verify, lock; promote exactly that lock."
-    reversible = True
+    rollback_kind = "undo"
 
     def __init__(self, params: CmsUpdateParams, step_id: str | None = None) -> None:
         super().__init__(params, step_id)
