@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from maintkit.probes.maintenance import json_record
 from maintkit.transport.base import quote
 
 #: exit status of the lock script when another run holds the lock
@@ -107,15 +108,7 @@ def clear_script(path: str, run_id: str | None) -> str:
 
 def parse_holder(text: str) -> dict[str, Any]:
     """The holder record in ``text`` (its first JSON line); empty when there is none."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                return {}
-            return data if isinstance(data, dict) else {}
-    return {}
+    return json_record(text)
 
 
 def describe(holder: dict[str, Any]) -> str:
