@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum, StrEnum
 from typing import Any
 
 
@@ -107,6 +107,31 @@ class SiteStatus(str, Enum):
     SKIPPED = "skipped"
 
 
+class RunStatus(StrEnum):
+    """Final status of a whole run (``status`` in summary.json and the ``run.finished`` event)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    LOCKED = "locked"
+    INTERRUPTED = "interrupted"
+
+
+class ExitCode(IntEnum):
+    """The exit statuses of the ``maint`` command, defined once."""
+
+    OK = 0
+    #: a site failed (after rollback), including a failed cleanup (finalize, lock release)
+    FAILED = 1
+    #: invalid input (playbook, inventory, flags): nothing ran
+    INPUT = 2
+    #: a site is locked by another run
+    LOCKED = 3
+    #: the run was interrupted (Ctrl-C, SIGTERM); the same status as LOCKED
+    INTERRUPTED = 3
+    #: ``maint audit verify``: the log is intact so far but has no summary
+    AUDIT_INCOMPLETE = 4
+
+
 @dataclass
 class StepResult:
     """What happened to one step on one site environment."""
@@ -123,6 +148,8 @@ class StepResult:
     error: str | None = None
     duration_ms: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
+    #: the error that failed the step (in memory only; ``error`` is its redacted text)
+    exception: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -186,10 +213,13 @@ class RunResult:
     run_id: str
     playbook: str
     check: bool
-    status: str
+    status: RunStatus
     sites: list[SiteResult] = field(default_factory=list)
     run_dir: str | None = None
     duration_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)  # also accepts the plain string
 
     @property
     def changed(self) -> int:
@@ -199,16 +229,18 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when every site ended OK."""
-        return self.status == "ok"
+        return self.status is RunStatus.OK
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """The CLI exit status for this result: 0 ok, 1 a site failed, 3 lock held or interrupted."""
-        if self.status == "ok":
-            return 0
-        if self.status in ("interrupted", "locked"):
-            return 3
-        return 1
+        if self.status is RunStatus.OK:
+            return ExitCode.OK
+        if self.status is RunStatus.INTERRUPTED:
+            return ExitCode.INTERRUPTED
+        if self.status is RunStatus.LOCKED:
+            return ExitCode.LOCKED
+        return ExitCode.FAILED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -216,7 +248,7 @@ class RunResult:
             "run_id": self.run_id,
             "playbook": self.playbook,
             "check": self.check,
-            "status": self.status,
+            "status": self.status.value,
             "changed": self.changed,
             "run_dir": self.run_dir,
             "duration_ms": round(self.duration_ms, 1),

@@ -1,0 +1,213 @@
+"""The runner: sites x stages x steps, with locks, rollback, parallelism and the audit log.
+
+Per site: for each stage (environment) the runner connects (one connection per host per
+run), sends ONE batch that takes the environment's lock and prefetches every read-only
+probe the stage's steps need, then runs each step: check, apply (only when needed and
+not in check mode), verify. A failure rolls back the stage's applied steps in reverse
+order (``on_failure: rollback``), stops the site (``stop``) or goes on (``continue``).
+Whatever happens, steps that must not be left behind (maintenance mode) are finalized
+and every lock is released, also on Ctrl-C and SIGTERM.
+
+The parts: :mod:`.plan` (render and validate), :mod:`.schedule` (which sites run when),
+:mod:`.site` (one site's stages and locks), :mod:`.stage` (prefetch, rollback, finalize),
+:mod:`.step` (check, apply, verify), :mod:`.conditions` (``when:``), :mod:`.locks`,
+:mod:`.outcome` (the one place a site's status is decided), :mod:`.folder` (run folder and
+summary), :mod:`.events`, :mod:`.signals` and :mod:`.state`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from maintkit.action import ProbeCache, RunMemo, RunOptions, monotonic_ms
+from maintkit.audit import Redactor
+from maintkit.errors import Interrupted
+from maintkit.identity import current_actor
+from maintkit.ids import new_run_id
+from maintkit.inventory import Environment, Inventory, Site
+from maintkit.locks import LOCK_EXIT
+from maintkit.playbook import LoadedPlaybook, Playbook
+from maintkit.registry import Registry, default_registry
+from maintkit.results import RunResult, SiteResult
+from maintkit.runner.events import Events
+from maintkit.runner.folder import open_run_folder, scrub, write_run_summary
+from maintkit.runner.outcome import run_status
+from maintkit.runner.plan import PlannedStage, PlannedStep, Planner, PlanScope
+from maintkit.runner.schedule import run_sites
+from maintkit.runner.signals import install_stop_handlers
+from maintkit.runner.state import RunState
+from maintkit.templating import Secrets
+from maintkit.transport.factory import TransportFactory, TransportPool, default_transport_factory, factory_for
+
+
+class Runner:
+    """Runs one playbook against the sites of an inventory.
+
+    ``Runner(playbook, inventory).run()`` returns a :class:`RunResult`. Rendering and
+    validation happen before anything connects: bad input raises
+    :class:`~maintkit.errors.ConfigError` and nothing runs.
+    """
+
+    def __init__(
+        self,
+        playbook: Playbook | LoadedPlaybook,
+        inventory: Inventory,
+        *,
+        check: bool = False,
+        diff: bool = False,
+        limit: list[str] | None = None,
+        env: str | None = None,
+        concurrency: int | None = None,
+        state_dir: str | Path = ".maint",
+        registry: Registry | None = None,
+        transport_factory: TransportFactory | None = None,
+        promote_from: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        environ: Mapping[str, str] | None = None,
+        handle_signals: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(playbook, LoadedPlaybook):
+            self.loaded: LoadedPlaybook | None = playbook
+            self.playbook = playbook.playbook
+        else:
+            self.loaded, self.playbook = None, playbook
+        self.inventory = inventory
+        self.check, self.diff, self.limit, self.only_env = check, diff, limit, env
+        self.concurrency = concurrency or self.playbook.concurrency
+        self.state_dir = Path(state_dir)
+        self.registry = registry or default_registry()
+        self.environ = os.environ if environ is None else environ
+        self.pool = TransportPool(transport_factory or factory_for(self.environ))
+        self.on_event = on_event
+        self.handle_signals = handle_signals
+        self.extra = extra or {}
+        self.redactor = Redactor()
+        self.run_id = new_run_id()
+        self.run_dir = self.state_dir / "runs" / self.run_id
+        self.probe_cache = ProbeCache()
+        self.memo = RunMemo()
+        self._promote_from = self._resolve_promote_from(promote_from)
+        key = self.environ.get("MAINT_AUDIT_KEY")
+        self._hmac_key = key.encode() if key else None
+        if key:
+            self.redactor.add_secret(key)
+        self._planner = Planner(
+            self.playbook,
+            self.loaded,
+            inventory,
+            self.registry,
+            redactor=self.redactor,
+            environ=self.environ,
+            scope=PlanScope(self.run_id, check, limit, env),
+        )
+        self._state = self._make_state()
+
+    def _make_state(self) -> RunState:
+        options = RunOptions(
+            check=self.check,
+            diff=self.diff,
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            state_dir=self.state_dir,
+            promote_from=self._promote_from,
+            extra=self.extra,
+            memo=self.memo,
+        )
+        events = Events(self.run_id, self.redactor, self.on_event)
+        return RunState(self.playbook, options, self.pool, self.probe_cache, events, current_actor(self.environ))
+
+    def _resolve_promote_from(self, run: str | None) -> Path | None:
+        if not run:
+            return None
+        from maintkit.audit import resolve_run_id
+
+        run_id = resolve_run_id(self.state_dir, run)
+        return self.state_dir / "runs" / run_id
+
+    # ------------------------------------------------------------------ planning
+    def sites(self) -> list[Site]:
+        """The sites this run targets (playbook targets, narrowed by ``limit``)."""
+        return self._planner.sites()
+
+    def render_context(self, site: Site, env: Environment, secrets: Secrets) -> dict[str, Any]:
+        """The template context of one site environment."""
+        return self._planner.render_context(site, env, secrets)
+
+    def plan(self) -> dict[str, list[PlannedStage]]:
+        """Render and validate every step for every site; raise ConfigError listing all problems."""
+        return self._planner.plan()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> RunResult:
+        """Execute the playbook. Returns a RunResult; raises ConfigError before anything runs."""
+        plans = self.plan()
+        started = time.monotonic()
+        state = self._state
+        state.events.on_event = self.on_event
+        state.events.audit = audit = open_run_folder(
+            self.run_dir,
+            self.run_id,
+            self.playbook,
+            self.loaded,
+            self.inventory,
+            redactor=self.redactor,
+            actor=state.actor,
+            hmac_key=self._hmac_key,
+        )
+        sites = [s for s in self.sites() if s.name in plans]
+        state.emit("run.started", check=self.check, sites=[s.name for s in sites], concurrency=self.concurrency)
+        restore = install_stop_handlers(self._on_signal, self.handle_signals)
+        results: dict[str, SiteResult] = {}
+        try:
+            run_sites(state, sites, plans, results, self.concurrency)
+        finally:
+            restore()
+            self.pool.close()
+        ordered = [scrub(results[s.name], self.redactor) for s in sites if s.name in results]
+        status = run_status(ordered, stopped=state.stop.is_set(), halted=state.halt.is_set())
+        result = RunResult(
+            run_id=self.run_id,
+            playbook=self.playbook.name,
+            check=self.check,
+            status=status,
+            sites=ordered,
+            run_dir=str(self.run_dir),
+            duration_ms=monotonic_ms(started),
+        )
+        state.emit(
+            "run.finished", status=status.value, changed=result.changed, duration_ms=round(result.duration_ms, 1)
+        )
+        write_run_summary(result, audit, redactor=self.redactor, actor=state.actor, promote_from=self._promote_from)
+        return result
+
+    def request_stop(self) -> None:
+        """Ask the run to stop after the current step (what SIGINT/SIGTERM do)."""
+        self._state.stop.set()
+
+    def _on_signal(self, name: str) -> None:
+        if not self._state.stop.is_set():
+            self._state.emit("run.interrupt_requested", signal=name)
+        self._state.stop.set()
+
+
+def run_playbook(playbook: Playbook | LoadedPlaybook, inventory: Inventory, **kwargs: Any) -> RunResult:
+    """Convenience: ``Runner(playbook, inventory, **kwargs).run()``."""
+    return Runner(playbook, inventory, **kwargs).run()
+
+
+__all__ = [
+    "LOCK_EXIT",
+    "Interrupted",
+    "PlannedStage",
+    "PlannedStep",
+    "Runner",
+    "TransportFactory",
+    "TransportPool",
+    "default_transport_factory",
+    "run_playbook",
+]
