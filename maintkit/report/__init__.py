@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from maintkit.report.builder import (
+from maintkit.report.builder import build_report
+from maintkit.report.chart import LatencyPoint, latency_svg, percentile
+from maintkit.report.model import (
     Attention,
     Backup,
     Certificate,
@@ -20,9 +22,7 @@ from maintkit.report.builder import (
     Rollback,
     SiteReport,
     Update,
-    build_report,
 )
-from maintkit.report.chart import LatencyPoint, latency_svg, percentile
 from maintkit.report.render import render, render_html, render_markdown
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Render a :class:`~maintkit.report.builder.Report` as markdown or as a self-contained HTML page."""
+"""Render a :class:`~maintkit.report.model.Report` as markdown or as a self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from maintkit.report.builder import Report
+from maintkit.report.model import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SPARK = "▁▂▃▄▅▆▇█"

@@ -66,7 +66,11 @@ def test_a_tampered_run_is_broken_exit_1_naming_the_line(tmp_path: Path) -> None
     lines[3] = lines[3].replace(b'"step":"s2"', b'"step":"sX"')
     (run_dir / "events.jsonl").write_bytes(b"".join(lines))
     res = verify_run(run_dir)
-    assert (res.status, res.first_bad_line) == (VERIFY_BROKEN, 4)
+    assert (res.status, res.first_bad_line, res.reason) == (
+        VERIFY_BROKEN,
+        4,
+        "line 4: event was modified (hash mismatch)",
+    )
     out = verify_cli(run_dir)
     assert out.exit_code == 1
     assert out.output == f"BROKEN: {run_dir.name}: line 4: event was modified (hash mismatch)\n"
@@ -76,6 +80,9 @@ def test_a_tampered_run_without_summary_is_still_broken(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, summary=False, finished=False)
     lines = lines_of(run_dir)
     (run_dir / "events.jsonl").write_bytes(b"".join(lines[:2] + lines[3:]))
+    res = verify_run(run_dir)
+    assert (res.status, res.first_bad_line, res.complete) == (VERIFY_BROKEN, 3, False)
+    assert res.reason == "line 3: previous event missing or reordered (seq 3 follows 1)"
     out = verify_cli(run_dir)
     assert out.exit_code == 1
     assert out.output == f"BROKEN: {run_dir.name}: line 3: previous event missing or reordered (seq 3 follows 1)\n"
@@ -104,17 +111,27 @@ def test_summary_deleted_and_tail_cut_is_incomplete_not_ok(tmp_path: Path) -> No
     assert (res.status, res.events, res.first_bad_line) == (VERIFY_INCOMPLETE, 5, None)
     out = verify_cli(run_dir)
     assert out.exit_code == 4
-    assert out.output.startswith(f"incomplete: {run_dir.name}: 5 events, chain intact so far; no summary.json\n")
-    assert "events cut off the end of the log cannot be detected" in out.output
+    assert out.output == (
+        f"incomplete: {run_dir.name}: 5 events, chain intact so far; no summary.json\n"
+        "note: without summary.json, events cut off the end of the log cannot be detected; the run is "
+        "still running, or it stopped before it could write the summary (killed, crashed)\n"
+    )
 
 
 def test_summary_deleted_after_run_finished_says_so(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
     (run_dir / "summary.json").unlink()
     res = verify_run(run_dir)
-    assert res.status == VERIFY_INCOMPLETE
-    assert res.note.endswith(", or summary.json was deleted: the log's last event is run.finished")
-    assert verify_cli(run_dir).exit_code == 4
+    assert (res.status, res.events, res.first_bad_line) == (VERIFY_INCOMPLETE, 8, None)
+    note = (
+        "without summary.json, events cut off the end of the log cannot be detected; the run is "
+        "still running, or it stopped before it could write the summary (killed, crashed), "
+        "or summary.json was deleted: the log's last event is run.finished"
+    )
+    assert res.note == note
+    out = verify_cli(run_dir)
+    assert out.exit_code == 4
+    assert out.output == (f"incomplete: {run_dir.name}: 8 events, chain intact so far; no summary.json\nnote: {note}\n")
 
 
 def test_the_same_run_goes_from_incomplete_to_intact_once_summarised(tmp_path: Path) -> None:
@@ -123,11 +140,14 @@ def test_the_same_run_goes_from_incomplete_to_intact_once_summarised(tmp_path: P
     run_dir = tmp_path / "runs" / rid
     log = AuditLog(run_dir, rid, common=COMMON, redactor=Redactor())
     log.event("run.started", check=False, sites=["shop-a"])
-    assert verify_cli(run_dir).exit_code == 4
+    mid = verify_cli(run_dir)
+    assert mid.exit_code == 4
+    assert mid.output.splitlines()[0] == f"incomplete: {rid}: 1 events, chain intact so far; no summary.json"
     log.event("run.finished", status="ok", changed=0)
     write_summary(run_dir, {"run_id": rid, "status": "ok", "changed": 0, "check": False, "sites": []}, log)
     log.close()
-    assert verify_cli(run_dir).exit_code == 0
+    done = verify_cli(run_dir)
+    assert (done.exit_code, done.output) == (0, f"ok: {rid}: 2 events, chain intact\n")
 
 
 @pytest.mark.parametrize("cut", [1, 3])
@@ -135,9 +155,11 @@ def test_a_cut_tail_with_the_summary_present_is_broken(tmp_path: Path, cut: int)
     run_dir = make_run(tmp_path)
     lines = lines_of(run_dir)
     (run_dir / "events.jsonl").write_bytes(b"".join(lines[:-cut]))
+    kept = 8 - cut
+    res = verify_run(run_dir)
+    assert (res.status, res.first_bad_line, res.events) == (VERIFY_BROKEN, kept + 1, kept)
     out = verify_cli(run_dir)
     assert out.exit_code == 1
-    kept = 8 - cut
     assert out.output == (
         f"BROKEN: {run_dir.name}: line {kept + 1}: events missing at the end "
         f"(the log has {kept}, summary.json records 8)\n"

@@ -184,7 +184,7 @@ def test_updates_rollbacks_backups_certs_latency(state: Path) -> None:
     # rollback and why
     assert len(b.rollbacks) == 1
     assert b.rollbacks[0].steps == ["update"]
-    assert "http.check" in b.rollbacks[0].why and "500" in b.rollbacks[0].why
+    assert b.rollbacks[0].why == "step http.check failed: verify: GET https://b/cart/ returned 500"
     # backups: size, verified, offsite
     latest = a.backups[-1]
     assert latest.id == "20261127T220000Z-cccccc"
@@ -203,7 +203,9 @@ def test_updates_rollbacks_backups_certs_latency(state: Path) -> None:
     assert a.latency.slowest_ms == 900
     assert len(a.latency.points) == 2
     # incidents
-    assert [i.step for i in b.incidents] == ["http.check"]
+    assert [(i.env, i.step, i.status, i.error) for i in b.incidents] == [
+        ("staging", "http.check", "failed", "verify: GET https://b/cart/ returned 500")
+    ]
     assert report.runs == 4 and report.failed_runs == 1
     assert a.changed_steps == 6
 
@@ -212,12 +214,12 @@ def test_attention(state: Path) -> None:
     report = build_report(state, since=date(2026, 11, 1), until=date(2026, 11, 30), now=NOW)
     a, b = report.sites
     assert a.attention == []
-    messages = " | ".join(x.message for x in b.attention)
-    assert "certificate shop-b.example expires in 11 days" in messages or "expires in 12 days" in messages
-    assert "no verified backup in the last 48 hours" in messages
-    assert "rolled back" in messages
-    assert "the last run" not in messages  # shop-b's last run (cert check) was ok
-    assert {x.level for x in b.attention} == {"urgent", "soon"}
+    # shop-b's last run (the certificate check) was ok: no "the last run ended ..." item
+    assert [(x.level, x.message) for x in b.attention] == [
+        ("urgent", "certificate shop-b.example expires in 12 days on 2026-12-10: renew it"),
+        ("urgent", "no verified backup in the last 48 hours (last verified backup 2026-11-05 02:00 UTC)"),
+        ("soon", "the update of akismet 5.0.2 -> 5.3 on staging was rolled back: investigate before retrying"),
+    ]
 
 
 def test_period_and_site_filter(state: Path) -> None:
@@ -306,5 +308,10 @@ def test_manual_rollback_is_listed(state: Path) -> None:
     ])  # fmt: skip
     a = build_report(state, since=date(2026, 11, 1), until=date(2026, 11, 30), now=NOW).sites[0]
     (rb,) = a.rollbacks
-    assert rb.steps == ["release r2 -> r1"] and "by hand" in rb.why and rb.ok
+    assert (rb.env, rb.steps, rb.why, rb.ok) == (
+        "production",
+        ["release r2 -> r1"],
+        "rolled back by hand (maint rollback)",
+        True,
+    )
     assert "undid release r2 -> r1" in render_markdown(build_report(state, since=date(2026, 11, 1), now=NOW))
