@@ -18,8 +18,8 @@ import pytest
 from pydantic import SecretStr
 
 from maintkit.actions.backup.db import DatabaseSpec, DbClient
-from maintkit.actions.cms.common import _client_argv
 from maintkit.actions.deploy import GIT_ENV
+from maintkit.actions.mariadb import client_argv
 from maintkit.transport.ssh import SSHTransport
 from tests.hostile_dotfiles import HOSTILE, MARK, Home, Plant, hostile_dotfiles
 from tests.lab.sshd import SshLab
@@ -125,8 +125,8 @@ def test_mariadb_clients_read_only_the_option_file_they_are_given() -> None:
     assert user_only.client()[:4] == ["mariadb", "--no-defaults", "--host=127.0.0.1", "--user=shop"]
     nothing = DbClient(DatabaseSpec(name="shop"), tools)  # the documented default: ~/.my.cnf
     assert nothing.dump_argv()[:2] == ["mariadb-dump", "--single-transaction"]
-    assert _client_argv("mariadb-dump", "/snap/db.cnf") == ["mariadb-dump", "--defaults-file=/snap/db.cnf"]
-    assert _client_argv("mariadb", None) == ["mariadb"]
+    assert client_argv("mariadb-dump", "/snap/db.cnf") == ["mariadb-dump", "--defaults-file=/snap/db.cnf"]
+    assert client_argv("mariadb", None) == ["mariadb"]
 
 
 def test_the_hostile_my_cnf_really_overrides_defaults_extra_file(tmp_path: Path) -> None:

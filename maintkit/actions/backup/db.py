@@ -10,7 +10,7 @@ Nothing the host's user has configured may override given credentials: MariaDB/M
 clients read ``~/.my.cnf`` *after* ``--defaults-extra-file``, so its user and password
 would win. Every client therefore gets ``--defaults-file=FILE`` (reads only FILE) or, with
 a user but no password and no file, ``--no-defaults``, as its FIRST option (see
-:meth:`DbClient.option_file_args`). PostgreSQL gets ``PGPASSFILE`` pointing at the
+:func:`maintkit.actions.mariadb.option_file_args`). PostgreSQL gets ``PGPASSFILE`` pointing at the
 temporary file, so ``~/.pgpass`` is not read.
 """
 
@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from maintkit.action import Context, Params
+from maintkit.actions.mariadb import option_file_args
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, quote
 
@@ -141,13 +142,7 @@ class DbClient:
         option files, ``~/.my.cnf`` included (the documented default).
         """
         s = self.spec
-        if self.cred_file:
-            return [f"--defaults-file={self.cred_file}"]
-        if s.defaults_file:
-            return [f"--defaults-file={s.defaults_file}"]
-        if s.user:
-            return ["--no-defaults"]
-        return []
+        return option_file_args(self.cred_file or s.defaults_file, explicit_user=bool(s.user))
 
     def _mysql_common(self) -> list[str]:
         s = self.spec

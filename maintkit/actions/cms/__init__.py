@@ -14,50 +14,20 @@ composer, magento, shopware, laravel, drupal and bedrock.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from maintkit.action import Action, Context
-from maintkit.actions.cms.common import ACTION, UpdatePlan
-from maintkit.actions.cms.composer import ComposerDriver
+from maintkit.actions.cms.drivers import ComposerDriver, Driver, WordPressDriver
 from maintkit.actions.cms.lock import VersionLock, mark_rolled_back, promotion_lock, write_lock
 from maintkit.actions.cms.params import CmsUpdateParams, effective_params
+from maintkit.actions.cms.plan import ACTION, PlanFacts, UpdatePlan
 from maintkit.actions.cms.policy import VersionPolicy
-from maintkit.actions.cms.wordpress import WordPressDriver
 from maintkit.errors import ApplyFailed, CheckFailed
-from maintkit.probes import CommandProbe, Probe
+from maintkit.probes import Probe
+from maintkit.probes.cms import WP_CLI_PROBE
 from maintkit.results import Change, Check, StepStatus
 
 COMPOSER_PLATFORMS = ("composer", "magento", "shopware", "laravel", "drupal", "bedrock")
-WP_CLI_PROBE = CommandProbe(("sh", "-c", "command -v wp >/dev/null 2>&1 && wp --version 2>/dev/null || true"))
-
-
-class Driver(Protocol):
-    """What a cms driver offers the action (WordPressDriver, ComposerDriver)."""
-
-    name: str
-
-    def plan(self, ctx: Context, lock: VersionLock | None, predicted: list[dict[str, Any]] | None = None) -> UpdatePlan:
-        """Read-only plan."""
-
-    def apply(self, ctx: Context, plan: UpdatePlan) -> list[Change]:
-        """Install the plan."""
-
-    def verify(self, ctx: Context, plan: UpdatePlan) -> tuple[Any, dict[str, str | None]]:
-        """Read back; returns (state, tree hashes)."""
-
-    def lock_packages(
-        self, ctx: Context, state: Any, plan: UpdatePlan | None, trees: dict[str, str | None] | None = None
-    ) -> Any:
-        """Lock entries for the installed state."""
-
-    def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
-        """Roll back."""
-
-    def cleanup(self, ctx: Context) -> None:
-        """Remove temporary files."""
-
-    def prune(self, ctx: Context) -> None:
-        """Drop old snapshots."""
 
 
 def platform_of(ctx: Context) -> str:
@@ -65,7 +35,16 @@ def platform_of(ctx: Context) -> str:
     return str(ctx.env.platform or ctx.site.platform)
 
 
-def make_driver(ctx: Context, params: CmsUpdateParams) -> WordPressDriver | ComposerDriver:
+def driver_probes(platform: str) -> list[Probe[Any]]:
+    """The read-only probes of the driver for ``platform`` (none for a platform without a driver)."""
+    if platform == "wordpress":
+        return list(WordPressDriver.host_probes)
+    if platform in COMPOSER_PLATFORMS:
+        return list(ComposerDriver.host_probes)
+    return []
+
+
+def make_driver(ctx: Context, params: CmsUpdateParams) -> Driver[Any]:
     """The driver for the environment's platform; CheckFailed for platforms without one."""
     platform = platform_of(ctx)
     if platform == "wordpress":
@@ -73,8 +52,7 @@ def make_driver(ctx: Context, params: CmsUpdateParams) -> WordPressDriver | Comp
     if platform in COMPOSER_PLATFORMS:
         return ComposerDriver(params, platform)
     raise CheckFailed(
-        f"cms.update has no driver for platform {platform!r} (wordpress, {', '.join(COMPOSER_PLATFORMS)})",
-        action=ACTION,
+        f"cms.update has no driver for platform {platform!r} (wordpress, {', '.join(COMPOSER_PLATFORMS)})"
     )
 
 
@@ -91,7 +69,7 @@ def predicted_updates(ctx: Context) -> list[dict[str, Any]] | None:
 
 def compute_plan(
     ctx: Context, params: CmsUpdateParams | dict[str, Any] | None = None
-) -> tuple[WordPressDriver | ComposerDriver, UpdatePlan | None]:
+) -> tuple[Driver[Any], UpdatePlan[Any] | None]:
     """The candidates cms.update would install here (read-only), shared with compat.check.
 
     Returns ``(driver, None)`` when the plan cannot be known yet: a promoting stage in plan
@@ -108,7 +86,7 @@ def compute_plan(
     return driver, driver.plan(ctx, lock, predicted)
 
 
-def _updates_text(plan: UpdatePlan, limit: int = 8) -> str:
+def _updates_text(plan: UpdatePlan[Any], limit: int = 8) -> str:
     parts = [f"{u.name} {u.package.version or '(new)'} -> {u.to or '(removed)'}" for u in plan.updates[:limit]]
     more = len(plan.updates) - limit
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
@@ -124,10 +102,10 @@ class CmsUpdate(Action[CmsUpdateParams]):
 
     def __init__(self, params: CmsUpdateParams, step_id: str | None = None) -> None:
         super().__init__(params, step_id)
-        self._applied: tuple[WordPressDriver | ComposerDriver, UpdatePlan] | None = None
+        self._applied: tuple[Driver[Any], UpdatePlan[Any]] | None = None
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return [WP_CLI_PROBE] if platform_of(ctx) == "wordpress" else []
+        return driver_probes(platform_of(ctx))
 
     def check(self, ctx: Context) -> Check:
         driver, plan = compute_plan(ctx, self.params)
@@ -136,14 +114,10 @@ class CmsUpdate(Action[CmsUpdateParams]):
                 f"unknown: installs what the {ctx.stage_promote} stage's cms.update validates",
                 depends_on=ctx.stage_promote,
             )
-        if isinstance(driver, WordPressDriver):
-            wp_cli = ctx.probe(WP_CLI_PROBE).stdout.strip()
-            if wp_cli:
-                plan.facts["wp_cli"] = wp_cli
+        driver.read_probes(ctx, plan)
         if driver.p.on_incompatible == "fail" and plan.blocking:
             raise CheckFailed(
                 "refusing candidates the host cannot run: " + "; ".join(s.line() for s in plan.blocking),
-                action=self.name,
                 details={"skipped": [s.public() for s in plan.skipped]},
             )
         data = plan.data()
@@ -163,7 +137,7 @@ class CmsUpdate(Action[CmsUpdateParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         driver, plan = check.snapshot
         if plan.predicted:
-            raise ApplyFailed("no version lock to promote (the plan was only predicted)", action=self.name)
+            raise ApplyFailed("no version lock to promote (the plan was only predicted)")
         self._applied = (driver, plan)
         changes: list[Change] = driver.apply(ctx, plan)
         ctx.record(updates=[u.public() for u in plan.updates])
@@ -183,13 +157,13 @@ class CmsUpdate(Action[CmsUpdateParams]):
     def _write_lock(
         self,
         ctx: Context,
-        driver: WordPressDriver | ComposerDriver,
-        plan: UpdatePlan,
+        driver: Driver[Any],
+        plan: UpdatePlan[Any],
         state: Any,
         trees: dict[str, str | None],
     ) -> None:
         if state is None:
-            state = plan.facts.get("state") if isinstance(driver, WordPressDriver) else plan.installed
+            state = plan.state
         updated_plan = plan if self._applied is not None else None
         packages = driver.lock_packages(ctx, state, updated_plan, trees)
         lock = VersionLock(
@@ -220,13 +194,19 @@ class CmsUpdate(Action[CmsUpdateParams]):
 
 
 __all__ = [
+    "COMPOSER_PLATFORMS",
+    "WP_CLI_PROBE",
     "CmsUpdate",
     "CmsUpdateParams",
     "ComposerDriver",
+    "Driver",
+    "PlanFacts",
     "UpdatePlan",
     "VersionPolicy",
     "WordPressDriver",
     "compute_plan",
+    "driver_probes",
     "make_driver",
+    "platform_of",
     "predicted_updates",
 ]

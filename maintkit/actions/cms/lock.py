@@ -17,19 +17,17 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from maintkit._fs import write_text_atomic
 from maintkit.action import Context
 from maintkit.errors import CheckFailed
 
 LOCK_FORMAT = 1
-ACTION = "cms.update"
 
 
 class LockedPackage(BaseModel):
@@ -40,7 +38,7 @@ class LockedPackage(BaseModel):
     name: str
     type: str
     version: str
-    tree: str | None = Field(None, description="Tree hash of the installed package (see common.tree_hash_script)")
+    tree: str | None = Field(None, description="Tree hash of the installed package (see snapshots.tree_hash_script)")
     sha256: str | None = Field(None, description="sha256 of the package zip it was installed from")
     reference: str | None = Field(None, description="composer: dist/source reference")
     shasum: str | None = Field(None, description="composer: dist shasum from composer.lock")
@@ -79,30 +77,14 @@ def lock_path(run_dir: Path, site: str) -> Path:
     return Path(run_dir) / "locks" / f"{site}.json"
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + fsync + rename), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_lock(path: Path) -> VersionLock:
     """Read and validate a lock file; CheckFailed when missing or invalid."""
     try:
         return VersionLock.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckFailed(f"no version lock at {path}", action=ACTION) from None
+        raise CheckFailed(f"no version lock at {path}") from None
     except (ValidationError, ValueError) as exc:
-        raise CheckFailed(f"invalid version lock {path}: {exc}", action=ACTION) from None
+        raise CheckFailed(f"invalid version lock {path}: {exc}") from None
 
 
 def write_lock(ctx: Context, lock: VersionLock) -> Path | None:
@@ -119,7 +101,7 @@ def write_lock(ctx: Context, lock: VersionLock) -> Path | None:
             merged = dict(old.packages)
             merged.update(lock.packages)
             lock = lock.model_copy(update={"packages": merged})
-    write_json_atomic(path, lock.to_json())
+    write_text_atomic(path, lock.to_json(), make_parents=True)
     return path
 
 
@@ -135,7 +117,7 @@ def mark_rolled_back(ctx: Context) -> None:
     except CheckFailed:
         return
     if lock.env == ctx.env.name and lock.run_id == ctx.run_id:
-        write_json_atomic(path, lock.model_copy(update={"status": "rolled-back"}).to_json())
+        write_text_atomic(path, lock.model_copy(update={"status": "rolled-back"}).to_json(), make_parents=True)
 
 
 def _site_status(run_dir: Path, site: str) -> str | None:
@@ -167,7 +149,7 @@ def promotion_lock(ctx: Context, driver: str) -> tuple[VersionLock | None, Path 
     from_run = ctx.options.promote_from
     run_dir = Path(from_run) if from_run else ctx.options.run_dir
     if run_dir is None:
-        raise CheckFailed("promotion needs a run folder", action=ACTION)
+        raise CheckFailed("promotion needs a run folder")
     path = lock_path(run_dir, ctx.site.name)
     if not path.exists():
         if from_run is None and ctx.check_mode:
@@ -175,27 +157,21 @@ def promotion_lock(ctx: Context, driver: str) -> tuple[VersionLock | None, Path 
         where = f"run {Path(from_run).name}" if from_run else "this run"
         raise CheckFailed(
             f"no version lock for {ctx.site.name} from {source_env} in {where} ({path}): "
-            f"the {source_env} stage must run cms.update first",
-            action=ACTION,
+            f"the {source_env} stage must run cms.update first"
         )
     lock = read_lock(path)
     if from_run:
         status = _site_status(run_dir, ctx.site.name)
         if status is not None and status != "ok":
             raise CheckFailed(
-                f"run {run_dir.name} did not validate {ctx.site.name} (site status {status}): refusing to promote",
-                action=ACTION,
+                f"run {run_dir.name} did not validate {ctx.site.name} (site status {status}): refusing to promote"
             )
     if lock.status != "validated":
-        raise CheckFailed(f"the version lock {path} was {lock.status}: refusing to promote", action=ACTION)
+        raise CheckFailed(f"the version lock {path} was {lock.status}: refusing to promote")
     if lock.env != source_env:
-        raise CheckFailed(
-            f"the version lock {path} comes from {lock.env!r}, but this stage promotes {source_env!r}", action=ACTION
-        )
+        raise CheckFailed(f"the version lock {path} comes from {lock.env!r}, but this stage promotes {source_env!r}")
     if lock.driver != driver:
-        raise CheckFailed(
-            f"the version lock {path} is for {lock.driver}, this environment uses {driver}", action=ACTION
-        )
+        raise CheckFailed(f"the version lock {path} is for {lock.driver}, this environment uses {driver}")
     return lock, path
 
 
@@ -206,6 +182,5 @@ __all__ = [
     "mark_rolled_back",
     "promotion_lock",
     "read_lock",
-    "write_json_atomic",
     "write_lock",
 ]

@@ -132,7 +132,7 @@ def effective_params(ctx: Context, params: CmsUpdateParams | dict[str, Any] | No
     """Merge the ``cms_update`` variable of the site/environment under the step's explicit parameters."""
     base = ctx.vars.get(VARS_KEY) or {}
     if not isinstance(base, dict):
-        raise CheckFailed(f"variable {VARS_KEY} must be a mapping of cms.update parameters", action="cms.update")
+        raise CheckFailed(f"variable {VARS_KEY} must be a mapping of cms.update parameters")
     explicit = params.model_dump(exclude_unset=True) if isinstance(params, CmsUpdateParams) else dict(params or {})
     merged = {**base, **explicit}
     if "error_logs" not in merged and isinstance(ctx.vars.get("error_logs"), list):

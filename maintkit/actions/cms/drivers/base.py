@@ -1,0 +1,214 @@
+"""What every cms driver shares: the :class:`Driver` protocol and :class:`DriverBase` plumbing.
+
+:class:`DriverBase` holds the paths (root, ``.maint``, snapshots), preparing this run's
+snapshot directory, apply-or-undo (a failed apply undoes its own partial work before it
+raises), the rollback of file snapshots then database then ``post_rollback``, and the
+pruning of old snapshots. Drivers add planning, installing, verifying and lock entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from maintkit._text import head, tail
+from maintkit.action import Context
+from maintkit.actions.cms.db import DbUndo
+from maintkit.actions.cms.lock import LockedPackage, VersionLock
+from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.actions.cms.plan import UpdatePlan
+from maintkit.actions.cms.snapshots import PackageUndo, file_sizes, mkdir_private, restore_path
+from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
+from maintkit.probes import Probe
+from maintkit.results import Change
+from maintkit.transport.base import join
+
+S = TypeVar("S")
+
+
+class Driver(Protocol[S]):
+    """What a cms driver offers the action; ``S`` is the state it reads from the host."""
+
+    name: ClassVar[str]
+    #: read-only probes the driver's facts come from (declared by the action, batched by the runner)
+    host_probes: ClassVar[tuple[Probe[Any], ...]]
+    p: CmsUpdateParams
+
+    def plan(
+        self, ctx: Context, lock: VersionLock | None, predicted: list[dict[str, Any]] | None = None
+    ) -> UpdatePlan[S]:
+        """Read-only plan."""
+
+    def read_probes(self, ctx: Context, plan: UpdatePlan[S]) -> None:
+        """Add the facts of :attr:`host_probes` (answered from the probe cache) to the plan."""
+
+    def apply(self, ctx: Context, plan: UpdatePlan[S]) -> list[Change]:
+        """Install the plan."""
+
+    def verify(self, ctx: Context, plan: UpdatePlan[S]) -> tuple[S, dict[str, str | None]]:
+        """Read back; returns (state, tree hashes)."""
+
+    def lock_packages(
+        self, ctx: Context, state: S, plan: UpdatePlan[S] | None, trees: dict[str, str | None] | None = None
+    ) -> dict[str, LockedPackage]:
+        """Lock entries for the installed state."""
+
+    def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
+        """Roll back."""
+
+    def cleanup(self, ctx: Context) -> None:
+        """Remove temporary files."""
+
+    def prune(self, ctx: Context) -> None:
+        """Drop old snapshots."""
+
+
+def run_commands(
+    ctx: Context, commands: list[list[str]], *, cwd: str, env: dict[str, str] | None = None, what: str = "command"
+) -> list[dict[str, Any]]:
+    """Run argv commands in order in ``cwd``; raise ApplyFailed naming the first that fails."""
+    done: list[dict[str, Any]] = []
+    for argv in commands:
+        res = ctx.run(argv, cwd=cwd, env=env or None, check=False)
+        done.append({"command": head(join(argv), 200), "exit": res.exit_code})
+        if not res.ok:
+            raise ApplyFailed(
+                f"{what} {head(join(argv), 200)} exited {res.exit_code}: {tail(res.stderr or res.stdout)}"
+            )
+    return done
+
+
+def undo_changes(
+    ctx: Context,
+    changes: list[Change],
+    *,
+    undo_db: Callable[[DbUndo], dict[str, Any]],
+    post_rollback: list[list[str]],
+    cwd: str,
+    after_restore: Callable[[PackageUndo], None] | None = None,
+) -> dict[str, Any]:
+    """The rollback both drivers share: put file snapshots back (newest change first), then
+    the database, then the post_rollback commands. Every error is collected; any error ends in
+    RollbackFailed naming them all. No PHP is involved, so it works when the site is broken."""
+    errors: list[str] = []
+    report: dict[str, Any] = {"restored": [], "database": None}
+    for change in reversed(changes):
+        if isinstance(change.undo, PackageUndo):
+            try:
+                for snapshot, dest in change.undo.entries:
+                    restore_path(ctx, snapshot, dest)
+                if after_restore is not None:
+                    after_restore(change.undo)
+                report["restored"].append(change.target)
+            except MaintkitError as exc:
+                errors.append(f"{change.target}: {exc}")
+    for change in changes:
+        if isinstance(change.undo, DbUndo):
+            try:
+                report["database"] = undo_db(change.undo)
+            except MaintkitError as exc:
+                errors.append(f"{change.target}: {exc}")
+    if post_rollback and any(isinstance(c.undo, PackageUndo) for c in changes):
+        try:
+            run_commands(ctx, post_rollback, cwd=cwd, what="post_rollback")
+        except MaintkitError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise RollbackFailed("; ".join(errors))
+    return report
+
+
+class DriverBase:
+    """Paths, snapshots, apply-or-undo, rollback and pruning shared by the drivers."""
+
+    name: ClassVar[str] = ""
+    host_probes: ClassVar[tuple[Probe[Any], ...]] = ()
+
+    def __init__(self, params: CmsUpdateParams) -> None:
+        self.p = params
+
+    # ---------------------------------------------------------------- paths
+    def root(self, ctx: Context) -> str:
+        """The site's code root: the WordPress root (where wp-load.php is) or the composer project."""
+        base = ctx.path.rstrip("/") or "/"
+        if not self.p.root:
+            return base
+        return self.p.root if self.p.root.startswith("/") else f"{base}/{self.p.root.strip('/')}"
+
+    @staticmethod
+    def maint_dir(ctx: Context) -> str:
+        """``<path>/.maint``."""
+        return ctx.path.rstrip("/") + "/.maint"
+
+    def snapshot_root(self, ctx: Context) -> str:
+        """Directory of all snapshots."""
+        d = self.p.snapshot_dir
+        if not d:
+            return self.maint_dir(ctx) + "/snapshots"
+        return d if d.startswith("/") else ctx.path.rstrip("/") + "/" + d
+
+    def snapshot_dir(self, ctx: Context) -> str:
+        """This run's snapshot directory."""
+        return f"{self.snapshot_root(ctx)}/{ctx.run_id}"
+
+    # ---------------------------------------------------------------- apply
+    def prepare_snapshot_dir(self, ctx: Context) -> str:
+        """Create ``.maint`` and this run's private snapshot directory; record the error log sizes."""
+        snap = self.snapshot_dir(ctx)
+        ctx.run(["mkdir", "-p", "--", self.maint_dir(ctx)])  # not 0700: nginx reads its maintenance flag
+        mkdir_private(ctx, snap)
+        ctx.record(error_log_offsets=file_sizes(ctx, self.p.error_logs or []), snapshot=snap)
+        return snap
+
+    def apply_or_undo(self, ctx: Context, work: Callable[[list[Change]], None]) -> list[Change]:
+        """Run ``work`` (it appends each change before making it); on failure undo those changes,
+        clean up and raise ApplyFailed (naming a failed undo too)."""
+        changes: list[Change] = []
+        try:
+            work(changes)
+        except MaintkitError as exc:
+            note = ""
+            try:
+                self.undo(ctx, changes)
+            except MaintkitError as undo_exc:
+                note = f"; undoing the partial update ALSO failed: {undo_exc}"
+            self.cleanup(ctx)
+            raise ApplyFailed(f"{exc}{note}") from exc
+        return changes
+
+    def read_probes(self, ctx: Context, plan: UpdatePlan[Any]) -> None:
+        """No probes by default."""
+
+    # ---------------------------------------------------------------- rollback
+    def undo(self, ctx: Context, changes: list[Change]) -> dict[str, Any]:
+        """Put the file snapshots back, then the database, then run ``post_rollback``; no PHP involved."""
+        return undo_changes(
+            ctx,
+            changes,
+            undo_db=lambda undo: self.undo_database(ctx, undo),
+            post_rollback=self.p.post_rollback,
+            cwd=self.root(ctx),
+            after_restore=lambda undo: self.after_restore(ctx, undo),
+        )
+
+    def undo_database(self, ctx: Context, undo: DbUndo) -> dict[str, Any]:
+        """Restore the dump when the driver decides it must; returns the report."""
+        raise NotImplementedError
+
+    def after_restore(self, ctx: Context, undo: PackageUndo) -> None:
+        """Hook after one change's snapshots are back (nothing by default)."""
+
+    def cleanup(self, ctx: Context) -> None:
+        """Nothing temporary by default besides snapshots (pruned in finalize)."""
+
+    def prune(self, ctx: Context) -> None:
+        """Keep the newest ``keep_snapshots`` run snapshots."""
+        root = self.snapshot_root(ctx)
+        res = ctx.run(["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"], check=False)
+        runs = sorted(n for n in res.stdout.splitlines() if n)
+        for old in runs[: max(0, len(runs) - self.p.keep_snapshots)]:
+            if old != ctx.run_id:
+                ctx.run(["rm", "-rf", "--", f"{root}/{old}"], check=False)
+
+
+__all__ = ["Driver", "DriverBase", "run_commands", "undo_changes"]

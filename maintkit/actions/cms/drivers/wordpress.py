@@ -1,0 +1,255 @@
+"""The WordPress driver of ``cms.update`` (WooCommerce shops and any WordPress site).
+
+Planning and the PHP helper are in :mod:`~maintkit.actions.cms.drivers.wordpress_plan`,
+package sources in :mod:`~maintkit.actions.cms.drivers.wordpress_sources`. This module
+installs (database dump and ``cp -a`` snapshots first), verifies what is really installed
+and writes lock entries.
+
+Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
+dump with the mariadb client, so it works when the update broke WordPress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maintkit.action import Context
+from maintkit.actions.cms.db import DbUndo, dump_database, list_tables, read_options, restore_database
+from maintkit.actions.cms.drivers.base import run_commands
+from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
+from maintkit.actions.cms.drivers.wordpress_state import WpState, read_zip_package, same_version, wp_helper_source
+from maintkit.actions.cms.lock import LockedPackage
+from maintkit.actions.cms.plan import Update, UpdatePlan
+from maintkit.actions.cms.snapshots import PackageUndo, sha256_hex, snapshot_path, tree_hashes
+from maintkit.errors import ApplyFailed, CheckFailed, VerifyFailed
+from maintkit.results import Change
+
+CORE_ENTRIES_EXCLUDED = ("wp-config.php", "wp-content", ".maint", ".htaccess")
+
+
+def core_entries(ctx: Context, root: str) -> list[str]:
+    """The entries of the WordPress root that belong to core (snapshotted before a core update)."""
+    res = ctx.run(["find", root, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\n"], check=False)
+    names = [n for n in res.stdout.splitlines() if n]
+    keep = []
+    for n in names:
+        if n in CORE_ENTRIES_EXCLUDED:
+            continue
+        if n in ("wp-admin", "wp-includes") or n.endswith(".php") or n in ("license.txt", "readme.html"):
+            keep.append(n)
+    return keep
+
+
+class WordPressDriver(WordPressPlanner):
+    """Plans, applies, verifies and rolls back WordPress core, plugin and theme updates."""
+
+    # ---------------------------------------------------------------- apply
+    def apply(self, ctx: Context, plan: UpdatePlan[WpState]) -> list[Change]:
+        """Dump the database, snapshot and install every update; undo own work on failure."""
+        return self.apply_or_undo(ctx, lambda changes: self._apply(ctx, plan, changes))
+
+    def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
+        snap = self.prepare_snapshot_dir(ctx)
+        ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
+        state = plan.state
+        if self.p.database != "never":
+            changes.append(self._dump(ctx, state, snap))
+        workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
+        if not ctx.run(["test", "-e", workdir], check=False).ok:  # the upgrader leaves it behind
+            changes.append(
+                Change(
+                    target=workdir,
+                    summary="WordPress upgrade working directory",
+                    undo=PackageUndo([(None, workdir)]),
+                )
+            )
+        for update in sorted(plan.updates, key=lambda u: u.kind != "core"):
+            self._install(ctx, update, snap, changes)
+        if self.p.post_update:
+            run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
+
+    def _dump(self, ctx: Context, state: WpState, snap: str) -> Change:
+        cnf = f"{snap}/db.cnf"
+        res = self.call(ctx, "dbcnf", {"path": cnf}, uploaded=True)
+        if not res.get("ok"):
+            raise ApplyFailed(f"cannot read the database credentials from wp-config.php: {res.get('error')}")
+        database = str(res.get("database") or state.db_name)
+        prefix = str(res.get("table_prefix") or state.table_prefix)
+        dump = f"{snap}/database.sql.gz"
+        undo = DbUndo(
+            database=database,
+            dump=dump,
+            defaults_file=cnf,
+            tables_before=list_tables(ctx, database, cnf),
+            options_table=f"{prefix}options",
+            schema_options=["db_version", *self.p.schema_options],
+        )
+        undo.schema_before = read_options(ctx, undo)
+        dump_database(ctx, database, cnf, dump)
+        return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
+
+    def _stage_zip(self, ctx: Context, update: Update, snap: str) -> str:
+        offer = update.offer
+        if offer is None:
+            raise ApplyFailed(f"{update.kind} {update.name}: no package to install")
+        if offer.location == "host":
+            res = ctx.run(["sha256sum", "--", offer.ref], check=False)
+            actual = res.stdout.split(" ", 1)[0] if res.ok else ""
+            if offer.sha256 and actual != offer.sha256:
+                raise ApplyFailed(f"{offer.ref} changed since it was checked (sha256 {actual or 'unreadable'})")
+            return offer.ref
+        if offer.data is None:
+            offer.data = self.sources.fetch(ctx, offer)
+            if offer.sha256 and sha256_hex(offer.data) != offer.sha256:
+                raise ApplyFailed(f"{offer.ref} changed since it was checked")
+        path = f"{snap}/packages/{update.name}-{update.to}.zip"
+        ctx.run(["mkdir", "-p", "--", f"{snap}/packages"])
+        ctx.put(offer.data, path, mode=0o600)
+        return path
+
+    def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change]) -> None:
+        pkg = update.package
+        zip_path = self._stage_zip(ctx, update, snap)
+        if pkg.kind == "core":
+            self._install_core(ctx, update, zip_path, snap, changes)
+            return
+        dest = pkg.path
+        target = f"{snap}/{pkg.kind}s/{pkg.name}"
+        existed = snapshot_path(ctx, dest, target)
+        changes.append(
+            Change(
+                target=pkg.key,
+                summary=f"{pkg.kind} {pkg.name} {pkg.version} -> {update.to}",
+                before=pkg.version,
+                after=update.to,
+                undo=PackageUndo([(target if existed else None, dest)]),
+            )
+        )
+        args = {
+            "type": pkg.kind,
+            "zip": zip_path,
+            "slug": pkg.name,
+            "active": bool(pkg.active),
+            "network_active": bool(pkg.extra.get("network_active")),
+        }
+        res = self.call(ctx, "install", args, uploaded=True)
+        if not res.get("ok"):
+            msgs = "; ".join(str(m) for m in res.get("messages", [])[-5:])
+            raise ApplyFailed(
+                f"{pkg.kind} {pkg.name} {update.to}: install failed: {res.get('error')}"
+                + (f" ({msgs})" if msgs else "")
+            )
+
+    def _install_core(self, ctx: Context, update: Update, zip_path: str, snap: str, changes: list[Change]) -> None:
+        root = self.root(ctx)
+        entries = core_entries(ctx, root)
+        pairs: list[tuple[str | None, str]] = []
+        for name in entries:
+            snapshot_path(ctx, f"{root}/{name}", f"{snap}/core/{name}")
+            pairs.append((f"{snap}/core/{name}", f"{root}/{name}"))
+        changes.append(
+            Change(
+                target="core:wordpress",
+                summary=f"core {update.package.version} -> {update.to}",
+                before=update.package.version,
+                after=update.to,
+                undo=PackageUndo(pairs, remove_new=sorted(entries)),
+            )
+        )
+        res = self.call(ctx, "core", {"zip": zip_path, "version": update.to}, uploaded=True)
+        if not res.get("ok"):
+            raise ApplyFailed(f"core {update.to}: update failed: {res.get('error')}")
+        db = self.call(ctx, "dbupgrade", uploaded=True)
+        if not db.get("ok"):
+            raise ApplyFailed(f"core {update.to}: database upgrade failed: {db.get('error')}")
+
+    # ---------------------------------------------------------------- verify
+    def verify(self, ctx: Context, plan: UpdatePlan[WpState]) -> tuple[WpState, dict[str, str | None]]:
+        """Read back what is installed (WordPress must bootstrap) and compare it with the plan."""
+        try:
+            st = self.state(ctx, uploaded=True)
+        except CheckFailed as exc:
+            raise VerifyFailed(f"after the update: {exc.message}") from None
+        problems = []
+        for u in plan.updates:
+            now = st.find(u.kind, u.name)
+            if now is None:
+                problems.append(f"{u.kind} {u.name} is missing after the update")
+                continue
+            if not same_version(now.version, u.to):
+                problems.append(f"{u.kind} {u.name} is {now.version}, expected {u.to}")
+            if u.kind == "plugin" and u.package.active and not now.active:
+                problems.append(f"plugin {u.name} was active and is not any more")
+            if u.kind == "core" and st.db_version != st.files_db_version:
+                problems.append(f"database version {st.db_version} != {st.files_db_version} after the core update")
+        paths = [u.package.path for u in plan.updates if u.kind != "core"]
+        trees = tree_hashes(ctx, paths)
+        for u in plan.updates:
+            if u.expected_tree and trees.get(u.package.path) != u.expected_tree:
+                problems.append(f"{u.kind} {u.name}: installed files differ from the validated package (tree hash)")
+        if problems:
+            raise VerifyFailed("; ".join(problems))
+        return st, trees
+
+    def lock_packages(
+        self, ctx: Context, st: WpState, plan: UpdatePlan[WpState] | None, trees: dict[str, str | None] | None = None
+    ) -> dict[str, LockedPackage]:
+        """Lock entries for every package in policy scope, as installed now."""
+        policy = self.p.policy()
+        scoped = [pkg for pkg in st.packages if self.in_scope(policy, pkg)]
+        trees = dict(trees or {})
+        need = [pkg.path for pkg in scoped if pkg.kind != "core" and pkg.path not in trees]
+        trees.update(tree_hashes(ctx, need))
+        updated = {u.package.key: u for u in (plan.updates if plan else [])}
+        out: dict[str, LockedPackage] = {}
+        for pkg in scoped:
+            u = updated.get(pkg.key)
+            out[pkg.key] = LockedPackage.model_validate(
+                {
+                    "name": pkg.name,
+                    "type": pkg.kind,
+                    "version": pkg.version,
+                    "tree": trees.get(pkg.path) if pkg.kind != "core" else None,
+                    "sha256": u.offer.sha256 if u and u.offer else None,
+                    "source": u.offer.source if u and u.offer else None,
+                    "updated": u is not None,
+                    "from": u.package.version if u else None,
+                }
+            )
+        return out
+
+    # ---------------------------------------------------------------- rollback
+    def after_restore(self, ctx: Context, undo: PackageUndo) -> None:
+        """After the core snapshot is back: remove PHP files the new core added."""
+        if undo.remove_new:
+            self._remove_new_core_files(ctx, undo.remove_new)
+
+    def _remove_new_core_files(self, ctx: Context, before: list[str]) -> None:
+        now = core_entries(ctx, self.root(ctx))
+        for name in now:
+            if name not in before and name.endswith(".php") and name != "wp-config.php":
+                ctx.run(["rm", "-f", "--", f"{self.root(ctx)}/{name}"], check=False)
+
+    def undo_database(self, ctx: Context, undo: DbUndo) -> dict[str, Any]:
+        """Restore the dump when the schema changed (tables or schema options) or ``database: always``."""
+        tables = list_tables(ctx, undo.database, undo.defaults_file)
+        options = read_options(ctx, undo)
+        changed = sorted(set(tables) ^ set(undo.tables_before))
+        changed += sorted(
+            k for k in set(options) | set(undo.schema_before) if options.get(k) != undo.schema_before.get(k)
+        )
+        if self.p.database == "always" or changed:
+            dropped = restore_database(ctx, undo)
+            return {"restored": True, "schema_changed": changed, "dropped_tables": dropped}
+        return {"restored": False, "schema_changed": []}
+
+    def cleanup(self, ctx: Context) -> None:
+        """Remove the helper, staged packages and the credentials file of this run."""
+        snap = self.snapshot_dir(ctx)
+        ctx.run(
+            ["rm", "-rf", "--", self.helper_path(ctx), f"{snap}/packages", f"{snap}/db.cnf"],
+            check=False,
+        )
+
+
+__all__ = ["CORE_ENTRIES_EXCLUDED", "WordPressDriver", "WpState", "core_entries", "read_zip_package"]

@@ -1,0 +1,222 @@
+"""Reading and planning for the WordPress driver of ``cms.update``.
+
+It needs no wp-cli: a small PHP helper shipped in the package (maintkit/php/wp_helper.php)
+drives WordPress's own API with the site's PHP CLI. Read-only calls pipe the helper
+through stdin (``php -- <root> list < helper``), so plan mode writes nothing; apply
+uploads it to ``<path>/.maint/wp_helper.php`` (0600) and finalize removes it.
+
+:class:`WordPressPlanner` reads the installed state and plans by version policy, from a
+predicted list (plan mode before the source stage ran) or from a version lock (promotion);
+:class:`~maintkit.actions.cms.drivers.wordpress.WordPressDriver` adds installing,
+verifying and rolling back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from maintkit._text import tail
+from maintkit.action import Context
+from maintkit.actions.cms.drivers.base import DriverBase
+from maintkit.actions.cms.drivers.wordpress_sources import WpSources
+from maintkit.actions.cms.drivers.wordpress_state import (
+    WpState,
+    parse_marked_json,
+    same_version,
+    state_from_helper,
+    wp_helper_source,
+)
+from maintkit.actions.cms.lock import LockedPackage, VersionLock
+from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.actions.cms.plan import Installed, PlanFacts, Skipped, Update, UpdatePlan
+from maintkit.actions.cms.policy import Version, VersionPolicy, choose
+from maintkit.actions.cms.snapshots import tree_hashes
+from maintkit.errors import CheckFailed
+from maintkit.probes import Probe
+from maintkit.probes.cms import WP_CLI_PROBE
+
+
+class WordPressPlanner(DriverBase):
+    """Reads WordPress core, plugins and themes through the PHP helper and plans their updates."""
+
+    name: ClassVar[str] = "wordpress"
+    host_probes: ClassVar[tuple[Probe[Any], ...]] = (WP_CLI_PROBE,)
+
+    def __init__(self, params: CmsUpdateParams) -> None:
+        super().__init__(params)
+        self.sources = WpSources(params)
+
+    # ---------------------------------------------------------------- paths
+    def helper_path(self, ctx: Context) -> str:
+        """Where apply uploads the helper."""
+        return self.maint_dir(ctx) + "/wp_helper.php"
+
+    # ---------------------------------------------------------------- helper
+    def call(self, ctx: Context, command: str, args: dict[str, Any] | None = None, *, uploaded: bool) -> dict[str, Any]:
+        """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
+        payload = json.dumps(args or {}, separators=(",", ":"))
+        if uploaded:
+            argv = [self.p.php, self.helper_path(ctx), self.root(ctx), command, payload]
+            res = ctx.run(argv, check=False, timeout=self.p.timeout or ctx.env.command_timeout)
+        else:
+            argv = [self.p.php, "--", self.root(ctx), command, payload]
+            res = ctx.run(
+                argv, check=False, stdin=wp_helper_source(), timeout=self.p.timeout or ctx.env.command_timeout
+            )
+        data = parse_marked_json(res.stdout)
+        if data is None:
+            return {
+                "ok": False,
+                "error": f"the PHP helper gave no answer (exit {res.exit_code}): {tail(res.stderr or res.stdout)}",
+            }
+        return data
+
+    def state(self, ctx: Context, *, uploaded: bool = False) -> WpState:
+        """Installed core, plugins and themes (WordPress bootstraps: a fatal error shows here)."""
+        data = self.call(ctx, "list", {"readonly": not uploaded}, uploaded=uploaded)
+        if not data.get("ok"):
+            raise CheckFailed(f"cannot read the WordPress state at {self.root(ctx)}: {data.get('error')}")
+        return state_from_helper(data, self.root(ctx))
+
+    def read_probes(self, ctx: Context, plan: UpdatePlan[WpState]) -> None:
+        """Add the wp-cli version (when wp-cli is installed) to the plan's facts."""
+        wp_cli = ctx.probe(WP_CLI_PROBE).stdout.strip()
+        if wp_cli:
+            plan.facts.wp_cli = wp_cli
+
+    # ---------------------------------------------------------------- plan
+    def in_scope(self, policy: VersionPolicy, pkg: Installed) -> bool:
+        """Whether the policy considers ``pkg`` at all."""
+        if not policy.in_scope(pkg.name):
+            return False
+        return policy.level_for(pkg.kind) != "none" or policy.pin_for(pkg.name) is not None
+
+    def plan(
+        self, ctx: Context, lock: VersionLock | None, predicted: list[dict[str, Any]] | None = None
+    ) -> UpdatePlan[WpState]:
+        """Read-only: the exact updates (from -> to) for this environment."""
+        st = self.state(ctx)
+        facts = PlanFacts(php_version=st.php_version, core_version=st.core.version, db_version=st.db_version)
+        plan = UpdatePlan(self.name, st, installed=st.packages, facts=facts)
+        if lock is not None:
+            self._plan_promote(ctx, st, lock, plan)
+        elif predicted is not None:
+            self._plan_predicted(st, predicted, plan)
+        else:
+            self._plan_policy(ctx, st, plan)
+        return plan
+
+    def _plan_policy(self, ctx: Context, st: WpState, plan: UpdatePlan[WpState]) -> None:
+        policy = self.p.policy()
+        listing = self.sources.repo_listing(ctx)
+        core_target = st.core.version
+        for pkg in st.packages:
+            if not self.in_scope(policy, pkg):
+                continue
+            offers = self.sources.offers(ctx, pkg, listing, st.php_version)
+            decision = choose(policy, pkg.name, pkg.kind, pkg.version, [o.version for o in offers if o.version])
+            if decision.held_back:
+                plan.skipped.append(Skipped(pkg.name, pkg.kind, pkg.version, decision.held_back, decision.reason))
+            if decision.version is None:
+                continue
+            offer = next(o for o in offers if o.version == decision.version)
+            self.sources.materialize(ctx, pkg, offer)
+            problem = self.sources.problem(pkg, offer, st, core_target)
+            if problem:
+                plan.skipped.append(Skipped(pkg.name, pkg.kind, pkg.version, offer.version, problem, blocking=True))
+                continue
+            plan.updates.append(Update(pkg, offer.version, offer))
+            if pkg.kind == "core":
+                core_target = offer.version
+
+    def _plan_predicted(self, st: WpState, predicted: list[dict[str, Any]], plan: UpdatePlan[WpState]) -> None:
+        plan.predicted = True
+        for item in predicted:
+            pkg = st.find(str(item.get("type")), str(item.get("name")))
+            to = str(item.get("to") or "")
+            if pkg is not None and to and not same_version(pkg.version, to):
+                plan.updates.append(Update(pkg, to))
+
+    def _plan_promote(self, ctx: Context, st: WpState, lock: VersionLock, plan: UpdatePlan[WpState]) -> None:
+        listing = self.sources.repo_listing(ctx)
+        same: list[tuple[Installed, LockedPackage]] = []
+        missing: list[str] = []
+        core_target = st.core.version
+        ordered = sorted(lock.packages.values(), key=lambda lp: (lp.type != "core", lp.type, lp.name))
+        for lp in ordered:
+            pkg = st.find(lp.type, lp.name)
+            if pkg is None:
+                missing.append(lp.key)
+                continue
+            if same_version(pkg.version, lp.version):
+                same.append((pkg, lp))
+                continue
+            update = self._promote_one(ctx, st, pkg, lp, lock, listing, core_target)
+            plan.updates.append(update)
+            if pkg.kind == "core":
+                core_target = lp.version
+        drift = []
+        trees = tree_hashes(ctx, [pkg.path for pkg, lp in same if lp.tree and pkg.kind != "core"])
+        for pkg, lp in same:
+            if lp.tree and pkg.kind != "core" and trees.get(pkg.path) not in (None, lp.tree):
+                drift.append({"name": pkg.name, "type": pkg.kind, "version": pkg.version})
+        plan.promote = {
+            "from_env": lock.env,
+            "from_run": lock.run_id,
+            "packages": len(lock.packages),
+            "not_installed": missing,
+            "drift": drift,
+        }
+
+    def _promote_one(
+        self,
+        ctx: Context,
+        st: WpState,
+        pkg: Installed,
+        lp: LockedPackage,
+        lock: VersionLock,
+        listing: list[str],
+        core_target: str,
+    ) -> Update:
+        cur, target = Version.try_parse(pkg.version), Version.try_parse(lp.version)
+        downgrade = cur is not None and target is not None and target < cur
+        if downgrade and not self.p.allow_downgrade:
+            raise CheckFailed(
+                f"{pkg.kind} {pkg.name}: {ctx.env.name} has {pkg.version}, newer than the {lp.version} "
+                f"{lock.env} validated (set allow_downgrade to install it anyway)"
+            )
+        offers = [
+            o for o in self.sources.offers(ctx, pkg, listing, st.php_version) if same_version(o.version, lp.version)
+        ]
+        if not offers:
+            raise CheckFailed(
+                f"{pkg.kind} {pkg.name} {lp.version}: no configured source offers this version any more; "
+                f"refusing to install anything else than what {lock.env} validated"
+            )
+        offer = offers[0]
+        self.sources.materialize(ctx, pkg, offer)
+        if lp.sha256 and offer.sha256 != lp.sha256:
+            raise CheckFailed(
+                f"{pkg.kind} {pkg.name} {lp.version}: the package from {offer.source} has sha256 {offer.sha256}, "
+                f"not the {lp.sha256} {lock.env} validated: refusing it"
+            )
+        if lp.tree and offer.tree and lp.tree != offer.tree:
+            raise CheckFailed(
+                f"{pkg.kind} {pkg.name} {lp.version}: the package from {offer.source} holds other files than "
+                f"the one {lock.env} validated (tree {offer.tree[:12]} != {lp.tree[:12]}): refusing it"
+            )
+        problem = self.sources.problem(pkg, offer, st, core_target)
+        if problem:
+            raise CheckFailed(f"{pkg.kind} {pkg.name} {lp.version}: {problem}")
+        return Update(
+            pkg,
+            lp.version,
+            offer,
+            expected_tree=lp.tree if pkg.kind != "core" else None,
+            expected_sha256=lp.sha256,
+            operation="downgrade" if downgrade else "update",
+        )
+
+
+__all__ = ["WordPressPlanner"]
