@@ -94,7 +94,7 @@ class CommandAction(Action[CommandParams]):
         if code not in p.ok_codes:
             from maintkit.errors import CheckFailed
 
-            raise CheckFailed(f"read-only command exited {code}: {tail(out, 300)}", action=self.name)
+            raise CheckFailed(f"read-only command exited {code}: {tail(out, 300)}")
         return Check.ok("read-only command ran", stdout=tail(out, 2000))
 
     def _execute(self, ctx: Context, *, check: bool) -> Any:
@@ -107,7 +107,6 @@ class CommandAction(Action[CommandParams]):
             raise ApplyFailed(
                 f"command exited {res.exit_code}{' (timed out)' if res.timed_out else ''}: "
                 f"{tail(res.stderr or res.stdout, 500)}",
-                action=self.name,
             )
         return res
 
@@ -127,7 +126,7 @@ class CommandAction(Action[CommandParams]):
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         undo = self.params.undo
         if undo is None:
-            raise NotReversible("command has no undo command", action=self.name)
+            raise NotReversible("command has no undo command")
         res = ctx.run(undo, check=False) if isinstance(undo, list) else ctx.run_shell(undo, check=False)
         if not res.ok:
-            raise ApplyFailed(f"undo command exited {res.exit_code}: {tail(res.stderr, 300)}", action=self.name)
+            raise ApplyFailed(f"undo command exited {res.exit_code}: {tail(res.stderr, 300)}")

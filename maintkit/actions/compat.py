@@ -25,12 +25,12 @@ from typing import Any
 
 from pydantic import Field
 
-from maintkit._text import head
+from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
 from maintkit.actions.cms import compute_plan, platform_of
-from maintkit.actions.cms.common import tail
 from maintkit.actions.cms.policy import Version
 from maintkit.errors import CheckFailed
+from maintkit.ids import id_time
 from maintkit.results import Change, Check, StepResult, StepStatus
 from maintkit.transport.base import quote
 
@@ -73,7 +73,7 @@ class CompatCheck(Action[CompatCheckParams]):
         if ctx.check_mode and update.status in (StepStatus.WOULD_CHANGE, StepStatus.UNKNOWN):
             return Check.unknown(f"unknown: depends on step {update.step}", depends_on=update.step)
         if update.status is StepStatus.FAILED:
-            raise CheckFailed(f"step {update.step} failed; nothing to check", action=self.name)
+            raise CheckFailed(f"step {update.step} failed; nothing to check")
         return self._check_updated(ctx, update)
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
@@ -93,7 +93,7 @@ class CompatCheck(Action[CompatCheckParams]):
             elif res.action == "cms.update":
                 return res
         if self.params.update_step is not None:
-            raise CheckFailed(f"no earlier step {self.params.update_step!r} in this stage", action=self.name)
+            raise CheckFailed(f"no earlier step {self.params.update_step!r} in this stage")
         return None
 
     # ------------------------------------------------------------ before the update
@@ -105,10 +105,10 @@ class CompatCheck(Action[CompatCheckParams]):
                 depends_on=ctx.stage_promote,
             )
         failures = [s.line() for s in plan.blocking]
-        failures += self._extension_failures(ctx, plan.facts.get("state"))
+        failures += self._extension_failures(ctx, plan.state)
         data = {"mode": "candidates", "candidates": [u.public() for u in plan.updates], "failures": failures}
         if failures:
-            raise CheckFailed("incompatible: " + "; ".join(failures), action=self.name, details=data)
+            raise CheckFailed("incompatible: " + "; ".join(failures), details=data)
         names = ", ".join(f"{u.name} {u.to}" for u in plan.updates) or "no candidates"
         return Check.ok(f"candidates fit the host ({names})", **data)
 
@@ -140,7 +140,7 @@ class CompatCheck(Action[CompatCheckParams]):
             "failures": failures,
         }
         if failures:
-            raise CheckFailed("; ".join(failures), action=self.name, details=data)
+            raise CheckFailed("; ".join(failures), details=data)
         what = ", ".join(data["checked"]) or "no updated packages"
         return Check.ok(f"compatible ({what})", **data)
 
@@ -246,7 +246,7 @@ class CompatCheck(Action[CompatCheckParams]):
         if not logs:
             return []
         offsets = update.data.get("error_log_offsets") or {}
-        since = _run_started(ctx.run_id)
+        since = id_time(ctx.run_id)
         failures = []
         for log in logs:
             offset = offsets.get(log)
@@ -271,13 +271,6 @@ class CompatCheck(Action[CompatCheckParams]):
 def _newer(required: str, actual: str) -> bool:
     r, a = Version.try_parse(required), Version.try_parse(actual)
     return r is not None and a is not None and r > a
-
-
-def _run_started(run_id: str) -> datetime | None:
-    try:
-        return datetime.strptime(run_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _after(line: str, since: datetime | None) -> bool:

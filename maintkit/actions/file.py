@@ -119,13 +119,13 @@ def put_script(path: str, mode: int) -> str:
     )
 
 
-def _change_then_probe(ctx: Context, script: str, path: str, action: str, *, stdin: bytes | None = None) -> str:
+def _change_then_probe(ctx: Context, script: str, path: str, *, stdin: bytes | None = None) -> str:
     """Run the change and read the path's new state in the same round trip (for verify)."""
     try:
         return ctx.run_and_probe(script, [FileState(path)], stdin=stdin)
     except CommandFailed as exc:
         err = tail(exc.result.stderr or exc.result.stdout, 300)
-        raise ApplyFailed(f"{path}: {err or f'exit {exc.result.exit_code}'}", action=action) from None
+        raise ApplyFailed(f"{path}: {err or f'exit {exc.result.exit_code}'}") from None
 
 
 def _run_undo(ctx: Context, script: str, path: str, what: str, *, stdin: bytes | None = None) -> None:
@@ -155,7 +155,7 @@ class _PathAction(Action[P]):
         path = self.params.path
         info = ctx.probe(FileState(path))
         if info.exists and info.type != self.kind:
-            raise CheckFailed(f"{path} exists and is a {info.type}, not a {self.kind}", action=self.name)
+            raise CheckFailed(f"{path} exists and is a {info.type}, not a {self.kind}")
         return info
 
 
@@ -213,7 +213,7 @@ class FileContent(_PathAction[FileContentParams]):
         old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
         mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
         script = " && ".join([f"( {put_script(p.path, mode)}\n)", *_attrs_lines(p, chmod=False)])
-        _change_then_probe(ctx, script, p.path, self.name, stdin=self._data)
+        _change_then_probe(ctx, script, p.path, stdin=self._data)
         written = hashlib.sha256(self._data).hexdigest()
         return [
             Change(
@@ -284,7 +284,7 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
         if not info.exists:
             missing = ctx.probe(MissingDirs(p.path))
             if not missing or missing[-1] != p.path:
-                raise CheckFailed(f"cannot tell which parent directories of {p.path} exist", action=self.name)
+                raise CheckFailed(f"cannot tell which parent directories of {p.path} exist")
             return Check.change("directory missing", snapshot=_DirPlan(info, missing))
         diffs = _attr_diffs(p, info)
         if not diffs:
@@ -296,7 +296,7 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
         plan: _DirPlan = check.snapshot
         attrs = _attrs_lines(p)
         script = _mkdirs_script(plan.missing, attrs) if plan.missing else " && ".join(attrs) or "true"
-        _change_then_probe(ctx, script, p.path, self.name)
+        _change_then_probe(ctx, script, p.path)
         return [
             Change(
                 p.path,
@@ -368,7 +368,7 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
         before: FileInfo = check.snapshot
-        _change_then_probe(ctx, switch_script(p.path, p.target), p.path, self.name)
+        _change_then_probe(ctx, switch_script(p.path, p.target), p.path)
         return [Change(p.path, "switched", before=before.target, after=p.target, undo=(before, p.target))]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:

@@ -26,7 +26,8 @@ from maintkit._text import head as text_head
 from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed
-from maintkit.probes import Probe, RawOutput
+from maintkit.probes import Probe
+from maintkit.probes.service import InitSystem
 from maintkit.results import Change, Check, CommandResult, StepStatus
 from maintkit.transport.base import quote
 
@@ -35,24 +36,6 @@ Manager = Literal["auto", "systemd", "command", "signal", "sysv"]
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:+][A-Za-z0-9@_.:+-]{0,127}$")
 _SIGNAL = re.compile(r"^(SIG)?[A-Z0-9]{2,8}$")
-
-
-@dataclass(frozen=True)
-class InitSystem(Probe[dict[str, bool]]):
-    """Which service managers a host offers: ``systemd`` (running), ``sysv`` script for ``name``."""
-
-    name: str
-    kind: ClassVar[str] = "initsys"
-
-    def script(self) -> str:
-        return (
-            "if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then echo systemd; fi; "
-            f"if command -v service >/dev/null 2>&1 && [ -x /etc/init.d/{quote(self.name)} ]; then echo sysv; fi; true"
-        )
-
-    def parse(self, raw: RawOutput) -> dict[str, bool]:
-        words = set(raw.stdout.split())
-        return {"systemd": "systemd" in words, "sysv": "sysv" in words}
 
 
 class ServiceParams(Params):
@@ -239,11 +222,8 @@ class _ServiceAction(Action[ServiceParams]):
     def check(self, ctx: Context) -> Check:
         p = self.params
         if not (p.name or p.command or (p.signal and p.pidfile)):
-            raise CheckFailed("give a service `name`, a `command`, or `signal` + `pidfile`", action=self.name)
-        try:
-            op = plan_operation(ctx, self.spec, self.verb)
-        except CheckFailed as exc:
-            raise CheckFailed(exc.message, action=self.name) from None
+            raise CheckFailed("give a service `name`, a `command`, or `signal` + `pidfile`")
+        op = plan_operation(ctx, self.spec, self.verb)
         how = op.label
         if p.only_if_changed:
             changed, why = watched_changes(ctx, p.only_if_changed)
@@ -263,13 +243,9 @@ class _ServiceAction(Action[ServiceParams]):
                 tail = text_tail(res.stderr or res.stdout, 400)
                 raise ApplyFailed(
                     f"configuration test {' '.join(self.params.test)} failed (exit {res.exit_code}); "
-                    f"{self.spec.label} was not {self.verb}ed: {tail}",
-                    action=self.name,
+                    f"{self.spec.label} was not {self.verb}ed: {tail}"
                 )
-        try:
-            run_operation(ctx, self.spec, op)
-        except ApplyFailed as exc:
-            raise ApplyFailed(exc.message, action=self.name, details=exc.details) from None
+        run_operation(ctx, self.spec, op)
         ctx.record(service=self.spec.label, operation=self.verb, via=op.label)
         return [Change(target=self.spec.label, summary=f"{self.verb}ed", after={"via": op.label}, undo=op)]
 
@@ -287,7 +263,7 @@ class _ServiceAction(Action[ServiceParams]):
         try:
             run_operation(ctx, self.spec, op)
         except ApplyFailed as exc:
-            raise ApplyFailed(f"{self.verb} after rollback: {exc.message}", action=self.name) from None
+            raise ApplyFailed(f"{self.verb} after rollback: {exc.message}") from None
         ctx.event("service.after_rollback", step=self.step_id, service=self.spec.label, operation=self.verb)
 
 

@@ -10,13 +10,14 @@
 - ``backup.restore``: restore db and/or files after a safety backup; production needs ``--yes``.
 """
 
-from maintkit.actions.backup.common import Manifest, new_backup_id, parse_duration
+from maintkit.actions.backup.common import new_backup_id, parse_duration
 from maintkit.actions.backup.copy import BackupCopy, Destination
 from maintkit.actions.backup.create import BackupCreate
 from maintkit.actions.backup.db import DatabaseSpec
 from maintkit.actions.backup.prune import BackupPrune, retention
 from maintkit.actions.backup.restore import BackupRestore
 from maintkit.actions.backup.verify import BackupVerify
+from maintkit.probes.backup import Manifest
 
 __all__ = [
     "BackupCopy",

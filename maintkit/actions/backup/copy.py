@@ -13,10 +13,11 @@ from pydantic import Field, field_validator
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.probes import Probe
+from maintkit.probes.backup import ID_RE, BackupListing, Listing, Manifest
 from maintkit.results import Change, Check
 from maintkit.transport.base import Transport, quote
 
-from .common import ID_RE, BackupListing, Listing, Manifest, backup_dir, list_on, select, sha_lines
+from .common import backup_dir, list_on, select, sha_lines
 
 _CHUNK = 1024 * 1024
 
@@ -131,9 +132,7 @@ class BackupCopy(Action[BackupCopyParams]):
 
     def _dest(self) -> Destination:
         if self.params.destination is None:
-            raise CheckFailed(
-                "no destination: set destination {host, path, user...} (e.g. from vars.offsite)", action=self.name
-            )
+            raise CheckFailed("no destination: set destination {host, path, user...} (e.g. from vars.offsite)")
         return self.params.destination
 
     def _timeout(self, ctx: Context) -> float:
@@ -141,9 +140,7 @@ class BackupCopy(Action[BackupCopyParams]):
 
     def check(self, ctx: Context) -> Check:
         dest = self._dest()
-        manifest = select(
-            ctx.probe(BackupListing(backup_dir(ctx, self.params.backup_dir))), self.params.backup, action=self.name
-        )
+        manifest = select(ctx.probe(BackupListing(backup_dir(ctx, self.params.backup_dir))), self.params.backup)
         there = self._dest_listing(ctx, dest)
         prune = _to_prune(there, self.params.keep_last, manifest.id)
         copied = _complete(there, manifest)
@@ -160,7 +157,7 @@ class BackupCopy(Action[BackupCopyParams]):
         try:
             return list_on(transport, dest.path, timeout=60)
         except MaintkitError as exc:
-            raise CheckFailed(f"cannot list {dest.label()}: {exc}", action=self.name) from None
+            raise CheckFailed(f"cannot list {dest.label()}: {exc}") from None
         finally:
             transport.close()
 
@@ -168,7 +165,7 @@ class BackupCopy(Action[BackupCopyParams]):
         try:
             return open_destination(dest, self._timeout(ctx))
         except MaintkitError as exc:
-            raise CheckFailed(f"cannot reach {dest.label()}: {exc}", action=self.name) from None
+            raise CheckFailed(f"cannot reach {dest.label()}: {exc}") from None
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         dest = self._dest()
@@ -194,7 +191,7 @@ class BackupCopy(Action[BackupCopyParams]):
         except MaintkitError as exc:
             if isinstance(exc, ApplyFailed):
                 raise
-            raise ApplyFailed(f"copy to {dest.label()} failed: {exc}", action=self.name) from None
+            raise ApplyFailed(f"copy to {dest.label()} failed: {exc}") from None
         finally:
             transport.close()
         ctx.record(copied={"id": manifest.id, "destination": dest.label(), "size": manifest.size, "present": True})
@@ -223,11 +220,11 @@ class BackupCopy(Action[BackupCopyParams]):
             ctx.stream(["cat", "--", src], tmp, timeout=timeout)
             tmp.flush()
             if _sha256_file(tmp) != sha256:
-                raise ApplyFailed(f"{src} does not match its manifest (sha256) on the source", action=self.name)
+                raise ApplyFailed(f"{src} does not match its manifest (sha256) on the source")
             transport.run_shell(f"umask 077; cat > {quote(dst)}", stdin=tmp, timeout=timeout)
         got = sha_lines(transport.run(["sha256sum", "--", dst], timeout=timeout).stdout).get(dst)
         if got != sha256:
-            raise ApplyFailed(f"checksum mismatch at the destination for {dst}: {got} != {sha256}", action=self.name)
+            raise ApplyFailed(f"checksum mismatch at the destination for {dst}: {got} != {sha256}")
 
     def verify(self, ctx: Context) -> None:
         dest = self._dest()
@@ -237,7 +234,7 @@ class BackupCopy(Action[BackupCopyParams]):
             there = list_on(transport, dest.path, timeout=60)
             found = there.get(str(record.get("id")))
             if found is None:
-                raise VerifyFailed(f"backup {record.get('id')} is not at {dest.label()}", action=self.name)
+                raise VerifyFailed(f"backup {record.get('id')} is not at {dest.label()}")
             paths = [f"{found.directory}/{i['file']}" for i in found.items]
             sums = (
                 sha_lines(transport.run(["sha256sum", "--", *paths], timeout=self._timeout(ctx)).stdout)
@@ -248,7 +245,7 @@ class BackupCopy(Action[BackupCopyParams]):
             transport.close()
         for item in found.items:
             if sums.get(f"{found.directory}/{item['file']}") != item.get("sha256"):
-                raise VerifyFailed(f"{dest.label()}/{found.id}/{item['file']}: checksum mismatch", action=self.name)
+                raise VerifyFailed(f"{dest.label()}/{found.id}/{item['file']}: checksum mismatch")
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         """Nothing to undo: an offsite copy is harmless."""

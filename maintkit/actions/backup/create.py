@@ -12,22 +12,11 @@ from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.probes import Probe
+from maintkit.probes.backup import BackupListing, Manifest, Tools, item_summary
 from maintkit.results import Change, Check
 from maintkit.transport.base import join, quote
 
-from .common import (
-    BackupListing,
-    Manifest,
-    Tools,
-    backup_dir,
-    file_facts,
-    format_age,
-    item_summary,
-    manifest_bytes,
-    new_backup_id,
-    parse_duration,
-    utcnow_iso,
-)
+from .common import backup_dir, file_facts, format_age, manifest_bytes, new_backup_id, parse_duration, utcnow_iso
 from .db import DatabaseSpec, DbClient, connect, missing_tools, pipeline
 from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
 
@@ -280,7 +269,7 @@ def resolve_job(ctx: Context, p: BackupCreateParams) -> BackupJob:
         try:
             paths = normalize_paths(ctx.path, ["."] if p.files is True else list(p.files))
         except ValueError as exc:
-            raise CheckFailed(f"files: {exc}", action=BackupCreate.name) from None
+            raise CheckFailed(f"files: {exc}") from None
     excludes = list(p.excludes)
     return BackupJob(dbs, paths, ctx.path.rstrip("/") or "/", excludes, p.compression)
 
@@ -289,9 +278,7 @@ def _site_database(ctx: Context, p: BackupCreateParams) -> DatabaseSpec:
     v = ctx.vars
     name = p.database if isinstance(p.database, str) else v.get("db_name")
     if not name:
-        raise CheckFailed(
-            "database: true needs vars.db_name (or give database: NAME or {name: ...})", action=BackupCreate.name
-        )
+        raise CheckFailed("database: true needs vars.db_name (or give database: NAME or {name: ...})")
     fields: dict[str, Any] = {"name": str(name), "password": p.password}
     for key in ("engine", "host", "port", "user", "defaults_file"):
         if v.get(f"db_{key}") is not None:
@@ -299,7 +286,7 @@ def _site_database(ctx: Context, p: BackupCreateParams) -> DatabaseSpec:
     try:
         return DatabaseSpec(**fields)
     except ValueError as exc:
-        raise CheckFailed(f"database from vars: {exc}", action=BackupCreate.name) from None
+        raise CheckFailed(f"database from vars: {exc}") from None
 
 
 class BackupCreate(Action[BackupCreateParams]):
@@ -330,7 +317,7 @@ class BackupCreate(Action[BackupCreateParams]):
             job.excludes.append(directory[len(job.base) + 1 :])
         missing = missing_for(job, ctx.probe(tools_probe()))
         if missing:
-            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}", action=self.name)
+            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}")
         listing = ctx.probe(BackupListing(directory))
         if p.max_age:
             limit = parse_duration(p.max_age)
@@ -367,12 +354,12 @@ class BackupCreate(Action[BackupCreateParams]):
         listing = ctx.probe(BackupListing(str(directory)))
         manifest = listing.get(str(bid))
         if manifest is None:
-            raise VerifyFailed(f"backup {bid} has no manifest in {directory}", action=self.name)
+            raise VerifyFailed(f"backup {bid} has no manifest in {directory}")
         facts = file_facts(ctx, [manifest.path(str(i["file"])) for i in manifest.items])
         for item in manifest.items:
             size, digest = facts.get(manifest.path(str(item["file"])), (-1, ""))
             if size != item.get("size") or digest != item.get("sha256"):
-                raise VerifyFailed(f"backup {bid}: {item['file']} does not match its manifest", action=self.name)
+                raise VerifyFailed(f"backup {bid}: {item['file']} does not match its manifest")
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         """Nothing to undo: a backup is harmless (prune removes old ones)."""

@@ -12,9 +12,10 @@ from maintkit._text import tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, NotReversible
 from maintkit.probes import Probe
+from maintkit.probes.backup import ID_RE, BackupListing, Manifest, PinnedIds
 from maintkit.results import Change, Check
 
-from .common import ID_RE, BackupListing, Manifest, PinnedIds, backup_dir, ids_in_run, pin_file
+from .common import backup_dir, ids_in_run, pin_file
 
 
 def _bucket_keep(backups: Sequence[Manifest], count: int, key: Callable[[datetime], Any]) -> set[str]:
@@ -120,12 +121,12 @@ class BackupPrune(Action[BackupPruneParams]):
         changes: list[Change] = []
         for b in delete:
             if not ID_RE.match(b.id):  # never build a path from anything else
-                raise ApplyFailed(f"refusing to delete {b.id!r}: not a backup id", action=self.name)
+                raise ApplyFailed(f"refusing to delete {b.id!r}: not a backup id")
             res = ctx.run(["rm", "-rf", "--", f"{directory}/{b.id}"], check=False)
             if not res.ok:
-                raise ApplyFailed(f"cannot delete {directory}/{b.id}: {tail(res.stderr, 300)}", action=self.name)
+                raise ApplyFailed(f"cannot delete {directory}/{b.id}: {tail(res.stderr, 300)}")
             changes.append(Change(f"{directory}/{b.id}", "deleted", before=b.summary()))
         return changes
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
-        raise NotReversible("deleted backups cannot be brought back", action=self.name)
+        raise NotReversible("deleted backups cannot be brought back")

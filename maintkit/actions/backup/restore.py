@@ -12,9 +12,10 @@ from maintkit._text import tail
 from maintkit.action import Action, Context
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, NotReversible, RollbackFailed, VerifyFailed
 from maintkit.probes import Probe
+from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
-from .common import BackupListing, Manifest, backup_dir, format_age, is_protected, select
+from .common import backup_dir, format_age, is_protected, select
 from .create import BackupJob, missing_for, record_of, tools_probe, write_backup
 from .db import ConnectionOverride, DatabaseSpec, connect, spec_from_item
 from .files import ALWAYS_EXCLUDED, compare_script, content_differences, exact_restore_script
@@ -82,17 +83,15 @@ class BackupRestore(Action[BackupRestoreParams]):
     def check(self, ctx: Context) -> Check:
         p = self.params
         directory = backup_dir(ctx, p.backup_dir)
-        manifest = select(ctx.probe(BackupListing(directory)), p.backup, action=self.name)
+        manifest = select(ctx.probe(BackupListing(directory)), p.backup)
         dbs, files = _parts(manifest, p.what)
         if not dbs and not files:
-            raise CheckFailed(
-                f"backup {manifest.id} holds no {p.what} to restore ({manifest.describe()})", action=self.name
-            )
+            raise CheckFailed(f"backup {manifest.id} holds no {p.what} to restore ({manifest.describe()})")
         if (p.what == "db" and not dbs) or (p.what == "files" and not files):
-            raise CheckFailed(f"backup {manifest.id} holds no {p.what} ({manifest.describe()})", action=self.name)
+            raise CheckFailed(f"backup {manifest.id} holds no {p.what} ({manifest.describe()})")
         missing = missing_for(_safety_job(ctx, p, dbs, files), ctx.probe(tools_probe()))
         if missing:
-            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}", action=self.name)
+            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}")
         what = ", ".join([f"db {i.get('name')}" for i in dbs] + (["files"] if files else []))
         age = format_age(datetime.now(UTC) - manifest.created)
         reason = f"restore {what} from backup {manifest.id} ({age} old)"
@@ -103,7 +102,7 @@ class BackupRestore(Action[BackupRestoreParams]):
                 "confirm with --yes (maint run --yes, or maint restore --yes)"
             )
             if not ctx.check_mode:
-                raise CheckFailed(message, action=self.name)
+                raise CheckFailed(message)
             reason += f" (needs confirmation: {message})"
         return Check.change(reason, snapshot=(directory, manifest, dbs, files))
 
@@ -139,7 +138,7 @@ class BackupRestore(Action[BackupRestoreParams]):
         self, ctx: Context, manifest: Manifest, safety: Manifest | None, exc: MaintkitError, tools: frozenset[str]
     ) -> ApplyFailed:
         if safety is None:
-            return ApplyFailed(f"restoring {manifest.id} failed and there is no safety backup: {exc}", action=self.name)
+            return ApplyFailed(f"restoring {manifest.id} failed and there is no safety backup: {exc}")
         try:
             sdbs, sfiles = _parts(safety, "both")
             self._restore(ctx, safety, sdbs, sfiles, tools, drop_extra=True, strip=self.params.strip_definers)
@@ -147,11 +146,9 @@ class BackupRestore(Action[BackupRestoreParams]):
             return ApplyFailed(
                 f"restoring {manifest.id} failed ({exc}) and putting back the safety backup {safety.id} failed too "
                 f"({again}): restore {safety.id} by hand",
-                action=self.name,
             )
         return ApplyFailed(
             f"restoring {manifest.id} failed; the previous state was put back from safety backup {safety.id}: {exc}",
-            action=self.name,
         )
 
     def _restore(
@@ -214,11 +211,11 @@ class BackupRestore(Action[BackupRestoreParams]):
         ctx.invalidate()
         manifest = ctx.probe(BackupListing(directory)).get(str(restored.get("id")))
         if manifest is None:
-            raise VerifyFailed(f"backup {restored.get('id')} vanished from {directory}", action=self.name)
+            raise VerifyFailed(f"backup {restored.get('id')} vanished from {directory}")
         dbs, files = _parts(manifest, p.what)
         problems = self._db_problems(ctx, directory, dbs) + self._file_problems(ctx, manifest, files)
         if problems:
-            raise VerifyFailed(f"after restoring {manifest.id}: " + "; ".join(problems[:20]), action=self.name)
+            raise VerifyFailed(f"after restoring {manifest.id}: " + "; ".join(problems[:20]))
 
     def _db_problems(self, ctx: Context, directory: str, dbs: list[dict[str, Any]]) -> list[str]:
         problems: list[str] = []
@@ -249,7 +246,7 @@ class BackupRestore(Action[BackupRestoreParams]):
         for change in reversed(changes):
             _directory, safety = change.undo
             if safety is None:
-                raise NotReversible("the restore ran without a safety backup (safety_backup: false)", action=self.name)
+                raise NotReversible("the restore ran without a safety backup (safety_backup: false)")
             dbs, files = _parts(safety, "both")
             try:
                 self._restore(ctx, safety, dbs, files, tools, drop_extra=True, strip=self.params.strip_definers)

@@ -11,18 +11,10 @@ from maintkit._text import tail
 from maintkit.action import Action, Context
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError
 from maintkit.probes import Probe
+from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
-from .common import (
-    BackupListing,
-    Manifest,
-    backup_dir,
-    file_facts,
-    format_age,
-    manifest_bytes,
-    select,
-    utcnow_iso,
-)
+from .common import backup_dir, file_facts, format_age, manifest_bytes, select, utcnow_iso
 from .create import tools_probe
 from .db import ConnectionOverride, DbClient, connect, spec_from_item
 from .files import count_script
@@ -105,7 +97,7 @@ class BackupVerify(Action[BackupVerifyParams]):
 
     def check(self, ctx: Context) -> Check:
         directory = backup_dir(ctx, self.params.backup_dir)
-        manifest = select(ctx.probe(BackupListing(directory)), self.params.backup, action=self.name)
+        manifest = select(ctx.probe(BackupListing(directory)), self.params.backup)
         age = format_age(_now() - manifest.created)
         if manifest.verified:
             ctx.record(verified={"id": manifest.id, "verified_at": manifest.data.get("verified_at")})
@@ -126,7 +118,6 @@ class BackupVerify(Action[BackupVerifyParams]):
         if problems:
             raise ApplyFailed(
                 f"backup {manifest.id} failed verification: " + "; ".join(problems),
-                action=self.name,
                 details={"verified": {"id": manifest.id, "ok": False, "problems": problems}},
             )
         data = {**manifest.data, "verified_at": utcnow_iso(), "verification": results}
