@@ -1,0 +1,131 @@
+"""SSH connection settings that need no SSH library: defaults and their checks, host key
+policies and known_hosts files, and ProxyCommand expansion.
+
+Host keys are always verified, against ``~/.ssh/known_hosts`` plus the ``known_hosts``
+files given (entries for ports other than 22 are written ``[host]:port``):
+
+* ``strict`` (default): an unknown key is refused;
+* ``accept-new``: an unknown key is accepted and appended to the first ``known_hosts``
+  file given (or ``~/.ssh/known_hosts``);
+* a CHANGED key is refused under every policy; Fabric's default of trusting any new key is
+  always replaced.
+
+``~/.ssh/config`` is deliberately not read: the inventory is the only source of
+connection settings (host, port, user, key_file, known_hosts, proxy_command).
+
+``proxy_command`` is run through ``sh -c`` like OpenSSH's ProxyCommand, with ``%h``,
+``%p``, ``%r`` and ``%%`` expanded (fabric's own gateway string expands ``%p`` to 22
+whatever the port).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_COUNT_MAX",
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_MAX_SESSIONS",
+    "USER_KNOWN_HOSTS",
+    "HostKeyPolicy",
+    "accept_new_target",
+    "append_known_host",
+    "check_settings",
+    "expand_proxy_command",
+    "known_host_name",
+    "known_hosts_files",
+    "parsed_once",
+]
+
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+DEFAULT_MAX_SESSIONS = 8  # OpenSSH's default MaxSessions is 10
+DEFAULT_KEEPALIVE_INTERVAL = 5.0  # seconds of silence before a keepalive asks for a reply
+DEFAULT_KEEPALIVE_COUNT_MAX = 3  # silence of interval x count_max: the connection is lost
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+def check_settings(
+    host_key_policy: str,
+    connect_timeout: float,
+    command_timeout: float,
+    max_sessions: int,
+    keepalive_interval: float,
+    keepalive_count_max: int,
+) -> None:
+    """Raise ValueError for a setting the transport cannot work with."""
+    if host_key_policy not in ("strict", "accept-new"):
+        raise ValueError(f"host_key_policy must be strict or accept-new, not {host_key_policy!r}")
+    if connect_timeout <= 0 or command_timeout <= 0 or max_sessions < 1:
+        raise ValueError("timeouts and max_sessions must be positive")
+    if keepalive_interval <= 0 or keepalive_count_max < 1:
+        raise ValueError("keepalive_interval and keepalive_count_max must be positive")
+
+
+def known_host_name(hostname: str, port: int) -> str:
+    """How a host is named in known_hosts: ``host`` or ``[host]:port``."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def known_hosts_files(extra: Sequence[str]) -> list[str]:
+    """``~/.ssh/known_hosts`` and the files given, those that exist."""
+    user_file = os.path.expanduser(USER_KNOWN_HOSTS)
+    return [p for p in [user_file, *extra] if os.path.isfile(p)]
+
+
+_PARSED: dict[str, tuple[tuple[int, int], Any]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def parsed_once(path: str, parse: Callable[[str], Any]) -> Any:
+    """``parse(path)``, cached per (path, mtime, size): a large known_hosts file is parsed once,
+    not once per connection (what keeps hundreds of hosts cheap)."""
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        parsed = parse(path)
+        _PARSED[path] = (stamp, parsed)
+        return parsed
+
+
+def accept_new_target(extra: Sequence[str]) -> Path:
+    """Where ``accept-new`` records a new key: the first known_hosts file given, else the user's."""
+    return Path(extra[0] if extra else os.path.expanduser(USER_KNOWN_HOSTS))
+
+
+def append_known_host(path: Path, hostname: str, key_type: str, key_b64: str) -> None:
+    """Append one ``hostname type key`` line to a known_hosts file (created 0600, locked)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        size = fh.seek(0, os.SEEK_END)
+        newline = b""
+        if size:
+            fh.seek(size - 1)
+            newline = b"" if fh.read(1) == b"\n" else b"\n"
+        fh.write(newline + f"{hostname} {key_type} {key_b64}\n".encode("ascii"))
+
+
+def expand_proxy_command(command: str, host: str, port: int, user: str | None) -> str:
+    """Expand ``%h``, ``%p``, ``%r`` and ``%%`` like OpenSSH does in ProxyCommand."""
+    values = {"h": host, "p": str(port), "r": user or "", "%": "%"}
+    out: list[str] = []
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if ch == "%" and i + 1 < len(command) and command[i + 1] in values:
+            out.append(values[command[i + 1]])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
