@@ -137,6 +137,8 @@ def command(directory: str, force: bool) -> None:
 
     Existing files are left alone (and named) unless --force.
     """
+    from maintkit._fs import write_text_atomic
+
     root = Path(directory)
     written, kept = [], []
     for rel, content in scaffold_files().items():
@@ -145,9 +147,7 @@ def command(directory: str, force: bool) -> None:
             kept.append(rel)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(target)
+        write_text_atomic(target, content, mode=0o644)
         written.append(rel)
     for rel in written:
         click.echo(f"wrote   {root / rel}")

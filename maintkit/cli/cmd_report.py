@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from maintkit.cli.main import EXIT_INPUT, _die, _load_inventory, state_option
+from maintkit.cli.common import die, load_inventory, state_option
+from maintkit.results import ExitCode
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
@@ -51,30 +52,28 @@ def command(
 
     Reads the audit logs of the runs in --state-dir; secrets never appear (they are redacted).
     """
+    from maintkit._fs import write_text_atomic
     from maintkit.errors import ConfigError
     from maintkit.report import build_report, render
 
     if since and until and since > until:
-        _die(f"error: --since {since} is after --until {until}", EXIT_INPUT)
+        die(f"error: --since {since} is after --until {until}", ExitCode.INPUT)
     wanted = {x for item in sites for x in item.split(",") if x}
     if groups:
         if not inventory_path:
-            _die("error: --group needs the inventory: pass -i inventory.yml", EXIT_INPUT)
-        inv = _load_inventory(inventory_path)
+            die("error: --group needs the inventory: pass -i inventory.yml", ExitCode.INPUT)
+        inv = load_inventory(inventory_path)
         try:
             wanted |= {s.name for s in inv.resolve_targets([g for item in groups for g in item.split(",") if g])}
         except ConfigError as exc:
-            _die(f"error: {exc}", EXIT_INPUT)
+            die(f"error: {exc}", ExitCode.INPUT)
     if not Path(state_dir, "runs").is_dir():
-        _die(f"error: no run folders in {state_dir} (use --state-dir)", EXIT_INPUT)
+        die(f"error: no run folders in {state_dir} (use --state-dir)", ExitCode.INPUT)
     fmt = fmt or ("html" if output and output.endswith((".html", ".htm")) else "md")
     report = build_report(state_dir, since=since, until=until, sites=wanted or None)
     text = render(report, fmt)
     if output:
-        target = Path(output)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        write_text_atomic(Path(output), text, mode=0o644)
         click.echo(
             f"wrote {output}: {len(report.sites)} site(s), {report.runs} run(s), "
             f"{report.attention_count} item(s) needing attention ({report.since} to {report.until})"

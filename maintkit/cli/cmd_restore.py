@@ -7,15 +7,8 @@ from typing import Any
 
 import click
 
-from maintkit.cli.main import (
-    EXIT_INPUT,
-    _die,
-    _load_inventory,
-    execute,
-    inventory_option,
-    require_site_env,
-    state_option,
-)
+from maintkit.cli.common import die, execute, inventory_option, load_inventory, require_site_env, state_option
+from maintkit.results import ExitCode
 
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ID_RE = re.compile(r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{6})$")
@@ -101,10 +94,10 @@ def command(
     from maintkit.playbook import playbook_from_text
 
     if not _ID_RE.match(backup):
-        _die(f"error: --backup must be 'latest' or an id like 20260101T030000Z-1a2b3c, not {backup!r}", EXIT_INPUT)
+        die(f"error: --backup must be 'latest' or an id like 20260101T030000Z-1a2b3c, not {backup!r}", ExitCode.INPUT)
     if password_env and not _VAR_RE.match(password_env):
-        _die(f"error: --password-env takes a variable name, not {password_env!r}", EXIT_INPUT)
-    inventory = _load_inventory(inventory_path)
+        die(f"error: --password-env takes a variable name, not {password_env!r}", ExitCode.INPUT)
+    inventory = load_inventory(inventory_path)
     require_site_env(inventory, inventory_path, site, env)
     text = restore_playbook_text(
         site, env, backup, what, backup_dir=backup_dir, password_env=password_env, safety_backup=not no_safety_backup

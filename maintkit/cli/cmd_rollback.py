@@ -7,16 +7,8 @@ from typing import Any
 
 import click
 
-from maintkit.cli.main import (
-    EXIT_FAILED,
-    EXIT_INPUT,
-    _die,
-    _load_inventory,
-    execute,
-    inventory_option,
-    require_site_env,
-    state_option,
-)
+from maintkit.cli.common import die, execute, inventory_option, load_inventory, require_site_env, state_option
+from maintkit.results import ExitCode
 
 
 def rollback_playbook_text(site: str, env: str, to: str | None = None) -> str:
@@ -40,10 +32,10 @@ def rollback_playbook_text(site: str, env: str, to: str | None = None) -> str:
 
 
 def _list_releases(inventory: Any, site: str, env: str, as_json: bool) -> None:
-    from maintkit.actions.deploy import ReleaseLayout
     from maintkit.errors import MaintkitError
     from maintkit.probes import RawOutput, run_batch
-    from maintkit.runner import default_transport_factory
+    from maintkit.probes.deploy import ReleaseLayout
+    from maintkit.transport.factory import default_transport_factory
 
     e = inventory.sites[site].environments[env]
     probe = ReleaseLayout(e.path)
@@ -52,7 +44,7 @@ def _list_releases(inventory: Any, site: str, env: str, as_json: bool) -> None:
         raw, _ = run_batch(transport, [probe], timeout=e.command_timeout or 600)
         state = probe.parse(raw.get(probe.key, RawOutput("", 1)))
     except MaintkitError as exc:
-        _die(f"error: {exc}", EXIT_FAILED)
+        die(f"error: {exc}", ExitCode.FAILED)
     finally:
         transport.close()
     target = state.previous_good()
@@ -109,11 +101,12 @@ def command(
     """
     from maintkit.playbook import playbook_from_text
 
-    inventory = _load_inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     require_site_env(inventory, inventory_path, site, env)
     if to is not None and (not to.strip() or "/" in to or to.startswith("-")):
-        _die(
-            f"error: --to takes a release name from `maint rollback {site} --env {env} --list`, not {to!r}", EXIT_INPUT
+        die(
+            f"error: --to takes a release name from `maint rollback {site} --env {env} --list`, not {to!r}",
+            ExitCode.INPUT,
         )
     if list_only:
         _list_releases(inventory, site, env, as_json)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from maintkit.cli.github import annotation, escape_data, escape_property
+from maintkit.cli.reporters.github import annotation, escape_data, escape_property
 from tests.operator_helpers import SECRET_VALUE, clean_env, maint, make_project, step_line
 
 REPO = Path(__file__).resolve().parents[2]

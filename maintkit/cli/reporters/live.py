@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from maintkit.cli.output import Reporter
+from maintkit.cli.reporters.plain import INTERRUPT_MESSAGE, PlainReporter
 
 _STYLE = {
     "changed": "yellow",
@@ -55,32 +55,31 @@ class _Row:
         return f"{secs:5.1f}s" if secs < 60 else f"{int(secs // 60)}m{int(secs % 60):02d}s"
 
 
-class LiveReporter(Reporter):
-    """Reporter drawing a rich live table on a terminal."""
+class LiveReporter(PlainReporter):
+    """Reporter drawing a rich live table on a terminal; the summary at the end is the plain one."""
 
-    def __init__(self, *, as_json: bool, check: bool, diff: bool) -> None:
-        super().__init__(as_json=as_json, check=check, diff=diff)
+    def __init__(self, *, check: bool, diff: bool) -> None:
+        super().__init__(check=check, diff=diff)
         from rich.console import Console
 
         self.console = Console(highlight=False, soft_wrap=False)
         self.rows: dict[str, _Row] = {}
-        self.runner: Any = None
         self._live: Any = None
-        self._title = ""
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, runner: Any) -> None:
         """Create one row per planned site and start redrawing."""
         from rich.live import Live
 
-        self.runner = runner
         for name in runner.plan():
             self.rows[name] = _Row(name)
-        mode = "plan" if self.check else "run"
-        self._title = f"{mode} {runner.playbook.name}: {len(self.rows)} site(s), run {runner.run_id}"
-        self.console.print(self._title, markup=False)
+        super().start(runner)  # the header, through print_header
         self._live = Live(self, console=self.console, refresh_per_second=8, transient=False, redirect_stdout=False)
         self._live.start()
+
+    def print_header(self, text: str) -> None:
+        """Print the header line above the live view."""
+        self.console.print(text, markup=False)
 
     def stop(self) -> None:
         """Draw the final state once more and stop the live view."""
@@ -139,9 +138,7 @@ class LiveReporter(Reporter):
 
         ev = r.get("event", "")
         if ev == "run.interrupt_requested":
-            return Text(
-                "interrupt received: finishing the current step, rolling back, releasing locks...", style="bold"
-            )
+            return Text(INTERRUPT_MESSAGE, style="bold")
         status = str(r.get("status", ""))
         if ev not in _LINE_EVENTS and not (ev == "step.checked" and (self.check or status in ("unchanged", "unknown"))):
             return None

@@ -25,7 +25,9 @@ from typing import Any
 import click
 
 from maintkit._text import head, redact_text
-from maintkit.cli.output import Reporter
+from maintkit.cli.redact import redact_with
+from maintkit.cli.reporters.base import Reporter
+from maintkit.cli.reporters.plain import PlainReporter
 
 _FAILED_STEP = ("failed", "rollback-failed")
 
@@ -67,14 +69,6 @@ def _cell(text: Any) -> str:
     return head(s, 200).replace("|", "\\|")
 
 
-def _redact(redactor: Any, text: str) -> str:
-    if redactor is None:
-        from maintkit.audit import Redactor
-
-        redactor = Redactor.from_environ()
-    return str(redactor.redact_text(text))
-
-
 def job_summary(result: Any, redactor: Any = None, *, playbook_file: str | None = None) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: an overview and one table per site."""
     mode = "plan" if result.check else "run"
@@ -94,7 +88,7 @@ def job_summary(result: Any, redactor: Any = None, *, playbook_file: str | None 
     for site in result.sites:
         out += ["", f"### {_cell(site.site)}: {site.status.value}", ""]
         if site.error and site.status.value != "ok":
-            out += [f"> {_cell(_redact(redactor, site.error))}", ""]
+            out += [f"> {_cell(redact_with(redactor, site.error))}", ""]
         if not site.steps:
             out.append("No step ran.")
             continue
@@ -104,7 +98,7 @@ def job_summary(result: Any, redactor: Any = None, *, playbook_file: str | None 
             detail = s.error or s.reason or ""
             out.append(
                 f"| {_cell(s.env)} | {_cell(s.step)} | `{_cell(s.action)}` | {s.status.value} "
-                f"| {_cell(_redact(redactor, changes))} | {_cell(_redact(redactor, detail))} |"
+                f"| {_cell(redact_with(redactor, changes))} | {_cell(redact_with(redactor, detail))} |"
             )
     if result.run_dir:
         out += ["", f"Run folder: `{result.run_dir}`" + (f" (playbook `{playbook_file}`)" if playbook_file else "")]
@@ -133,30 +127,37 @@ def _workspace_relative(file: str | None, environ: Mapping[str, str]) -> str | N
 
 
 class GitHubReporter(Reporter):
-    """Reporter for GitHub Actions jobs: plain lines grouped per site, plus annotations,
-    job summary and outputs at the end (also with ``--json``)."""
+    """Reporter for GitHub Actions jobs: plain lines grouped per site (or JSON lines), plus
+    annotations, job summary and outputs at the end.
 
-    def __init__(self, *, as_json: bool, check: bool, diff: bool, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__(as_json=as_json, check=check, diff=diff)
+    ``inner`` shows the events and the result (a PlainReporter, or a JsonReporter for ``--json``).
+    """
+
+    def __init__(self, inner: Reporter, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(check=inner.check, diff=inner.diff)
+        self.inner = inner
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
-        self.runner: Any = None
         self._buffers: dict[str, list[str]] = {}
 
     def start(self, runner: Any) -> None:
         """Remember the runner (for step lines in the playbook) and print the header."""
-        self.runner = runner
         super().start(runner)
+        self.inner.start(runner)
+
+    def stop(self) -> None:
+        """Tell the inner reporter that the run has ended."""
+        self.inner.stop()
 
     def on_event(self, record: dict[str, Any]) -> None:
         """Buffer a site's lines and print them as one log group when the site ends."""
-        if self.as_json:
-            super().on_event(record)
+        if not isinstance(self.inner, PlainReporter):
+            self.inner.on_event(record)
             return
         with self._lock:
             site = record.get("site")
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                self.plain_line(record)
+                self.inner.plain_line(record)
             text = buf.getvalue()
             if not site:
                 click.echo(text, nl=False)
@@ -199,13 +200,13 @@ class GitHubReporter(Reporter):
             failed_steps = [s for s in site.steps if s.status.value in _FAILED_STEP]
             for s in failed_steps:
                 title = f"{s.site}/{s.env}: step {s.step} ({s.action}) failed"
-                msg = _redact(self.redactor, s.error or s.reason or "failed")
+                msg = redact_with(self.redactor, s.error or s.reason or "failed")
                 if site.status.value == "rolled-back":
                     msg += " (the stage was rolled back)"
                 lines.append(annotation("error", msg, title=title, file=file, line=self._step_line(s.env, s.step)))
             if not failed_steps and site.status.value in ("failed", "locked", "interrupted"):
                 level = "error" if site.status.value == "failed" else "warning"
-                msg = _redact(self.redactor, site.error or site.status.value)
+                msg = redact_with(self.redactor, site.error or site.status.value)
                 lines.append(annotation(level, msg, title=f"{site.site}: {site.status.value}"))
         return lines
 
@@ -216,7 +217,7 @@ class GitHubReporter(Reporter):
             click.echo("".join(lines), nl=False)
             click.echo("::endgroup::")
         self._buffers.clear()
-        super().finish(result)
+        self.inner.finish(result)
         for line in self.annotations(result):
             click.echo(line)
         publish(
@@ -231,7 +232,7 @@ def publish(result: Any, redactor: Any, environ: Mapping[str, str], *, playbook_
         _append(summary_path, job_summary(result, redactor, playbook_file=playbook_file))
     output_path = environ.get("GITHUB_OUTPUT")
     if output_path:
-        text = "".join(f"{k}={_redact(redactor, v)}\n" for k, v in outputs(result).items())
+        text = "".join(f"{k}={redact_with(redactor, v)}\n" for k, v in outputs(result).items())
         _append(output_path, text)
 
 

@@ -1,0 +1,177 @@
+"""``maint run``, ``maint plan`` and ``maint validate``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from maintkit.cli.common import (
+    config_error,
+    execute,
+    inventory_option,
+    json_option,
+    load_inventory,
+    split_list,
+    state_option,
+)
+
+
+def _run(
+    playbook: str,
+    inventory_path: str,
+    limit: tuple[str, ...],
+    env: str | None,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    concurrency: int | None,
+    state_dir: str,
+    promote_from: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> NoReturn:
+    from maintkit.errors import ConfigError
+    from maintkit.playbook import load_playbook_full
+
+    limits = split_list(limit)
+    try:
+        loaded = load_playbook_full(playbook)
+    except ConfigError as exc:
+        config_error(exc)
+    execute(
+        lambda: loaded,
+        load_inventory(inventory_path),
+        as_json=as_json,
+        check=check,
+        diff=diff,
+        limit=limits or None,
+        env=env,
+        concurrency=concurrency,
+        state_dir=state_dir,
+        promote_from=promote_from,
+        extra=extra,
+    )
+
+
+def run_options(f: Any) -> Any:
+    """Options shared by run and plan."""
+    for opt in reversed(
+        [
+            inventory_option,
+            click.option(
+                "--limit", "-l", multiple=True, help="Only these sites or groups (comma-separated or repeated)."
+            ),
+            click.option("--env", "env", default=None, help="Only the stage of this environment."),
+            click.option("--diff", is_flag=True, help="Show what would change / changed, before and after."),
+            json_option,
+            click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=None, help="Sites at once."),
+            state_option,
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@click.command("run")
+@click.argument("playbook")
+@run_options
+@click.option("--check", is_flag=True, help="Plan only: check every step, change nothing anywhere.")
+@click.option("--promote-from", default=None, metavar="RUN_ID", help="Promote the version locks of an earlier run.")
+@click.option("--yes", is_flag=True, help="Confirm destructive steps on production (e.g. restores).")
+def run(
+    playbook: str,
+    inventory_path: str,
+    limit: tuple[str, ...],
+    env: str | None,
+    diff: bool,
+    as_json: bool,
+    concurrency: int | None,
+    state_dir: str,
+    check: bool,
+    promote_from: str | None,
+    yes: bool,
+) -> None:
+    """Run PLAYBOOK (a name from ./playbooks or the built-ins, or a path)."""
+    _run(playbook, inventory_path, limit, env, check, diff, as_json, concurrency, state_dir, promote_from, {"yes": yes})
+
+
+@click.command("plan")
+@click.argument("playbook")
+@run_options
+@click.option("--promote-from", default=None, metavar="RUN_ID", help="Plan the promotion of an earlier run's locks.")
+def plan(
+    playbook: str,
+    inventory_path: str,
+    limit: tuple[str, ...],
+    env: str | None,
+    diff: bool,
+    as_json: bool,
+    concurrency: int | None,
+    state_dir: str,
+    promote_from: str | None,
+) -> None:
+    """Show what PLAYBOOK would change (same as run --check). Changes nothing anywhere."""
+    _run(playbook, inventory_path, limit, env, True, diff, as_json, concurrency, state_dir, promote_from)
+
+
+class _PermissiveEnviron(dict[str, str]):
+    """For validate: secrets that are not set render as a placeholder instead of failing."""
+
+    def __missing__(self, key: str) -> str:
+        return "<unset>"
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def _validate_inventory(inventory_path: str, problems: list[Any]) -> Any:
+    """The inventory (printing ``ok: ...``), or None with its problems added to ``problems``."""
+    from maintkit.errors import ConfigError
+    from maintkit.inventory import load_inventory as load
+
+    try:
+        inventory = load(inventory_path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    click.echo(f"ok: {inventory_path} ({len(inventory.sites)} sites)")
+    return inventory
+
+
+@click.command("validate")
+@click.argument("playbooks", nargs=-1)
+@click.option(
+    "-i", "--inventory", "inventory_path", envvar="MAINT_INVENTORY", default=None, help="Also check the inventory."
+)
+def validate(playbooks: tuple[str, ...], inventory_path: str | None) -> None:
+    """Validate playbooks (and the inventory) without contacting any host."""
+    from maintkit.errors import ConfigError
+    from maintkit.playbook import load_playbook_full
+    from maintkit.runner import Runner
+
+    local = Path("playbooks")
+    names = list(playbooks) or ([str(p) for p in sorted(local.glob("*.y*ml"))] if local.is_dir() else [])
+    problems: list[Any] = []
+    redactor: Any = None
+    if inventory_path is None and Path("inventory.yml").is_file():
+        inventory_path = "inventory.yml"
+    inventory = _validate_inventory(inventory_path, problems) if inventory_path else None
+    for name in names:
+        try:
+            loaded = load_playbook_full(name)
+            if inventory is not None:
+                runner = Runner(loaded, inventory, environ=_PermissiveEnviron(os.environ))
+                redactor = runner.redactor  # knows what the templates rendered (as does every redactor)
+                runner.plan()
+            click.echo(f"ok: {loaded.source.file}")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        config_error(ConfigError(problems), redactor)
+    if not names and not inventory_path:
+        click.echo("nothing to validate: name playbooks or pass -i INVENTORY")
+
+
+COMMANDS = [run, plan, validate]
