@@ -3,6 +3,13 @@
 A fake transport is for testing how an action builds its commands. Behaviour that talks
 to real hosts is tested against real servers (maintkit's own suite does so).
 
+The fake keeps the transport contract of the real ones (``tests/lab/test_transport_contract.py``
+runs the same tests against it, :class:`~maintkit.transport.local.LocalTransport` and
+:class:`~maintkit.transport.ssh.SSHTransport`): command lines are built and quoted by the
+shared front half, ``check=True`` raises :class:`~maintkit.errors.CommandFailed` on a non-zero
+exit or a timeout, ``stdin`` is read, ``stdout_sink`` gets the raw bytes, ``get`` of a missing
+file raises :class:`~maintkit.errors.TransportError` and ``put`` refuses an invalid mode.
+
 Example::
 
     from maintkit.testing import FakeTransport, make_context
@@ -21,37 +28,56 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from maintkit._text import head
 from maintkit.action import Context, RunOptions
-from maintkit.errors import CommandFailed
+from maintkit.errors import CommandFailed, TransportError
 from maintkit.inventory import Environment, Inventory, Site
 from maintkit.results import CommandResult
 from maintkit.transport.base import DEFAULT_TIMEOUT, CommandTransport
 
-Response = tuple[int, str, str]
+__all__ = ["TIMEOUT", "Answer", "FakeTransport", "Response", "make_context"]
+
+#: ``(exit code, stdout, stderr)``; stdout may be bytes (output that is not UTF-8)
+Response = tuple[int, str | bytes, str]
+#: what a command is answered with: a response, or a function of the bytes fed to its stdin
+Answer = Response | Callable[[bytes], Response]
+#: answer a command with this to have it time out (exit 124, ``timed_out``)
+TIMEOUT: Response = (124, "", "")
+
+_TIMEOUT_CODE = 124
+_CHUNK = 65536
 
 
 class FakeTransport(CommandTransport):
-    """Records every command; answers from ``responses`` (exact line or regex) or ``handler``.
+    """Records every command; answers from ``responses`` (exact line or ``re:`` regex) or ``handler``.
 
-    ``files`` is an in-memory file system used by put/get.
+    Unanswered commands exit 0 with no output. ``commands`` lists every command line (and
+    ``<put PATH>`` / ``<get PATH>`` for file calls), ``stdins`` the bytes each command was fed
+    (None without stdin). ``files`` is an in-memory file system used by put/get, ``modes``
+    the mode each put asked for.
     """
 
     def __init__(
         self,
-        responses: Mapping[str, Response] | None = None,
-        handler: Callable[[str], Response | None] | None = None,
+        responses: Mapping[str, Answer] | None = None,
+        handler: Callable[[str], Answer | None] | None = None,
         host: str = "fake",
         become: bool = False,
+        command_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.host = host
         self.become = become
+        self.command_timeout = float(command_timeout)
         self.responses = dict(responses or {})
         self.handler = handler
         self.commands: list[str] = []
+        self.stdins: list[bytes | None] = []
         self.files: dict[str, bytes] = {}
+        self.modes: dict[str, int | None] = {}
+        self.round_trips = 0
         self.closed = False
 
-    def _answer(self, line: str) -> Response:
+    def _answer(self, line: str) -> Answer:
         if line in self.responses:
             return self.responses[line]
         for pattern, resp in self.responses.items():
@@ -73,30 +99,63 @@ class FakeTransport(CommandTransport):
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
         """Record the command line (run() and run_shell() built it, quoted) and answer it."""
+        limit = self.command_timeout if timeout is None else float(timeout)
         started = time.monotonic()
+        fed = _read_all(stdin)
         self.commands.append(line)
-        code, out, err = self._answer(line)
+        self.stdins.append(fed)
+        self.round_trips += 1
+        answer = self._answer(line)
+        timed_out = answer is TIMEOUT
+        code, out, err = answer(fed or b"") if callable(answer) else answer
+        raw = out if isinstance(out, bytes) else out.encode()
         if stdout_sink is not None:
-            stdout_sink.write(out.encode())
-            out = ""
-        res = CommandResult(self.host, line, code, out, err, (time.monotonic() - started) * 1000)
-        if check and code != 0:
+            stdout_sink.write(raw)
+        res = CommandResult(
+            host=self.host,
+            command=line,
+            exit_code=_TIMEOUT_CODE if timed_out else code,
+            stdout="" if stdout_sink is not None else raw.decode("utf-8", "replace"),
+            stderr=err,
+            duration_ms=(time.monotonic() - started) * 1000,
+            timed_out=timed_out,
+            stdout_bytes=None if stdout_sink is not None else raw,
+        )
+        if check and timed_out:
+            raise CommandFailed(res, f"command timed out after {limit:g} s: {head(line, 200)}")
+        if check and res.exit_code != 0:
             raise CommandFailed(res)
         return res
 
-    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Store a file in memory."""
+    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
+        """Store a file in memory (``mode`` must be a valid file mode, as for the real transports)."""
+        if mode is not None and not 0 <= mode <= 0o7777:
+            raise ValueError(f"invalid file mode {mode!r}")
         self.commands.append(f"<put {path}>")
-        self.files[path] = data
+        self.files[path] = bytes(data)
+        self.modes[path] = mode
 
-    def get(self, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Read a file from memory."""
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        """Read a file from memory; a missing one raises :class:`TransportError`."""
         self.commands.append(f"<get {path}>")
-        return self.files[path]
+        try:
+            return self.files[path]
+        except KeyError:
+            raise TransportError(self.host, f"cannot read {path}: No such file or directory") from None
 
     def close(self) -> None:
-        """Mark closed."""
+        """Mark closed (idempotent)."""
         self.closed = True
+
+
+def _read_all(stdin: bytes | IO[bytes] | None) -> bytes | None:
+    """The bytes a command is fed, read to the end like a real command would."""
+    if stdin is None or isinstance(stdin, bytes | bytearray | memoryview):
+        return None if stdin is None else bytes(stdin)
+    chunks = []
+    while block := stdin.read(_CHUNK):
+        chunks.append(block)
+    return b"".join(chunks)
 
 
 def make_context(

@@ -1,9 +1,10 @@
 """Gates for tests that must act while a command is in a known state: FIFOs, never timing.
 
-A gated command announces that it started by writing to the ``started`` FIFO (``echo go >
-started``: the write blocks until the test listens) and then waits by reading the ``gate``
-FIFO (``read x < gate``) until the test opens it. The test wakes on the event itself; the
-only clock is the generous deadline that turns a hang into a failure.
+A gated command first opens the ``gate`` FIFO read-write (``exec 3<> gate``: never blocks,
+and from then on a writer always finds a reader), announces that it started by writing to the
+``started`` FIFO (``echo go > started``: the write blocks until the test listens) and then
+waits for one line on the gate (``read x <&3``) until the test writes it. The test wakes on
+the event itself; the only clock is the generous deadline that turns a hang into a failure.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 #: shell that announces the start and then waits for the gate (both FIFOs made by :func:`make_gates`)
-GATED_SHELL = "echo go > {dir}/started; read x < {dir}/gate"
+GATED_SHELL = "exec 3<> {dir}/gate; echo go > {dir}/started; read x <&3; exec 3<&-"
 
 
 def make_gates(directory: Path, owner: str | None = None) -> None:
@@ -49,14 +51,39 @@ def wait_started(directory: Path, proc: subprocess.Popen[str] | None = None, lim
 
 
 def open_gate(directory: Path) -> None:
-    """Let a gated command that is still waiting go on (after a kill it may be gone: then nobody reads)."""
+    """Let a gated command that is still waiting go on: write the line it reads (its ``read``
+    succeeds). After a kill it may be gone: then nobody reads and nothing is written."""
     with contextlib.suppress(OSError):
-        os.close(os.open(directory / "gate", os.O_WRONLY | os.O_NONBLOCK))
+        fd = os.open(directory / "gate", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
 
 
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """For state with no event to wait on (a transport noticing a dead peer): poll, fail after ``limit``."""
+def wait_until(
+    predicate: Callable[[], bool],
+    what: str,
+    limit: float = 30.0,
+    *,
+    proc: subprocess.Popen[Any] | None = None,
+    explain: Callable[[], str] | None = None,
+    error: type[Exception] = AssertionError,
+) -> None:
+    """The suite's one polling helper, for state with no event to wait on (a server coming up,
+    a transport noticing a dead peer): check ``predicate`` every 20 ms.
+
+    Fails with ``error`` after ``limit`` seconds, or at once when ``proc`` (the process that
+    should bring the state about) has exited; ``explain()`` (a log tail) ends the message.
+    """
     deadline = time.monotonic() + limit
     while not predicate():
-        assert time.monotonic() < deadline, f"never happened: {what}"
+        if proc is not None and proc.poll() is not None:
+            _fail(error, f"{what}: the process exited with status {proc.returncode}", explain)
+        if time.monotonic() >= deadline:
+            _fail(error, f"never happened within {limit:g} s: {what}", explain)
         time.sleep(0.02)
+
+
+def _fail(error: type[Exception], message: str, explain: Callable[[], str] | None) -> NoReturn:
+    raise error(f"{message}; {explain()}" if explain is not None else message)

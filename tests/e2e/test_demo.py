@@ -29,9 +29,25 @@ def test_first_run_does_the_monthly_job(demo_runs: tuple[Path, list[str]]) -> No
     target, (first, _) = demo_runs
     assert "Creating the demo shop" in first
     assert "v1 is live at http://127.0.0.1:" in first
-    for step, status in (("backup", "changed"), ("deploy", "changed"), ("cache", "changed")):
-        assert re.search(rf"demo-shop/production\s+{step}\s+{status}", first), first
-    assert re.search(r"ok: [345] step\(s\) changed; run folder", first), first
+    # backup, verify, deploy v2, clear the cache change; the smoke checks and the certificate only read
+    expected = [
+        ("backup", "changed"),
+        ("verify", "changed"),
+        ("deploy", "changed"),
+        ("cache", "changed"),
+        ("smoke", "ok"),
+        ("certificate", "ok"),
+    ]
+    rows = re.findall(r"^demo-shop/production\s+(\S+)\s+(\S+)\s", first, re.MULTILINE)
+    assert rows == expected, first
+    assert re.search(r"^demo-shop\s+ok\s+4 changed, 2 unchanged$", first, re.MULTILINE), first
+    found = re.search(r"^ok: 4 step\(s\) changed; run folder (\S+)$", first, re.MULTILINE)
+    assert found, first
+    summary = json.loads((Path(found.group(1)) / "summary.json").read_text())
+    assert summary["playbook"] == "demo-monthly" and summary["changed"] == 4
+    assert [(s["step"], s["status"]) for site in summary["sites"] for s in site["steps"]] == [
+        (step, "unchanged" if status == "ok" else status) for step, status in expected
+    ]
     assert "# Maintenance report" in first and "## demo-shop" in first
     assert (target / "report.md").is_file() and (target / "report.html").read_text().startswith("<!doctype html>")
     # the new release is live: current points at the v2 release

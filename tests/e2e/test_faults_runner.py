@@ -29,12 +29,10 @@ from pydantic import Field
 
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, RunResult, SiteStatus, StepStatus
-from maintkit.runner import Runner
 from tests.gates import make_gates, open_gate, wait_started, wait_until
+from tests.runs import local_env, one_site, run, write_inventory
 
 MAINT = [sys.executable, "-m", "maintkit"]
 
@@ -42,16 +40,9 @@ MAINT = [sys.executable, "-m", "maintkit"]
 # ---------------------------------------------------------------------------- helpers
 
 
-def write_inventory(tmp_path: Path, site: Path) -> Path:
-    inv = tmp_path / "inventory.yml"
-    inv.write_text(f"sites:\n  shop:\n    environments:\n      production: {{connection: local, path: {site}}}\n")
-    return inv
-
-
-def run(tmp_path: Path, site: Path, text: str, registry: Registry | None = None) -> RunResult:
-    inv = load_inventory(write_inventory(tmp_path, site))
-    pb = playbook_from_text(text, registry=registry)
-    return Runner(pb, inv, state_dir=tmp_path / "state", registry=registry, handle_signals=False).run()
+def shop_inventory(tmp_path: Path, site: Path) -> Path:
+    """One site ``shop`` whose production is ``site`` on this machine."""
+    return write_inventory(tmp_path, one_site(local_env(site)))
 
 
 def events(result: RunResult | Path) -> list[dict[str, Any]]:
@@ -127,7 +118,7 @@ stages:
       - {{id: write, action: test.partial, with: {{path: "{site}/conf.txt", content: "new\\n"}}}}
       - {{id: after, action: command, with: {{argv: ["true"]}}}}
 """
-    res = run(tmp_path, site, text, registry)
+    res = run(text, shop_inventory(tmp_path, site), tmp_path / "state", registry=registry)
     assert res.exit_code == 1
     s = res.sites[0]
     assert s.status is SiteStatus.ROLLED_BACK
@@ -162,7 +153,7 @@ stages:
       - {{id: maint-on, action: maintenance.enable}}
       - {{id: clobber, action: command, with: {{argv: [sh, -c, "rm -f {flag} && mkdir {flag} && touch {flag}/x"]}}}}
 """
-    res = run(tmp_path, site, text)
+    res = run(text, shop_inventory(tmp_path, site), tmp_path / "state")
     assert (res.status, res.exit_code) == ("failed", 1)
     s = res.sites[0]
     assert s.status is SiteStatus.FAILED
@@ -188,7 +179,7 @@ stages:
     steps:
       - {{id: freeze, action: command, with: {{argv: [mount, -o, "remount,ro", "{site}"]}}}}
 """
-        res = run(tmp_path, site, text)
+        res = run(text, shop_inventory(tmp_path, site), tmp_path / "state")
         assert (res.status, res.exit_code) == ("failed", 1)
         s = res.sites[0]
         assert s.status is SiteStatus.FAILED
@@ -212,7 +203,7 @@ stages:
 """
     with tmpfs(tmp_path / "site", "64k") as site:
         fill(site)
-        res = run(tmp_path, site, text)
+        res = run(text, shop_inventory(tmp_path, site), tmp_path / "state")
         assert res.exit_code == 1
         s = res.sites[0]
         assert s.status is SiteStatus.FAILED
@@ -225,7 +216,7 @@ stages:
         ]
         assert sorted(p.name for p in (site / ".maint").iterdir()) == []  # no lock dir, no temp holder
         (site / "fill").unlink()
-        again = run(tmp_path, site, text)
+        again = run(text, shop_inventory(tmp_path, site), tmp_path / "state")
         assert again.exit_code == 0, again.sites[0].error
         assert (site / "note.txt").read_text() == "x\n"
         assert not (site / ".maint" / "lock").exists()
@@ -243,7 +234,7 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "echo go > {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
+          argv: [sh, -c, "exec 3<> {{ env.path }}/gate; echo go > {{ env.path }}/started; read x <&3; touch {{ env.path }}/done"]
           creates: "{{ env.path }}/done"
 """
 
@@ -253,7 +244,7 @@ class Gated:
 
     def __init__(self, tmp_path: Path, site: Path) -> None:
         self.site = site
-        self.inv = write_inventory(tmp_path, site)
+        self.inv = shop_inventory(tmp_path, site)
         self.pb = tmp_path / "gated.yml"
         self.pb.write_text(GATED)
         self.state = tmp_path / "state"
@@ -403,7 +394,7 @@ def _foreign_lock(site: Path, age: timedelta) -> dict[str, Any]:
 def test_unlock_of_a_holder_on_another_controller(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    inv = write_inventory(tmp_path, site)
+    inv = shop_inventory(tmp_path, site)
 
     def unlock(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

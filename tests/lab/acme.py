@@ -20,7 +20,6 @@ import os
 import socket
 import ssl
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.gates import wait_until
 
 if TYPE_CHECKING:
     from tests.lab.web import WebStack
@@ -349,14 +350,9 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 
 def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AcmeError(f"{what} exited with status {proc.returncode}; log tail ({log}):\n{_log_tail(log)}")
-        if ready():
-            return
-        time.sleep(0.05)
-    raise AcmeError(f"{what} not ready after {START_TIMEOUT:.0f} s; log tail ({log}):\n{_log_tail(log)}")
+    wait_until(
+        ready, what, START_TIMEOUT, proc=proc, explain=lambda: f"log tail ({log}):\n{_log_tail(log)}", error=AcmeError
+    )
 
 
 def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

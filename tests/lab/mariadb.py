@@ -25,8 +25,9 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from tests.gates import wait_until
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
@@ -140,14 +141,14 @@ class MariaDB:
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise MariaDBError(f"mariadbd exited with status {self._proc.returncode}:\n{self._log_tail()}")
-            if Path(self.socket).exists() and self._root_ok():
-                return
-            time.sleep(0.05)
-        raise MariaDBError(f"mariadbd not ready after {START_TIMEOUT:.0f} s:\n{self._log_tail()}")
+        wait_until(
+            lambda: Path(self.socket).exists() and self._root_ok(),
+            "mariadbd ready",
+            START_TIMEOUT,
+            proc=self._proc,
+            explain=lambda: f"log tail:\n{self._log_tail()}",
+            error=MariaDBError,
+        )
 
     def _root_ok(self) -> bool:
         res = subprocess.run(self._client_argv("SELECT 1"), capture_output=True, text=True, timeout=10, check=False)

@@ -58,13 +58,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.gates import wait_until
 from tests.lab.procs import LabStartError, free_port, log_tail, read_pidfile, run_checked, stop_pid, wait_port
 
 if TYPE_CHECKING:
@@ -450,12 +450,14 @@ class SshLab:
 
     def _wait_netns_port(self, host: LabHost, timeout: float = 10.0) -> None:
         assert self._hub is not None
-        deadline = time.monotonic() + timeout
         probe = ["ip", "netns", "exec", self._hub, "nc", "-z", "-w", "1", host.ip, str(host.port)]
-        while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise LabStartError(f"sshd in {host.netns} did not answer{log_tail(host.log)}")
-            time.sleep(0.02)
+        wait_until(
+            lambda: subprocess.run(probe, capture_output=True, check=False).returncode == 0,
+            f"sshd in {host.netns} answers",
+            timeout,
+            explain=lambda: log_tail(host.log),
+            error=LabStartError,
+        )
 
     def cut(self, host: LabHost) -> None:
         """Cut the host's network (``ip -n NS link set eth0 down``): packets vanish, no RST."""

@@ -16,8 +16,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,10 +26,10 @@ import pytest
 import yaml
 
 from maintkit.actions.backup import new_backup_id
-from maintkit.inventory import load_inventory
-from maintkit.playbook import load_playbook_full, playbook_from_text
+from maintkit.playbook import load_playbook_full
 from maintkit.results import RunResult, StepStatus
-from maintkit.runner import Runner
+from tests import runs
+from tests.lab.argv_shim import argv_shim
 from tests.lab.mariadb import MariaDB
 from tests.lab.sshd import SshLab, chown_login_user
 
@@ -66,9 +64,8 @@ class Shop:
         return {**os.environ, SECRET_VAR: self.password, **self.extra_env}
 
     def run(self, playbook: str | None = None, text: str | None = None, **kwargs: Any) -> RunResult:
-        loaded = load_playbook_full(playbook) if playbook else playbook_from_text(text or "")
-        runner = Runner(loaded, load_inventory(self.inventory), state_dir=self.state, environ=self.environ(), **kwargs)
-        return runner.run()
+        loaded = load_playbook_full(playbook) if playbook else text or ""
+        return runs.run(loaded, self.inventory, self.state, environ=self.environ(), **kwargs)
 
     def sql(self, query: str) -> str:
         return self.mariadb.sql(query, self.db)
@@ -172,8 +169,7 @@ def shop(mariadb: MariaDB, ssh_lab: SshLab, request: pytest.FixtureRequest) -> I
         },
         "offsite_keep_last": 2,
     }
-    inventory = site_root / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"sites": {"shop": {"environments": {"production": env}}}}))
+    inventory = runs.write_inventory(site_root, runs.one_site(env))
     state = site_root / "state"
     try:
         yield Shop(name, user, password, path, offsite, inventory, state, mariadb)
@@ -251,39 +247,39 @@ def test_plan_changes_nothing(shop: Shop) -> None:
 # ---------------------------------------------------------------------------- secrets
 
 
-def test_password_is_never_on_a_command_line(shop: Shop) -> None:
-    # a larger table so that the dump and the counts take a moment while ps is sampled
-    shop.sql(
-        "CREATE TABLE events (id INT PRIMARY KEY AUTO_INCREMENT, payload VARCHAR(200)) ENGINE=InnoDB;"
-        "INSERT INTO events (payload) SELECT REPEAT(MD5(seq), 6) FROM seq_1_to_300000;"
-    )
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
-            seen.extend(line for line in out.splitlines() if "maint" in line or "mariadb" in line or "mysql" in line)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+def test_password_is_never_on_a_command_line(shop: Shop, ssh_lab: SshLab) -> None:
+    env = yaml.safe_load(shop.inventory.read_text())["sites"]["shop"]["environments"]["production"]
+    with argv_shim(ssh_lab, shop.path.parent / "shim", ["mariadb-dump", "mysqldump", "mariadb", "mysql"]) as shim:
+        env["key_file"] = str(shim.key_file)  # this login puts the shims first on the PATH
+        runs.write_inventory(shop.inventory.parent, runs.one_site(env))
         result = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
-    finally:
-        stop.set()
-        sampler.join(timeout=10)
+        calls = shim.calls()
     assert result.ok, result.sites[0].error
-    dumps = [line for line in seen if "mariadb-dump" in line]
-    assert dumps, "the sampler never saw the dump running"
-    # the credentials file is the ONLY option file read (the login user's ~/.my.cnf cannot override it)
-    # (ps cuts long lines: look at every line that shows the dump's first option)
-    assert any(re.search(r"mariadb-dump '?--defaults-file=", line) for line in dumps), dumps
-    assert not [line for line in dumps if re.search(r"mariadb-dump '?--(?!defaults-file=)[a-z-]+[= ]", line)]
-    assert not [line for line in seen if shop.password in line]
-    assert shop.password not in shop.run_text(result)
     [manifest] = shop.manifests()
-    assert manifest["items"][0]["tables"]["events"]["rows"] == 300000
+    cred = re.compile(re.escape(f"--defaults-file={shop.backup_dir}/.cred-") + "[0-9a-f]{12}")
+    dumps = [c.argv for c in calls if c.argv[0] == "mariadb-dump"]
+    assert len(dumps) == 1, [c.argv for c in calls]
+    # the credentials file is the ONLY option file read (the login user's ~/.my.cnf cannot override it)
+    [dump] = dumps
+    assert cred.fullmatch(dump[1]), dump
+    assert dump[2:] == [
+        "--host=127.0.0.1",
+        f"--port={shop.mariadb.port}",
+        f"--user={shop.user}",
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--no-tablespaces",
+        "--hex-blob",
+        shop.db,
+    ]
+    clients = [c.argv for c in calls if c.argv[0] == "mariadb"]
+    assert clients and all(cred.fullmatch(argv[1]) for argv in clients), clients
+    assert not [c.argv for c in calls if c.argv[0] in ("mysqldump", "mysql")]
+    assert not [c.argv for c in calls if any(shop.password in arg for arg in c.argv)]
+    assert not [c.argv for c in calls if any(shop.password in value for value in c.env.values())]
+    assert shop.password not in shop.run_text(result)
+    assert manifest["items"][0]["tables"]["orders"]["rows"] == 600
     assert not list(shop.backup_dir.glob(".cred-*"))
 
 

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from maintkit.inventory import Inventory, load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, StepResult, StepStatus
-from maintkit.runner import Runner
+from tests import runs
 from tests.cms_helpers import (
     chown_tree,
     composer_locked_versions,
@@ -97,15 +95,12 @@ def write_inventory(project: Project, cms_update: dict[str, Any] | None = None, 
         env: host.env(project.path(env), vars=dict(env_vars))
         for env, host in (("staging", project.staging_host), ("production", project.production_host))
     }
-    data = {"sites": {"shop": {"platform": "composer", "vars": {"cms_update": settings}, "environments": envs}}}
-    path = project.tmp / f"inventory-{uuid.uuid4().hex[:6]}.yml"
-    path.write_text(yaml.safe_dump(data))
-    return load_inventory(path)
+    sites = {"shop": {"platform": "composer", "vars": {"cms_update": settings}, "environments": envs}}
+    return load_inventory(runs.write_inventory(project.tmp, sites, unique=True))
 
 
 def run(project: Project, inv: Inventory, text: str = PLAYBOOK, **kwargs: Any) -> RunResult:
-    pb = playbook_from_text(text)
-    return Runner(pb, inv, state_dir=project.tmp / "state", handle_signals=False, **kwargs).run()
+    return runs.run(text, inv, project.tmp / "state", **kwargs)
 
 
 def steps(result: RunResult, env: str) -> dict[str, StepResult]:

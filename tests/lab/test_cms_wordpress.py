@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,11 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from maintkit.inventory import Inventory, load_inventory
 from maintkit.playbook import load_playbook, playbook_from_text
 from maintkit.results import RunResult, StepResult, StepStatus
-from maintkit.runner import Runner
+from tests import runs
 from tests.cms_helpers import (
     WpSite,
     WpTemplate,
@@ -124,16 +122,14 @@ def write_inventory(shop: Shop, cms_update: dict[str, Any] | None = None, **vars
             url=site.url,
             vars={"db_name": site.db_name, "db_defaults_file": _defaults_file(shop, site)},
         )
-    data = {"sites": {"shop": {"platform": "wordpress", "vars": site_vars, "environments": envs}}}
-    path = shop.tmp / f"inventory-{uuid.uuid4().hex[:6]}.yml"
-    path.write_text(yaml.safe_dump(data))
-    return load_inventory(path)
+    sites = {"shop": {"platform": "wordpress", "vars": site_vars, "environments": envs}}
+    return load_inventory(runs.write_inventory(shop.tmp, sites, unique=True))
 
 
 def run(shop: Shop, inventory: Inventory, playbook: Any = None, **kwargs: Any) -> RunResult:
     """Run (by default the built-in monthly-update) with the test's own state dir."""
     pb = playbook if playbook is not None else load_playbook("monthly-update")
-    return Runner(pb, inventory, state_dir=shop.tmp / "state", handle_signals=False, **kwargs).run()
+    return runs.run(pb, inventory, shop.tmp / "state", **kwargs)
 
 
 def steps(result: RunResult, env: str) -> dict[str, StepResult]:

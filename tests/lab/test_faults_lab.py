@@ -11,18 +11,14 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
-import yaml
 
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
-from maintkit.results import RunResult, SiteStatus, StepStatus
-from maintkit.runner import Runner
+from maintkit.results import SiteStatus, StepStatus
 from tests.gates import make_gates, open_gate, wait_started
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.test_site_ops import Shop, lab_host, make_shop, ops_web  # noqa: F401  (fixtures)
+from tests.runs import events, one_site, run, write_inventory
 
 MAINT = [sys.executable, "-m", "maintkit"]
 
@@ -35,20 +31,10 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "echo go > {{ env.path }}/started; read x < {{ env.path }}/gate; touch {{ env.path }}/done"]
+          argv: [sh, -c, "exec 3<> {{ env.path }}/gate; echo go > {{ env.path }}/started; read x <&3; touch {{ env.path }}/done"]
           creates: "{{ env.path }}/done"
       - {id: after, action: command, with: {argv: ["true"]}}
 """
-
-
-def write_inventory(tmp_path: Path, env: dict[str, Any]) -> Path:
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump({"sites": {"shop": {"environments": {"production": env}}}}))
-    return path
-
-
-def events(run_dir: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
 
 
 def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
@@ -59,7 +45,7 @@ def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
     shop = make_shop()
     site = shop.path
     make_gates(site, "deploy")
-    inv = write_inventory(tmp_path, lab_host.env(site, url=shop.url))
+    inv = write_inventory(tmp_path, one_site(lab_host.env(site, url=shop.url)))
     pb = tmp_path / "gated.yml"
     pb.write_text(GATED)
     state = tmp_path / "state"
@@ -110,14 +96,11 @@ def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
     assert not (site / ".maint" / "lock").exists()
 
 
-def run(tmp_path: Path, env: dict[str, Any], text: str = GATED, **kw: Any) -> RunResult:
-    inv = load_inventory(write_inventory(tmp_path, env))
-    return Runner(playbook_from_text(text), inv, state_dir=tmp_path / "state", handle_signals=False, **kw).run()
-
-
 def test_unreachable_host_says_so_for_every_step(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[0]
-    res = run(tmp_path, h.env(d / "site", port=1, connect_timeout=5))
+    res = run(
+        GATED, write_inventory(tmp_path, one_site(h.env(d / "site", port=1, connect_timeout=5))), tmp_path / "state"
+    )
     assert res.exit_code == 1
     s = res.sites[0]
     assert s.status is SiteStatus.FAILED and s.error is not None
@@ -141,7 +124,7 @@ def test_host_dying_mid_step_blames_the_step_that_failed(tmp_path: Path, ssh_lab
     cutter = threading.Thread(target=cut_when_started)
     cutter.start()
     try:
-        res = run(tmp_path, env)
+        res = run(GATED, write_inventory(tmp_path, one_site(env)), tmp_path / "state")
     finally:
         cutter.join(timeout=60)
         open_gate(site)

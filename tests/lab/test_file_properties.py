@@ -20,17 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.probes import FileState, MissingDirs, run_batch
 from maintkit.results import SiteStatus, StepStatus
-from maintkit.runner import Runner
 from maintkit.transport.local import LocalTransport
 from tests.lab.sshd import LOGIN_USER, LabHost
+from tests.runs import one_site, run, write_inventory
 
 # quotes, backslash, newline, tab, spaces, dashes, globs, shell syntax, unicode (2-, 3- and 4-byte)
 ALPHABET = "ab-_.' \"\\\n\t*?[]{}$`;&|<>()~#!%éß日本😀"
@@ -148,12 +145,6 @@ stages:
 FAILING = PLAYBOOK + '      - {id: boom, action: command, with: {argv: [sh, -c, "exit 1"]}}\n'
 
 
-def run(work: Path, env: dict[str, Any], text: str) -> Any:
-    inv = work / "inventory.yml"
-    inv.write_text(yaml.safe_dump({"sites": {"shop": {"environments": {"production": env}}}}))
-    return Runner(playbook_from_text(text), load_inventory(inv), state_dir=work / "state", handle_signals=False).run()
-
-
 def step_vars(root: Path, case: Case) -> dict[str, str]:
     return {
         "dir": str(root / case.parent / case.new1 / case.new2),
@@ -171,7 +162,7 @@ def check_case(work: Path, case: Case, env_for: Any, prepare: Any = None) -> Non
     if prepare:
         prepare(root)
     before = snapshot(root)
-    first = run(work, env_for(root, case), PLAYBOOK)
+    first = run(PLAYBOOK, write_inventory(work, one_site(env_for(root, case))), work / "state")
     assert first.ok, first.sites[0].error
     assert first.changed == 3
     new_dir = root / case.parent / case.new1 / case.new2
@@ -189,7 +180,7 @@ def check_case(work: Path, case: Case, env_for: Any, prepare: Any = None) -> Non
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed == expected, "only the steps' own paths change"
 
-    second = run(work, env_for(root, case), PLAYBOOK)
+    second = run(PLAYBOOK, write_inventory(work, one_site(env_for(root, case))), work / "state")
     assert second.ok and second.changed == 0, second.sites[0].error
     assert {s.status for s in second.sites[0].steps} == {StepStatus.UNCHANGED}
     assert snapshot(root) == after
@@ -199,7 +190,7 @@ def check_case(work: Path, case: Case, env_for: Any, prepare: Any = None) -> Non
     if prepare:
         prepare(root2)
     before2 = snapshot(root2)
-    failed = run(work, env_for(root2, case), FAILING)
+    failed = run(FAILING, write_inventory(work, one_site(env_for(root2, case))), work / "state")
     site = failed.sites[0]
     assert failed.exit_code == 1 and site.status is SiteStatus.ROLLED_BACK, site.error
     assert [s.status for s in site.steps] == [StepStatus.ROLLED_BACK] * 3 + [StepStatus.FAILED]

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, SiteStatus, StepStatus
-from maintkit.runner import Runner
+from tests import runs
 from tests.lab.gitrepo import BareRepo
 from tests.tree_snapshot import diff, snapshot
 
@@ -126,24 +123,13 @@ def write_local_inventory(where: Path, site_path: Path, vars: dict[str, Any], re
     """
     env = remote(site_path) if remote else {"connection": "local", "path": str(site_path)}
     env |= {"url": "http://127.0.0.1:9", "vars": vars}
-    data = {"sites": {"shop": {"platform": "generic", "environments": {"staging": env}}}}
-    out = where / f"inventory-{uuid.uuid4().hex[:6]}.yml"
-    out.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return out
+    return runs.write_inventory(where, runs.one_site(env, env_name="staging", platform="generic"), unique=True)
 
 
 def run(where: Path, inventory: Path, playbook: str, **extra: Any) -> RunResult:
     """Run ``playbook`` in-process against the inventory (state under ``where``)."""
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(where)}
-    runner = Runner(
-        playbook_from_text(playbook),
-        load_inventory(inventory),
-        state_dir=where / "state",
-        environ=environ,
-        handle_signals=False,
-        extra=extra or None,
-    )
-    return runner.run()
+    return runs.run(playbook, inventory, where / "state", environ=environ, extra=extra or None)
 
 
 def steps_of(res: RunResult) -> dict[str, StepStatus]:

@@ -7,9 +7,7 @@ import io
 import os
 import pwd
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +17,7 @@ from hypothesis import strategies as st
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.transport.base import Transport
 from maintkit.transport.local import LocalTransport
-
-
-def until(predicate: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
+from tests.gates import wait_until
 
 
 def pgrep(pattern: str) -> bool:
@@ -71,7 +63,7 @@ def test_timeout_kills_the_whole_process_group() -> None:
     res = info.value.result
     assert res.timed_out and res.exit_code == 124 and res.stdout == "started\n"
     assert "timed out after 1 s" in str(info.value)
-    until(lambda: not pgrep(marker), "every process of the command is gone")
+    wait_until(lambda: not pgrep(marker), "every process of the command is gone", 20.0)
     assert LocalTransport(command_timeout=0.3).run(["sleep", "5"], check=False).timed_out
 
 

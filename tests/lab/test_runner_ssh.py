@@ -8,20 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maintkit.inventory import load_inventory
-from maintkit.playbook import Playbook, playbook_from_text
+from maintkit.playbook import Playbook
 from maintkit.results import SiteStatus, StepStatus
-from maintkit.runner import Runner
 from maintkit.transport.ssh import SSHTransport
+from tests.gates import GATED_SHELL, make_gates, open_gate, wait_started
 from tests.lab.sshd import LabHost
+from tests.runs import run, sites_of, write_inventory
 
 MAINT = [sys.executable, "-m", "maintkit"]
 
@@ -37,13 +34,6 @@ stages:
       - {action: command, with: {argv: [hostname], read_only: true}}
       - {action: command, with: {argv: ["true"], unless: ["true"]}}
 """
-
-
-def write_inventory(tmp_path: Path, envs: dict[str, dict[str, Any]]) -> Path:
-    inv = {"sites": {name: {"environments": {"production": env}} for name, env in envs.items()}}
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(inv))
-    return path
 
 
 def remote(host: LabHost, *argv: str) -> str:
@@ -64,17 +54,13 @@ def tree_hash(host: LabHost, path: Path, *, skip_state: bool = False) -> str:
     return remote(host, "sh", "-c", script)
 
 
-def run(tmp_path: Path, inv: Path, text: str = PLAYBOOK, **kw: Any) -> Any:
-    return Runner(playbook_from_text(text), load_inventory(inv), state_dir=tmp_path / "state", handle_signals=False, **kw).run()
-
-
 def three_sites(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> Path:
-    return write_inventory(tmp_path, {f"shop-{h.name}": h.env(d / "site") for h, d in ssh_hosts})
+    return write_inventory(tmp_path, sites_of({f"shop-{h.name}": h.env(d / "site") for h, d in ssh_hosts}))
 
 
 def test_parallel_run_on_three_hosts_then_no_changes(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     inv = three_sites(tmp_path, ssh_hosts)
-    first = run(tmp_path, inv)
+    first = run(PLAYBOOK, inv, tmp_path / "state")
     assert first.ok, first.to_dict()
     assert first.changed == 3 * 3 + 0  # directory, content, symlink per site; the commands change nothing
     for h, d in ssh_hosts:
@@ -83,14 +69,24 @@ def test_parallel_run_on_three_hosts_then_no_changes(tmp_path: Path, ssh_hosts: 
         assert remote(h, "stat", "-c", "%a %U", f"{site}/app").split() == ["750", "deploy"]
         assert remote(h, "readlink", f"{site}/current").strip() == f"{site}/app"
         assert not Path(site / ".maint" / "lock").exists()
-    steps = {s.step: s for s in first.sites[0].steps}
-    assert steps["command"].data["stdout"] == "vm" or steps["command"].data["stdout"]  # ran, read-only
+    changed, unchanged = StepStatus.CHANGED, StepStatus.UNCHANGED
+    assert sorted(s.site for s in first.sites) == sorted(f"shop-{h.name}" for h, _ in ssh_hosts)
+    for site_result in first.sites:
+        assert [(s.step, s.status) for s in site_result.steps] == [
+            ("file.directory", changed),
+            ("file.content", changed),
+            ("file.symlink", changed),
+            ("command", unchanged),  # read-only: it ran, and a read never counts as a change
+            ("command#2", unchanged),  # its `unless` command succeeded, so it did not run
+        ], site_result.site
+        # every lab host is this machine's loopback alias: `hostname` ran there and printed its name
+        assert site_result.steps[3].data["stdout"] == os.uname().nodename
     # the three sites really ran at the same time: their events interleave
     events = [json.loads(x) for x in (Path(first.run_dir) / "events.jsonl").read_text().splitlines()]
     starts = [i for i, e in enumerate(events) if e["event"] == "site.started"]
     finishes = [i for i, e in enumerate(events) if e["event"] == "site.finished"]
     assert max(starts) < min(finishes)
-    second = run(tmp_path, inv)
+    second = run(PLAYBOOK, inv, tmp_path / "state")
     assert second.ok and second.changed == 0
     assert {s.status for site in second.sites for s in site.steps} == {StepStatus.UNCHANGED}
 
@@ -126,7 +122,7 @@ def test_unknown_and_changed_host_keys_are_refused(tmp_path: Path, ssh_hosts: li
     }
     home_known = Path("~/.ssh/known_hosts").expanduser()
     assert not home_known.exists() or h1.ip not in home_known.read_text()
-    res = run(tmp_path, write_inventory(tmp_path, envs))
+    res = run(PLAYBOOK, write_inventory(tmp_path, sites_of(envs)), tmp_path / "state")
     assert res.exit_code == 1
     by = {s.site: s for s in res.sites}
     assert by["unknown"].status is SiteStatus.FAILED and "not in known_hosts" in by["unknown"].error
@@ -138,27 +134,33 @@ def test_unknown_and_changed_host_keys_are_refused(tmp_path: Path, ssh_hosts: li
 def test_accept_new_records_the_key(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[0]
     fresh = tmp_path / "tofu_known_hosts"
-    res = run(tmp_path, write_inventory(tmp_path, {"tofu": h.env(d / "site", known_hosts=str(fresh), host_key_policy="accept-new")}))
+    tofu = h.env(d / "site", known_hosts=str(fresh), host_key_policy="accept-new")
+    res = run(PLAYBOOK, write_inventory(tmp_path, sites_of({"tofu": tofu})), tmp_path / "state")
     assert res.ok
     assert h.hostkey_pub.split()[1] in fresh.read_text()
 
 
 def test_second_concurrent_run_on_a_site_gets_exit_3(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[0]
-    inv = write_inventory(tmp_path, {"shop": h.env(d / "site")})
-    slow = _pb(tmp_path, PLAYBOOK.replace('argv: ["true"], unless: ["true"]', "argv: [sleep, '4']"))
+    gates = d / "gates"
+    gates.mkdir()
+    make_gates(gates, "deploy")
+    inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
+    gated = _pb(tmp_path, PLAYBOOK.replace('argv: ["true"], unless: ["true"]', f'argv: [sh, -c, "{GATED_SHELL.format(dir=gates)}"]'))
     env = {**os.environ, "MAINT_PLAIN": "1"}
-    first = subprocess.Popen([*MAINT, "run", str(slow), "-i", str(inv), "--state-dir", str(tmp_path / "a")],
+    first = subprocess.Popen([*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "a")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lock = d / "site" / ".maint" / "lock" / "holder.json"
-    deadline = time.monotonic() + 15
-    while not lock.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lock.exists()
-    second = subprocess.run([*MAINT, "run", str(slow), "-i", str(inv), "--state-dir", str(tmp_path / "b")],
-                            capture_output=True, text=True, env=env)
+    try:
+        wait_started(gates, first)  # the first run holds the lock and waits in its last step
+        holder = json.loads(lock.read_text())
+        second = subprocess.run([*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "b")],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert json.loads(lock.read_text()) == holder, "the second run must leave the first run's lock alone"
+    finally:
+        open_gate(gates)
     assert second.returncode == 3, second.stdout + second.stderr
-    holder = json.loads(lock.read_text())
+    assert holder["playbook"] == "five" and holder["pid"] == first.pid
     assert f"locked by run {holder['run_id']}" in second.stdout
     assert "maint unlock shop --env production" in second.stdout
     out, err = first.communicate(timeout=60)
@@ -168,7 +170,7 @@ def test_second_concurrent_run_on_a_site_gets_exit_3(tmp_path: Path, ssh_hosts: 
 
 def test_stale_lock_is_reported_with_the_command_that_clears_it(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[0]
-    inv = write_inventory(tmp_path, {"shop": h.env(d / "site")})
+    inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
     lockdir = d / "site" / ".maint" / "lock"
     lockdir.mkdir(parents=True)
     holder = {"run_id": "20200101T000000Z-dead00", "actor": "ci@old", "since": "2020-01-01T00:00:00+00:00",
@@ -205,7 +207,7 @@ def test_failing_step_rolls_back_files_over_ssh(tmp_path: Path, ssh_hosts: list[
     remote(h, "sh", "-c", f"mkdir -p {site}/old && echo old > {site}/keep.txt && chmod 644 {site}/keep.txt && "
                           f"ln -s {site}/old {site}/current && chown -R deploy {site}")
     before = tree_hash(h, site, skip_state=True)
-    res = run(tmp_path, write_inventory(tmp_path, {"shop": h.env(site)}), ROLLBACK)
+    res = run(ROLLBACK, write_inventory(tmp_path, sites_of({"shop": h.env(site)})), tmp_path / "state")
     assert res.exit_code == 1
     assert res.sites[0].status is SiteStatus.ROLLED_BACK
     assert "exit 4" in (res.sites[0].error or "") or "exited 4" in (res.sites[0].error or "")
@@ -219,7 +221,7 @@ stages:
   - env: production
     steps:
       - {action: file.content, with: {path: "{{ env.path }}/keep.txt", content: "new\\n"}}
-      - {action: command, with: {argv: [sh, -c, "touch {{ env.path }}/started; sleep 3; touch {{ env.path }}/done"], creates: "{{ env.path }}/done", undo: [rm, -f, "{{ env.path }}/done"]}}
+      - {action: command, with: {argv: [sh, -c, "GATE; touch {{ env.path }}/done"], creates: "{{ env.path }}/done", undo: [rm, -f, "{{ env.path }}/done"]}}
       - {action: file.content, with: {path: "{{ env.path }}/never.txt", content: "x"}}
 """
 
@@ -228,18 +230,32 @@ def test_sigterm_mid_run_undoes_and_releases_the_lock(tmp_path: Path, ssh_hosts:
     h, d = ssh_hosts[2]
     site = d / "site"
     remote(h, "sh", "-c", f"mkdir -p {site} && echo old > {site}/keep.txt && chown -R deploy {site}")
-    inv = write_inventory(tmp_path, {"shop": h.env(site)})
-    proc = subprocess.Popen([*MAINT, "run", str(_pb(tmp_path, SIGTERM_PB)), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
+    gates = d / "gates"
+    gates.mkdir()
+    make_gates(gates, "deploy")
+    inv = write_inventory(tmp_path, sites_of({"shop": h.env(site)}))
+    pb = _pb(tmp_path, SIGTERM_PB.replace("GATE", GATED_SHELL.format(dir=gates)))
+    proc = subprocess.Popen([*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MAINT_PLAIN": "1"})
-    deadline = time.monotonic() + 15
-    while not (site / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        wait_started(gates, proc)  # the first step is done, the second one is running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the handler has run once it says so; only then may the step end
+            seen.append(line)
+            if line.startswith("interrupt received:"):
+                break
+        assert seen and seen[-1].startswith("interrupt received:"), "".join(seen)
+    finally:
+        open_gate(gates)
+    out, rest = proc.communicate(timeout=60)
+    err = "".join(seen) + rest
     assert proc.returncode == 3, out + err
     assert (site / "keep.txt").read_text() == "old\n", "the completed step was undone"
     assert not (site / "never.txt").exists()
     assert not (site / "done").exists(), "the step that was running when the signal came was undone too"
+    assert "interrupt received: finishing the current step, rolling back, releasing locks..." in err
     assert not (site / ".maint" / "lock").exists()
     run_dir = next((tmp_path / "s" / "runs").iterdir())
     events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -270,8 +286,7 @@ def test_metacharacters_pass_through_literally(tmp_path: Path, ssh_hosts: list[t
             {"action": "command", "with": {"argv": ["touch", f"{site}/{name}.stamp"], "creates": f"{site}/{name}.stamp"}},
         ]}],
     })
-    inv = write_inventory(tmp_path, {"meta": h.env(site)})
-    res = Runner(pb, load_inventory(inv), state_dir=tmp_path / "state", handle_signals=False).run()
+    res = run(pb, write_inventory(tmp_path, sites_of({"meta": h.env(site)})), tmp_path / "state")
     assert res.ok, res.to_dict()
     assert (site / name).read_text() == value
     assert (site / f"{name}.stamp").exists()
@@ -283,7 +298,7 @@ def test_metacharacters_pass_through_literally(tmp_path: Path, ssh_hosts: list[t
 def test_secret_over_ssh_never_reaches_output_or_run_folder(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[1]
     secret = "Pa55-w0rd-over-ssh-7c1"
-    inv = write_inventory(tmp_path, {"shop": h.env(d / "site")})
+    inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
     pb = _pb(tmp_path, """\
 name: sec
 stages:

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from maintkit.inventory import Inventory, load_inventory
 from maintkit.playbook import load_playbook, playbook_from_text
 from maintkit.results import RunResult, StepStatus
 from maintkit.runner import Runner
+from tests import runs
+from tests.gates import wait_until
 from tests.lab.redisd import RedisServer
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.web import SiteHandle, WebStack
@@ -99,11 +100,8 @@ def write_inventory(
     tmp_path: Path, lab_host: LabHost, shop_path: Path | str, url: str, *, platform: str = "generic", **env: Any
 ) -> Inventory:
     """An inventory with one site (``shop``) whose production is ``shop_path`` on the lab host."""
-    production = lab_host.env(shop_path, url=url, **env)
-    data = {"sites": {"shop": {"platform": platform, "environments": {"production": production}}}}
-    path = tmp_path / f"inventory-{uuid.uuid4().hex[:6]}.yml"
-    path.write_text(yaml.safe_dump(data))
-    return load_inventory(path)
+    sites = runs.one_site(lab_host.env(shop_path, url=url, **env), platform=platform)
+    return load_inventory(runs.write_inventory(tmp_path, sites, unique=True))
 
 
 def playbook(steps: list[dict[str, Any]], on_failure: str = "rollback") -> Any:
@@ -125,9 +123,7 @@ def run(
 ) -> RunResult:
     """Run a playbook with its own state dir under tmp_path."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(environ or {})}
-    return Runner(
-        pb, inv, state_dir=tmp_path / "state", environ=env, check=check, on_event=on_event, handle_signals=False
-    ).run()
+    return runs.run(pb, inv, tmp_path / "state", environ=env, check=check, on_event=on_event)
 
 
 def errors(result: RunResult) -> str:
@@ -611,15 +607,6 @@ def _fpm_ready_count(stack: WebStack) -> int:
     return stack.php_fpm_log.read_text(errors="replace").count("ready to handle connections")
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_opcache_reload_signals_php_fpm_master_with_become(
     tmp_path: Path, lab_host: LabHost, make_shop: Callable[..., Shop], ops_web: WebStack
 ) -> None:
@@ -639,7 +626,7 @@ def test_opcache_reload_signals_php_fpm_master_with_become(
     )
     result = run(pb, inv, tmp_path)
     assert result.ok, errors(result)
-    _wait_for(lambda: _fpm_ready_count(ops_web) > before, "php-fpm to reload")
+    wait_until(lambda: _fpm_ready_count(ops_web) > before, "php-fpm reloaded", 15.0)
     assert requests.get(shop.url + "/", timeout=5).status_code == 200
 
     denied = playbook(
@@ -679,7 +666,7 @@ def test_service_reload_only_if_changed(
     first = run(pb, inv, tmp_path)
     assert first.ok, errors(first)
     assert step(first, "reload").status is StepStatus.CHANGED
-    _wait_for(lambda: _fpm_ready_count(ops_web) > before, "php-fpm to reload")
+    wait_until(lambda: _fpm_ready_count(ops_web) > before, "php-fpm reloaded", 15.0)
 
     second = run(pb, inv, tmp_path)
     assert second.ok and second.changed == 0

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from maintkit.errors import CommandFailed, HostKeyError, HostUnreachable, Transp
 from maintkit.results import CommandResult
 from maintkit.transport.base import Transport
 from maintkit.transport.ssh import SSHTransport
+from tests.gates import wait_until
 from tests.lab.procs import free_port
 from tests.lab.sshd import LabHost, SshLab
 
@@ -71,14 +71,6 @@ def finishes(call: Callable[[], Any]) -> Any:
     th.join(HANG_GUARD)
     assert not th.is_alive(), "the call hung"
     return box["value"]
-
-
-def until(predicate: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    """Poll ``predicate`` (a condition on the outside world) until it holds."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def pgrep(pattern: str) -> bool:
@@ -225,7 +217,7 @@ def test_timeout_fails_kills_the_remote_command_and_keeps_the_connection(
     assert res.timed_out and res.exit_code == 124 and not res.ok
     assert res.stdout == "started\n"
     assert "timed out after 1 s" in str(info.value)
-    until(lambda: not pgrep(marker), "the remote command was terminated")
+    wait_until(lambda: not pgrep(marker), "the remote command was terminated", 20.0)
     res = t.run(["sleep", "5"], timeout=0.5, check=False)
     assert res.timed_out and res.exit_code == 124
     assert t.run(["echo", "still usable"]).stdout == "still usable\n"
@@ -391,7 +383,7 @@ def test_a_cut_network_fails_within_the_timeout(
     box: list[Any] = []
     running = threading.Thread(target=lambda: box.append(finishes(lambda: t.run(["sh", "-c", marker], timeout=3))))
     running.start()
-    until(lambda: pgrep(marker), "the command started")
+    wait_until(lambda: pgrep(marker), "the command started", 20.0)
     ssh_lab.cut(netns_host)
     running.join(HANG_GUARD)
     err = box[0]

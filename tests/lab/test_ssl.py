@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from maintkit.inventory import load_inventory
-from maintkit.playbook import load_playbook_full, playbook_from_text
+from maintkit.playbook import load_playbook_full
 from maintkit.results import RunResult, StepStatus
-from maintkit.runner import Runner
+from tests import runs
 from tests.lab.acme import AcmeServer, Certbot
 from tests.lab.web import SiteHandle, WebStack, tls_peer_cert_der
 
@@ -47,8 +46,8 @@ class TlsSite:
 
     def run(self, playbook: str | None = None, text: str | None = None, **kwargs: Any) -> RunResult:
         """Run a built-in playbook (by name) or a playbook text against this site."""
-        loaded = load_playbook_full(playbook) if playbook else playbook_from_text(text or "")
-        return Runner(loaded, load_inventory(self.inventory), state_dir=self.state, **kwargs).run()
+        loaded = load_playbook_full(playbook) if playbook else text or ""
+        return runs.run(loaded, self.inventory, self.state, **kwargs)
 
     def serial(self) -> str:
         """Serial of the certificate served now."""
@@ -114,8 +113,7 @@ def tls_site(acme_ca: AcmeServer, certbot: Certbot, web_stack: WebStack, tmp_pat
             "ssl_verify_days": 0.5,
         },
     }
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"sites": {"shop": {"environments": {"production": env}}}}))
+    inventory = runs.write_inventory(tmp_path, runs.one_site(env))
     try:
         yield TlsSite(name, certbot, site, root_ca, inventory, tmp_path / "state")
     finally:

@@ -33,12 +33,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.gates import wait_until
 
 NGINX = "/usr/sbin/nginx"
 PHP_FPM = "/usr/sbin/php-fpm8.2"
@@ -512,14 +513,7 @@ def _log_count(path: Path, needle: str) -> int:
 def _wait_until(
     ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = START_TIMEOUT
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if proc.poll() is not None:
-            raise WebStackError(f"{what} exited with status {proc.returncode}; log tail:\n{_log_tail(log)}")
-        time.sleep(0.02)
-    raise WebStackError(f"{what} not ready after {timeout:.0f} s; log tail:\n{_log_tail(log)}")
+    wait_until(ready, what, timeout, proc=proc, explain=lambda: f"log tail:\n{_log_tail(log)}", error=WebStackError)
 
 
 def _children(pid: int) -> list[int]:
