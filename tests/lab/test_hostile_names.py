@@ -497,7 +497,7 @@ def _zip_of(root: Path, top: str) -> bytes:
 
 def cms_snapshot_case(tmp: Path, plugin: str, names: list[str]) -> None:
     """snapshot_path / restore_path / tree_hashes of a plugin directory with a hostile name."""
-    from maintkit.actions.cms.common import restore_path, snapshot_path, tree_hashes, zip_tree_hash
+    from maintkit.actions.cms.snapshots import restore_path, snapshot_path, tree_hashes, zip_tree_hash
     from maintkit.testing import make_context
     from maintkit.transport.local import LocalTransport
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maintkit.actions.cms.common import parse_marked_json, tree_hash_script, zip_tree_hash
-from maintkit.actions.cms.composer import parse_operations
+from maintkit.actions.cms.drivers.composer_plan import parse_operations
+from maintkit.actions.cms.drivers.wordpress_state import parse_marked_json, read_zip_package
 from maintkit.actions.cms.lock import VersionLock, lock_path, promotion_lock, read_lock, write_lock
 from maintkit.actions.cms.params import CmsUpdateParams, effective_params
 from maintkit.actions.cms.policy import Version, VersionPolicy, choose, matches_pin, within_level
-from maintkit.actions.cms.wordpress import read_zip_package
+from maintkit.actions.cms.snapshots import tree_hash_script, zip_tree_hash
 from maintkit.errors import CheckFailed
 from maintkit.testing import FakeTransport, make_context
 
