@@ -123,10 +123,21 @@ class Site(_Model):
         return {**self.vars, **env.vars}
 
 
+class StateConfig(BaseModel):
+    """Where run history is kept (docs/state.md): a backend and its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str = Field("local", description="local (default), git, or a plugin's name")
+    remote: str | None = Field(None, description="git: the remote URL (SSH, HTTPS or a path)")
+    branch: str | None = Field(None, description="git: the branch holding the state (default maint-state)")
+
+
 class Inventory(_Model):
     """All sites and groups the user maintains."""
 
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    state: StateConfig | None = Field(None, description="The state store shared by every controller")
     sites: dict[str, Site] = Field(..., min_length=1)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     path: str | None = Field(None, exclude=True, description="Where it was loaded from")
