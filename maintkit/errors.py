@@ -21,7 +21,8 @@
     │   └── NotReversible
     ├── RollbackFailed
     ├── LockHeld(holder)
-    └── Interrupted
+    ├── Interrupted
+    └── StateError
 
 Library exceptions (paramiko, fabric, invoke, requests...) are translated into
 these at the boundary where they enter maintkit, so callers only ever need to
@@ -207,3 +208,7 @@ class LockHeld(MaintkitError):
 
 class Interrupted(MaintkitError):
     """The run was interrupted (Ctrl-C or SIGTERM)."""
+
+
+class StateError(MaintkitError):
+    """The state store could not be read or written (the message names no credential)."""

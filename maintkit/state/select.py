@@ -46,7 +46,7 @@ def spec_from_mapping(data: Any, origin: str) -> StateSpec:
     """A spec from a mapping (the inventory's ``state:`` or JSON): ``backend`` plus options."""
     if not isinstance(data, Mapping):
         raise ConfigError(Problem(origin, None, "state", "must be a mapping with a backend"))
-    options = {str(k): v for k, v in data.items() if k != "backend"}
+    options = {str(k): v for k, v in data.items() if k != "backend" and v is not None}
     backend = data.get("backend", "local")
     if not isinstance(backend, str):
         raise ConfigError(Problem(origin, None, "state.backend", "must be a name such as local or git"))
@@ -94,9 +94,18 @@ def _backend_class(name: str, origin: str) -> Any:
 
 
 def open_store(spec: StateSpec, *, state_dir: Path, environ: Mapping[str, str]) -> StateStore:
-    """Open the store ``spec`` names; ConfigError (exit 2) for an unknown backend or bad options."""
+    """Open the store ``spec`` names; ConfigError (exit 2) for an unknown backend or bad options.
+
+    A backend reports bad options by raising ValueError (or ConfigError): the error is given
+    the spec's origin (``--state``, ``MAINT_STATE``, the inventory file).
+    """
     cls = _backend_class(spec.backend, spec.origin)
-    store = cls(dict(spec.options), state_dir=Path(state_dir), environ=environ)
+    try:
+        store = cls(dict(spec.options), state_dir=Path(state_dir), environ=environ)
+    except ConfigError as exc:
+        raise ConfigError([Problem(spec.origin, None, p.field or "state", p.message) for p in exc.problems]) from None
+    except ValueError as exc:
+        raise ConfigError(Problem(spec.origin, None, "state", str(exc))) from None
     if not isinstance(store, StateStore):
         raise ConfigError(Problem(spec.origin, None, "state.backend", f"{spec.backend!r} is not a state store"))
     return store
