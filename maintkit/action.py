@@ -120,6 +120,17 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     #: per-run memos shared by all sites (see :class:`RunMemo`)
     memo: RunMemo = field(default_factory=RunMemo)
+    #: the state store's root (run folders and ``index/``, see docs/state.md); None: ``state_dir``
+    history_dir: Path | None = None
+    #: told about every file an action writes under ``history_dir`` (the runner publishes them)
+    on_state_write: Callable[[Sequence[Path]], None] | None = None
+    #: redacts a record before it is written under ``history_dir`` (the run's redactor)
+    redact: Callable[[Any], Any] | None = None
+
+    @property
+    def history(self) -> Path:
+        """Where run history is read and written: the store's root, else the state folder."""
+        return self.history_dir if self.history_dir is not None else self.state_dir
 
 
 @dataclass
@@ -258,6 +269,21 @@ class Context:
     def record(self, **data: Any) -> None:
         """Attach data to this step's result (written to the audit log and used by reports)."""
         self.data.update(data)
+
+    def write_index(self, writer: Callable[..., list[Path]], data: Mapping[str, Any]) -> list[Path]:
+        """Record ``data`` in the store's index for this site and environment (never in plan mode).
+
+        ``writer`` is one of :mod:`maintkit.state.index`'s ``record_*`` functions; ``data`` is
+        redacted first, and the paths written are handed to the runner to publish.
+        """
+        if self.check_mode:
+            return []
+        opts = self.options
+        clean = opts.redact(dict(data)) if opts.redact is not None else dict(data)
+        paths = writer(opts.history, self.site.name, self.env.name, clean)
+        if opts.on_state_write is not None:
+            opts.on_state_write(paths)
+        return paths
 
 
 #: What an action's rollback does (see :attr:`Action.rollback_kind`).

@@ -70,6 +70,9 @@ def _run_info(run_dir: Path) -> dict[str, Any] | None:
         "changed": src.get("changed", 0),
         "actor": src.get("actor", first.get("actor")),
         "sites": sites,
+        # the run group and shard of a sharded run (``maint run --shard K/N``), else None
+        "group": src.get("group", first.get("group")),
+        "shard": src.get("shard", first.get("shard")),
         "_sort": _sort_key(run_dir.name, first.get("ts")),
     }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from maintkit.cli.common import config_error, state_option
+from maintkit.cli.common import config_error, history_for, optional_inventory_option, state_option, store_option
 from maintkit.results import ExitCode
 
 
@@ -20,21 +20,25 @@ def command() -> None:
 @command.command("verify")
 @click.argument("run_id")
 @state_option
-def audit_verify(run_id: str, state_dir: str) -> None:
+@store_option
+@optional_inventory_option
+def audit_verify(run_id: str, state_dir: str, state_spec: str | None, inventory_path: str | None) -> None:
     """Recompute the hash chain of a run's audit log.
 
     Exit 0: intact and complete. 1: tampered with (the first bad line is named). 2: unknown
     run id. 4: intact so far but incomplete (no summary.json: a cut-off tail cannot be verified).
+    The run is read from the state store (--state, MAINT_STATE, -i's state:, else --state-dir).
     """
     from maintkit.audit import VERIFY_INCOMPLETE, VERIFY_INTACT, resolve_run_id, verify_run
     from maintkit.errors import ConfigError
 
+    root = Path(history_for(state_spec, state_dir, inventory_path).root)
     try:
-        rid = resolve_run_id(Path(state_dir), run_id)
+        rid = resolve_run_id(root, run_id)
     except ConfigError as exc:
         config_error(exc)
     key = os.environ.get("MAINT_AUDIT_KEY")
-    res = verify_run(Path(state_dir) / "runs" / rid, key.encode() if key else None)
+    res = verify_run(root / "runs" / rid, key.encode() if key else None)
     if res.status == VERIFY_INTACT:
         click.echo(f"ok: {rid}: {res.events} events, chain intact")
         sys.exit(ExitCode.OK)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from maintkit.cli.common import config_error, state_option
+from maintkit.cli.common import config_error, history_for, optional_inventory_option, state_option, store_option
 
 
 def print_run_list(rows: list[dict[str, Any]], state_dir: str) -> None:
@@ -17,9 +17,10 @@ def print_run_list(rows: list[dict[str, Any]], state_dir: str) -> None:
         click.echo(f"no runs in {state_dir}")
     for r in rows:
         mode = " (plan)" if r.get("check") else ""
+        shard = f"  group={r['group']}" + (f" shard={r['shard']}" if r.get("shard") else "") if r.get("group") else ""
         click.echo(
             f"{r['run_id']}  {r.get('playbook', '?'):<16} {r.get('status', '?'):<12} "
-            f"changed={r.get('changed', 0)}{mode}"
+            f"changed={r.get('changed', 0)}{mode}{shard}"
         )
 
 
@@ -37,24 +38,36 @@ def print_run_detail(data: dict[str, Any]) -> None:
 @click.command("runs")
 @click.argument("run_id", required=False)
 @state_option
+@store_option
+@optional_inventory_option
 @click.option("--json", "as_json", is_flag=True)
-def command(run_id: str | None, state_dir: str, as_json: bool) -> None:
-    """List runs, or show one run (RUN_ID, a unique prefix, or 'latest')."""
+@click.option("--group", "run_group", default=None, metavar="NAME", help="Only the runs of this run group (shards).")
+def command(
+    run_id: str | None,
+    state_dir: str,
+    state_spec: str | None,
+    inventory_path: str | None,
+    as_json: bool,
+    run_group: str | None = None,
+) -> None:
+    """List runs, or show one run (RUN_ID, a unique prefix, or 'latest'), from the state store."""
     from maintkit.audit import list_runs, load_run, resolve_run_id
     from maintkit.errors import ConfigError
 
+    store = history_for(state_spec, state_dir, inventory_path)
+    root = Path(store.root)
     if run_id is None:
-        rows = list_runs(Path(state_dir))
+        rows = [r for r in list_runs(root) if run_group is None or r.get("group") == run_group]
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
         else:
-            print_run_list(rows, state_dir)
+            print_run_list(rows, state_dir if store.name == "local" else store.describe())
         return
     try:
-        rid = resolve_run_id(Path(state_dir), run_id)
+        rid = resolve_run_id(root, run_id)
     except ConfigError as exc:
         config_error(exc)
-    data = load_run(Path(state_dir), rid)
+    data = load_run(root, rid)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

@@ -7,7 +7,8 @@ just contributes less. Per site it gathers:
 - updates applied (``cms.update`` step data ``updates``: package, from, to),
 - rollbacks and why (``step.rolled_back`` events and the failure that caused them),
 - backups taken, verified and copied off-site (``backup.*`` step data),
-- certificates (``ssl.*`` step data ``cert``; renewals from ``renewed``),
+- certificates (``ssl.*`` step data ``cert``; renewals from ``renewed``) and the certificate
+  history of the period from the state index (``index/<site>/<env>/certs.jsonl``),
 - smoke check response times (``http.check`` step data ``requests``: url, status, latency_ms),
 - incidents (failed steps and sites that did not end ok),
 - what needs attention next.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from maintkit.report.attention import attention_for
 from maintkit.report.families import collect_backups, collect_certs, collect_latency, deploys_of, updates_of
+from maintkit.report.history import cert_history
 from maintkit.report.model import Incident, Report, Rollback, SiteReport
 from maintkit.report.reading import RunState, StepState, as_text, runs_in_period
 
@@ -42,10 +44,14 @@ def build_report(
     until: date | None = None,
     sites: Iterable[str] | None = None,
     now: datetime | None = None,
+    group: str | None = None,
 ) -> Report:
     """Gather the report of ``state_dir``'s runs between ``since`` and ``until`` (inclusive dates, UTC).
 
-    ``sites`` limits the report to these site names. Defaults: the 30 days up to today.
+    ``state_dir`` is a state store's root (``runs/`` and ``index/``): ``.maint`` or a pulled store.
+
+    ``sites`` limits the report to these site names, ``group`` to the runs of one run group (the
+    shards of one fleet run). Defaults: the 30 days up to today.
     """
     now = now or datetime.now(UTC)
     since, until, start, end = _period(since, until, now)
@@ -55,7 +61,7 @@ def build_report(
     per_site: dict[str, list[StepState]] = {}
     reports: dict[str, SiteReport] = {}
     runs = failed_runs = 0
-    for run in runs_in_period(state, start, end):
+    for run in runs_in_period(state, start, end, group):
         runs += not run.check
         failed_runs += (not run.check) and any(s[0] not in ("ok", "skipped") for s in run.site_status.values())
         for st in run.steps.values():
@@ -66,6 +72,7 @@ def build_report(
     for site_name, steps in per_site.items():
         _add_step_facts(reports.setdefault(site_name, SiteReport(site_name)), steps, ref)
     for rep in reports.values():
+        rep.cert_history = cert_history(state, rep.name, start, end)
         rep.attention = attention_for(rep, ref)
     ordered = [reports[k] for k in sorted(reports)]
     return Report(since, until, now, ref, ordered, runs, failed_runs, str(state))

@@ -10,6 +10,7 @@ from maintkit.report.chart import LatencyPoint
 __all__ = [
     "Attention",
     "Backup",
+    "CertCheck",
     "Certificate",
     "Incident",
     "Latency",
@@ -79,6 +80,21 @@ class Certificate:
 
 
 @dataclass
+class CertCheck:
+    """One certificate check or renewal from the state index (the certificate history)."""
+
+    when: datetime
+    env: str
+    name: str
+    event: str  # "checked" | "renewed"
+    serial: str
+    not_after: datetime | None
+    days_left: float | None
+    run_id: str
+    problems: str = ""
+
+
+@dataclass
 class Renewal:
     """A certificate renewal."""
 
@@ -138,6 +154,8 @@ class SiteReport:
     backups: list[Backup] = field(default_factory=list)
     certificates: list[Certificate] = field(default_factory=list)
     renewals: list[Renewal] = field(default_factory=list)
+    #: every certificate check of the period recorded in the state index, oldest first
+    cert_history: list[CertCheck] = field(default_factory=list)
     latency: Latency | None = None
     incidents: list[Incident] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)

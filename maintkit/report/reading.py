@@ -147,14 +147,14 @@ def read_run(run_dir: Path, meta: Mapping[str, Any], events: Iterable[Mapping[st
     return run
 
 
-def runs_in_period(state_dir: Path, start: datetime, end: datetime) -> Iterator[RunState]:
-    """The runs of ``state_dir`` that started in ``[start, end)``, oldest first."""
+def runs_in_period(state_dir: Path, start: datetime, end: datetime, group: str | None = None) -> Iterator[RunState]:
+    """The runs of ``state_dir`` that started in ``[start, end)``, oldest first (only run ``group``'s, if given)."""
     from maintkit.audit import list_runs, read_events
 
     for meta in reversed(list_runs(state_dir)):  # oldest first
         run_id = str(meta.get("run_id", ""))
         started = parse_ts(meta.get("started")) or parse_ts(run_id)
-        if started is None or not (start <= started < end):
+        if started is None or not (start <= started < end) or (group is not None and meta.get("group") != group):
             continue
         run_dir = state_dir / "runs" / run_id
         yield read_run(run_dir, meta, read_events(run_dir))

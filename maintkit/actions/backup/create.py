@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -14,6 +14,7 @@ from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFaile
 from maintkit.probes import Probe
 from maintkit.probes.backup import BackupListing, Manifest, Tools, item_summary
 from maintkit.results import Change, Check
+from maintkit.state import index
 from maintkit.transport.base import join, quote
 
 from .common import backup_dir, file_facts, format_age, manifest_bytes, new_backup_id, parse_duration, utcnow_iso
@@ -45,8 +46,9 @@ class BackupJob:
         names = {str(i.get("name")) for i in manifest.db_items()}
         if any(d.name not in names for d in self.databases):
             return False
-        if self.paths:
-            have = {p for i in manifest.file_items() for p in i.get("paths", [])}
+        if self.paths:  # files of this very folder: a backup of the site's old path does not count
+            items = [i for i in manifest.file_items() if not self.base or i.get("base") == self.base]
+            have = {p for i in items for p in i.get("paths", [])}
             return "." in have or all(p in have for p in self.paths)
         return True
 
@@ -224,6 +226,50 @@ def record_of(manifest: Manifest, directory: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# backups earlier runs took (the store's index), wherever they ran
+
+
+def indexed_backups(ctx: Context, limit: timedelta, now: datetime) -> list[dict[str, Any]]:
+    """Backups of this site environment that the index records as younger than ``limit``, newest first."""
+    try:
+        entries = index.backups(ctx.options.history, ctx.site.name, ctx.env.name)
+    except ValueError:  # a name the index cannot hold: nothing was recorded
+        return []
+    fresh = []
+    for entry in entries:
+        created = _aware(entry.get("created"))
+        if entry.get("id") and entry.get("dir") and created is not None and now - created < limit:
+            fresh.append(entry)
+    fresh.sort(key=lambda e: str(e.get("created")), reverse=True)
+    return fresh
+
+
+def _aware(value: Any) -> datetime | None:
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def fresh_on_host(
+    ctx: Context, job: BackupJob, entries: list[dict[str, Any]], limit: timedelta, now: datetime
+) -> tuple[Manifest | None, str, list[str]]:
+    """The first indexed backup still on the host (its manifest read there) that covers ``job``, and its folder.
+
+    Also the ids the index records but the host no longer has: those do not count.
+    """
+    gone: list[str] = []
+    for entry in entries:
+        manifest = ctx.probe(BackupListing(str(entry["dir"]))).get(str(entry["id"]))
+        if manifest is None:
+            gone.append(str(entry["id"]))
+        elif job.covered_by(manifest) and now - manifest.created < limit:
+            return manifest, str(entry["dir"]), gone
+    return None, "", gone
+
+
+# ---------------------------------------------------------------------------------------------
 # the action
 
 
@@ -305,9 +351,14 @@ class BackupCreate(Action[BackupCreateParams]):
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         try:
-            return [BackupListing(backup_dir(ctx, self.params.backup_dir)), tools_probe()]
+            directory = backup_dir(ctx, self.params.backup_dir)
         except CheckFailed:
             return []
+        out: list[Probe[Any]] = [BackupListing(directory), tools_probe()]
+        if self.params.max_age:  # the listings of other folders the index knows fresh backups in
+            entries = indexed_backups(ctx, parse_duration(self.params.max_age), datetime.now(UTC))
+            out += [BackupListing(d) for d in dict.fromkeys(str(e["dir"]) for e in entries) if d != directory]
+        return out
 
     def check(self, ctx: Context) -> Check:
         p = self.params
@@ -328,7 +379,16 @@ class BackupCreate(Action[BackupCreateParams]):
                     return Check.ok(
                         f"backup {m.id} from {format_age(now - m.created)} ago is fresh (max_age {p.max_age})"
                     )
+            found, where, gone = fresh_on_host(ctx, job, indexed_backups(ctx, limit, now), limit, now)
+            if found is not None:
+                ctx.record(backup=record_of(found, where))
+                return Check.ok(
+                    f"backup {found.id} in {where} (recorded in the state index) from "
+                    f"{format_age(now - found.created)} ago is fresh (max_age {p.max_age})"
+                )
             why = f"no backup of {job.describe()} younger than {p.max_age}"
+            if gone:
+                why += f" (recorded but gone from {ctx.env.display_host}: {', '.join(gone)})"
         else:
             why = "no max_age (a new backup every run)"
         return Check.change(f"{why}: back up {job.describe()} into {directory}", snapshot=(job, directory))
@@ -337,7 +397,9 @@ class BackupCreate(Action[BackupCreateParams]):
         job, directory = check.snapshot
         tools = ctx.probe(tools_probe())
         manifest = write_backup(ctx, job, directory, tools, note=self.params.note, timeout=self.params.timeout)
-        ctx.record(backup=record_of(manifest, directory))
+        record = record_of(manifest, directory)
+        ctx.record(backup=record)
+        ctx.write_index(index.record_backup, {**record, "run_id": ctx.run_id, "host": ctx.env.display_host})
         return [
             Change(
                 target=f"{directory}/{manifest.id}",

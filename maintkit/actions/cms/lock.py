@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from maintkit._fs import write_text_atomic
 from maintkit.action import Context
 from maintkit.errors import CheckFailed
+from maintkit.state import index
 
 LOCK_FORMAT = 1
 
@@ -102,7 +103,15 @@ def write_lock(ctx: Context, lock: VersionLock) -> Path | None:
             merged.update(lock.packages)
             lock = lock.model_copy(update={"packages": merged})
     write_text_atomic(path, lock.to_json(), make_parents=True)
+    _index_lock(ctx, lock)
     return path
+
+
+def _index_lock(ctx: Context, lock: VersionLock) -> None:
+    """Note the lock in the store's index (which run validated which versions); the file itself is in the run folder."""
+    packages = {key: pkg.version for key, pkg in sorted(lock.packages.items())}
+    record = {"run_id": lock.run_id, "status": lock.status, "driver": lock.driver, "packages": packages}
+    ctx.write_index(index.record_lock, {**record, "file": f"runs/{lock.run_id}/locks/{lock.site}.json"})
 
 
 def mark_rolled_back(ctx: Context) -> None:
@@ -117,7 +126,9 @@ def mark_rolled_back(ctx: Context) -> None:
     except CheckFailed:
         return
     if lock.env == ctx.env.name and lock.run_id == ctx.run_id:
-        write_text_atomic(path, lock.model_copy(update={"status": "rolled-back"}).to_json(), make_parents=True)
+        marked = lock.model_copy(update={"status": "rolled-back"})
+        write_text_atomic(path, marked.to_json(), make_parents=True)
+        _index_lock(ctx, marked)
 
 
 def _site_status(run_dir: Path, site: str) -> str | None:

@@ -11,6 +11,7 @@ from maintkit.errors import CheckFailed
 from maintkit.probes import Probe
 from maintkit.probes.ssl import OpensslEnddate
 from maintkit.results import Change, Check
+from maintkit.state import index
 
 
 class SslCheck(Action[SslCheckParams]):
@@ -40,6 +41,11 @@ class SslCheck(Action[SslCheckParams]):
         warnings = self._file_warnings(ctx, served, cert)
         ctx.record(cert=cert)
         problems = self._problems(served)
+        ctx.write_index(
+            index.record_cert,
+            {"action": self.name, "step": ctx.step_id, "run_id": ctx.run_id, "event": "checked", **cert,
+             "problems": problems},
+        )  # fmt: skip
         if problems and not p.report_only:
             raise CheckFailed(f"{endpoint}: " + "; ".join(problems), details={"cert": cert})
         warnings = problems + warnings

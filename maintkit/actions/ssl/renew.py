@@ -24,6 +24,7 @@ from maintkit.errors import ApplyFailed, CheckFailed, VerifyFailed
 from maintkit.probes import Probe
 from maintkit.probes.ssl import CertFile, CertInfo
 from maintkit.results import Change, Check
+from maintkit.state import index
 
 
 @dataclass
@@ -79,6 +80,7 @@ class SslRenew(Action[SslRenewParams]):
         if served is not None:
             data["cert"] = served.to_dict()
         ctx.record(**data)
+        self._index(ctx, "checked", {**info.to_dict(), "path": p.live_cert()})
         left = info.days_left
         if left < p.renew_days:
             reason = (
@@ -118,6 +120,7 @@ class SslRenew(Action[SslRenewParams]):
         reload_server(ctx, p.reload)
         after = {"serial": new.serial, "not_after": new.not_after.isoformat(timespec="seconds")}
         ctx.record(lineage={**new.to_dict(), "path": p.live_cert()}, renewed={"from": before, "to": after})
+        self._index(ctx, "renewed", {**new.to_dict(), "path": p.live_cert(), "renewed": {"from": before, "to": after}})
         return [Change(f"certificate {p.cert_name}", "renewed", before=before, after=after)]
 
     def verify(self, ctx: Context) -> None:
@@ -142,6 +145,11 @@ class SslRenew(Action[SslRenewParams]):
         if not served.chain_ok:
             raise VerifyFailed(f"the renewed certificate's chain does not verify: {served.chain_error}")
         self._days_ok(served.info, need)
+
+    def _index(self, ctx: Context, event: str, facts: dict[str, Any]) -> None:
+        """Append this lineage's state to the certificate history of the store's index."""
+        record = {"action": self.name, "step": ctx.step_id, "run_id": ctx.run_id, "event": event}
+        ctx.write_index(index.record_cert, {**record, "cert_name": self.params.cert_name, **facts})
 
     def _days_ok(self, info: CertInfo, need: float) -> None:
         if info.days_left <= need:

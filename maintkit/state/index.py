@@ -1,0 +1,253 @@
+"""The per-site index under ``<root>/index/``: what earlier runs left for later ones to read.
+
+Small files, one folder per site and environment::
+
+    index/.gitattributes                        *.jsonl merge=union (see below)
+    index/<site>/runs.jsonl                     one line per finished stage: env, playbook, run_id, status
+    index/<site>/<env>/backups.jsonl            backups taken (id, dir, created, items...)
+    index/<site>/<env>/certs.jsonl              certificate checks and renewals
+    index/<site>/<env>/locks.jsonl              version locks written (run_id, status, packages)
+    index/<site>/<env>/series/<name>/<YYYY-MM>.jsonl   a time series (health checks), one file per month
+
+Every file is append-only JSON Lines: a record is one line, appended with ``O_APPEND`` and
+fsynced, so a reader never sees half a record, and two controllers that append to the same
+file merge without conflict (``merge=union`` in ``index/.gitattributes``, written once,
+atomically). Readers fold the lines (the last run per playbook and environment is the latest
+line). Site, environment and series names are checked path components: a name with a
+slash, a leading dot, a NUL or anything outside ``[A-Za-z0-9._@+-]`` is refused with
+:class:`BadName`, so no name can reach outside ``root/index``.
+
+Every writer returns the paths it wrote, for :meth:`~maintkit.state.base.StateStore.publish`.
+Nothing is redacted here: callers pass redacted records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from maintkit._fs import write_text_atomic
+
+#: the index folder under a store's root
+INDEX = "index"
+#: how git merges two controllers' appends to the same file
+GITATTRIBUTES = "*.jsonl merge=union\n"
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}")
+_append_lock = threading.Lock()
+
+
+class BadName(ValueError):
+    """A site, environment or series name that cannot be a folder of the index."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` when it is a safe path component; BadName otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise BadName(f"{what} {name!r} cannot be stored in the index (letters, digits and ._@+- only)")
+    return name
+
+
+def index_dir(root: Path) -> Path:
+    """``<root>/index``."""
+    return Path(root) / INDEX
+
+
+def site_dir(root: Path, site: str) -> Path:
+    """``<root>/index/<site>`` (the name checked)."""
+    return index_dir(root) / check_name(site, "site")
+
+
+def env_dir(root: Path, site: str, env: str) -> Path:
+    """``<root>/index/<site>/<env>`` (both names checked)."""
+    return site_dir(root, site) / check_name(env, "environment")
+
+
+def now_iso() -> str:
+    """The current time, ISO 8601 UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- files
+def _attributes(root: Path) -> list[Path]:
+    """Write ``index/.gitattributes`` once; the paths written (none when it is there)."""
+    path = index_dir(root) / ".gitattributes"
+    if path.is_file():
+        return []
+    write_text_atomic(path, GITATTRIBUTES, make_parents=True)
+    return [path]
+
+
+def append_line(root: Path, path: Path, record: Mapping[str, Any]) -> list[Path]:
+    """Append ``record`` as one JSON line to ``path`` (under ``root/index``); the paths written."""
+    line = json.dumps(dict(record), sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    if "\n" in line[:-1]:  # json.dumps escapes newlines; a line is one record
+        raise ValueError("an index record must fit on one line")
+    written = _attributes(root)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _append_lock:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # a writer died mid-line
+            os.write(fd, (("\n" if torn else "") + line).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return [*written, path]
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, in order; unreadable lines and a missing file give nothing."""
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out: list[dict[str, Any]] = []
+    for line in raw.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+# ----------------------------------------------------------------------------- runs
+def record_run(
+    root: Path, site: str, env: str, playbook: str, run_id: str, status: str, finished: str | None = None
+) -> list[Path]:
+    """Record that ``run_id`` ran ``playbook`` on ``site``/``env`` and ended with ``status``."""
+    record = {
+        "env": check_name(env, "environment"),
+        "playbook": playbook,
+        "run_id": run_id,
+        "status": status,
+        "finished": finished or now_iso(),
+    }
+    return append_line(root, site_dir(root, site) / "runs.jsonl", record)
+
+
+def last_runs(root: Path, site: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The last run per environment and playbook: ``{env: {playbook: record}}`` (latest ``finished``, then line)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for rec in read_lines(site_dir(root, site) / "runs.jsonl"):
+        env, playbook = str(rec.get("env", "")), str(rec.get("playbook", ""))
+        seen = out.setdefault(env, {}).get(playbook)
+        if seen is None or str(rec.get("finished", "")) >= str(seen.get("finished", "")):
+            out[env][playbook] = rec  # on a tie the later line wins
+    return out
+
+
+# ----------------------------------------------------------------------------- per environment
+def environments(root: Path, site: str) -> list[str]:
+    """The environments of ``site`` the index holds records of, sorted."""
+    try:
+        return sorted(p.name for p in site_dir(root, site).iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _append(root: Path, site: str, env: str, file: str, data: Mapping[str, Any]) -> list[Path]:
+    record = dict(data)
+    record.setdefault("ts", now_iso())
+    return append_line(root, env_dir(root, site, env) / file, record)
+
+
+def record_backup(root: Path, site: str, env: str, manifest_summary: Mapping[str, Any]) -> list[Path]:
+    """Record a backup taken (``id``, ``dir``, ``created``, ``kind``, ``items``, ``run_id``...)."""
+    return _append(root, site, env, "backups.jsonl", manifest_summary)
+
+
+def backups(root: Path, site: str, env: str) -> list[dict[str, Any]]:
+    """The backups recorded for ``site``/``env``, oldest first."""
+    return read_lines(env_dir(root, site, env) / "backups.jsonl")
+
+
+def record_cert(root: Path, site: str, env: str, data: Mapping[str, Any]) -> list[Path]:
+    """Record a certificate check or renewal (serial, not_after, days_left, issuer, renewed...)."""
+    return _append(root, site, env, "certs.jsonl", data)
+
+
+def certs(root: Path, site: str, env: str) -> list[dict[str, Any]]:
+    """The certificate checks recorded for ``site``/``env``, oldest first."""
+    return read_lines(env_dir(root, site, env) / "certs.jsonl")
+
+
+def record_lock(root: Path, site: str, env: str, data: Mapping[str, Any]) -> list[Path]:
+    """Record a version lock written (``run_id``, ``status``, ``packages``: key -> version)."""
+    return _append(root, site, env, "locks.jsonl", data)
+
+
+def version_locks(root: Path, site: str, env: str) -> list[dict[str, Any]]:
+    """The version locks recorded for ``site``/``env``, oldest first."""
+    return read_lines(env_dir(root, site, env) / "locks.jsonl")
+
+
+# ----------------------------------------------------------------------------- series
+def _when(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def append_series(root: Path, site: str, env: str, name: str, point: Mapping[str, Any]) -> list[Path]:
+    """Append ``point`` (with ``ts``, default now) to the series ``name``, in the file of its month."""
+    record = dict(point)
+    record.setdefault("ts", now_iso())
+    when = _when(record["ts"])
+    if when is None:
+        raise ValueError(f"series point time {record['ts']!r} is not ISO 8601")
+    folder = env_dir(root, site, env) / "series" / check_name(name, "series")
+    return append_line(root, folder / f"{when.astimezone(UTC):%Y-%m}.jsonl", record)
+
+
+def series(root: Path, site: str, env: str, name: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The points of series ``name`` at or after ``since`` (aware datetime; None: all), oldest first."""
+    folder = env_dir(root, site, env) / "series" / check_name(name, "series")
+    try:
+        files = sorted(p for p in folder.iterdir() if re.fullmatch(r"\d{4}-\d{2}\.jsonl", p.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if since is not None:
+        files = [p for p in files if p.name[:7] >= f"{since.astimezone(UTC):%Y-%m}"]
+    points = [r for p in files for r in read_lines(p)]
+    if since is not None:
+        points = [r for r in points if (w := _when(r.get("ts"))) is not None and w >= since]
+    points.sort(key=lambda r: _when(r.get("ts")) or datetime.min.replace(tzinfo=UTC))
+    return points
+
+
+__all__ = [
+    "GITATTRIBUTES",
+    "INDEX",
+    "BadName",
+    "append_line",
+    "append_series",
+    "backups",
+    "certs",
+    "check_name",
+    "env_dir",
+    "environments",
+    "index_dir",
+    "last_runs",
+    "read_lines",
+    "record_backup",
+    "record_cert",
+    "record_lock",
+    "record_run",
+    "series",
+    "site_dir",
+    "version_locks",
+]
