@@ -41,6 +41,7 @@ _CONNECTION_FIELDS = (
     "proxy_command",
     "keepalive_interval",
     "keepalive_count_max",
+    "lock_lease",
 )
 
 
@@ -69,6 +70,9 @@ class Defaults(_Model):
     keepalive_count_max: int = Field(
         3, ge=1, description="Silence of keepalive_interval x this many: the connection is lost"
     )
+    lock_lease: int = Field(
+        600, ge=1, description="Seconds a site lock's lease lasts; a run renews it while it holds the lock"
+    )
     vars: dict[str, Any] = Field(default_factory=dict, description="Variables for every site")
 
 
@@ -93,6 +97,7 @@ class Environment(_Model):
     proxy_command: str | None = None
     keepalive_interval: float | None = Field(None, gt=0)
     keepalive_count_max: int | None = Field(None, ge=1)
+    lock_lease: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _absolute_path(self) -> Environment:

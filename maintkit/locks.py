@@ -6,13 +6,23 @@ in which process (with the process start time, so a recycled pid is not mistaken
 The holder is written to a temporary file first and renamed into the lock directory, so a
 failed write (a full disk) never leaves an empty lock directory behind.
 
+Every holder has a lease (docs/state.md#leases): ``lease`` seconds, ``expires`` (UTC ISO) and
+``expires_epoch``, both from the HOST's clock (the one clock every controller shares), and a
+``gen`` token. The run renews the lease while it holds the lock; a lock whose lease has expired
+is taken over by the next run, from any controller. Whoever supersedes a holder generation
+(a renewal, a takeover, a release, ``maint unlock``) first creates ``lock/claim.<gen>`` with
+``mkdir`` (atomic) and then checks that the holder is still the one it read: of two takers of
+one expired lock exactly one wins, and a renewal and a takeover never both succeed.
+
 The same holder record says whether a run is gone (:func:`liveness`): its ``summary.json``
-exists, or its process on this controller is gone, or (for another controller) it is older
-than a stale age. Maintenance mode records its owner the same way.
+exists, or its process on this controller is gone, or its lease has expired, or (for a holder
+without a lease on another controller) it is older than a stale age. Maintenance mode records
+its owner the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -31,6 +41,18 @@ LOCK_FAILED_EXIT = 70
 #: a holder on another controller counts as gone after this long (``maint unlock --older-than``)
 DEFAULT_STALE_AGE = timedelta(hours=6)
 LOCKED_MARK = "MAINT-LOCKED"
+#: printed by the lock script, followed by the dead holder, when it took over an expired lease
+TAKEN_MARK = "MAINT-TAKEN-OVER"
+#: printed by the lock scripts before the host's clock (``@@now EPOCH``)
+NOW_MARK = "@@now "
+#: exit status of the renew/release/clear scripts when another run holds the lock or is taking it over
+LOST_EXIT = 6
+#: default lease of a site lock, in seconds (inventory ``defaults.lock_lease``)
+DEFAULT_LEASE = 600
+#: a claim directory older than this (minutes) was left by a script that died mid-way
+_STALE_CLAIM_MINUTES = 1
+_GEN_OF = r"""sed -n 's/.*"gen": "\([0-9a-f][0-9a-f]*\)".*/\1/p'"""
+_EXPIRES_OF = r"""sed -n 's/.*"expires_epoch": \([0-9][0-9]*\).*/\1/p'"""
 
 
 def lock_dir(path: str) -> str:
@@ -61,49 +83,174 @@ def owner_record(run_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def lock_token(run_id: str, path: str) -> str:
+    """The ``gen`` token of ``run_id``'s lock on the environment at ``path`` (kept by every renewal)."""
+    return hashlib.sha256(f"{run_id}\0{path}".encode()).hexdigest()[:20]
+
+
+def leased(holder: dict[str, Any], path: str, lease: int) -> dict[str, Any]:
+    """``holder`` with its lease: ``lease`` seconds and the ``gen`` token (the host adds ``expires``)."""
+    return {**holder, "lease": int(lease), "gen": lock_token(str(holder.get("run_id", "")), path)}
+
+
+def _now_and_expiry(lease: int) -> str:
+    """Shell setting ``now``, ``exp`` (epoch) and ``iso`` (UTC ISO) from the host's clock."""
+    return (
+        f"now=$(date -u +%s) || exit {LOCK_FAILED_EXIT}\n"
+        f"exp=$((now + {int(lease)}))\n"
+        'iso=$(date -u -d "@$exp" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$exp" +%Y-%m-%dT%H:%M:%SZ)\n'
+    )
+
+
+def _stamp(holder: dict[str, Any], tmp: str) -> str:
+    """Shell writing ``holder`` plus ``expires``/``expires_epoch`` (host clock) into ``tmp``."""
+    prefix = json.dumps(holder)[:-1]  # without its closing brace: the host appends the expiry
+    fmt = '%s, "expires": "%s", "expires_epoch": %s}\\n'
+    return _now_and_expiry(int(holder.get("lease", DEFAULT_LEASE))) + (
+        f'if ! printf {quote(fmt)} {quote(prefix)} "$iso" "$exp" | cat > {tmp}; '
+        f"then rm -f -- {tmp}; exit {LOCK_FAILED_EXIT}; fi\n"
+    )
+
+
+def _vars(path: str) -> str:
+    """Shell: ``L`` (the lock directory), ``gen_of``/``expires_of`` (fields of its holder) and
+    ``claim GEN`` (atomically create ``$L/claim.GEN``; a claim left by a dead script is cleared first)."""
+    return (
+        f"L={quote(lock_dir(path))}\n"
+        f'gen_of() {{ {_GEN_OF} "$L/holder.json" 2>/dev/null | head -n 1; }}\n'
+        f'expires_of() {{ {_EXPIRES_OF} "$L/holder.json" 2>/dev/null | head -n 1; }}\n'
+        # the lock directory is an absolute path: find needs no "--"
+        f'claim() {{ find "$L" -maxdepth 1 -name "claim.$1" -mmin +{_STALE_CLAIM_MINUTES} '
+        '-exec rmdir {} \\; 2>/dev/null; mkdir -- "$L/claim.$1" 2>/dev/null; }\n'
+    )
+
+
+#: the lock script's takeover of an expired lease (inside its loop; ``now`` and ``T`` are set)
+_TAKEOVER = (
+    "    og=$(gen_of); oe=$(expires_of)\n"
+    '    if [ -n "$og" ] && [ -n "$oe" ] && [ "$now" -ge "$oe" ] && claim "$og"; then\n'
+    '      old=$(cat -- "$L/holder.json")\n'
+    '      if [ "$(gen_of)" = "$og" ] && [ "$(expires_of)" = "$oe" ] && mv -f -- "$T" "$L/holder.json"; then\n'
+    '        rmdir -- "$L/claim.$og"\n'
+    f'        echo {TAKEN_MARK}; printf \'%s\\n\' "$old"; echo "{NOW_MARK}$now"; exit 0\n'
+    "      fi\n"
+    '      rmdir -- "$L/claim.$og"\n'
+    "    fi\n"
+)
+
+
 def acquire_script(path: str, holder: dict[str, Any]) -> str:
     """Shell script taking the lock of ``path`` with ``holder`` (run as a batch preamble).
 
-    Exit 0: taken. Exit :data:`LOCK_EXIT`: held by another run (prints :data:`LOCKED_MARK`
-    and the holder). Exit :data:`LOCK_FAILED_EXIT`: could not be taken; the error text
-    (for example "No space left on device") is printed and nothing is left behind.
+    ``holder`` should carry a lease (:func:`leased`); the host adds ``expires``. Exit 0: taken
+    (after :data:`TAKEN_MARK` and the dead holder when an expired lease was taken over). Exit
+    :data:`LOCK_EXIT`: held by another run (prints :data:`LOCKED_MARK`, the holder and the
+    host's clock). Exit :data:`LOCK_FAILED_EXIT`: could not be taken; the error text (for
+    example "No space left on device") is printed and nothing is left behind.
     """
-    d = quote(path.rstrip("/") + "/.maint")
-    lock = quote(lock_dir(path))
-    tmp = quote(f"{path.rstrip('/')}/.maint/.holder.{holder.get('run_id', 'run')}.tmp")
+    base = path.rstrip("/") + "/.maint"
+    tmp = quote(f"{base}/.holder.{holder.get('gen') or holder.get('run_id', 'run')}.tmp")
     fail = f"exit {LOCK_FAILED_EXIT}"
     return (
         "exec 2>&1\n"
-        f"mkdir -p -- {d} || {fail}\n"
-        f"if ! printf '%s\\n' {quote(json.dumps(holder))} | cat > {tmp}; then rm -f -- {tmp}; {fail}; fi\n"
-        f"if out=$(mkdir -- {lock} 2>&1); then\n"
-        f"  if ! mv -f -- {tmp} {lock}/holder.json; then rm -rf -- {lock}; rm -f -- {tmp}; {fail}; fi\n"
-        f"elif [ -d {lock} ]; then rm -f -- {tmp}; echo {LOCKED_MARK}; cat -- {lock}/holder.json 2>/dev/null; "
-        f"exit {LOCK_EXIT}\n"
-        f"else rm -f -- {tmp}; printf '%s\\n' \"$out\"; {fail}; fi"
+        f"mkdir -p -- {quote(base)} || {fail}\n" + _stamp(holder, tmp) + _vars(path) + f"T={tmp}; n=0\n"
+        "while :; do\n"
+        '  if out=$(mkdir -- "$L" 2>&1); then\n'
+        '    mv -f -- "$T" "$L/holder.json" && exit 0\n'
+        f'    rm -rf -- "$L"; rm -f -- "$T"; {fail}\n'
+        '  elif [ -d "$L" ]; then\n'
+        + _TAKEOVER
+        + f'    rm -f -- "$T"; echo {LOCKED_MARK}; cat -- "$L/holder.json" 2>/dev/null; echo; '
+        f'echo "{NOW_MARK}$now"; exit {LOCK_EXIT}\n'
+        "  fi\n"
+        '  n=$((n + 1)); [ "$n" -lt 3 ] || break\n'  # the lock vanished between mkdir and the test: again
+        "done\n"
+        f'rm -f -- "$T"; printf \'%s\\n\' "$out"; {fail}'
+    )
+
+
+def renew_script(path: str, gen: str, lease: int) -> str:
+    """Shell script extending the lease of the lock generation ``gen`` by ``lease`` seconds from now.
+
+    Exit 0: renewed (prints ``@@expires ISO EPOCH``). :data:`LOST_EXIT`: another run holds the
+    lock now (prints its holder). 4: the lock is gone. 7: a taker is looking at it right now
+    (try again). Anything else: the renewal failed (try again).
+    """
+    tmp = quote(f"{path.rstrip('/')}/.maint/.holder.{gen}.renew")
+    g = quote(gen)
+    return (
+        "exec 2>&1\n" + _vars(path) + f"T={tmp}\n"
+        '[ -d "$L" ] || exit 4\n'
+        f'[ "$(gen_of)" = {g} ] || {{ cat -- "$L/holder.json" 2>/dev/null; exit {LOST_EXIT}; }}\n'
+        f'claim {g} || {{ [ -d "$L/claim."{g} ] && exit 7; exit {LOCK_FAILED_EXIT}; }}\n'
+        f'if [ "$(gen_of)" != {g} ]; then rmdir -- "$L/claim."{g}; exit {LOST_EXIT}; fi\n'
+        + _now_and_expiry(lease)
+        + 'if sed -e "s/\\"expires\\": \\"[^\\"]*\\"/\\"expires\\": \\"$iso\\"/" '
+        '-e "s/\\"expires_epoch\\": [0-9]*/\\"expires_epoch\\": $exp/" -- "$L/holder.json" > "$T" '
+        '&& mv -f -- "$T" "$L/holder.json"; then\n'
+        f'  rmdir -- "$L/claim."{g}; echo "@@expires $iso $exp"; exit 0\n'
+        "fi\n"
+        f'rm -f -- "$T"; rmdir -- "$L/claim."{g}; exit {LOCK_FAILED_EXIT}'
     )
 
 
 def release_script(path: str, run_id: str) -> str:
-    """Shell script removing the lock of ``path`` only while ``run_id`` holds it."""
-    d = quote(lock_dir(path))
-    return f"if grep -qF -- {quote(run_id)} {d}/holder.json 2>/dev/null; then rm -rf -- {d}; fi"
+    """Shell script removing the lock of ``path`` only while ``run_id`` holds it.
+
+    Exit 0: removed (or there was no lock). :data:`LOST_EXIT`: another run holds it now, or is
+    taking it over (its lease ran out); nothing removed.
+    """
+    g = quote(lock_token(run_id, path))
+    return (
+        _vars(path) + '[ -d "$L" ] || exit 0\n'
+        f'if [ "$(gen_of)" = {g} ]; then\n'
+        f"  if ! claim {g}; then\n"
+        f'    [ -d "$L/claim."{g} ] && exit {LOST_EXIT}\n'
+        f'    mkdir -- "$L/claim."{g} && rmdir -- "$L/claim."{g}; exit 1\n'  # prints why (a read-only disk)
+        "  fi\n"
+        f'  [ "$(gen_of)" = {g} ] && {{ rm -rf -- "$L"; exit $?; }}\n'
+        f'  rmdir -- "$L/claim."{g}; exit {LOST_EXIT}\n'
+        "fi\n"
+        # a holder written without a lease (an older maintkit) is matched by its run id
+        f'if [ -z "$(gen_of)" ] && grep -qF -- {quote(run_id)} "$L/holder.json" 2>/dev/null; then\n'
+        '  rm -rf -- "$L"; exit $?\n'
+        "fi\n"
+        f"exit {LOST_EXIT}"
+    )
 
 
 def read_script(path: str) -> str:
-    """Shell script printing the holder of ``path``'s lock; exit 4 when it is not locked."""
+    """Shell script printing the holder of ``path``'s lock and the host's clock; exit 4 when it is not locked."""
     d = quote(lock_dir(path))
-    return f"[ -d {d} ] || exit 4; cat -- {d}/holder.json 2>/dev/null; true"
+    return f'[ -d {d} ] || exit 4; cat -- {d}/holder.json 2>/dev/null; echo; echo "{NOW_MARK}$(date -u +%s)"; true'
 
 
-def clear_script(path: str, run_id: str | None) -> str:
+def clear_script(path: str, run_id: str | None, gen: str | None = None) -> str:
     """Shell script removing ``path``'s lock if it is still held by ``run_id`` (None: no holder file).
 
-    Exit 0 removed, 4 not locked, 6 the holder changed meanwhile (nothing removed), 5 removal failed.
+    With ``gen`` (a leased holder) the generation is claimed first, so a renewal or a takeover
+    running at the same moment is never undone. Exit 0 removed, 4 not locked, 6 the holder
+    changed meanwhile (nothing removed), 5 removal failed.
     """
     d = quote(lock_dir(path))
+    if gen:
+        g = quote(gen)
+        return (
+            _vars(path) + '[ -d "$L" ] || exit 4\n'
+            f'[ "$(gen_of)" = {g} ] && claim {g} || exit 6\n'
+            f'[ "$(gen_of)" = {g} ] || {{ rmdir -- "$L/claim."{g}; exit 6; }}\n'
+            'rm -rf -- "$L" || exit 5'
+        )
     same = f"grep -qF -- {quote(run_id)} {d}/holder.json" if run_id else f"[ ! -s {d}/holder.json ]"
     return f"[ -d {d} ] || exit 4; {same} 2>/dev/null || exit 6; rm -rf -- {d} || exit 5"
+
+
+def host_now(text: str) -> int | None:
+    """The host's clock (epoch seconds) that a lock script printed in ``text``, if any."""
+    for line in text.splitlines():
+        if line.startswith(NOW_MARK) and line[len(NOW_MARK) :].strip().isdigit():
+            return int(line[len(NOW_MARK) :].strip())
+    return None
 
 
 def parse_holder(text: str) -> dict[str, Any]:
@@ -161,13 +308,16 @@ def liveness(
     lock_run_id: str | None = None,
     stale_after: timedelta | None = None,
     now: datetime | None = None,
+    host_clock: int | None = None,
 ) -> Liveness:
     """Is the run that wrote ``record`` (a lock holder or a maintenance owner) known to be gone?
 
     Gone when: the record is empty; ``lock_run_id`` is given (the run id in the lock directory
     now, ``""`` when unlocked) and differs from the record's run; the run's ``summary.json``
-    exists in ``state_dir``; its process on this controller is gone; or, when ``stale_after``
-    is given, the record is older than that. Otherwise it counts as alive.
+    exists in ``state_dir``; its process on this controller is gone; its lease has expired by
+    ``host_clock`` (the host's epoch seconds; a holder with a lease is alive until then); or,
+    for a record without a lease and when ``stale_after`` is given, the record is older than
+    that. Otherwise it counts as alive.
     """
     if not record:
         return Liveness(True, "no holder information")
@@ -181,6 +331,9 @@ def liveness(
     verdict = _process(record)
     if verdict is not None:
         return verdict
+    lease = lease_verdict(record, host_clock)
+    if lease is not None:
+        return lease
     since = _since(record)
     if stale_after is not None and since is not None:
         age = (now or datetime.now(UTC)) - since
@@ -188,6 +341,22 @@ def liveness(
             return Liveness(True, f"held since {record.get('since')}, longer than {_age(stale_after)}")
     where = record.get("controller") or "an unknown controller"
     return Liveness(False, f"it runs on {where}, where this machine cannot tell whether it is still running")
+
+
+def expires_epoch(record: dict[str, Any]) -> int | None:
+    """When the lease of a holder record ends (host clock, epoch seconds); None without a lease."""
+    value = record.get("expires_epoch")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def lease_verdict(record: dict[str, Any], host_clock: int | None) -> Liveness | None:
+    """The verdict of the record's lease at ``host_clock``; None without a lease or a clock."""
+    ends = expires_epoch(record)
+    if ends is None or host_clock is None:
+        return None
+    if host_clock >= ends:
+        return Liveness(True, f"its lease expired at {record.get('expires') or ends}")
+    return Liveness(False, f"its lease runs until {record.get('expires') or ends}, {ends - host_clock}s from now")
 
 
 def _age(delta: timedelta) -> str:
@@ -211,20 +380,30 @@ def parse_age(text: str) -> timedelta:
 
 
 __all__ = [
+    "DEFAULT_LEASE",
     "DEFAULT_STALE_AGE",
     "LOCKED_MARK",
     "LOCK_EXIT",
     "LOCK_FAILED_EXIT",
+    "LOST_EXIT",
+    "NOW_MARK",
+    "TAKEN_MARK",
     "Liveness",
     "acquire_script",
     "clear_script",
     "describe",
+    "expires_epoch",
+    "host_now",
+    "lease_verdict",
+    "leased",
     "liveness",
     "lock_dir",
+    "lock_token",
     "owner_record",
     "parse_age",
     "parse_holder",
     "process_start",
     "read_script",
     "release_script",
+    "renew_script",
 ]

@@ -49,7 +49,7 @@ def find_leftover(ctx: Context, ownership: Ownership | None = None) -> Leftover 
     rec = own.owner
     if not rec or rec.get("run_id") == ctx.run_id or rec.get("kept"):
         return None
-    state = locks.liveness(rec, ctx.options.state_dir, lock_run_id=own.lock_run_id)
+    state = locks.liveness(rec, ctx.options.history, lock_run_id=own.lock_run_id)
     return Leftover(str(rec.get("run_id", "?")), state.why, rec) if state.dead else None
 
 
