@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
-from maintkit.errors import ApplyFailed, NotReversible, VerifyFailed
+from maintkit.errors import ApplyFailed, Interrupted, NotReversible, VerifyFailed
 from maintkit.probes import CommandProbe, FileState, Probe, RawOutput
 from maintkit.results import Change, Check
 
@@ -111,8 +111,12 @@ class CommandAction(Action[CommandParams]):
         return res
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
-        res = self._execute(ctx, check=True)
         label = " ".join(self.params.argv) if self.params.argv else (self.params.shell or "").strip().split("\n")[0]
+        try:
+            res = self._execute(ctx, check=True)
+        except Interrupted as exc:  # stopped part-way: with undo:, the stage's rollback runs it
+            stopped = [Change(target=head(label, 200), summary="stopped part-way")] if self.params.undo else []
+            raise ApplyFailed(str(exc), changes=stopped) from exc
         return [Change(target=head(label, 200), summary=f"ran (exit {res.exit_code})", after={"exit": res.exit_code})]
 
     def verify(self, ctx: Context) -> None:

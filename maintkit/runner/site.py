@@ -55,7 +55,9 @@ class _SiteRun:
             self.cause = (self.current, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             for env, transport in reversed(self.held):
+                self.state.interrupts.activity.doing(self.site.name, env.name, "releasing the lock")
                 self._cleanup(release_lock(self.state, self.site, env, transport))
+                self.state.interrupts.activity.doing(self.site.name, env.name, None)
         verdict.step_failed = any(s.status is StepStatus.FAILED for s in result.steps)
         result.status = verdict.status
         self._record_not_run()

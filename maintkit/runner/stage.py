@@ -57,7 +57,11 @@ def run_stage(state: RunState, site: Site, planned: PlannedStage, result: SiteRe
         # after a change, this step's probes (for verify) and every later step's are read
         # again in the same round trip as the change, or in one batch right after it
         base.refresh = [p for group in step_probes[i:] for p in group]
+        state.interrupts.activity.doing(site.name, env.name, f"running step {ps.step.id}")
         policy = run_step(state, site, planned, ps, base, result, applied)
+        if policy is not None and state.stop.is_set():  # stopped by an interrupt: rolled back below
+            status = SiteStatus.INTERRUPTED
+            break
         if policy is not None:
             status = on_failure(state, site, planned, applied, policy)
             break
@@ -65,6 +69,8 @@ def run_stage(state: RunState, site: Site, planned: PlannedStage, result: SiteRe
         status = on_failure(state, site, planned, applied, "rollback", interrupted=True)
     outcome = StageOutcome(status, finalize(state, applied, ok=status is SiteStatus.OK))
     state.emit("stage.finished", site=site.name, env=env.name, status=outcome.status.value)
+    state.interrupts.activity.doing(site.name, env.name, None)
+    state.publish(f"maint run {state.run_id}: {site.name}/{env.name} {outcome.status.value}")
     return outcome
 
 
@@ -113,7 +119,9 @@ def prefetch(
     already = any(e is planned.env for e, _ in held)
     preamble = None if (state.check or already) else lock_script(state, site, planned.env)
     raw, head = run_batch(base.transport, probes, preamble=preamble, timeout=planned.env.command_timeout or 600)
-    settle_lock(state, site, planned.env, base.transport, head, took=preamble is not None, held=held)
+    if settle_lock(state, site, planned.env, base.transport, head, took=preamble is not None, held=held):
+        # an expired lock was taken over and the dead run's leftovers undone: read the probes again
+        raw, _ = run_batch(base.transport, probes, timeout=planned.env.command_timeout or 600)
     for key, value in raw.items():
         state.probe_cache.put(base.host_key, key, value)
 
@@ -144,6 +152,7 @@ def rollback_one(state: RunState, site: Site, planned: PlannedStage, entry: Appl
     """Roll back one applied step; False when it could not be undone."""
     res = entry.result
     started = time.monotonic()
+    state.interrupts.activity.doing(site.name, planned.env.name, f"rolling back step {res.step}")
     where = {
         "site": site.name,
         "env": planned.env.name,
@@ -185,6 +194,7 @@ def finalize(state: RunState, applied: list[Applied], ok: bool) -> list[str]:
     """Finalize every step that changed something; the errors (each naming its step)."""
     errors: list[str] = []
     for entry in reversed(applied):
+        state.interrupts.activity.doing(entry.result.site, entry.result.env, f"finalizing step {entry.result.step}")
         try:
             entry.planned.action.finalize(entry.ctx, entry.changes, ok)
         except MaintkitError as exc:

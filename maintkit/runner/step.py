@@ -19,6 +19,7 @@ from maintkit.results import Change, Check, SiteResult, StepResult, StepStatus
 from maintkit.runner.conditions import evaluate_when
 from maintkit.runner.plan import PlannedStage, PlannedStep
 from maintkit.runner.state import RunState
+from maintkit.transport.base import cancellable
 
 
 @dataclass
@@ -81,8 +82,12 @@ def run_step(
     result: SiteResult,
     applied: list[Applied],
 ) -> str | None:
-    """Run one step; the ``on_failure`` policy to apply when it failed in run mode, else None."""
-    return _StepRun(state, site, planned, ps, base, result, applied).run()
+    """Run one step; the ``on_failure`` policy to apply when it failed in run mode, else None.
+
+    Its commands run under the run's cancel token: an interrupt stops the one running now.
+    """
+    with cancellable(state.interrupts.token):
+        return _StepRun(state, site, planned, ps, base, result, applied).run()
 
 
 class _StepRun:
@@ -176,6 +181,8 @@ class _StepRun:
             res.status = StepStatus.CHANGED
             res.data.update(ctx.data)
             record(self.state, res, "step.applied", self.host, diff=chk.diff if self.state.options.diff else None)
+            # the store learns of every change at once: a run taking over after this one died undoes it
+            self.state.publish(f"maint run {self.state.run_id}: {res.site}/{res.env} step {res.step} applied")
             ps.action.verify(ctx)
             res.data.update(ctx.data)
         except MaintkitError as exc:

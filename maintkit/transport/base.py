@@ -8,13 +8,20 @@ shell script is only run where a caller explicitly asks for one
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import IO, Protocol, runtime_checkable
 
+from maintkit.errors import Interrupted
 from maintkit.results import CommandResult
 
 DEFAULT_TIMEOUT = 120.0
+#: seconds a cancelled command's process group gets between SIGTERM and SIGKILL
+CANCEL_GRACE = 3.0
 
 
 def quote(arg: str) -> str:
@@ -176,3 +183,171 @@ class Transport(Protocol):
     def close(self) -> None:
         """Close the connection (idempotent)."""
         ...
+
+
+# ---------------------------------------------------------------- cancellation
+class CommandCancelled(Interrupted):
+    """A command was stopped (or never started) because its :class:`CancelToken` was cancelled."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"{host}: command stopped: {reason}")
+
+
+class CancelToken:
+    """Stops the commands started under it (see :func:`cancellable`).
+
+    A transport registers a stopper for every command it runs while the token is bound to the
+    calling thread, and refuses to start one once the token is cancelled (each block once:
+    see :func:`cancellable`). :meth:`cancel` calls every stopper in a thread of its own and
+    returns at once: each stopper signals its command's process group (SIGTERM, SIGKILL after
+    :data:`CANCEL_GRACE`), locally or on the host. Commands run outside the token (rollback,
+    finalize, lock release) are never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._stoppers: dict[int, Callable[[], None]] = {}
+        self._serial = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the token was cancelled ("" while it is not)."""
+        return self._reason or ""
+
+    def cancel(self, reason: str) -> int:
+        """Cancel (once; later calls do nothing): stop every running command. The number stopped."""
+        with self._lock:
+            if self._reason is not None:
+                return 0
+            self._reason = reason
+            stoppers = list(self._stoppers.values())
+            self._stoppers.clear()
+        for stop in stoppers:
+            self._start(stop)
+        return len(stoppers)
+
+    def register(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Register the stopper of a command that is starting; returns the function that
+        unregisters it when the command ended. On a cancelled token ``stop`` runs at once."""
+        with self._lock:
+            if self._reason is None:
+                self._serial += 1
+                key = self._serial
+                self._stoppers[key] = stop
+                return lambda: self._forget(key)
+        self._start(stop)
+        return lambda: None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every stopper started so far has finished; False when ``timeout`` ran out."""
+        with self._lock:
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._stoppers.pop(key, None)
+
+    def _start(self, stop: Callable[[], None]) -> None:
+        thread = threading.Thread(target=_quietly, args=(stop,), name="maint-cancel", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+
+def _quietly(stop: Callable[[], None]) -> None:
+    """Run a stopper; a stopper that fails has nothing left to stop (the command ends by itself)."""
+    with contextlib.suppress(Exception):
+        stop()
+
+
+class _Scope:
+    """One :func:`cancellable` block: its token, and whether it was already told about the cancel."""
+
+    def __init__(self, token: CancelToken) -> None:
+        self.token = token
+        self.told = False
+
+
+_CURRENT: ContextVar[_Scope | None] = ContextVar("maintkit_cancel_scope", default=None)
+
+
+@contextlib.contextmanager
+def cancellable(token: CancelToken | None) -> Iterator[None]:
+    """Bind ``token`` to the commands this thread (context) runs until the block ends.
+
+    Once the token is cancelled, the block is told ONCE: the command it runs at that moment is
+    stopped, or else the next one it starts is refused, with :class:`CommandCancelled`. What the
+    block runs after that (an action undoing its own partial change) runs to the end as usual.
+    A command that exits 0 although it was being stopped had finished: its result stands.
+    """
+    reset = _CURRENT.set(_Scope(token) if token is not None else None)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(reset)
+
+
+def current_token() -> CancelToken | None:
+    """The token bound by the innermost :func:`cancellable` block (None outside one)."""
+    scope = _CURRENT.get()
+    return scope.token if scope is not None else None
+
+
+def refuse_if_cancelled(host: str) -> CancelToken | None:
+    """For a transport about to start a command: the token to register its stopper with.
+
+    Raises :class:`CommandCancelled` when the token is cancelled and the block was not told yet;
+    None outside a block, or once the block was told (the command then runs to the end).
+    """
+    scope = _CURRENT.get()
+    if scope is None or scope.told:
+        return None
+    if scope.token.cancelled:
+        raise cancelled_error(host)
+    return scope.token
+
+
+def cancelled_error(host: str) -> CommandCancelled:
+    """The error for a command of the current block that was stopped (the block is now told)."""
+    scope = _CURRENT.get()
+    reason = scope.token.reason if scope is not None else "cancelled"
+    if scope is not None:
+        scope.told = True
+    return CommandCancelled(host, reason)
+
+
+def group_kill_script(pgid: int, grace: float, *, sudo: bool = False) -> str:
+    """A shell script that stops process group ``pgid`` on a host: SIGTERM, then SIGKILL when
+    anything of the group is left after ``grace`` seconds. It prints ``gone`` (nothing to stop),
+    ``terminated`` or ``killed``. With ``sudo`` the signals are sent through ``sudo -n kill``
+    (the members a ``sudo`` command started run as root), or plainly where sudo is refused."""
+    if pgid <= 1:
+        raise ValueError(f"not a process group to stop: {pgid!r}")
+    group = quote(f"-{int(pgid)}")
+    kill = f'kill -s "$1" -- {group} 2>/dev/null'
+    if sudo:  # root first: a plain kill reaches sudo itself (and succeeds) but not what sudo started
+        kill = f'sudo -n kill -s "$1" -- {group} 2>/dev/null || {kill}'
+    steps = max(1, round(grace * 10))
+    return (
+        f"k() {{ {kill}; }}\n"
+        "k TERM || { echo gone; exit 0; }\n"
+        "n=0\n"
+        "while k 0; do\n"
+        f'  n=$((n + 1)); if [ "$n" -gt {steps} ]; then k KILL; echo killed; exit 0; fi\n'
+        "  sleep 0.1\n"
+        "done\n"
+        "echo terminated"
+    )

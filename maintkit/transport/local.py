@@ -4,7 +4,9 @@ The design names invoke for local commands; this uses :mod:`subprocess` directly
 binary stdin/stdout streaming and killing a whole process group on timeout are simpler
 that way, and it is faster (no runner threads polling). Command lines are built by
 :func:`maintkit.transport.base.build_command` exactly as for SSH and run with
-``/bin/sh -c LINE`` in a new session, so a timeout can kill everything the command started.
+``/bin/sh -c LINE`` in a new session, so a timeout, or a cancelled
+:class:`~maintkit.transport.base.CancelToken` (the call then raises CommandCancelled), can
+kill everything the command started.
 
 Files are read and written through the file system (temp file in the same directory,
 fsync, ``os.replace``). Under ``become`` when this process is not root, writes and
@@ -25,7 +27,14 @@ from typing import IO
 from maintkit._text import head
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport.base import CommandTransport, quote
+from maintkit.transport.base import (
+    CANCEL_GRACE,
+    CancelToken,
+    CommandTransport,
+    cancelled_error,
+    quote,
+    refuse_if_cancelled,
+)
 
 __all__ = ["LocalTransport", "atomic_put_script"]
 
@@ -76,19 +85,11 @@ class LocalTransport(CommandTransport):
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
         limit = self.command_timeout if timeout is None else float(timeout)
+        token = refuse_if_cancelled(self.host)
         with self._count_lock:
             self.round_trips += 1
         started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", line],
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise TransportError(self.host, f"cannot start /bin/sh: {exc}") from None
+        proc = self._spawn(line, stdin)
         out: list[bytes] = []
         err: list[bytes] = []
         threads = [
@@ -99,15 +100,11 @@ class LocalTransport(CommandTransport):
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
         for t in threads:
             t.start()
-        timed_out = False
-        try:
-            code = _exit_code(proc.wait(timeout=limit))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            code = _TIMEOUT_CODE
+        code, timed_out, stopped = self._wait(proc, limit, token)
         for t in threads:
             t.join(timeout=_KILL_GRACE)
+        if stopped and (code != 0 or timed_out):  # exit 0: it finished before the stop reached it
+            raise cancelled_error(self.host)
         raw = b"".join(out)
         result = CommandResult(
             host=self.host,
@@ -124,6 +121,69 @@ class LocalTransport(CommandTransport):
         if check and code != 0:
             raise CommandFailed(result)
         return result
+
+    def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> subprocess.Popen[bytes]:
+        """Start ``/bin/sh -c LINE`` in a session (and process group) of its own."""
+        try:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", line],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TransportError(self.host, f"cannot start /bin/sh: {exc}") from None
+
+    def _wait(self, proc: subprocess.Popen[bytes], limit: float, token: CancelToken | None) -> tuple[int, bool, bool]:
+        """Wait for the command: (exit code, timed out, stopped by ``token``).
+
+        At the deadline, or when ``token`` is cancelled, the command's process group gets
+        SIGTERM, then SIGKILL after a grace period.
+        """
+        stopped = threading.Event()
+
+        def stop() -> None:
+            stopped.set()
+            if proc.returncode is None:
+                self._kill_group(proc)
+
+        unregister = token.register(stop) if token is not None else None
+        try:
+            return _exit_code(proc.wait(timeout=limit)), False, stopped.is_set()
+        except subprocess.TimeoutExpired:
+            self._kill_group(proc)
+            return _TIMEOUT_CODE, True, stopped.is_set()
+        finally:
+            if unregister is not None:
+                unregister()
+
+    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
+        """TERM the command's process group, KILL it if it does not exit in time.
+
+        Under ``become`` when this process is not root, the members sudo started as root are
+        signalled through ``sudo -n kill``.
+        """
+        for sig, grace in ((signal.SIGTERM, CANCEL_GRACE), (signal.SIGKILL, _KILL_GRACE)):
+            self._signal_group(proc.pid, sig)
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _signal_group(self, pgid: int, sig: signal.Signals) -> None:
+        """Signal a process group; under sudo also as root (sudo's members are not ours to signal)."""
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        if self._via_sudo():
+            argv = ["sudo", "-n", "kill", "-s", sig.name.removeprefix("SIG"), "--", f"-{pgid}"]
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=_KILL_GRACE, check=False)
 
     # ---------------------------------------------------------------- files
     def _via_sudo(self) -> bool:
@@ -233,15 +293,3 @@ def _feed(stream: IO[bytes] | None, data: bytes | IO[bytes]) -> None:
         else:
             while block := data.read(_CHUNK):
                 stream.write(block)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """TERM the command's process group, KILL it if it does not exit in time."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=_KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=_KILL_GRACE)

@@ -25,6 +25,11 @@ Timeouts (a cut network must fail, never hang):
   connection is closed and a running command fails at once with ConnectionLost, long
   before its deadline (:mod:`maintkit.transport.keepalive`).
 
+Cancellation: a command run under a cancelled :class:`~maintkit.transport.base.CancelToken`
+raises CommandCancelled. Its process group on the host (every command line first prints the
+remote shell's pid: :mod:`maintkit.transport.ssh_channel`) gets SIGTERM at once (a ``signal``
+request), then over a new channel SIGTERM again and SIGKILL after ``CANCEL_GRACE`` seconds.
+
 Host keys are always verified (``strict`` or ``accept-new``; a CHANGED key is always refused),
 ``~/.ssh/config`` is never read, and ``proxy_command`` is expanded like OpenSSH's ProxyCommand
 and run through our own :class:`paramiko.ProxyCommand`: see :mod:`maintkit.transport.ssh_policy`.
@@ -53,11 +58,11 @@ from paramiko.message import Message
 
 from maintkit.errors import HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport import ssh_errors
+from maintkit.transport import base, ssh_channel, ssh_errors
 from maintkit.transport.base import CommandTransport, quote
 from maintkit.transport.keepalive import Keepalive
 from maintkit.transport.local import atomic_put_script
-from maintkit.transport.ssh_channel import TIMEOUT_CODE, Disconnected, LocalIOError, Output, Stdin, pump
+from maintkit.transport.ssh_channel import TIMEOUT_CODE, Disconnected, LocalIOError, Output, Stdin
 from maintkit.transport.ssh_policy import (
     DEFAULT_KEEPALIVE_COUNT_MAX,
     DEFAULT_KEEPALIVE_INTERVAL,
@@ -87,6 +92,7 @@ __all__ = [
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _LOST = (EOFError, paramiko.SSHException)  # the connection was closed under a channel
+_EXEC_ERRORS = (paramiko.SSHException, EOFError, OSError)  # the server did not start the command
 
 
 # ---------------------------------------------------------------- host key policies
@@ -363,6 +369,7 @@ class SSHTransport(CommandTransport):
         stdin: bytes | IO[bytes] | None,
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
+        token = base.refuse_if_cancelled(self.host)
         limit = self.command_timeout if timeout is None else float(timeout)
         started = time.monotonic()
         deadline = started + limit
@@ -371,26 +378,59 @@ class SSHTransport(CommandTransport):
         transport = self._connection()
         if self._sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
-                transport, chan = self._open_session(transport, deadline)
-                watch = self._watch_of(transport)
-                try:
-                    with self._count_lock:
-                        self.round_trips += 1
-                    wire = line if stdin is not None else f"exec </dev/null; {line}"
-                    code, timed_out = self._run_on(
-                        chan, transport, self.host, wire, Stdin(stdin, _LOST), output, deadline
-                    )
-                except Disconnected:
-                    self._drop(transport)
-                    lost_after = watch.lost_after if watch is not None else None
-                    raise ssh_errors.connection_lost(self, lost_after, line) from None
-                except LocalIOError as exc:
-                    raise TransportError(self.host, f"local I/O error while running a command: {exc}") from None
-                finally:
-                    chan.close()
+                code, timed_out = self._command(transport, line, stdin, output, deadline, token)
             finally:
                 self._sessions.release()
+        if output.stop.requested and (code != 0 or timed_out):  # exit 0: it finished before the stop
+            raise base.cancelled_error(self.host)
         return output.result(self.host, line, code, timed_out, started=started, limit=limit, check=check)
+
+    def _command(
+        self,
+        transport: paramiko.Transport,
+        line: str,
+        stdin: bytes | IO[bytes] | None,
+        output: Output,
+        deadline: float,
+        token: base.CancelToken | None,
+    ) -> tuple[int, bool]:
+        """Run ``line`` on a new session channel: (exit code, timed out). While it runs, a
+        cancelled ``token`` stops its remote process group (:meth:`_stop`)."""
+        stop = output.stop
+        transport, chan = self._open_session(transport, deadline)
+        watch = self._watch_of(transport)
+        unregister = token.register(lambda: self._stop(chan, stop)) if token is not None else None
+        try:
+            with self._count_lock:
+                self.round_trips += 1
+            wire = ssh_channel.command_line(line, stdin is not None)
+            return self._run_on(chan, transport, wire, (Stdin(stdin, _LOST), output), deadline)
+        except Disconnected:
+            self._drop(transport)
+            lost_after = watch.lost_after if watch is not None else None
+            raise ssh_errors.connection_lost(self, lost_after, line) from None
+        except LocalIOError as exc:
+            raise TransportError(self.host, f"local I/O error while running a command: {exc}") from None
+        finally:
+            if unregister is not None:
+                unregister()
+            stop.known.set()  # a stopper waiting for the process group need not wait any longer
+            chan.close()
+
+    def _stop(self, chan: Any, stop: ssh_channel.Stop) -> None:
+        """Stop a running command (called by a cancelled token): see :func:`stop_command`."""
+
+        def kill_group(pgid: int) -> None:
+            with contextlib.suppress(TransportError):
+                script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
+                self._run_untracked(script, base.CANCEL_GRACE + 2 * self.connect_timeout)
+
+        ssh_channel.stop_command(chan, stop, lambda: _send_signal(chan, "TERM"), kill_group, self.connect_timeout)
+
+    def _run_untracked(self, line: str, timeout: float) -> int:
+        """Run a short command outside the session limit and any cancel token: its exit code."""
+        code, _ = self._command(self._connection(), line, None, Output(None), time.monotonic() + timeout, None)
+        return code
 
     def _open_session(self, transport: paramiko.Transport, deadline: float) -> tuple[paramiko.Transport, Any]:
         """Open a session channel; a connection found dead before anything ran is replaced once."""
@@ -412,31 +452,12 @@ class SSHTransport(CommandTransport):
                 transport = self._connection()
         raise AssertionError("unreachable")
 
-    @staticmethod
     def _run_on(
-        chan: Any, transport: Any, host: str, line: str, stdin: Stdin, output: Output, deadline: float
+        self, chan: Any, transport: Any, line: str, io: tuple[Stdin, Output], deadline: float
     ) -> tuple[int, bool]:
-        """Execute ``line`` on an open channel: (exit code, timed out)."""
-        # exec_command waits for the server's reply without a timeout: a watchdog closes
-        # the channel at the deadline so a cut network cannot hang here.
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), chan.close)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            chan.exec_command(line)
-        except (paramiko.SSHException, EOFError, OSError):
-            if time.monotonic() >= deadline:
-                return TIMEOUT_CODE, True
-            if not transport.is_active():
-                raise Disconnected() from None
-            raise TransportError(host, "the server refused to run the command") from None
-        finally:
-            watchdog.cancel()
-        # Without stdin the command line itself redirects it (see _execute): no EOF is sent,
-        # because paramiko may put an EOF on the wire after the channel's CLOSE when a fast
-        # command ends at once, and sshd then drops the whole connection ("ieof packet
-        # referred to nonexistent channel").
-        return pump(chan, transport.is_active, stdin, output, deadline, lambda: _send_signal(chan, "TERM"))
+        """Execute ``line`` on an open channel: (exit code, timed out). See :func:`ssh_channel.run_on`."""
+        term = lambda: _send_signal(chan, "TERM")  # noqa: E731
+        return ssh_channel.run_on(chan, transport.is_active, self.host, line, io, deadline, term, _EXEC_ERRORS)
 
     # ---------------------------------------------------------------- files
     def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:

@@ -3,27 +3,72 @@
 The channel is the SSH library's session channel (``send``, ``recv``, ``send_ready``...);
 nothing here imports the library: the exceptions that mean "the connection was closed under
 us" are given by the transport (:class:`Stdin`'s ``lost_errors``).
+
+Every command line starts with :data:`PGID_PREFIX`: the remote shell, which sshd starts as
+the leader of a new session and process group, prints its pid on stderr first.
+:class:`Output` takes that line out of stderr and keeps the pid (:class:`Stop`), so that a
+cancelled command's whole process group can be signalled on the host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
 from maintkit._text import head
-from maintkit.errors import CommandFailed
+from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
 
-__all__ = ["CHUNK", "NO_STATUS", "TIMEOUT_CODE", "Disconnected", "LocalIOError", "Output", "Stdin", "pump"]
+__all__ = [
+    "CHUNK",
+    "NO_STATUS",
+    "PGID_PREFIX",
+    "TIMEOUT_CODE",
+    "Disconnected",
+    "LocalIOError",
+    "Output",
+    "Stdin",
+    "Stop",
+    "command_line",
+    "pump",
+    "run_on",
+    "stop_command",
+]
 
 CHUNK = 32768
 _SEND_BURST = 16  # stdin chunks sent per loop turn before reading output again
 _POLL = 0.5  # longest wait between checks of the connection while a command runs
 NO_STATUS = 255  # exit code when the server sent no exit status (killed by a signal)
 TIMEOUT_CODE = 124
+#: shell that prints the remote process group (the login shell's pid) on stderr before the command
+PGID_PREFIX = "printf '\\037maint-pgid=%s\\037\\n' \"$$\" >&2; "
+_PGID_LINE = re.compile(rb"\x1fmaint-pgid=(\d+)\x1f\n")
+_PGID_SEARCH = 4096  # stderr bytes searched for the pgid line before giving up on it
+
+
+class Stop:
+    """The remote process group of one running command, and its cancellation.
+
+    ``pgid`` is set once the command printed it (``known`` is then set); ``requested`` once
+    the command was asked to stop; ``gave_up`` when waiting for the channel to close after the
+    process group was killed makes no sense any more (a process outside the group holds it open).
+    """
+
+    def __init__(self) -> None:
+        self.pgid: int | None = None
+        self.known = threading.Event()
+        self.requested = False
+        self.gave_up = threading.Event()
+
+    def found(self, pgid: int) -> None:
+        """Record the remote process group."""
+        self.pgid = pgid
+        self.known.set()
 
 
 class LocalIOError(Exception):
@@ -94,6 +139,10 @@ class Output:
         self.sink = sink
         self.out = bytearray()
         self.err = bytearray()
+        #: the command's process group (from the pgid line) and its cancellation
+        self.stop = Stop()
+        self._seeking = True  # the pgid line is still to be found
+        self._head = bytearray()
 
     def result(
         self, host: str, line: str, code: int, timed_out: bool, *, started: float, limit: float, check: bool
@@ -102,6 +151,7 @@ class Output:
 
         With ``check``, a timeout or a non-zero exit raises :class:`CommandFailed` carrying it.
         """
+        self._flush_head()
         streamed = self.sink is not None
         result = CommandResult(
             host=host,
@@ -136,16 +186,43 @@ class Output:
             block = chan.recv_stderr(CHUNK)
             if not block:
                 break
-            self.err += block
+            if self._seeking:
+                self._find_pgid(block)
+            else:
+                self.err += block
+
+    def _find_pgid(self, block: bytes) -> None:
+        """Take the pgid line out of the first stderr bytes (whatever a login script printed before it stays)."""
+        self._head += block
+        match = _PGID_LINE.search(self._head)
+        if match is None and len(self._head) < _PGID_SEARCH:
+            return
+        self._seeking = False
+        if match is not None:
+            self.stop.found(int(match.group(1)))
+            del self._head[match.start() : match.end()]
+        self._flush_head()
+
+    def _flush_head(self) -> None:
+        self.err += self._head
+        self._head.clear()
 
 
 def pump(
-    chan: Any, alive: Callable[[], bool], stdin: Stdin, output: Output, deadline: float, terminate: Callable[[], None]
+    chan: Any,
+    alive: Callable[[], bool],
+    stdin: Stdin,
+    output: Output,
+    deadline: float,
+    terminate: Callable[[], None],
+    stop: Stop | None = None,
 ) -> tuple[int, bool]:
     """Feed stdin and collect output of a running command until it ends: (exit code, timed out).
 
     At the deadline ``terminate`` is called (it signals the remote command) and the result is
     ``(TIMEOUT_CODE, True)``; :class:`Disconnected` is raised when ``alive`` says the connection died.
+    When ``stop.gave_up`` is set (a cancelled command whose channel stays open), the result is
+    ``(NO_STATUS, False)`` at once.
     """
     poller = select.poll()  # poll, not select: no FD_SETSIZE limit in a busy process
     poller.register(chan.fileno(), select.POLLIN)
@@ -156,6 +233,9 @@ def pump(
         if ended and chan.exit_status_ready():
             output.drain(chan)
             break
+        if stop is not None and stop.gave_up.is_set():
+            output.drain(chan)
+            return NO_STATUS, False
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             terminate()
@@ -175,3 +255,68 @@ def pump(
             raise Disconnected()
         return NO_STATUS, False
     return int(chan.exit_status), False
+
+
+def stop_command(
+    chan: Any, stop: Stop, signal_term: Callable[[], None], kill_group: Callable[[int], None], wait_pgid: float
+) -> None:
+    """Stop the command running on ``chan`` (called by a cancelled token, in a thread of its own).
+
+    At once ``signal_term()`` (an SSH ``signal`` request: sshd sends SIGTERM to the command's
+    process group with the login user's rights). Then, once the process group is known
+    (within ``wait_pgid`` seconds), ``kill_group(pgid)`` over a new channel: SIGTERM to
+    whatever is left of the group and SIGKILL after a grace period. Should the channel stay
+    open a second after that (a process that left the group holds it), the command is given
+    up on (``stop.gave_up``).
+    """
+    stop.requested = True
+    signal_term()
+    stop.known.wait(wait_pgid)
+    if stop.pgid is not None and not (chan.closed or chan.exit_status_ready()):
+        kill_group(stop.pgid)
+    if not chan.status_event.wait(1.0):
+        stop.gave_up.set()
+
+
+def run_on(
+    chan: Any,
+    alive: Callable[[], bool],
+    host: str,
+    line: str,
+    io: tuple[Stdin, Output],
+    deadline: float,
+    terminate: Callable[[], None],
+    exec_errors: tuple[type[BaseException], ...],
+) -> tuple[int, bool]:
+    """Execute ``line`` on an open channel and :func:`pump` it: (exit code, timed out).
+
+    ``exec_errors`` are the library's errors for a command the server did not start: after the
+    deadline they mean a timeout, on a dead connection :class:`Disconnected`, else a refusal.
+    A cancelled command (``output.stop``) is followed as :func:`pump` says.
+    """
+    # exec_command waits for the server's reply without a timeout: a watchdog closes
+    # the channel at the deadline so a cut network cannot hang here.
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), chan.close)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        chan.exec_command(line)
+    except exec_errors:
+        if time.monotonic() >= deadline:
+            return TIMEOUT_CODE, True
+        if not alive():
+            raise Disconnected() from None
+        raise TransportError(host, "the server refused to run the command") from None
+    finally:
+        watchdog.cancel()
+    # Without stdin the command line itself redirects it (see SSHTransport._execute): no EOF
+    # is sent, because paramiko may put an EOF on the wire after the channel's CLOSE when a
+    # fast command ends at once, and sshd then drops the whole connection ("ieof packet
+    # referred to nonexistent channel").
+    stdin, output = io
+    return pump(chan, alive, stdin, output, deadline, terminate, output.stop)
+
+
+def command_line(line: str, has_stdin: bool) -> str:
+    """What is sent to the server for ``line``: the pgid line first; stdin closed unless fed."""
+    return PGID_PREFIX + line if has_stdin else f"exec </dev/null; {PGID_PREFIX}{line}"
