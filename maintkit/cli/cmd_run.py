@@ -16,6 +16,7 @@ from maintkit.cli.common import (
     load_inventory,
     split_list,
     state_option,
+    store_option,
 )
 
 
@@ -31,6 +32,8 @@ def _run(
     state_dir: str,
     promote_from: str | None = None,
     extra: dict[str, Any] | None = None,
+    state_spec: str | None = None,
+    fleet: dict[str, Any] | None = None,
 ) -> NoReturn:
     from maintkit.errors import ConfigError
     from maintkit.playbook import load_playbook_full
@@ -52,7 +55,30 @@ def _run(
         state_dir=state_dir,
         promote_from=promote_from,
         extra=extra,
+        state_spec=state_spec,
+        **(fleet or {}),
     )
+
+
+def _fleet(shard: str | None, group: str | None) -> dict[str, Any]:
+    """The runner's ``shard`` and ``group`` from ``--shard K/N`` and ``--group`` (exit 2 when invalid).
+
+    A shard's group defaults to ``GITHUB_RUN_ID`` (every job of a workflow run shares it).
+    """
+    from maintkit.errors import ConfigError, Problem
+    from maintkit.runner.shard import check_group, parse_shard
+
+    if not shard and not group:
+        return {}
+    try:
+        parsed = parse_shard(shard) if shard else None
+        name = group or os.environ.get("GITHUB_RUN_ID", "")
+        if not name:
+            why = "a shard needs a run group shared by all shards: pass --group NAME (in GitHub Actions: GITHUB_RUN_ID)"
+            raise ConfigError(Problem("--shard", None, "group", why))
+        return {"shard": parsed, "group": check_group(name, "--group" if group else "GITHUB_RUN_ID")}
+    except ConfigError as exc:
+        config_error(exc)
 
 
 def run_options(f: Any) -> Any:
@@ -68,6 +94,7 @@ def run_options(f: Any) -> Any:
             json_option,
             click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=None, help="Sites at once."),
             state_option,
+            store_option,
         ]
     ):
         f = opt(f)
@@ -80,6 +107,10 @@ def run_options(f: Any) -> Any:
 @click.option("--check", is_flag=True, help="Plan only: check every step, change nothing anywhere.")
 @click.option("--promote-from", default=None, metavar="RUN_ID", help="Promote the version locks of an earlier run.")
 @click.option("--yes", is_flag=True, help="Confirm destructive steps on production (e.g. restores).")
+@click.option("--shard", default=None, metavar="K/N", help="Run only shard K of N of the targeted sites.")
+@click.option(
+    "--group", "run_group", default=None, metavar="NAME", help="Run group of the shards (default: GITHUB_RUN_ID)."
+)
 def run(
     playbook: str,
     inventory_path: str,
@@ -89,12 +120,26 @@ def run(
     as_json: bool,
     concurrency: int | None,
     state_dir: str,
+    state_spec: str | None,
     check: bool,
     promote_from: str | None,
     yes: bool,
+    shard: str | None,
+    run_group: str | None,
 ) -> None:
-    """Run PLAYBOOK (a name from ./playbooks or the built-ins, or a path)."""
-    _run(playbook, inventory_path, limit, env, check, diff, as_json, concurrency, state_dir, promote_from, {"yes": yes})
+    """Run PLAYBOOK (a name from ./playbooks or the built-ins, or a path).
+
+    Run folders and the index go to the state store (--state, MAINT_STATE, the inventory's
+    state:, else --state-dir); --promote-from reads the earlier run from that store.
+
+    With --shard K/N only shard K of the targeted sites runs (canary sites in shard 1); the
+    shards record their runs under one run group (--group, default GITHUB_RUN_ID), and
+    max_fail_percentage counts the failures of the whole group.
+    """
+    _run(
+        playbook, inventory_path, limit, env, check, diff, as_json, concurrency, state_dir, promote_from,
+        {"yes": yes}, state_spec, _fleet(shard, run_group),
+    )  # fmt: skip
 
 
 @click.command("plan")
@@ -110,10 +155,14 @@ def plan(
     as_json: bool,
     concurrency: int | None,
     state_dir: str,
+    state_spec: str | None,
     promote_from: str | None,
 ) -> None:
     """Show what PLAYBOOK would change (same as run --check). Changes nothing anywhere."""
-    _run(playbook, inventory_path, limit, env, True, diff, as_json, concurrency, state_dir, promote_from)
+    _run(
+        playbook, inventory_path, limit, env, True, diff, as_json, concurrency, state_dir, promote_from,
+        None, state_spec,
+    )  # fmt: skip
 
 
 class _PermissiveEnviron(dict[str, str]):

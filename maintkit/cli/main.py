@@ -15,6 +15,7 @@ import click
 from maintkit.cli import (
     cmd_actions,
     cmd_audit,
+    cmd_collect,
     cmd_demo,
     cmd_init,
     cmd_report,
@@ -44,6 +45,7 @@ for _command in (
     *INFO_COMMANDS,
     cmd_actions.command,
     cmd_runs.command,
+    cmd_collect.command,
     cmd_audit.command,
     cmd_unlock.command,
     cmd_rollback.command,

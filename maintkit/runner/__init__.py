@@ -17,9 +17,11 @@ summary), :mod:`.events`, :mod:`.signals` and :mod:`.state`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,13 @@ from maintkit.runner.events import Events
 from maintkit.runner.folder import open_run_folder, scrub, write_run_summary
 from maintkit.runner.outcome import run_status
 from maintkit.runner.plan import PlannedStage, PlannedStep, Planner, PlanScope
+from maintkit.runner.publish import Publisher
 from maintkit.runner.schedule import run_sites
+from maintkit.runner.shard import Fleet, GroupTally, Shard, split
 from maintkit.runner.signals import install_stop_handlers
 from maintkit.runner.state import RunState
+from maintkit.state import LocalStore, StateStore
+from maintkit.state.index import record_run
 from maintkit.templating import Secrets
 from maintkit.transport.factory import TransportFactory, TransportPool, default_transport_factory, factory_for
 
@@ -70,6 +76,9 @@ class Runner:
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
         extra: dict[str, Any] | None = None,
+        store: StateStore | None = None,
+        shard: Shard | None = None,
+        group: str | None = None,
     ) -> None:
         if isinstance(playbook, LoadedPlaybook):
             self.loaded: LoadedPlaybook | None = playbook
@@ -86,9 +95,10 @@ class Runner:
         self.on_event = on_event
         self.handle_signals = handle_signals
         self.extra = extra or {}
+        self.shard, self.group = shard, group  # ``--shard K/N`` and its run group (see :mod:`.shard`)
         self.redactor = Redactor()
         self.run_id = new_run_id()
-        self.run_dir = self.state_dir / "runs" / self.run_id
+        self._open_history(store)
         self.probe_cache = ProbeCache()
         self.memo = RunMemo()
         self._promote_from = self._resolve_promote_from(promote_from)
@@ -107,6 +117,15 @@ class Runner:
         )
         self._state = self._make_state()
 
+    def _open_history(self, store: StateStore | None) -> None:
+        """The store run folders and the index are kept in (docs/state.md), pulled before anything reads it."""
+        self.store: StateStore = store if store is not None else LocalStore(state_dir=self.state_dir)
+        self.store.pull()
+        self.history_dir = self.store.root
+        self.run_dir = self.history_dir / "runs" / self.run_id
+        #: why the final publish of the state failed ("state not saved: ..."), or None
+        self.state_error: str | None = None
+
     def _make_state(self) -> RunState:
         options = RunOptions(
             check=self.check,
@@ -117,17 +136,22 @@ class Runner:
             promote_from=self._promote_from,
             extra=self.extra,
             memo=self.memo,
+            history_dir=self.history_dir,
+            redact=self.redactor.redact,
         )
         events = Events(self.run_id, self.redactor, self.on_event)
-        return RunState(self.playbook, options, self.pool, self.probe_cache, events, current_actor(self.environ))
+        state = RunState(self.playbook, options, self.pool, self.probe_cache, events, current_actor(self.environ))
+        options.on_state_write = state.note_written
+        state.publisher = Publisher(self.store, on_error=self._publish_failed)
+        return state
 
     def _resolve_promote_from(self, run: str | None) -> Path | None:
         if not run:
             return None
         from maintkit.audit import resolve_run_id
 
-        run_id = resolve_run_id(self.state_dir, run)
-        return self.state_dir / "runs" / run_id
+        run_id = resolve_run_id(self.history_dir, run)
+        return self.history_dir / "runs" / run_id
 
     # ------------------------------------------------------------------ planning
     def sites(self) -> list[Site]:
@@ -159,14 +183,19 @@ class Runner:
             actor=state.actor,
             hmac_key=self._hmac_key,
         )
-        sites = [s for s in self.sites() if s.name in plans]
-        state.emit("run.started", check=self.check, sites=[s.name for s in sites], concurrency=self.concurrency)
+        sites, fleet, tally = self._shard([s for s in self.sites() if s.name in plans])
+        fleet_fields = fleet.fields() if fleet else {}
+        state.emit(
+            "run.started", check=self.check, sites=[s.name for s in sites], concurrency=self.concurrency, **fleet_fields
+        )
         restore = install_stop_handlers(self._on_signal, self.handle_signals)
         results: dict[str, SiteResult] = {}
         try:
-            run_sites(state, sites, plans, results, self.concurrency)
-        finally:
+            run_sites(state, sites, plans, results, self.concurrency, tally)
+        except BaseException:
             restore()
+            raise
+        finally:
             self.pool.close()
         ordered = [scrub(results[s.name], self.redactor) for s in sites if s.name in results]
         status = run_status(ordered, stopped=state.stop.is_set(), halted=state.halt.is_set())
@@ -179,20 +208,75 @@ class Runner:
             run_dir=str(self.run_dir),
             duration_ms=monotonic_ms(started),
         )
+        self._index_runs(result)
         state.emit(
             "run.finished", status=status.value, changed=result.changed, duration_ms=round(result.duration_ms, 1)
         )
-        write_run_summary(result, audit, redactor=self.redactor, actor=state.actor, promote_from=self._promote_from)
+        write_run_summary(
+            result,
+            audit,
+            redactor=self.redactor,
+            actor=state.actor,
+            promote_from=self._promote_from,
+            extra=fleet_fields,
+        )
+        try:
+            self._final_publish(result)
+        finally:
+            restore()  # handled until the state is published: a SIGTERM must not cut the push short
         return result
 
+    def _shard(self, sites: list[Site]) -> tuple[list[Site], Fleet | None, GroupTally | None]:
+        """This shard's sites, its fleet and its group's tally; all sites (and no tally) without ``--shard``."""
+        if self.group is None:
+            return sites, None, None
+        canary = min(self.playbook.canary, len(sites))
+        fleet = Fleet(self.group, self.shard, tuple(s.name for s in sites), canary)
+        if self.shard is None:
+            return sites, fleet, None
+        mine = split(sites, lambda s: s.name, canary, self.shard)
+        return mine, fleet, GroupTally(fleet, self.run_id, self.playbook.name, self.history_dir, self.store.pull)
+
+    # ------------------------------------------------------------------ the state store
+    def _index_runs(self, result: RunResult) -> None:
+        """Record in the index, per site and environment that ran, this run and how it ended (not plans)."""
+        if self.check:
+            return
+        finished = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for site in result.sites:
+            for env in dict.fromkeys(s.env for s in site.steps if s.env):
+                try:
+                    paths = record_run(
+                        self.history_dir, site.site, env, self.playbook.name, self.run_id, site.status.value, finished
+                    )
+                except (ValueError, OSError) as exc:
+                    self._state.emit("state.index_failed", site=site.site, env=env, error=str(exc))
+                    continue
+                self._state.note_written(paths)
+
+    def _final_publish(self, result: RunResult) -> None:
+        """Publish the sealed run folder and the index; a failure sets :attr:`state_error` (exit 1)."""
+        state = self._state
+        state.events.audit = None  # sealed: later events are only shown
+        assert state.publisher is not None
+        message = f"maint run {self.run_id}: {self.playbook.name} {result.status.value}"
+        error = state.publisher.close([self.run_dir, *state.take_written()], message)
+        if error is not None:
+            self.state_error = f"state not saved: {error}"
+            state.emit("state.not_saved", store=self.store.describe(), error=error)
+
+    def _publish_failed(self, error: str) -> None:
+        """A publish during the run failed: a warning in the audit log (the final publish retries)."""
+        with contextlib.suppress(ValueError):  # the audit log may just have been sealed
+            self._state.emit("state.publish_failed", store=self.store.describe(), error=error)
+
     def request_stop(self) -> None:
-        """Ask the run to stop after the current step (what SIGINT/SIGTERM do)."""
+        """Ask the run to stop after the current step (a signal also stops the command running now)."""
         self._state.stop.set()
 
     def _on_signal(self, name: str) -> None:
-        if not self._state.stop.is_set():
-            self._state.emit("run.interrupt_requested", signal=name)
-        self._state.stop.set()
+        """SIGINT/SIGTERM: stop and clean up, then say what is left, then abandon (:mod:`.signals`)."""
+        self._state.interrupts.signal(name)
 
 
 def run_playbook(playbook: Playbook | LoadedPlaybook, inventory: Inventory, **kwargs: Any) -> RunResult:

@@ -56,15 +56,22 @@ def started_iso(run_id: str) -> str:
 
 
 def write_run_summary(
-    result: RunResult, audit: AuditLog, *, redactor: Redactor, actor: str, promote_from: Path | None
+    result: RunResult,
+    audit: AuditLog,
+    *,
+    redactor: Redactor,
+    actor: str,
+    promote_from: Path | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the sealed, redacted ``summary.json`` and close the audit log."""
+    """Write the sealed, redacted ``summary.json`` (plus ``extra``: a shard's group) and close the audit log."""
     summary: dict[str, Any] = {
         **result.to_dict(),
         "started": started_iso(result.run_id),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "actor": actor,
         "promote_from": str(promote_from.name) if promote_from else None,
+        **(extra or {}),
     }
     write_summary(audit.run_dir, redactor.redact(summary), audit)
     audit.close()

@@ -236,13 +236,69 @@ def publish(result: Any, redactor: Any, environ: Mapping[str, str], *, playbook_
         _append(output_path, text)
 
 
+def group_summary(view: Any) -> str:
+    """Markdown for the job summary of a run group (``maint collect``): one row per shard, one per site.
+
+    ``view`` is a :class:`maintkit.cli.cmd_collect.FleetView`; everything in it was redacted
+    when the runs wrote it, and each cell is redacted again before it is cut.
+    """
+    icon = {"ok": "✅", "failed": "❌", "interrupted": "⚠️", "locked": "🔒"}.get(view.status, "")
+    counts = ", ".join(f"{n} {status}" for status, n in view.counts().items()) or "no sites"
+    out = [
+        f"## {icon} maint fleet `{_cell(view.group)}`: {view.status}",
+        "",
+        f"{len(view.sites)} site(s) in {len(view.runs)} run(s): {counts}.",
+        "",
+        "| shard | run | playbook | status | sites | failed | changed |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in view.runs:
+        ran = r.get("sites") or []
+        failed = sum(1 for s in ran if s.get("status") in ("failed", "rolled-back"))
+        out.append(
+            f"| {_cell(r.get('shard') or '-')} | `{_cell(r['run_id'])}` | `{_cell(r.get('playbook'))}` "
+            f"| {_cell(r.get('status'))} | {len(ran)} | {failed} | {_cell(r.get('changed', 0))} |"
+        )
+    for shard in view.missing:
+        out.append(f"| {_cell(shard)} | missing | | | | | |")
+    out += ["", "| site | status | changed | shard | run |", "|---|---|---:|---|---|"]
+    for name, s in view.sites.items():
+        out.append(
+            f"| {_cell(name)} | {_cell(s['status'])} | {_cell(s['changed'])} | {_cell(s['shard'] or '-')} "
+            f"| `{_cell(s['run_id'])}` |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def group_outputs(view: Any) -> dict[str, str]:
+    """The step outputs of ``maint collect``: group, status, runs, sites, failed."""
+    return {
+        "group": view.group,
+        "status": view.status,
+        "runs": str(len(view.runs)),
+        "sites": str(len(view.sites)),
+        "failed": str(view.failed),
+    }
+
+
+def write_github_files(environ: Mapping[str, str], summary: str, values: Mapping[str, str]) -> None:
+    """Append ``summary`` to ``$GITHUB_STEP_SUMMARY`` and ``values`` to ``$GITHUB_OUTPUT`` (when set), redacted."""
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        _append(environ["GITHUB_STEP_SUMMARY"], redact_text(summary))
+    if environ.get("GITHUB_OUTPUT"):
+        _append(environ["GITHUB_OUTPUT"], "".join(f"{k}={redact_text(v)}\n" for k, v in values.items()))
+
+
 __all__ = [
     "GitHubReporter",
     "annotation",
     "escape_data",
     "escape_property",
+    "group_outputs",
+    "group_summary",
     "in_github_actions",
     "job_summary",
     "outputs",
     "publish",
+    "write_github_files",
 ]
