@@ -1,4 +1,8 @@
-"""Helpers for the deploy tests: a tiny PHP app in a git repository, inventories, host inspection."""
+"""Helpers for the deploy tests: a tiny PHP app in a git repository, inventories, host inspection.
+
+Inventories, in-process runs and the ``maint`` CLI come from :mod:`tests.runs`; the functions
+here only bind what every deploy test passes (one ``shop`` site, production, plain output).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from maintkit.inventory import Inventory, load_inventory
+from maintkit.inventory import Inventory
 from maintkit.results import RunResult
-from maintkit.runner import Runner
+from tests import runs
 
 WAIT_TIMEOUT = 60.0
 
@@ -69,41 +70,25 @@ class SshTarget:
 
 
 def write_inventory(tmp_path: Path, target: SshTarget, path: Path, url: str, vars: Mapping[str, Any]) -> Path:
-    """Write an inventory with one site ``shop`` whose production is ``path`` on the lab host."""
-    data = {
-        "sites": {
-            "shop": {"platform": "generic", "environments": {"production": target.env(path, url, vars=dict(vars))}}
-        }
-    }
-    out = tmp_path / f"inventory-{uuid.uuid4().hex[:6]}.yml"
-    out.write_text(yaml.safe_dump(data))
-    return out
+    """Write a new inventory (several per test) with one site ``shop`` whose production is ``path`` on the lab host."""
+    env = target.env(path, url, vars=dict(vars))
+    return runs.write_inventory(tmp_path, runs.one_site(env, platform="generic"), unique=True)
 
 
 def run_playbook(pb: Any, inventory: Inventory | Path, tmp_path: Path, *, check: bool = False) -> RunResult:
-    """Run a playbook in-process with the state dir under ``tmp_path``."""
-    inv = load_inventory(inventory) if isinstance(inventory, Path) else inventory
+    """Run a playbook in-process on production, the state dir under ``tmp_path``, only ``PATH`` exported."""
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    runner = Runner(
-        pb, inv, state_dir=tmp_path / "state", env="production", check=check, environ=environ, handle_signals=False
-    )
-    return runner.run()
+    return runs.run(pb, inventory, tmp_path / "state", env="production", check=check, environ=environ)
 
 
 def maint(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the ``maint`` CLI in ``tmp_path`` (plain output)."""
-    env = {**os.environ, "MAINT_PLAIN": "1", "NO_COLOR": "1"}
-    return subprocess.run(
-        ["maint", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return runs.maint_cli(*args, cwd=tmp_path, timeout=timeout)
 
 
 def spawn_maint(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    """Start the ``maint`` CLI in the background."""
-    env = {**os.environ, "MAINT_PLAIN": "1", "NO_COLOR": "1"}
-    return subprocess.Popen(
-        ["maint", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    """Start the ``maint`` CLI in ``tmp_path`` in the background (stderr into stdout)."""
+    return runs.spawn_maint(*args, cwd=tmp_path, stderr=subprocess.STDOUT)
 
 
 def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str] | None = None) -> None:

@@ -3,16 +3,17 @@
 :func:`make_project` writes ``inventory.yml`` (sites with ``connection: local``, each in its
 own directory under the project) and ``playbooks/ops.yml`` (file.content steps; with
 ``failing=True`` a last ``command`` step that fails and prints a secret).
-:func:`maint` runs the real ``maint`` console entry point in a subprocess.
+:func:`maint` runs the ``maint`` CLI in a subprocess (:func:`tests.runs.maint_cli`) with
+:func:`clean_env`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.runs import maint_argv, maint_cli, maint_env
 
 SECRET_NAME = "SHOP_API_TOKEN"
 SECRET_VALUE = "tok-9f8e7d6c5b4a3210"
@@ -71,28 +72,21 @@ def step_line(root: Path, step_id: str) -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a ``maint`` subprocess: no CI/GitHub variables unless given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MAINT_", "NO_COLOR", "RUNNER_"))}
-    env.pop("CI", None)
-    env[SECRET_NAME] = SECRET_VALUE
-    env.update(extra)
-    return env
-
-
-def maint_argv(*args: str) -> list[str]:
-    """argv that runs the ``maint`` entry point with this interpreter."""
-    return [sys.executable, "-c", "from maintkit.cli import main; main()", *args]
+    """The environment for a ``maint`` subprocess: no CI/GitHub variables unless given, the
+    project's secret exported, the output left to the terminal (no ``MAINT_PLAIN``)."""
+    return maint_env({SECRET_NAME: SECRET_VALUE, **extra}, plain=False)
 
 
 def maint(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``maint ARGS`` in ``cwd``; returns the completed process (text output)."""
-    return subprocess.run(
-        maint_argv(*args), cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """Run ``maint ARGS`` in ``cwd`` with ``env`` (default :func:`clean_env`); the completed process."""
+    return maint_cli(*args, cwd=cwd, env=env or clean_env(), timeout=timeout)
 
 
 def strip_ansi(text: str) -> str:
     """Text without terminal escape sequences."""
     return ANSI.sub("", text)
+
+
+__all__ = ["SECRET_NAME", "SECRET_VALUE", "clean_env", "maint", "maint_argv", "make_project", "step_line", "strip_ansi"]

@@ -1,20 +1,31 @@
-"""The one way the suites write an inventory and run a playbook in-process.
+"""The one way the suites write an inventory, run a playbook in-process and run the ``maint`` CLI.
 
 Both layers use it: ``tests/e2e`` with local environments (:func:`local_env`), ``tests/lab``
 with lab hosts (``LabHost.env(...)`` gives the environment fields). Test files keep only what
-is specific to them (the shape of their sites) and call these.
+is specific to them (the shape of their sites, the arguments they always pass) and call these.
+
+The CLI runs as ``python -m maintkit`` in a subprocess (:func:`maint_cli`, or in the background
+:func:`spawn_maint`) with :func:`maint_env`, or in this process through click
+(:func:`maint_in_process`) where a test times the command or runs it many times.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
+from click.testing import CliRunner
 
+from maintkit.cli.main import cli
 from maintkit.inventory import Inventory, load_inventory
 from maintkit.playbook import LoadedPlaybook, Playbook, playbook_from_text
 from maintkit.registry import Registry
@@ -80,3 +91,100 @@ def events(run_dir: str | Path | None) -> list[dict[str, Any]]:
     """The audit events of a run folder, in order."""
     text = (Path(str(run_dir)) / "events.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------- the maint CLI
+#: argv of the ``maint`` command with this interpreter (the installed console script may be another one)
+MAINT = (sys.executable, "-m", "maintkit")
+#: variables of the calling shell that change what ``maint`` shows or defaults to (CI, GitHub
+#: Actions, ``MAINT_*`` settings, ``NO_COLOR``): a test sets the ones it means
+HOST_PREFIXES = ("GITHUB_", "RUNNER_", "MAINT_", "NO_COLOR")
+#: plain, colourless output whatever the terminal
+PLAIN = {"MAINT_PLAIN": "1", "NO_COLOR": "1"}
+
+
+def maint_argv(*args: str) -> list[str]:
+    """argv that runs ``maint ARGS`` with this interpreter."""
+    return [*MAINT, *args]
+
+
+def maint_env(extra_env: Mapping[str, str] | None = None, *, plain: bool = True) -> dict[str, str]:
+    """This process's environment without :data:`HOST_PREFIXES` variables and ``CI``, then
+    :data:`PLAIN` (unless ``plain`` is false), then ``extra_env``.
+
+    Read at call time, so variables a test sets with ``monkeypatch.setenv`` reach ``maint``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(HOST_PREFIXES) and k != "CI"}
+    if plain:
+        env.update(PLAIN)
+    env.update(extra_env or {})
+    return env
+
+
+def maint_cli(
+    *args: str,
+    cwd: str | Path,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``maint ARGS`` in ``cwd`` and wait for it: the completed process (text output).
+
+    The environment is ``env`` (default :func:`maint_env`) plus ``extra_env``; the exit code is
+    the caller's to check.
+    """
+    return subprocess.run(
+        maint_argv(*args),
+        cwd=cwd,
+        env=_environment(env, extra_env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn_maint(
+    *args: str,
+    cwd: str | Path,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    stderr: int | IO[str] = subprocess.PIPE,
+) -> subprocess.Popen[str]:
+    """Start ``maint ARGS`` in ``cwd`` in the background, stdout piped (``stderr``: a pipe of
+    its own, or ``subprocess.STDOUT``). The environment is as for :func:`maint_cli`."""
+    return subprocess.Popen(
+        maint_argv(*args), cwd=cwd, env=_environment(env, extra_env), stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
+def _environment(env: Mapping[str, str] | None, extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    return {**(maint_env() if env is None else env), **(extra_env or {})}
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What an in-process ``maint`` printed and how it ended."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    #: stdout and stderr interleaved as printed
+    output: str
+    #: wall-clock time of the command
+    seconds: float
+
+
+def maint_in_process(*args: str, input: str | None = None) -> CliResult:
+    """Invoke ``maint ARGS`` in this process (click's test runner, no terminal).
+
+    An exception other than the command's own exit fails the test: the CLI must turn every
+    error into a message and an exit code.
+    """
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, list(args), input=input)
+    seconds = time.monotonic() - started
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.output, seconds)

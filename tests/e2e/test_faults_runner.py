@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,10 +30,7 @@ from maintkit.errors import ApplyFailed
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, RunResult, SiteStatus, StepStatus
 from tests.gates import make_gates, open_gate, wait_started, wait_until
-from tests.runs import local_env, one_site, run, write_inventory
-
-MAINT = [sys.executable, "-m", "maintkit"]
-
+from tests.runs import local_env, maint_cli, one_site, run, spawn_maint, write_inventory
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -243,19 +238,13 @@ class Gated:
     """A ``maint run`` of GATED in a subprocess, blocked in step ``work`` until :meth:`open`."""
 
     def __init__(self, tmp_path: Path, site: Path) -> None:
-        self.site = site
+        self.tmp_path, self.site = tmp_path, site
         self.inv = shop_inventory(tmp_path, site)
         self.pb = tmp_path / "gated.yml"
         self.pb.write_text(GATED)
         self.state = tmp_path / "state"
         make_gates(site)
-        self.proc = subprocess.Popen(
-            [*MAINT, "run", str(self.pb), "-i", str(self.inv), "--state-dir", str(self.state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "MAINT_PLAIN": "1"},
-        )
+        self.proc = spawn_maint("run", str(self.pb), "-i", str(self.inv), "--state-dir", str(self.state), cwd=tmp_path)
         wait_started(site, self.proc)
         self.holder = json.loads((site / ".maint" / "lock" / "holder.json").read_text())
 
@@ -266,12 +255,8 @@ class Gated:
         wait_until((self.site / "done").exists, "the gated step finished")
 
     def maint(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*MAINT, *args, "-i", str(self.inv), "--state-dir", str(self.state)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "MAINT_PLAIN": "1"},
-        )
+        """``maint ARGS`` on this run's inventory and state dir."""
+        return maint_cli(*args, "-i", str(self.inv), "--state-dir", str(self.state), cwd=self.tmp_path)
 
 
 def test_killed_run_leaves_maintenance_that_unlock_reports_and_the_next_run_switches_off(tmp_path: Path) -> None:
@@ -397,12 +382,7 @@ def test_unlock_of_a_holder_on_another_controller(tmp_path: Path) -> None:
     inv = shop_inventory(tmp_path, site)
 
     def unlock(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*MAINT, "unlock", "shop", "--env", "production", "-i", str(inv), *extra],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
+        return maint_cli("unlock", "shop", "--env", "production", "-i", str(inv), *extra, cwd=tmp_path)
 
     holder = _foreign_lock(site, timedelta(hours=2))
     refused = unlock()

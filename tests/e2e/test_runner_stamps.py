@@ -8,17 +8,14 @@ The raised objects are kept by the test action, so the test sees exactly what wa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ActionError, ApplyFailed, CheckFailed, NotReversible, VerifyFailed
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, RunResult, SiteStatus, StepStatus
-from maintkit.runner import Runner
+from tests import runs
 
 WHERE = ("test.raising", "shop", "production")
 
@@ -68,11 +65,11 @@ class Raising(Action[RaisingParams]):
 
 
 def run(tmp_path: Path, phase: str) -> RunResult:
+    """One step of ``test.raising`` raising in ``phase``, on site ``shop`` (production in ``tmp_path/site``)."""
     Raising.raised.clear()
     site = tmp_path / "site"
     site.mkdir()
-    inv = tmp_path / "inventory.yml"
-    inv.write_text(f"sites:\n  shop:\n    environments:\n      production: {{connection: local, path: {site}}}\n")
+    inv = runs.write_inventory(tmp_path, runs.one_site(runs.local_env(site)))
     registry = Registry()
     registry.register(Raising)
     text = f"""\
@@ -82,9 +79,7 @@ stages:
     steps:
       - {{id: raise, action: test.raising, with: {{phase: {phase}}}}}
 """
-    pb = playbook_from_text(text, registry=registry)
-    runner = Runner(pb, load_inventory(inv), state_dir=tmp_path / "state", registry=registry, handle_signals=False)
-    return runner.run()
+    return runs.run(text, inv, tmp_path / "state", registry=registry)
 
 
 def stamps() -> list[tuple[str, str, str]]:
@@ -92,8 +87,8 @@ def stamps() -> list[tuple[str, str, str]]:
 
 
 def events(result: RunResult, name: str) -> list[dict[str, Any]]:
-    lines = (Path(result.run_dir or "") / "events.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["event"] == name]
+    """The audit events called ``name`` of the run that gave ``result``."""
+    return [e for e in runs.events(result.run_dir or "") if e["event"] == name]
 
 
 def test_check_error_is_stamped_and_kept_on_the_step(tmp_path: Path) -> None:

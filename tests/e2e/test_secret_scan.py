@@ -12,41 +12,28 @@ piece behind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.lab.sshd import SshLab
+from tests.runs import local_env, maint_cli, one_site, write_inventory
 from tests.secret_scan import assert_no_secret, find_leaks, new_secret
 
-MAINT = [sys.executable, "-m", "maintkit"]
 VAR = "SHOP_SEED"  # a name the environment rule does not know: only the template registry can mask it
 LABEL_CUT, STDERR_CUT, STDOUT_CUT = 200, 500, 2000
 
 
-def _env(tmp_path: Path, secret: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    env.update({VAR: secret, "MAINT_PLAIN": "1", "NO_COLOR": "1", **extra})
-    return env
-
-
 def maint(tmp_path: Path, secret: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    """Run ``maint ARGS`` in tmp_path with the secret exported."""
-    return subprocess.run(
-        [*MAINT, *args], capture_output=True, text=True, env=_env(tmp_path, secret, **extra), cwd=tmp_path, timeout=120
-    )
+    """Run ``maint ARGS`` in tmp_path (plain output) with the secret exported, plus ``extra`` variables."""
+    return maint_cli(*args, cwd=tmp_path, extra_env={VAR: secret, **extra})
 
 
 def local_inventory(tmp_path: Path) -> Path:
-    inv = tmp_path / "inventory.yml"
-    inv.write_text(
-        f"sites:\n  shop:\n    environments:\n      production: {{connection: local, path: {tmp_path}/site}}\n"
-    )
-    return inv
+    """``inventory.yml``: site ``shop``, production in ``tmp_path/site`` on this machine."""
+    return write_inventory(tmp_path, one_site(local_env(tmp_path / "site")))
 
 
 LEAD = "a" * 100  # printed before the secret, so that the redacted text is still longer than the cut

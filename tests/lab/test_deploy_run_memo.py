@@ -14,15 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from maintkit.actions.deploy import resolve_commit
-from maintkit.inventory import load_inventory
-from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, StepStatus
-from maintkit.runner import Runner
 from maintkit.testing import FakeTransport, make_context
 from tests.lab.gitrepo import BareRepo
+from tests.runs import local_env, one_site, run, write_inventory
 
 PLAYBOOK = """\
 name: deploy-both
@@ -44,26 +40,19 @@ def _move_main(repo: BareRepo, sha: str) -> list[str]:
 
 
 def _inventory(tmp_path: Path, repo: BareRepo, build: list[list[str]]) -> Path:
-    env = {"connection": "local", "url": "http://127.0.0.1:9", "vars": {"repo": str(repo.path), "build": build}}
-    sites = {
-        name: {"platform": "generic", "environments": {"production": {**env, "path": str(tmp_path / name)}}}
-        for name in ("a", "b")
-    }
-    out = tmp_path / "inventory.yml"
-    out.write_text(yaml.safe_dump({"sites": sites}))
-    return out
+    """Sites ``a`` and ``b`` (in ``tmp_path/a`` and ``tmp_path/b``) deploying ``repo`` with ``build``."""
+    deploy_vars = {"repo": str(repo.path), "build": build}
+    sites: dict[str, Any] = {}
+    for name in ("a", "b"):
+        env = local_env(tmp_path / name, url="http://127.0.0.1:9", vars=deploy_vars)
+        sites |= one_site(env, name=name, platform="generic")
+    return write_inventory(tmp_path, sites)
 
 
 def _run(tmp_path: Path, inventory: Path) -> RunResult:
+    """PLAYBOOK over ``inventory``, with only ``PATH`` and ``HOME`` (``tmp_path``) exported."""
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
-    runner = Runner(
-        playbook_from_text(PLAYBOOK).playbook,
-        load_inventory(inventory),
-        state_dir=tmp_path / "state",
-        environ=environ,
-        handle_signals=False,
-    )
-    return runner.run()
+    return run(PLAYBOOK, inventory, tmp_path / "state", environ=environ)
 
 
 def _deployed_commit(site: Path) -> Any:

@@ -8,7 +8,6 @@ SSH connection it runs on. Either way the failure carries the switch, the runner
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from maintkit.results import RunResult, SiteStatus, StepStatus
 from tests.deploy_helpers import SshTarget, current_release, releases_log, run_playbook, write_inventory
 from tests.lab.gitrepo import BareRepo
 from tests.lab.sshd import LabHost
+from tests.runs import events
 
 DEPLOY = """\
 name: deploy-only
@@ -89,9 +89,9 @@ def shop(ssh_hosts: list[tuple[LabHost, Path]], bare_repo_factory: Any, tmp_path
 
 
 def _events(result: RunResult) -> list[dict[str, Any]]:
+    """The audit events of the run that gave ``result``."""
     assert result.run_dir is not None
-    lines = (Path(result.run_dir) / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return events(result.run_dir)
 
 
 def _assert_switched_back(shop: Shop, result: RunResult, v1: tuple[str, str], v2: tuple[str, str]) -> str:

@@ -4,10 +4,8 @@ that cannot be reached, and a host whose network dies in the middle of a step.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +16,7 @@ from maintkit.results import SiteStatus, StepStatus
 from tests.gates import make_gates, open_gate, wait_started
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.test_site_ops import Shop, lab_host, make_shop, ops_web  # noqa: F401  (fixtures)
-from tests.runs import events, one_site, run, write_inventory
-
-MAINT = [sys.executable, "-m", "maintkit"]
+from tests.runs import events, maint_cli, one_site, run, spawn_maint, write_inventory
 
 GATED = """\
 name: gated
@@ -49,20 +45,11 @@ def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
     pb = tmp_path / "gated.yml"
     pb.write_text(GATED)
     state = tmp_path / "state"
-    env = {**os.environ, "MAINT_PLAIN": "1"}
 
     def maint(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*MAINT, *args, "-i", str(inv), "--state-dir", str(state)], capture_output=True, text=True, env=env
-        )
+        return maint_cli(*args, "-i", str(inv), "--state-dir", str(state), cwd=tmp_path)
 
-    proc = subprocess.Popen(
-        [*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = spawn_maint("run", str(pb), "-i", str(inv), "--state-dir", str(state), cwd=tmp_path)
     try:
         wait_started(site, proc)
         holder = json.loads((site / ".maint" / "lock" / "holder.json").read_text())

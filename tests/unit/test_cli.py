@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from maintkit.cli.main import cli
 from maintkit.cli.reporters import GitHubReporter, JsonReporter, LiveReporter, PlainReporter, choose_reporter
+from tests.runs import maint_in_process
 
 #: (action, rollback kind, reason) as ``maint actions`` must show them
 ROLLBACKS = [
@@ -24,7 +23,8 @@ ROLLBACKS = [
 
 
 def maint(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, list(args))
+    """``maint ARGS`` in this process: exit code, stdout, stderr."""
+    res = maint_in_process(*args)
     return res.exit_code, res.stdout, res.stderr
 
 

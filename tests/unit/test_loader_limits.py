@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from maintkit._yaml import MAX_NODES, Limits, load_yaml
 from maintkit.errors import InventoryError, PlaybookError
 from maintkit.inventory import load_inventory
 from maintkit.playbook import BUILTIN_DIR, load_playbook, playbook_from_text
+from tests.runs import maint_in_process
 
 PB = """\
 name: t
@@ -74,10 +74,9 @@ def inventory(tmp_path: Path, listener: socket.socket) -> Path:
 
 
 def maint(*args: str) -> tuple[int, str, float]:
-    started = time.monotonic()
-    result = CliRunner().invoke(__import__("maintkit.cli.main", fromlist=["cli"]).cli, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    return result.exit_code, result.output, time.monotonic() - started
+    """``maint ARGS`` in this process (no traceback allowed): exit code, output, seconds taken."""
+    res = maint_in_process(*args)
+    return res.exit_code, res.output, res.seconds
 
 
 def refused(tmp_path: Path, data: bytes | str, inventory: Path, listener: socket.socket) -> str:
