@@ -59,4 +59,17 @@ def attention_for(site: SiteReport, ref: datetime) -> list[Attention]:
             out.append(
                 Attention("urgent", f"a rollback on {rb.env} failed ({', '.join(rb.steps)}): check the site by hand")
             )
-    return out
+    return out + _takeover_attention(site)
+
+
+def _takeover_attention(site: SiteReport) -> list[Attention]:
+    """A dead run whose changes could not all be undone when its lock was taken over."""
+    return [
+        Attention(
+            "urgent",
+            f"run {t.dead_run} died on {t.env}; when its lock was taken over, {', '.join(t.incomplete)} "
+            "could not be undone: check the site by hand",
+        )
+        for t in site.takeovers
+        if t.incomplete
+    ]

@@ -23,8 +23,8 @@ from pathlib import Path
 from maintkit.report.attention import attention_for
 from maintkit.report.families import collect_backups, collect_certs, collect_latency, deploys_of, updates_of
 from maintkit.report.history import cert_history
-from maintkit.report.model import Incident, Report, Rollback, SiteReport
-from maintkit.report.reading import RunState, StepState, as_text, runs_in_period
+from maintkit.report.model import Incident, Report, Rollback, SiteReport, Takeover
+from maintkit.report.reading import RunState, StepState, as_text, parse_ts, runs_in_period
 
 __all__ = ["build_report"]
 
@@ -69,6 +69,7 @@ def build_report(
                 per_site.setdefault(st.site, []).append(st)
         _add_site_runs(reports, run, wanted)
         _add_rollbacks(reports, run, wanted)
+        _add_takeovers(reports, run, wanted)
     for site_name, steps in per_site.items():
         _add_step_facts(reports.setdefault(site_name, SiteReport(site_name)), steps, ref)
     for rep in reports.values():
@@ -92,6 +93,25 @@ def _add_site_runs(reports: dict[str, SiteReport], run: RunState, wanted: set[st
             rep.failed_runs += 1
         rep.changed_steps += sum(1 for s in run.steps.values() if s.site == site_name and s.status == "changed")
         _add_incidents(rep, run, site_name, status, error, when)
+
+
+def _add_takeovers(reports: dict[str, SiteReport], run: RunState, wanted: set[str] | None) -> None:
+    """The locks of dead runs ``run`` took over, with what it rolled back and what it could not."""
+    for site_name, env, ev in run.takeovers:
+        if wanted is not None and site_name not in wanted:
+            continue
+        rep = reports.setdefault(site_name, SiteReport(site_name))
+        rep.takeovers.append(
+            Takeover(
+                env,
+                as_text(ev.get("dead_run")),
+                parse_ts(ev.get("ts")),
+                [as_text(s) for s in ev.get("rolled_back") or []],
+                bool(ev.get("maintenance_off")),
+                [as_text(s) for s in ev.get("incomplete") or []],
+                run.run_id,
+            )
+        )
 
 
 def _add_rollbacks(reports: dict[str, SiteReport], run: RunState, wanted: set[str] | None) -> None:

@@ -140,6 +140,19 @@ class Attention:
 
 
 @dataclass
+class Takeover:
+    """A lock of a dead run taken over: what its unfinished stage left, undone or not."""
+
+    env: str
+    dead_run: str
+    when: datetime | None
+    rolled_back: list[str]
+    maintenance_off: bool
+    incomplete: list[str]
+    run_id: str
+
+
+@dataclass
 class SiteReport:
     """Everything the report says about one site."""
 
@@ -158,6 +171,8 @@ class SiteReport:
     cert_history: list[CertCheck] = field(default_factory=list)
     latency: Latency | None = None
     incidents: list[Incident] = field(default_factory=list)
+    #: locks of dead runs taken over in the period, with what was reconciled
+    takeovers: list[Takeover] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)
 
 

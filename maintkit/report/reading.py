@@ -105,6 +105,8 @@ class RunState:
     steps: dict[tuple[str, str, str], StepState] = field(default_factory=dict)
     site_status: dict[str, tuple[str, str, datetime | None]] = field(default_factory=dict)
     rolled_back: dict[tuple[str, str], list[tuple[str, datetime | None, bool]]] = field(default_factory=dict)
+    #: ``lock.taken_over`` events: (site, env, the event)
+    takeovers: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
 
 
 def read_run(run_dir: Path, meta: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> RunState:
@@ -144,6 +146,8 @@ def read_run(run_dir: Path, meta: Mapping[str, Any], events: Iterable[Mapping[st
             run.rolled_back.setdefault((site, env), []).append((as_text(ev.get("step")), when, ok))
         elif name in ("site.finished", "site.skipped") and site:
             run.site_status[site] = (as_text(ev.get("status")), as_text(ev.get("error")), when)
+        elif name == "lock.taken_over" and site:
+            run.takeovers.append((site, env, ev))
     return run
 
 

@@ -174,6 +174,14 @@ def test_a_killed_controllers_lock_is_taken_over_after_its_lease_and_its_leftove
         [*in_flight, "index"],
     )
     assert taken["host_clock"] >= dead["expires_epoch"]
+    # what was not undone is in the client report, read from the store by a third controller
+    undone = ", ".join([*in_flight, "index"])
+    report = maint_cli("report", "--state-dir", str(tmp_path / "c"), *store, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert (
+        f"run {dead_run} died on production; when its lock was taken over, {undone} could not be undone: "
+        "check the site by hand"
+    ) in report.stdout
 
     # the dead run's own log (its full local copy): what it did, and that it never finished
     trail = [(e["event"], e.get("step")) for e in events(local) if e["event"].startswith(("step.", "stage.", "run."))]

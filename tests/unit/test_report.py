@@ -315,3 +315,53 @@ def test_manual_rollback_is_listed(state: Path) -> None:
         True,
     )
     assert "undid release r2 -> r1" in render_markdown(build_report(state, since=date(2026, 11, 1), now=NOW))
+
+
+def test_a_takeover_with_changes_not_undone_needs_attention(tmp_path: Path) -> None:
+    w = RunWriter(tmp_path / "state")
+    taken = {
+        "event": "lock.taken_over",
+        "site": "shop-a",
+        "env": "production",
+        "dead_run": "20261120T010000Z-dead01",
+        "rolled_back": ["config"],
+        "maintenance_off": ["/srv/shop/.maintenance"],
+        "incomplete": ["work", "index"],
+    }
+    clean = {**taken, "site": "shop-b", "dead_run": "20261120T010000Z-dead02", "incomplete": []}
+    w.run(NOW - timedelta(days=1), "monthly-update", {"shop-a": "ok", "shop-b": "ok"}, [], extra=[taken, clean])
+    rep = build_report(tmp_path / "state", now=NOW)
+    a, b = rep.sites
+    assert [(t.env, t.dead_run, t.rolled_back, t.maintenance_off, t.incomplete) for t in a.takeovers] == [
+        ("production", "20261120T010000Z-dead01", ["config"], True, ["work", "index"])
+    ]
+    assert [(x.level, x.message) for x in a.attention if "died" in x.message] == [
+        (
+            "urgent",
+            "run 20261120T010000Z-dead01 died on production; when its lock was taken over, work, index "
+            "could not be undone: check the site by hand",
+        )
+    ]
+    assert [x.message for x in b.attention if "died" in x.message] == []
+    assert len(b.takeovers) == 1
+
+
+def test_the_plain_output_names_a_takeover_and_what_it_left() -> None:
+    from maintkit.cli.reporters.plain import takeover_line
+
+    line = takeover_line(
+        {
+            "site": "shop",
+            "env": "production",
+            "dead_run": "R1",
+            "rolled_back": ["config"],
+            "maintenance_off": ["/srv/shop/.maintenance"],
+            "incomplete": ["index"],
+        }
+    )
+    assert line == (
+        "shop/production: took over the expired lock of run R1 "
+        "(rolled back: config; maintenance off; NOT undone, check by hand: index)"
+    )
+    bare = takeover_line({"site": "shop", "env": "staging", "dead_run": "R2"})
+    assert bare == "shop/staging: took over the expired lock of run R2"

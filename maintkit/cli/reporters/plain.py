@@ -39,6 +39,15 @@ _STEP_LINES = (
 INTERRUPT_MESSAGE = "interrupt received: finishing the current step, rolling back, releasing locks..."
 
 
+def takeover_line(r: dict[str, Any]) -> str:
+    """``shop/production: took over the expired lock of run X (rolled back: a; maintenance off; NOT undone: b)``."""
+    done = [f"rolled back: {', '.join(map(str, r['rolled_back']))}"] if r.get("rolled_back") else []
+    done += ["maintenance off"] if r.get("maintenance_off") else []
+    done += [f"NOT undone, check by hand: {', '.join(map(str, r['incomplete']))}"] if r.get("incomplete") else []
+    tail = f" ({'; '.join(done)})" if done else ""
+    return f"{r.get('site')}/{r.get('env')}: took over the expired lock of run {r.get('dead_run')}{tail}"
+
+
 class PlainReporter(Reporter):
     """Prints a header, plain step lines as events arrive, and a summary at the end."""
 
@@ -88,6 +97,8 @@ class PlainReporter(Reporter):
             click.echo(f"{r.get('site')}: skipped ({r.get('error')})")
         elif ev == "run.interrupt_requested":
             click.echo(INTERRUPT_MESSAGE, err=True)
+        elif ev == "lock.taken_over":
+            click.echo(takeover_line(r))
 
     def finish(self, result: Any) -> None:
         """Print the summary, why anything failed and where the run folder is; then notify."""
