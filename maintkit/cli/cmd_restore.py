@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from maintkit.cli.common import die, execute, inventory_option, load_inventory, require_site_env, state_option
+from maintkit.cli.common import (
+    die,
+    execute,
+    inventory_option,
+    load_inventory,
+    require_site_env,
+    state_option,
+    store_option,
+)
 from maintkit.results import ExitCode
 
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -67,6 +75,7 @@ def restore_playbook_text(
 @click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines; the last line is the result.")
 @inventory_option
 @state_option
+@store_option
 def command(
     site: str,
     env: str,
@@ -80,6 +89,7 @@ def command(
     as_json: bool,
     inventory_path: str,
     state_dir: str,
+    state_spec: str | None,
 ) -> None:
     """Restore SITE's environment from a backup (database, files or both).
 
@@ -108,5 +118,6 @@ def command(
         as_json=as_json,
         check=check,
         state_dir=state_dir,
+        state_spec=state_spec,
         extra={"yes": yes},
     )

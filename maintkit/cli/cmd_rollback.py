@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from maintkit.cli.common import die, execute, inventory_option, load_inventory, require_site_env, state_option
+from maintkit.cli.common import (
+    die,
+    execute,
+    inventory_option,
+    load_inventory,
+    require_site_env,
+    state_option,
+    store_option,
+)
 from maintkit.results import ExitCode
 
 
@@ -77,6 +85,7 @@ def _list_releases(inventory: Any, site: str, env: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines; the last line is the result.")
 @inventory_option
 @state_option
+@store_option
 def command(
     site: str,
     env: str,
@@ -86,6 +95,7 @@ def command(
     as_json: bool,
     inventory_path: str,
     state_dir: str,
+    state_spec: str | None,
 ) -> None:
     """Switch SITE's current release back to the previous good one and mark the current one bad.
 
@@ -117,4 +127,5 @@ def command(
         as_json=as_json,
         check=check,
         state_dir=state_dir,
+        state_spec=state_spec,
     )
