@@ -345,6 +345,16 @@ class Action(Generic[P]):
         """Undo ``changes``. Default: not reversible."""
         raise NotReversible(f"{self.name} cannot be rolled back", action=self.name)
 
+    @classmethod
+    def change_from_record(cls, record: dict[str, Any]) -> Change | None:
+        """Rebuild a :class:`Change` with its undo data from the audit log's record of it.
+
+        Used to undo the applied steps of a run that died (a lock taken over): only
+        actions whose recorded changes hold everything their rollback needs override this.
+        None (the default): the record is not enough to undo the change.
+        """
+        return None
+
     def finalize(self, ctx: Context, changes: list[Change], ok: bool) -> None:
         """Called at the end of the stage when this step changed something (also after failures).
 

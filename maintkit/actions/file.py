@@ -238,6 +238,15 @@ class FileContent(_PathAction[FileContentParams]):
                 script = f"( {put_script(path, int(undo.before.mode, 8))}\n) && {_owner_script(path, undo.before)}"
                 _run_undo(ctx, script, path, "wrote", stdin=undo.data)
 
+    @classmethod
+    def change_from_record(cls, record: dict[str, Any]) -> Change | None:
+        """A file this action created can be removed again; an updated one cannot (its previous
+        content is never written to the audit log)."""
+        if record.get("summary") != "created" or not isinstance(record.get("after"), str):
+            return None
+        undo = _ContentUndo(FileInfo(exists=False), None, record["after"])
+        return Change(record["target"], "created", None, record["after"], undo=undo)
+
 
 class FileDirectoryParams(_Owned):
     """Parameters of ``file.directory``."""
@@ -318,6 +327,18 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
                 mode = join(["chmod", "--", plan.before.mode, change.target])
                 _run_undo(ctx, f"{mode} && {_owner_script(change.target, plan.before)}", change.target, "changed")
 
+    @classmethod
+    def change_from_record(cls, record: dict[str, Any]) -> Change | None:
+        """The directories it created, or the mode it had before, as recorded."""
+        after, before = record.get("after"), record.get("before")
+        if isinstance(after, dict) and isinstance(after.get("created"), list):
+            plan = _DirPlan(FileInfo(exists=False), tuple(str(p) for p in after["created"]))
+        elif isinstance(before, str) and before:
+            plan = _DirPlan(FileInfo(exists=True, type="directory", mode=before))
+        else:
+            return None
+        return Change(record["target"], str(record.get("summary")), before, after, undo=plan)
+
 
 class FileSymlinkParams(_AbsolutePath):
     """Parameters of ``file.symlink``."""
@@ -380,6 +401,15 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
                 _run_undo(ctx, script, path, "switched")
             else:
                 _run_undo(ctx, _remove_if_script(path, _target_is(made)), path, "created")
+
+    @classmethod
+    def change_from_record(cls, record: dict[str, Any]) -> Change | None:
+        """The previous and the new link target, as recorded."""
+        before, after = record.get("before"), record.get("after")
+        if not isinstance(after, str) or not (before is None or isinstance(before, str)):
+            return None
+        info = FileInfo(exists=before is not None, type="symlink", target=before)
+        return Change(record["target"], "switched", before, after, undo=(info, after))
 
 
 __all__ = ["FileContent", "FileDirectory", "FileSymlink", "put_script", "switch_script", "switch_symlink"]

@@ -8,18 +8,14 @@ dead run's leftovers on that environment were reconciled (:mod:`maintkit.runner.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from maintkit import locks as site_locks
 from maintkit._text import tail
 from maintkit.errors import CommandFailed, LockHeld, MaintkitError
 from maintkit.inventory import Environment, Site
 from maintkit.runner.lease import Lease
+from maintkit.runner.reconcile import Reconciled, reconcile
 from maintkit.runner.state import RunState
 from maintkit.transport.base import Transport
-
-if TYPE_CHECKING:
-    from maintkit.runner.reconcile import Reconciled
 
 #: the locks a site holds, in the order taken: (environment, its transport)
 Held = list[tuple[Environment, Transport]]
@@ -100,8 +96,6 @@ def settle_lock(
 def take_over(state: RunState, site: Site, env: Environment, transport: Transport, head: str) -> Reconciled:
     """Reconcile what the dead holder in ``head`` left on ``env``, then record the takeover."""
     dead = site_locks.parse_holder(head.split(site_locks.TAKEN_MARK, 1)[1])
-    from maintkit.runner.reconcile import reconcile  # only on a takeover: it loads the action families
-
     done = reconcile(state, site, env, transport, str(dead.get("run_id", "")))
     where = {"site": site.name, "env": env.name, "host": env.display_host}
     if done.incomplete:

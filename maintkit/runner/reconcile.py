@@ -20,25 +20,19 @@ is reported, never guessed: :attr:`Reconciled.incomplete`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maintkit.action import Context, ProbeCache
-from maintkit.actions.deploy.release import _Deployed
-from maintkit.actions.file import _ContentUndo, _DirPlan
+from maintkit.action import Action, Context, ProbeCache
 from maintkit.actions.maintenance.ownership import Leftover, ownership_probe, switch_off_leftover
 from maintkit.audit import read_events
 from maintkit.errors import MaintkitError
 from maintkit.inventory import Environment, Site
-from maintkit.probes import FileInfo
 from maintkit.registry import default_registry
-from maintkit.results import Change
 from maintkit.runner.state import RunState
 from maintkit.transport.base import Transport
 
 #: builds the in-memory undo of one recorded change (its ``public()`` form); None: not enough recorded
-Rebuild = Callable[[dict[str, Any]], Change | None]
 
 
 @dataclass
@@ -65,54 +59,6 @@ class Reconciled:
         self.incomplete.append({"step": step, "action": action, "why": why})
 
 
-def _content(change: dict[str, Any]) -> Change | None:
-    if change.get("summary") != "created" or not isinstance(change.get("after"), str):
-        return None  # the previous content of an updated file is never written to the store
-    undo = _ContentUndo(FileInfo(exists=False), None, change["after"])
-    return Change(change["target"], "created", None, change["after"], undo=undo)
-
-
-def _symlink(change: dict[str, Any]) -> Change | None:
-    before, after = change.get("before"), change.get("after")
-    if not isinstance(after, str) or not (before is None or isinstance(before, str)):
-        return None
-    info = FileInfo(exists=before is not None, type="symlink", target=before)
-    return Change(change["target"], "switched", before, after, undo=(info, after))
-
-
-def _directory(change: dict[str, Any]) -> Change | None:
-    after, before = change.get("after"), change.get("before")
-    if isinstance(after, dict) and isinstance(after.get("created"), list):
-        plan = _DirPlan(FileInfo(exists=False), tuple(str(p) for p in after["created"]))
-    elif isinstance(before, str) and before:
-        plan = _DirPlan(FileInfo(exists=True, type="directory", mode=before))
-    else:
-        return None
-    return Change(change["target"], str(change.get("summary")), before, after, undo=plan)
-
-
-def _release(change: dict[str, Any]) -> Change | None:
-    before, after = change.get("before"), change.get("after")
-    if not isinstance(after, dict) or not isinstance(before, dict) or not after.get("release"):
-        return None  # "removed N release(s)" changes: nothing to undo
-    prev = before.get("release")
-    deployed = _Deployed(
-        str(after["release"]),
-        str(after.get("commit") or ""),
-        prev,
-        f"releases/{prev}" if prev else None,
-        before.get("commit"),
-    )
-    return Change(change["target"], str(change.get("summary")), before, after, undo=deployed)
-
-
-#: the actions whose recorded changes are enough to undo them
-REBUILD: dict[str, Rebuild] = {
-    "file.content": _content,
-    "file.symlink": _symlink,
-    "file.directory": _directory,
-    "deploy.release": _release,
-}
 #: switched off with the maintenance owner record (step 2), not step by step
 _MAINTENANCE = ("maintenance.enable",)
 
@@ -185,10 +131,10 @@ def _undo(state: RunState, ctx: Context, dead: DeadStep, out: Reconciled) -> Non
         return
     if cls.rollback_mode() == "noop":
         return
-    rebuild = REBUILD.get(dead.action)
-    changes = [rebuild(c) for c in dead.changes] if rebuild is not None else [None]
+    rebuildable = cls.change_from_record.__func__ is not Action.change_from_record.__func__  # type: ignore[attr-defined]
+    changes = [cls.change_from_record(c) for c in dead.changes] if rebuildable else [None]
     if not changes or any(c is None for c in changes):
-        why = "its previous state is not recorded in the store" if rebuild else "it cannot be undone from the store"
+        why = "its previous state is not recorded in the store" if rebuildable else "it cannot be undone from the store"
         out.not_done(dead.step, dead.action, why)
         return
     action = cls(cls.Params.model_construct(), dead.step)
@@ -234,4 +180,4 @@ def _maintenance_off(state: RunState, ctx: Context, out: Reconciled) -> None:
     )
 
 
-__all__ = ["REBUILD", "DeadStep", "Reconciled", "reconcile", "unfinished_stage"]
+__all__ = ["DeadStep", "Reconciled", "reconcile", "unfinished_stage"]

@@ -203,6 +203,23 @@ class DeployRelease(Action[DeployReleaseParams]):
             if isinstance(change.undo, _Deployed):
                 self._undo(ctx, change.undo, reason=f"rolled back by run {ctx.run_id}")
 
+    @classmethod
+    def change_from_record(cls, record: dict[str, Any]) -> Change | None:
+        """The switch of ``current`` (the release deployed and the one before), as recorded;
+        ``removed N release(s)`` records have nothing to undo."""
+        before, after = record.get("before"), record.get("after")
+        if not isinstance(after, dict) or not isinstance(before, dict) or not after.get("release"):
+            return None
+        prev = before.get("release")
+        deployed = _Deployed(
+            str(after["release"]),
+            str(after.get("commit") or ""),
+            prev,
+            f"releases/{prev}" if prev else None,
+            before.get("commit"),
+        )
+        return Change(record["target"], str(record.get("summary")), before, after, undo=deployed)
+
     def _undo(self, ctx: Context, deployed: _Deployed, reason: str) -> None:
         state = fresh_state(ctx)
         if state.current_release == deployed.release:
