@@ -23,6 +23,11 @@ from typing import Any, NoReturn
 GATED_SHELL = "exec 3<> {dir}/gate; echo go > {dir}/started; read x <&3; exec 3<&-"
 
 
+def gated_shell(directory: str | Path, then: str = "") -> str:
+    """:data:`GATED_SHELL` for ``directory`` (a path, or a template such as ``{{ env.path }}``), then ``then``."""
+    return GATED_SHELL.format(dir=directory) + (f"; {then}" if then else "")
+
+
 def make_gates(directory: Path, owner: str | None = None) -> None:
     """Create the ``started`` and ``gate`` FIFOs in ``directory`` (writable by ``owner``)."""
     for name in ("started", "gate"):

@@ -29,7 +29,7 @@ from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, RunResult, SiteStatus, StepStatus
-from tests.gates import make_gates, open_gate, wait_started, wait_until
+from tests.gates import gated_shell, make_gates, open_gate, wait_started, wait_until
 from tests.runs import local_env, maint_cli, one_site, run, spawn_maint, write_inventory
 
 # ---------------------------------------------------------------------------- helpers
@@ -229,9 +229,10 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "exec 3<> {{ env.path }}/gate; echo go > {{ env.path }}/started; read x <&3; touch {{ env.path }}/done"]
+          argv: [sh, -c, "GATED"]
           creates: "{{ env.path }}/done"
 """
+GATED = GATED.replace("GATED", gated_shell("{{ env.path }}", "touch {{ env.path }}/done"))
 
 
 class Gated:

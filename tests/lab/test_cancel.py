@@ -30,7 +30,7 @@ from maintkit.cli.reporters.plain import INTERRUPT_MESSAGE
 from maintkit.runner.signals import Interrupts
 from maintkit.transport.base import CANCEL_GRACE, CancelToken, CommandCancelled, cancellable
 from maintkit.transport.local import LocalTransport
-from tests.gates import make_gates, open_gate, wait_started, wait_until
+from tests.gates import gated_shell, make_gates, open_gate, wait_started, wait_until
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.test_site_ops import Shop, lab_host, make_shop, ops_web  # noqa: F401  (fixtures)
 from tests.runs import events, maint_cli, one_site, spawn_maint, write_inventory
@@ -49,7 +49,7 @@ def gated(directory: Path, *, ignore_term: bool = False) -> str:
     trap = "trap '' TERM; " if ignore_term else ""
     return (
         f"{trap}ps -o pgid= -p $$ > {d}/pgid; sleep 3600 & "
-        f"exec 3<> {d}/gate; echo go > {d}/started; read x <&3; touch {d}/done"
+        + gated_shell(d, f"touch {d}/done")
     )
 
 
@@ -392,7 +392,7 @@ def slow_rollback(
     shop = make_shop()
     work, undo = gates(shop.path, "work"), gates(shop.path, "undo")
     inv = write_inventory(tmp_path, one_site(lab_host.env(shop.path, url=shop.url)))
-    undo_shell = f"exec 3<> {undo}/gate; echo go > {undo}/started; read x <&3; touch {undo}/undone"
+    undo_shell = gated_shell(undo, f"touch {undo}/undone")
     pb = playbook(
         tmp_path,
         [

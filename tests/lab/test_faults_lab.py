@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from maintkit.results import SiteStatus, StepStatus
-from tests.gates import make_gates, open_gate, wait_started
+from tests.gates import gated_shell, make_gates, open_gate, wait_started
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.test_site_ops import Shop, lab_host, make_shop, ops_web  # noqa: F401  (fixtures)
 from tests.runs import events, maint_cli, one_site, run, spawn_maint, write_inventory
@@ -27,10 +27,11 @@ stages:
       - id: work
         action: command
         with:
-          argv: [sh, -c, "exec 3<> {{ env.path }}/gate; echo go > {{ env.path }}/started; read x <&3; touch {{ env.path }}/done"]
+          argv: [sh, -c, "GATED"]
           creates: "{{ env.path }}/done"
       - {id: after, action: command, with: {argv: ["true"]}}
 """
+GATED = GATED.replace("GATED", gated_shell("{{ env.path }}", "touch {{ env.path }}/done"))
 
 
 def test_killed_run_leaves_503_until_the_next_run_switches_it_off(
