@@ -23,7 +23,12 @@ def test_rollback_and_restore_runs_land_in_the_given_store(tmp_path: Path) -> No
     )  # fmt: skip
     assert rs.returncode == 1, rs.stdout + rs.stderr
     assert f"check: no backup in {site}/.maint/backups (missing)" in rs.stdout
-    runs = sorted((shared / "runs").iterdir())
+    # both runs may start in the same second: take their order from `maint runs` (event times, ms)
+    listed = maint_cli("runs", "--json", "--state-dir", "c", *store, cwd=tmp_path)
+    rows = json.loads(listed.stdout)
+    assert [r["playbook"] for r in rows] == ["restore", "rollback"]
+    runs = [shared / "runs" / r["run_id"] for r in reversed(rows)]
+    assert sorted(runs) == sorted((shared / "runs").iterdir())
     summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
     assert [(s["playbook"], s["status"], s["sites"][0]["status"]) for s in summaries] == [
         ("rollback", "failed", "failed"),
@@ -31,5 +36,3 @@ def test_rollback_and_restore_runs_land_in_the_given_store(tmp_path: Path) -> No
     ]
     assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "b" / "runs").exists()
     assert not (site / ".maint" / "lock").exists()
-    listed = maint_cli("runs", "--json", "--state-dir", "c", *store, cwd=tmp_path)
-    assert [r["playbook"] for r in json.loads(listed.stdout)] == ["restore", "rollback"]
