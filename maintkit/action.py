@@ -114,10 +114,14 @@ class RunOptions:
     check: bool = False
     diff: bool = False
     run_id: str = ""
+    #: the name of the playbook being run
+    playbook: str = ""
     run_dir: Path | None = None
     state_dir: Path = Path(".maint")
     promote_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``-e`` variables: over the inventory's variables in :attr:`Context.vars` (docs/cli.md)
+    extra_vars: dict[str, Any] = field(default_factory=dict)
     #: per-run memos shared by all sites (see :class:`RunMemo`)
     memo: RunMemo = field(default_factory=RunMemo)
     #: the state store's root (run folders and ``index/``, see docs/state.md); None: ``state_dir``
@@ -173,8 +177,8 @@ class Context:
 
     @property
     def vars(self) -> dict[str, Any]:
-        """Site vars overlaid by environment vars."""
-        return self.site.vars_for(self.env)
+        """Site vars overlaid by environment vars, then by ``-e`` extra vars."""
+        return {**self.site.vars_for(self.env), **self.options.extra_vars}
 
     @property
     def host_key(self) -> str:

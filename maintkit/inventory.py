@@ -16,13 +16,15 @@ Example::
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from maintkit._yaml import MAX_PROBLEMS, SourceMap, printable, pydantic_problems, read_yaml_file
-from maintkit.errors import InventoryError, Problem
+from maintkit.errors import ConfigError, InventoryError, Problem
 
 Platform = Literal["wordpress", "composer", "magento", "shopware", "laravel", "drupal", "bedrock", "generic"]
 HostKeyPolicy = Literal["strict", "accept-new"]
@@ -39,6 +41,8 @@ _CONNECTION_FIELDS = (
     "connect_timeout",
     "command_timeout",
     "proxy_command",
+    "proxy_jump",
+    "ssh_config",
     "keepalive_interval",
     "keepalive_count_max",
     "lock_lease",
@@ -47,6 +51,30 @@ _CONNECTION_FIELDS = (
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SecretSource(_Model):
+    """Where one secret's value comes from: an environment variable, a file or a command."""
+
+    env: str | None = Field(None, description="An environment variable of the controller")
+    file: str | None = Field(None, description="A file readable by its owner only (0600), owned by you")
+    command: list[str] | None = Field(
+        None, min_length=1, description="A command's output, e.g. [pass, show, shop-a/db] (no shell)"
+    )
+    timeout: float = Field(30.0, gt=0, le=3600, description="Seconds the command may take")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        given = [k for k in ("env", "file", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a secret comes from exactly one of env, file or command (got {len(given)})")
+        return self
+
+
+SecretSources = dict[str, SecretSource]
+_SECRETS_HELP = "Secrets for templates (secrets.NAME): {file: PATH}, {command: [argv]} or {env: VAR}"
+_SSH_CONFIG_HELP = "Read OpenSSH client config: true for ~/.ssh/config, or a path (default: never read)"
+_PROXY_JUMP_HELP = "Jump hosts, OpenSSH's ProxyJump: [user@]host[:port], comma-separated"
 
 
 class Defaults(_Model):
@@ -64,6 +92,8 @@ class Defaults(_Model):
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect")
     command_timeout: float = Field(600.0, gt=0, description="Default seconds a command may take")
     proxy_command: str | None = Field(None, description="ProxyCommand to reach the host (jump hosts)")
+    proxy_jump: str | None = Field(None, description=_PROXY_JUMP_HELP)
+    ssh_config: bool | str | None = Field(None, description=_SSH_CONFIG_HELP)
     keepalive_interval: float = Field(
         5.0, gt=0, description="Seconds of silence before an SSH keepalive asks the server for a reply"
     )
@@ -95,9 +125,18 @@ class Environment(_Model):
     connect_timeout: float | None = Field(None, gt=0)
     command_timeout: float | None = Field(None, gt=0)
     proxy_command: str | None = None
+    proxy_jump: str | None = Field(None, description=_PROXY_JUMP_HELP)
+    ssh_config: bool | str | None = Field(None, description=_SSH_CONFIG_HELP)
     keepalive_interval: float | None = Field(None, gt=0)
     keepalive_count_max: int | None = Field(None, ge=1)
     lock_lease: int | None = Field(None, ge=1)
+    secrets: SecretSources = Field(default_factory=dict, description=_SECRETS_HELP)
+    _explicit: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def set_in_inventory(self, field: str) -> bool:
+        """True when the inventory itself sets ``field`` for this environment (here or in
+        ``defaults``): such a value wins over ``~/.ssh/config``."""
+        return field in self._explicit
 
     @model_validator(mode="after")
     def _absolute_path(self) -> Environment:
@@ -118,6 +157,7 @@ class Site(_Model):
     platform: Platform = Field("generic", description="wordpress, composer (Magento 2, Shopware, Laravel...), generic")
     vars: dict[str, Any] = Field(default_factory=dict)
     environments: dict[str, Environment] = Field(..., min_length=1)
+    secrets: SecretSources = Field(default_factory=dict, description=_SECRETS_HELP)
 
     def env(self, name: str) -> Environment:
         """The environment called ``name`` (KeyError if missing)."""
@@ -145,6 +185,7 @@ class Inventory(_Model):
     state: StateConfig | None = Field(None, description="The state store shared by every controller")
     sites: dict[str, Site] = Field(..., min_length=1)
     groups: dict[str, list[str]] = Field(default_factory=dict)
+    secrets: SecretSources = Field(default_factory=dict, description=_SECRETS_HELP)
     path: str | None = Field(None, exclude=True, description="Where it was loaded from")
 
     @model_validator(mode="after")
@@ -156,10 +197,12 @@ class Inventory(_Model):
                 env.name = env_name
                 if env.platform is None:
                     env.platform = site.platform
-                for field in _CONNECTION_FIELDS:
-                    if getattr(env, field) is None:
-                        setattr(env, field, getattr(self.defaults, field))
+                _inherit(env, self.defaults)
         return self
+
+    def secret_sources(self, site: Site, env: Environment) -> SecretSources:
+        """The secrets an environment's templates see: the inventory's, its site's, its own (nearest wins)."""
+        return {**self.secrets, **site.secrets, **env.secrets}
 
     def resolve_targets(self, targets: list[str] | str) -> list[Site]:
         """Sites named by site names, group names or ``all``, in inventory order, without duplicates."""
@@ -184,6 +227,87 @@ class Inventory(_Model):
         return [site for name, site in self.sites.items() if name in wanted]
 
 
+def limit_patterns(items: list[str] | str) -> list[str]:
+    """The patterns of ``--limit`` values: comma-separated, repeated, surrounding spaces and empty ones left out."""
+    values = [items] if isinstance(items, str) else items
+    return [p.strip() for value in values for p in value.split(",") if p.strip()]
+
+
+def _matches(inv: Inventory, pattern: str) -> list[str] | None:
+    """The site names ``pattern`` names (a site, a group, ``all``, or a glob over both), or None."""
+    if pattern == "all" or pattern == "*":
+        return list(inv.sites)
+    if pattern in inv.sites:
+        return [pattern]
+    if pattern in inv.groups:
+        return list(inv.groups[pattern])
+    if not any(c in pattern for c in "*?["):
+        return None
+    names: dict[str, None] = {}
+    for site in inv.sites:
+        if fnmatch.fnmatchcase(site, pattern):
+            names[site] = None
+    for group, members in inv.groups.items():
+        if fnmatch.fnmatchcase(group, pattern):
+            names.update(dict.fromkeys(members))
+    return list(names) or None
+
+
+def _no_match(inv: Inventory, flag: str, pattern: str) -> Problem:
+    """``--limit: no site or group matches 'x' (did you mean 'y'?)``."""
+    shown = printable(repr(pattern), 120)
+    known = [*inv.sites, *inv.groups]
+    close = difflib.get_close_matches(pattern.strip("*?[]!"), known, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return Problem(flag, None, "", f"no site or group matches {shown}{hint}")
+
+
+def select_sites(inv: Inventory, items: list[str] | str, flag: str = "--limit") -> list[str]:
+    """The site names a ``--limit`` selects, in inventory order (docs/cli.md, "Choosing sites").
+
+    Patterns are site names, group names, ``all`` or fnmatch globs (``shop-*``) over site and
+    group names; ``!pattern`` excludes what it matches; with only exclusions, every site is the
+    start. A pattern (also an exclusion) that matches nothing is an error naming ``flag``, with
+    the closest names: a typo never runs (or spares) a site by accident.
+    """
+    include: dict[str, None] = {}
+    exclude: set[str] = set()
+    problems: list[Problem] = []
+    patterns = limit_patterns(items)
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        body = pattern[1:].strip() if negate else pattern
+        found = _matches(inv, body) if body else None
+        if found is None:
+            problems.append(_no_match(inv, flag, pattern) if body else Problem(flag, None, "", "an empty '!' pattern"))
+        elif negate:
+            exclude.update(found)
+        else:
+            include.update(dict.fromkeys(found))
+    if problems:
+        raise InventoryError(problems[:MAX_PROBLEMS])
+    if not any(not p.startswith("!") for p in patterns):
+        include = dict.fromkeys(inv.sites)
+    return [name for name in inv.sites if name in include and name not in exclude]
+
+
+def _inherit(env: Environment, defaults: Defaults) -> None:
+    """Fill the connection fields ``env`` leaves out from ``defaults`` (an environment that sets
+    one way through a proxy, ``proxy_command`` or ``proxy_jump``, inherits neither)."""
+    own = {f for f in _CONNECTION_FIELDS if getattr(env, f) is not None}
+    if "host" in env.model_fields_set:
+        own.add("host")
+    proxies = {"proxy_command", "proxy_jump"}
+    inherited = set(defaults.model_fields_set) & set(_CONNECTION_FIELDS)
+    explicit = own | (inherited - proxies if own & proxies else inherited)
+    for field in _CONNECTION_FIELDS:
+        if getattr(env, field) is None and not (field in proxies and own & proxies):
+            setattr(env, field, getattr(defaults, field))
+    if env.proxy_command and env.proxy_jump:
+        raise ValueError(f"environment {env.name!r}: set proxy_command or proxy_jump, not both")
+    env._explicit = frozenset(explicit)
+
+
 def _check_groups(inv: Inventory, source: SourceMap) -> list[Problem]:
     problems = []
     for group, members in inv.groups.items():
@@ -197,6 +321,26 @@ def _check_groups(inv: Inventory, source: SourceMap) -> list[Problem]:
     return problems[:MAX_PROBLEMS]
 
 
+def _check_ssh(inv: Inventory, source: SourceMap) -> list[Problem]:
+    """Every ``proxy_jump`` parses and every ``ssh_config`` file named reads (file:line errors)."""
+    from maintkit.transport.ssh_config import parse_jumps
+    from maintkit.transport.ssh_settings import load_config
+
+    problems: list[Problem] = []
+    for site in inv.sites.values():
+        for env in site.environments.values():
+            where = ("sites", site.name, "environments", env.name)
+            try:
+                parse_jumps(env.proxy_jump or "")
+            except ValueError as exc:
+                problems.append(source.problem((*where, "proxy_jump"), str(exc)))
+            try:
+                load_config(env.ssh_config)
+            except ConfigError as exc:
+                problems.extend(p for p in exc.problems if p not in problems)
+    return problems[:MAX_PROBLEMS]
+
+
 def parse_inventory(data: Any, source: SourceMap) -> Inventory:
     """Validate already-parsed inventory data."""
     if not isinstance(data, dict):
@@ -205,7 +349,7 @@ def parse_inventory(data: Any, source: SourceMap) -> Inventory:
         inv = Inventory.model_validate(data)
     except ValidationError as exc:
         raise InventoryError(pydantic_problems(exc, source)) from None
-    problems = _check_groups(inv, source)
+    problems = _check_groups(inv, source) or _check_ssh(inv, source)
     if problems:
         raise InventoryError(problems)
     inv.path = source.file

@@ -197,7 +197,10 @@ def send_apprise(url: str, title: str, body: str, ok: bool) -> None:
     try:
         import apprise
     except ImportError:
-        raise NotifyError(f"{display_url(url)}: this kind of URL needs apprise (pip install apprise)") from None
+        raise NotifyError(
+            f"{display_url(url)}: this kind of URL needs apprise, maintkit's 'notify' extra "
+            "(pip install 'maintkit[notify]', or pip install apprise)"
+        ) from None
     sender = apprise.Apprise()
     if not sender.add(url):
         raise NotifyError(f"{display_url(url)}: not a URL apprise understands")
@@ -206,19 +209,24 @@ def send_apprise(url: str, title: str, body: str, ok: bool) -> None:
         raise NotifyError(f"{display_url(url)}: sending failed")
 
 
-def send(url: str, result: RunResult, redactor: Any = None, environ: Mapping[str, str] | None = None) -> None:
-    """Send one notification about ``result`` to ``url``."""
+def deliver(url: str, document: dict[str, Any], title: str, body: str, ok: bool) -> None:
+    """Send one message to ``url``: ``document`` by JSON POST to webhooks, else ``title``/``body`` via apprise."""
     scheme = urlsplit(url).scheme
     if scheme in _JSON_SCHEMES:
-        post_json(url, payload(result, redactor, environ))
+        post_json(url, document)
         return
     if scheme in ("http", "https"):
         plugin = _apprise_plugin(url)
         if plugin is None or type(plugin).__name__ == "NotifyJSON":
-            post_json(url, payload(result, redactor, environ))
+            post_json(url, document)
             return
+    send_apprise(url, title, body, ok)
+
+
+def send(url: str, result: RunResult, redactor: Any = None, environ: Mapping[str, str] | None = None) -> None:
+    """Send one notification about ``result`` to ``url``."""
     title, body = message(result, redactor)
-    send_apprise(url, title, body, result.ok)
+    deliver(url, payload(result, redactor, environ), title, body, result.ok)
 
 
 def notify_run(
@@ -265,6 +273,7 @@ def notify_run(
 __all__ = [
     "NotifyError",
     "Sent",
+    "deliver",
     "explain_failures",
     "message",
     "notify_run",

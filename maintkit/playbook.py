@@ -20,7 +20,7 @@ from maintkit.registry import Registry, default_registry
 from maintkit.templating import TemplateError, expression_references, has_template, template_problem
 
 OnFailure = Literal["rollback", "stop", "continue"]
-NotifyWhen = Literal["success", "failure", "changed"]
+NotifyWhen = Literal["success", "failure", "changed", "alert"]
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 
 
@@ -72,6 +72,12 @@ class Notify(_Model):
         return data
 
 
+class Alerts(_Model):
+    """A watching playbook (``health``): its health record, incidents and alerts (docs/health.md)."""
+
+    after: int = Field(2, ge=1, le=1000, description="Alert after this many consecutive failures of a check")
+
+
 class Playbook(_Model):
     """A named playbook."""
 
@@ -84,6 +90,7 @@ class Playbook(_Model):
     max_fail_percentage: float | None = Field(None, ge=0, le=100, description="Stop starting sites above this")
     vars: dict[str, Any] = Field(default_factory=dict)
     notify: list[Notify] = Field(default_factory=list)
+    alerts: Alerts | None = Field(None, description="Watching playbook: health record, incidents, alerts")
     stages: list[Stage] = Field(..., min_length=1)
     path: str | None = Field(None, exclude=True)
 

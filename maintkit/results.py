@@ -130,6 +130,11 @@ class ExitCode(IntEnum):
     INTERRUPTED = 3
     #: ``maint audit verify``: the log is intact so far but has no summary
     AUDIT_INCOMPLETE = 4
+    #: ``maint run``/``plan``: some hosts could not be reached, and nothing else failed
+    #: (the same number as AUDIT_INCOMPLETE, which only ``maint audit verify`` returns)
+    UNREACHABLE = 4
+    #: ``maint plan --detailed-exitcode``: the plan succeeded and some steps would change
+    CHANGES_PENDING = 2
 
 
 @dataclass
@@ -183,6 +188,8 @@ class SiteResult:
     steps: list[StepResult] = field(default_factory=list)
     error: str | None = None
     duration_ms: float = 0.0
+    #: a stage could not start because its host could not be reached (and nothing else failed there)
+    unreachable: bool = False
 
     @property
     def changed(self) -> int:
@@ -201,6 +208,7 @@ class SiteResult:
             "status": self.status.value,
             "changed": self.changed,
             "error": self.error,
+            "unreachable": self.unreachable,
             "duration_ms": round(self.duration_ms, 1),
             "steps": [s.to_dict() for s in self.steps],
         }
@@ -217,6 +225,8 @@ class RunResult:
     sites: list[SiteResult] = field(default_factory=list)
     run_dir: str | None = None
     duration_ms: float = 0.0
+    #: what the run could not know and why (a plan's promotion without a version lock)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = RunStatus(self.status)  # also accepts the plain string
@@ -231,16 +241,54 @@ class RunResult:
         """True when every site ended OK."""
         return self.status is RunStatus.OK
 
+    def count(self, status: StepStatus) -> int:
+        """How many steps (of every site) ended with ``status``."""
+        return sum(1 for site in self.sites for s in site.steps if s.status is status)
+
+    @property
+    def would_change(self) -> int:
+        """Steps of a plan that would change something (``unknown`` ones are counted apart)."""
+        return self.count(StepStatus.WOULD_CHANGE)
+
+    @property
+    def unknown(self) -> int:
+        """Steps of a plan whose outcome cannot be predicted (they depend on an earlier change)."""
+        return self.count(StepStatus.UNKNOWN)
+
+    @property
+    def unreachable(self) -> list[str]:
+        """The sites whose host could not be reached."""
+        return [s.site for s in self.sites if s.unreachable]
+
     @property
     def exit_code(self) -> ExitCode:
-        """The CLI exit status for this result: 0 ok, 1 a site failed, 3 lock held or interrupted."""
+        """The CLI exit status for this result (docs/cli.md, "Exit status"), by precedence:
+
+        3 interrupted; 1 a site failed for another reason than an unreachable host (or the
+        run was halted); 4 some hosts could not be reached and nothing else failed; 3 a lock
+        was held; 0 ok.
+        """
         if self.status is RunStatus.OK:
             return ExitCode.OK
         if self.status is RunStatus.INTERRUPTED:
             return ExitCode.INTERRUPTED
         if self.status is RunStatus.LOCKED:
             return ExitCode.LOCKED
+        failed = [s for s in self.sites if s.status in (SiteStatus.FAILED, SiteStatus.ROLLED_BACK)]
+        halted = any(s.status is SiteStatus.SKIPPED for s in self.sites)
+        if failed and all(s.unreachable for s in failed) and not halted:
+            return ExitCode.UNREACHABLE
         return ExitCode.FAILED
+
+    def plan_exit_code(self) -> ExitCode:
+        """``maint plan --detailed-exitcode``: 0 nothing to do, 2 changes pending, 1 any error.
+
+        ``unknown`` steps count as pending: a plan is "nothing to do" only when every step is
+        known to be unchanged (or skipped).
+        """
+        if self.status is not RunStatus.OK:
+            return ExitCode.FAILED
+        return ExitCode.CHANGES_PENDING if self.would_change or self.unknown else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -250,6 +298,10 @@ class RunResult:
             "check": self.check,
             "status": self.status.value,
             "changed": self.changed,
+            "would_change": self.would_change,
+            "unknown": self.unknown,
+            "unreachable": self.unreachable,
+            "notes": self.notes,
             "run_dir": self.run_dir,
             "duration_ms": round(self.duration_ms, 1),
             "sites": [s.to_dict() for s in self.sites],

@@ -1,8 +1,8 @@
 """Sandboxed templating of step parameters.
 
 Strings in ``with:`` may use ``{{ env.url }}``, ``{{ site.vars.x }}``, ``{{ vars.x }}``,
-``{{ secrets.NAME }}`` (read from environment variables) and ``{{ run.id }}``. A string
-that is one single expression keeps the expression's native type (a list stays a list).
+``{{ secrets.NAME }}`` (the inventory's ``secrets:`` sources, else environment variables)
+and ``{{ run.id }}``. A string that is one single expression keeps the expression's native type (a list stays a list).
 Rendering uses jinja2's SandboxedEnvironment with StrictUndefined: an unknown name is an
 error, never an empty string.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from maintkit._text import register_secret
 from maintkit.errors import ConfigError
+from maintkit.secret_sources import Resolver, SecretError, SourceLike
 
 #: bounds on what ``*`` and ``**`` may build inside a template (a hostile playbook cannot hang a run)
 MAX_RESULT_LENGTH = 1_000_000
@@ -30,22 +31,46 @@ class TemplateError(ConfigError):
 
 
 class Secrets(Mapping[str, str]):
-    """Environment variables exposed to templates as ``secrets.NAME``.
+    """Secrets exposed to templates as ``secrets.NAME``: the inventory's ``secrets:`` sources
+    (files, commands, environment variables: :mod:`maintkit.secret_sources`) of the
+    environment being rendered (see :meth:`scoped`), else the environment variable NAME.
 
     Every value read is registered process-wide as a secret (:func:`maintkit._text.register_secret`)
     before it is returned, so no error message, output or file can show it, and it is also
-    reported to ``on_read`` (the run's audit redactor).
+    reported to ``on_read`` (the run's audit redactor). ``used`` holds what this view read.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None, on_read: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        on_read: Callable[[str], None] | None = None,
+        *,
+        sources: Mapping[str, SourceLike] | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
         self._environ = os.environ if environ is None else environ
         self._on_read = on_read
+        self._sources: Mapping[str, SourceLike] = sources or {}
+        placeholders = bool(getattr(self._environ, "placeholder_secrets", False))
+        self._resolver = resolver or Resolver(self._environ, placeholders=placeholders)
         self.used: dict[str, str] = {}
 
+    def scoped(self, sources: Mapping[str, SourceLike]) -> Secrets:
+        """A view for one site environment: its ``secrets:`` sources, sharing this one's
+        resolver (each file or command is read once per run) and ``on_read``."""
+        return Secrets(self._environ, self._on_read, sources=sources, resolver=self._resolver)
+
     def __getitem__(self, name: str) -> str:
-        if name not in self._environ:
+        source = self._sources.get(name)
+        if source is not None:
+            try:
+                value = self._resolver.value(name, source)
+            except SecretError as exc:
+                raise TemplateError(exc.message) from None
+        elif name in self._environ:
+            value = self._environ[name]
+        else:
             raise KeyError(name)
-        value = self._environ[name]
         register_secret(value)
         self.used[name] = value
         if self._on_read is not None:
@@ -58,7 +83,10 @@ class Secrets(Mapping[str, str]):
         try:
             return self[name]
         except KeyError:
-            raise TemplateError(f"secret {name!r} is not set (export it as an environment variable)") from None
+            raise TemplateError(
+                f"secret {name!r} is not set (export it as an environment variable, "
+                "or give it a source under secrets: in the inventory)"
+            ) from None
 
     def __iter__(self) -> Any:
         return iter(())

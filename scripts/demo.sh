@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded demo shop: sets up .venv on a fresh machine, then runs `maint demo`.
+# The story on the embedded demo shop (a broken update caught on staging, a good one promoted to
+# production): sets up .venv on a fresh machine, then runs `maint demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh -e .

@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/lab-packages.sh
-bash scripts/venv.sh -e '.[test]' -e tests/plugin
+bash scripts/venv.sh -e '.[test,dev,notify,browser]' -e tests/plugin
 export PATH="$PWD/${MAINT_VENV:-.venv}/bin:$PATH"
 exec python -m pytest -q -p no:cacheprovider "$@"

@@ -61,7 +61,7 @@ class _Owned(_AbsolutePath):
     owner: str | None = Field(None, description="Owner user name")
     group: str | None = Field(None, description="Owner group name")
 
-    @field_validator("mode", mode="before")
+    @field_validator("mode", mode="before", json_schema_input_type=str | int | None)
     @classmethod
     def _valid_mode(cls, v: Any) -> str | None:
         return _mode(v)

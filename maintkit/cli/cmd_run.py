@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import click
 
 from maintkit.cli.common import (
+    PlanExit,
     config_error,
     execute,
     inventory_option,
@@ -18,6 +19,15 @@ from maintkit.cli.common import (
     state_option,
     store_option,
 )
+from maintkit.cli.run_flags import (
+    OutputFlags,
+    group_flags,
+    output_options,
+    parse_extra_vars,
+    parse_selection,
+    selection_options,
+)
+from maintkit.results import ExitCode
 
 
 def _run(
@@ -34,11 +44,16 @@ def _run(
     extra: dict[str, Any] | None = None,
     state_spec: str | None = None,
     fleet: dict[str, Any] | None = None,
+    habits: dict[str, Any] | None = None,
 ) -> NoReturn:
     from maintkit.errors import ConfigError
     from maintkit.playbook import load_playbook_full
 
     limits = split_list(limit)
+    flags = dict(habits or {})
+    output: OutputFlags = flags.pop("output", OutputFlags())
+    extra_vars = parse_extra_vars(flags.pop("extra_vars", ()))
+    selection = parse_selection(flags.pop("steps", ()), flags.pop("skip_steps", ()), flags.pop("start_at", None))
     try:
         loaded = load_playbook_full(playbook)
     except ConfigError as exc:
@@ -56,8 +71,30 @@ def _run(
         promote_from=promote_from,
         extra=extra,
         state_spec=state_spec,
+        extra_vars=extra_vars,
+        selection=selection,
+        verbosity=output.verbosity,
+        no_color=output.no_color,
+        **flags,
         **(fleet or {}),
     )
+
+
+def _habits(
+    ctx_flags: OutputFlags,
+    extra_vars: tuple[str, ...],
+    steps: tuple[str, ...],
+    skip_steps: tuple[str, ...],
+    start_at: str | None,
+) -> dict[str, Any]:
+    """The flags users bring from Ansible (``-e``, ``--steps``...) and the output flags, for :func:`_run`."""
+    return {
+        "output": group_flags().merged(ctx_flags),
+        "extra_vars": extra_vars,
+        "steps": steps,
+        "skip_steps": skip_steps,
+        "start_at": start_at,
+    }  # fmt: skip
 
 
 def _fleet(shard: str | None, group: str | None) -> dict[str, Any]:
@@ -87,7 +124,11 @@ def run_options(f: Any) -> Any:
         [
             inventory_option,
             click.option(
-                "--limit", "-l", multiple=True, help="Only these sites or groups (comma-separated or repeated)."
+                "--limit",
+                "-l",
+                multiple=True,
+                metavar="PATTERN,...",
+                help="Only these sites or groups: names, globs (shop-*), !exclusions; comma-separated or repeated.",
             ),
             click.option("--env", "env", default=None, help="Only the stage of this environment."),
             click.option("--diff", is_flag=True, help="Show what would change / changed, before and after."),
@@ -95,6 +136,8 @@ def run_options(f: Any) -> Any:
             click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=None, help="Sites at once."),
             state_option,
             store_option,
+            selection_options,
+            output_options,
         ]
     ):
         f = opt(f)
@@ -111,6 +154,10 @@ def run_options(f: Any) -> Any:
 @click.option(
     "--group", "run_group", default=None, metavar="NAME", help="Run group of the shards (default: GITHUB_RUN_ID)."
 )
+@click.option(
+    "--metrics", default=None, metavar="FILE", help="Watching playbooks: write the health metrics (OpenMetrics)."
+)
+@click.option("--pushgateway", default=None, metavar="URL", help="Watching playbooks: push the health metrics.")
 def run(
     playbook: str,
     inventory_path: str,
@@ -126,6 +173,15 @@ def run(
     yes: bool,
     shard: str | None,
     run_group: str | None,
+    metrics: str | None,
+    pushgateway: str | None,
+    extra_vars: tuple[str, ...],
+    steps: tuple[str, ...],
+    skip_steps: tuple[str, ...],
+    start_at: str | None,
+    verbose: int,
+    quiet: bool,
+    no_color: bool,
 ) -> None:
     """Run PLAYBOOK (a name from ./playbooks or the built-ins, or a path).
 
@@ -136,9 +192,10 @@ def run(
     shards record their runs under one run group (--group, default GITHUB_RUN_ID), and
     max_fail_percentage counts the failures of the whole group.
     """
+    habits = _habits(OutputFlags(verbose, quiet, no_color), extra_vars, steps, skip_steps, start_at)
     _run(
         playbook, inventory_path, limit, env, check, diff, as_json, concurrency, state_dir, promote_from,
-        {"yes": yes}, state_spec, _fleet(shard, run_group),
+        {"yes": yes, "metrics": metrics, "pushgateway": pushgateway}, state_spec, _fleet(shard, run_group), habits,
     )  # fmt: skip
 
 
@@ -146,6 +203,11 @@ def run(
 @click.argument("playbook")
 @run_options
 @click.option("--promote-from", default=None, metavar="RUN_ID", help="Plan the promotion of an earlier run's locks.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when nothing would change, 2 when changes are pending (or unknown), 1 on any error.",
+)
 def plan(
     playbook: str,
     inventory_path: str,
@@ -157,16 +219,39 @@ def plan(
     state_dir: str,
     state_spec: str | None,
     promote_from: str | None,
+    detailed_exitcode: bool,
+    extra_vars: tuple[str, ...],
+    steps: tuple[str, ...],
+    skip_steps: tuple[str, ...],
+    start_at: str | None,
+    verbose: int,
+    quiet: bool,
+    no_color: bool,
 ) -> None:
-    """Show what PLAYBOOK would change (same as run --check). Changes nothing anywhere."""
-    _run(
-        playbook, inventory_path, limit, env, True, diff, as_json, concurrency, state_dir, promote_from,
-        None, state_spec,
-    )  # fmt: skip
+    """Show what PLAYBOOK would change (same as run --check). Changes nothing anywhere.
+
+    With --detailed-exitcode (as Terraform's): 0 nothing to do, 2 changes pending, 1 any error
+    (also invalid input, which otherwise exits 2).
+    """
+    habits = _habits(OutputFlags(verbose, quiet, no_color), extra_vars, steps, skip_steps, start_at)
+    habits["detailed_exitcode"] = detailed_exitcode
+    try:
+        _run(
+            playbook, inventory_path, limit, env, True, diff, as_json, concurrency, state_dir, promote_from,
+            None, state_spec, None, habits,
+        )  # fmt: skip
+    except PlanExit:
+        raise
+    except SystemExit as exc:
+        if detailed_exitcode and exc.code == ExitCode.INPUT:
+            raise SystemExit(ExitCode.FAILED) from None
+        raise
 
 
 class _PermissiveEnviron(dict[str, str]):
     """For validate: secrets that are not set render as a placeholder instead of failing."""
+
+    placeholder_secrets = True  # inventory secret commands are not run, env sources not required
 
     def __missing__(self, key: str) -> str:
         return "<unset>"
@@ -185,7 +270,8 @@ def _validate_inventory(inventory_path: str, problems: list[Any]) -> Any:
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None
-    click.echo(f"ok: {inventory_path} ({len(inventory.sites)} sites)")
+    n = len(inventory.sites)
+    click.echo(f"ok: {inventory_path} ({n} site{'' if n == 1 else 's'})")
     return inventory
 
 

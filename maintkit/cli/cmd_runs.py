@@ -40,7 +40,7 @@ def print_run_detail(data: dict[str, Any]) -> None:
 @state_option
 @store_option
 @optional_inventory_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="The runs (or the run's steps) as JSON.")
 @click.option("--group", "run_group", default=None, metavar="NAME", help="Only the runs of this run group (shards).")
 def command(
     run_id: str | None,

@@ -175,6 +175,10 @@ def with_interrupt_notes(on_event: Callable[[dict[str, Any]], None]) -> Callable
     return show
 
 
+class PlanExit(SystemExit):
+    """The exit of ``maint plan --detailed-exitcode`` with the plan's own status (0, 1 or 2)."""
+
+
 def execute(
     make_playbook: Callable[[], Any],
     inventory: Any,
@@ -182,12 +186,17 @@ def execute(
     as_json: bool,
     check: bool,
     diff: bool = False,
+    verbosity: int = 0,
+    no_color: bool = False,
+    detailed_exitcode: bool = False,
     **runner_kwargs: Any,
 ) -> NoReturn:
     """Plan (bad input: exit 2, nothing runs), run with live output, exit with the run's status.
 
     ``make_playbook`` returns the (loaded) playbook; it is called inside the error handling.
     Used by ``run``/``plan`` and by the commands that run a generated playbook (rollback, restore).
+    ``verbosity`` is -1 (``-q``) to 2 (``-vv``: every command is shown); ``detailed_exitcode``
+    exits with :meth:`~maintkit.results.RunResult.plan_exit_code` (raised as :class:`PlanExit`).
     """
     from maintkit.cli.reporters import choose_reporter
     from maintkit.errors import ConfigError, MaintkitError
@@ -199,8 +208,9 @@ def execute(
         runner_kwargs["store"] = open_history(state_spec, runner_kwargs.get("state_dir", ".maint"), inventory)
     try:
         loaded = make_playbook()
-        reporter = choose_reporter(as_json=as_json, check=check, diff=diff)
+        reporter = choose_reporter(as_json=as_json, check=check, diff=diff, verbosity=verbosity, no_color=no_color)
         on_event = with_interrupt_notes(reporter.on_event)
+        runner_kwargs.setdefault("trace_commands", verbosity >= 2)
         runner = Runner(loaded, inventory, check=check, diff=diff, on_event=on_event, **runner_kwargs)
         runner.plan()
     except ConfigError as exc:
@@ -217,5 +227,9 @@ def execute(
         from maintkit.cli.redact import redact_for_output
 
         click.echo(redact_for_output(f"error: {runner.state_error}", runner.redactor), err=True)
+        if detailed_exitcode:
+            raise PlanExit(ExitCode.FAILED)
         sys.exit(result.exit_code or ExitCode.FAILED)
+    if detailed_exitcode:
+        raise PlanExit(result.plan_exit_code())
     sys.exit(result.exit_code)

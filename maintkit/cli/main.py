@@ -26,18 +26,25 @@ from maintkit.cli import (
 )
 from maintkit.cli.cmd_info import COMMANDS as INFO_COMMANDS
 from maintkit.cli.cmd_run import COMMANDS as RUN_COMMANDS
+from maintkit.cli.common import PlanExit
+from maintkit.cli.run_flags import OutputFlags, output_options
 from maintkit.results import ExitCode
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="maintkit", prog_name="maint")
-def cli() -> None:
+@output_options
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, no_color: bool) -> None:
     """maintkit: keep online shops healthy with idempotent, audited playbooks over SSH.
 
     \b
     Exit status: 0 success (changed or not), 1 a site failed (after rollback),
-                 2 invalid input (nothing ran), 3 lock held or run interrupted.
+                 2 invalid input (nothing ran), 3 lock held or run interrupted,
+                 4 some hosts unreachable (nothing else failed).
+    -v, -q and --no-color work here (maint -v run ...) and on run/plan.
     """
+    ctx.obj = OutputFlags(verbose, quiet, no_color)
 
 
 for _command in (
@@ -65,6 +72,13 @@ def main() -> None:
     """Entry point of the ``maint`` console script."""
     try:
         cli(standalone_mode=True)
+    except PlanExit:
+        raise
+    except SystemExit as exc:
+        # plan --detailed-exitcode: 2 means "changes pending", so a usage error is 1 (as Terraform's)
+        if exc.code == ExitCode.INPUT and "--detailed-exitcode" in sys.argv[1:]:
+            sys.exit(ExitCode.FAILED)
+        raise
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)

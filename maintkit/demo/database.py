@@ -1,5 +1,5 @@
 """The demo's private MariaDB: initialized once in the demo directory, started by pid on
-127.0.0.1 and a private socket, seeded with a small shop database."""
+127.0.0.1 and a private socket, seeded with one small shop database per environment."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Database:
 
     socket: Path
     port: int
-    name: str
+    names: tuple[str, ...]
     user: str
     password: str
     my_cnf: Path
@@ -62,8 +62,8 @@ class Database:
         shutil.rmtree(self._rundir, ignore_errors=True)
 
 
-def start_database(directory: Path, name: str = "demo_shop", user: str = "demo_shop") -> Database:
-    """Initialize (once) and start a MariaDB with a small shop database in ``directory``.
+def start_database(directory: Path, names: tuple[str, ...], user: str = "demo_shop") -> Database:
+    """Initialize (once) and start a MariaDB in ``directory`` with a small shop database for each of ``names``.
 
     Started by root, the server runs as root too (the demo directory may sit in a home
     directory the ``mysql`` user cannot enter); it listens on 127.0.0.1 and a private socket.
@@ -89,7 +89,8 @@ def start_database(directory: Path, name: str = "demo_shop", user: str = "demo_s
     proc = subprocess.Popen(
         [_tool("mariadbd"), "--no-defaults", *user_opt, f"--datadir={data}", f"--socket={sock}",
          f"--pid-file={rundir / 'mysqld.pid'}", f"--port={port}", "--bind-address=127.0.0.1", f"--log-error={log}",
-         "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M", "--skip-name-resolve"],
+         "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M", "--skip-name-resolve",
+         "--innodb-flush-log-at-trx-commit=0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     password_file = directory / "password"
@@ -100,10 +101,10 @@ def start_database(directory: Path, name: str = "demo_shop", user: str = "demo_s
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(password + "\n")
-    db = Database(sock, port, name, user, password, directory / "my.cnf", proc, rundir)
+    db = Database(sock, port, names, user, password, directory / "my.cnf", proc, rundir)
     try:
         _wait_socket(sock, proc, log)
-        _sql(db, _seed_sql(name, user, password), as_root=as_root)
+        _sql(db, "".join(_seed_sql(name, user, password) for name in names), as_root=as_root)
     except DemoServerError:
         db.stop()
         raise
@@ -140,7 +141,9 @@ def _seed_sql(name: str, user: str, password: str) -> str:
         "INSERT IGNORE INTO products VALUES (1, 'Demo mug', 12.00), (2, 'Demo shirt', 25.00),"
         " (3, 'Sticker pack', 4.50);\n"
         "CREATE TABLE IF NOT EXISTS orders (id INT PRIMARY KEY, product_id INT, qty INT, placed DATETIME);\n"
-        "INSERT IGNORE INTO orders VALUES (1, 1, 2, '2024-01-05 10:00:00'), (2, 3, 1, '2024-01-06 12:30:00');\n"
+        "INSERT IGNORE INTO orders (id, product_id, qty, placed)"
+        " VALUES (1, 1, 2, '2024-01-05 10:00:00'), (2, 3, 1, '2024-01-06 12:30:00');\n"
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version VARCHAR(64) PRIMARY KEY, applied DATETIME);\n"
     )
 
 

@@ -1,20 +1,20 @@
-"""The demo shop on disk: a git repository with two releases, the site directory, an inventory.
+"""The demo shop on disk: a git repository with three releases, the two environments'
+directories, an inventory.
 
 Layout of the demo directory (default ``./maint-demo``)::
 
-    repo.git/            bare git repository, tags v1 and v2 (the shop's code)
-    shop/                the environment's path: releases/, shared/, current -> releases/...
-    shop/shared/var/cache/   the page cache that cache.clear empties
+    repo.git/            bare git repository, tags v1, v2 and v3 (the shop's code, see releases.py)
+    staging/             staging's path: releases/, shared/ (.env, var/cache), current -> releases/...
+    production/          production's path, the same layout
     tls/                 a demo CA and a server certificate (made with cryptography)
     db/                  a private MariaDB data directory (when MariaDB is installed)
-    inventory.yml        the demo's inventory (connection: local)
+    inventory.yml        the demo's inventory (connection: local, two environments)
     .maint/              run folders (the audit log) of the demo's runs
     report.md, report.html
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -24,8 +24,12 @@ from typing import Any
 
 import yaml
 
+from maintkit.demo.releases import RELEASES, release_files
+from maintkit.transport.base import quote
+
 SITE = "demo-shop"
-ENV = "production"
+ENVS = ("staging", "production")
+_REPO_STAMP = "maint-demo-releases"
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "maint demo",
     "GIT_AUTHOR_EMAIL": "demo@maint.invalid",
@@ -34,55 +38,6 @@ _GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
 }
-
-_STYLE = "body{font-family:sans-serif;max-width:40rem;margin:2rem auto}header{border-bottom:1px solid #ccc}\n"
-
-
-def _page(title: str, release: str, body: str) -> str:
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title} - Demo Shop</title>'
-        f'<link rel="stylesheet" href="/assets/style.css"></head>\n'
-        f'<body><header><h1>Demo Shop</h1><nav><a href="/">Home</a> <a href="/product/">Mug</a> '
-        f'<a href="/cart/">Cart</a></nav></header>\n<main>{body}</main>\n'
-        f"<footer><small>release {release}</small></footer></body></html>\n"
-    )
-
-
-CART_PHP = """<?php
-session_start();
-$_SESSION['items'] = $_SESSION['items'] ?? [['name' => 'Demo mug', 'price' => 12.00, 'qty' => 1]];
-$release = trim(@file_get_contents(__DIR__ . '/../../RELEASE') ?: '?');
-header('Content-Type: text/html; charset=utf-8');
-echo "<!doctype html><title>Cart - Demo Shop</title><h1>Your cart</h1><ul>";
-foreach ($_SESSION['items'] as $item) {
-    printf('<li>%d x %s, %.2f EUR</li>', $item['qty'], htmlspecialchars($item['name']), $item['price']);
-}
-echo "</ul><p>release " . htmlspecialchars($release) . "</p>";
-"""
-
-
-def release_files(version: str) -> dict[str, str]:
-    """The files of one release of the demo shop's code."""
-    files = {
-        "RELEASE": version + "\n",
-        "composer.json": json.dumps(
-            {"name": "maint-demo/shop", "type": "project", "require": {}, "repositories": [{"packagist.org": False}]},
-            indent=2,
-        )
-        + "\n",
-        "public/assets/style.css": _STYLE,
-        "public/index.html": _page("Home", version, "<h2>Welcome</h2><p>Mugs, shirts and stickers.</p>"),
-        "public/product/index.html": _page("Mug", version, "<h2>Demo mug</h2><p>12.00 EUR</p>"),
-        "public/cart/index.php": CART_PHP,
-    }
-    if version == "v2":
-        files["public/index.html"] = _page(
-            "Home",
-            version,
-            "<h2>Welcome</h2><p>Mugs, shirts and stickers. <strong>New: free shipping over 50 EUR.</strong></p>",
-        )
-        files["public/checkout/index.html"] = _page("Checkout", version, "<h2>Checkout</h2><p>Address, payment.</p>")
-    return files
 
 
 def _git(args: list[str], cwd: Path, home: Path) -> str:
@@ -97,16 +52,22 @@ def _git(args: list[str], cwd: Path, home: Path) -> str:
 
 
 def make_repository(bare: Path) -> None:
-    """Create ``bare`` (once) with two tagged releases of the shop, v1 and v2."""
-    if (bare / "HEAD").is_file():
+    """Create ``bare`` (once) with the shop's tagged releases v1, v2 and v3.
+
+    A repository an earlier demo version made (other releases) is made again."""
+    stamp = bare / _REPO_STAMP
+    if stamp.is_file() and stamp.read_text().split() == list(RELEASES):
         return
+    shutil.rmtree(bare, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="maint-demo-git-") as tmp:
         home, work = Path(tmp) / "home", Path(tmp) / "work"
         home.mkdir()
         (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[safe]\n\tdirectory = *\n")
         work.mkdir()
         _git(["init", "-q", "-b", "main"], work, home)
-        for version in ("v1", "v2"):
+        for version in RELEASES:
+            for old in [p for p in work.rglob("*") if p.is_file() and ".git" not in p.parts]:
+                old.unlink()
             for rel, content in release_files(version).items():
                 target = work / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +77,7 @@ def make_repository(bare: Path) -> None:
             _git(["tag", version], work, home)
         bare.parent.mkdir(parents=True, exist_ok=True)
         _git(["clone", "-q", "--bare", str(work), str(bare)], bare.parent, home)
+    stamp.write_text(" ".join(RELEASES) + "\n")
 
 
 def seed_cache(cache_dir: Path) -> None:
@@ -127,23 +89,31 @@ def seed_cache(cache_dir: Path) -> None:
         (cache_dir / f"{name}.html").write_text(f"<!-- cached {name} page of release v1 -->\n")
 
 
-def write_inventory(path: Path, shop: Path, url: str, vars: dict[str, Any]) -> None:
-    """The demo's inventory: one site, one local environment."""
-    data = {
-        "sites": {
-            SITE: {
-                "platform": "generic",
-                "environments": {
-                    ENV: {"connection": "local", "path": str(shop), "url": url, "vars": vars},
-                },
-            }
-        }
+def write_env_file(shared: Path, settings: dict[str, str]) -> None:
+    """The environment's shared ``.env`` (linked into every release; ``bin/migrate`` reads it)."""
+    shared.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{key}={quote(value)}\n" for key, value in sorted(settings.items()))
+    _write_atomic(shared / ".env", text, 0o600)
+
+
+def write_inventory(path: Path, envs: dict[str, dict[str, Any]], vars: dict[str, Any]) -> None:
+    """The demo's inventory: one site, two local environments (``envs``: name -> path, url, vars)."""
+    environments = {
+        name: {"connection": "local", "path": str(env["path"]), "url": env["url"], "vars": env.get("vars", {})}
+        for name, env in envs.items()
     }
+    data = {"sites": {SITE: {"platform": "generic", "vars": vars, "environments": environments}}}
     header = (
         "# The demo shop made by `maint demo`: everything runs on this machine (connection: local).\n"
         "# Rewritten by each `maint demo` (its ports may change).\n"
     )
-    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    _write_atomic(path, header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False), 0o644)
+
+
+def _write_atomic(path: Path, text: str, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
     tmp.replace(path)

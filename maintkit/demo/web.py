@@ -3,7 +3,9 @@ else a small Python server (static files plus a cookie cart)."""
 
 from __future__ import annotations
 
+import html
 import http.server
+import json
 import os
 import secrets
 import shutil
@@ -82,13 +84,25 @@ class _ShopHandler(http.server.BaseHTTPRequestHandler):
         self._send(200, target.read_bytes(), _TYPES.get(target.suffix, "application/octet-stream"))
 
     def _cart(self, root: Path) -> None:
+        """The stand-in for the release's PHP cart: like it, reads ``config/cart.json`` (500 when it cannot)."""
         release_file = root.parent / "RELEASE"
         release = release_file.read_text().strip() if release_file.is_file() else self.release_hint
+        try:
+            config = json.loads((root.parent / "config" / "cart.json").read_text())
+            currency = html.escape(str(config["currency"]))
+            items = "".join(
+                f"<li>{int(i['qty'])} x {html.escape(str(i['name']))}, {float(i['price']):.2f} {currency}</li>"
+                for i in config["items"]
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = html.escape(str(exc))
+            self._send(500, f"<h1>500</h1><p>the cart cannot read config/cart.json: {why}</p>".encode())
+            return
         cookie = self.headers.get("Cookie", "")
         session = cookie.split("cart=", 1)[1].split(";", 1)[0] if "cart=" in cookie else secrets.token_hex(8)
         body = (
             "<!doctype html><title>Cart - Demo Shop</title><h1>Your cart</h1>"
-            f"<p>1 x Demo mug, 12.00 EUR</p><p>release {release}</p>"
+            f"<ul>{items}</ul><p>Demo Shop, release {html.escape(release)}</p>"
         ).encode()
         self._send(200, body, extra={"Set-Cookie": f"cart={session}; Path=/; HttpOnly"})
 
@@ -121,7 +135,8 @@ class ThreadedServer:
 
 ROUTER_PHP = r"""<?php
 // Router for PHP's built-in server: serves <path>/current/public resolved per request,
-// so a release switch (symlink) shows at once.
+// so a release switch (symlink) shows at once: PHP's realpath cache would keep the old release.
+clearstatcache(true);
 $root = realpath(getenv('MAINT_DEMO_DOCROOT'));
 if ($root === false) { http_response_code(503); echo "No release deployed yet.\n"; return true; }
 $path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);

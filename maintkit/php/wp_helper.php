@@ -16,6 +16,10 @@
  *   dbupgrade                  run the WordPress database upgrade with the (new) code on disk
  *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
  *                              wp-config.php; prints the database name and table prefix only
+ *   siteinfo {"readonly"}      what list reports, plus the locale and the uploads folder
+ *   admins   {"readonly","roles","capabilities","tfa_meta_keys","tfa_table"}
+ *                              users with one of the roles or capabilities (login, email, roles,
+ *                              registered, the listed capabilities they hold, 2FA when asked)
  *
  * Output: one line "@@MAINTKIT-JSON@@{...}" on stdout (anything printed before it, such as
  * notices from plugins, is ignored by the caller). Exit 0 when the JSON was written, even if
@@ -113,7 +117,7 @@ chdir($maintkit_root);
 // Read-only listing (plan mode): WordPress writes a few options while it boots (cron
 // schedules, transients). Run the whole process inside one transaction that is never
 // committed: the server rolls it back when the connection closes.
-if ($maintkit_cmd === 'list' && !empty($maintkit_args['readonly'])) {
+if (in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty($maintkit_args['readonly'])) {
     $GLOBALS['wp_filter']['muplugins_loaded'][-99999][] = array(
         'function' => function () {
             global $wpdb;
@@ -150,6 +154,13 @@ switch ($maintkit_cmd) {
         break;
     case 'core':
         maintkit_out(maintkit_core($maintkit_args));
+        break;
+    case 'siteinfo':
+        $maintkit_uploads = wp_upload_dir(null, false);
+        maintkit_out(array_merge(maintkit_list(), array('locale' => get_locale(), 'uploads' => $maintkit_uploads['basedir'])));
+        break;
+    case 'admins':
+        maintkit_out(maintkit_admins($maintkit_args));
         break;
     case 'dbupgrade':
         require_once ABSPATH . 'wp-admin/includes/upgrade.php';
@@ -237,6 +248,70 @@ function maintkit_list(): array
         'plugins' => $plugins,
         'themes' => $themes,
     );
+}
+
+function maintkit_tfa_ids(string $table): ?array
+{
+    global $wpdb;
+    if ($table === '') {
+        return null;
+    }
+    $name = $wpdb->base_prefix . preg_replace('/[^A-Za-z0-9_]/', '', $table);
+    if ($wpdb->get_var($wpdb->prepare('SHOW TABLES LIKE %s', $wpdb->esc_like($name))) !== $name) {
+        return array();
+    }
+    return array_map('intval', $wpdb->get_col('SELECT DISTINCT user_id FROM `' . $name . '`'));
+}
+
+function maintkit_admins(array $a): array
+{
+    $roles = isset($a['roles']) && is_array($a['roles']) ? $a['roles'] : array('administrator');
+    $caps = isset($a['capabilities']) && is_array($a['capabilities']) ? $a['capabilities'] : array();
+    $keys = isset($a['tfa_meta_keys']) && is_array($a['tfa_meta_keys']) ? $a['tfa_meta_keys'] : array();
+    $tfa_ids = maintkit_tfa_ids(isset($a['tfa_table']) ? (string) $a['tfa_table'] : '');
+    $queries = array(array('role__in' => $roles));
+    if ($caps && version_compare(get_bloginfo('version'), '5.9', '>=')) {
+        $queries[] = array('capability__in' => $caps);
+    }
+    $users = array();
+    foreach ($queries as $q) {
+        foreach (get_users(array_merge($q, array('number' => -1))) as $u) {
+            $users[$u->ID] = $u;
+        }
+    }
+    if (is_multisite()) {
+        foreach (get_super_admins() as $login) {
+            $u = get_user_by('login', $login);
+            if ($u) {
+                $users[$u->ID] = $u;
+            }
+        }
+    }
+    ksort($users);
+    $out = array();
+    foreach ($users as $u) {
+        $tfa = null;
+        if ($keys || $tfa_ids !== null) {
+            $tfa = $tfa_ids !== null && in_array((int) $u->ID, $tfa_ids, true);
+            foreach ($keys as $k) {
+                $v = get_user_meta($u->ID, (string) $k, true);
+                $tfa = $tfa || !empty($v);
+            }
+        }
+        $out[] = array(
+            'id' => (int) $u->ID,
+            'login' => $u->user_login,
+            'email' => $u->user_email,
+            'roles' => array_values((array) $u->roles),
+            'caps' => array_values(array_filter($caps, function ($c) use ($u) {
+                return user_can($u, $c);
+            })),
+            'registered' => $u->user_registered,
+            'super_admin' => is_multisite() && is_super_admin($u->ID),
+            'two_factor' => $tfa,
+        );
+    }
+    return array('ok' => true, 'admins' => $out);
 }
 
 function maintkit_find_plugin_file(string $slug): ?string

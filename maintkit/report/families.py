@@ -18,7 +18,43 @@ from maintkit.report.chart import LatencyPoint, latency_svg, percentile
 from maintkit.report.model import Backup, Certificate, Latency, Renewal, Update
 from maintkit.report.reading import StepState, as_float, as_int, as_text, first_of, parse_ts
 
-__all__ = ["collect_backups", "collect_certs", "collect_latency", "deploys_of", "updates_of"]
+__all__ = ["collect_backups", "collect_certs", "collect_latency", "deploys_of", "issuer_name", "updates_of"]
+
+
+def _dn_parts(dn: str) -> dict[str, str]:
+    """The attributes of an RFC 4514 distinguished name (``CN=R3,O=Let's Encrypt,C=US``), first of each kind."""
+    parts: dict[str, str] = {}
+    current, escaped = "", False
+    pieces: list[str] = []
+    for ch in dn:
+        if escaped:
+            current, escaped = current + ch, False
+        elif ch == "\\":
+            escaped = True
+        elif ch in ",+":
+            pieces.append(current)
+            current = ""
+        else:
+            current += ch
+    pieces.append(current)
+    for piece in pieces:
+        key, sep, value = piece.partition("=")
+        if sep and key.strip() and value.strip():
+            parts.setdefault(key.strip().upper(), value.strip())
+    return parts
+
+
+def issuer_name(dn: str) -> str:
+    """A certificate issuer as a person names it: the organisation (``O=``), else the common name (``CN=``).
+
+    ``CN=R3,O=Let's Encrypt,C=US`` -> ``Let's Encrypt (R3)``; ``CN=maint demo CA`` -> ``maint demo CA``.
+    Text that is not a distinguished name is returned as it is.
+    """
+    parts = _dn_parts(dn)
+    org, cn = parts.get("O", ""), parts.get("CN", "")
+    if org and cn and cn != org:
+        return f"{org} ({cn})"
+    return org or cn or parts.get("OU", "") or dn
 
 
 def updates_of(st: StepState) -> list[Update]:
@@ -69,7 +105,7 @@ def deploys_of(st: StepState) -> list[Update]:
         before = change.get("before") if isinstance(change.get("before"), Mapping) else {}
         ref = as_text(st.data.get("ref"))
         commit = _short(after.get("commit"))
-        prev = _short(before.get("commit")) if before else ""
+        prev = _short(before.get("commit") or before.get("release")) if before else ""
         out.append(
             Update(
                 env=st.env,
@@ -78,8 +114,9 @@ def deploys_of(st: StepState) -> list[Update]:
                 to_version=f"{ref} ({commit})" if ref and ref != commit else commit,
                 when=st.when,
                 run_id=st.run_id,
-                kind="deploy",
+                kind="initial deploy" if not prev else "deploy",
                 rolled_back=st.rolled_back or st.status == "rolled-back",
+                initial=not prev,
             )
         )
     return out
@@ -202,7 +239,7 @@ def collect_certs(steps: list[StepState], ref: datetime) -> tuple[list[Certifica
             latest[name] = Certificate(
                 name=name,
                 not_after=not_after,
-                issuer=as_text(cert.get("issuer")),
+                issuer=issuer_name(as_text(cert.get("issuer"))),
                 serial=as_text(cert.get("serial")),
                 checked=st.when,
                 days_left=(not_after - ref).total_seconds() / 86400 if not_after else as_float(cert.get("days_left")),
@@ -249,7 +286,7 @@ def collect_latency(steps: list[StepState], title: str) -> Latency | None:
             status = as_int(r.get("status"))
             if status is None or status >= 400 or r.get("ok") is False:
                 errors += 1
-            if ms is None:
+            if ms is None or status is None:  # a refused or timed-out request has no response time
                 continue
             run_ms.append(ms)
             if ms > slowest[1]:
@@ -258,7 +295,7 @@ def collect_latency(steps: list[StepState], title: str) -> Latency | None:
             points.append(LatencyPoint(st.when, median(run_ms), percentile(run_ms, 95)))
         all_ms.extend(run_ms)
     if not all_ms:
-        return None
+        return Latency(0, None, None, "", None, errors, [], "") if errors else None
     return Latency(
         samples=len(all_ms),
         median_ms=median(all_ms),

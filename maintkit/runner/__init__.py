@@ -41,9 +41,11 @@ from maintkit.runner.outcome import run_status
 from maintkit.runner.plan import PlannedStage, PlannedStep, Planner, PlanScope
 from maintkit.runner.publish import Publisher
 from maintkit.runner.schedule import run_sites
+from maintkit.runner.select import StepSelection
 from maintkit.runner.shard import Fleet, GroupTally, Shard, split
 from maintkit.runner.signals import install_stop_handlers
 from maintkit.runner.state import RunState
+from maintkit.runner.trace import traced
 from maintkit.state import LocalStore, StateStore
 from maintkit.state.index import record_run
 from maintkit.templating import Secrets
@@ -79,6 +81,9 @@ class Runner:
         store: StateStore | None = None,
         shard: Shard | None = None,
         group: str | None = None,
+        extra_vars: dict[str, Any] | None = None,
+        selection: StepSelection | None = None,
+        trace_commands: bool = False,
     ) -> None:
         if isinstance(playbook, LoadedPlaybook):
             self.loaded: LoadedPlaybook | None = playbook
@@ -91,7 +96,10 @@ class Runner:
         self.state_dir = Path(state_dir)
         self.registry = registry or default_registry()
         self.environ = os.environ if environ is None else environ
-        self.pool = TransportPool(transport_factory or factory_for(self.environ))
+        factory = transport_factory or factory_for(self.environ)
+        #: ``-e`` variables (over playbook and inventory vars) and the step selection (docs/cli.md)
+        self.extra_vars, self.selection = dict(extra_vars or {}), selection or StepSelection()
+        self.pool = TransportPool(traced(factory, self._show) if trace_commands else factory)
         self.on_event = on_event
         self.handle_signals = handle_signals
         self.extra = extra or {}
@@ -106,15 +114,9 @@ class Runner:
         self._hmac_key = key.encode() if key else None
         if key:
             self.redactor.add_secret(key)
-        self._planner = Planner(
-            self.playbook,
-            self.loaded,
-            inventory,
-            self.registry,
-            redactor=self.redactor,
-            environ=self.environ,
-            scope=PlanScope(self.run_id, check, limit, env),
-        )
+        scope = PlanScope(self.run_id, check, limit, env, self.extra_vars, self.selection, bool(promote_from))
+        self._planner = Planner(self.playbook, self.loaded, inventory, self.registry,
+                                redactor=self.redactor, environ=self.environ, scope=scope)  # fmt: skip
         self._state = self._make_state()
 
     def _open_history(self, store: StateStore | None) -> None:
@@ -131,10 +133,12 @@ class Runner:
             check=self.check,
             diff=self.diff,
             run_id=self.run_id,
+            playbook=self.playbook.name,
             run_dir=self.run_dir,
             state_dir=self.state_dir,
             promote_from=self._promote_from,
             extra=self.extra,
+            extra_vars=self.extra_vars,
             memo=self.memo,
             history_dir=self.history_dir,
             redact=self.redactor.redact,
@@ -166,6 +170,11 @@ class Runner:
         """Render and validate every step for every site; raise ConfigError listing all problems."""
         return self._planner.plan()
 
+    @property
+    def notes(self) -> list[str]:
+        """What the plan cannot know and why (a promotion without a version lock); set by :meth:`plan`."""
+        return list(self._planner.notes)
+
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
         """Execute the playbook. Returns a RunResult; raises ConfigError before anything runs."""
@@ -185,9 +194,7 @@ class Runner:
         )
         sites, fleet, tally = self._shard([s for s in self.sites() if s.name in plans])
         fleet_fields = fleet.fields() if fleet else {}
-        state.emit(
-            "run.started", check=self.check, sites=[s.name for s in sites], concurrency=self.concurrency, **fleet_fields
-        )
+        state.emit("run.started", **self._started_fields([s.name for s in sites], fleet_fields))
         restore = install_stop_handlers(self._on_signal, self.handle_signals)
         results: dict[str, SiteResult] = {}
         try:
@@ -207,6 +214,7 @@ class Runner:
             sites=ordered,
             run_dir=str(self.run_dir),
             duration_ms=monotonic_ms(started),
+            notes=list(self._planner.notes),
         )
         self._index_runs(result)
         state.emit(
@@ -226,6 +234,24 @@ class Runner:
             restore()  # handled until the state is published: a SIGTERM must not cut the push short
         return result
 
+    def _started_fields(self, sites: list[str], fleet_fields: dict[str, Any]) -> dict[str, Any]:
+        """What ``run.started`` records: mode, sites, concurrency, the fleet, and (when given) ``-e``,
+        the step selection and a plan's notes."""
+        out: dict[str, Any] = {"check": self.check, "sites": sites, "concurrency": self.concurrency, **fleet_fields}
+        if self.extra_vars:
+            out["extra_vars"] = self.extra_vars
+        if self.selection:
+            out["selection"] = self.selection.public()
+        if self._planner.notes:
+            out["notes"] = list(self._planner.notes)
+        return out
+
+    def _show(self, event: str, **fields: Any) -> None:
+        """An event that is only shown (``-vv`` command lines), redacted, never written to the audit log."""
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(self.redactor.redact({"event": event, "run_id": self.run_id, **fields}))
+
     def _shard(self, sites: list[Site]) -> tuple[list[Site], Fleet | None, GroupTally | None]:
         """This shard's sites, its fleet and its group's tally; all sites (and no tally) without ``--shard``."""
         if self.group is None:
@@ -239,7 +265,11 @@ class Runner:
 
     # ------------------------------------------------------------------ the state store
     def _index_runs(self, result: RunResult) -> None:
-        """Record in the index, per site and environment that ran, this run and how it ended (not plans)."""
+        """Record in the index, per site and environment that ran, this run and how it ended (not plans).
+
+        A watching playbook's health record, incidents and alerts come first (:meth:`_watch`).
+        """
+        self.health = self._watch(result)
         if self.check:
             return
         finished = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -253,6 +283,19 @@ class Runner:
                     self._state.emit("state.index_failed", site=site.site, env=env, error=str(exc))
                     continue
                 self._state.note_written(paths)
+
+    def _watch(self, result: RunResult) -> Any:
+        """A watching playbook's health record, incidents, alerts and metrics (:mod:`maintkit.health`).
+
+        Kept as :attr:`health` (a :class:`maintkit.health.HealthRun`; None for other playbooks and plans).
+        """
+        from maintkit.health import after_run
+
+        state = self._state
+        return after_run(
+            self.playbook, result, self.plan(), self.history_dir, self.redactor,
+            environ=self.environ, emit=state.emit, written=state.note_written, extra=self.extra,
+        )  # fmt: skip
 
     def _final_publish(self, result: RunResult) -> None:
         """Publish the sealed run folder and the index; a failure sets :attr:`state_error` (exit 1)."""

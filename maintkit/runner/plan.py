@@ -11,10 +11,14 @@ from pydantic import BaseModel, ValidationError
 from maintkit.action import Action
 from maintkit.audit import Redactor
 from maintkit.errors import ConfigError, MaintkitError, PlaybookError, Problem
-from maintkit.inventory import Environment, Inventory, Site
+from maintkit.inventory import Environment, Inventory, Site, select_sites
 from maintkit.playbook import LoadedPlaybook, Playbook, Stage, Step
 from maintkit.registry import Registry
+from maintkit.runner.select import Skips, StepSelection, missing_promotions, promotion_message, skipped_steps
 from maintkit.templating import Secrets, TemplateError, render
+
+#: a stage's ``env`` that means every environment of each site (the ``health`` playbook)
+EVERY_ENV = "*"
 
 
 @dataclass
@@ -23,6 +27,8 @@ class PlannedStep:
 
     step: Step
     action: Action[Any]
+    #: why ``--steps``/``--skip-steps``/``--start-at`` skip this step, or None: it runs
+    skip: str | None = None
 
 
 @dataclass
@@ -37,12 +43,16 @@ class PlannedStage:
 
 @dataclass
 class PlanScope:
-    """What a run targets and how it renders: the run id, plan mode, ``--limit`` and ``--env``."""
+    """What a run targets and how it renders: the run id, plan mode, ``--limit``, ``--env``,
+    ``-e`` extra vars, the step selection and whether ``--promote-from`` was given."""
 
     run_id: str
     check: bool = False
     limit: list[str] | None = None
     only_env: str | None = None
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    selection: StepSelection = field(default_factory=StepSelection)
+    promote_from: bool = False
 
 
 class Planner:
@@ -67,23 +77,54 @@ class Planner:
         self.environ = environ
         self.scope = scope
         self._plans: dict[str, list[PlannedStage]] | None = None
+        #: what a plan cannot know and why (a promotion without a lock), shown with its result
+        self.notes: list[str] = []
 
     def sites(self) -> list[Site]:
-        """The sites this run targets (playbook targets, narrowed by ``limit``)."""
-        chosen = self.inventory.resolve_targets(self.playbook.targets)
+        """The sites this run targets (playbook targets, narrowed by ``limit``: docs/cli.md)."""
+        chosen = self._targeted()
         if self.scope.limit:
-            limited = {s.name for s in self.inventory.resolve_targets(self.scope.limit)}
-            chosen = [s for s in chosen if s.name in limited]
-            if not chosen:
-                raise ConfigError(Problem("--limit", None, "limit", "no targeted site matches the limit"))
+            limited = set(select_sites(self.inventory, self.scope.limit))
+            narrowed = [s for s in chosen if s.name in limited]
+            if not narrowed:
+                targets = ", ".join(self.playbook.targets)
+                why = f"no site the playbook targets ({targets}) matches {', '.join(self.scope.limit)!r}"
+                raise ConfigError(Problem("--limit", None, "", why))
+            chosen = narrowed
         return chosen
+
+    def _targeted(self) -> list[Site]:
+        """The sites the playbook's ``targets`` name; an unknown name is reported at the playbook's ``targets`` line."""
+        try:
+            return self.inventory.resolve_targets(self.playbook.targets)
+        except ConfigError as exc:
+            if self.loaded is None:
+                raise
+            source = self.loaded.source
+            problems = [source.problem(("targets",), f"{p.message} (not in {p.file})") for p in exc.problems]
+            raise PlaybookError(problems) from None
+
+    def skips(self) -> Skips:
+        """The steps the selection skips; ConfigError for an unknown id or a promotion without a lock.
+
+        In run mode a promoting stage that has no lock to install is refused before anything
+        runs (nothing is backed up first); a plan notes it in :attr:`notes` instead.
+        """
+        stages = self.stages()
+        skips = skipped_steps(self.scope.selection, stages)
+        missing = missing_promotions(stages, skips, self.scope.promote_from)
+        messages = [promotion_message(env, source) for env, source in missing]
+        if messages and not self.scope.check:
+            raise ConfigError([Problem("--promote-from", None, "", m) for m in messages])
+        self.notes = messages
+        return skips
 
     def stages(self) -> list[Stage]:
         """The playbook's stages this run executes (all, or the one of ``--env``)."""
         only = self.scope.only_env
         if only is None:
             return list(self.playbook.stages)
-        stages = [s for s in self.playbook.stages if s.env == only]
+        stages = [s for s in self.playbook.stages if s.env in (only, EVERY_ENV)]
         if not stages:
             known = ", ".join(s.env for s in self.playbook.stages)
             raise ConfigError(Problem("--env", None, "env", f"the playbook has no stage for {only!r} ({known})"))
@@ -97,9 +138,10 @@ class Planner:
 
     def render_context(self, site: Site, env: Environment, secrets: Secrets) -> dict[str, Any]:
         """The template context of one site environment."""
-        merged = {**self.playbook.vars, **site.vars_for(env)}
+        extra = self.scope.extra_vars
+        merged = {**self.playbook.vars, **site.vars_for(env), **extra}
         return {
-            "site": {"name": site.name, "platform": site.platform, "vars": site.vars},
+            "site": {"name": site.name, "platform": site.platform, "vars": {**site.vars, **extra}},
             "env": {
                 "name": env.name,
                 "host": env.host,
@@ -109,7 +151,7 @@ class Planner:
                 "vars": merged,
             },
             "vars": merged,
-            "secrets": secrets,
+            "secrets": secrets.scoped(self.inventory.secret_sources(site, env)),
             "run": {"id": self.scope.run_id, "check": self.scope.check},
             "playbook": {"name": self.playbook.name},
         }
@@ -122,20 +164,29 @@ class Planner:
         plans: dict[str, list[PlannedStage]] = {}
         secrets = Secrets(self.environ, on_read=self.redactor.add_secret)
         stage_index = {id(s): i for i, s in enumerate(self.playbook.stages)}
+        skips = self.skips()
         for site in self.sites():
             site_plan: list[PlannedStage] = []
             for stage in self.stages():
-                planned = self._plan_stage(site, stage, stage_index[id(stage)], secrets, problems)
-                if planned is not None:
-                    site_plan.append(planned)
+                for concrete in self._expand(site, stage):
+                    planned = self._plan_stage(site, concrete, stage_index[id(stage)], secrets, problems, skips)
+                    if planned is not None:
+                        site_plan.append(planned)
             plans[site.name] = site_plan
         if problems:
             raise PlaybookError(problems)
         self._plans = plans
         return plans
 
+    def _expand(self, site: Site, stage: Stage) -> list[Stage]:
+        """``stage``, or for ``env: "*"`` one copy per environment of ``site`` (only ``--env``'s when given)."""
+        if stage.env != EVERY_ENV:
+            return [stage]
+        only = self.scope.only_env
+        return [stage.model_copy(update={"env": e}) for e in site.environments if only is None or e == only]
+
     def _plan_stage(
-        self, site: Site, stage: Stage, si: int, secrets: Secrets, problems: list[Problem]
+        self, site: Site, stage: Stage, si: int, secrets: Secrets, problems: list[Problem], skips: Skips
     ) -> PlannedStage | None:
         if stage.env not in site.environments:
             problems.append(
@@ -151,6 +202,7 @@ class Planner:
             loc: tuple[str | int, ...] = ("stages", si, "steps", i)
             planned = self._plan_step(step, rctx, loc, site, problems)
             if planned is not None:
+                planned.skip = skips.reason(stage.env, step.id) or skips.reason(EVERY_ENV, step.id)
                 steps.append(planned)
         return PlannedStage(stage, env, steps, rctx)
 
@@ -176,4 +228,15 @@ class Planner:
         return PlannedStep(step, cls(params, step.id))
 
 
-__all__ = ["PlanScope", "PlannedStage", "PlannedStep", "Planner"]
+def skipped_note(planned: PlannedStage, ps: PlannedStep) -> str:
+    """For an action that depends on the steps before it: which of them the selection skipped ("" if none)."""
+    if not ps.action.depends_on_previous:
+        return ""
+    before = planned.steps[: planned.steps.index(ps)]
+    skipped = [f"{p.step.id} ({p.skip})" for p in before if p.skip is not None]
+    if not skipped:
+        return ""
+    return f"; note: earlier steps were skipped, so this checks the site without them: {', '.join(skipped)}"
+
+
+__all__ = ["EVERY_ENV", "PlanScope", "PlannedStage", "PlannedStep", "Planner", "skipped_note"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from maintkit.action import monotonic_ms
-from maintkit.errors import LockHeld, MaintkitError, TransportError
+from maintkit.errors import HostUnreachable, LockHeld, MaintkitError, TransportError
 from maintkit.inventory import Site
 from maintkit.results import SiteResult, SiteStatus, StepStatus
 from maintkit.runner.locks import Held, release_lock
@@ -49,6 +49,7 @@ class _SiteRun:
             result.error = add_error(result.error, str(exc))
             why = "the host could not be reached" if isinstance(exc, TransportError) else "the stage could not start"
             self.cause = (self.current, f"{why}: {exc}")
+            result.unreachable = isinstance(exc, HostUnreachable)
         except Exception as exc:  # a bug must not leave locks behind
             verdict.start_failed = True
             result.error = add_error(result.error, f"internal error: {type(exc).__name__}: {exc}")
@@ -60,6 +61,7 @@ class _SiteRun:
                 self.state.interrupts.activity.doing(self.site.name, env.name, None)
         verdict.step_failed = any(s.status is StepStatus.FAILED for s in result.steps)
         result.status = verdict.status
+        result.unreachable = result.unreachable and not verdict.cleanup_failed and result.status is SiteStatus.FAILED
         self._record_not_run()
         if result.error is None:
             failed = next((s for s in result.steps if s.status is StepStatus.FAILED), None)

@@ -99,6 +99,9 @@ def declared_probes(planned: PlannedStage, base: Context) -> list[list[Probe[Any
     """The read-only probes each step declares (an action that cannot tell yet gives none)."""
     out: list[list[Probe[Any]]] = []
     for ps in planned.steps:
+        if ps.skip is not None:  # not run: nothing to read for it
+            out.append([])
+            continue
         try:
             out.append(list(ps.action.probes(replace(base, step_id=ps.step.id))))
         except MaintkitError:

@@ -17,7 +17,7 @@ from maintkit.inventory import Site
 from maintkit.probes import run_batch
 from maintkit.results import Change, Check, SiteResult, StepResult, StepStatus
 from maintkit.runner.conditions import evaluate_when
-from maintkit.runner.plan import PlannedStage, PlannedStep
+from maintkit.runner.plan import PlannedStage, PlannedStep, skipped_note
 from maintkit.runner.state import RunState
 from maintkit.transport.base import cancellable
 
@@ -112,6 +112,10 @@ class _StepRun:
         self.ctx = replace(base, step_id=ps.step.id, prior=result.steps[:-1], data={}, primed=set())
 
     def run(self) -> str | None:
+        if self.ps.skip is not None:  # --steps, --skip-steps, --start-at: audited as skipped, with the flag
+            self.res.status, self.res.reason = StepStatus.SKIPPED, self.ps.skip
+            record(self.state, self.res, "step.skipped", self.host, skipped_by=self.ps.skip.split()[0])
+            return None
         try:
             when = evaluate_when(self.ps, self.planned, self.site_result, self.ctx, check=self.state.check)
         except MaintkitError as exc:
@@ -149,6 +153,7 @@ class _StepRun:
         """Record the check; True when the step ends here (plan mode, or nothing to do)."""
         res = self.res
         res.reason, res.diff, res.depends_on = chk.reason, chk.diff, chk.depends_on
+        res.reason += skipped_note(self.planned, self.ps)
         res.data.update(chk.data)
         res.data.update(self.ctx.data)
         if self.state.check:

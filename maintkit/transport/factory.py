@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from maintkit.transport.base import Transport
+from maintkit.transport.ssh_settings import ssh_settings
 
 if TYPE_CHECKING:
     from maintkit.inventory import Environment
@@ -25,7 +26,8 @@ def transport_for(env: Environment, environ: Mapping[str, str] | None = None) ->
     """Create the transport for an environment (SSH, or local for ``connection: local``).
 
     ``environ`` (default: the process environment) supplies ``MAINT_SSH_KEY_FILE`` and
-    ``MAINT_KNOWN_HOSTS``; the inventory always wins over them.
+    ``MAINT_KNOWN_HOSTS``. With ``ssh_config`` set, the OpenSSH config file fills in what the
+    inventory leaves out; precedence: inventory > ssh config > ``MAINT_*`` > defaults.
     """
     if env.connection == "local":
         from maintkit.transport.local import LocalTransport
@@ -36,22 +38,30 @@ def transport_for(env: Environment, environ: Mapping[str, str] | None = None) ->
     from maintkit.transport.ssh import SSHTransport
 
     source = os.environ if environ is None else environ
-    key_file = env.key_file or source.get("MAINT_SSH_KEY_FILE") or None
-    known = [k for k in (env.known_hosts, source.get("MAINT_KNOWN_HOSTS")) if k]
+    settings = ssh_settings(env, source)
+    via: SSHTransport | None = None
+    for hop in settings.jumps:
+        via = SSHTransport(hop.hostname, **_common(env), **hop.kwargs(), via=via, name=hop.name)
     return SSHTransport(
-        env.host,
-        port=env.port or 22,
-        user=env.user,
-        key_filename=os.path.expanduser(key_file) if key_file else None,
-        known_hosts=[os.path.expanduser(k) for k in known],
-        host_key_policy=env.host_key_policy or "strict",
-        connect_timeout=env.connect_timeout or 10.0,
-        command_timeout=env.command_timeout or 600.0,
+        settings.target.hostname,
+        **_common(env),
+        **settings.target.kwargs(),
         become=bool(env.become),
-        proxy_command=env.proxy_command,
-        keepalive_interval=env.keepalive_interval or 5.0,
-        keepalive_count_max=env.keepalive_count_max or 3,
+        proxy_command=settings.proxy_command,
+        via=via,
+        name=env.host,
     )
+
+
+def _common(env: Environment) -> dict[str, Any]:
+    """The settings every hop of an environment's connection shares: policy and timeouts."""
+    return {
+        "host_key_policy": env.host_key_policy or "strict",
+        "connect_timeout": env.connect_timeout or 10.0,
+        "command_timeout": env.command_timeout or 600.0,
+        "keepalive_interval": env.keepalive_interval or 5.0,
+        "keepalive_count_max": env.keepalive_count_max or 3,
+    }
 
 
 def factory_for(environ: Mapping[str, str]) -> TransportFactory:
@@ -87,6 +97,8 @@ class TransportPool:
             env.become,
             env.key_file,
             env.proxy_command,
+            env.proxy_jump,
+            env.ssh_config,
             env.known_hosts,
             env.host_key_policy,
             env.connect_timeout,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["WATCHER", "Keepalive", "Watcher"]
+__all__ = ["WATCHER", "Keepalive", "Watcher", "watch_transport"]
 
 
 class Keepalive:
@@ -127,3 +128,25 @@ class Watcher:
 
 
 WATCHER = Watcher()
+
+
+def watch_transport(
+    transport: Any, schedule: tuple[float, int], *, ask: Callable[[], None], on_lost: Callable[[], None]
+) -> Keepalive:
+    """Start a keepalive watch on an SSH ``transport`` (``schedule``: interval and count_max).
+
+    Every packet the transport's reader thread reads (``packetizer.read_message``) is a sign
+    of life; ``ask`` sends one keepalive that wants a reply, ``on_lost`` drops the connection.
+    """
+    watch = Keepalive(schedule[0], schedule[1], alive=transport.is_active, ask=ask, on_lost=on_lost)
+    packetizer = transport.packetizer
+    read = packetizer.read_message
+
+    def read_message() -> Any:
+        message = read()
+        watch.heard()
+        return message
+
+    packetizer.read_message = read_message  # the transport's reader thread calls this
+    watch.start()
+    return watch

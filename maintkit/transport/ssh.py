@@ -10,29 +10,17 @@ Latency: TCP_NODELAY is set on the socket (without it every round trip stalls fo
 45 ms: Nagle's algorithm meets delayed ACKs), and one connection is shared by every thread
 that works on the host (the connection is opened lazily, under a lock).
 
-Timeouts (a cut network must fail, never hang):
-
-* connect: ``connect_timeout`` bounds the TCP connect, the SSH banner, authentication and
-  each session open;
-* command: ``timeout`` (default ``command_timeout``) is a deadline for the whole command.
-  On expiry the remote process group gets SIGTERM (an SSH ``signal`` request, honoured by
-  OpenSSH 7.9+), the channel is closed and the result has ``timed_out=True``, exit 124
-  (raised as CommandFailed with ``check=True``, returned otherwise). A timeout says
-  nothing about the connection: if the network is cut, the next command fails with
-  HostUnreachable when no session can be opened within ``connect_timeout``;
-* connection: after ``keepalive_interval * keepalive_count_max`` seconds without a packet
-  from the server (default 5 x 3; keepalives that want a reply are sent meanwhile) the
-  connection is closed and a running command fails at once with ConnectionLost, long
-  before its deadline (:mod:`maintkit.transport.keepalive`).
-
-Cancellation: a command run under a cancelled :class:`~maintkit.transport.base.CancelToken`
-raises CommandCancelled. Its process group on the host (every command line first prints the
-remote shell's pid: :mod:`maintkit.transport.ssh_channel`) gets SIGTERM at once (a ``signal``
-request), then over a new channel SIGTERM again and SIGKILL after ``CANCEL_GRACE`` seconds.
+Timeouts (a cut network must fail, never hang): ``connect_timeout`` bounds the TCP connect,
+the SSH banner, authentication and each session open (and each hop of a jump chain); the
+command deadline, keepalives and cancellation are described in
+:mod:`maintkit.transport.ssh_channel` and :mod:`maintkit.transport.keepalive`.
 
 Host keys are always verified (``strict`` or ``accept-new``; a CHANGED key is always refused),
-``~/.ssh/config`` is never read, and ``proxy_command`` is expanded like OpenSSH's ProxyCommand
-and run through our own :class:`paramiko.ProxyCommand`: see :mod:`maintkit.transport.ssh_policy`.
+``proxy_command`` is expanded like OpenSSH's ProxyCommand and run through our own
+:class:`paramiko.ProxyCommand` (:mod:`maintkit.transport.ssh_policy`), and a jump host
+(``via``, OpenSSH's ProxyJump) is another SSHTransport, verified by the same policy, whose
+connection forwards a ``direct-tcpip`` channel to this host. ``~/.ssh/config`` is only read
+when the inventory asks for it, before a transport is made (:mod:`maintkit.transport.ssh_config`).
 
 Library errors are translated at this boundary into maintkit's errors (the table and the
 messages: :mod:`maintkit.transport.ssh_errors`). A dead connection is replaced by a fresh one
@@ -47,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,7 +48,7 @@ from maintkit.errors import HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, ssh_channel, ssh_errors
 from maintkit.transport.base import CommandTransport, quote
-from maintkit.transport.keepalive import Keepalive
+from maintkit.transport.keepalive import Keepalive, watch_transport
 from maintkit.transport.local import atomic_put_script
 from maintkit.transport.ssh_channel import TIMEOUT_CODE, Disconnected, LocalIOError, Output, Stdin
 from maintkit.transport.ssh_policy import (
@@ -77,15 +65,7 @@ from maintkit.transport.ssh_policy import (
     parsed_once,
 )
 
-__all__ = [
-    "DEFAULT_KEEPALIVE_COUNT_MAX",
-    "DEFAULT_KEEPALIVE_INTERVAL",
-    "DEFAULT_MAX_SESSIONS",
-    "HostKeyPolicy",
-    "SSHTransport",
-    "append_known_host",
-    "expand_proxy_command",
-]
+__all__ = ["DEFAULT_MAX_SESSIONS", "HostKeyPolicy", "SSHTransport", "append_known_host", "expand_proxy_command"]
 
 # paramiko logs a traceback for every failed handshake; without this NullHandler Python's
 # last-resort handler would print them on stderr when the application configured no logging.
@@ -97,14 +77,18 @@ _EXEC_ERRORS = (paramiko.SSHException, EOFError, OSError)  # the server did not 
 
 # ---------------------------------------------------------------- host key policies
 class _UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]  # paramiko is untyped
-    """Raised by the strict policy; turned into HostKeyError."""
+    """Raised by the strict policy (with the offered ``key``); turned into HostKeyError."""
+
+    def __init__(self, message: str, key: paramiko.PKey) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _StrictPolicy(paramiko.RejectPolicy):  # type: ignore[misc]  # paramiko is untyped
     """Refuse any host whose key is not in known_hosts."""
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(f"{hostname} not found in known_hosts")
+        raise _UnknownHostKey(f"{hostname} not found in known_hosts", key)
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko is untyped
@@ -141,24 +125,6 @@ def _send_keepalive(transport: Any) -> None:
         transport._send_user_message(msg)
 
 
-def _watch(transport: Any, interval: float, count_max: int, on_lost: Callable[[], None]) -> Keepalive:
-    """Start a keepalive watch on ``transport``: every packet its reader thread reads is a sign of life."""
-    watch = Keepalive(
-        interval, count_max, alive=transport.is_active, ask=lambda: _send_keepalive(transport), on_lost=on_lost
-    )
-    packetizer = transport.packetizer
-    read = packetizer.read_message
-
-    def read_message() -> Any:
-        message = read()
-        watch.heard()
-        return message
-
-    packetizer.read_message = read_message  # the transport's reader thread calls this
-    watch.start()
-    return watch
-
-
 # ---------------------------------------------------------------- the transport
 class SSHTransport(CommandTransport):
     """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
@@ -193,6 +159,8 @@ class SSHTransport(CommandTransport):
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
         keepalive_count_max: int = DEFAULT_KEEPALIVE_COUNT_MAX,
+        via: SSHTransport | None = None,
+        identities_only: bool = False,
     ) -> None:
         check_settings(
             host_key_policy, connect_timeout, command_timeout, max_sessions, keepalive_interval, keepalive_count_max
@@ -211,7 +179,10 @@ class SSHTransport(CommandTransport):
         self.host = name or host
         self.keepalive_interval = float(keepalive_interval)
         self.keepalive_count_max = int(keepalive_count_max)
+        self.via = via  # the jump host this connection goes through (ProxyJump), closed with us
+        self.identities_only = identities_only  # no agent keys (OpenSSH's IdentitiesOnly)
         self.round_trips = 0
+        self._key_origin: dict[str, str] = {}  # key type -> the known_hosts file it came from
         self._conn: Any = None
         self._transport: paramiko.Transport | None = None
         self._watch: Keepalive | None = None
@@ -246,6 +217,21 @@ class SSHTransport(CommandTransport):
         if watch is not None:
             watch.stop()
         _close_quietly(conn)
+        if self.via is not None:
+            self.via.close()
+
+    def tunnel(self, host: str, port: int) -> Any:
+        """A channel to ``host:port`` forwarded by this host (``direct-tcpip``), used as the
+        socket of the next hop's connection. Raises HostKeyError/HostUnreachable naming this host."""
+        transport = self._connection()
+        try:
+            return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.connect_timeout)
+        except paramiko.ChannelException as exc:
+            raise HostUnreachable(self.host, f"cannot reach {host}:{port} from this jump host: {exc.text}") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._drop(transport)
+            why = f"no channel to {host}:{port} within {self.connect_timeout:g} s: {exc}"
+            raise HostUnreachable(self.host, why) from None
 
     def _drop(self, transport: paramiko.Transport) -> None:
         """Forget a dead connection (only if it is still the current one)."""
@@ -286,8 +272,11 @@ class SSHTransport(CommandTransport):
             if isinstance(sock, socket.socket):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conn, self._transport = conn, transport
-            self._watch = _watch(
-                transport, self.keepalive_interval, self.keepalive_count_max, lambda: self._drop(transport)
+            self._watch = watch_transport(
+                transport,
+                (self.keepalive_interval, self.keepalive_count_max),
+                ask=lambda: _send_keepalive(transport),
+                on_lost=lambda: self._drop(transport),
             )
             return transport
 
@@ -303,7 +292,14 @@ class SSHTransport(CommandTransport):
         }
         if self.key_filename:
             kwargs.update(key_filename=self.key_filename, look_for_keys=False, allow_agent=False)
-        if self.proxy_command:
+        elif self.identities_only:
+            kwargs.update(allow_agent=False)
+        if self.via is not None:
+            try:
+                kwargs["sock"] = self.via.tunnel(self.hostname, self.port)
+            except TransportError as exc:
+                raise type(exc)(self.host, f"through jump host {exc}") from None
+        elif self.proxy_command:
             line = expand_proxy_command(self.proxy_command, self.hostname, self.port, self.user)
             try:
                 kwargs["sock"] = paramiko.ProxyCommand(f"sh -c {quote('exec ' + line)}")
@@ -321,6 +317,7 @@ class SSHTransport(CommandTransport):
     def _load_host_keys(self, client: paramiko.SSHClient) -> None:
         """This host's known keys and the missing-key policy, on a client about to connect."""
         keys = client.get_host_keys()
+        self._key_origin = {}
         for path in known_hosts_files(self.known_hosts):
             try:
                 parsed = parsed_once(path, _load_known_hosts)
@@ -330,6 +327,7 @@ class SSHTransport(CommandTransport):
             # connection, is what keeps hundreds of hosts cheap
             for keytype, key in (parsed.lookup(self.known_host_name) or {}).items():
                 keys.add(self.known_host_name, keytype, key)
+                self._key_origin.setdefault(keytype, path)
         if self.host_key_policy == "accept-new":
             client.set_missing_host_key_policy(_AcceptNewPolicy(accept_new_target(self.known_hosts)))
         else:
@@ -340,9 +338,11 @@ class SSHTransport(CommandTransport):
         if isinstance(exc, TransportError):
             return exc
         if isinstance(exc, _UnknownHostKey):
-            return ssh_errors.unknown_host_key(self)
+            proxied = self.via is not None or bool(self.proxy_command)
+            return ssh_errors.unknown_host_key(self, exc.key.get_name(), exc.key.get_base64(), proxied=proxied)
         if isinstance(exc, paramiko.BadHostKeyException):
-            return ssh_errors.changed_host_key(self, exc.expected_key.fingerprint, exc.key.fingerprint)
+            origin = self._key_origin.get(exc.expected_key.get_name())
+            return ssh_errors.changed_host_key(self, exc.expected_key.fingerprint, exc.key.fingerprint, origin)
         if isinstance(exc, paramiko.AuthenticationException):
             return ssh_errors.authentication_failed(self, exc)
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):

@@ -8,6 +8,26 @@ Every command line starts with :data:`PGID_PREFIX`: the remote shell, which sshd
 the leader of a new session and process group, prints its pid on stderr first.
 :class:`Output` takes that line out of stderr and keeps the pid (:class:`Stop`), so that a
 cancelled command's whole process group can be signalled on the host.
+
+How SSHTransport bounds a command (a cut network must fail, never hang):
+
+* connect: ``connect_timeout`` bounds the TCP connect, the SSH banner, authentication and
+  each session open;
+* command: ``timeout`` (default ``command_timeout``) is a deadline for the whole command.
+  On expiry the remote process group gets SIGTERM (an SSH ``signal`` request, honoured by
+  OpenSSH 7.9+), the channel is closed and the result has ``timed_out=True``, exit 124
+  (raised as CommandFailed with ``check=True``, returned otherwise). A timeout says
+  nothing about the connection: if the network is cut, the next command fails with
+  HostUnreachable when no session can be opened within ``connect_timeout``;
+* connection: after ``keepalive_interval * keepalive_count_max`` seconds without a packet
+  from the server (default 5 x 3; keepalives that want a reply are sent meanwhile) the
+  connection is closed and a running command fails at once with ConnectionLost, long
+  before its deadline (:mod:`maintkit.transport.keepalive`).
+
+Cancellation: a command run under a cancelled :class:`~maintkit.transport.base.CancelToken`
+raises CommandCancelled. Its process group on the host (every command line first prints the
+remote shell's pid: :mod:`maintkit.transport.ssh_channel`) gets SIGTERM at once (a ``signal``
+request), then over a new channel SIGTERM again and SIGKILL after ``CANCEL_GRACE`` seconds.
 """
 
 from __future__ import annotations

@@ -18,19 +18,25 @@ non-zero exit with ``check=True``, timeout                  :class:`CommandFaile
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 from collections.abc import Sequence
+from shlex import quote
 from typing import Protocol
 
 from maintkit._text import head
 from maintkit.errors import ConnectionLost, HostKeyError, HostUnreachable
-from maintkit.transport.ssh_policy import known_hosts_files
+from maintkit.transport.ssh_policy import USER_KNOWN_HOSTS, accept_new_target, known_hosts_files
 
 __all__ = [
     "Target",
     "authentication_failed",
     "changed_host_key",
     "connection_lost",
+    "fingerprint",
     "is_handshake_failure",
+    "key_label",
     "no_handshake",
     "unknown_host_key",
     "unreachable",
@@ -62,24 +68,63 @@ def _where(t: Target) -> str:
     return f"{t.hostname}:{t.port}"
 
 
-def unknown_host_key(t: Target) -> HostKeyError:
-    """The host's key is not in any known_hosts file (strict policy)."""
+def fingerprint(key_b64: str) -> str:
+    """A host key's fingerprint as OpenSSH prints it: ``SHA256:`` and unpadded base64."""
+    digest = hashlib.sha256(base64.b64decode(key_b64)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def key_label(key_type: str) -> str:
+    """How OpenSSH names a key type in its messages (``ssh-ed25519`` -> ``ED25519``)."""
+    return _KEY_LABELS.get(key_type, key_type.upper())
+
+
+_KEY_LABELS = {
+    "ssh-ed25519": "ED25519",
+    "ssh-rsa": "RSA",
+    "ssh-dss": "DSA",
+    "ecdsa-sha2-nistp256": "ECDSA",
+    "ecdsa-sha2-nistp384": "ECDSA",
+    "ecdsa-sha2-nistp521": "ECDSA",
+    "sk-ssh-ed25519@openssh.com": "ED25519-SK",
+    "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK",
+}
+_KEYSCAN_TYPES = {"ED25519": "ed25519", "RSA": "rsa", "DSA": "dsa", "ECDSA": "ecdsa"}
+
+
+def unknown_host_key(t: Target, key_type: str, key_b64: str, *, proxied: bool = False) -> HostKeyError:
+    """The host's key is not in any known_hosts file (strict policy): the offered key's type
+    and fingerprint, and how to accept it (``ssh-keyscan``, or the known_hosts line itself
+    when the host is only reachable through a proxy or jump host), or ``accept-new``."""
     files = ", ".join(known_hosts_files(t.known_hosts)) or "known_hosts"
+    label = key_label(key_type)
+    target = quote(str(accept_new_target(t.known_hosts)))
+    if proxied:
+        add = f"echo {quote(f'{t.known_host_name} {key_type} {key_b64}')} >> {target}"
+    else:
+        port = f"-p {t.port} " if t.port != 22 else ""
+        kind = f"-t {_KEYSCAN_TYPES[label]} " if label in _KEYSCAN_TYPES else ""
+        add = f"ssh-keyscan {port}{kind}{quote(t.hostname)} >> {target}"
     return HostKeyError(
         t.host,
-        f"the host key for {t.known_host_name} is not in known_hosts ({files}); add it "
-        f"(ssh-keyscan -p {t.port} {t.hostname} >> KNOWN_HOSTS, after checking the "
-        "fingerprint) or set host_key_policy: accept-new",
+        f"the host key for {t.known_host_name} is not in known_hosts ({files}); the server offered "
+        f"{label} key fingerprint {fingerprint(key_b64)}. If that is the host's key (on the host: "
+        f"ssh-keygen -lf /etc/ssh/ssh_host_{_KEYSCAN_TYPES.get(label, 'ed25519')}_key.pub), add it: "
+        f"{add}; or set host_key_policy: accept-new for it in the inventory",
     )
 
 
-def changed_host_key(t: Target, known: str, offered: str) -> HostKeyError:
-    """The host offered another key than the known one (fingerprints)."""
+def changed_host_key(t: Target, known: str, offered: str, known_in: str | None = None) -> HostKeyError:
+    """The host offered another key than the known one (fingerprints); ``known_in``: the
+    known_hosts file holding the old key (named with ``-f`` unless it is the user's own)."""
+    where = ""
+    if known_in and os.path.abspath(known_in) != os.path.abspath(os.path.expanduser(USER_KNOWN_HOSTS)):
+        where = f" -f {quote(known_in)}"
     return HostKeyError(
         t.host,
         f"the host key for {t.known_host_name} has CHANGED (known: {known}, "
         f"offered: {offered}). This may be a man-in-the-middle attack; refusing to connect. "
-        f"If the server was really reinstalled, remove the old entry (ssh-keygen -R '{t.known_host_name}') "
+        f"If the server was really reinstalled, remove the old entry (ssh-keygen -R {quote(t.known_host_name)}{where}) "
         "and add the new key after checking it",
     )
 

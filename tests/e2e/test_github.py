@@ -138,7 +138,7 @@ def test_action_yml_is_a_valid_composite_action() -> None:
                  "python-version", "maintkit-version"):  # fmt: skip
         assert name in inputs and "description" in inputs[name], name
     assert inputs["playbook"]["required"] is True
-    assert set(action["outputs"]) == {"run-id", "status", "changed"}
+    assert set(action["outputs"]) == {"run-id", "status", "changed", "would-change", "changes", "exitcode"}
     for out in action["outputs"].values():
         assert re.fullmatch(r"\$\{\{ steps\.run\.outputs\.[a-z-]+ \}\}", out["value"])
     runs = action["runs"]

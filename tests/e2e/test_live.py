@@ -73,7 +73,7 @@ def test_live_view_shows_site_rows_and_summary(tmp_path: Path) -> None:
         assert re.search(rf"{site}\s+production\s+ok\s+2\s+\d+\.\ds", screen), screen
     assert "2/2 sites" in screen
     assert "shop-a/production" in screen and "motd" in screen and "changed" in screen  # step lines above the view
-    assert re.search(r"ok: 4 step\(s\) changed; run folder \S*\.maint/runs/\S+", screen), screen
+    assert re.search(r"ok: 4 steps changed; run folder \S*\.maint/runs/\S+", screen), screen
     assert COLOR_SGR.search(raw), "colours on a terminal without NO_COLOR"
 
 
@@ -98,7 +98,7 @@ def test_failure_ends_with_explanation_and_run_folder(tmp_path: Path) -> None:
     run_id = re.search(r"details: maint runs (\S+)\s+\(run folder (\S+)\)", screen)
     assert run_id, screen
     assert (root / run_id.group(2)).is_dir()
-    assert screen.rstrip().splitlines()[-1].startswith("failed: 0 step(s) changed; run folder")
+    assert screen.rstrip().splitlines()[-1].startswith("failed: 0 steps changed; run folder")
     assert SECRET_VALUE not in raw
 
 
@@ -115,4 +115,4 @@ def test_plain_lines_when_not_a_terminal(tmp_path: Path) -> None:
     assert res.returncode == 0
     assert "\x1b[" not in res.stdout
     assert "elapsed" not in res.stdout  # no live table
-    assert res.stdout.splitlines()[0].startswith("run ops: 1 site(s), run ")
+    assert res.stdout.splitlines()[0].startswith("run ops: 1 site, run ")

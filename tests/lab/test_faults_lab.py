@@ -89,7 +89,7 @@ def test_unreachable_host_says_so_for_every_step(tmp_path: Path, ssh_hosts: list
     res = run(
         GATED, write_inventory(tmp_path, one_site(h.env(d / "site", port=1, connect_timeout=5))), tmp_path / "state"
     )
-    assert res.exit_code == 1
+    assert res.exit_code == 4  # ExitCode.UNREACHABLE: nothing else failed
     s = res.sites[0]
     assert s.status is SiteStatus.FAILED and s.error is not None
     assert s.error.startswith(f"{h.ip}:")

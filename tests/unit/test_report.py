@@ -219,6 +219,11 @@ def test_attention(state: Path) -> None:
         ("urgent", "certificate shop-b.example expires in 12 days on 2026-12-10: renew it"),
         ("urgent", "no verified backup in the last 48 hours (last verified backup 2026-11-05 02:00 UTC)"),
         ("soon", "the update of akismet 5.0.2 -> 5.3 on staging was rolled back: investigate before retrying"),
+        (
+            "soon",
+            "the latest backup of production (20261105T020000Z-bbbbbb) has no off-site copy: a lost or hacked "
+            "host would take it with the shop; copy it off-site (backup.copy)",
+        ),
     ]
 
 

@@ -8,6 +8,8 @@ and ``tests/lab/test_keepalive.py``; here each part is pinned down exactly.
 from __future__ import annotations
 
 import ast
+import base64
+import hashlib
 import os
 import stat
 import threading
@@ -255,17 +257,24 @@ class FakeTarget:
 def test_messages_name_the_host_and_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     t = FakeTarget()
-    unknown = ssh_errors.unknown_host_key(t)
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIGb1oc4Nvo5tNdBTmXFBj6b1FNpwVTdZ9ZB1VXjPs2wS"
+    unknown = ssh_errors.unknown_host_key(t, "ssh-ed25519", key)
     assert isinstance(unknown, HostKeyError)
     assert unknown.host == "shop-staging"
+    fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(key)).digest()).decode().rstrip("=")
     assert str(unknown) == (
-        "shop-staging: the host key for [10.0.0.5]:2201 is not in known_hosts (known_hosts); add it "
-        "(ssh-keyscan -p 2201 10.0.0.5 >> KNOWN_HOSTS, after checking the fingerprint) "
-        "or set host_key_policy: accept-new"
+        "shop-staging: the host key for [10.0.0.5]:2201 is not in known_hosts (known_hosts); the server offered "
+        f"ED25519 key fingerprint {fp}. If that is the host's key (on the host: ssh-keygen -lf "
+        f"/etc/ssh/ssh_host_ed25519_key.pub), add it: ssh-keyscan -p 2201 -t ed25519 10.0.0.5 >> {tmp_path}/.ssh/known_hosts; "
+        "or set host_key_policy: accept-new for it in the inventory"
     )
+    proxied = ssh_errors.unknown_host_key(t, "ssh-ed25519", key, proxied=True)
+    assert f"add it: echo '[10.0.0.5]:2201 ssh-ed25519 {key}' >> {tmp_path}/.ssh/known_hosts;" in str(proxied)
     changed = ssh_errors.changed_host_key(t, "SHA256:old", "SHA256:new")
     assert "has CHANGED (known: SHA256:old, offered: SHA256:new)" in str(changed)
-    assert "ssh-keygen -R '[10.0.0.5]:2201'" in str(changed)
+    assert "(ssh-keygen -R '[10.0.0.5]:2201')" in str(changed)
+    custom = ssh_errors.changed_host_key(t, "SHA256:old", "SHA256:new", "/etc/maint/known hosts")
+    assert "(ssh-keygen -R '[10.0.0.5]:2201' -f '/etc/maint/known hosts')" in str(custom)
     auth = ssh_errors.authentication_failed(t, Exception("Authentication failed."))
     assert str(auth) == (
         "shop-staging: authentication failed for deploy@10.0.0.5:2201 with key /keys/id_ed25519: Authentication failed."

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maintkit.action import Context, Params
-from maintkit.actions.cms.policy import Level, VersionPolicy
+from maintkit.actions.cms.policy import Level, Security, VersionPolicy
+from maintkit.actions.watch.feed import FeedConfig
 from maintkit.errors import CheckFailed
 
 Location = Literal["controller", "host"]
@@ -50,13 +51,15 @@ class CmsUpdateParams(Params):
     """Parameters of ``cms.update``."""
 
     # -- version policy
-    core: Level | None = Field(None, description="WordPress core: patch | minor | major | none (default minor)")
-    plugins: Level | None = Field(None, description="Plugins / composer packages: patch | minor | major | none")
-    themes: Level | None = Field(None, description="Themes: patch | minor | major | none")
+    core: Level | None = Field(None, description="WordPress core: how far updates go (default minor)")
+    plugins: Level | None = Field(None, description="Plugins and composer packages: how far updates go (default minor)")
+    themes: Level | None = Field(None, description="Themes: how far updates go (default minor)")
     include: list[str] | None = Field(None, description="Only these packages (shell patterns)")
     exclude: list[str] | None = Field(None, description="Never these packages (shell patterns)")
     pins: dict[str, str] | None = Field(None, description="Version pins, e.g. {woocommerce: '8.4.*'}")
     allow_prerelease: bool = Field(False, description="Also take -beta/-rc versions")
+    security: Security = Field("off", description="Known vulnerabilities: off | report | force (take the fix)")
+    security_feed: FeedConfig | None = Field(None, description="Vulnerability feed (default: the vuln_feed variable)")
     # -- sources (WordPress)
     repository: Repository | None = Field(None, description="Directory of <slug>-<version>.zip packages")
     sources: dict[str, PackageSource] = Field(default_factory=dict, description="Per-package sources (premium plugins)")
@@ -109,7 +112,7 @@ class CmsUpdateParams(Params):
             raise ValueError("empty command")
         return value
 
-    @field_validator("repository", mode="before")
+    @field_validator("repository", mode="before", json_schema_input_type=Repository | str | None)
     @classmethod
     def _repo_string(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
@@ -124,6 +127,7 @@ class CmsUpdateParams(Params):
             "exclude": self.exclude,
             "pins": self.pins,
             "allow_prerelease": self.allow_prerelease,
+            "security": self.security,
         }
         return VersionPolicy.model_validate({k: v for k, v in data.items() if v is not None})
 

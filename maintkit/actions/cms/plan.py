@@ -61,6 +61,8 @@ class Update:
     expected_tree: str | None = None
     expected_sha256: str | None = None
     operation: str = "update"  # update | install | remove | downgrade
+    #: why this version beyond the policy: ``security: fixes <title> (CVE-...)``
+    reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -90,12 +92,16 @@ class Update:
                 out["requires_wp"] = self.offer.requires_wp
         if self.package.path:
             out["path"] = self.package.path
+        if self.reason:
+            out["reason"] = self.reason
         return out
 
     def line(self) -> str:
         """``plugin shop-cart: 1.0.0 -> 1.1.0``."""
+        why = f" ({self.reason})" if self.reason else ""
         return (
             f"{self.package.kind} {self.package.name}: {self.package.version or '(none)'} -> {self.to or '(removed)'}"
+            + why
         )
 
 

@@ -14,8 +14,9 @@ Levels compare version components semver-style. For WordPress core this means
 
 ``include`` and ``exclude`` are shell-style patterns on package names (``include``
 empty = everything). ``pins`` constrain single packages and replace the level for
-them: ``"8.4.*"`` (wildcard), ``"8.4.2"`` (exact), ``">=8.4,<8.6"`` (comparisons,
-comma = and). Pre-releases (``-beta``, ``-rc``...) are only taken with
+them. A pin is a composer version constraint with composer's exact semantics
+(``"8.4.*"``, ``"8.4.2"``, ``">=8.4,<8.6"``, ``"^8.4 || ^9.0"``, ``"~8.4.1"``: see
+:mod:`maintkit.actions.cms.constraints`). Pre-releases (``-beta``, ``-rc``...) are only taken with
 ``allow_prerelease``. A policy never downgrades.
 """
 
@@ -24,16 +25,18 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import total_ordering
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from maintkit.actions.cms.constraints import ConstraintError, parse_constraints, satisfies
+
 Level = Literal["patch", "minor", "major", "none"]
+Security = Literal["off", "report", "force"]
 _VERSION_RE = re.compile(r"^[vV]?(?P<nums>\d+(?:\.\d+)*)(?:[-_.+]?(?P<pre>[A-Za-z][0-9A-Za-z.\-]*))?$")
 _PRE_ORDER = {"dev": 0, "alpha": 1, "a": 1, "beta": 2, "b": 2, "rc": 3, "pre": 3}
-_SPEC_RE = re.compile(r"^(?P<op>>=|<=|==|!=|>|<|=|\^|~)?\s*(?P<ver>[^\s]+)$")
 
 
 class VersionError(ValueError):
@@ -139,58 +142,36 @@ def within_level(current: Version, candidate: Version, level: Level) -> bool:
 
 
 def matches_pin(version: Version, pin: str) -> bool:
-    """True when ``version`` satisfies ``pin`` (``8.4.*``, ``8.4.2``, ``>=8.4,<8.6``, ``^8.4``, ``~8.4``)."""
-    for raw in pin.replace(" ,", ",").split(","):
-        spec = raw.strip()
-        if not spec:
-            continue
-        if "*" in spec or spec.lower().endswith(".x"):
-            prefix = spec.lower().replace(".x", ".*").split("*", 1)[0].rstrip(".")
-            if prefix and not _prefix_match(version, prefix):
-                return False
-            continue
-        if not _spec_ok(version, spec):
-            return False
-    return True
+    """True when ``version`` satisfies ``pin``, a composer constraint (``8.4.*``, ``^8.4 || ^9.0``, ``~8.4.1``,
+    ``>=8.4 <8.6``, ``8.4.2``...), with composer's own semantics (:mod:`maintkit.actions.cms.constraints`).
 
-
-def _prefix_match(version: Version, prefix: str) -> bool:
-    want = Version.parse(prefix).parts
-    return version._padded(len(want))[: len(want)] == want
-
-
-def _spec_ok(version: Version, spec: str) -> bool:
-    match = _SPEC_RE.match(spec)
-    if not match:
-        raise VersionError(f"invalid pin {spec!r}")
-    op = match.group("op") or "="
-    ref = Version.parse(match.group("ver"))
-    if op == "^":
-        upper = Version((ref.major + 1,)) if ref.major > 0 else Version((0, ref.minor + 1))
-        return ref <= version < upper
-    if op == "~":
-        width = len(ref.parts)
-        if width <= 1:
-            return ref <= version < Version((ref.major + 1,))
-        bump = list(ref.parts[: width - 1])
-        bump[-1] += 1
-        return ref <= version < Version(tuple(bump))
-    results = {
-        ">=": version >= ref,
-        "<=": version <= ref,
-        ">": version > ref,
-        "<": version < ref,
-        "!=": version != ref,
-        "==": version == ref,
-        "=": version == ref,
-    }
-    return results[op]
+    A version composer cannot read matches no pin. Raises VersionError for a pin composer would refuse.
+    """
+    try:
+        return satisfies(str(version), pin)
+    except ConstraintError as exc:
+        raise VersionError(f"invalid pin {pin!r}: {exc}") from None
 
 
 def validate_pin(pin: str) -> str:
-    """Raise VersionError when ``pin`` cannot be evaluated."""
-    matches_pin(Version((0,)), pin)
+    """Raise VersionError when ``pin`` is not a constraint composer accepts."""
+    try:
+        parse_constraints(pin)
+    except ConstraintError as exc:
+        raise VersionError(f"invalid pin {pin!r}: {exc}") from None
     return pin
+
+
+@dataclass(frozen=True)
+class SecurityFix:
+    """Known vulnerabilities of an installed package: the lowest version fixing them all, and why.
+
+    ``fixed_in`` is None when no fixed release is known; ``reason`` reads ``fixes <title>
+    (CVE-...)``.
+    """
+
+    fixed_in: str | None
+    reason: str
 
 
 class VersionPolicy(BaseModel):
@@ -205,6 +186,9 @@ class VersionPolicy(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="Never these package names (shell patterns)")
     pins: dict[str, str] = Field(default_factory=dict, description="name -> '8.4.*' | '8.4.2' | '>=8.4,<8.6'")
     allow_prerelease: bool = Field(False, description="Also take -alpha/-beta/-rc versions")
+    security: Security = Field("off", description="Known vulnerabilities: off | report | force (take the fix)")
+    #: ``kind:name`` -> the fix of the known vulnerabilities of the installed version (from the feed)
+    fixes: dict[str, SecurityFix] = Field(default_factory=dict, exclude=True)
 
     @field_validator("core", "plugins", "themes", mode="before")
     @classmethod
@@ -260,10 +244,58 @@ class Decision:
     version: str | None
     reason: str
     held_back: str | None = None
+    #: ``security: fixes <title> (CVE-...)`` when the version was chosen because it fixes a known vulnerability
+    security: str | None = None
 
 
 def choose(policy: VersionPolicy, name: str, kind: str, current: str, offered: Iterable[str]) -> Decision:
-    """Pick the highest offered version the policy allows for one package.
+    """Pick the version for one package: by level/pin, then (``security``) by known vulnerabilities.
+
+    With ``security: force`` a package whose installed version has a known vulnerability
+    takes the lowest offered version that fixes it when the level or pin would stay below
+    the fix; ``report`` only says so in the reason. ``exclude`` and level ``none`` still win.
+    """
+    offered = list(offered)
+    decision = choose_by_policy(policy, name, kind, current, offered)
+    fix = policy.fixes.get(f"{kind}:{name}") if policy.security != "off" else None
+    if fix is None or not policy.in_scope(name):
+        return decision
+    if policy.level_for(kind) == "none" and policy.pin_for(name) is None:
+        return decision
+    return _with_security(policy, fix, decision, current, offered)
+
+
+def _with_security(
+    policy: VersionPolicy, fix: SecurityFix, decision: Decision, current: str, offered: list[str]
+) -> Decision:
+    """Apply ``policy.security`` to the level/pin ``decision`` of a package with a known vulnerability."""
+    need = Version.try_parse(fix.fixed_in)
+    chosen = Version.try_parse(decision.version)
+    if need is None:
+        return replace(decision, reason=f"{decision.reason}; security: no fixed release is known for {fix.reason}")
+    if chosen is not None and chosen >= need:
+        return replace(decision, security=f"security: {fix.reason}")
+    cur = Version.try_parse(current)
+    fixing = [
+        v
+        for v in (Version.try_parse(text) for text in set(offered))
+        if v is not None and v >= need and (cur is None or v > cur) and (policy.allow_prerelease or not v.is_prerelease)
+    ]
+    if not fixing:
+        note = f"security: {fix.fixed_in} {fix.reason}, no source offers it"
+        return replace(decision, reason=f"{decision.reason}; {note}")
+    target = min(fixing)
+    if policy.security == "report":
+        note = f"security: {target} {fix.reason} (security: report does not take it)"
+        return replace(decision, reason=f"{decision.reason}; {note}", held_back=decision.held_back or str(target))
+    held = Version.try_parse(decision.held_back)
+    if held is not None and held > target:
+        return Decision(str(target), f"security: {fix.reason}; {decision.reason}", str(held), f"security: {fix.reason}")
+    return Decision(str(target), f"security: {fix.reason}", None, f"security: {fix.reason}")
+
+
+def choose_by_policy(policy: VersionPolicy, name: str, kind: str, current: str, offered: Iterable[str]) -> Decision:
+    """Pick the highest offered version the level or pin allows for one package (no security rules).
 
     ``reason`` explains a ``None`` (excluded, level none, nothing newer, newer versions
     refused by the level or pin...).
@@ -304,10 +336,13 @@ def choose(policy: VersionPolicy, name: str, kind: str, current: str, offered: I
 __all__ = [
     "Decision",
     "Level",
+    "Security",
+    "SecurityFix",
     "Version",
     "VersionError",
     "VersionPolicy",
     "choose",
+    "choose_by_policy",
     "matches_pin",
     "version_key",
     "within_level",

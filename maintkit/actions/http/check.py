@@ -7,6 +7,7 @@ from maintkit.actions.http.client import Sender
 from maintkit.actions.http.flow import run_flow_once, run_paths
 from maintkit.actions.http.outcome import FlowError, Outcome, latency_summary
 from maintkit.actions.http.params import READ_ONLY_METHODS, HttpCheckParams
+from maintkit.actions.watch.common import http_point
 from maintkit.errors import CheckFailed
 from maintkit.results import Change, Check
 
@@ -35,6 +36,7 @@ class HttpCheck(Action[HttpCheckParams]):
         requests_data = [o.public() for o in sender.outcomes]
         summary = latency_summary(sender.outcomes)
         ctx.record(requests=requests_data, latency=summary)
+        http_point(ctx, ok=not failures, count=len(sender.outcomes), failed=len(failures), latency=summary)
         if failures:
             raise CheckFailed(
                 self._message(failures),

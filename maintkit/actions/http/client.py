@@ -21,18 +21,42 @@ if TYPE_CHECKING:
 USER_AGENT = "maintkit-http-check/0.1"
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it (``reason``, causes, contexts, exception args), nearest first."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 32:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        nested = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+    return seen
+
+
 def _describe_exception(exc: Exception, timeout: float) -> str:
+    """What went wrong, from the exception chain's own reason (the OS's words), never from its text."""
+    import socket
+    import ssl
+
     import requests
 
-    text = str(exc)
     if isinstance(exc, requests.Timeout):
         return f"timed out after {timeout:g} s"
+    causes = _causes(exc)
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS error: certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {cause.reason or cause.strerror or type(cause).__name__}"
+    for cause in causes:
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name: {cause.strerror or cause}"
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"connection failed: {cause.strerror}"
     if isinstance(exc, requests.exceptions.SSLError):
-        found = re.search(r"\[SSL(?:: [A-Z_]+)?\] ([^'\"(]+)", text)
-        return "TLS error: " + (found.group(1).strip() if found else type(exc).__name__)
-    errno = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
-    if errno:
-        return f"connection failed: {errno.group(1).strip()}"
+        return "TLS error"
     return f"request failed: {type(exc).__name__}"
 
 

@@ -26,7 +26,7 @@ import click
 
 from maintkit._text import head, redact_text
 from maintkit.cli.redact import redact_with
-from maintkit.cli.reporters.base import Reporter
+from maintkit.cli.reporters.base import Reporter, plural
 from maintkit.cli.reporters.plain import PlainReporter
 
 _FAILED_STEP = ("failed", "rollback-failed")
@@ -76,7 +76,7 @@ def job_summary(result: Any, redactor: Any = None, *, playbook_file: str | None 
     out = [
         f"## {icon} maint {mode} `{_cell(result.playbook)}`: {result.status}".replace("  ", " "),
         "",
-        f"Run `{result.run_id}`: {len(result.sites)} site(s), {result.changed} step(s) changed,"
+        f"Run `{result.run_id}`: {plural(len(result.sites), 'site')}, {plural(result.changed, 'step')} changed,"
         f" {result.duration_ms / 1000:.1f} s.",
         "",
         "| site | status | steps | changed | failed |",
@@ -106,8 +106,12 @@ def job_summary(result: Any, redactor: Any = None, *, playbook_file: str | None 
 
 
 def outputs(result: Any) -> dict[str, str]:
-    """The step outputs maint sets: run-id, status, changed."""
-    return {"run-id": result.run_id, "status": result.status, "changed": str(result.changed)}
+    """The step outputs maint sets: run-id, status, changed (a plan also: would-change, unknown)."""
+    out = {"run-id": result.run_id, "status": result.status, "changed": str(result.changed)}
+    if result.check:
+        out["would-change"] = str(getattr(result, "would_change", 0))
+        out["unknown"] = str(getattr(result, "unknown", 0))
+    return out
 
 
 def _append(path: str, text: str) -> None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from maintkit.cli.reporters.base import plural
 from maintkit.cli.reporters.plain import INTERRUPT_MESSAGE, PlainReporter
 
 _STYLE = {
@@ -58,11 +59,11 @@ class _Row:
 class LiveReporter(PlainReporter):
     """Reporter drawing a rich live table on a terminal; the summary at the end is the plain one."""
 
-    def __init__(self, *, check: bool, diff: bool) -> None:
-        super().__init__(check=check, diff=diff)
+    def __init__(self, *, check: bool, diff: bool, verbosity: int = 0, color: bool | None = None) -> None:
+        super().__init__(check=check, diff=diff, verbosity=verbosity, color=color)
         from rich.console import Console
 
-        self.console = Console(highlight=False, soft_wrap=False)
+        self.console = Console(highlight=False, soft_wrap=False, no_color=not self.color)
         self.rows: dict[str, _Row] = {}
         self._live: Any = None
 
@@ -182,7 +183,7 @@ class LiveReporter(PlainReporter):
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
             ProgressBar(total=max(total, 1), completed=done, width=30),
-            Text(f"{done}/{total} sites" + (f", {failed} not ok" if failed else "")),
+            Text(f"{done}/{plural(total, 'site')}" + (f", {failed} not ok" if failed else "")),
         )
         return Group(table, Text(""), bar)
 

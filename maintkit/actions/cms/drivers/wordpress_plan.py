@@ -31,6 +31,7 @@ from maintkit.actions.cms.lock import LockedPackage, VersionLock
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.plan import Installed, PlanFacts, Skipped, Update, UpdatePlan
 from maintkit.actions.cms.policy import Version, VersionPolicy, choose
+from maintkit.actions.cms.security import security_policy
 from maintkit.actions.cms.snapshots import tree_hashes
 from maintkit.errors import CheckFailed
 from maintkit.probes import Probe
@@ -108,7 +109,7 @@ class WordPressPlanner(DriverBase):
         return plan
 
     def _plan_policy(self, ctx: Context, st: WpState, plan: UpdatePlan[WpState]) -> None:
-        policy = self.p.policy()
+        policy = security_policy(ctx, self.p, st.packages)
         listing = self.sources.repo_listing(ctx)
         core_target = st.core.version
         for pkg in st.packages:
@@ -126,7 +127,7 @@ class WordPressPlanner(DriverBase):
             if problem:
                 plan.skipped.append(Skipped(pkg.name, pkg.kind, pkg.version, offer.version, problem, blocking=True))
                 continue
-            plan.updates.append(Update(pkg, offer.version, offer))
+            plan.updates.append(Update(pkg, offer.version, offer, reason=decision.security))
             if pkg.kind == "core":
                 core_target = offer.version
 
