@@ -130,6 +130,8 @@ class RunOptions:
     on_state_write: Callable[[Sequence[Path]], None] | None = None
     #: redacts a record before it is written under ``history_dir`` (the run's redactor)
     redact: Callable[[Any], Any] | None = None
+    #: the run's shared transport for another environment (``staging.refresh`` reads its source)
+    transport_for: Callable[[Environment], Transport] | None = None
 
     @property
     def history(self) -> Path:
@@ -147,6 +149,8 @@ class Context:
     options: RunOptions
     step_id: str = ""
     stage_promote: str | None = None
+    #: the stage updates without a staging stage first (the site's ``direct_updates: true``)
+    direct_update: bool = False
     prior: list[StepResult] = field(default_factory=list)
     probe_cache: ProbeCache = field(default_factory=ProbeCache)
     emit: Callable[..., Any] | None = None

@@ -115,6 +115,7 @@ class Environment(_Model):
     url: str | None = Field(None, description="Public URL, used by http checks")
     platform: Platform | None = Field(None, description="Overrides the site's platform")
     vars: dict[str, Any] = Field(default_factory=dict, description="Variables of this environment")
+    protected: bool = Field(False, description="Never a target of staging.refresh (production-like data)")
     user: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
     host_key_policy: HostKeyPolicy | None = None
@@ -158,6 +159,11 @@ class Site(_Model):
     vars: dict[str, Any] = Field(default_factory=dict)
     environments: dict[str, Environment] = Field(..., min_length=1)
     secrets: SecretSources = Field(default_factory=dict, description=_SECRETS_HELP)
+    direct_updates: bool = Field(
+        False,
+        description="No staging: a playbook stage that promotes from an environment the site lacks "
+        "updates this one directly (backup, maintenance window, checks, automatic rollback)",
+    )
 
     def env(self, name: str) -> Environment:
         """The environment called ``name`` (KeyError if missing)."""

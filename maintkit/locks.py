@@ -4,7 +4,8 @@ A run takes an environment's lock by creating ``<path>/.maint/lock`` with ``mkdi
 and writing ``holder.json`` inside: the run id, who ran it, since when, and on which controller
 in which process (with the process start time, so a recycled pid is not mistaken for the run).
 The holder is written to a temporary file first and renamed into the lock directory, so a
-failed write (a full disk) never leaves an empty lock directory behind.
+failed write (a full disk) never leaves an empty lock directory behind. A run first only looks
+at the lock (:func:`peek_script`, read-only) and takes it when it has something to change.
 
 Every holder has a lease (docs/state.md#leases): ``lease`` seconds, ``expires`` (UTC ISO) and
 ``expires_epoch``, both from the HOST's clock (the one clock every controller shares), and a
@@ -45,6 +46,8 @@ LOCKED_MARK = "MAINT-LOCKED"
 TAKEN_MARK = "MAINT-TAKEN-OVER"
 #: printed by the lock scripts before the host's clock (``@@now EPOCH``)
 NOW_MARK = "@@now "
+#: printed by the read-only lock check (:func:`peek_script`), followed by the holder, when a lock exists
+SEEN_MARK = "MAINT-LOCK-SEEN"
 #: exit status of the renew/release/clear scripts when another run holds the lock or is taking it over
 LOST_EXIT = 6
 #: default lease of a site lock, in seconds (inventory ``defaults.lock_lease``)
@@ -167,6 +170,24 @@ def acquire_script(path: str, holder: dict[str, Any]) -> str:
         "done\n"
         f'rm -f -- "$T"; printf \'%s\\n\' "$out"; {fail}'
     )
+
+
+def peek_script(path: str) -> str:
+    """Read-only shell: is ``path`` locked? Prints nothing when it is not; else :data:`SEEN_MARK`,
+    the holder and the host's clock. Always exits 0; runs no command when there is no lock."""
+    d = quote(lock_dir(path))
+    return (
+        f"if [ -d {d} ]; then echo {SEEN_MARK}; cat -- {d}/holder.json 2>/dev/null; echo; "
+        f'echo "{NOW_MARK}$(date -u +%s)"; fi; true'
+    )
+
+
+def takeover_due(holder: dict[str, Any], host_clock: int | None) -> bool:
+    """Would :func:`acquire_script` take this lock over? Its holder has a lease (a ``gen`` and an
+    ``expires_epoch``) that has ended by the host's clock. A holder without a lease never is."""
+    ends = expires_epoch(holder)
+    gen = holder.get("gen")
+    return bool(gen) and isinstance(gen, str) and ends is not None and host_clock is not None and host_clock >= ends
 
 
 def renew_script(path: str, gen: str, lease: int) -> str:
@@ -387,6 +408,7 @@ __all__ = [
     "LOCK_FAILED_EXIT",
     "LOST_EXIT",
     "NOW_MARK",
+    "SEEN_MARK",
     "TAKEN_MARK",
     "Liveness",
     "acquire_script",
@@ -402,8 +424,10 @@ __all__ = [
     "owner_record",
     "parse_age",
     "parse_holder",
+    "peek_script",
     "process_start",
     "read_script",
     "release_script",
     "renew_script",
+    "takeover_due",
 ]

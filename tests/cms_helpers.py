@@ -60,6 +60,11 @@ add_action('init', function () {{
 }});
 """
 
+SHOP_CART_CSS_HOOK = """add_action('wp_head', function () {
+    echo '<style id="shop-cart-css">' . file_get_contents(__DIR__ . '/assets/shop-cart.css') . '</style>';
+});
+"""
+
 CART_GOOD = """<?php
 function shop_cart_render() {{
     return '<div class="shop-cart">Your cart is empty (shop-cart {version})</div>';
@@ -93,9 +98,43 @@ def chown_tree(path: Path, owner: str) -> None:
 
 
 def shop_cart_files(
-    version: str, *, broken: bool = False, requires_php: str = "7.4", requires_wp: str = "5.8", schema: str = "1"
+    version: str,
+    *,
+    broken: bool = False,
+    requires_php: str = "7.4",
+    requires_wp: str = "5.8",
+    schema: str = "1",
+    css: str | None = None,
+    commerce: bool = False,
+    store_api: bool = False,
+    broken_cart_item: bool = False,
 ) -> dict[str, str]:
-    """The files of one shop-cart version (relative path -> text)."""
+    """The files of one shop-cart version (relative path -> text).
+
+    ``css``: a stylesheet the release prints into every page's ``<head>`` (``assets/shop-cart.css``);
+    a release that only restyles the shop (every page still answers 200).
+    ``commerce``: a WooCommerce-shaped shop (a product page, a cookie cart, a checkout page; see
+    :mod:`tests.shop_commerce`), ``store_api`` with the Store API routes, ``broken_cart_item``
+    breaking only the cart with an item in it (either implies ``commerce``).
+    """
+    if commerce or store_api or broken_cart_item:
+        from tests.shop_commerce import MAIN_REQUIRE, commerce_files
+
+        files = shop_cart_files(
+            version, broken=broken, requires_php=requires_php, requires_wp=requires_wp, schema=schema, css=css
+        )
+        files["shop-cart.php"] += MAIN_REQUIRE
+        extra = commerce_files(version, store_api=store_api, broken_cart_item=broken_cart_item)
+        if broken:  # the always-broken cart stays broken
+            extra.pop("includes/cart.php")
+        return {**files, **extra}
+    if css is not None:
+        files = shop_cart_files(
+            version, broken=broken, requires_php=requires_php, requires_wp=requires_wp, schema=schema
+        )
+        files["shop-cart.php"] += SHOP_CART_CSS_HOOK
+        files["assets/shop-cart.css"] = css
+        return files
     main = SHOP_CART_MAIN.format(
         version=version, requires_php=requires_php, requires_wp=requires_wp, schema=schema, schema_table=schema
     )

@@ -1,6 +1,6 @@
 """Test configuration: real lab servers are provided by the plugins below."""
 
-pytest_plugins = ["tests.lab.sshd_fixtures", "tests.lab.server_fixtures"]
+pytest_plugins = ["tests.lab.sshd_fixtures", "tests.lab.server_fixtures", "tests.lab.wp_fixtures"]
 
 
 from collections.abc import Iterator  # noqa: E402
@@ -34,3 +34,16 @@ def _hostile_dotfiles() -> Iterator[None]:
         ensure_login_user()  # deploy gets its dotfiles too, even before the lab starts
     with hostile_dotfiles():
         yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI (``CI`` set, as ``.ci/run`` does) a skipped test fails: a missing lab component
+    (chromium, ClamAV, composer, PHP...) must fail the run, not pass it silently."""
+    import os
+
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every lab component must be present: {report.longrepr}"

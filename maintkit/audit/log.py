@@ -4,6 +4,12 @@ Each event is appended to the file and flushed at once, so a killed process lose
 it wrote. fsync is grouped: a flusher thread fsyncs the file at most every
 :data:`FSYNC_INTERVAL` (50 ms) while events arrive, and :meth:`AuditLog.close` fsyncs it, so
 only an operating-system crash can lose the last few milliseconds of events.
+
+The processors follow structlog's processor protocol (``(logger, method_name, event_dict)``),
+and the line is rendered exactly as structlog's ``JSONRenderer(sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`` renders it, by :func:`render_json`: importing
+structlog itself would import ``structlog.dev``, rich and pygments (and asyncio) into every run,
+terminal or not, for nothing the audit log uses.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from maintkit.audit.chain import EVENTS_FILE, RESERVED_FIELDS, SUMMARY_FILE, can
 from maintkit.audit.jsonable import jsonable, write_json_atomic
 from maintkit.audit.redact import EventDict, Redactor
 
-__all__ = ["FSYNC_INTERVAL", "AuditLog", "Processor", "write_summary"]
+__all__ = ["FSYNC_INTERVAL", "AuditLog", "Processor", "render_json", "write_summary"]
 
 Processor = Callable[[Any, str, EventDict], EventDict]
 
@@ -36,7 +42,7 @@ class AuditLog:
     Each :meth:`event` goes through a structlog processor chain in two named parts.
     :attr:`prepare` runs outside the lock: learn secrets, make JSON-ready, redact
     (:meth:`Redactor.processor`). :attr:`seal` runs under the lock: stamp (``ts``,
-    ``run_id``, ``seq``) and chain (``prev``, ``hash``); then structlog's JSON renderer.
+    ``run_id``, ``seq``) and chain (``prev``, ``hash``); then :func:`render_json`.
     The line is appended and flushed at once; fsync is grouped (every
     :data:`FSYNC_INTERVAL` seconds by a flusher thread while events arrive, and at
     :meth:`close`). Thread-safe. If ``events.jsonl`` already holds events, the chain is
@@ -52,8 +58,6 @@ class AuditLog:
         redactor: Redactor,
         hmac_key: bytes | None = None,
     ) -> None:
-        from structlog.processors import JSONRenderer
-
         self.run_dir = Path(run_dir)
         self.run_id = run_id
         self.redactor = redactor
@@ -74,7 +78,6 @@ class AuditLog:
         self.prepare: tuple[Processor, ...] = (self._learn, _jsonable_processor, redactor.processor)
         #: processors that number and chain the event (run under the lock, in write order)
         self.seal: tuple[Processor, ...] = (self._stamp, self._chain)
-        self._render = JSONRenderer(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         threading.Thread(target=self._flusher, name="maint-audit-fsync", daemon=True).start()
@@ -108,8 +111,7 @@ class AuditLog:
             if self._fd is None:
                 raise ValueError("the audit log is closed")
             record = _apply(self.seal, record)
-            line = self._render(None, "info", record)
-            data = (line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n"
+            data = render_json(None, "info", record).encode("utf-8") + b"\n"
             _append(self._fd, data)
             self._seq += 1
             self._prev = record["hash"]
@@ -176,6 +178,19 @@ def _apply(processors: tuple[Processor, ...], record: EventDict) -> EventDict:
     for proc in processors:
         record = proc(None, "info", record)
     return record
+
+
+def render_json(logger: Any, method_name: str, event_dict: EventDict) -> str:
+    """The event as one line of canonical-looking JSON: what structlog's ``JSONRenderer(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` renders, byte for byte (objects JSON cannot hold
+    go through ``__structlog__()`` or ``repr()``, as there)."""
+    return json.dumps(event_dict, default=_fallback, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fallback(obj: Any) -> Any:
+    """structlog's fallback for objects JSON cannot hold: ``__structlog__()``, else ``repr()``."""
+    method = getattr(obj, "__structlog__", None)
+    return method() if callable(method) else repr(obj)
 
 
 def _jsonable_processor(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:

@@ -9,9 +9,14 @@
  * Commands:
  *   list     {"readonly"}      core/db/php versions, plugins, themes, paths; with readonly, whatever
  *                              WordPress writes while booting is rolled back (plan mode)
- *   install  {"type","zip","slug","active","network_active"}
+ *   install  {"type","zip","slug","active","network_active","into"}
  *                              install a plugin/theme zip over the installed one (Plugin_Upgrader /
- *                              Theme_Upgrader with overwrite_package) and keep its active state
+ *                              Theme_Upgrader with overwrite_package) and keep its active state;
+ *                              with "into" (a ".maint-new-<slug>" sibling of the installed folder)
+ *                              the package is only unpacked there: the caller switches it in by
+ *                              renames, then calls activate
+ *   activate {"type","slug","active","network_active"}
+ *                              after a switch: keep the active state, report the installed version
  *   core     {"zip","version"} update core from a local package (Core_Upgrader)
  *   dbupgrade                  run the WordPress database upgrade with the (new) code on disk
  *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
@@ -20,6 +25,14 @@
  *   admins   {"readonly","roles","capabilities","tfa_meta_keys","tfa_table"}
  *                              users with one of the roles or capabilities (login, email, roles,
  *                              registered, the listed capabilities they hold, 2FA when asked)
+ *   replace  {"pairs","skip_columns"}
+ *                              search and replace in every table of the site: PHP-serialized values
+ *                              are unserialized, replaced recursively and serialized again
+ *   anonymize {"rules","keep_roles"}
+ *                              overwrite personal data by rules (table, column, kind), sparing
+ *                              the users holding one of keep_roles
+ *   staging_guards {"noindex","payments"}
+ *                              blog_public=0; known payment gateways switched to test mode
  *
  * Output: one line "@@MAINTKIT-JSON@@{...}" on stdout (anything printed before it, such as
  * notices from plugins, is ignored by the caller). Exit 0 when the JSON was written, even if
@@ -152,6 +165,9 @@ switch ($maintkit_cmd) {
     case 'install':
         maintkit_out(maintkit_install($maintkit_args));
         break;
+    case 'activate':
+        maintkit_out(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)));
+        break;
     case 'core':
         maintkit_out(maintkit_core($maintkit_args));
         break;
@@ -161,6 +177,15 @@ switch ($maintkit_cmd) {
         break;
     case 'admins':
         maintkit_out(maintkit_admins($maintkit_args));
+        break;
+    case 'replace':
+        maintkit_out(maintkit_replace($maintkit_args));
+        break;
+    case 'anonymize':
+        maintkit_out(maintkit_anonymize($maintkit_args));
+        break;
+    case 'staging_guards':
+        maintkit_out(maintkit_staging_guards($maintkit_args));
         break;
     case 'dbupgrade':
         require_once ABSPATH . 'wp-admin/includes/upgrade.php';
@@ -365,6 +390,9 @@ function maintkit_install(array $a): array
         return array('ok' => false, 'error' => 'package not found: ' . $zip);
     }
     $skin = new Automatic_Upgrader_Skin();
+    if (isset($a['into']) && $a['into'] !== '') {
+        return maintkit_install_into($type, $zip, (string) $a['into'], $skin);
+    }
     ob_start();
     if ($type === 'theme') {
         $upgrader = new Theme_Upgrader($skin);
@@ -376,6 +404,46 @@ function maintkit_install(array $a): array
     ob_end_clean();
     $error = maintkit_result_error($result, $skin);
     $out = array('ok' => $error === null, 'error' => $error, 'messages' => maintkit_messages($skin));
+    return maintkit_installed($a, $out);
+}
+
+/**
+ * Unpack a package into a sibling of the installed folder (".maint-new-<slug>" next to it, in
+ * the plugins or themes root) with the upgrader's own checks and hooks; nothing live changes.
+ */
+function maintkit_install_into(string $type, string $zip, string $into, $skin): array
+{
+    $parent = realpath($type === 'theme' ? get_theme_root() : WP_PLUGIN_DIR);
+    if ($parent === false || realpath(dirname($into)) !== $parent || strpos(basename($into), '.maint-new-') !== 0) {
+        return array('ok' => false, 'error' => 'refusing to unpack outside the ' . $type . 's folder: ' . $into);
+    }
+    $upgrader = $type === 'theme' ? new Theme_Upgrader($skin) : new Plugin_Upgrader($skin);
+    $upgrader->init();
+    $upgrader->install_strings();
+    add_filter('upgrader_source_selection', array($upgrader, 'check_package'));
+    ob_start();
+    $result = $upgrader->run(array(
+        'package' => $zip,
+        'destination' => $into,
+        'clear_destination' => true,
+        'abort_if_destination_exists' => false,
+        'clear_working' => true,
+        'hook_extra' => array('type' => $type, 'action' => 'install'),
+    ));
+    ob_end_clean();
+    remove_filter('upgrader_source_selection', array($upgrader, 'check_package'));
+    $error = maintkit_result_error($result, $skin);
+    if ($error === null && !is_dir($into)) {
+        $error = 'the upgrader left nothing in ' . $into;
+    }
+    return array('ok' => $error === null, 'error' => $error, 'messages' => maintkit_messages($skin), 'staged' => $into);
+}
+
+/** The installed package's version (and, for a plugin, its active state, restored when asked). */
+function maintkit_installed(array $a, array $out): array
+{
+    $type = isset($a['type']) ? $a['type'] : 'plugin';
+    $slug = isset($a['slug']) ? $a['slug'] : '';
     if ($type === 'plugin') {
         $file = maintkit_find_plugin_file($slug);
         $out['file'] = $file;
@@ -493,4 +561,224 @@ function maintkit_dbcnf(string $root, array $a): void
     }
     umask($old);
     maintkit_out(array('ok' => true, 'database' => DB_NAME, 'table_prefix' => $table_prefix));
+}
+
+// ---- staging.refresh: serialized-safe search and replace, anonymisation, staging guards ----
+
+function maintkit_table_keys(string $table): array
+{
+    global $wpdb;
+    $pk = array();
+    $text = array();
+    foreach ($wpdb->get_results('SHOW COLUMNS FROM `' . $table . '`', ARRAY_A) as $col) {
+        if ($col['Key'] === 'PRI') {
+            $pk[] = $col['Field'];
+        }
+        if (preg_match('/(char|text|blob|enum|set)/i', $col['Type']) && !preg_match('/^(enum|set)/i', $col['Type'])) {
+            $text[] = $col['Field'];
+        }
+    }
+    return array($pk, $text);
+}
+
+function maintkit_site_tables(): array
+{
+    global $wpdb;
+    $like = $wpdb->esc_like($wpdb->base_prefix) . '%';
+    return $wpdb->get_col($wpdb->prepare('SHOW TABLES LIKE %s', $like));
+}
+
+// Replace inside a value; serialized strings are unserialized (no objects), replaced, reserialized.
+function maintkit_replace_value($value, array $pairs, array &$stats)
+{
+    if (is_string($value)) {
+        if (is_serialized($value, false)) {
+            $inner = @unserialize($value, array('allowed_classes' => false));
+            if ($inner !== false || $value === 'b:0;') {
+                $new = maintkit_replace_value($inner, $pairs, $stats);
+                return $new === $inner ? $value : serialize($new);
+            }
+        }
+        $out = $value;
+        foreach ($pairs as $pair) {
+            $out = str_replace((string) $pair[0], (string) $pair[1], $out);
+        }
+        return $out;
+    }
+    if (is_array($value)) {
+        $out = array();
+        foreach ($value as $k => $v) {
+            $out[$k] = maintkit_replace_value($v, $pairs, $stats);
+        }
+        return $out;
+    }
+    if (is_object($value)) {
+        $stats['objects_skipped']++;  // incomplete classes cannot be changed: left as they are
+    }
+    return $value;
+}
+
+function maintkit_replace_column(string $table, array $pk, string $col, array $pairs, array &$stats): int
+{
+    global $wpdb;
+    $likes = array();
+    foreach ($pairs as $pair) {
+        $likes[] = $wpdb->prepare('`' . $col . '` LIKE %s', '%' . $wpdb->esc_like((string) $pair[0]) . '%');
+    }
+    $keys = implode(', ', array_map(function ($k) {
+        return '`' . $k . '`';
+    }, $pk));
+    $rows = $wpdb->get_results('SELECT ' . $keys . ', `' . $col . '` AS maintkit_value FROM `' . $table . '` WHERE ' . implode(' OR ', $likes), ARRAY_A);
+    $changed = 0;
+    foreach ($rows as $row) {
+        $new = maintkit_replace_value($row['maintkit_value'], $pairs, $stats);
+        if ($new === $row['maintkit_value']) {
+            continue;
+        }
+        $where = array();
+        foreach ($pk as $k) {
+            $where[$k] = $row[$k];
+        }
+        if ($wpdb->update($table, array($col => $new), $where) === false) {
+            throw new RuntimeException('update of ' . $table . '.' . $col . ' failed: ' . $wpdb->last_error);
+        }
+        $changed++;
+    }
+    return $changed;
+}
+
+function maintkit_replace(array $a): array
+{
+    $pairs = isset($a['pairs']) && is_array($a['pairs']) ? $a['pairs'] : array();
+    $skip = isset($a['skip_columns']) && is_array($a['skip_columns']) ? $a['skip_columns'] : array('guid');
+    $stats = array('objects_skipped' => 0);
+    $tables = array();
+    $no_key = array();
+    try {
+        foreach (maintkit_site_tables() as $table) {
+            list($pk, $text) = maintkit_table_keys($table);
+            if (!$pk) {
+                $no_key[] = $table;
+                continue;
+            }
+            $n = 0;
+            foreach ($text as $col) {
+                if (!in_array($col, $skip, true) && !in_array($col, $pk, true)) {
+                    $n += maintkit_replace_column($table, $pk, $col, $pairs, $stats);
+                }
+            }
+            if ($n > 0) {
+                $tables[$table] = $n;
+            }
+        }
+    } catch (RuntimeException $e) {
+        return array('ok' => false, 'error' => $e->getMessage());
+    }
+    wp_cache_flush();
+    return array('ok' => true, 'rows' => $tables, 'no_primary_key' => $no_key, 'objects_skipped' => $stats['objects_skipped']);
+}
+
+function maintkit_anon_value(string $kind, string $id)
+{
+    switch ($kind) {
+        case 'email':
+            return 'user' . $id . '@example.invalid';
+        case 'login':
+            return 'user' . $id;
+        case 'name':
+            return 'Customer ' . $id;
+        case 'phone':
+            return '+00 000 ' . str_pad($id, 6, '0', STR_PAD_LEFT);
+        case 'address':
+            return $id . ' Example Street';
+        case 'empty':
+            return '';
+        default:
+            return 'redacted';
+    }
+}
+
+function maintkit_anon_rule(array $rule, array $keep_users): array
+{
+    global $wpdb;
+    $table = $wpdb->base_prefix . preg_replace('/[^A-Za-z0-9_]/', '', (string) $rule['table']);
+    if ($wpdb->get_var($wpdb->prepare('SHOW TABLES LIKE %s', $wpdb->esc_like($table))) !== $table) {
+        return array('table' => $table, 'missing' => true, 'rows' => 0);
+    }
+    $ident = function ($name) {
+        return '`' . preg_replace('/[^A-Za-z0-9_]/', '', (string) $name) . '`';
+    };
+    list($pk) = maintkit_table_keys($table);
+    if (count($pk) !== 1) {
+        return array('table' => $table, 'error' => 'needs a one-column primary key', 'rows' => 0);
+    }
+    $id_col = !empty($rule['id_column']) ? (string) $rule['id_column'] : $pk[0];
+    $user_col = !empty($rule['user_column']) ? (string) $rule['user_column'] : '';
+    $sql = 'SELECT ' . $ident($pk[0]) . ' AS k, ' . $ident($id_col) . ' AS i' . ($user_col !== '' ? ', ' . $ident($user_col) . ' AS u' : '') . ' FROM `' . $table . '`';
+    if (!empty($rule['keys']) && is_array($rule['keys'])) {
+        $in = implode(', ', array_map(function ($k) use ($wpdb) {
+            return $wpdb->prepare('%s', (string) $k);
+        }, $rule['keys']));
+        $sql .= ' WHERE ' . $ident(!empty($rule['key_column']) ? $rule['key_column'] : 'meta_key') . ' IN (' . $in . ')';
+    }
+    $n = 0;
+    foreach ($wpdb->get_results($sql, ARRAY_A) as $row) {
+        if ($user_col !== '' && in_array((int) $row['u'], $keep_users, true)) {
+            continue;
+        }
+        $value = maintkit_anon_value((string) $rule['kind'], (string) $row['i']);
+        if ($wpdb->update($table, array(preg_replace('/[^A-Za-z0-9_]/', '', (string) $rule['column']) => $value), array($pk[0] => $row['k'])) === false) {
+            return array('table' => $table, 'error' => $wpdb->last_error, 'rows' => $n);
+        }
+        $n++;
+    }
+    return array('table' => $table, 'column' => (string) $rule['column'], 'rows' => $n);
+}
+
+function maintkit_anonymize(array $a): array
+{
+    $rules = isset($a['rules']) && is_array($a['rules']) ? $a['rules'] : array();
+    $roles = isset($a['keep_roles']) && is_array($a['keep_roles']) ? $a['keep_roles'] : array('administrator');
+    $keep = $roles ? array_map('intval', get_users(array('role__in' => $roles, 'fields' => 'ID', 'number' => -1))) : array();
+    $out = array();
+    $ok = true;
+    foreach ($rules as $rule) {
+        $res = maintkit_anon_rule((array) $rule, $keep);
+        $ok = $ok && !isset($res['error']);
+        $out[] = $res;
+    }
+    wp_cache_flush();
+    return array('ok' => $ok, 'error' => $ok ? null : 'an anonymisation rule failed', 'rules' => $out, 'kept_users' => $keep);
+}
+
+function maintkit_staging_guards(array $a): array
+{
+    $out = array('ok' => true, 'blog_public' => (string) get_option('blog_public'), 'test_mode' => array(), 'not_handled' => array());
+    if (!empty($a['noindex'])) {
+        update_option('blog_public', '0');
+        $out['blog_public'] = (string) get_option('blog_public');
+    }
+    if (!empty($a['payments'])) {
+        $flags = isset($a['gateways']) && is_array($a['gateways']) ? $a['gateways'] : array();
+        foreach ($flags as $gateway => $flag) {
+            $name = 'woocommerce_' . $gateway . '_settings';
+            $settings = get_option($name, null);
+            if (!is_array($settings)) {
+                continue;
+            }
+            $settings[(string) $flag] = 'yes';
+            update_option($name, $settings);
+            $out['test_mode'][] = $gateway;
+        }
+        global $wpdb;
+        $like = $wpdb->esc_like('woocommerce_') . '%' . $wpdb->esc_like('_settings');
+        foreach ($wpdb->get_col($wpdb->prepare("SELECT option_name FROM {$wpdb->options} WHERE option_name LIKE %s", $like)) as $name) {
+            $gateway = substr($name, strlen('woocommerce_'), -strlen('_settings'));
+            $settings = get_option($name);
+            if (!isset($flags[$gateway]) && is_array($settings) && isset($settings['enabled']) && $settings['enabled'] === 'yes') {
+                $out['not_handled'][] = $gateway;
+            }
+        }
+    }
+    return $out;
 }

@@ -4,7 +4,8 @@ A probe is a small shell snippet (built from quoted arguments) plus a parser. Th
 runner collects the probes every step of a stage will need and sends them to the
 host in ONE round trip (:func:`run_batch`); ``Context.probe`` then answers from the
 cache. After any change on a host its cache is dropped, so verification reads fresh
-state.
+state. The batch is one shell: probes run as its functions (no subshell each), and every
+:class:`FileState` of it is read by one ``stat`` (one ``sha256sum``, one ``readlink``).
 
 The base lives in :mod:`maintkit.probes.base`, the generic probes in
 :mod:`maintkit.probes.files` and :mod:`maintkit.probes.command`; all are re-exported here.

@@ -139,11 +139,11 @@ def listing_script(directory: str) -> str:
     """Shell snippet printing every ``<dir>/<id>/manifest.json`` with a marker line before each."""
     d = quote(directory)
     return (
-        f"if [ ! -d {d} ]; then echo @@maint-nodir; exit 0; fi\n"
+        f"if [ ! -d {d} ]; then echo @@maint-nodir; else\n"
         f'for m in {d}/*/{MANIFEST}; do [ -f "$m" ] || continue; b=${{m%/*}}; '
         # only names that can be backup ids are printed: no name can forge a marker line
         'case "${b##*/}" in *[!0-9A-Za-z._-]*) continue;; esac; '
-        f'printf \'\\n{_MARK}%s\\n\' "${{b##*/}}"; cat -- "$m"; done'
+        f'printf \'\\n{_MARK}%s\\n\' "${{b##*/}}"; cat -- "$m"; done; fi'
     )
 
 
@@ -176,6 +176,9 @@ class BackupListing(Probe[Listing]):
     directory: str
     kind: ClassVar[str] = "backups"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         return listing_script(self.directory)
 
@@ -189,6 +192,9 @@ class PinnedIds(Probe[frozenset[str]]):
 
     path: str
     kind: ClassVar[str] = "pins"
+
+    def inline(self) -> bool:
+        return True
 
     def script(self) -> str:
         return f"cat -- {quote(self.path)} 2>/dev/null || true"
@@ -208,6 +214,9 @@ class Tools(Probe[frozenset[str]]):
 
     names: tuple[str, ...]
     kind: ClassVar[str] = "tools"
+
+    def inline(self) -> bool:
+        return True
 
     def script(self) -> str:
         found = (f"command -v -- {quote(n)} >/dev/null 2>&1 && printf '%s\\n' {quote(n)}" for n in self.names)

@@ -152,6 +152,9 @@ class ReleaseLayout(Probe[DeployState]):
     path: str
     kind: ClassVar[str] = "deploy.layout"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         """Print ``current``, one line per release directory (its marker), and the log's tail."""
         p = quote(self.path.rstrip("/") or "/")
@@ -171,7 +174,7 @@ class ReleaseLayout(Probe[DeployState]):
             "  else printf 'partial\\t%s\\t\\n' \"$n\"; fi\n"
             "done; fi\n"
             f'if [ -f "$p/{LOG}" ]; then tail -n {LOG_TAIL} "$p/{LOG}" | sed \'s/^/log\t/\'; fi\n'
-            "exit 0"
+            "true"
         )
 
     def parse(self, raw: RawOutput) -> DeployState:

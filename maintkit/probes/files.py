@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from maintkit.probes.base import Probe, RawOutput, decode_hex, hex_script
+from maintkit.probes.base import BulkReader, Probe, RawOutput, decode_hex, hex_script
 from maintkit.transport.base import quote
 
 __all__ = ["FileInfo", "FileState", "MissingDirs", "ancestors"]
@@ -34,6 +35,149 @@ _FILE_TYPES = {
 }
 
 
+#: what ``stat`` prints of a path: type, mode (octal), owner, group, size
+_STAT_FORMAT = "'%F|%a|%U|%G|%s'"
+_REGULAR = ("regular file", "regular empty file")
+
+
+class _StatAll:
+    """Reads every :class:`FileState` of a batch with one ``stat``, one ``sha256sum`` and one ``readlink``.
+
+    The shell tests which paths exist (builtins), stats those in one call, and hashes the
+    regular files (up to the largest ``max_hash_bytes`` asked for a path) and reads the link
+    targets, each kind in one call. What it prints (``name`` prefixes its variables)::
+
+        E 0 2            indices of the paths that exist
+        <stat lines>     one per existing path, in that order
+        S0               stat's status (S1: a path vanished meanwhile; no stat lines)
+        h 0              indices hashed, then one sha256sum line each, then R<status>
+        l 2              indices of symlinks, then their NUL-ended targets as one line of hex
+
+    Names are never read back: sha256sum escapes a name with a newline into one line (the hash
+    is all that is kept), and link targets travel as hex.
+    """
+
+    def script(self, probes: Sequence[Probe[Any]], name: str) -> str:
+        paths = _largest_hash(probes)
+        n = name
+        cases = " ".join(f"{i}) {n}_p={quote(path)} {n}_m={m};;" for i, (path, m) in enumerate(paths.items()))
+        return (
+            f"{n}_at() {{ case $1 in {cases} esac; }}\n"
+            f"{n}_nl='\n'\n"
+            f"{n}_e=; set --\n"
+            f'for {n}_i in {" ".join(str(i) for i in range(len(paths)))}; do {n}_at "${n}_i"\n'
+            f'  if [ -e "${n}_p" ] || [ -L "${n}_p" ]; then {n}_e="${n}_e ${n}_i"; set -- "$@" "${n}_p"; fi\n'
+            "done\n"
+            f"printf 'E%s\\n' \"${n}_e\"\n"
+            "[ $# -gt 0 ] || return 0\n"
+            f'{n}_s=$(stat -c {_STAT_FORMAT} -- "$@") || {{ echo S1; return 0; }}\n'
+            f"printf '%s\\nS0\\n' \"${n}_s\"\n"
+            f"for {n}_k in h l; do\n"
+            f'  {n}_r="${n}_s${n}_nl"; {n}_sel=; set --\n'
+            f"  for {n}_i in ${n}_e; do\n"
+            f'    {n}_x=${{{n}_r%%"${n}_nl"*}}; {n}_r=${{{n}_r#*"${n}_nl"}}; {n}_at "${n}_i"\n'
+            f"    case ${n}_k:${n}_x in\n"
+            "      l:'symbolic link|'*) ;;\n"
+            f"      h:'regular file|'*|h:'regular empty file|'*) [ \"${{{n}_x##*|}}\" -le \"${n}_m\" ] || continue;;\n"
+            "      *) continue;;\n"
+            "    esac\n"
+            f'    {n}_sel="${n}_sel ${n}_i"; set -- "$@" "${n}_p"\n'
+            "  done\n"
+            f'  printf \'%s%s\\n\' "${n}_k" "${n}_sel"\n'
+            "  [ $# -gt 0 ] || continue\n"
+            f'  if [ "${n}_k" = h ]; then sha256sum -- "$@"; echo "R$?"\n'
+            "  else readlink -z -- \"$@\" | od -An -v -tx1 | tr -d ' \\n'; echo; fi\n"
+            "done"
+        )
+
+    def split(self, probes: Sequence[Probe[Any]], text: str) -> dict[str, RawOutput]:
+        paths = list(_largest_hash(probes))
+        out: dict[str, RawOutput] = {}
+        try:
+            seen = _StatOutput.parse(text)
+            for probe in probes:
+                assert isinstance(probe, FileState)
+                raw = seen.output(paths.index(probe.path), probe.max_hash_bytes)
+                if raw is not None:
+                    out[probe.key] = raw
+        except (ValueError, IndexError, StopIteration):
+            return {}  # not what the block prints (cut short?): every probe is read on its own
+        return out
+
+
+@dataclass
+class _StatOutput:
+    """What :class:`_StatAll`'s block printed, by path index."""
+
+    existing: list[int]
+    stat_ok: bool = True
+    lines: dict[int, str] = field(default_factory=dict)
+    hashes: dict[int, str] = field(default_factory=dict)
+    targets: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> _StatOutput:
+        """Read the block's output; ValueError/IndexError when it is not what the block prints."""
+        lines = text.split("\n")
+        if not lines[0].startswith("E"):
+            raise ValueError("no index line")
+        seen = cls([int(w) for w in lines[0][1:].split()])
+        if not seen.existing:
+            return seen
+        if lines[1] == "S1":
+            seen.stat_ok = False
+            return seen
+        n = len(seen.existing)
+        if lines[1 + n] != "S0":
+            raise ValueError("stat lines do not match the paths")
+        seen.lines = dict(zip(seen.existing, lines[1 : 1 + n], strict=True))
+        rest = lines[2 + n :]
+        while rest and rest[0][:1] in ("h", "l"):
+            rest = seen._section(rest)
+        return seen
+
+    def _section(self, rest: list[str]) -> list[str]:
+        """Read one ``h`` (hashes) or ``l`` (link targets) section; the lines after it."""
+        kind, picked = rest[0][0], [int(w) for w in rest[0][1:].split()]
+        if not picked:
+            return rest[1:]
+        if kind == "l":
+            parts = bytes.fromhex(rest[1].strip()).split(b"\0")
+            if len(parts) == len(picked) + 1 and parts[-1] == b"":
+                self.targets = {i: t.hex() for i, t in zip(picked, parts, strict=False)}
+            return rest[2:]
+        end = next(k for k, line in enumerate(rest) if line.startswith("R"))
+        sums = [line.lstrip("\\")[:64] for line in rest[1:end]]  # an escaped name starts with a backslash
+        if rest[end] == "R0" and len(sums) == len(picked) and all(len(h) == 64 for h in sums):
+            self.hashes = dict(zip(picked, sums, strict=True))
+        return rest[end + 1 :]
+
+    def output(self, i: int, max_hash_bytes: int) -> RawOutput | None:
+        """What :meth:`FileState.script` would print for path ``i``; None when it cannot be told."""
+        if i not in self.existing:
+            return RawOutput("MISSING\n", 0)
+        line = self.lines.get(i)
+        if not self.stat_ok or line is None:
+            return None
+        ftype, size = line.split("|", 1)[0], int(line.rsplit("|", 1)[1])
+        if ftype == "symbolic link":
+            target = self.targets.get(i)
+            return None if target is None else RawOutput(f"{line}\n{target}\n", 0)
+        if ftype in _REGULAR and size <= max_hash_bytes:
+            digest = self.hashes.get(i)
+            return None if digest is None else RawOutput(f"{line}\n{digest}  -\n", 0)
+        return RawOutput(f"{line}\n", 0)
+
+
+def _largest_hash(probes: Sequence[Probe[Any]]) -> dict[str, int]:
+    """Each path of ``probes`` (in order) with the largest ``max_hash_bytes`` asked for it."""
+    paths: dict[str, int] = {}
+    for p in probes:
+        assert isinstance(p, FileState)
+        paths[p.path] = max(paths.get(p.path, 0), int(p.max_hash_bytes))
+    return paths
+
+
 @dataclass(frozen=True)
 class FileState(Probe[FileInfo]):
     """Stat a path without following symlinks; hash regular files up to ``max_hash_bytes``.
@@ -46,17 +190,22 @@ class FileState(Probe[FileInfo]):
     path: str
     max_hash_bytes: int = 64 * 1024 * 1024
     kind: ClassVar[str] = "file"
+    bulk: ClassVar[BulkReader | None] = _StatAll()
 
     def script(self) -> str:
         target = hex_script('readlink -n -- "$p"')
         return (
             f"p={quote(self.path)}\n"
-            'if [ -e "$p" ] || [ -L "$p" ]; then stat -c \'%F|%a|%U|%G|%s\' -- "$p" || exit 1\n'
+            f'if [ -e "$p" ] || [ -L "$p" ]; then if stat -c {_STAT_FORMAT} -- "$p"; then\n'
             f'  if [ -L "$p" ]; then {target}\n'
             f'  elif [ -f "$p" ] && [ "$(stat -c %s -- "$p")" -le {int(self.max_hash_bytes)} ]; then sha256sum < "$p"\n'
             "  fi\n"
+            "else false; fi\n"
             "else echo MISSING; fi"
         )
+
+    def inline(self) -> bool:
+        return True
 
     def parse(self, raw: RawOutput) -> FileInfo:
         lines = raw.stdout.split("\n")
@@ -97,6 +246,9 @@ class MissingDirs(Probe["tuple[str, ...] | None"]):
 
     path: str
     kind: ClassVar[str] = "missing-dirs"
+
+    def inline(self) -> bool:
+        return True
 
     def script(self) -> str:
         paths = " ".join(quote(p) for p in ancestors(self.path)) or "/"

@@ -19,6 +19,9 @@ class ExistingPaths(Probe[frozenset[str]]):
     paths: tuple[str, ...]
     kind: ClassVar[str] = "exists"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         # the index of each existing path is printed, never the name (any byte may be in a name)
         quoted = " ".join(quote(p) for p in self.paths)
@@ -65,6 +68,9 @@ class OwnershipProbe(Probe[Ownership]):
     holder_file: str
     kind: ClassVar[str] = "maintenance-owner"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         owner, holder = quote(self.owner_file), quote(self.holder_file)
         return f"cat -- {owner} 2>/dev/null; printf '\\n@@lock\\n'; cat -- {holder} 2>/dev/null; true"
@@ -72,6 +78,10 @@ class OwnershipProbe(Probe[Ownership]):
     def parse(self, raw: RawOutput) -> Ownership:
         owner, _, holder = raw.stdout.partition("\n@@lock\n")
         return Ownership(json_record(owner), str(json_record(holder).get("run_id", "")))
+
+    def unchanged(self, before: RawOutput, after: RawOutput) -> bool:
+        """The same maintenance owner (the lock's holder, under the run's own lock, is this run)."""
+        return before.stdout.partition("\n@@lock\n")[0] == after.stdout.partition("\n@@lock\n")[0]
 
 
 __all__ = ["ExistingPaths", "Ownership", "OwnershipProbe", "json_record"]

@@ -16,6 +16,9 @@ class InitSystem(Probe[dict[str, bool]]):
     name: str
     kind: ClassVar[str] = "initsys"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         return (
             "if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then echo systemd; fi; "

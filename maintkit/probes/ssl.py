@@ -117,6 +117,9 @@ class CertFile(Probe["CertInfo | None"]):
     path: str
     kind: ClassVar[str] = "certfile"
 
+    def inline(self) -> bool:
+        return True
+
     def script(self) -> str:
         return f"cat -- {quote(self.path)}"
 
@@ -135,6 +138,9 @@ class OpensslEnddate(Probe["tuple[datetime, str] | None"]):
 
     path: str
     kind: ClassVar[str] = "openssl-enddate"
+
+    def inline(self) -> bool:
+        return True
 
     def script(self) -> str:
         return f"openssl x509 -enddate -serial -noout -in {quote(self.path)}"

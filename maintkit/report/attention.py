@@ -64,6 +64,17 @@ def attention_for(site: SiteReport, ref: datetime) -> list[Attention]:
                     "investigate before retrying",
                 )
             )
+    for u in site.updates:
+        if u.untried:
+            out.append(
+                Attention(
+                    "soon",
+                    f"{u.package} {u.from_version} -> {u.to_version} on {u.env}: updated without trying on "
+                    "staging first (the site has no staging: direct_updates)",
+                )
+            )
+    for line in dict.fromkeys(site.held):  # versions isolation held back, once each
+        out.append(Attention("soon", f"held back: {line}; retried when a newer version appears"))
     for rb in site.rollbacks:
         if not rb.ok:
             out.append(

@@ -21,11 +21,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from maintkit.report.attention import attention_for
-from maintkit.report.families import collect_backups, collect_certs, collect_latency, deploys_of, updates_of
+from maintkit.report.families import (
+    collect_backups,
+    collect_certs,
+    collect_latency,
+    deploys_of,
+    held_text,
+    updates_of,
+)
 from maintkit.report.history import cert_history
 from maintkit.report.model import Incident, Report, Rollback, SiteReport, Takeover
 from maintkit.report.reading import RunState, StepState, as_text, parse_ts, runs_in_period
 from maintkit.report.verdict import failure_cause, report_verdict, site_verdict
+from maintkit.report.visual import visual_diffs
 from maintkit.report.watch import DEFAULT_INTERVAL_S, DEFAULT_UPTIME_CHECKS, health_of, index_sites
 
 __all__ = ["build_report"]
@@ -86,6 +94,7 @@ def build_report(
                     reports.setdefault(name, SiteReport(name)).health = health
     for rep in reports.values():
         rep.cert_history = cert_history(state, rep.name, start, end)
+        rep.visual = visual_diffs(state, per_site.get(rep.name, []))
         rep.attention = attention_for(rep, ref)
         rep.verdict = site_verdict(rep)
     ordered = [reports[k] for k in sorted(reports)]
@@ -177,6 +186,8 @@ def _add_step_facts(rep: SiteReport, steps: list[StepState], ref: datetime) -> N
     real = [s for s in steps if not _is_plan(s)]
     for st in real:
         applied = st.status == "changed" or st.rolled_back or st.status == "rolled-back"
+        if st.action == "cms.update":
+            rep.held += [held_text(h) for h in st.data.get("held") or [] if isinstance(h, dict)]
         if st.action == "cms.update" and applied:
             rep.updates.extend(updates_of(st))
         elif st.action == "deploy.release" and applied:

@@ -18,7 +18,15 @@ from maintkit.report.chart import LatencyPoint, latency_svg, percentile
 from maintkit.report.model import Backup, Certificate, Latency, Renewal, Update
 from maintkit.report.reading import StepState, as_float, as_int, as_text, first_of, parse_ts
 
-__all__ = ["collect_backups", "collect_certs", "collect_latency", "deploys_of", "issuer_name", "updates_of"]
+__all__ = [
+    "collect_backups",
+    "collect_certs",
+    "collect_latency",
+    "deploys_of",
+    "held_text",
+    "issuer_name",
+    "updates_of",
+]
 
 
 def _dn_parts(dn: str) -> dict[str, str]:
@@ -85,9 +93,16 @@ def updates_of(st: StepState) -> list[Update]:
                 run_id=st.run_id,
                 kind=as_text(first_of(item, "kind", "type")),
                 rolled_back=st.rolled_back or st.status == "rolled-back",
+                untried=bool(st.data.get("untried")),
             )
         )
     return out
+
+
+def held_text(held: Mapping[str, Any]) -> str:
+    """One version held back by isolation (``cms.update`` step data ``held``): ``shop-cart 1.2.0 (why)``."""
+    why = as_text(held.get("reason"))
+    return f"{as_text(held.get('name'))} {as_text(held.get('version'))}" + (f" ({why})" if why else "")
 
 
 def _short(commit: Any) -> str:

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 
 from maintkit.errors import MaintkitError
 from maintkit.report.chart import LatencyPoint
+from maintkit.report.visual import VisualDiff
 
 __all__ = [
     "Attention",
@@ -48,6 +49,8 @@ class Update:
     rolled_back: bool = False
     #: a first deploy (no earlier release): the site went online, nothing was updated
     initial: bool = False
+    #: updated without trying on staging first (the site's ``direct_updates: true``)
+    untried: bool = False
 
 
 @dataclass
@@ -331,8 +334,12 @@ class SiteReport:
     checked: bool | None = None
     #: what the scheduled health runs say, per environment (from the state index's series)
     health: list[EnvHealth] = field(default_factory=list)
+    #: screenshots that differed from before an update (visual.check)
+    visual: list[VisualDiff] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)
     verdict: Verdict = field(default_factory=lambda: Verdict("ok", ""))
+    #: package versions held back by isolation (``shop-cart 1.2.0 (the cart answered HTTP 500)``)
+    held: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -1,31 +1,24 @@
 """The report as a PDF: the HTML page printed by headless Chromium (Playwright for Python).
 
 Needs the ``browser`` extra (``pip install 'maintkit[browser]'``) and a Chromium on this
-machine: ``MAINT_CHROMIUM`` names its executable, else the first of ``chromium``,
-``chromium-browser``, ``google-chrome`` on ``PATH`` (Playwright's own browser download is not
-needed). The page is loaded with JavaScript off and every network request refused: the report
-is self-contained, and a custom template cannot make the printer fetch anything.
+machine: ``MAINT_CHROMIUM`` names its executable, else the first of
+:data:`maintkit._browser.CANDIDATES` (Playwright's own browser download is not needed). The
+page is loaded with JavaScript off and every network request refused: the report is
+self-contained, and a custom template cannot make the printer fetch anything.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from maintkit._browser import CANDIDATES, CHROMIUM_ARGS, INSTALL_HINT, NoChromium, chromium_executable
 from maintkit.report.model import ReportError
 
-__all__ = ["CHROMIUM_ARGS", "PdfError", "chromium_path", "html_to_pdf"]
+_CANDIDATES = CANDIDATES  # a module attribute, so tests can point it elsewhere
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+__all__ = ["PdfError", "chromium_path", "html_to_pdf"]
 
 
 class PdfError(ReportError):
@@ -34,18 +27,10 @@ class PdfError(ReportError):
 
 def chromium_path() -> str:
     """The Chromium executable to print with; :class:`PdfError` naming what to install when there is none."""
-    named = os.environ.get("MAINT_CHROMIUM")
-    if named:
-        if not (os.path.isfile(named) and os.access(named, os.X_OK)):
-            raise PdfError(f"MAINT_CHROMIUM={named} is not an executable file")
-        return named
-    for name in _CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise PdfError(
-        "--pdf needs Chromium: install it (Debian: apt-get install chromium) or set MAINT_CHROMIUM to its executable"
-    )
+    try:
+        return chromium_executable(candidates=_CANDIDATES)
+    except NoChromium as exc:
+        raise PdfError(str(exc) or f"--pdf needs Chromium: {INSTALL_HINT}") from None
 
 
 def _playwright() -> Any:

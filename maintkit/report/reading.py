@@ -26,7 +26,7 @@ __all__ = [
     "runs_in_period",
 ]
 
-_STEP_EVENTS = ("step.checked", "step.applied", "step.verified", "step.failed", "step.skipped")
+_STEP_EVENTS = ("step.checked", "step.applied", "step.verified", "step.failed", "step.skipped", "step.isolated")
 
 
 def parse_ts(value: Any) -> datetime | None:
@@ -137,6 +137,8 @@ def read_run(run_dir: Path, meta: Mapping[str, Any], events: Iterable[Mapping[st
             st.reason = as_text(ev.get("reason")) or st.reason
             if ev.get("changes"):
                 st.changes = list(ev["changes"])
+            if name in ("step.applied", "step.isolated") and st.status == "changed":
+                st.rolled_back = False  # applied again after an earlier attempt was rolled back (isolation)
         elif name in ("step.rolled_back", "step.rollback_failed") and site:
             key = (site, env, as_text(ev.get("step")))
             undone = run.steps.get(key)

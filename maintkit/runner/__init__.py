@@ -1,15 +1,16 @@
 """The runner: sites x stages x steps, with locks, rollback, parallelism and the audit log.
 
 Per site: for each stage (environment) the runner connects (one connection per host per
-run), sends ONE batch that takes the environment's lock and prefetches every read-only
-probe the stage's steps need, then runs each step: check, apply (only when needed and
-not in check mode), verify. A failure rolls back the stage's applied steps in reverse
+run), sends ONE read-only batch that prefetches every probe the stage's steps need and
+looks at the environment's lock, then runs each step: check, apply (only when needed and
+not in check mode; the lock is taken before the stage's first change, with every probe
+read again under it), verify. A failure rolls back the stage's applied steps in reverse
 order (``on_failure: rollback``), stops the site (``stop``) or goes on (``continue``).
 Whatever happens, steps that must not be left behind (maintenance mode) are finalized
 and every lock is released, also on Ctrl-C and SIGTERM.
 
 The parts: :mod:`.plan` (render and validate), :mod:`.schedule` (which sites run when),
-:mod:`.site` (one site's stages and locks), :mod:`.stage` (prefetch, rollback, finalize),
+:mod:`.site` (one site's stages and locks), :mod:`.stage` (first read, lock, rollback, finalize),
 :mod:`.step` (check, apply, verify), :mod:`.conditions` (``when:``), :mod:`.locks`,
 :mod:`.outcome` (the one place a site's status is decided), :mod:`.folder` (run folder and
 summary), :mod:`.events`, :mod:`.signals` and :mod:`.state`.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from maintkit.action import ProbeCache, RunMemo, RunOptions, monotonic_ms
-from maintkit.audit import Redactor
+from maintkit.audit import AuditLog, Redactor
 from maintkit.errors import Interrupted
 from maintkit.identity import current_actor
 from maintkit.ids import new_run_id
@@ -36,7 +38,7 @@ from maintkit.playbook import LoadedPlaybook, Playbook
 from maintkit.registry import Registry, default_registry
 from maintkit.results import RunResult, SiteResult
 from maintkit.runner.events import Events
-from maintkit.runner.folder import open_run_folder, scrub, write_run_summary
+from maintkit.runner.folder import open_run_folder, playbook_provenance, scrub, write_run_summary
 from maintkit.runner.outcome import run_status
 from maintkit.runner.plan import PlannedStage, PlannedStep, Planner, PlanScope
 from maintkit.runner.publish import Publisher
@@ -142,6 +144,7 @@ class Runner:
             memo=self.memo,
             history_dir=self.history_dir,
             redact=self.redactor.redact,
+            transport_for=self.pool.get,
         )
         events = Events(self.run_id, self.redactor, self.on_event)
         state = RunState(self.playbook, options, self.pool, self.probe_cache, events, current_actor(self.environ))
@@ -182,25 +185,18 @@ class Runner:
         started = time.monotonic()
         state = self._state
         state.events.on_event = self.on_event
-        state.events.audit = audit = open_run_folder(
-            self.run_dir,
-            self.run_id,
-            self.playbook,
-            self.loaded,
-            self.inventory,
-            redactor=self.redactor,
-            actor=state.actor,
-            hmac_key=self._hmac_key,
-        )
         sites, fleet, tally = self._shard([s for s in self.sites() if s.name in plans])
         fleet_fields = fleet.fields() if fleet else {}
-        state.emit("run.started", **self._started_fields([s.name for s in sites], fleet_fields))
-        restore = install_stop_handlers(self._on_signal, self.handle_signals)
+        restore: Callable[[], None] | None = None
         results: dict[str, SiteResult] = {}
         try:
+            audit = self._open(sites, plans)
+            state.emit("run.started", **self._started_fields([s.name for s in sites], fleet_fields))
+            restore = install_stop_handlers(self._on_signal, self.handle_signals)
             run_sites(state, sites, plans, results, self.concurrency, tally)
         except BaseException:
-            restore()
+            if restore is not None:
+                restore()
             raise
         finally:
             self.pool.close()
@@ -233,6 +229,33 @@ class Runner:
         finally:
             restore()  # handled until the state is published: a SIGTERM must not cut the push short
         return result
+
+    def _open(self, sites: list[Site], plans: dict[str, list[PlannedStage]]) -> AuditLog:
+        """Connect ahead while the run folder is written; the run's audit log.
+
+        Every site claims its environments' connections (each is closed when the last site
+        using it finishes); the first sites' first connections are opened now, in the background.
+        The playbook's git provenance (GitPython) waits until the first of them is under way, and
+        the audit log opens once it is known (every event carries it).
+        """
+        for site in sites:
+            self.pool.claim(site.name, site.environments.values())
+        dialed = threading.Event()
+        first = sites[: max(1, self.playbook.canary or self.concurrency)]
+        self.pool.warm([env for s in first if (env := _first_env(plans[s.name])) is not None], dialed.set)
+        audit = open_run_folder(
+            self.run_dir,
+            self.run_id,
+            self.playbook,
+            self.loaded,
+            self.inventory,
+            redactor=self.redactor,
+            actor=self._state.actor,
+            hmac_key=self._hmac_key,
+            provenance=playbook_provenance(self.playbook, dialed),
+        )
+        self._state.events.audit = audit
+        return audit
 
     def _started_fields(self, sites: list[str], fleet_fields: dict[str, Any]) -> dict[str, Any]:
         """What ``run.started`` records: mode, sites, concurrency, the fleet, and (when given) ``-e``,
@@ -289,6 +312,8 @@ class Runner:
 
         Kept as :attr:`health` (a :class:`maintkit.health.HealthRun`; None for other playbooks and plans).
         """
+        if self.playbook.alerts is None or self.check:
+            return None  # not a watching playbook: the health package is not even imported
         from maintkit.health import after_run
 
         state = self._state
@@ -320,6 +345,13 @@ class Runner:
     def _on_signal(self, name: str) -> None:
         """SIGINT/SIGTERM: stop and clean up, then say what is left, then abandon (:mod:`.signals`)."""
         self._state.interrupts.signal(name)
+
+
+def _first_env(stages: list[PlannedStage]) -> Environment | None:
+    """The environment a site connects to first (None: its first stage has no step to run)."""
+    if not stages or all(ps.skip is not None for ps in stages[0].steps):
+        return None
+    return stages[0].env
 
 
 def run_playbook(playbook: Playbook | LoadedPlaybook, inventory: Inventory, **kwargs: Any) -> RunResult:

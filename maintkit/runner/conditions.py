@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -43,6 +43,33 @@ class _Facts:
         return name in self._items
 
 
+class _Verdict:
+    """What ``will_change('id')`` says of a later step: true when it would change (or cannot tell).
+
+    ``.schema`` is true when it would change and its check does not say ``schema_changed: false``
+    (cms.update says so from the promoted version lock): a maintenance window only for updates
+    that change the database. ``on_unknown`` is called when the answer is a guess.
+    """
+
+    def __init__(self, needed: bool | None, data: Mapping[str, Any], on_unknown: Callable[[], None]) -> None:
+        self._needed = needed
+        self._schema = data.get("schema_changed")
+        self._on_unknown = on_unknown
+
+    def __bool__(self) -> bool:
+        return self._needed is not False
+
+    @property
+    def schema(self) -> bool:
+        """Would the step change the database schema? Unknown counts as yes."""
+        if self._needed is False:
+            return False
+        if not isinstance(self._schema, bool):
+            self._on_unknown()
+            return True
+        return self._schema
+
+
 def _stage_facts(result: SiteResult) -> dict[str, dict[str, _Fact]]:
     """The facts of every step run so far, by environment and step id."""
     stages: dict[str, dict[str, _Fact]] = {}
@@ -71,15 +98,15 @@ def evaluate_when(
         return None
     unknown: list[str] = []
 
-    def will_change(step_id: str) -> bool:
-        """Read-only check of a later step of this stage: would it change anything?"""
+    def will_change(step_id: str) -> _Verdict:
+        """Read-only check of a later step of this stage: would it change anything (``.schema``: the schema)?"""
         later = next((p for p in planned.steps if p.step.id == step_id), None)
         if later is None:
             raise TemplateError(f"will_change: no step {step_id!r} in stage {planned.env.name!r}")
         verdict = later.action.check(replace(ctx, step_id=step_id))
         if verdict.needed is None:
             unknown.append(step_id)
-        return verdict.needed is not False
+        return _Verdict(verdict.needed, verdict.data, lambda: unknown.append(step_id))
 
     context = {
         **planned.render_context,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from maintkit._fs import write_text_atomic
-from maintkit.audit import AuditLog, Redactor, git_provenance, write_summary
+from maintkit.audit import AuditLog, Redactor, write_summary
+from maintkit.audit.provenance import PendingProvenance
 from maintkit.ids import id_time
 from maintkit.inventory import Inventory
 from maintkit.playbook import LoadedPlaybook, Playbook
@@ -30,23 +32,32 @@ def open_run_folder(
     redactor: Redactor,
     actor: str,
     hmac_key: bytes | None,
+    provenance: PendingProvenance | None = None,
 ) -> AuditLog:
-    """Create the run folder (0700) with the playbook as run; the run's audit log."""
+    """Create the run folder (0700) with the playbook as run; the run's audit log.
+
+    ``provenance`` (the playbook's git commit, computed in the background: see
+    :func:`playbook_provenance`) is joined after the files are written, before the log opens.
+    """
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(run_dir, 0o700)
-    prov = git_provenance(Path(playbook.path).resolve()) if playbook.path else {}
+    text = loaded.text if loaded is not None else json.dumps(playbook.model_dump(by_alias=True), indent=2)
+    write_text_atomic(run_dir / "playbook.yml", redactor.redact_text(text))
+    if inventory.path:
+        write_text_atomic(run_dir / "inventory.path", str(Path(inventory.path).resolve()) + "\n")
+    prov = (provenance or playbook_provenance(playbook)).result()
     common = {
         "actor": actor,
         "playbook": playbook.name,
         "playbook_commit": prov.get("commit"),
         "playbook_dirty": prov.get("dirty"),
     }
-    audit = AuditLog(run_dir, run_id, common=common, redactor=redactor, hmac_key=hmac_key)
-    text = loaded.text if loaded is not None else json.dumps(playbook.model_dump(by_alias=True), indent=2)
-    write_text_atomic(run_dir / "playbook.yml", redactor.redact_text(text))
-    if inventory.path:
-        write_text_atomic(run_dir / "inventory.path", str(Path(inventory.path).resolve()) + "\n")
-    return audit
+    return AuditLog(run_dir, run_id, common=common, redactor=redactor, hmac_key=hmac_key)
+
+
+def playbook_provenance(playbook: Playbook, after: threading.Event | None = None) -> PendingProvenance:
+    """The git commit of the playbook's file, computed in the background once ``after`` is set."""
+    return PendingProvenance(Path(playbook.path).resolve() if playbook.path else None, after)
 
 
 def started_iso(run_id: str) -> str:
@@ -94,4 +105,4 @@ def scrub(site: SiteResult, redactor: Redactor) -> SiteResult:
     return site
 
 
-__all__ = ["open_run_folder", "scrub", "started_iso", "write_run_summary"]
+__all__ = ["open_run_folder", "playbook_provenance", "scrub", "started_iso", "write_run_summary"]

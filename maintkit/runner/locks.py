@@ -1,4 +1,9 @@
-"""The run's side of site locks: take one in the stage's first batch, read the answer, release it.
+"""The run's side of site locks: look at one read-only, take it before a change, read the answer, release it.
+
+A stage's first batch only looks at the environment's lock (:func:`peek_script`,
+:func:`read_lock`): a lock another run holds is refused there, exactly as if the stage had
+tried to take it. The lock is taken (:func:`lock_script`, :func:`settle_lock`) only when a
+step has to change something, or at once when it is an expired lease to take over.
 
 The lock scripts, holder records, leases and liveness rules live in :mod:`maintkit.locks`,
 shared with the actions and ``maint unlock``. Every lock the run holds has a lease that
@@ -37,6 +42,30 @@ def lock_script(state: RunState, site: Site, env: Environment) -> str:
     return site_locks.acquire_script(env.path, site_locks.leased(holder, env.path, lease_of(env)))
 
 
+def peek_script(env: Environment) -> str:
+    """The read-only look at ``env``'s lock (sent as the preamble of the stage's first batch)."""
+    return site_locks.peek_script(env.path)
+
+
+def read_lock(state: RunState, site: Site, env: Environment, head: str) -> bool:
+    """Read the first batch's look at the lock: False when nobody holds it.
+
+    True when its holder's lease has expired: the stage takes it over now, before any check
+    (the takeover undoes what the dead run left). Raises :class:`LockHeld`, with the message
+    a refused lock script gives, when another run holds it; MaintkitError when the batch failed.
+    """
+    if head.startswith(_PREAMBLE_FAILED):
+        code, _, text = head.partition("\n")
+        detail = tail(text, 300) or f"exit status {code.rpartition(':')[2]}"
+        raise MaintkitError(f"{site.name}/{env.name}: cannot read the lock: {detail}")
+    if site_locks.SEEN_MARK not in head:
+        return False
+    seen = head.split(site_locks.SEEN_MARK, 1)[1]
+    if site_locks.takeover_due(site_locks.parse_holder(seen), site_locks.host_now(seen)):
+        return True
+    raise lock_error(state, site, env, seen)
+
+
 def lock_error(state: RunState, site: Site, env: Environment, output: str) -> LockHeld:
     """The LockHeld error for a lock another run holds, saying whether it looks stale and what to do."""
     holder = site_locks.parse_holder(output.split(site_locks.LOCKED_MARK, 1)[-1])
@@ -57,12 +86,21 @@ def lock_error(state: RunState, site: Site, env: Environment, output: str) -> Lo
 
 
 def settle_lock(
-    state: RunState, site: Site, env: Environment, transport: Transport, head: str, *, took: bool, held: Held
+    state: RunState,
+    site: Site,
+    env: Environment,
+    transport: Transport,
+    head: str,
+    *,
+    took: bool,
+    held: Held,
+    for_step: str | None = None,
 ) -> bool:
     """Read the batch's answer to the lock script: raise when the lock is held or failed, else record it.
 
     True when an expired lock was taken over: the dead run's leftovers were reconciled, so
-    the probes read in the same batch are out of date and must be read again.
+    the probes read in the same batch are out of date and must be read again. ``for_step``:
+    the step whose change needed the lock (in ``lock.acquired``).
     """
     if site_locks.LOCKED_MARK in head:
         raise lock_error(state, site, env, head)
@@ -87,7 +125,8 @@ def settle_lock(
         )
     )
     if site_locks.TAKEN_MARK not in head:
-        state.emit("lock.acquired", site=site.name, env=env.name, host=env.display_host, lease=lease_of(env))
+        where = {"site": site.name, "env": env.name, "host": env.display_host}
+        state.emit("lock.acquired", **where, lease=lease_of(env), **({"for_step": for_step} if for_step else {}))
         return False
     take_over(state, site, env, transport, head)
     return True
@@ -143,4 +182,14 @@ def release_lock(state: RunState, site: Site, env: Environment, transport: Trans
     return None
 
 
-__all__ = ["Held", "lease_of", "lock_error", "lock_script", "release_lock", "settle_lock", "take_over"]
+__all__ = [
+    "Held",
+    "lease_of",
+    "lock_error",
+    "lock_script",
+    "peek_script",
+    "read_lock",
+    "release_lock",
+    "settle_lock",
+    "take_over",
+]

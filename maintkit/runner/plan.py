@@ -39,6 +39,9 @@ class PlannedStage:
     env: Environment
     steps: list[PlannedStep]
     render_context: dict[str, Any] = field(default_factory=dict)
+    #: the site has no environment to try the update on first (``direct_updates: true``): this
+    #: stage updates directly instead of promoting
+    direct: bool = False
 
 
 @dataclass
@@ -112,12 +115,17 @@ class Planner:
         """
         stages = self.stages()
         skips = skipped_steps(self.scope.selection, stages)
-        missing = missing_promotions(stages, skips, self.scope.promote_from)
+        missing = [m for m in missing_promotions(stages, skips, self.scope.promote_from) if not self._all_direct(m[1])]
         messages = [promotion_message(env, source) for env, source in missing]
         if messages and not self.scope.check:
             raise ConfigError([Problem("--promote-from", None, "", m) for m in messages])
         self.notes = messages
         return skips
+
+    def _all_direct(self, source: str) -> bool:
+        """Every targeted site lacks ``source`` and updates directly: nothing to promote from, nothing missing."""
+        sites = self.sites()
+        return bool(sites) and all(source not in s.environments and s.direct_updates for s in sites)
 
     def stages(self) -> list[Stage]:
         """The playbook's stages this run executes (all, or the one of ``--env``)."""
@@ -173,6 +181,7 @@ class Planner:
                     if planned is not None:
                         site_plan.append(planned)
             plans[site.name] = site_plan
+            self.notes += [direct_note(site.name, p.env.name) for p in site_plan if p.direct]
         if problems:
             raise PlaybookError(problems)
         self._plans = plans
@@ -185,18 +194,38 @@ class Planner:
         only = self.scope.only_env
         return [stage.model_copy(update={"env": e}) for e in site.environments if only is None or e == only]
 
+    def _untried(self, site: Site, stage: Stage, si: int, problems: list[Problem]) -> tuple[bool, Stage]:
+        """Whether ``stage`` runs for ``site``, and as what: a stage trying updates first on an environment
+        the site lacks is left out with ``direct_updates: true`` (else a problem naming the flag), and the
+        stage promoting from it becomes a direct update."""
+        promoters = [s.env for s in self.playbook.stages if s.promote == stage.env]
+        if stage.env not in site.environments:
+            if not promoters:
+                why = f"site {site.name!r} has no environment {stage.env!r} in the inventory"
+                problems.append(self._source_problem(("stages", si, "env"), why))
+            elif not site.direct_updates:
+                problems.append(self._source_problem(("stages", si, "env"), untried_message(site.name, stage.env)))
+            return False, stage
+        source = stage.promote
+        if source is None or source in site.environments:
+            return True, stage
+        if site.direct_updates:
+            return True, stage.model_copy(update={"promote": None})
+        if all(s.env != source for s in self.stages()):  # otherwise the source stage reported it
+            problems.append(self._source_problem(("stages", si, "promote"), untried_message(site.name, source)))
+        return False, stage
+
     def _plan_stage(
         self, site: Site, stage: Stage, si: int, secrets: Secrets, problems: list[Problem], skips: Skips
     ) -> PlannedStage | None:
-        if stage.env not in site.environments:
-            problems.append(
-                self._source_problem(
-                    ("stages", si, "env"), f"site {site.name!r} has no environment {stage.env!r} in the inventory"
-                )
-            )
+        direct = bool(stage.promote) and stage.promote not in site.environments
+        runs, stage = self._untried(site, stage, si, problems)
+        if not runs:
             return None
         env = site.environments[stage.env]
         rctx = self.render_context(site, env, secrets)
+        if direct:
+            rctx["vars"]["direct_update"] = True  # the same dict as env.vars: `when:` and templates see it
         steps: list[PlannedStep] = []
         for i, step in enumerate(stage.steps):
             loc: tuple[str | int, ...] = ("stages", si, "steps", i)
@@ -204,7 +233,7 @@ class Planner:
             if planned is not None:
                 planned.skip = skips.reason(stage.env, step.id) or skips.reason(EVERY_ENV, step.id)
                 steps.append(planned)
-        return PlannedStage(stage, env, steps, rctx)
+        return PlannedStage(stage, env, steps, rctx, direct=direct)
 
     def _plan_step(
         self, step: Step, rctx: dict[str, Any], loc: tuple[str | int, ...], site: Site, problems: list[Problem]
@@ -228,6 +257,20 @@ class Planner:
         return PlannedStep(step, cls(params, step.id))
 
 
+def untried_message(site: str, env: str) -> str:
+    """The error for a site without the environment a playbook tries updates on first."""
+    return (
+        f"site {site!r} has no environment {env!r} to try the update on first: add it to the inventory, "
+        f"or opt in with `direct_updates: true` on the site (then the update runs without trying on {env} "
+        "first: backup, maintenance window, checks, automatic rollback)"
+    )
+
+
+def direct_note(site: str, env: str) -> str:
+    """The warning of a run that updates an environment directly."""
+    return f"warning: site {site}: {env} updated without trying on staging first (direct_updates: true)"
+
+
 def skipped_note(planned: PlannedStage, ps: PlannedStep) -> str:
     """For an action that depends on the steps before it: which of them the selection skipped ("" if none)."""
     if not ps.action.depends_on_previous:
@@ -239,4 +282,13 @@ def skipped_note(planned: PlannedStage, ps: PlannedStep) -> str:
     return f"; note: earlier steps were skipped, so this checks the site without them: {', '.join(skipped)}"
 
 
-__all__ = ["EVERY_ENV", "PlanScope", "PlannedStage", "PlannedStep", "Planner", "skipped_note"]
+__all__ = [
+    "EVERY_ENV",
+    "PlanScope",
+    "PlannedStage",
+    "PlannedStep",
+    "Planner",
+    "direct_note",
+    "skipped_note",
+    "untried_message",
+]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maintkit.action import Action, Context, ProbeCache
-from maintkit.actions.maintenance.ownership import Leftover, ownership_probe, switch_off_leftover
 from maintkit.audit import read_events
 from maintkit.errors import MaintkitError
 from maintkit.inventory import Environment, Site
@@ -160,6 +159,9 @@ def _undo(state: RunState, ctx: Context, dead: DeadStep, out: Reconciled) -> Non
 
 def _maintenance_off(state: RunState, ctx: Context, out: Reconciled) -> None:
     """Switch off the maintenance mode the dead run switched on (its owner record names it)."""
+    # imported here: a run loads only the actions its playbook names (this one only to take over a lease)
+    from maintkit.actions.maintenance.ownership import Leftover, ownership_probe, switch_off_leftover
+
     try:
         owner = ctx.probe(ownership_probe(ctx.path)).owner
         if owner.get("run_id") != out.dead_run or owner.get("kept"):

@@ -98,12 +98,15 @@ def run_sites(
     tally = _Tally(state, len(fleet.sites) if fleet else len(sites))
 
     def one(site: Site) -> None:
-        if state.halt.is_set() or state.stop.is_set():
-            reason = "interrupted before start" if state.stop.is_set() else "halted: too many sites failed"
-            results[site.name] = SiteResult(site.name, SiteStatus.SKIPPED, error=reason)
-            state.emit("site.skipped", site=site.name, status="skipped", error=reason)
-            return
-        tally.add(results, run_site(state, site, plans[site.name]))
+        try:
+            if state.halt.is_set() or state.stop.is_set():
+                reason = "interrupted before start" if state.stop.is_set() else "halted: too many sites failed"
+                results[site.name] = SiteResult(site.name, SiteStatus.SKIPPED, error=reason)
+                state.emit("site.skipped", site=site.name, status="skipped", error=reason)
+                return
+            tally.add(results, run_site(state, site, plans[site.name]))
+        finally:
+            state.pool.release(site.name)  # its connections close once no unfinished site needs them
 
     for n, batch in enumerate(_batches(sites, canary, max(1, concurrency) if group else None)):
         if not batch:

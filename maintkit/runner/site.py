@@ -12,10 +12,10 @@ from maintkit.action import monotonic_ms
 from maintkit.errors import HostUnreachable, LockHeld, MaintkitError, TransportError
 from maintkit.inventory import Site
 from maintkit.results import SiteResult, SiteStatus, StepStatus
+from maintkit.runner.isolate import run_stage_isolated
 from maintkit.runner.locks import Held, release_lock
 from maintkit.runner.outcome import SiteVerdict, add_error
 from maintkit.runner.plan import PlannedStage
-from maintkit.runner.stage import run_stage
 from maintkit.runner.state import RunState
 
 
@@ -83,7 +83,7 @@ class _SiteRun:
                 self.verdict.interrupted = True
                 return
             self.current = planned.env.name
-            outcome = run_stage(self.state, self.site, planned, self.result, self.held)
+            outcome = run_stage_isolated(self.state, self.site, planned, self.result, self.held)
             for error in outcome.cleanup_errors:
                 self._cleanup(error)
             self.verdict.stage = outcome.steps

@@ -1,30 +1,37 @@
-"""One stage (environment) of one site: prefetch with the lock, the steps, rollback, finalize.
+"""One stage (environment) of one site: the first read, the lock, the steps, rollback, finalize.
 
-The stage sends one batch that takes the environment's lock and reads every probe its steps
-declared, runs the steps, applies the ``on_failure`` policy of a failed step (rolling back
-the applied steps in reverse order), rolls back on an interrupt, and finalizes every step
-that changed something. It ends with a :class:`StageOutcome`.
+The stage sends one batch that reads every probe its steps declared and looks at the
+environment's lock without taking it (a lock another run holds is refused there). The steps
+are checked on what it read; the lock is taken only when a step has to change something, in
+one round trip that also reads every probe again under the lock. When what the steps before
+it read has changed meanwhile, the stage checks its steps again from the first; when only
+what that step read reads differently, its check runs again. A stage that changes nothing
+therefore costs one round trip and never locks.
+
+Then it applies the ``on_failure`` policy of a failed step (rolling back the applied steps
+in reverse order), rolls back on an interrupt, and finalizes every step that changed
+something. It ends with a :class:`StageOutcome`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maintkit.action import Context, monotonic_ms
 from maintkit.errors import MaintkitError, NotReversible
 from maintkit.inventory import Site
-from maintkit.probes import Probe, run_batch
+from maintkit.probes import Probe, RawOutput, run_batch
 from maintkit.results import SiteResult, SiteStatus, StepStatus
-from maintkit.runner.locks import Held, lock_script, settle_lock
+from maintkit.runner.locks import Held, lock_script, peek_script, read_lock, settle_lock
 from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
 from maintkit.runner.state import RunState
-from maintkit.runner.step import Applied, run_step, stamp
+from maintkit.runner.step import Applied, LockAnswer, run_step, stamp
 from maintkit.templating import Secrets
-from maintkit.transport.base import Transport
+from maintkit.transport.base import Transport, cancellable
 
 
 @dataclass
@@ -46,32 +53,52 @@ def run_stage(state: RunState, site: Site, planned: PlannedStage, result: SiteRe
     env = planned.env
     base = base_context(state, site, planned, state.pool.get(env))
     state.emit("stage.started", site=site.name, env=env.name, host=env.display_host, promote=planned.stage.promote)
-    step_probes = declared_probes(planned, base)
-    prefetch(state, site, planned, base, held, step_probes)
+    gate = StageLock(state, site, planned, base, held, declared_probes(planned, base))
+    gate.first_read()
     applied: list[Applied] = []
-    status = SiteStatus.OK
-    for i, ps in enumerate(planned.steps):
-        if state.stop.is_set():
-            status = SiteStatus.INTERRUPTED
-            break
-        # after a change, this step's probes (for verify) and every later step's are read
-        # again in the same round trip as the change, or in one batch right after it
-        base.refresh = [p for group in step_probes[i:] for p in group]
-        state.interrupts.activity.doing(site.name, env.name, f"running step {ps.step.id}")
-        policy = run_step(state, site, planned, ps, base, result, applied)
-        if policy is not None and state.stop.is_set():  # stopped by an interrupt: rolled back below
-            status = SiteStatus.INTERRUPTED
-            break
-        if policy is not None:
-            status = on_failure(state, site, planned, applied, policy)
-            break
+    status = run_steps(state, site, planned, base, result, applied, gate)
     if status is SiteStatus.INTERRUPTED and not state.check:
         status = on_failure(state, site, planned, applied, "rollback", interrupted=True)
     outcome = StageOutcome(status, finalize(state, applied, ok=status is SiteStatus.OK))
-    state.emit("stage.finished", site=site.name, env=env.name, status=outcome.status.value)
+    locked = any(e is env for e, _ in held)
+    state.emit("stage.finished", site=site.name, env=env.name, status=outcome.status.value, locked=locked)
     state.interrupts.activity.doing(site.name, env.name, None)
     state.publish(f"maint run {state.run_id}: {site.name}/{env.name} {outcome.status.value}")
     return outcome
+
+
+def run_steps(
+    state: RunState,
+    site: Site,
+    planned: PlannedStage,
+    base: Context,
+    result: SiteResult,
+    applied: list[Applied],
+    gate: StageLock,
+) -> SiteStatus:
+    """Run the stage's steps in order (from the first again when the lock's re-read says so)."""
+    start, i = len(result.steps), 0
+    while i < len(planned.steps):
+        ps = planned.steps[i]
+        if state.stop.is_set():
+            return SiteStatus.INTERRUPTED
+        # after a change, this step's probes (for verify) and every later step's are read
+        # again in the same round trip as the change, or in one batch right after it
+        base.refresh = [p for group in gate.step_probes[i:] for p in group]
+        state.interrupts.activity.doing(site.name, planned.env.name, f"running step {ps.step.id}")
+        mark = len(result.steps)
+        policy = run_step(state, site, planned, ps, base, result, applied, before_change=gate.hook(i, result, mark))
+        if gate.recheck:  # the lock was just taken and the facts had changed: check every step again
+            gate.recheck = False
+            del result.steps[start:]
+            i = 0
+            continue
+        if policy is not None and state.stop.is_set():  # stopped by an interrupt: rolled back below
+            return SiteStatus.INTERRUPTED
+        if policy is not None:
+            return on_failure(state, site, planned, applied, policy)
+        i += 1
+    return SiteStatus.OK
 
 
 def base_context(state: RunState, site: Site, planned: PlannedStage, transport: Transport) -> Context:
@@ -88,6 +115,7 @@ def base_context(state: RunState, site: Site, planned: PlannedStage, transport: 
         transport=transport,
         options=state.options,
         stage_promote=planned.stage.promote,
+        direct_update=planned.direct,
         probe_cache=state.probe_cache,
         emit=emit,
         secrets=used,
@@ -109,24 +137,119 @@ def declared_probes(planned: PlannedStage, base: Context) -> list[list[Probe[Any
     return out
 
 
-def prefetch(
-    state: RunState,
-    site: Site,
-    planned: PlannedStage,
-    base: Context,
-    held: Held,
-    step_probes: list[list[Probe[Any]]],
-) -> None:
-    """One round trip: take the environment's lock (not in plan mode, once per run) and read every probe."""
-    probes = [p for group in step_probes for p in group]
-    already = any(e is planned.env for e, _ in held)
-    preamble = None if (state.check or already) else lock_script(state, site, planned.env)
-    raw, head = run_batch(base.transport, probes, preamble=preamble, timeout=planned.env.command_timeout or 600)
-    if settle_lock(state, site, planned.env, base.transport, head, took=preamble is not None, held=held):
-        # an expired lock was taken over and the dead run's leftovers undone: read the probes again
-        raw, _ = run_batch(base.transport, probes, timeout=planned.env.command_timeout or 600)
-    for key, value in raw.items():
-        state.probe_cache.put(base.host_key, key, value)
+class StageLock:
+    """The stage's reads and its environment's lock: read-only first, locked only for a change.
+
+    :meth:`first_read` is the stage's first round trip: every probe its steps declared and,
+    in run mode while the run does not hold the lock yet, a read-only look at the lock. A lock
+    another run holds is refused there (LockHeld, the holder named); an expired lease is taken
+    over at once (the takeover undoes what the dead run left, before anything is checked).
+    The hook run before a step's first change (:meth:`hook`) takes the lock and reads every
+    probe again in one round trip, and tells the step whether its check stands, runs again on
+    the fresh values, or the stage checks every step again (:attr:`recheck`) because what the
+    steps before it read has changed.
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        site: Site,
+        planned: PlannedStage,
+        base: Context,
+        held: Held,
+        step_probes: list[list[Probe[Any]]],
+    ) -> None:
+        self.state, self.site, self.planned, self.base, self.held = state, site, planned, base, held
+        self.step_probes = step_probes
+        #: the lock still has to be taken before a change (never in plan mode)
+        self.pending = not state.check and not any(e is planned.env for e, _ in held)
+        #: what the first read saw, by probe key (compared with the read under the lock)
+        self.first: dict[str, RawOutput] = {}
+        #: set when the lock was taken and the steps must be checked again from the first
+        self.recheck = False
+
+    @property
+    def probes(self) -> list[Probe[Any]]:
+        """Every probe of the stage, in step order."""
+        return [p for group in self.step_probes for p in group]
+
+    def first_read(self) -> None:
+        """One round trip: every probe, and (when the lock is still to be taken) the lock, read-only."""
+        env = self.planned.env
+        preamble = peek_script(env) if self.pending else None
+        raw, head = run_batch(self.base.transport, self.probes, preamble=preamble, timeout=self._timeout)
+        self.first = raw
+        self._keep(raw)
+        if self.pending and read_lock(self.state, self.site, env, head):
+            self.take(None)
+
+    def hook(self, index: int, result: SiteResult, mark: int) -> Callable[[], LockAnswer] | None:
+        """What step ``index`` runs before its first change (None when there is no lock to take).
+
+        ``mark`` is where the step's result starts in ``result.steps``: when the lock cannot be
+        taken, that result is dropped, so the step is reported as not run, with the reason.
+        """
+        if not self.pending:
+            return None
+
+        def before_change() -> LockAnswer:
+            try:
+                answer = self.take(index)
+            except BaseException:
+                del result.steps[mark:]
+                raise
+            self.recheck = answer == "restart"
+            return answer
+
+        return before_change
+
+    def take(self, index: int | None) -> LockAnswer:
+        """Take the lock and read every probe again, in one round trip (never cancelled: a lock
+        taken must be known), for step ``index`` (None: before any step).
+
+        ``restart`` when a fact the steps before ``index`` read has changed (or an expired lock
+        was taken over): the stage checks its steps again from the first; ``recheck`` when
+        anything step ``index`` read reads differently (its check runs again); else ``go``.
+        """
+        state, site, env, transport = self.state, self.site, self.planned.env, self.base.transport
+        step = self.planned.steps[index].step.id if index is not None else None
+        state.interrupts.activity.doing(site.name, env.name, "taking the lock")
+        with cancellable(None):
+            raw, head = run_batch(transport, self.probes, preamble=lock_script(state, site, env), timeout=self._timeout)
+            took_over = settle_lock(state, site, env, transport, head, took=True, held=self.held, for_step=step)
+            self.pending = False
+            if took_over:  # the dead run's leftovers were undone: read again
+                raw, _ = run_batch(transport, self.probes, timeout=self._timeout)
+        self._keep(raw)
+        if index is None:
+            return "go"
+        state.interrupts.activity.doing(site.name, env.name, f"running step {step}")
+        changed = [
+            ps.step.id
+            for ps, group in zip(self.planned.steps[:index], self.step_probes, strict=False)
+            if not all(self._same(p, raw) for p in group)
+        ]
+        if not (changed or took_over):  # its own check runs again when anything it read reads differently
+            return "recheck" if any(raw.get(p.key) != self.first.get(p.key) for p in self.step_probes[index]) else "go"
+        why = "an expired lock was taken over" if took_over else "what the checks read changed before the lock"
+        where = {"site": site.name, "env": env.name, "host": env.display_host}
+        state.emit("stage.rechecked", **where, for_step=step, reason=why, changed_steps=changed)
+        return "restart"
+
+    def _same(self, probe: Probe[Any], raw: dict[str, RawOutput]) -> bool:
+        """Did ``probe`` read the same under the lock as on the first read?"""
+        before, after = self.first.get(probe.key), raw.get(probe.key)
+        if before is None or after is None:
+            return before is after
+        return probe.unchanged(before, after)
+
+    def _keep(self, raw: dict[str, RawOutput]) -> None:
+        for key, value in raw.items():
+            self.state.probe_cache.put(self.base.host_key, key, value)
+
+    @property
+    def _timeout(self) -> float:
+        return self.planned.env.command_timeout or 600
 
 
 def on_failure(
@@ -214,4 +337,13 @@ def finalize(state: RunState, applied: list[Applied], ok: bool) -> list[str]:
     return errors
 
 
-__all__ = ["StageOutcome", "base_context", "declared_probes", "finalize", "on_failure", "prefetch", "run_stage"]
+__all__ = [
+    "StageLock",
+    "StageOutcome",
+    "base_context",
+    "declared_probes",
+    "finalize",
+    "on_failure",
+    "run_stage",
+    "run_steps",
+]

@@ -8,8 +8,9 @@ stage must apply (``rollback`` or ``stop``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from maintkit.action import Context, monotonic_ms
 from maintkit.errors import ActionError, MaintkitError
@@ -20,6 +21,10 @@ from maintkit.runner.conditions import evaluate_when
 from maintkit.runner.plan import PlannedStage, PlannedStep, skipped_note
 from maintkit.runner.state import RunState
 from maintkit.transport.base import cancellable
+
+#: what the stage's lock hook tells a step that has to change: go on with its check, check again
+#: (on what was read under the lock), or end unrecorded (the stage checks its steps from the first)
+LockAnswer = Literal["go", "recheck", "restart"]
 
 
 @dataclass
@@ -81,13 +86,20 @@ def run_step(
     base: Context,
     result: SiteResult,
     applied: list[Applied],
+    before_change: Callable[[], LockAnswer] | None = None,
 ) -> str | None:
     """Run one step; the ``on_failure`` policy to apply when it failed in run mode, else None.
 
     Its commands run under the run's cancel token: an interrupt stops the one running now.
+    ``before_change`` runs when the check says the step has to change something, before that is
+    recorded (the stage takes its lock there, reading every probe again); its answer says
+    whether the check stands, runs again on those values, or the step ends unrecorded and the
+    stage checks its steps again from the first.
     """
     with cancellable(state.interrupts.token):
-        return _StepRun(state, site, planned, ps, base, result, applied).run()
+        step = _StepRun(state, site, planned, ps, base, result, applied)
+        step.before_change = before_change
+        return step.run()
 
 
 class _StepRun:
@@ -110,6 +122,7 @@ class _StepRun:
         result.steps.append(self.res)
         self.started = time.monotonic()
         self.ctx = replace(base, step_id=ps.step.id, prior=result.steps[:-1], data={}, primed=set())
+        self.before_change: Callable[[], LockAnswer] | None = None
 
     def run(self) -> str | None:
         if self.ps.skip is not None:  # --steps, --skip-steps, --start-at: audited as skipped, with the flag
@@ -128,14 +141,28 @@ class _StepRun:
             self.res.status, self.res.reason = StepStatus.SKIPPED, f"condition false: {self.ps.step.when}"
             record(self.state, self.res, "step.skipped", self.host)
             return None
-        try:
-            chk = self._check()
-        except MaintkitError as exc:
-            self.res.data.update(self.ctx.data)
-            return self._fail(self._stamped(exc))
+        chk, policy = self._checked()
+        if chk is None:
+            return policy
+        if self.before_change is not None and chk.needed is not False and not self.state.check:
+            answer = self.before_change()
+            if answer == "restart":
+                return None  # the lock was taken and what earlier steps read had changed: the stage checks again
+            if answer == "recheck":
+                chk, policy = self._checked()  # what it read reads differently under the lock
+                if chk is None:
+                    return policy
         if self._settled(chk):
             return None
         return self._apply(chk)
+
+    def _checked(self) -> tuple[Check | None, str | None]:
+        """The check; (None, the failure's policy) when it failed."""
+        try:
+            return self._check(), None
+        except MaintkitError as exc:
+            self.res.data.update(self.ctx.data)
+            return None, self._fail(self._stamped(exc))
 
     def _check(self) -> Check:
         """The action's check; in plan mode, unknown when it depends on a step that would change."""
@@ -225,4 +252,4 @@ class _StepRun:
         return None if policy == "continue" else policy
 
 
-__all__ = ["Applied", "record", "refresh", "run_step", "stamp"]
+__all__ = ["Applied", "LockAnswer", "record", "refresh", "run_step", "stamp"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from maintkit.transport.base import Transport
@@ -79,12 +79,23 @@ def default_transport_factory(env: Environment) -> Transport:
 
 
 class TransportPool:
-    """One transport per distinct host connection for the whole run."""
+    """One transport per distinct host connection for the whole run.
 
-    def __init__(self, factory: TransportFactory) -> None:
+    Sites :meth:`claim` the connections they may use before the run starts and :meth:`release`
+    them when they finish: a connection no unfinished site claims is closed at once (its
+    socket and its reader thread gone), so a fleet of hundreds of hosts never holds more
+    connections than sites in flight. :meth:`warm` opens connections ahead of the first command.
+    ``on_closed(key)`` (optional) is called after a released connection was closed.
+    """
+
+    def __init__(self, factory: TransportFactory, on_closed: Callable[[tuple[Any, ...]], None] | None = None) -> None:
         self._factory = factory
         self._pool: dict[tuple[Any, ...], Transport] = {}
+        self._claims: dict[str, set[tuple[Any, ...]]] = {}  # site -> keys it may still use
+        self._users: dict[tuple[Any, ...], int] = {}  # key -> unfinished sites claiming it
+        self._warming: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self.on_closed = on_closed
 
     @staticmethod
     def key(env: Environment) -> tuple[Any, ...]:
@@ -113,13 +124,87 @@ class TransportPool:
                 self._pool[k] = self._factory(env)
             return self._pool[k]
 
-    def close(self) -> None:
-        """Close every connection."""
+    def claim(self, site: str, envs: Iterable[Environment]) -> None:
+        """``site`` may use the connections of ``envs`` until :meth:`release` is called for it."""
+        keys = {self.key(e) for e in envs}
         with self._lock:
-            for t in self._pool.values():
-                with contextlib.suppress(Exception):  # closing must never mask the run's outcome
-                    t.close()
+            for k in keys - self._claims.get(site, set()):
+                self._users[k] = self._users.get(k, 0) + 1
+            self._claims.setdefault(site, set()).update(keys)
+
+    def release(self, site: str) -> None:
+        """``site`` finished: close every connection no unfinished site claims any more."""
+        idle: list[tuple[tuple[Any, ...], Transport]] = []
+        with self._lock:
+            for k in self._claims.pop(site, set()):
+                self._users[k] -= 1
+                if self._users[k] == 0:
+                    del self._users[k]
+                    transport = self._pool.pop(k, None)
+                    if transport is not None:
+                        idle.append((k, transport))
+        for k, transport in idle:
+            with contextlib.suppress(Exception):  # closing must never mask the site's outcome
+                transport.close()
+            if self.on_closed is not None:
+                self.on_closed(k)
+
+    def warm(self, envs: Iterable[Environment], on_dial: Callable[[], None]) -> None:
+        """Open the connections of ``envs`` now, one background thread per distinct host.
+
+        ``on_dial()`` is called once the first attempt is under way (at once when there is
+        nothing to open). A failed attempt is raised by the host's first command, not here.
+        """
+        dial = _Once(on_dial)
+        chosen: dict[tuple[Any, ...], Environment] = {}
+        for env in envs:
+            if env.connection != "local":
+                chosen.setdefault(self.key(env), env)
+        if not chosen:
+            dial()
+        for env in chosen.values():
+            thread = threading.Thread(target=self._warm_one, args=(env, dial), name="maint-connect", daemon=True)
+            with self._lock:
+                self._warming.append(thread)
+            thread.start()
+
+    def _warm_one(self, env: Environment, dial: Callable[[], None]) -> None:
+        # a bad setting or a failed attempt is reported by the host's first command, not here
+        with contextlib.suppress(Exception):
+            warm = getattr(self.get(env), "warm", None)
+            if warm is not None:
+                warm(dial)
+        dial()
+
+    def close(self) -> None:
+        """Close every connection (after the connections still being opened ahead are up)."""
+        with self._lock:
+            warming, self._warming = self._warming, []
+        for thread in warming:
+            thread.join()
+        with self._lock:
+            transports = list(self._pool.values())
             self._pool.clear()
+            self._claims.clear()
+            self._users.clear()
+        for t in transports:
+            with contextlib.suppress(Exception):  # closing must never mask the run's outcome
+                t.close()
+
+
+class _Once:
+    """Calls ``fn`` the first time it is called, never again (thread-safe)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn, self._lock, self._done = fn, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        with contextlib.suppress(Exception):
+            self._fn()
 
 
 __all__ = ["TransportFactory", "TransportPool", "default_transport_factory", "factory_for", "transport_for"]

@@ -1,30 +1,20 @@
 """SSHTransport: commands over one SSH connection per host. The only module importing fabric/paramiko.
 
-Connection setup goes through :class:`fabric.Connection` (connect kwargs, client), but
-commands do not use fabric's/invoke's ``run``: its reader threads add latency to every
-command. Each command is one paramiko session channel (``exec``), read with a ``poll``
-loop on the channel that also feeds stdin in chunks (:mod:`maintkit.transport.ssh_channel`),
-under a hard deadline.
-
-Latency: TCP_NODELAY is set on the socket (without it every round trip stalls for about
-45 ms: Nagle's algorithm meets delayed ACKs), and one connection is shared by every thread
-that works on the host (the connection is opened lazily, under a lock).
-
-Timeouts (a cut network must fail, never hang): ``connect_timeout`` bounds the TCP connect,
-the SSH banner, authentication and each session open (and each hop of a jump chain); the
-command deadline, keepalives and cancellation are described in
-:mod:`maintkit.transport.ssh_channel` and :mod:`maintkit.transport.keepalive`.
-
-Host keys are always verified (``strict`` or ``accept-new``; a CHANGED key is always refused),
-``proxy_command`` is expanded like OpenSSH's ProxyCommand and run through our own
-:class:`paramiko.ProxyCommand` (:mod:`maintkit.transport.ssh_policy`), and a jump host
-(``via``, OpenSSH's ProxyJump) is another SSHTransport, verified by the same policy, whose
-connection forwards a ``direct-tcpip`` channel to this host. ``~/.ssh/config`` is only read
-when the inventory asks for it, before a transport is made (:mod:`maintkit.transport.ssh_config`).
-
-Library errors are translated at this boundary into maintkit's errors (the table and the
-messages: :mod:`maintkit.transport.ssh_errors`). A dead connection is replaced by a fresh one
-at the start of the next command (nothing is ever re-run automatically).
+Connection setup goes through :class:`fabric.Connection` (one shared ``Config`` for the
+process), but commands do not use fabric's/invoke's ``run`` (its reader threads add latency):
+each command is one paramiko session channel (``exec``) pumped by
+:mod:`maintkit.transport.ssh_channel` under a hard deadline. TCP_NODELAY is set (Nagle meets
+delayed ACKs otherwise: 45 ms per round trip); one connection serves every thread working on
+the host, opened lazily under a lock or ahead of the first command (:meth:`SSHTransport.warm`).
+``connect_timeout`` bounds the TCP connect, banner, authentication and each session open (each
+hop of a jump chain too); deadlines, keepalives and cancellation: :mod:`~maintkit.transport.ssh_channel`
+and :mod:`~maintkit.transport.keepalive`. Host keys are always verified (``strict`` or
+``accept-new``; a CHANGED key is always refused); ``proxy_command`` runs through our own
+:class:`paramiko.ProxyCommand` (:mod:`~maintkit.transport.ssh_policy`); a jump host (``via``)
+is another SSHTransport whose connection forwards a ``direct-tcpip`` channel. ``~/.ssh/config``
+is read only when the inventory asks (:mod:`~maintkit.transport.ssh_config`). Library errors
+become maintkit's errors here (:mod:`~maintkit.transport.ssh_errors`). A dead connection is
+replaced at the start of the next command (nothing is ever re-run automatically).
 """
 
 from __future__ import annotations
@@ -35,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,6 +63,9 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _LOST = (EOFError, paramiko.SSHException)  # the connection was closed under a channel
 _EXEC_ERRORS = (paramiko.SSHException, EOFError, OSError)  # the server did not start the command
+# the one fabric Config of every connection (no files read, an empty ssh config; only read after
+# this: connect kwargs are given per connection, so fabric never writes into it)
+_CONFIG = Config(lazy=True, ssh_config=paramiko.SSHConfig())
 
 
 # ---------------------------------------------------------------- host key policies
@@ -129,14 +122,11 @@ def _send_keepalive(transport: Any) -> None:
 class SSHTransport(CommandTransport):
     """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
 
-    ``host`` is the address to connect to; ``name`` the display name used in results and
-    errors (default: ``host``). ``become`` makes commands run through ``sudo -n`` (as
-    ``sudo_user`` or root) unless a call passes ``sudo=False``. At most ``max_sessions``
-    commands run at once on the connection (OpenSSH allows 10 by default); more wait
-    for a free session within their own deadline. A connection from which nothing has been
-    heard for ``keepalive_interval * keepalive_count_max`` seconds (keepalives that want a
-    reply are sent after ``keepalive_interval`` seconds of silence) is declared lost: a
-    running command fails at once with :class:`~maintkit.errors.ConnectionLost`.
+    ``host`` is the address to connect to; ``name`` the display name in results and errors
+    (default: ``host``). ``become`` runs commands through ``sudo -n`` (as ``sudo_user`` or root)
+    unless a call passes ``sudo=False``. At most ``max_sessions`` commands run at once (more wait
+    within their own deadline). A connection silent for ``keepalive_interval *
+    keepalive_count_max`` seconds is declared lost: a running command fails with ConnectionLost.
 
     Attributes: ``connected`` (the connection is up), ``round_trips`` (commands executed).
     """
@@ -185,6 +175,7 @@ class SSHTransport(CommandTransport):
         self._key_origin: dict[str, str] = {}  # key type -> the known_hosts file it came from
         self._conn: Any = None
         self._transport: paramiko.Transport | None = None
+        self._warm_error: TransportError | None = None  # a failed warm(), raised by the next command
         self._watch: Keepalive | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -209,14 +200,22 @@ class SSHTransport(CommandTransport):
         """Connect now (otherwise the first command connects). Raises HostKeyError/HostUnreachable."""
         self._connection()
 
+    def warm(self, on_dial: Callable[[], None]) -> None:
+        """Connect ahead of the first command (from a background thread); ``on_dial()`` is called
+        as the attempt goes out (and again when it failed before). A failure is not raised here:
+        the next command raises it, without a second attempt."""
+        try:
+            self._connection(on_dial)
+        except TransportError:
+            pass
+        finally:
+            on_dial()
+
     def close(self) -> None:
-        """Close the connection (idempotent; a later command connects again)."""
-        with self._lock:
-            conn, self._conn, self._transport = self._conn, None, None
-            watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.stop()
-        _close_quietly(conn)
+        """Close the connection and wait for its reader thread (idempotent; a later command connects again)."""
+        transport = self._forget()
+        if transport is not None and transport is not threading.current_thread():
+            transport.join(timeout=self.connect_timeout)  # its socket is closed: it ends at once
         if self.via is not None:
             self.via.close()
 
@@ -229,45 +228,58 @@ class SSHTransport(CommandTransport):
         except paramiko.ChannelException as exc:
             raise HostUnreachable(self.host, f"cannot reach {host}:{port} from this jump host: {exc.text}") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self._drop(transport)
+            self._forget(transport)
             why = f"no channel to {host}:{port} within {self.connect_timeout:g} s: {exc}"
             raise HostUnreachable(self.host, why) from None
 
-    def _drop(self, transport: paramiko.Transport) -> None:
-        """Forget a dead connection (only if it is still the current one)."""
+    def _forget(self, only: paramiko.Transport | None = None) -> paramiko.Transport | None:
+        """Take the connection out and close it (only if it is ``only``, when given); its transport."""
         with self._lock:
-            if self._transport is not transport:
-                return
-            conn, self._conn, self._transport = self._conn, None, None
-            watch, self._watch = self._watch, None
+            if only is not None and self._transport is not only:
+                return None
+            conn, transport, self._conn, self._transport = self._conn, self._transport, None, None
+            watch, self._watch, self._warm_error = self._watch, None, None
         if watch is not None:
             watch.stop()
+        if transport is not None and isinstance(transport.sock, socket.socket):
+            with contextlib.suppress(OSError):  # the reader thread sees EOF at once (no 0.1 s poll)
+                transport.sock.shutdown(socket.SHUT_RDWR)
         _close_quietly(conn)
+        return transport
 
     def _watch_of(self, transport: paramiko.Transport) -> Keepalive | None:
         """The keepalive watch of ``transport`` (None once it was replaced)."""
         with self._lock:
             return self._watch if self._transport is transport else None
 
-    def _connection(self) -> paramiko.Transport:
+    def _connection(self, on_dial: Callable[[], None] | None = None) -> paramiko.Transport:
         with self._lock:
             t = self._transport
             if t is not None and t.is_active():
                 return t
+            if self._warm_error is not None:
+                error, self._warm_error = self._warm_error, None
+                raise error
             if self._conn is not None:  # dead: replace it
                 if self._watch is not None:
                     self._watch.stop()
                 _close_quietly(self._conn)
                 self._conn, self._transport, self._watch = None, None, None
-            conn = self._new_connection()
+            conn = None
             try:
+                conn = self._new_connection()
+                if on_dial is not None:
+                    on_dial()
                 conn.open()
                 transport = conn.client.get_transport()
                 if transport is None or not transport.is_active():
                     raise EOFError("connection closed during setup")
             except Exception as exc:
                 _close_quietly(conn)
-                raise self._connect_error(exc) from None
+                error = self._connect_error(exc)
+                if on_dial is not None:  # warm(): the next command raises it
+                    self._warm_error = error
+                raise error from None
             sock = transport.sock
             if isinstance(sock, socket.socket):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -276,7 +288,7 @@ class SSHTransport(CommandTransport):
                 transport,
                 (self.keepalive_interval, self.keepalive_count_max),
                 ask=lambda: _send_keepalive(transport),
-                on_lost=lambda: self._drop(transport),
+                on_lost=lambda: self._forget(transport),
             )
             return transport
 
@@ -305,8 +317,7 @@ class SSHTransport(CommandTransport):
                 kwargs["sock"] = paramiko.ProxyCommand(f"sh -c {quote('exec ' + line)}")
             except (OSError, paramiko.SSHException) as exc:
                 raise HostUnreachable(self.host, f"proxy command failed to start: {exc}") from None
-        config = Config(lazy=True, ssh_config=paramiko.SSHConfig())
-        conn = Connection(self.hostname, user=self.user, port=self.port, config=config, connect_kwargs=kwargs)
+        conn = Connection(self.hostname, user=self.user, port=self.port, config=_CONFIG, connect_kwargs=kwargs)
         try:
             self._load_host_keys(conn.client)
         except HostKeyError:
@@ -404,9 +415,11 @@ class SSHTransport(CommandTransport):
             with self._count_lock:
                 self.round_trips += 1
             wire = ssh_channel.command_line(line, stdin is not None)
-            return self._run_on(chan, transport, wire, (Stdin(stdin, _LOST), output), deadline)
+            term = lambda: _send_signal(chan, "TERM")  # noqa: E731
+            io = (Stdin(stdin, _LOST), output)
+            return ssh_channel.run_on(chan, transport.is_active, self.host, wire, io, deadline, term, _EXEC_ERRORS)
         except Disconnected:
-            self._drop(transport)
+            self._forget(transport)
             lost_after = watch.lost_after if watch is not None else None
             raise ssh_errors.connection_lost(self, lost_after, line) from None
         except LocalIOError as exc:
@@ -444,7 +457,7 @@ class SSHTransport(CommandTransport):
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 alive = transport.is_active()
-                self._drop(transport)
+                self._forget(transport)
                 if alive:  # no answer in time: the network or the host is gone
                     raise HostUnreachable(self.host, f"no answer opening a session within {wait:g} s") from None
                 if attempt == 2:
@@ -452,21 +465,10 @@ class SSHTransport(CommandTransport):
                 transport = self._connection()
         raise AssertionError("unreachable")
 
-    def _run_on(
-        self, chan: Any, transport: Any, line: str, io: tuple[Stdin, Output], deadline: float
-    ) -> tuple[int, bool]:
-        """Execute ``line`` on an open channel: (exit code, timed out). See :func:`ssh_channel.run_on`."""
-        term = lambda: _send_signal(chan, "TERM")  # noqa: E731
-        return ssh_channel.run_on(chan, transport.is_active, self.host, line, io, deadline, term, _EXEC_ERRORS)
-
     # ---------------------------------------------------------------- files
     def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
-        """Write ``path`` atomically in one round trip: temp file beside it, chmod, rename.
-
-        Without ``mode`` an existing file keeps its mode (and, when the login user is
-        allowed to, its owner and group); a new file gets 0644. Runs through sudo under
-        ``become``. Raises :class:`CommandFailed` when the file cannot be written.
-        """
+        """Write ``path`` atomically in one round trip (temp file beside it, chmod, rename; see
+        :func:`~maintkit.transport.local.atomic_put_script`). Raises CommandFailed when it cannot."""
         self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
 
     def get(self, path: str, *, timeout: float | None = None) -> bytes:

@@ -43,6 +43,7 @@ from typing import IO, Any
 from maintkit._text import head
 from maintkit.errors import CommandFailed, TransportError
 from maintkit.results import CommandResult
+from maintkit.transport.keepalive import WATCHER
 
 __all__ = [
     "CHUNK",
@@ -314,11 +315,9 @@ def run_on(
     deadline they mean a timeout, on a dead connection :class:`Disconnected`, else a refusal.
     A cancelled command (``output.stop``) is followed as :func:`pump` says.
     """
-    # exec_command waits for the server's reply without a timeout: a watchdog closes
-    # the channel at the deadline so a cut network cannot hang here.
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), chan.close)
-    watchdog.daemon = True
-    watchdog.start()
+    # exec_command waits for the server's reply without a timeout: the shared watch (one thread
+    # for every command's deadline) closes the channel at the deadline so a cut network cannot hang here.
+    watchdog = WATCHER.at(deadline, chan.close)
     try:
         chan.exec_command(line)
     except exec_errors:

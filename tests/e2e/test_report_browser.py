@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from maintkit._browser import CHROMIUM_ARGS
 from maintkit.cli.main import cli
-from maintkit.report.pdf import CHROMIUM_ARGS
 from tests.unit.test_report import RunWriter, requests, step
 
-pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -89,7 +88,7 @@ def test_pdf_names_what_is_missing(state: Path, tmp_path: Path, monkeypatch: pyt
     assert res.exit_code == 2
     assert f"error: MAINT_CHROMIUM={tmp_path / 'no-chromium'} is not an executable file" in res.output
     monkeypatch.delenv("MAINT_CHROMIUM")
-    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("maintkit.report.pdf._CANDIDATES", (str(tmp_path / "none"), "no-such-chromium"))
     res = CliRunner().invoke(cli, ["report", "--state-dir", str(state), "--pdf", str(tmp_path / "r.pdf")])
     assert res.exit_code == 2 and "--pdf needs Chromium: install it (Debian: apt-get install chromium)" in res.output
     import sys

@@ -10,141 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from maintkit.inventory import Inventory, load_inventory
-from maintkit.playbook import load_playbook, playbook_from_text
-from maintkit.results import RunResult, StepResult, StepStatus
-from tests import runs
+from maintkit.playbook import playbook_from_text
+from maintkit.results import StepStatus
 from tests.cms_helpers import (
     WpSite,
-    WpTemplate,
-    build_wordpress_template,
     chown_tree,
     maintkit_tree_hash,
-    make_core_zip,
     make_shop_cart_zip,
     tree_digest,
     wp_plugin_version,
 )
-from tests.lab.mariadb import MariaDB
-from tests.lab.sshd import LabHost
-from tests.lab.web import WebStack
+from tests.lab.wp_fixtures import Shop, cart, events, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
 
 
-# ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def wp_template(web_stack: WebStack, mariadb: MariaDB) -> Iterator[WpTemplate]:
-    """WordPress installed once (shop-cart 1.0.0 active, a /cart/ page); copied per test."""
-    base = Path(tempfile.mkdtemp(prefix="maintkit-lab-wp-", dir="/tmp"))
-    base.chmod(0o755)
-    try:
-        yield build_wordpress_template(base, web_stack, mariadb)
-    finally:
-        if os.environ.get("MAINTKIT_LAB_KEEP") != "1":
-            shutil.rmtree(base, ignore_errors=True)
-
-
-@dataclass
-class Shop:
-    """A staging/production pair of one WordPress shop."""
-
-    staging: WpSite
-    production: WpSite
-    staging_host: LabHost
-    production_host: LabHost
-    repo: Path  # on the controller
-    host_dir: Path  # a deploy-owned directory (repositories "on the host", option files)
-    web: WebStack
-    mariadb: MariaDB
-    tmp: Path
-
-    def site(self, env: str) -> WpSite:
-        return self.staging if env == "staging" else self.production
-
-
-@pytest.fixture()
-def shop(
-    wp_template: WpTemplate,
-    web_stack: WebStack,
-    mariadb: MariaDB,
-    ssh_hosts: list[tuple[LabHost, Path]],
-    tmp_path: Path,
-) -> Shop:
-    (h1, scratch1), (h2, _scratch2) = ssh_hosts[0], ssh_hosts[1]
-    staging = wp_template.make_site(owner="deploy")
-    production = wp_template.make_site(owner="deploy")
-    repo = tmp_path / "zips"
-    repo.mkdir()
-    return Shop(staging, production, h1, h2, repo, scratch1, web_stack, mariadb, tmp_path)
-
-
-def _defaults_file(shop: Shop, site: WpSite) -> str:
-    """An option file for deploy (backup.create dumps with it)."""
-    path = shop.host_dir / f"{site.db_name}.cnf"
-    path.write_text(shop.mariadb.my_cnf_text(site.db_user, site.db_password))
-    path.chmod(0o600)
-    chown_tree(path, "deploy")
-    return str(path)
-
-
-def write_inventory(shop: Shop, cms_update: dict[str, Any] | None = None, **vars: Any) -> Inventory:
-    """Inventory of one site ``shop``: staging on lab host 1, production on lab host 2."""
-    settings = {"repository": {"path": str(shop.repo)}, "api_url": None, "schema_options": ["shop_cart_db_version"]}
-    site_vars = {
-        "cms_update": {**settings, **(cms_update or {})},
-        "smoke_paths": ["/", "/cart/"],
-        "max_latency_ms": 20000,
-        "error_logs": [str(shop.web.php_error_log)],
-        "cache_targets": ["platform", "opcache"],
-        "opcache": {"pidfile": str(shop.web.php_pid_file), "sudo": True},
-        **vars,
-    }
-    envs = {}
-    for env, host in (("staging", shop.staging_host), ("production", shop.production_host)):
-        site = shop.site(env)
-        envs[env] = host.env(
-            site.path,
-            url=site.url,
-            vars={"db_name": site.db_name, "db_defaults_file": _defaults_file(shop, site)},
-        )
-    sites = {"shop": {"platform": "wordpress", "vars": site_vars, "environments": envs}}
-    return load_inventory(runs.write_inventory(shop.tmp, sites, unique=True))
-
-
-def run(shop: Shop, inventory: Inventory, playbook: Any = None, **kwargs: Any) -> RunResult:
-    """Run (by default the built-in monthly-update) with the test's own state dir."""
-    pb = playbook if playbook is not None else load_playbook("monthly-update")
-    return runs.run(pb, inventory, shop.tmp / "state", **kwargs)
-
-
-def steps(result: RunResult, env: str) -> dict[str, StepResult]:
-    """Step results of one environment by step id."""
-    return {s.step: s for site in result.sites for s in site.steps if s.env == env}
-
-
-def events(result: RunResult) -> list[dict[str, Any]]:
-    """The run's audit log."""
-    text = (Path(str(result.run_dir)) / "events.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def cart(site: WpSite) -> requests.Response:
-    return requests.get(f"{site.url}/cart/", timeout=20)
+# ---------------------------------------------------------------------------- helpers
+# (the fixtures wp_template, shop, core_zip and update_api live in tests/lab/wp_fixtures.py)
 
 
 def schema_state(shop: Shop, site: WpSite) -> tuple[str, list[str]]:
@@ -192,8 +80,9 @@ def test_good_update_reaches_production_identically_and_the_second_run_changes_n
         s["name"] == "shop-cart" and s["candidate"] == "2.0.0" and not s["blocking"] for s in update.data["skipped"]
     )
     assert steps(result, "production")["update"].status is StepStatus.CHANGED
-    assert steps(result, "production")["maintenance-on"].status is StepStatus.CHANGED
-    assert steps(result, "production")["maintenance-off"].status is StepStatus.CHANGED
+    # 1.1.0 changes no schema (staging compared it): production gets no maintenance window
+    assert steps(result, "production")["maintenance-on"].status is StepStatus.SKIPPED
+    assert steps(result, "production")["maintenance-off"].status is StepStatus.SKIPPED
 
     lock_file = Path(str(result.run_dir)) / "locks" / "shop.json"
     assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
@@ -375,12 +264,6 @@ def test_rollback_works_when_wordpress_dies_at_bootstrap(shop: Shop) -> None:
     assert not (shop.staging.path / ".maint" / "wp_helper.php").exists()
 
 
-@pytest.fixture(scope="session")
-def core_zip(wp_template: WpTemplate, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A WordPress 6.1.10 core package built from the installed 6.1.9 tree."""
-    return make_core_zip(wp_template.tree, tmp_path_factory.mktemp("core"), "6.1.10")
-
-
 def core_version(site: WpSite) -> str:
     text = (site.path / "wp-includes" / "version.php").read_text()
     return text.split("$wp_version = '", 1)[1].split("'", 1)[0]
@@ -413,65 +296,6 @@ def test_core_update_through_core_upgrader_and_its_rollback(shop: Shop, core_zip
     assert lock["packages"]["core:wordpress"]["sha256"] == hashlib.sha256(core_zip.read_bytes()).hexdigest()
     shop.web.reload_php()
     assert cart(shop.production).status_code == 200
-
-
-@pytest.fixture()
-def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback stand-in for the WordPress.org update API (and a download server): (base URL, zip dir)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs, urlparse
-
-    zips = tmp_path / "downloads"
-    zips.mkdir()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            base = f"http://127.0.0.1:{self.server.server_address[1]}"
-            query = parse_qs(url.query)
-            if url.path == "/plugins/info/1.2/" and query.get("request[slug]") == ["shop-cart"]:
-                info = {
-                    "slug": "shop-cart",
-                    "version": "1.1.0",
-                    "requires_php": "7.4",
-                    "download_link": f"{base}/downloads/shop-cart-1.1.0.zip",
-                    "versions": {
-                        "1.0.0": f"{base}/downloads/shop-cart-1.0.0.zip",
-                        "1.1.0": f"{base}/downloads/shop-cart-1.1.0.zip",
-                        "trunk": f"{base}/downloads/shop-cart.zip",
-                    },
-                }
-                self._send(200, json.dumps(info).encode())
-            elif url.path in ("/plugins/info/1.2/", "/themes/info/1.2/"):
-                self._send(200, json.dumps({"error": "Plugin not found."}).encode())
-            elif url.path == "/core/version-check/1.7/":
-                offer = {"response": "latest", "version": "6.1.9", "packages": {"full": f"{base}/downloads/wp.zip"}}
-                self._send(200, json.dumps({"offers": [offer]}).encode())
-            elif url.path.startswith("/downloads/") and (zips / url.path.rsplit("/", 1)[1]).is_file():
-                self._send(200, (zips / url.path.rsplit("/", 1)[1]).read_bytes(), "application/zip")
-            else:
-                self._send(404, b"{}")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", zips
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_wordpress_org_api_and_url_sources(shop: Shop, update_api: tuple[str, Path]) -> None:

@@ -27,7 +27,6 @@ from maintkit.state.index import series
 from tests import runs
 from tests.cms_helpers import WpSite, WpTemplate, chown_tree
 from tests.lab.sshd import LabHost
-from tests.lab.test_cms_wordpress import wp_template  # noqa: F401  (the session's WordPress template)
 
 pytestmark = pytest.mark.lab
 

@@ -22,7 +22,7 @@ from maintkit.state.index import series
 from tests import runs
 from tests.cms_helpers import make_shop_cart_zip, wp_plugin_version
 from tests.lab.test_cms_composer import Project, project  # noqa: F401  (fixture)
-from tests.lab.test_cms_wordpress import Shop, run, shop, steps, wp_template, write_inventory  # noqa: F401
+from tests.lab.wp_fixtures import Shop, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
 

@@ -66,7 +66,8 @@ class CacheClear(Action[CacheClearParams]):
             except (TargetFailed, ApplyFailed) as exc:
                 message = exc.message if isinstance(exc, ApplyFailed) else str(exc)
                 ctx.record(cleared=cleared)
-                raise ApplyFailed(f"{item.kind}: {message}", details={"cleared": cleared}) from None
+                # what the targets recorded (e.g. a script they created and removed) survives the failure
+                raise ApplyFailed(f"{item.kind}: {message}", details={**ctx.data, "cleared": cleared}) from None
             cleared.append({"target": item.target, **data})
             changes.append(Change(item.target, summary, before=item.data or None))
         ctx.record(cleared=cleared)

@@ -1,6 +1,9 @@
-"""OPcache: reset by reloading php-fpm (systemd, a command, a signal to its master, or SysV).
+"""OPcache: reset through the pool's FastCGI socket, or by reloading php-fpm (systemd, a
+command, a signal to its master, or SysV).
 
-OPcache cannot be inspected from outside, so when it is a target the step always runs.
+``method: fastcgi`` (the default when ``fastcgi:`` names the pool's socket) is in
+:mod:`maintkit.actions.cache.opcache_fcgi`; ``method: reload`` stays the explicit fallback.
+OPcache cannot be inspected read-only, so when it is a target the step always runs.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from typing import Any
 
 from maintkit.action import Context
 from maintkit.actions.cache.base import CacheTarget, Cleared, Item, TargetFailed
+from maintkit.actions.cache.opcache_fcgi import OpcacheFastcgi
 from maintkit.actions.cache.params import CacheClearParams, OpcacheTarget
 from maintkit.actions.service import Operation, ServiceSpec, plan_operation, run_operation
 from maintkit.probes import Probe
@@ -41,7 +45,9 @@ class OpcacheCache(CacheTarget[Operation]):
 
     @classmethod
     def configured(cls, params: CacheClearParams, ctx: Context) -> list[CacheTarget[Any]]:
-        """The one php-fpm service of the environment."""
+        """The one php-fpm pool (``method: fastcgi``) or service (``method: reload``) of the environment."""
+        if params.opcache.resolved_method == "fastcgi":
+            return OpcacheFastcgi.configured(params, ctx)
         return [cls(opcache_spec(params.opcache, ctx))]
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:

@@ -69,9 +69,36 @@ class RedisTarget(_Block):
         return f"redis {where}{what}"
 
 
-class OpcacheTarget(_Block):
-    """How to reset OPcache: reload php-fpm (service, command, or a signal to its master)."""
+#: a php-fpm pool's FastCGI address: an absolute unix socket path, or HOST:PORT
+_FASTCGI_TCP = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
 
+
+def fastcgi_address(value: str) -> str:
+    """``value`` if it is an absolute socket path or ``HOST:PORT`` (ValueError otherwise)."""
+    if value.startswith("/"):
+        if "\0" in value or "\n" in value:
+            raise ValueError(f"invalid FastCGI socket path: {value!r}")
+        return value
+    if not _FASTCGI_TCP.match(value) or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise ValueError(f"FastCGI address must be an absolute socket path or HOST:PORT: {value!r}")
+    return value
+
+
+class OpcacheTarget(_Block):
+    """How to reset OPcache: a FastCGI request to the pool calling ``opcache_reset()``, or a php-fpm reload."""
+
+    method: Literal["fastcgi", "reload"] | None = Field(
+        None, description="fastcgi (default when `fastcgi` is given) | reload (the php-fpm service)"
+    )
+    fastcgi: str | None = Field(None, description="The pool's FastCGI socket (/run/php/php8.2-fpm.sock or HOST:PORT)")
+    user: str | None = Field(None, description="fastcgi: the pool's user, owner of the reset script (default: login)")
+    tmpdir: str | None = Field(None, description="fastcgi: where the reset script is written (default: <path>/.maint)")
+    client: Literal["auto", "cgi-fcgi", "controller"] = Field(
+        "auto", description="fastcgi: cgi-fcgi on the host, or the controller's client relayed by the host's PHP CLI"
+    )
+    php: str = Field("php", description="fastcgi: PHP CLI on the host (relays the controller's client)")
+    timeout: float = Field(30.0, gt=0, description="fastcgi: seconds per request")
+    settle: float = Field(10.0, gt=0, description="fastcgi: seconds to wait until php-fpm has performed the reset")
     service: str | None = Field(None, description="php-fpm service name (default: vars.php_fpm_service)")
     manager: Manager = Field("auto", description="auto | systemd | command | signal | sysv")
     command: list[str] | None = Field(None, min_length=1, description="Argument list that reloads php-fpm")
@@ -86,6 +113,31 @@ class OpcacheTarget(_Block):
         if not re.fullmatch(r"[A-Z0-9]{2,8}", v):
             raise ValueError(f"invalid signal {v!r} (use a name such as USR2)")
         return v
+
+    @field_validator("fastcgi")
+    @classmethod
+    def _valid_fastcgi(cls, v: str | None) -> str | None:
+        return None if v is None else fastcgi_address(v)
+
+    @field_validator("tmpdir")
+    @classmethod
+    def _valid_tmpdir(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"tmpdir must be an absolute path without `..`: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _fastcgi_needs_socket(self) -> OpcacheTarget:
+        if self.method == "fastcgi" and self.fastcgi is None:
+            raise ValueError("method `fastcgi` needs `fastcgi:` (the pool's socket, e.g. /run/php/php8.2-fpm.sock)")
+        return self
+
+    @property
+    def resolved_method(self) -> Literal["fastcgi", "reload"]:
+        """fastcgi when asked, or when a socket is given without a method; reload otherwise."""
+        if self.method is not None:
+            return self.method
+        return "fastcgi" if self.fastcgi is not None else "reload"
 
 
 class PlatformTarget(_Block):
@@ -173,5 +225,6 @@ __all__ = [
     "PlatformTarget",
     "RedisTarget",
     "TargetName",
+    "fastcgi_address",
     "safe_dir",
 ]

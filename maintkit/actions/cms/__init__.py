@@ -18,6 +18,8 @@ from typing import Any
 
 from maintkit.action import Action, Context
 from maintkit.actions.cms.drivers import ComposerDriver, Driver, WordPressDriver
+from maintkit.actions.cms.drivers.base import lock_schema
+from maintkit.actions.cms.isolate import carried_holds, restrict, skip_held
 from maintkit.actions.cms.lock import VersionLock, mark_rolled_back, promotion_lock, write_lock
 from maintkit.actions.cms.params import CmsUpdateParams, effective_params
 from maintkit.actions.cms.plan import ACTION, PlanFacts, UpdatePlan
@@ -83,7 +85,9 @@ def compute_plan(
         predicted = predicted_updates(ctx)
         if predicted is None:
             return driver, None
-    return driver, driver.plan(ctx, lock, predicted)
+    plan = driver.plan(ctx, lock, predicted)
+    skip_held(ctx, plan, retry=effective.retry_held)  # versions an earlier run held back wait for a newer one
+    return driver, plan
 
 
 def _updates_text(plan: UpdatePlan[Any], limit: int = 8) -> str:
@@ -103,6 +107,8 @@ class CmsUpdate(Action[CmsUpdateParams]):
     def __init__(self, params: CmsUpdateParams, step_id: str | None = None) -> None:
         super().__init__(params, step_id)
         self._applied: tuple[Driver[Any], UpdatePlan[Any]] | None = None
+        #: set by the runner's isolation: only these updates (``type:name`` -> version) this time
+        self.isolation_subset: dict[str, str] | None = None
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return driver_probes(platform_of(ctx))
@@ -114,6 +120,8 @@ class CmsUpdate(Action[CmsUpdateParams]):
                 f"unknown: installs what the {ctx.stage_promote} stage's cms.update validates",
                 depends_on=ctx.stage_promote,
             )
+        if self.isolation_subset is not None:
+            restrict(plan, self.isolation_subset)
         driver.read_probes(ctx, plan)
         if driver.p.on_incompatible == "fail" and plan.blocking:
             raise CheckFailed(
@@ -132,6 +140,8 @@ class CmsUpdate(Action[CmsUpdateParams]):
             reason += f" (what {ctx.stage_promote} would validate; its lock does not exist yet)"
         if plan.blocking:
             reason += f"; skipped: {'; '.join(s.line() for s in plan.blocking)}"
+        if ctx.direct_update:
+            reason += " (without trying on staging first: direct_updates)"
         return Check.change(reason, diff=plan.diff(), snapshot=(driver, plan), **data)
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
@@ -141,6 +151,8 @@ class CmsUpdate(Action[CmsUpdateParams]):
         self._applied = (driver, plan)
         changes: list[Change] = driver.apply(ctx, plan)
         ctx.record(updates=[u.public() for u in plan.updates])
+        if ctx.direct_update:  # the site has no staging (direct_updates: true): the report warns
+            ctx.record(untried="updated without trying on staging first")
         return changes
 
     def verify(self, ctx: Context) -> None:
@@ -173,6 +185,8 @@ class CmsUpdate(Action[CmsUpdateParams]):
             platform=platform_of(ctx),
             driver=driver.name,
             packages=packages,
+            held=carried_holds(ctx, plan),
+            **lock_schema(driver, self._applied is not None),
         )
         path = write_lock(ctx, lock)
         if path is not None:

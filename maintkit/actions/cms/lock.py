@@ -53,6 +53,19 @@ class LockedPackage(BaseModel):
         return f"{self.type}:{self.name}"
 
 
+class HeldPackage(BaseModel):
+    """A package version held back: it failed a check after the update, and is not retried until a newer one."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str
+    type: str
+    version: str = Field(..., description="The version held back")
+    from_: str | None = Field(None, alias="from", description="The version that stays installed")
+    reason: str = Field("", description="Why: the failing check's message")
+    run_id: str = Field("", description="The run that held it back")
+
+
 class VersionLock(BaseModel):
     """A validated set of package versions for one site."""
 
@@ -67,6 +80,12 @@ class VersionLock(BaseModel):
     driver: str
     status: Literal["validated", "rolled-back"] = "validated"
     packages: dict[str, LockedPackage] = Field(default_factory=dict)
+    #: versions held back (``type:name`` -> why); the packages themselves stay at their ``packages`` version
+    held: dict[str, HeldPackage] = Field(default_factory=dict)
+    schema_changed: bool | None = Field(
+        default=None, description="Did the update change the database schema (tables, schema options)? None: unknown"
+    )
+    schema_changes: list[str] = Field(default_factory=list, description="The tables and schema options that changed")
 
     def to_json(self) -> str:
         """Stable JSON text."""
@@ -101,16 +120,27 @@ def write_lock(ctx: Context, lock: VersionLock) -> Path | None:
         if old is not None and old.env == lock.env and old.run_id == lock.run_id and old.status == "validated":
             merged = dict(old.packages)
             merged.update(lock.packages)
-            lock = lock.model_copy(update={"packages": merged})
+            lock = lock.model_copy(update={"packages": merged, **merge_schema(old, lock)})
     write_text_atomic(path, lock.to_json(), make_parents=True)
     _index_lock(ctx, lock)
     return path
+
+
+def merge_schema(first: VersionLock, second: VersionLock) -> dict[str, Any]:
+    """``schema_changed``/``schema_changes`` of two locks of one stage: changed when either changed, unknown
+    when either is unknown and neither changed."""
+    flags = (first.schema_changed, second.schema_changed)
+    changed = True if True in flags else (None if None in flags else False)
+    names = sorted(set(first.schema_changes) | set(second.schema_changes))
+    return {"schema_changed": changed, "schema_changes": names}
 
 
 def _index_lock(ctx: Context, lock: VersionLock) -> None:
     """Note the lock in the store's index (which run validated which versions); the file itself is in the run folder."""
     packages = {key: pkg.version for key, pkg in sorted(lock.packages.items())}
     record = {"run_id": lock.run_id, "status": lock.status, "driver": lock.driver, "packages": packages}
+    if lock.held:
+        record["held"] = {key: held.model_dump(by_alias=True) for key, held in sorted(lock.held.items())}
     ctx.write_index(index.record_lock, {**record, "file": f"runs/{lock.run_id}/locks/{lock.site}.json"})
 
 
@@ -187,10 +217,12 @@ def promotion_lock(ctx: Context, driver: str) -> tuple[VersionLock | None, Path 
 
 
 __all__ = [
+    "HeldPackage",
     "LockedPackage",
     "VersionLock",
     "lock_path",
     "mark_rolled_back",
+    "merge_schema",
     "promotion_lock",
     "read_lock",
     "write_lock",

@@ -104,6 +104,17 @@ class CmsUpdateParams(Params):
     timeout: float | None = Field(
         None, gt=0, description="Seconds for one update command (default: env command_timeout)"
     )
+    isolate: Literal["bisect", "one-by-one", "none"] | None = Field(
+        None,
+        description=(
+            "When a later check fails after several updates: find the bad ones (bisect: halves; one-by-one: "
+            "each alone), keep the good ones and hold the bad ones; none: roll back all of them "
+            "(default: bisect on WordPress, none on composer platforms, whose packages share one composer.lock)"
+        ),
+    )
+    retry_held: bool = Field(
+        False, description="Try again the versions an earlier run held back (default: only a newer version is tried)"
+    )
 
     @field_validator("post_update", "post_rollback")
     @classmethod

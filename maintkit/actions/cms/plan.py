@@ -187,6 +187,8 @@ class UpdatePlan(Generic[S]):
         out.update(self.facts.public())
         if self.promote is not None:
             out["promote"] = self.promote
+            # what will_change(...).schema reads: did the promoted lock's stage change the schema?
+            out["schema_changed"] = self.promote.get("schema_changed")
         return out
 
 

@@ -7,6 +7,7 @@ from maintkit.actions.http.client import Sender
 from maintkit.actions.http.flow import run_flow_once, run_paths
 from maintkit.actions.http.outcome import FlowError, Outcome, latency_summary
 from maintkit.actions.http.params import READ_ONLY_METHODS, HttpCheckParams
+from maintkit.actions.http.presets import run_preset_once, writes_of
 from maintkit.actions.watch.common import http_point
 from maintkit.errors import CheckFailed
 from maintkit.results import Change, Check
@@ -55,17 +56,13 @@ class HttpCheck(Action[HttpCheckParams]):
     def _flow(self, ctx: Context, sender: Sender, base: str | None, failures: list[Outcome]) -> str | None:
         """Run the flow (with retries). Returns a plan-mode 'unknown' reason when it must not run."""
         p = self.params
-        if not p.flow:
+        if not p.flow and p.preset is None:
             return None
-        writes = [r for r in p.flow if r.method not in READ_ONLY_METHODS]
-        if ctx.check_mode and writes:
-            methods = ", ".join(sorted({r.method for r in writes}))
-            return (
-                f"unknown: would run a flow of {len(p.flow)} requests ({len(writes)} {methods}); "
-                "not run in plan mode because it is not read-only"
-            )
+        if ctx.check_mode and (why := _not_read_only(p)):
+            return why
+        run_once = run_flow_once if p.preset is None else run_preset_once
         for attempt in range(1, p.retries + 2):
-            failed = run_flow_once(sender, base, attempt)
+            failed = run_once(sender, base, attempt)
             if failed is None:
                 return None
             if attempt > p.retries:
@@ -80,7 +77,7 @@ class HttpCheck(Action[HttpCheckParams]):
             where = f"flow step {o.flow_step}: " if o.flow_step else ""
             redirected = f" (redirected to {o.final_url})" if o.final_url else ""
             parts.append(f"{where}{o.method} {o.url}{redirected}: {'; '.join(o.reasons)}")
-        total = len(self.params.paths) + (1 if self.params.flow else 0)
+        total = len(self.params.paths) + (1 if self.params.flow or self.params.preset else 0)
         return f"{len(failures)} of {total} checks failed: " + " | ".join(parts)
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
@@ -89,6 +86,27 @@ class HttpCheck(Action[HttpCheckParams]):
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         """Nothing to undo: http.check changes nothing."""
+
+
+def _not_read_only(p: HttpCheckParams) -> str:
+    """Why plan mode must not run the step's flow (it sends more than GET/HEAD), or ""."""
+    if p.preset is not None:
+        sent = writes_of(p)
+        if not sent:
+            return ""
+        return (
+            f"unknown: would run the {p.preset} flow (it sends {', '.join(sent)}: adds to the cart); "
+            "not run in plan mode because it is not read-only"
+        )
+    requests = p.flow
+    writes = [r for r in requests if r.method not in READ_ONLY_METHODS]
+    if not writes:
+        return ""
+    methods = ", ".join(sorted({r.method for r in writes}))
+    return (
+        f"unknown: would run a flow of {len(requests)} requests ({len(writes)} {methods}); "
+        "not run in plan mode because it is not read-only"
+    )
 
 
 __all__ = ["HttpCheck"]

@@ -128,6 +128,7 @@ class Sender:
         flow_step: str | None = None,
         capture: Mapping[str, str] | None = None,
         values: dict[str, str] | None = None,
+        capture_headers: Mapping[str, str] | None = None,
     ) -> Outcome:
         """One request: measure, evaluate, capture values (into ``values``), record."""
         import requests
@@ -146,6 +147,7 @@ class Sender:
             latency = (time.monotonic() - started) * 1000.0
             body = "" if method == "HEAD" else resp.text
             outcome = Outcome(url, method, resp.status_code, latency, attempt=attempt, flow_step=flow_step, body=body)
+            outcome.headers = resp.headers
             if resp.history and resp.url != url:
                 outcome.final_url = resp.url
         except requests.RequestException as exc:
@@ -155,6 +157,8 @@ class Sender:
         evaluate(outcome, expect, head=method == "HEAD")
         if outcome.ok and capture and values is not None:
             _capture(outcome, capture, values)
+        if outcome.ok and capture_headers and values is not None:
+            _capture_headers(outcome, capture_headers, values)
         self.outcomes.append(outcome)
         self.ctx.event("http.request", step=self.ctx.step_id, **outcome.public())
         return outcome
@@ -173,6 +177,15 @@ def _capture(outcome: Outcome, capture: Mapping[str, str], values: dict[str, str
             outcome.reasons.append(f"capture of {name!r} failed: {pattern!r} not found in the body")
             return
         values[name] = found.group(1)
+
+
+def _capture_headers(outcome: Outcome, capture: Mapping[str, str], values: dict[str, str]) -> None:
+    for name, header in capture.items():
+        value = outcome.headers.get(header)
+        if not value:
+            outcome.reasons.append(f"capture of {name!r} failed: no {header} header in the response")
+            return
+        values[name] = value
 
 
 __all__ = ["USER_AGENT", "Sender", "make_session"]

@@ -28,6 +28,8 @@ class Outcome:
     flow_step: str | None = None
     final_url: str | None = None
     body: str = field(default="", repr=False)
+    #: the response headers (for ``capture_headers``); never in the audit log
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +63,8 @@ class Expect:
     must_match: tuple[str, ...] = ()
     must_not_match: tuple[str, ...] = ()
     max_latency_ms: float | None = None
+    #: literal texts the body must contain
+    must_contain: tuple[str, ...] = ()
 
 
 class FlowError(Exception):
@@ -100,6 +104,9 @@ def evaluate(outcome: Outcome, expect: Expect, head: bool) -> None:
         for pattern in expect.must_match:
             if not re.search(pattern, outcome.body):
                 outcome.reasons.append(f"body does not match {pattern!r}")
+        for text in expect.must_contain:
+            if text not in outcome.body:
+                outcome.reasons.append(f"body does not contain {text_head(text, 80)!r}")
         for pattern in expect.must_not_match:
             found = re.search(pattern, outcome.body)
             if found:

@@ -33,7 +33,14 @@ _STYLE = {
     "rolling back": "magenta",
 }
 _LABEL = {"unchanged": "ok", "needed": "applying", "would-change": "would change"}
-_LINE_EVENTS = ("step.verified", "step.failed", "step.skipped", "step.rolled_back", "step.rollback_failed")
+_LINE_EVENTS = (
+    "step.verified",
+    "step.failed",
+    "step.skipped",
+    "step.rolled_back",
+    "step.rollback_failed",
+    "step.isolated",
+)
 
 
 @dataclass

@@ -36,6 +36,7 @@ _STEP_LINES = (
     "step.skipped",
     "step.rolled_back",
     "step.rollback_failed",
+    "step.isolated",
 )
 INTERRUPT_MESSAGE = "interrupt received: finishing the current step, rolling back, releasing locks..."
 
@@ -183,6 +184,8 @@ class PlainReporter(Reporter):
             parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             took = f" in {seconds(site.duration_ms)}" if self.verbosity >= 1 else ""
             click.echo(f"{site.site:<24} {self.padded(site.status.value, 12)} {parts}{took}".rstrip())
+            for held in (h for s in site.steps for h in s.data.get("held") or []):
+                click.echo(f"    {site.site}: held back: {held['name']} {held['version']} ({held['reason']})")
         explanation = fold_lines([fold_text(line) for line in explain_failures(result, self.redactor)])
         if explanation:
             click.echo("")

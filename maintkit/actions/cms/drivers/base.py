@@ -33,6 +33,9 @@ class Driver(Protocol[S]):
     #: read-only probes the driver's facts come from (declared by the action, batched by the runner)
     host_probes: ClassVar[tuple[Probe[Any], ...]]
     p: CmsUpdateParams
+    #: after verify: did the update change the database schema (None: unknown), and what changed
+    schema_changed: bool | None
+    schema_changes: list[str]
 
     def plan(
         self, ctx: Context, lock: VersionLock | None, predicted: list[dict[str, Any]] | None = None
@@ -76,6 +79,14 @@ def run_commands(
                 f"{what} {head(join(argv), 200)} exited {res.exit_code}: {tail(res.stderr or res.stdout)}"
             )
     return done
+
+
+def lock_schema(driver: Driver[Any], applied: bool) -> dict[str, Any]:
+    """The ``schema_changed``/``schema_changes`` of a version lock: unchanged when nothing was installed,
+    else what the driver compared after its update (``None``: it could not tell)."""
+    if not applied:
+        return {"schema_changed": False, "schema_changes": []}
+    return {"schema_changed": driver.schema_changed, "schema_changes": list(driver.schema_changes)}
 
 
 def undo_changes(
@@ -126,6 +137,8 @@ class DriverBase:
 
     def __init__(self, params: CmsUpdateParams) -> None:
         self.p = params
+        self.schema_changed: bool | None = None
+        self.schema_changes: list[str] = []
 
     # ---------------------------------------------------------------- paths
     def root(self, ctx: Context) -> str:
@@ -211,4 +224,4 @@ class DriverBase:
                 ctx.run(["rm", "-rf", "--", f"{root}/{old}"], check=False)
 
 
-__all__ = ["Driver", "DriverBase", "run_commands", "undo_changes"]
+__all__ = ["Driver", "DriverBase", "lock_schema", "run_commands", "undo_changes"]

@@ -254,7 +254,12 @@ class ComposerPlanner(DriverBase):
                 )
             self._check_offered(ctx, lp, lock)
             targets[lp.name] = lp.version
-        plan.promote = {"from_env": lock.env, "from_run": lock.run_id, "packages": len(lock.packages)}
+        plan.promote = {
+            "from_env": lock.env,
+            "from_run": lock.run_id,
+            "packages": len(lock.packages),
+            "schema_changed": lock.schema_changed,
+        }
         if not targets:
             return
         ok, output = self._dry_run(ctx, targets)

@@ -2,8 +2,10 @@
 
 Planning and the PHP helper are in :mod:`~maintkit.actions.cms.drivers.wordpress_plan`,
 package sources in :mod:`~maintkit.actions.cms.drivers.wordpress_sources`. This module
-installs (database dump and ``cp -a`` snapshots first), verifies what is really installed
-and writes lock entries.
+installs (database dump and ``cp -a`` snapshots first; plugins and themes are unpacked into a
+sibling folder and switched in by renames, see
+:mod:`~maintkit.actions.cms.drivers.wordpress_switch`), verifies what is really installed,
+compares the database schema with the dump's and writes lock entries.
 
 Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
 dump with the mariadb client, so it works when the update broke WordPress.
@@ -18,6 +20,7 @@ from maintkit.actions.cms.db import DbUndo, dump_database, list_tables, read_opt
 from maintkit.actions.cms.drivers.base import run_commands
 from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
 from maintkit.actions.cms.drivers.wordpress_state import WpState, read_zip_package, same_version, wp_helper_source
+from maintkit.actions.cms.drivers.wordpress_switch import schema_changes, sibling, switch_into_place, switchable
 from maintkit.actions.cms.lock import LockedPackage
 from maintkit.actions.cms.plan import Update, UpdatePlan
 from maintkit.actions.cms.snapshots import PackageUndo, sha256_hex, snapshot_path, tree_hashes
@@ -43,12 +46,18 @@ def core_entries(ctx: Context, root: str) -> list[str]:
 class WordPressDriver(WordPressPlanner):
     """Plans, applies, verifies and rolls back WordPress core, plugin and theme updates."""
 
+    #: the dump of this apply (its tables and schema options are what verify compares with)
+    _db_undo: DbUndo | None = None
+    #: package folders switched in by renames in this apply
+    switched: list[str]
+
     # ---------------------------------------------------------------- apply
     def apply(self, ctx: Context, plan: UpdatePlan[WpState]) -> list[Change]:
         """Dump the database, snapshot and install every update; undo own work on failure."""
         return self.apply_or_undo(ctx, lambda changes: self._apply(ctx, plan, changes))
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
+        self.switched, self._db_undo = [], None
         snap = self.prepare_snapshot_dir(ctx)
         ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
         state = plan.state
@@ -63,8 +72,11 @@ class WordPressDriver(WordPressPlanner):
                     undo=PackageUndo([(None, workdir)]),
                 )
             )
-        for update in sorted(plan.updates, key=lambda u: u.kind != "core"):
-            self._install(ctx, update, snap, changes)
+        try:
+            for update in sorted(plan.updates, key=lambda u: u.kind != "core"):
+                self._install(ctx, update, snap, changes)
+        finally:
+            ctx.record(switched=list(self.switched))
         if self.p.post_update:
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
 
@@ -86,6 +98,7 @@ class WordPressDriver(WordPressPlanner):
         )
         undo.schema_before = read_options(ctx, undo)
         dump_database(ctx, database, cnf, dump)
+        self._db_undo = undo
         return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
 
     def _stage_zip(self, ctx: Context, update: Update, snap: str) -> str:
@@ -116,13 +129,16 @@ class WordPressDriver(WordPressPlanner):
         dest = pkg.path
         target = f"{snap}/{pkg.kind}s/{pkg.name}"
         existed = snapshot_path(ctx, dest, target)
+        side = sibling(dest) if switchable(dest) else None
+        # the rollback removes the siblings it may have left (only these recorded paths), then restores
+        leftovers: list[tuple[str | None, str]] = [(None, side.new), (None, side.old)] if side else []
         changes.append(
             Change(
                 target=pkg.key,
                 summary=f"{pkg.kind} {pkg.name} {pkg.version} -> {update.to}",
                 before=pkg.version,
                 after=update.to,
-                undo=PackageUndo([(target if existed else None, dest)]),
+                undo=PackageUndo([*leftovers, (target if existed else None, dest)]),
             )
         )
         args = {
@@ -132,12 +148,22 @@ class WordPressDriver(WordPressPlanner):
             "active": bool(pkg.active),
             "network_active": bool(pkg.extra.get("network_active")),
         }
-        res = self.call(ctx, "install", args, uploaded=True)
+        if side is None:  # a single-file plugin: the upgrader replaces it in place
+            self._helper_ok(update, self.call(ctx, "install", args, uploaded=True), "install")
+            return
+        self._helper_ok(update, self.call(ctx, "install", {**args, "into": side.new}, uploaded=True), "install")
+        switch_into_place(ctx, side)
+        self.switched.append(dest)
+        self._helper_ok(update, self.call(ctx, "activate", args, uploaded=True), "activation")
+
+    @staticmethod
+    def _helper_ok(update: Update, res: dict[str, Any], what: str) -> None:
+        """ApplyFailed with the helper's error and last messages unless it answered ok."""
         if not res.get("ok"):
+            pkg = update.package
             msgs = "; ".join(str(m) for m in res.get("messages", [])[-5:])
             raise ApplyFailed(
-                f"{pkg.kind} {pkg.name} {update.to}: install failed: {res.get('error')}"
-                + (f" ({msgs})" if msgs else "")
+                f"{pkg.kind} {pkg.name} {update.to}: {what} failed: {res.get('error')}" + (f" ({msgs})" if msgs else "")
             )
 
     def _install_core(self, ctx: Context, update: Update, zip_path: str, snap: str, changes: list[Change]) -> None:
@@ -189,7 +215,16 @@ class WordPressDriver(WordPressPlanner):
                 problems.append(f"{u.kind} {u.name}: installed files differ from the validated package (tree hash)")
         if problems:
             raise VerifyFailed("; ".join(problems))
+        self._compare_schema(ctx)
         return st, trees
+
+    def _compare_schema(self, ctx: Context) -> None:
+        """After the new code booted (the read-back above): did the schema change since the dump?"""
+        self.schema_changed, self.schema_changes = None, []
+        if self._db_undo is not None:
+            self.schema_changes = schema_changes(ctx, self._db_undo)
+            self.schema_changed = bool(self.schema_changes)
+        ctx.record(schema_changed=self.schema_changed, schema_changes=self.schema_changes)
 
     def lock_packages(
         self, ctx: Context, st: WpState, plan: UpdatePlan[WpState] | None, trees: dict[str, str | None] | None = None
@@ -232,12 +267,7 @@ class WordPressDriver(WordPressPlanner):
 
     def undo_database(self, ctx: Context, undo: DbUndo) -> dict[str, Any]:
         """Restore the dump when the schema changed (tables or schema options) or ``database: always``."""
-        tables = list_tables(ctx, undo.database, undo.defaults_file)
-        options = read_options(ctx, undo)
-        changed = sorted(set(tables) ^ set(undo.tables_before))
-        changed += sorted(
-            k for k in set(options) | set(undo.schema_before) if options.get(k) != undo.schema_before.get(k)
-        )
+        changed = schema_changes(ctx, undo)
         if self.p.database == "always" or changed:
             dropped = restore_database(ctx, undo)
             return {"restored": True, "schema_changed": changed, "dropped_tables": dropped}

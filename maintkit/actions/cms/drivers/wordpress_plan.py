@@ -168,6 +168,7 @@ class WordPressPlanner(DriverBase):
             "packages": len(lock.packages),
             "not_installed": missing,
             "drift": drift,
+            "schema_changed": lock.schema_changed,
         }
 
     def _promote_one(

@@ -1,0 +1,85 @@
+"""Zero-downtime installs for the WordPress driver: sibling folders switched in by renames,
+and the database schema comparison that tells production whether it needs a maintenance window.
+
+A plugin or theme is unpacked into ``.maint-new-<slug>`` next to the installed folder (WordPress
+lists neither plugins nor themes whose folder starts with a dot), then switched in with two
+renames: ``<slug>`` -> ``.maint-old-<slug>``, ``.maint-new-<slug>`` -> ``<slug>``, and the old
+folder is removed. A request sees the old package or the new one, never a half-copied folder.
+
+The schema comparison is the one a rollback makes (tables, and the options listed in
+``schema_options`` plus ``db_version``), taken on staging after the new code booted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from maintkit._text import tail
+from maintkit.action import Context
+from maintkit.actions.cms.db import DbUndo, list_tables, read_options
+from maintkit.errors import ApplyFailed
+from maintkit.transport.base import quote
+
+#: a name must stay under the 255-byte limit with the prefix
+_MAX_NAME = 255 - len(".maint-new-")
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """The installed folder of a package and its two siblings used by the switch."""
+
+    dest: str
+    new: str
+    old: str
+
+
+def switchable(path: str) -> bool:
+    """True for a package folder (``.../plugins/<slug>``); a single-file plugin is installed in place."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return bool(parent) and bool(name) and not name.endswith(".php")
+
+
+def sibling(path: str) -> Sibling:
+    """``.maint-new-<slug>`` and ``.maint-old-<slug>`` next to ``path`` (a hash for very long names)."""
+    dest = path.rstrip("/")
+    parent, _, name = dest.rpartition("/")
+    tag = name
+    if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME:
+        tag = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return Sibling(dest=dest, new=f"{parent}/.maint-new-{tag}", old=f"{parent}/.maint-old-{tag}")
+
+
+def switch_script(side: Sibling) -> str:
+    """Shell that switches ``side.new`` into ``side.dest`` with renames and removes the old folder.
+
+    When the second rename fails, the old folder is renamed back: the live path is never left
+    empty by a failure.
+    """
+    n, d, o = quote(side.new), quote(side.dest), quote(side.old)
+    return (
+        f"[ -d {n} ] || {{ echo 'staged package missing: '{n} >&2; exit 3; }}\n"
+        f"rm -rf -- {o} || exit 4\n"
+        f"if [ -e {d} ] || [ -L {d} ]; then mv -T -- {d} {o} || exit 5; fi\n"
+        f"mv -T -- {n} {d} || {{ [ -e {o} ] && mv -T -- {o} {d}; exit 6; }}\n"
+        f"rm -rf -- {o}\n"
+    )
+
+
+def switch_into_place(ctx: Context, side: Sibling) -> None:
+    """Run :func:`switch_script`; ApplyFailed naming the folder when it fails."""
+    res = ctx.run_shell(switch_script(side), check=False)
+    if res.exit_code != 0:
+        raise ApplyFailed(f"switching {side.new} into {side.dest} failed: {tail(res.stderr or res.stdout)}")
+
+
+def schema_changes(ctx: Context, undo: DbUndo) -> list[str]:
+    """Tables added or removed and schema options changed since ``undo`` was taken (sorted per kind)."""
+    tables = list_tables(ctx, undo.database, undo.defaults_file)
+    options = read_options(ctx, undo)
+    changed = sorted(set(tables) ^ set(undo.tables_before))
+    changed += sorted(k for k in set(options) | set(undo.schema_before) if options.get(k) != undo.schema_before.get(k))
+    return changed
+
+
+__all__ = ["Sibling", "schema_changes", "sibling", "switch_into_place", "switch_script", "switchable"]

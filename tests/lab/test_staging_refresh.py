@@ -1,0 +1,286 @@
+"""staging.refresh on a real WordPress shop over SSH (MariaDB, nginx, php-fpm).
+
+Production gets real-looking data first: its own URL in the options, in a post and inside a
+PHP-serialized option, a customer with billing data, an upload. The refresh must leave
+staging equal to production (tables, row counts, files) with the URLs rewritten (the
+serialized option still unserializes), the customer anonymised, the guards set; refuse a
+production target; and restore staging exactly when a later step fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from maintkit.playbook import playbook_from_text
+from maintkit.results import StepStatus
+from tests.cms_helpers import WpSite, chown_tree
+from tests.lab.wp_fixtures import Shop, events, run, steps, write_inventory
+
+pytestmark = pytest.mark.lab
+
+GUARD = "wp-content/mu-plugins/maint-staging-guard.php"
+
+
+def _ser(value: str) -> str:
+    return f's:{len(value.encode())}:"{value}";'
+
+
+def serialized_probe(url: str) -> str:
+    """A PHP-serialized array holding ``url`` twice (one nested)."""
+    return f"a:2:{{{_ser('url')}{_ser(url + '/cart/')}{_ser('list')}a:1:{{i:0;{_ser(url + '/shop/')}}}}}"
+
+
+def seed_production(shop: Shop) -> None:
+    """Production's URL in options, a post and a serialized option; a customer; an upload."""
+    site, url = shop.production, shop.production.url
+    site.sql(shop.mariadb, f"UPDATE wp_options SET option_value='{url}' WHERE option_name IN ('home','siteurl')")
+    site.sql(
+        shop.mariadb,
+        "INSERT INTO wp_options (option_name, option_value, autoload) VALUES "
+        f"('shop_probe', '{serialized_probe(url)}', 'no')",
+    )
+    site.sql(
+        shop.mariadb,
+        "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, "
+        "post_status, post_name, post_modified, post_modified_gmt, to_ping, pinged, post_content_filtered, "
+        "post_type, guid) VALUES (1, NOW(), NOW(), "
+        f"'See <a href=\"{url}/cart/\">the cart</a>', 'Links', '', 'publish', 'links', NOW(), NOW(), '', '', '', "
+        f"'post', '{url}/?p=999')",
+    )
+    site.sql(
+        shop.mariadb,
+        "INSERT INTO wp_users (user_login, user_pass, user_nicename, user_email, user_registered, display_name) "
+        "VALUES ('jane', 'x', 'jane', 'jane@real-customer.test', NOW(), 'Jane Real')",
+    )
+    uid = site.sql(shop.mariadb, "SELECT ID FROM wp_users WHERE user_login='jane'").strip()
+    meta = [
+        ("wp_capabilities", 'a:1:{s:8:"customer";b:1;}'),
+        ("billing_email", "jane@real-customer.test"),
+        ("billing_phone", "+49 170 1234567"),
+        ("billing_first_name", "Jane"),
+    ]
+    values = ", ".join(f"({uid}, '{k}', '{v}')" for k, v in meta)
+    site.sql(shop.mariadb, f"INSERT INTO wp_usermeta (user_id, meta_key, meta_value) VALUES {values}")
+    upload = site.path / "wp-content" / "uploads" / "2024" / "01" / "photo.txt"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_text("a customer's photo\n")
+    chown_tree(site.path / "wp-content" / "uploads", "deploy")
+    mu = site.path / "wp-content" / "mu-plugins" / "shop-tweaks.php"
+    mu.parent.mkdir(parents=True, exist_ok=True)
+    mu.write_text("<?php\n// production's own must-use plugin\n")
+    chown_tree(mu.parent, "deploy")
+    stale = shop.staging.path / "wp-content" / "staging-only.txt"
+    stale.write_text("only on staging\n")
+    chown_tree(stale, "deploy")
+    # a live production has booted: WordPress keeps its schedule in the cron option
+    assert requests.get(f"{url}/", timeout=20).status_code == 200
+
+
+def table_counts(shop: Shop, site: WpSite) -> dict[str, int]:
+    """Exact row count of every table."""
+    tables = site.sql(shop.mariadb, "SHOW TABLES").split()
+    counts = site.sql(shop.mariadb, " UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM `{t}`" for t in tables))
+    return {line.split("\t")[0]: int(line.split("\t")[1]) for line in counts.splitlines()}
+
+
+def db_state(shop: Shop, site: WpSite) -> dict[str, str]:
+    """CHECKSUM TABLE of every table (the database's exact content)."""
+    tables = site.sql(shop.mariadb, "SHOW TABLES").split()
+    out = site.sql(shop.mariadb, "CHECKSUM TABLE " + ", ".join(f"`{t}`" for t in tables))
+    return {line.split("\t")[0].split(".", 1)[1]: line.split("\t")[1] for line in out.splitlines()}
+
+
+def files_digest(root: Path, exclude: tuple[str, ...]) -> str:
+    """sha256 over relative path, mode and content of every file, leaving out ``exclude`` (relative paths)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if any(rel == e or rel.startswith(e + "/") for e in exclude):
+            continue
+        if p.is_file() and not p.is_symlink():
+            h.update(f"F {rel} {p.stat().st_mode & 0o7777:o} ".encode() + hashlib.sha256(p.read_bytes()).digest())
+        elif p.is_dir():
+            h.update(f"D {rel}\n".encode())
+    return h.hexdigest()
+
+
+def both_states(shop: Shop, env: str) -> tuple[dict[str, str], str]:
+    """(table checksums, file digest without .maint) of one environment."""
+    return db_state(shop, shop.site(env)), files_digest(shop.site(env).path, (".maint",))
+
+
+def php(site: WpSite, code: str) -> str:
+    """Run PHP inside WordPress on ``site`` (as the site's owner) and return its output."""
+    script = f"<?php require '{site.path}/wp-load.php';\n{code}\n"
+    res = subprocess.run(
+        ["runuser", "-u", "deploy", "--", "php", "-d", "display_errors=stderr", "--"],
+        input=script.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=str(site.path),
+        env={**os.environ, "HTTP_HOST": "localhost"},
+    )
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    return res.stdout.decode()
+
+
+MAIL_PROBE = """
+$reached = false;
+add_action('phpmailer_init', function ($m) use (&$reached) {
+    $reached = true;  // would send: point it at a closed port instead
+    $m->isSMTP();
+    $m->Host = '127.0.0.1';
+    $m->Port = 9;
+    $m->Timeout = 2;
+}, PHP_INT_MAX);
+$sent = wp_mail('someone@example.com', 'hello', 'body');
+echo json_encode(array('sent' => $sent, 'reached' => $reached));
+"""
+
+
+def refresh_playbook(via: str, then_fail: bool = False, env: str = "staging", source: str = "production") -> str:
+    fail = "\n      - {id: broken, action: command, with: {argv: ['false']}}" if then_fail else ""
+    return (
+        "name: refresh\non_failure: rollback\nstages:\n"
+        f"  - env: {env}\n    steps:\n"
+        f"      - {{id: refresh, action: staging.refresh, with: {{via: {via}, source: {source}}}}}{fail}\n"
+    )
+
+
+EXCLUDE_STAGING = (".maint", "wp-config.php", GUARD)
+
+
+def test_refresh_copies_rewrites_anonymises_guards_and_a_second_run_changes_nothing(shop: Shop) -> None:
+    seed_production(shop)
+    inv = write_inventory(shop)
+    prod_db, prod_files = db_state(shop, shop.production), files_digest(shop.production.path, (".maint",))
+
+    result = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    step = steps(result, "staging")["refresh"]
+    assert step.status is StepStatus.CHANGED
+    staging, production = shop.staging, shop.production
+    # the database: same tables and row counts as production
+    assert table_counts(shop, staging) == table_counts(shop, production)
+    # URLs rewritten everywhere, also inside the serialized option (other lengths: it must still unserialize)
+    probe = staging.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='shop_probe'").strip()
+    assert probe == serialized_probe(staging.url)
+    out = php(staging, "echo json_encode(get_option('shop_probe'));")
+    assert json.loads(out.strip().splitlines()[-1]) == {"url": f"{staging.url}/cart/", "list": [f"{staging.url}/shop/"]}
+    assert production.url not in staging.sql(shop.mariadb, "SELECT post_content FROM wp_posts WHERE post_name='links'")
+    home = staging.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='home'").strip()
+    assert home == staging.url
+    # the customer anonymised, the administrator kept
+    uid = staging.sql(shop.mariadb, "SELECT ID FROM wp_users WHERE user_login='jane'").strip()
+    assert staging.sql(shop.mariadb, f"SELECT user_email FROM wp_users WHERE ID={uid}").strip() == (
+        f"user{uid}@example.invalid"
+    )
+    billing = staging.sql(
+        shop.mariadb, f"SELECT meta_key, meta_value FROM wp_usermeta WHERE user_id={uid} AND meta_key LIKE 'billing%'"
+    )
+    assert dict(line.split("\t") for line in billing.splitlines()) == {
+        "billing_email": f"user{uid}@example.invalid",
+        "billing_phone": f"+00 000 {int(uid):06d}",
+        "billing_first_name": f"Customer {uid}",
+    }
+    admin_mail = "SELECT user_email FROM wp_users WHERE ID=1"
+    assert staging.sql(shop.mariadb, admin_mail) == production.sql(shop.mariadb, admin_mail)
+    # files: production's tree (uploads included), staging's own wp-config.php kept, the stale file gone
+    assert files_digest(staging.path, EXCLUDE_STAGING) == files_digest(production.path, (".maint", "wp-config.php"))
+    assert (staging.path / "wp-content/uploads/2024/01/photo.txt").read_text() == "a customer's photo\n"
+    assert not (staging.path / "wp-content/staging-only.txt").exists()
+    assert f"'{staging.db_name}'" in (staging.path / "wp-config.php").read_text()
+    # guards: no indexing (option, header, meta tag, robots.txt), no mail
+    assert (
+        staging.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='blog_public'").strip() == "0"
+    )
+    shop.web.reload_php()
+    page = requests.get(f"{staging.url}/", timeout=20)
+    assert page.status_code == 200 and page.headers.get("X-Robots-Tag") == "noindex, nofollow"
+    assert "noindex" in page.text
+    robots = requests.get(f"{staging.url}/robots.txt", timeout=20)
+    assert robots.status_code == 200 and "Disallow: /\n" in robots.text
+    assert json.loads(php(staging, MAIL_PROBE).strip().splitlines()[-1]) == {"sent": False, "reached": False}
+    assert json.loads(php(production, MAIL_PROBE).strip().splitlines()[-1])["reached"] is True
+    assert requests.get(f"{production.url}/", timeout=20).headers.get("X-Robots-Tag") is None
+    # production untouched; the snapshot removed after success
+    assert db_state(shop, production) == prod_db
+    assert files_digest(production.path, (".maint",)) == prod_files
+    assert list((staging.path / ".maint" / "staging-refresh").iterdir()) == []
+    # the second run: nothing changed on either side, so nothing to do
+    again = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+    assert again.ok and again.changed == 0, json.dumps(again.to_dict(), indent=1)[-3000:]
+    assert steps(again, "staging")["refresh"].status is StepStatus.UNCHANGED
+
+
+def test_refresh_through_the_controller_rewrites_a_url_of_another_length(shop: Shop) -> None:
+    seed_production(shop)
+    longer = shop.staging.url + "/staging-copy"
+    inv = write_inventory(shop)
+    inv.sites["shop"].environments["staging"].url = longer
+
+    result = run(shop, inv, playbook_from_text(refresh_playbook("controller")))
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    assert steps(result, "staging")["refresh"].data["refresh"]["via"] == "controller"
+    staging = shop.staging
+    assert table_counts(shop, staging) == table_counts(shop, shop.production)
+    probe = staging.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='shop_probe'").strip()
+    assert probe == serialized_probe(longer)
+    out = php(staging, "echo json_encode(get_option('shop_probe'));")
+    assert json.loads(out.strip().splitlines()[-1]) == {"url": f"{longer}/cart/", "list": [f"{longer}/shop/"]}
+    assert files_digest(staging.path, EXCLUDE_STAGING) == files_digest(
+        shop.production.path, (".maint", "wp-config.php")
+    )
+
+
+def test_refreshing_production_or_a_protected_target_is_refused_before_anything_is_written(shop: Shop) -> None:
+    inv = write_inventory(shop)
+    before = {env: both_states(shop, env) for env in ("staging", "production")}
+
+    result = run(shop, inv, playbook_from_text(refresh_playbook("host", env="production", source="staging")))
+
+    assert result.exit_code == 1
+    step = steps(result, "production")["refresh"]
+    assert step.status is StepStatus.FAILED
+    assert str(step.error) == (
+        "check: staging.refresh refuses to write to shop/production: "
+        "an environment named production is never a refresh target"
+    )
+    inv.sites["shop"].environments["staging"].protected = True
+    refused = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+    assert str(steps(refused, "staging")["refresh"].error) == (
+        "check: staging.refresh refuses to write to shop/staging: the inventory marks it protected: true"
+    )
+    after = {env: both_states(shop, env) for env in ("staging", "production")}
+    assert after == before
+    assert not (shop.staging.path / ".maint" / "staging-refresh").exists()
+
+
+def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: Shop) -> None:
+    seed_production(shop)
+    inv = write_inventory(shop)
+    staging_db, staging_files = db_state(shop, shop.staging), files_digest(shop.staging.path, (".maint",))
+    assert staging_db != db_state(shop, shop.production)
+
+    result = run(shop, inv, playbook_from_text(refresh_playbook("controller", then_fail=True)))
+
+    assert result.exit_code == 1
+    st = steps(result, "staging")
+    assert st["broken"].status is StepStatus.FAILED
+    assert st["refresh"].status is StepStatus.ROLLED_BACK
+    applied = [e for e in events(result) if e["event"] == "step.applied" and e.get("step") == "refresh"]
+    assert applied, "the refresh really ran before the failure"
+    assert db_state(shop, shop.staging) == staging_db
+    assert files_digest(shop.staging.path, (".maint",)) == staging_files
+    assert (shop.staging.path / "wp-content/staging-only.txt").read_text() == "only on staging\n"
+    assert not (shop.staging.path / ".maint" / "staging-refresh.json").exists()
