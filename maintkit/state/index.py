@@ -213,20 +213,38 @@ def append_series(root: Path, site: str, env: str, name: str, point: Mapping[str
     return append_line(root, folder / f"{when.astimezone(UTC):%Y-%m}.jsonl", record)
 
 
-def series(root: Path, site: str, env: str, name: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """The points of series ``name`` at or after ``since`` (aware datetime; None: all), oldest first."""
+def _month_files(root: Path, site: str, env: str, name: str) -> list[Path]:
+    """The monthly files of series ``name``, oldest month first."""
     folder = env_dir(root, site, env) / "series" / check_name(name, "series")
     try:
-        files = sorted(p for p in folder.iterdir() if re.fullmatch(r"\d{4}-\d{2}\.jsonl", p.name))
+        return sorted(p for p in folder.iterdir() if re.fullmatch(r"\d{4}-\d{2}\.jsonl", p.name))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _by_time(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``points`` sorted by their ``ts`` (stable: equal times keep their line order)."""
+    return sorted(points, key=lambda r: _when(r.get("ts")) or datetime.min.replace(tzinfo=UTC))
+
+
+def series(root: Path, site: str, env: str, name: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The points of series ``name`` at or after ``since`` (aware datetime; None: all), oldest first."""
+    files = _month_files(root, site, env, name)
     if since is not None:
         files = [p for p in files if p.name[:7] >= f"{since.astimezone(UTC):%Y-%m}"]
     points = [r for p in files for r in read_lines(p)]
     if since is not None:
         points = [r for r in points if (w := _when(r.get("ts"))) is not None and w >= since]
-    points.sort(key=lambda r: _when(r.get("ts")) or datetime.min.replace(tzinfo=UTC))
-    return points
+    return _by_time(points)
+
+
+def latest_point(root: Path, site: str, env: str, name: str) -> dict[str, Any] | None:
+    """The newest point of series ``name`` (``series(...)[-1]``), reading only its newest non-empty month."""
+    for path in reversed(_month_files(root, site, env, name)):
+        points = read_lines(path)
+        if points:
+            return _by_time(points)[-1]
+    return None
 
 
 __all__ = [
@@ -242,6 +260,7 @@ __all__ = [
     "environments",
     "index_dir",
     "last_runs",
+    "latest_point",
     "read_lines",
     "record_backup",
     "record_cert",

@@ -155,3 +155,20 @@ def test_two_controllers_appending_to_one_file_rebase_without_conflict(tmp_path:
     assert [r["run_id"] for r in index.read_lines(b / "index/shop/runs.jsonl")] == ["R0", "RA", "RB"]
     assert [c["serial"] for c in index.certs(b, "shop", "staging")] == ["RA", "RB"]
     assert index.last_runs(b, "shop")["staging"]["update"]["run_id"] == "RB"
+
+
+def test_latest_point_is_the_last_point_of_the_series_and_reads_only_the_newest_month(tmp_path: Path) -> None:
+    from maintkit.state.index import append_series, env_dir, latest_point, series
+
+    assert latest_point(tmp_path, "shop", "production", "health") is None
+    for ts, n in [("2026-10-31T23:00:00+00:00", 1), ("2026-11-02T10:00:00+00:00", 3), ("2026-11-01T10:00:00+00:00", 2)]:
+        append_series(tmp_path, "shop", "production", "health", {"ts": ts, "n": n})
+    append_series(tmp_path, "shop", "production", "health", {"ts": "2026-11-02T10:00:00+00:00", "n": 4})
+    assert latest_point(tmp_path, "shop", "production", "health") == series(tmp_path, "shop", "production", "health")[-1]
+    assert latest_point(tmp_path, "shop", "production", "health")["n"] == 4  # equal times: the later line
+    folder = env_dir(tmp_path, "shop", "production") / "series" / "health"
+    with (folder / "2026-10.jsonl").open("a") as f:  # an older month is not read: this line would win
+        f.write('{"ts": "2026-12-30T00:00:00+00:00", "n": 99}\n')
+    assert series(tmp_path, "shop", "production", "health")[-1]["n"] == 99
+    (folder / "2026-12.jsonl").write_text("")  # an empty newest month: the month before counts
+    assert latest_point(tmp_path, "shop", "production", "health")["n"] == 4

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maintkit.state.index import append_series, series
+from maintkit.state.index import append_series, latest_point
 
 if TYPE_CHECKING:
     from maintkit.action import Context
@@ -59,8 +59,7 @@ def write_point(ctx: Context, name: str, point: Mapping[str, Any]) -> list[Path]
 
 def last_point(ctx: Context, name: str) -> dict[str, Any] | None:
     """The latest point of the series ``name`` of this site/env, or None when there is none."""
-    points = series(ctx.options.history, ctx.site.name, ctx.env.name, name)
-    return points[-1] if points else None
+    return latest_point(ctx.options.history, ctx.site.name, ctx.env.name, name)
 
 
 def http_point(ctx: Context, *, ok: bool, count: int, failed: int, latency: Mapping[str, Any]) -> list[Path]:
