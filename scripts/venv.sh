@@ -12,3 +12,6 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"
+# bytecode for the editable source tree (pip compiles only what it copies): every run starts
+# from it, even where PYTHONDONTWRITEBYTECODE keeps Python from writing it on first import
+"$VENV/bin/python" -m compileall -q maintkit >/dev/null

@@ -33,7 +33,7 @@ def git_provenance(path: Path) -> dict[str, Any]:
     none: dict[str, Any] = {"commit": None, "dirty": False, "repo": None}
     path = Path(path)
     start = path.parent if path.is_file() else path
-    if not start.is_dir():
+    if not start.is_dir() or not _may_be_in_repository(start):
         return none
     try:
         import git
@@ -50,6 +50,22 @@ def git_provenance(path: Path) -> dict[str, Any]:
         return none
     finally:
         repo.close()
+
+
+def _may_be_in_repository(start: Path) -> bool:
+    """Whether ``start`` or a parent holds a ``.git`` or is a git directory (or ``GIT_DIR`` is set).
+
+    A few ``stat`` calls that spare a playbook outside any repository GitPython's import; where
+    this says True, GitPython decides.
+    """
+    if os.environ.get("GIT_DIR"):
+        return True
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return True
+        if all((folder / name).exists() for name in ("HEAD", "objects", "refs")):
+            return True
+    return False
 
 
 def _facts(repo: Any, path: Path) -> dict[str, Any]:

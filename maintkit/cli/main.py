@@ -8,6 +8,7 @@ running a playbook) is in :mod:`maintkit.cli.common`; how a run is shown is in
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -68,8 +69,27 @@ for _command in (
 EXIT_AUDIT_INCOMPLETE = ExitCode.AUDIT_INCOMPLETE
 
 
+#: young-generation threshold while ``maint`` runs: imports allocate hundreds of thousands of
+#: long-lived objects, and the default (700) makes the collector walk them about 140 times
+_GC_YOUNG = 50_000
+
+
 def main() -> None:
-    """Entry point of the ``maint`` console script."""
+    """Entry point of the ``maint`` console script.
+
+    The collector runs less often while the command runs (:data:`_GC_YOUNG`), and what is alive
+    when it ends is frozen (:func:`gc.freeze`) so that the interpreter's teardown does not walk
+    every imported object once more (about 0.1 s after each run). Nothing else changes at exit:
+    threads are joined, ``atexit`` handlers run and every stream is flushed and closed as usual.
+    """
+    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
+    try:
+        _main()
+    finally:
+        gc.freeze()
+
+
+def _main() -> None:
     try:
         cli(standalone_mode=True)
     except PlanExit:

@@ -63,10 +63,13 @@ def _tops(modules: list[str]) -> set[str]:
     return {m.split(".")[0] for m in modules}
 
 
-def _maint_run(tmp_path: Path, host: LabHost, scratch: Path) -> dict[str, list[str]]:
+def _maint_run(tmp_path: Path, host: LabHost, scratch: Path, *, in_repo: bool = False) -> dict[str, list[str]]:
     inventory = write_inventory(tmp_path, sites_of({"shop": host.env(scratch / "site")}))
     playbook = tmp_path / "startup.yml"
     playbook.write_text(PLAYBOOK)
+    if in_repo:  # a repository with the playbook uncommitted: provenance needs GitPython
+        env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
     out = tmp_path / "modules.json"
     argv = [sys.executable, "-c", BOOT, str(out), "run", str(playbook), "-i", str(inventory),
             "--state-dir", str(tmp_path / "state"), "--yes"]  # fmt: skip
@@ -81,13 +84,22 @@ def test_a_non_terminal_run_imports_no_dev_logging_and_only_the_named_actions(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
     host, scratch = ssh_hosts[0]
-    seen = _maint_run(tmp_path, host, scratch)
+    seen = _maint_run(tmp_path, host, scratch, in_repo=True)
     at_connect, at_exit = seen["connect"], seen["exit"]
     assert _tops(at_exit).isdisjoint(NEVER), sorted(_tops(at_exit) & set(NEVER))
     assert "git" not in _tops(at_connect)  # provenance waits for the first connection
     assert "git" in _tops(at_exit)  # ... and is still recorded
     actions = sorted(m for m in at_exit if m.startswith("maintkit.actions"))
     assert actions == ["maintkit.actions", "maintkit.actions.command", "maintkit.actions.file"]
+
+
+def test_a_playbook_outside_any_repository_never_imports_gitpython(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
+    host, scratch = ssh_hosts[0]
+    seen = _maint_run(tmp_path, host, scratch)
+    assert "git" not in _tops(seen["exit"])
+    assert "maintkit.audit.provenance" in seen["exit"]
 
 
 def test_the_audit_log_keeps_the_commit_computed_after_the_first_connection(

@@ -1,0 +1,72 @@
+"""A playbook outside any git repository is recorded without importing GitPython; inside one, exactly as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+PROBE = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from maintkit.audit.provenance import git_provenance\n"
+    "facts = git_provenance(Path(sys.argv[1]))\n"
+    "print(json.dumps({'facts': facts, 'git_imported': 'git' in sys.modules}))\n"
+)
+
+
+def _probe(path: Path, **env: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True, env={**GIT_ENV, **env}
+    ).stdout
+    return dict(json.loads(out))
+
+
+def _git(repo: Path, *args: str) -> str:
+    argv = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+
+
+def test_outside_a_repository_git_is_not_imported(tmp_path: Path) -> None:
+    book = tmp_path / "a" / "b" / "update.yml"
+    book.parent.mkdir(parents=True)
+    book.write_text("name: x\n")
+    assert _probe(book) == {"facts": {"commit": None, "dirty": False, "repo": None}, "git_imported": False}
+
+
+def test_in_a_repository_and_in_a_worktree_the_commit_is_recorded(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "update.yml").write_text("name: x\n")
+    _git(repo, "add", "update.yml")
+    _git(repo, "commit", "-qm", "playbook")
+    sha = _git(repo, "rev-parse", "HEAD")
+    nested = repo / "deep" / "er"
+    nested.mkdir(parents=True)
+    assert _probe(repo / "update.yml") == {
+        "facts": {"commit": sha, "dirty": False, "repo": str(repo)},
+        "git_imported": True,
+    }
+    assert _probe(nested)["facts"] == {"commit": sha, "dirty": False, "repo": str(repo)}
+    worktree = tmp_path / "wt"
+    _git(repo, "worktree", "add", "-q", str(worktree))
+    assert (worktree / ".git").is_file()  # a worktree's .git is a file naming the real one
+    assert _probe(worktree / "update.yml")["facts"] == {"commit": sha, "dirty": False, "repo": str(worktree)}
+
+
+def test_git_dir_in_the_environment_leaves_the_decision_to_git(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "update.yml").write_text("name: x\n")
+    _git(repo, "add", "update.yml")
+    _git(repo, "commit", "-qm", "playbook")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "update.yml").write_text("name: x\n")
+    result = _probe(elsewhere / "update.yml", GIT_DIR=str(repo / ".git"))
+    assert result["git_imported"] is True
