@@ -1,4 +1,4 @@
-"""Benchmark: maintkit vs plain Fabric (and pyinfra when installed) on 1, 10 and 50 loopback hosts.
+"""Benchmark: maintkit vs plain Fabric on 1, 10 and 50 loopback hosts (peers.py adds pyinfra and Ansible).
 
 Each host is a real sshd on its own loopback alias (tests/lab/sshd.py). The workload is five
 steps: a directory, a file's content, a symlink, a read-only command and a no-op command.
@@ -22,64 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.lab.sshd import SshLab, chown_login_user  # noqa: E402
-
-PLAYBOOK = """\
-name: bench
-concurrency: 64
-stages:
-  - env: production
-    steps:
-      - {action: file.directory, with: {path: "{{ env.path }}/app"}}
-      - {action: file.content, with: {path: "{{ env.path }}/app/config.txt", content: "hello from maint\\n"}}
-      - {action: file.symlink, with: {path: "{{ env.path }}/current", target: "{{ env.path }}/app"}}
-      - {action: command, with: {argv: [uname, -r], read_only: true}}
-      - {action: command, with: {argv: ["true"], unless: ["true"]}}
-"""
-
-
-PEAK_RSS_MB = 0.0
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall and CPU (user+sys of the child) seconds of one command; tracks the peak RSS."""
-    global PEAK_RSS_MB
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    PEAK_RSS_MB = max(PEAK_RSS_MB, after.ru_maxrss / 1024)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def fresh_dirs(lab: SshLab, n: int, tag: str) -> list[Path]:
-    dirs = []
-    for h in lab.hosts[:n]:
-        d = h.root_dir / f"{tag}"
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir()
-        chown_login_user(d)
-        dirs.append(d)
-    return dirs
-
-
-def median(xs: list[tuple[float, float]]) -> tuple[float, float]:
-    return statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs)
+from common import DEFAULT_TIMER, PLAYBOOK, ROOT, fresh_dirs, start_lab, timed
+from common import median_measures as median
 
 
 def main() -> None:
@@ -90,13 +40,7 @@ def main() -> None:
     ap.add_argument("--state-git", action="store_true", help="also time maint with the git state backend")
     args = ap.parse_args()
     sizes = [int(x) for x in args.hosts.split(",")]
-    lab = SshLab()
-    remaining, octet = max(sizes), 0
-    while remaining > 0:  # up to 250 hosts per 127.0.N network
-        chunk = min(250, remaining)
-        lab.start(chunk, first_ip=2, net=f"127.0.{octet + 1}" if octet or max(sizes) > 250 else "127.0.0")
-        remaining -= chunk
-        octet += 1
+    lab = start_lab(sizes)  # up to 250 hosts per 127.0.N network
     work = lab.base / "bench"
     work.mkdir()
     env = {**os.environ, "MAINT_PLAIN": "1"}
@@ -146,7 +90,7 @@ def main() -> None:
                   f"cpu {rows[-1][3][1]:5.2f}s", flush=True)  # fmt: skip
     finally:
         lab.stop()
-    print(f"\npeak RSS of any child process (fabric or maint): {PEAK_RSS_MB:.0f} MB")
+    print(f"\npeak RSS of any child process (fabric or maint): {DEFAULT_TIMER.peak_rss_mb:.0f} MB")
     print("\nhosts | fabric wall/cpu | maint first wall/cpu (ratio) | maint no-op wall/cpu (ratio)")
     print("---|---|---|---")
     for n, f, a, b in rows:

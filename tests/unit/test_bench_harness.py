@@ -1,0 +1,246 @@
+"""The pure parts of the peers benchmark (benchmarks/): the maths, the table, the command lines, the
+reports it reads, the floor's batch (run by a real local shell) and the CPU accounting of orphans."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import common
+    import report
+    import tools
+finally:
+    sys.path.remove(str(BENCH))
+
+M = common.Measure
+HOSTILE = '/tmp/it\'s a "dir" $(touch pwned) -x'
+REC = {
+    "ip": "127.0.0.7",
+    "port": 2222,
+    "user": "deploy",
+    "key": "/k/id",
+    "known_hosts": "/k/known hosts",
+    "path": HOSTILE,
+}
+
+
+# ---------------------------------------------------------------- maths
+def test_median_of_ratios_is_not_ratio_of_medians() -> None:
+    a, b = [1.0, 2.0, 9.0], [2.0, 1.0, 3.0]
+    assert common.pair_ratios(a, b) == [0.5, 2.0, 3.0]
+    assert common.median_ratio(a, b) == 2.0
+    assert common.median(a) / common.median(b) == 1.0  # what the harness must NOT report
+
+
+def test_pairs_must_match_and_median_needs_values() -> None:
+    with pytest.raises(ValueError, match="pairs must match"):
+        common.pair_ratios([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="no values"):
+        common.median([])
+    assert common.median_measures([(1.0, 5.0), (3.0, 1.0), (2.0, 2.0)]) == (2.0, 2.0)
+
+
+def test_group_summary_table_and_json() -> None:
+    g = report.Group(10, "maint", "ansible")
+    g.add("first", M(1.0, 0.5, 60.0), M(4.0, 2.0, 50.0))
+    g.add("first", M(2.0, 1.0, 61.0), M(2.0, 4.0, 55.0))
+    g.add("first", M(3.0, 0.5, 62.0), M(10.0, 1.0, 52.0))
+    g.add("noop", M(1.0, 1.0), M(10.0, 5.0))
+    s = g.summary("first")
+    assert s == {"maint_wall": 2.0, "maint_cpu": 0.5, "peer_wall": 4.0, "peer_cpu": 2.0,
+                 "ratio_wall": 0.3, "ratio_cpu": 0.25}  # fmt: skip
+    absent = report.Group(10, "maint", "pyinfra", absent="pyinfra not installed (bash benchmarks/setup-peers.sh)")
+    assert report.table([g, absent]) == [
+        *report.HEADER,
+        "10 | first run | maint | 2.00 / 0.50 | ansible | 4.00 / 2.00 | 0.30x | 0.25x",
+        "10 | no-op | maint | 1.00 / 1.00 | ansible | 10.00 / 5.00 | 0.10x | 0.20x",
+        "10 | - | maint | - | pyinfra | pyinfra not installed (bash benchmarks/setup-peers.sh) | - | -",
+    ]
+    doc = json.loads(json.dumps(g.to_json()))
+    assert doc["pairs"]["first"][1] == {"maint": {"wall": 2.0, "cpu": 1.0, "rss_mb": 61.0},
+                                        "peer": {"wall": 2.0, "cpu": 4.0, "rss_mb": 55.0}}  # fmt: skip
+    assert doc["summary"]["noop"]["ratio_wall"] == 0.1
+    assert absent.to_json()["summary"] == {"first": None, "noop": None}
+    assert report.rss_lines({"fabric": 42.4, "maint": 59.6}) == ["maint: 60 MB", "fabric: 42 MB"]
+
+
+# ---------------------------------------------------------------- command lines
+def test_openssh_command_lines_are_strict_and_ignore_dotfiles() -> None:
+    base = tools.ssh_base(REC)
+    assert base[:3] == ["ssh", "-F", "/dev/null"]
+    opts = [base[i + 1] for i, a in enumerate(base) if a == "-o"]
+    assert {"UserKnownHostsFile=/k/known hosts", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null",
+            "IdentitiesOnly=yes", "IdentityAgent=none", "BatchMode=yes"} <= set(opts)  # fmt: skip
+    sock = Path("/s/m0")
+    assert tools.master_open_argv(REC, sock) == [*base, "-o", "ControlMaster=yes", "-o", "ControlPath=/s/m0",
+                                                 "-o", "ControlPersist=600", "-f", "-N", "deploy@127.0.0.7"]  # fmt: skip
+    assert tools.master_ctl_argv(REC, sock, "exit")[-3:] == ["-O", "exit", "deploy@127.0.0.7"]
+    with pytest.raises(ValueError):
+        tools.master_ctl_argv(REC, sock, "stop")
+    floor = tools.floor_argv(REC, sock)
+    assert floor[-2:] == ["deploy@127.0.0.7", tools.floor_script(HOSTILE)]
+    assert "ControlMaster=no" in floor
+    assert tools.master_pid("Master running (pid=4242)\r\n") == 4242
+    with pytest.raises(ValueError):
+        tools.master_pid("Control socket connect(/s/m0): No such file or directory")
+
+
+def test_floor_script_reads_the_converged_state_through_a_real_shell(tmp_path: Path) -> None:
+    d = tmp_path / 'it\'s a "dir" $(touch pwned) -x'
+    (d / "app").mkdir(parents=True)
+    (d / "app" / "config.txt").write_text(common.CONTENT)
+    os.symlink(d / "app", d / "current")
+    sha = hashlib.sha256(common.CONTENT.encode()).hexdigest()
+    out = subprocess.run(["sh", "-c", tools.floor_script(str(d))], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == [f"{d}/app|directory|755|{_me()}|{_group()}|{(d / 'app').stat().st_size}",
+                         f"{d}/app/config.txt|regular file|644|{_me()}|{_group()}|17",
+                         f"{d}/current|symbolic link|777|{_me()}|{_group()}|{len(str(d / 'app'))}"]  # fmt: skip
+    assert lines[3:5] == [f"{d}/app", f"{sha}  {d}/app/config.txt"]
+    assert len(lines) == 6  # + uname -r; the missing lock printed nothing
+    assert tools.floor_output_ok(out.stdout, str(d), sha)
+    assert not (tmp_path / "pwned").exists()
+    (d / "app" / "config.txt").write_text("other\n")
+    again = subprocess.run(["sh", "-c", tools.floor_script(str(d))], capture_output=True, text=True)
+    assert not tools.floor_output_ok(again.stdout, str(d), sha)
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _group() -> str:
+    import grp
+
+    return grp.getgrgid(os.getgid()).gr_name
+
+
+def test_maint_inventory_and_argv() -> None:
+    inv = tools.maint_inventory([REC, {**REC, "ip": "127.0.0.8"}])
+    assert inv["sites"]["s1"]["environments"]["production"] == {
+        "host": "127.0.0.8", "port": 2222, "user": "deploy", "key_file": "/k/id",
+        "known_hosts": "/k/known hosts", "path": HOSTILE}  # fmt: skip
+    warm = tools.maint_inventory([REC], openssh=True, persist=600)["sites"]["s0"]["environments"]["production"]
+    assert (warm["connection"], warm["control_persist"]) == ("openssh", 600)
+    assert tools.maint_argv("maint", Path("b.yml"), Path("i.json"), Path("st"), 7) == [
+        "maint", "run", "b.yml", "-i", "i.json", "--state-dir", "st", "--concurrency", "7"]  # fmt: skip
+    assert tools.maint_changed({"status": "ok", "changed": 3}) == 3
+    with pytest.raises(ValueError, match="'failed'"):
+        tools.maint_changed({"status": "failed", "changed": 0})
+
+
+def test_pyinfra_inventory_is_strict_and_argv() -> None:
+    ns: dict[str, object] = {}
+    exec(tools.pyinfra_inventory([REC]), ns)  # the module pyinfra will load
+    assert ns["hosts"] == [("127.0.0.7", {
+        "ssh_port": 2222, "ssh_user": "deploy", "ssh_key": "/k/id", "ssh_known_hosts_file": "/k/known hosts",
+        "ssh_strict_host_key_checking": "yes", "ssh_config_file": "/dev/null", "ssh_allow_agent": False,
+        "ssh_look_for_keys": False, "path": HOSTILE})]  # fmt: skip
+    argv = tools.pyinfra_argv(Path("/v"), Path("/w/inv.py"), 50)
+    assert argv == ["/v/bin/pyinfra", "/w/inv.py", str(tools.PYINFRA_DEPLOY), "-y", "--parallel", "50", "--json"]
+
+
+def test_pyinfra_report_parsing() -> None:
+    ops = [{"name": n, "success": [], "error": [], "no_change": ["h1", "h2"]} for n in tools.STATE_STEPS]
+    ops += [{"name": n, "success": ["h1", "h2"], "error": [], "no_change": []} for n in tools.COMMAND_STEPS]
+    out = "--> noise\n" + json.dumps({"plan": [], "results": {"operations": ops, "failed_hosts": []}})
+    got = tools.pyinfra_changes(out)
+    assert got["symlink"] == {"changed": set(), "unchanged": {"h1", "h2"}}
+    assert got["uname"] == {"changed": {"h1", "h2"}, "unchanged": set()}
+    ops[0]["error"] = ["h2"]
+    with pytest.raises(ValueError, match="'directory' failed on"):
+        tools.pyinfra_changes(json.dumps({"results": {"operations": ops, "failed_hosts": []}}))
+    with pytest.raises(ValueError, match="failed on"):
+        tools.pyinfra_changes(json.dumps({"results": {"operations": [], "failed_hosts": ["h1"]}}))
+
+
+def test_ansible_cfg_inventory_argv() -> None:
+    cfg = tools.ansible_cfg(50, Path("/w/ac1"))
+    for line in ("host_key_checking = True", "forks = 50", "pipelining = True", "gather_facts = False",
+                 "control_path_dir = /w/ac1", "control_path = %(directory)s/%%h-%%p-%%r"):  # fmt: skip
+        assert line in cfg.splitlines()
+    host = tools.ansible_inventory([REC])["all"]["hosts"]["127.0.0.7"]
+    assert shlex.split(host["ansible_ssh_common_args"]) == [
+        "-F", "/dev/null", "-o", "UserKnownHostsFile=/k/known hosts", "-o", "StrictHostKeyChecking=yes",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]  # fmt: skip
+    assert (host["ansible_port"], host["ansible_ssh_private_key_file"], host["path"]) == (2222, "/k/id", HOSTILE)
+    assert tools.ansible_argv(Path("/v"), Path("/w/i.json")) == [
+        "/v/bin/ansible-playbook", "-i", "/w/i.json", str(tools.ANSIBLE_PLAYBOOK)]  # fmt: skip
+
+
+def test_ansible_recap_parsing() -> None:
+    out = textwrap.dedent("""\
+        PLAY RECAP *********************************************************************
+        127.0.0.2                  : ok=5    changed=3    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+        127.0.0.3                  : ok=5    changed=0    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+        """)
+    assert tools.ansible_recap(out) == {"127.0.0.2": (5, 3), "127.0.0.3": (5, 0)}
+    with pytest.raises(ValueError, match="127.0.0.3 unreachable=1 failed=0"):
+        tools.ansible_recap(out.replace("ok=5    changed=0    unreachable=0", "ok=0    changed=0    unreachable=1"))
+
+
+def test_workload_problems_names_what_is_missing(tmp_path: Path) -> None:
+    d = tmp_path / "h"
+    (d / "app").mkdir(parents=True)
+    (d / "app" / "config.txt").write_text("hello from maint")  # no newline: not the same content
+    os.symlink(tmp_path, d / "current")
+    assert common.workload_problems([d]) == [
+        f"{d}/app/config.txt: content is not 'hello from maint\\n'", f"{d}/current: not a symlink to {d}/app"]  # fmt: skip
+    (d / "app" / "config.txt").write_text(common.CONTENT)
+    (d / "current").unlink()
+    os.symlink(d / "app", d / "current")
+    assert common.workload_problems([d]) == []
+
+
+# ---------------------------------------------------------------- CPU of orphans
+ORPHAN = """
+import os, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import common
+gate = sys.argv[2]
+if sys.argv[3] == "adopt":
+    common.become_subreaper()
+burn = "import os, time, pathlib\\nwhile time.process_time() < 0.3: pass\\npathlib.Path(%r).write_text(str(os.getpid()))" % gate
+shell = f"{sys.executable} -c {__import__('shlex').quote(burn)} & exit 0"
+def running(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+def cleanup():  # gates: the burner writes its pid when its CPU is spent; then wait for its exit
+    while not os.path.exists(gate) or not open(gate).read():
+        time.sleep(0.005)
+    pid = int(open(gate).read())
+    while running(pid):
+        time.sleep(0.005)
+t = common.Timer()
+m, _ = t.run(["sh", "-c", shell], cleanup=cleanup)
+print(m.cpu)
+"""
+
+
+@pytest.mark.parametrize("mode", ["adopt", "plain"])
+def test_timer_counts_the_cpu_of_orphans_it_adopted(tmp_path: Path, mode: str) -> None:
+    gate = tmp_path / "gate"
+    proc = subprocess.run([sys.executable, "-c", ORPHAN, str(BENCH), str(gate), mode], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cpu = float(proc.stdout)
+    if mode == "adopt":
+        assert cpu >= 0.3  # the background burner's 0.3 s, reaped in the window, counted
+    else:
+        assert cpu < 0.3  # not adopted: it vanishes from the figures (what the subreaper prevents)
