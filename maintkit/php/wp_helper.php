@@ -15,10 +15,13 @@
  *                              with "into" (a ".maint-new-<slug>" sibling of the installed folder)
  *                              the package is only unpacked there: the caller switches it in by
  *                              renames, then calls activate
- *   activate {"type","slug","active","network_active"}
- *                              after a switch: keep the active state, report the installed version
+ *   activate {"type","slug","active","network_active","list"}
+ *                              after a switch: keep the active state, report the installed version;
+ *                              with "list", also what list reports, read after the activation
+ *                              (the caller's read-back, without booting WordPress once more)
  *   core     {"zip","version"} update core from a local package (Core_Upgrader)
- *   dbupgrade                  run the WordPress database upgrade with the (new) code on disk
+ *   dbupgrade {"list"}         run the WordPress database upgrade with the (new) code on disk;
+ *                              with "list", also what list reports afterwards
  *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
  *                              wp-config.php; prints the database name and table prefix only
  *   siteinfo {"readonly"}      what list reports, plus the locale and the uploads folder
@@ -166,7 +169,7 @@ switch ($maintkit_cmd) {
         maintkit_out(maintkit_install($maintkit_args));
         break;
     case 'activate':
-        maintkit_out(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)));
+        maintkit_out(maintkit_with_list(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)), $maintkit_args));
         break;
     case 'core':
         maintkit_out(maintkit_core($maintkit_args));
@@ -194,10 +197,19 @@ switch ($maintkit_cmd) {
         ob_end_clean();
         wp_cache_flush();
         $v = maintkit_core_versions();
-        maintkit_out(array('ok' => true, 'db_version' => (string) get_option('db_version'), 'files_db_version' => $v['files_db_version']));
+        maintkit_out(maintkit_with_list(array('ok' => true, 'db_version' => (string) get_option('db_version'), 'files_db_version' => $v['files_db_version']), $maintkit_args));
         break;
     default:
         maintkit_fail('unknown command ' . $maintkit_cmd);
+}
+
+/** With "list" in the arguments: the answer plus what list reports now, under "state". */
+function maintkit_with_list(array $out, array $a): array
+{
+    if (!empty($a['list']) && !empty($out['ok'])) {
+        $out['state'] = maintkit_list();
+    }
+    return $out;
 }
 
 function maintkit_core_versions(): array

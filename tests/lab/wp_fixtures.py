@@ -4,7 +4,9 @@
 ``shop`` gives each test a staging and a production copy of it reached over SSH on two lab
 hosts, plus an empty plugin-zip repository; ``core_zip`` is a WordPress core package one patch
 release ahead; ``update_api`` is a loopback stand-in for the WordPress.org update API. The
-helpers (``write_inventory``, ``run``, ``steps``, ``events``, ``cart``) are imported by name.
+helpers (``write_inventory``, ``run``, ``steps``, ``events``, ``cart``) are imported by name;
+``make_shop``, ``site_entry`` and ``serve_update_api`` are the fixtures' bodies as plain
+functions (benchmarks/monthly.py builds many shops with them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +73,21 @@ def shop(
     tmp_path: Path,
 ) -> Shop:
     (h1, scratch1), (h2, _scratch2) = ssh_hosts[0], ssh_hosts[1]
+    return make_shop(wp_template, h1, h2, scratch1, tmp_path)
+
+
+def make_shop(
+    wp_template: WpTemplate, staging_host: LabHost, production_host: LabHost, host_dir: Path, tmp: Path
+) -> Shop:
+    """A staging and a production copy of the template (own trees and databases), an empty zip
+    repository under ``tmp`` (the ``shop`` fixture; benchmarks/monthly.py makes many)."""
     staging = wp_template.make_site(owner="deploy")
     production = wp_template.make_site(owner="deploy")
-    repo = tmp_path / "zips"
-    repo.mkdir()
-    return Shop(staging, production, h1, h2, repo, scratch1, web_stack, mariadb, tmp_path)
+    repo = tmp / "zips"
+    repo.mkdir(parents=True)
+    return Shop(
+        staging, production, staging_host, production_host, repo, host_dir, wp_template.web, wp_template.mariadb, tmp
+    )
 
 
 def _defaults_file(shop: Shop, site: WpSite) -> str:
@@ -99,6 +112,20 @@ def write_inventory(
 
     ``envs`` chooses the environments (a production-only shop: ``("production",)``),
     ``site_fields`` adds site fields (``direct_updates``), ``vars`` the site's variables."""
+    sites = {"shop": site_entry(shop, cms_update, envs=envs, site_fields=site_fields, **vars)}
+    return load_inventory(runs.write_inventory(shop.tmp, sites, unique=True))
+
+
+def site_entry(
+    shop: Shop,
+    /,
+    cms_update: dict[str, Any] | None = None,
+    *,
+    envs: tuple[str, ...] = ("staging", "production"),
+    site_fields: dict[str, Any] | None = None,
+    **vars: Any,
+) -> dict[str, Any]:
+    """The inventory entry of ``shop`` (see :func:`write_inventory`)."""
     settings = {"repository": {"path": str(shop.repo)}, "api_url": None, "schema_options": ["shop_cart_db_version"]}
     site_vars = {
         "cms_update": {**settings, **(cms_update or {})},
@@ -118,8 +145,7 @@ def write_inventory(
             url=site.url,
             vars={"db_name": site.db_name, "db_defaults_file": _defaults_file(shop, site)},
         )
-    sites = {"shop": {"platform": "wordpress", "vars": site_vars, "environments": environments, **(site_fields or {})}}
-    return load_inventory(runs.write_inventory(shop.tmp, sites, unique=True))
+    return {"platform": "wordpress", "vars": site_vars, "environments": environments, **(site_fields or {})}
 
 
 def run(shop: Shop, inventory: Inventory, playbook: Any = None, **kwargs: Any) -> RunResult:
@@ -153,12 +179,19 @@ def core_zip(wp_template: WpTemplate, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture()
 def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A loopback stand-in for the WordPress.org update API (and a download server): (base URL, zip dir)."""
+    zips = tmp_path / "downloads"
+    zips.mkdir()
+    with serve_update_api(zips) as url:
+        yield url, zips
+
+
+@contextmanager
+def serve_update_api(zips: Path) -> Iterator[str]:
+    """Serve the update API stand-in (shop-cart 1.0.0 and 1.1.0, core 6.1.9) and the zips in
+    ``zips`` under ``/downloads/`` on a free loopback port; yields the base URL."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlparse
-
-    zips = tmp_path / "downloads"
-    zips.mkdir()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -202,7 +235,7 @@ def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", zips
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -9,6 +9,12 @@ compares the database schema with the dump's and writes lock entries.
 
 Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
 dump with the mariadb client, so it works when the update broke WordPress.
+
+PHP boots per changed stage: ``dbcnf`` (wp-config.php only), one ``install`` per package (it
+unpacks beside the live folder) and one ``activate`` per switched package, whose fresh process
+booted WordPress with the new code and also reports the installed state: verify checks that
+report (``read_back: activation``) instead of booting WordPress once more, unless anything
+ran after it (``post_update`` commands), in which case verify reads the state afresh.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from maintkit.action import Context
 from maintkit.actions.cms.db import DbUndo, dump_database, list_tables, read_options, restore_database
 from maintkit.actions.cms.drivers.base import run_commands
 from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
-from maintkit.actions.cms.drivers.wordpress_state import WpState, read_zip_package, same_version, wp_helper_source
+from maintkit.actions.cms.drivers.wordpress_state import (
+    WpState,
+    read_zip_package,
+    same_version,
+    state_from_helper,
+    wp_helper_source,
+)
 from maintkit.actions.cms.drivers.wordpress_switch import schema_changes, sibling, switch_into_place, switchable
 from maintkit.actions.cms.lock import LockedPackage
 from maintkit.actions.cms.plan import Update, UpdatePlan
@@ -50,6 +62,8 @@ class WordPressDriver(WordPressPlanner):
     _db_undo: DbUndo | None = None
     #: package folders switched in by renames in this apply
     switched: list[str]
+    #: the state the last helper process of apply reported after every change (None: read afresh)
+    _listing: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- apply
     def apply(self, ctx: Context, plan: UpdatePlan[WpState]) -> list[Change]:
@@ -57,7 +71,7 @@ class WordPressDriver(WordPressPlanner):
         return self.apply_or_undo(ctx, lambda changes: self._apply(ctx, plan, changes))
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
-        self.switched, self._db_undo = [], None
+        self.switched, self._db_undo, self._listing = [], None, None
         snap = self.prepare_snapshot_dir(ctx)
         ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
         state = plan.state
@@ -76,8 +90,9 @@ class WordPressDriver(WordPressPlanner):
             for update in sorted(plan.updates, key=lambda u: u.kind != "core"):
                 self._install(ctx, update, snap, changes)
         finally:
-            ctx.record(switched=list(self.switched))
+            ctx.record(switched=list(self.switched), timing_ms=self.clock.public(), php_boots=self.clock.boots)
         if self.p.post_update:
+            self._listing = None  # the commands may change what activation reported
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
 
     def _dump(self, ctx: Context, state: WpState, snap: str) -> Change:
@@ -88,16 +103,17 @@ class WordPressDriver(WordPressPlanner):
         database = str(res.get("database") or state.db_name)
         prefix = str(res.get("table_prefix") or state.table_prefix)
         dump = f"{snap}/database.sql.gz"
-        undo = DbUndo(
-            database=database,
-            dump=dump,
-            defaults_file=cnf,
-            tables_before=list_tables(ctx, database, cnf),
-            options_table=f"{prefix}options",
-            schema_options=["db_version", *self.p.schema_options],
-        )
-        undo.schema_before = read_options(ctx, undo)
-        dump_database(ctx, database, cnf, dump)
+        with self.clock.part("dump"):  # the schema read and the dump (the helper run above is "php")
+            undo = DbUndo(
+                database=database,
+                dump=dump,
+                defaults_file=cnf,
+                tables_before=list_tables(ctx, database, cnf),
+                options_table=f"{prefix}options",
+                schema_options=["db_version", *self.p.schema_options],
+            )
+            undo.schema_before = read_options(ctx, undo)
+            dump_database(ctx, database, cnf, dump)
         self._db_undo = undo
         return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
 
@@ -122,13 +138,16 @@ class WordPressDriver(WordPressPlanner):
 
     def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change]) -> None:
         pkg = update.package
-        zip_path = self._stage_zip(ctx, update, snap)
+        self._listing = None
+        with self.clock.part("package_upload"):
+            zip_path = self._stage_zip(ctx, update, snap)
         if pkg.kind == "core":
             self._install_core(ctx, update, zip_path, snap, changes)
             return
         dest = pkg.path
         target = f"{snap}/{pkg.kind}s/{pkg.name}"
-        existed = snapshot_path(ctx, dest, target)
+        with self.clock.part("snapshots"):
+            existed = snapshot_path(ctx, dest, target)
         side = sibling(dest) if switchable(dest) else None
         # the rollback removes the siblings it may have left (only these recorded paths), then restores
         leftovers: list[tuple[str | None, str]] = [(None, side.new), (None, side.old)] if side else []
@@ -152,9 +171,13 @@ class WordPressDriver(WordPressPlanner):
             self._helper_ok(update, self.call(ctx, "install", args, uploaded=True), "install")
             return
         self._helper_ok(update, self.call(ctx, "install", {**args, "into": side.new}, uploaded=True), "install")
-        switch_into_place(ctx, side)
+        with self.clock.part("switch"):
+            switch_into_place(ctx, side)
         self.switched.append(dest)
-        self._helper_ok(update, self.call(ctx, "activate", args, uploaded=True), "activation")
+        res = self.call(ctx, "activate", {**args, "list": True}, uploaded=True)
+        self._helper_ok(update, res, "activation")
+        state = res.get("state")
+        self._listing = state if isinstance(state, dict) and state.get("ok") else None
 
     @staticmethod
     def _helper_ok(update: Update, res: dict[str, Any], what: str) -> None:
@@ -185,15 +208,20 @@ class WordPressDriver(WordPressPlanner):
         res = self.call(ctx, "core", {"zip": zip_path, "version": update.to}, uploaded=True)
         if not res.get("ok"):
             raise ApplyFailed(f"core {update.to}: update failed: {res.get('error')}")
-        db = self.call(ctx, "dbupgrade", uploaded=True)
+        db = self.call(ctx, "dbupgrade", {"list": True}, uploaded=True)
         if not db.get("ok"):
             raise ApplyFailed(f"core {update.to}: database upgrade failed: {db.get('error')}")
+        state = db.get("state")
+        self._listing = state if isinstance(state, dict) and state.get("ok") else None
 
     # ---------------------------------------------------------------- verify
     def verify(self, ctx: Context, plan: UpdatePlan[WpState]) -> tuple[WpState, dict[str, str | None]]:
-        """Read back what is installed (WordPress must bootstrap) and compare it with the plan."""
+        """Read back what is installed (WordPress must bootstrap) and compare it with the plan.
+
+        The state comes from the process that re-activated the last switched package (it booted
+        WordPress with the new code, after every change), else from a fresh helper run."""
         try:
-            st = self.state(ctx, uploaded=True)
+            st = self._read_back(ctx)
         except CheckFailed as exc:
             raise VerifyFailed(f"after the update: {exc.message}") from None
         problems = []
@@ -216,7 +244,16 @@ class WordPressDriver(WordPressPlanner):
         if problems:
             raise VerifyFailed("; ".join(problems))
         self._compare_schema(ctx)
+        ctx.record(timing_ms=self.clock.public(), php_boots=self.clock.boots)
         return st, trees
+
+    def _read_back(self, ctx: Context) -> WpState:
+        """The installed state after apply: the last activation's report, or a fresh read."""
+        if self._listing is not None:
+            ctx.record(read_back="activation")
+            return state_from_helper(self._listing, self.root(ctx))
+        ctx.record(read_back="helper")
+        return self.state(ctx, uploaded=True)
 
     def _compare_schema(self, ctx: Context) -> None:
         """After the new code booted (the read-back above): did the schema change since the dump?"""

@@ -5,6 +5,12 @@ drives WordPress's own API with the site's PHP CLI. Read-only calls pipe the hel
 through stdin (``php -- <root> list < helper``), so plan mode writes nothing; apply
 uploads it to ``<path>/.maint/wp_helper.php`` (0600) and finalize removes it.
 
+A WordPress boot is the driver's most expensive operation: the read-only state is read once
+and kept in the run's probe cache (under ``wp.list:<php>:<root>``) next to the host's probes,
+so ``compat.check``, a ``when: will_change('update')`` and ``cms.update`` of one stage share
+one boot. The runner drops that cache with every change on the host, so a read after any
+change is fresh.
+
 :class:`WordPressPlanner` reads the installed state and plans by version policy, from a
 predicted list (plan mode before the source stage ran) or from a version lock (promotion);
 :class:`~maintkit.actions.cms.drivers.wordpress.WordPressDriver` adds installing,
@@ -21,6 +27,7 @@ from maintkit.action import Context
 from maintkit.actions.cms.drivers.base import DriverBase
 from maintkit.actions.cms.drivers.wordpress_sources import WpSources
 from maintkit.actions.cms.drivers.wordpress_state import (
+    Stopwatch,
     WpState,
     parse_marked_json,
     same_version,
@@ -34,7 +41,7 @@ from maintkit.actions.cms.policy import Version, VersionPolicy, choose
 from maintkit.actions.cms.security import security_policy
 from maintkit.actions.cms.snapshots import tree_hashes
 from maintkit.errors import CheckFailed
-from maintkit.probes import Probe
+from maintkit.probes import Probe, RawOutput
 from maintkit.probes.cms import WP_CLI_PROBE
 
 
@@ -47,6 +54,7 @@ class WordPressPlanner(DriverBase):
     def __init__(self, params: CmsUpdateParams) -> None:
         super().__init__(params)
         self.sources = WpSources(params)
+        self.clock = Stopwatch()
 
     # ---------------------------------------------------------------- paths
     def helper_path(self, ctx: Context) -> str:
@@ -57,14 +65,16 @@ class WordPressPlanner(DriverBase):
     def call(self, ctx: Context, command: str, args: dict[str, Any] | None = None, *, uploaded: bool) -> dict[str, Any]:
         """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
         payload = json.dumps(args or {}, separators=(",", ":"))
-        if uploaded:
-            argv = [self.p.php, self.helper_path(ctx), self.root(ctx), command, payload]
-            res = ctx.run(argv, check=False, timeout=self.p.timeout or ctx.env.command_timeout)
-        else:
-            argv = [self.p.php, "--", self.root(ctx), command, payload]
-            res = ctx.run(
-                argv, check=False, stdin=wp_helper_source(), timeout=self.p.timeout or ctx.env.command_timeout
-            )
+        self.clock.boots += 1
+        with self.clock.part("php"):
+            if uploaded:
+                argv = [self.p.php, self.helper_path(ctx), self.root(ctx), command, payload]
+                res = ctx.run(argv, check=False, timeout=self.p.timeout or ctx.env.command_timeout)
+            else:
+                argv = [self.p.php, "--", self.root(ctx), command, payload]
+                res = ctx.run(
+                    argv, check=False, stdin=wp_helper_source(), timeout=self.p.timeout or ctx.env.command_timeout
+                )
         data = parse_marked_json(res.stdout)
         if data is None:
             return {
@@ -74,11 +84,26 @@ class WordPressPlanner(DriverBase):
         return data
 
     def state(self, ctx: Context, *, uploaded: bool = False) -> WpState:
-        """Installed core, plugins and themes (WordPress bootstraps: a fatal error shows here)."""
-        data = self.call(ctx, "list", {"readonly": not uploaded}, uploaded=uploaded)
+        """Installed core, plugins and themes (WordPress bootstraps: a fatal error shows here).
+
+        The read-only read (``uploaded=False``) is shared through the run's probe cache until
+        the next change on the host; ``uploaded=True`` (after a change) always reads afresh."""
+        data = self.call(ctx, "list", {"readonly": False}, uploaded=True) if uploaded else self._shared_list(ctx)
         if not data.get("ok"):
             raise CheckFailed(f"cannot read the WordPress state at {self.root(ctx)}: {data.get('error')}")
         return state_from_helper(data, self.root(ctx))
+
+    def _shared_list(self, ctx: Context) -> dict[str, Any]:
+        """The helper's read-only ``list`` answer, from the probe cache when nothing changed since."""
+        key = f"wp.list:{self.p.php}:{self.root(ctx)}"
+        cached = ctx.probe_cache.get(ctx.host_key, key)
+        if cached is not None:
+            value = json.loads(cached.stdout)
+            return value if isinstance(value, dict) else {}
+        data = self.call(ctx, "list", {"readonly": True}, uploaded=False)
+        if data.get("ok"):  # a failed read is not kept: the next step tries again
+            ctx.probe_cache.put(ctx.host_key, key, RawOutput(json.dumps(data), 0))
+        return data
 
     def read_probes(self, ctx: Context, plan: UpdatePlan[WpState]) -> None:
         """Add the wp-cli version (when wp-cli is installed) to the plan's facts."""
@@ -115,14 +140,16 @@ class WordPressPlanner(DriverBase):
         for pkg in st.packages:
             if not self.in_scope(policy, pkg):
                 continue
-            offers = self.sources.offers(ctx, pkg, listing, st.php_version)
+            with self.clock.part("sources"):
+                offers = self.sources.offers(ctx, pkg, listing, st.php_version)
             decision = choose(policy, pkg.name, pkg.kind, pkg.version, [o.version for o in offers if o.version])
             if decision.held_back:
                 plan.skipped.append(Skipped(pkg.name, pkg.kind, pkg.version, decision.held_back, decision.reason))
             if decision.version is None:
                 continue
             offer = next(o for o in offers if o.version == decision.version)
-            self.sources.materialize(ctx, pkg, offer)
+            with self.clock.part("sources"):
+                self.sources.materialize(ctx, pkg, offer)
             problem = self.sources.problem(pkg, offer, st, core_target)
             if problem:
                 plan.skipped.append(Skipped(pkg.name, pkg.kind, pkg.version, offer.version, problem, blocking=True))
@@ -197,7 +224,8 @@ class WordPressPlanner(DriverBase):
                 f"refusing to install anything else than what {lock.env} validated"
             )
         offer = offers[0]
-        self.sources.materialize(ctx, pkg, offer)
+        with self.clock.part("sources"):
+            self.sources.materialize(ctx, pkg, offer)
         if lp.sha256 and offer.sha256 != lp.sha256:
             raise CheckFailed(
                 f"{pkg.kind} {pkg.name} {lp.version}: the package from {offer.source} has sha256 {offer.sha256}, "

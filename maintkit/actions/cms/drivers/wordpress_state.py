@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -40,6 +43,30 @@ def parse_marked_json(stdout: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+@dataclass
+class Stopwatch:
+    """Where one cms.update step spends its time: milliseconds per part and PHP boots.
+
+    Recorded with the step (``timing_ms``, ``php_boots``) so the audit log shows the split of an
+    update (helper boots, dump, snapshots, package staging, switches) per site."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+    boots: int = 0
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``name``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+    def public(self) -> dict[str, float]:
+        """Milliseconds per part, rounded."""
+        return {k: round(v, 1) for k, v in sorted(self.ms.items())}
 
 
 @dataclass
@@ -193,6 +220,7 @@ def state_from_helper(data: dict[str, Any], root: str) -> WpState:
 __all__ = [
     "CORE",
     "JSON_MARKER",
+    "Stopwatch",
     "WpState",
     "newer",
     "parse_marked_json",
