@@ -10,6 +10,7 @@ over) reports ``lock.lost`` and asks the run to stop.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable
@@ -53,30 +54,49 @@ class Lease:
 
 
 class Heartbeat:
-    """Renews the leases of every lock one run holds, from one thread. Thread-safe."""
+    """Renews the leases of every lock one run holds, from one thread. Thread-safe.
+
+    The leases wait in a heap ordered by their next renewal: taking a lock costs a push, and
+    wakes the thread only when that lease is due before every other one (never, when all
+    leases have the same length), so a fleet of hundreds of locks costs the same per lock as
+    a few. Between renewals the thread holds no lease (nor its transport), and it ends as soon
+    as the run holds none.
+    """
 
     def __init__(self) -> None:
         self._leases: dict[tuple[str, str], Lease] = {}
+        #: (due, n, key): a lease's next renewal; an entry whose lease was dropped or renewed since is skipped
+        self._heap: list[tuple[float, int, tuple[str, str]]] = []
+        self._pushed = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        #: how many times the thread looked at its heap (each start and each wake-up): a counter for tests
+        self.looks = 0
 
     def hold(self, lease: Lease) -> None:
         """Start renewing ``lease`` (a third of its length from now)."""
         lease.due = time.monotonic() + lease.interval
+        key = (lease.site, lease.env)
         with self._lock:
-            self._leases[(lease.site, lease.env)] = lease
+            self._leases[key] = lease
+            first = self._push(key, lease.due)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="maint-lease-heartbeat", daemon=True)
                 self._thread.start()
-        self._wake.set()
+                return
+        if first:
+            self._wake.set()
 
     def drop(self, site: str, env: str) -> int:
         """Stop renewing the lease of ``site``/``env`` (waits for a renewal in flight); its renewal count."""
         with self._lock:
             lease = self._leases.pop((site, env), None)
+            last = not self._leases
         if lease is None:
             return 0
+        if last:
+            self._wake.set()  # nothing left to renew: the thread ends now, not at the next renewal
         with lease.busy:
             return lease.renewals
 
@@ -85,22 +105,52 @@ class Heartbeat:
         with self._lock:
             return sorted(self._leases)
 
+    def _push(self, key: tuple[str, str], due: float) -> bool:
+        """Queue ``key``'s renewal at ``due`` (under the lock); True when it is now the first due."""
+        self._pushed += 1
+        heapq.heappush(self._heap, (due, self._pushed, key))
+        if len(self._heap) > 2 * len(self._leases) + 32:  # mostly entries of dropped or renewed leases
+            self._heap = [(d, n, k) for d, n, k in self._heap if (x := self._leases.get(k)) is not None and x.due == d]
+            heapq.heapify(self._heap)
+        return self._heap[0][2] == key and self._heap[0][0] == due
+
+    def _next_due(self, now: float) -> tuple[Lease | None, float | None]:
+        """(a lease due now, None) or (None, when the next one is due); (None, None): none held, the thread ends."""
+        with self._lock:
+            self.looks += 1
+            while self._heap:
+                due, _, key = self._heap[0]
+                lease = self._leases.get(key)
+                if lease is None or lease.due != due:  # dropped, or renewed and queued again
+                    heapq.heappop(self._heap)
+                    continue
+                if due > now:
+                    return None, due
+                heapq.heappop(self._heap)
+                return lease, None
+            if not self._leases:
+                self._thread = None
+                return None, None
+            return None, now + 1.0  # not reached: every held lease has an entry
+
     def _loop(self) -> None:
         while True:
-            with self._lock:
-                if not self._leases:
-                    self._thread = None
-                    return
-                leases = list(self._leases.values())
-            for lease in leases:
-                if time.monotonic() >= lease.due:
-                    self._renew(lease)
-            with self._lock:
-                due = min((x.due for x in self._leases.values()), default=time.monotonic())
-            self._wake.wait(max(0.02, due - time.monotonic()))
-            self._wake.clear()
+            self._wake.clear()  # before looking: a lease held from now on wakes the wait below
+            lease, wake_at = self._next_due(time.monotonic())
+            if lease is not None:
+                self._renew(lease)
+                with self._lock:
+                    if self._current(lease, locked=True):
+                        self._push((lease.site, lease.env), lease.due)
+                del lease  # sleep without holding a lease (nor its transport)
+                continue
+            if wake_at is None:
+                return
+            self._wake.wait(max(0.02, wake_at - time.monotonic()))
 
-    def _current(self, lease: Lease) -> bool:
+    def _current(self, lease: Lease, locked: bool = False) -> bool:
+        if locked:
+            return self._leases.get((lease.site, lease.env)) is lease
         with self._lock:
             return self._leases.get((lease.site, lease.env)) is lease
 

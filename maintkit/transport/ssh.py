@@ -36,7 +36,7 @@ from paramiko.message import Message
 
 from maintkit.errors import HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
-from maintkit.transport import base, ssh_channel, ssh_errors
+from maintkit.transport import base, ssh_channel, ssh_errors, ssh_policy
 from maintkit.transport.base import CommandTransport, quote
 from maintkit.transport.keepalive import Keepalive, watch_transport
 from maintkit.transport.local import atomic_put_script
@@ -478,10 +478,9 @@ class SSHTransport(CommandTransport):
 
 
 def _load_known_hosts(path: str) -> Any:
-    """paramiko.HostKeys of one known_hosts file."""
-    keys = paramiko.HostKeys()
-    keys.load(path)
-    return keys
+    """The entries of one known_hosts file (read as paramiko.HostKeys reads them), indexed by host name."""
+    parse, matches = paramiko.hostkeys.HostKeyEntry.from_line, paramiko.HostKeys()._hostname_matches
+    return ssh_policy.KnownHostsIndex.load(path, parse, matches, paramiko.SSHException)
 
 
 def _close_quietly(conn: Any) -> None:

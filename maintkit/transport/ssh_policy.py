@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_SESSIONS",
     "USER_KNOWN_HOSTS",
     "HostKeyPolicy",
+    "KnownHostsIndex",
     "accept_new_target",
     "append_known_host",
     "check_settings",
@@ -94,6 +95,74 @@ def parsed_once(path: str, parse: Callable[[str], Any]) -> Any:
         parsed = parse(path)
         _PARSED[path] = (stamp, parsed)
         return parsed
+
+
+class KnownHostsIndex:
+    """The entries of one known_hosts file, found by host name without scanning the file.
+
+    ``entries`` are the file's entries in order (each with ``hostnames`` and ``key``, as
+    paramiko's ``HostKeyEntry``); ``matches(name, entry)`` is the library's own test, used
+    for hashed (``|1|``) entries, which can only be tried one by one. A plain name is found
+    in a dict: a run on hundreds of hosts that share one known_hosts file costs the same per
+    connection as a run on a few (a scan of every entry per connection costs O(hosts^2)).
+    :meth:`lookup` answers what ``HostKeys.lookup`` answers: the first key of each type among
+    the matching entries, in file order.
+    """
+
+    def __init__(self, entries: Sequence[Any], matches: Callable[[str, Any], bool]) -> None:
+        self._entries = list(entries)
+        self._matches = matches
+        self._plain: dict[str, list[int]] = {}
+        self._hashed: list[int] = []
+        for i, entry in enumerate(self._entries):
+            names = list(entry.hostnames)
+            if any(n.startswith("|1|") for n in names):
+                self._hashed.append(i)
+            for n in dict.fromkeys(n for n in names if not n.startswith("|1|")):
+                self._plain.setdefault(n, []).append(i)
+        #: how many entries were tested with ``matches`` (hashed entries only): a counter for tests
+        self.tested = 0
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        parse_line: Callable[[str, int], Any],
+        matches: Callable[[str, Any], bool],
+        bad_line: type[Exception],
+    ) -> KnownHostsIndex:
+        """Read ``path`` line by line as paramiko's ``HostKeys.load`` does (``parse_line`` is its
+        ``HostKeyEntry.from_line``; a line raising ``bad_line`` is skipped), without its test of every
+        earlier entry for each new line (O(lines^2)): the duplicates that test drops (a name whose
+        first key of that type is the same key) cannot change what :meth:`lookup` answers."""
+        entries = []
+        with open(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line or line[0] == "#":
+                    continue
+                try:
+                    entry = parse_line(line, lineno)
+                except bad_line:
+                    continue
+                if entry is not None:
+                    entries.append(entry)
+        return cls(entries, matches)
+
+    def lookup(self, hostname: str) -> dict[str, Any] | None:
+        """``{key type: key}`` for ``hostname`` (the first of each type, in file order); None when unknown."""
+        found = set(self._plain.get(hostname, ()))
+        if not hostname.startswith("|1|"):
+            for i in self._hashed:
+                self.tested += 1
+                if i not in found and self._matches(hostname, self._entries[i]):
+                    found.add(i)
+        keys: dict[str, Any] = {}
+        for i in sorted(found):
+            key = self._entries[i].key
+            if key is not None:
+                keys.setdefault(key.get_name(), key)
+        return keys or None
 
 
 def accept_new_target(extra: Sequence[str]) -> Path:
