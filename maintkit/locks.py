@@ -54,8 +54,43 @@ LOST_EXIT = 6
 DEFAULT_LEASE = 600
 #: a claim directory older than this (minutes) was left by a script that died mid-way
 _STALE_CLAIM_MINUTES = 1
-_GEN_OF = r"""sed -n 's/.*"gen": "\([0-9a-f][0-9a-f]*\)".*/\1/p'"""
-_EXPIRES_OF = r"""sed -n 's/.*"expires_epoch": \([0-9][0-9]*\).*/\1/p'"""
+#: the date format of ``expires``, after the epoch seconds (one ``date`` call prints both)
+_DATE_FMT = "+%s %Y-%m-%dT%H:%M:%SZ"
+#: Shell functions reading the holder's ``gen`` and ``expires_epoch`` with builtins only (no
+#: process): ``fields`` sets ``hg`` and ``he`` from ``$L/holder.json``. Each is the value of the
+#: first line holding one, and in that line the last ``"gen": "HEX"`` (followed by its closing
+#: quote) or ``"expires_epoch": DIGITS``: exactly ``sed -n 's/.*"gen": "\([0-9a-f][0-9a-f]*\)".*/\1/p'``
+#: (and the ``expires_epoch`` one) piped to ``head -n 1``. Empty when absent or malformed. A
+#: value's closing quote may open the next key, so the line is cut back to that quote, not before it.
+_FIELDS = r"""_gk='"gen": "'; _ek='"expires_epoch": '
+_gen_in() {
+  _r=$1
+  while :; do
+    case $_r in *"$_gk"*) ;; *) return 0 ;; esac
+    _t=${_r##*"$_gk"}; _v=${_t%%[!0123456789abcdef]*}
+    case $_t in "$_v"'"'*) [ -n "$_v" ] && { hg=$_v; return 0; } ;; esac
+    _r=${_r%"$_gk"*}'"'
+  done
+}
+_exp_in() {
+  _r=$1
+  while :; do
+    case $_r in *"$_ek"*) ;; *) return 0 ;; esac
+    _t=${_r##*"$_ek"}; _v=${_t%%[!0123456789]*}
+    [ -n "$_v" ] && { he=$_v; return 0; }
+    _r=${_r%"$_ek"*}
+  done
+}
+fields() {
+  hg=; he=
+  while IFS= read -r _l || [ -n "$_l" ]; do
+    [ -n "$hg" ] || _gen_in "$_l"
+    [ -n "$he" ] || _exp_in "$_l"
+    [ -z "$hg" ] || [ -z "$he" ] || break
+  done 2>/dev/null <"$L/holder.json"
+  _l=
+}
+"""
 
 
 def lock_dir(path: str) -> str:
@@ -98,42 +133,55 @@ def leased(holder: dict[str, Any], path: str, lease: int) -> dict[str, Any]:
 
 def _now_and_expiry(lease: int) -> str:
     """Shell setting ``now``, ``exp`` (epoch) and ``iso`` (UTC ISO) from the host's clock."""
+    n = int(lease)
+    fmt = quote(_DATE_FMT)
     return (
-        f"now=$(date -u +%s) || exit {LOCK_FAILED_EXIT}\n"
-        f"exp=$((now + {int(lease)}))\n"
-        'iso=$(date -u -d "@$exp" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$exp" +%Y-%m-%dT%H:%M:%SZ)\n'
+        # one date call (GNU, then BSD); with neither, the portable two calls
+        f"exp=; x=$(exec date -u -d '{n} seconds' {fmt} 2>/dev/null) || x=$(exec date -u -v{n:+d}S {fmt} 2>/dev/null) "
+        "&& { exp=${x%% *}; iso=${x#* }; }\n"
+        "case $exp in\n"
+        f'  ""|*[!0123456789]*) now=$(date -u +%s) || exit {LOCK_FAILED_EXIT}; exp=$((now + {n}))\n'
+        '    iso=$(date -u -d "@$exp" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$exp" +%Y-%m-%dT%H:%M:%SZ) ;;\n'
+        f"  *) now=$((exp - {n})) ;;\n"
+        "esac\n"
     )
 
 
 def _stamp(holder: dict[str, Any], tmp: str) -> str:
     """Shell writing ``holder`` plus ``expires``/``expires_epoch`` (host clock) into ``tmp``."""
     prefix = json.dumps(holder)[:-1]  # without its closing brace: the host appends the expiry
-    fmt = '%s, "expires": "%s", "expires_epoch": %s}\\n'
+    # a here-document through cat (not the printf builtin): a write error (a full disk) fails
+    # the script with cat's own message; an expanded value is never expanded again
     return _now_and_expiry(int(holder.get("lease", DEFAULT_LEASE))) + (
-        f'if ! printf {quote(fmt)} {quote(prefix)} "$iso" "$exp" | cat > {tmp}; '
+        f"P={quote(prefix)}\n"
+        f"if ! cat > {tmp} <<MAINT_HOLDER\n"
+        '$P, "expires": "$iso", "expires_epoch": $exp}\n'
+        "MAINT_HOLDER\n"
         f"then rm -f -- {tmp}; exit {LOCK_FAILED_EXIT}; fi\n"
     )
 
 
 def _vars(path: str) -> str:
-    """Shell: ``L`` (the lock directory), ``gen_of``/``expires_of`` (fields of its holder) and
-    ``claim GEN`` (atomically create ``$L/claim.GEN``; a claim left by a dead script is cleared first)."""
+    """Shell: ``L`` (the lock directory), ``fields`` (sets ``hg``/``he``, the ``gen`` and
+    ``expires_epoch`` of its holder) and ``claim GEN`` (atomically create ``$L/claim.GEN``; a
+    claim left by a dead script is cleared first)."""
     return (
         f"L={quote(lock_dir(path))}\n"
-        f'gen_of() {{ {_GEN_OF} "$L/holder.json" 2>/dev/null | head -n 1; }}\n'
-        f'expires_of() {{ {_EXPIRES_OF} "$L/holder.json" 2>/dev/null | head -n 1; }}\n'
-        # the lock directory is an absolute path: find needs no "--"
-        f'claim() {{ find "$L" -maxdepth 1 -name "claim.$1" -mmin +{_STALE_CLAIM_MINUTES} '
-        '-exec rmdir {} \\; 2>/dev/null; mkdir -- "$L/claim.$1" 2>/dev/null; }\n'
+        + _FIELDS
+        # only an existing claim is looked at; the lock directory is an absolute path: find needs no "--"
+        + f'claim() {{ if [ -d "$L/claim.$1" ]; then find "$L" -maxdepth 1 -name "claim.$1" '
+        f"-mmin +{_STALE_CLAIM_MINUTES} "
+        '-exec rmdir {} \\; 2>/dev/null; fi; mkdir -- "$L/claim.$1" 2>/dev/null; }\n'
     )
 
 
 #: the lock script's takeover of an expired lease (inside its loop; ``now`` and ``T`` are set)
 _TAKEOVER = (
-    "    og=$(gen_of); oe=$(expires_of)\n"
+    "    fields; og=$hg; oe=$he\n"
     '    if [ -n "$og" ] && [ -n "$oe" ] && [ "$now" -ge "$oe" ] && claim "$og"; then\n'
     '      old=$(cat -- "$L/holder.json")\n'
-    '      if [ "$(gen_of)" = "$og" ] && [ "$(expires_of)" = "$oe" ] && mv -f -- "$T" "$L/holder.json"; then\n'
+    "      fields\n"
+    '      if [ "$hg" = "$og" ] && [ "$he" = "$oe" ] && mv -f -- "$T" "$L/holder.json"; then\n'
     '        rmdir -- "$L/claim.$og"\n'
     f'        echo {TAKEN_MARK}; printf \'%s\\n\' "$old"; echo "{NOW_MARK}$now"; exit 0\n'
     "      fi\n"
@@ -156,9 +204,12 @@ def acquire_script(path: str, holder: dict[str, Any]) -> str:
     fail = f"exit {LOCK_FAILED_EXIT}"
     return (
         "exec 2>&1\n"
-        f"mkdir -p -- {quote(base)} || {fail}\n" + _stamp(holder, tmp) + _vars(path) + f"T={tmp}; n=0\n"
+        f"[ -d {quote(base)} ] || mkdir -p -- {quote(base)} || {fail}\n"
+        + _stamp(holder, tmp)
+        + _vars(path)
+        + f"T={tmp}; n=0\n"
         "while :; do\n"
-        '  if out=$(mkdir -- "$L" 2>&1); then\n'
+        '  if out=$(exec mkdir -- "$L" 2>&1); then\n'
         '    mv -f -- "$T" "$L/holder.json" && exit 0\n'
         f'    rm -rf -- "$L"; rm -f -- "$T"; {fail}\n'
         '  elif [ -d "$L" ]; then\n'
@@ -202,9 +253,9 @@ def renew_script(path: str, gen: str, lease: int) -> str:
     return (
         "exec 2>&1\n" + _vars(path) + f"T={tmp}\n"
         '[ -d "$L" ] || exit 4\n'
-        f'[ "$(gen_of)" = {g} ] || {{ cat -- "$L/holder.json" 2>/dev/null; exit {LOST_EXIT}; }}\n'
+        f'fields; [ "$hg" = {g} ] || {{ cat -- "$L/holder.json" 2>/dev/null; exit {LOST_EXIT}; }}\n'
         f'claim {g} || {{ [ -d "$L/claim."{g} ] && exit 7; exit {LOCK_FAILED_EXIT}; }}\n'
-        f'if [ "$(gen_of)" != {g} ]; then rmdir -- "$L/claim."{g}; exit {LOST_EXIT}; fi\n'
+        f'fields; if [ "$hg" != {g} ]; then rmdir -- "$L/claim."{g}; exit {LOST_EXIT}; fi\n'
         + _now_and_expiry(lease)
         + 'if sed -e "s/\\"expires\\": \\"[^\\"]*\\"/\\"expires\\": \\"$iso\\"/" '
         '-e "s/\\"expires_epoch\\": [0-9]*/\\"expires_epoch\\": $exp/" -- "$L/holder.json" > "$T" '
@@ -224,16 +275,16 @@ def release_script(path: str, run_id: str) -> str:
     g = quote(lock_token(run_id, path))
     return (
         _vars(path) + '[ -d "$L" ] || exit 0\n'
-        f'if [ "$(gen_of)" = {g} ]; then\n'
+        f'fields; if [ "$hg" = {g} ]; then\n'
         f"  if ! claim {g}; then\n"
         f'    [ -d "$L/claim."{g} ] && exit {LOST_EXIT}\n'
         f'    mkdir -- "$L/claim."{g} && rmdir -- "$L/claim."{g}; exit 1\n'  # prints why (a read-only disk)
         "  fi\n"
-        f'  [ "$(gen_of)" = {g} ] && {{ rm -rf -- "$L"; exit $?; }}\n'
+        f'  fields; [ "$hg" = {g} ] && {{ rm -rf -- "$L"; exit $?; }}\n'
         f'  rmdir -- "$L/claim."{g}; exit {LOST_EXIT}\n'
         "fi\n"
         # a holder written without a lease (an older maintkit) is matched by its run id
-        f'if [ -z "$(gen_of)" ] && grep -qF -- {quote(run_id)} "$L/holder.json" 2>/dev/null; then\n'
+        f'fields; if [ -z "$hg" ] && grep -qF -- {quote(run_id)} "$L/holder.json" 2>/dev/null; then\n'
         '  rm -rf -- "$L"; exit $?\n'
         "fi\n"
         f"exit {LOST_EXIT}"
@@ -258,8 +309,8 @@ def clear_script(path: str, run_id: str | None, gen: str | None = None) -> str:
         g = quote(gen)
         return (
             _vars(path) + '[ -d "$L" ] || exit 4\n'
-            f'[ "$(gen_of)" = {g} ] && claim {g} || exit 6\n'
-            f'[ "$(gen_of)" = {g} ] || {{ rmdir -- "$L/claim."{g}; exit 6; }}\n'
+            f'fields; [ "$hg" = {g} ] && claim {g} || exit 6\n'
+            f'fields; [ "$hg" = {g} ] || {{ rmdir -- "$L/claim."{g}; exit 6; }}\n'
             'rm -rf -- "$L" || exit 5'
         )
     same = f"grep -qF -- {quote(run_id)} {d}/holder.json" if run_id else f"[ ! -s {d}/holder.json ]"
