@@ -39,6 +39,78 @@ _FATAL_RE = re.compile(r"PHP (Fatal error|Parse error)|Uncaught (Error|Exception
 _LOG_TS_RE = re.compile(r"^\[(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}:\d{2})(?: ([A-Za-z/_+-]+))?\]")
 _FATAL_PAGE_RE = re.compile(r"<b>Fatal error</b>|PHP Fatal error|There has been a critical error on this website")
 
+#: Lints every file named on stdin (one per line) in ONE PHP process: ``opcache_compile_file``
+#: compiles without running anything, as ``php -l`` does. Prints ``E<TAB>file<TAB>message`` for a
+#: file that does not compile (the message ``php -l`` prints first: ``PHP Parse error:  ... in
+#: ./f.php on line N``), ``U<TAB>file`` when it cannot tell (no OPcache, its API restricted, a
+#: failure without a compile error), then the end marker. Warnings and deprecations are not
+#: failures (``php -l`` exits 0 on them). Nothing is cached on disk and no preload script runs.
+_LINT_PHP = r"""
+error_reporting(E_ALL);
+set_error_handler(function () { return true; });
+$ok = function_exists('opcache_compile_file') && is_array(opcache_get_status(false));
+$kinds = [E_PARSE => 'Parse error', E_COMPILE_ERROR => 'Fatal error', E_ERROR => 'Fatal error',
+    E_CORE_ERROR => 'Fatal error'];
+while (($f = fgets(STDIN)) !== false) {
+    $f = rtrim($f, "\n");
+    if ($f === '') { continue; }
+    if (!$ok) { echo "U\t$f\n"; continue; }
+    error_clear_last();
+    try {
+        if (opcache_compile_file($f)) { continue; }
+        $e = error_get_last();
+        if ($e === null || !isset($kinds[$e['type']])) { echo "U\t$f\n"; continue; }
+        [$kind, $msg, $line] = [$kinds[$e['type']], $e['message'], $e['line']];
+    } catch (ParseError $x) {
+        [$kind, $msg, $line] = ['Parse error', $x->getMessage(), $x->getLine()];
+    } catch (Throwable $x) {
+        [$kind, $msg, $line] = ['Fatal error', $x->getMessage(), $x->getLine()];
+    }
+    $real = realpath($f);
+    if ($real !== false) { $msg = str_replace($real, $f, $msg); }
+    echo "E\t$f\tPHP $kind:  $msg in $f on line $line\n";
+}
+echo "MAINTKIT-LINT-DONE\n";
+"""
+#: OPcache settings of the lint process: compile only (no optimizer, no JIT), nothing written
+#: to disk, no preload script run.
+_LINT_INI = (
+    "display_errors=0",
+    "log_errors=0",
+    "opcache.enable=1",
+    "opcache.enable_cli=1",
+    "opcache.file_cache=",
+    "opcache.preload=",
+    "opcache.optimization_level=0",
+    "opcache.jit=disable",
+    "opcache.jit_buffer_size=0",
+)
+
+
+def lint_script(php: str, path: str, max_files: int) -> str:
+    """Shell script linting up to ``max_files`` PHP files under ``path``; prints ``./file<TAB>error``
+    for each file that does not compile.
+
+    One PHP process lints every file (:data:`_LINT_PHP`); a file it cannot decide, or every file
+    when that process does not finish, is linted by its own ``php -l`` as before."""
+    bin_ = quote(php)
+    ini = " ".join(f"-d {quote(setting)}" for setting in _LINT_INI)
+    return (
+        f"cd {quote(path)} 2>/dev/null || exit 0\n"
+        f"files=$(find . -type f -name '*.php' | head -n {int(max_files)})\n"
+        '[ -n "$files" ] || exit 0\n'
+        "t=$(printf '\\t')\n"
+        f"out=$(printf '%s\\n' \"$files\" | {bin_} {ini} -r {quote(_LINT_PHP)} 2>/dev/null)\n"
+        'if [ "$(printf \'%s\\n\' "$out" | tail -n 1)" != MAINTKIT-LINT-DONE ]; then\n'
+        "  out=$(printf '%s\\n' \"$files\" | while IFS= read -r f; do printf 'U\\t%s\\n' \"$f\"; done)\n"
+        "fi\n"
+        'printf \'%s\\n\' "$out" | while IFS= read -r line; do case "$line" in\n'
+        '  "E$t"*) printf \'%s\\n\' "${line#E$t}" ;;\n'
+        f'  "U$t"*) f="${{line#U$t}}"; o=$({bin_} -d display_errors=1 -l "$f" 2>&1) || '
+        "printf '%s\\t%s\\n' \"$f\" \"$(printf '%s' \"$o\" | grep -m1 -i error | tr -d '\\n')\" ;;\n"
+        "esac; done\n"
+    )
+
 
 class CompatCheckParams(Params):
     """Parameters of ``compat.check``."""
@@ -197,18 +269,11 @@ class CompatCheck(Action[CompatCheckParams]):
 
     def _lint_failures(self, ctx: Context, updates: list[dict[str, Any]]) -> list[str]:
         failures = []
-        php = quote(self.params.php)
         for u in updates:
             path = u.get("path")
             if not path or not u.get("to") or u.get("type") == "core":
                 continue
-            script = (
-                f"cd {quote(str(path))} 2>/dev/null || exit 0\n"
-                f"find . -type f -name '*.php' | head -n {int(self.params.max_lint_files)} | "
-                f'while IFS= read -r f; do out=$({php} -d display_errors=1 -l "$f" 2>&1) || '
-                'printf "%s\\t%s\\n" "$f" "$(printf "%s" "$out" | grep -m1 -i "error" | tr -d "\\n")"; done'
-            )
-            res = ctx.run_shell(script, check=False)
+            res = ctx.run_shell(lint_script(self.params.php, str(path), self.params.max_lint_files), check=False)
             for line in res.stdout.splitlines():
                 file, _, message = line.partition("\t")
                 if file:
@@ -304,4 +369,4 @@ def _short(line: str) -> str:
     return head(text, 300)
 
 
-__all__ = ["CompatCheck", "CompatCheckParams"]
+__all__ = ["CompatCheck", "CompatCheckParams", "lint_script"]
