@@ -28,7 +28,7 @@ from maintkit.errors import ConfigError, InventoryError, Problem
 
 Platform = Literal["wordpress", "composer", "magento", "shopware", "laravel", "drupal", "bedrock", "generic"]
 HostKeyPolicy = Literal["strict", "accept-new"]
-ConnectionKind = Literal["ssh", "local"]
+ConnectionKind = Literal["ssh", "openssh", "local"]
 
 _CONNECTION_FIELDS = (
     "user",
@@ -46,6 +46,7 @@ _CONNECTION_FIELDS = (
     "keepalive_interval",
     "keepalive_count_max",
     "lock_lease",
+    "control_persist",
 )
 
 
@@ -88,7 +89,9 @@ class Defaults(_Model):
     known_hosts: str | None = Field(None, description="Extra known_hosts file (besides ~/.ssh/known_hosts)")
     key_file: str | None = Field(None, description="SSH private key file")
     become: bool = Field(False, description="Run commands through sudo -n")
-    connection: ConnectionKind = Field("ssh", description="ssh, or local to run on this machine")
+    connection: ConnectionKind = Field(
+        "ssh", description="ssh; openssh (the system's ssh, connections reused across runs); local (this machine)"
+    )
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect")
     command_timeout: float = Field(600.0, gt=0, description="Default seconds a command may take")
     proxy_command: str | None = Field(None, description="ProxyCommand to reach the host (jump hosts)")
@@ -102,6 +105,9 @@ class Defaults(_Model):
     )
     lock_lease: int = Field(
         600, ge=1, description="Seconds a site lock's lease lasts; a run renews it while it holds the lock"
+    )
+    control_persist: int = Field(
+        600, ge=0, description="connection: openssh: idle seconds a connection stays open for later runs (0: none)"
     )
     vars: dict[str, Any] = Field(default_factory=dict, description="Variables for every site")
 
@@ -131,6 +137,7 @@ class Environment(_Model):
     keepalive_interval: float | None = Field(None, gt=0)
     keepalive_count_max: int | None = Field(None, ge=1)
     lock_lease: int | None = Field(None, ge=1)
+    control_persist: int | None = Field(None, ge=0)
     secrets: SecretSources = Field(default_factory=dict, description=_SECRETS_HELP)
     _explicit: frozenset[str] = PrivateAttr(default_factory=frozenset)
 

@@ -17,6 +17,7 @@ from maintkit.cli import (
     cmd_actions,
     cmd_audit,
     cmd_collect,
+    cmd_connections,
     cmd_demo,
     cmd_init,
     cmd_report,
@@ -61,6 +62,7 @@ for _command in (
     cmd_report.command,
     cmd_demo.command,
     cmd_init.command,
+    cmd_connections.command,
 ):
     cli.add_command(_command)
 

@@ -23,7 +23,8 @@ TransportFactory = Callable[["Environment"], Transport]
 
 
 def transport_for(env: Environment, environ: Mapping[str, str] | None = None) -> Transport:
-    """Create the transport for an environment (SSH, or local for ``connection: local``).
+    """Create the transport for an environment (SSH over paramiko; the system's OpenSSH for
+    ``connection: openssh``; this machine for ``connection: local``).
 
     ``environ`` (default: the process environment) supplies ``MAINT_SSH_KEY_FILE`` and
     ``MAINT_KNOWN_HOSTS``. With ``ssh_config`` set, the OpenSSH config file fills in what the
@@ -35,9 +36,11 @@ def transport_for(env: Environment, environ: Mapping[str, str] | None = None) ->
         return LocalTransport(
             name=env.host or "local", become=bool(env.become), command_timeout=env.command_timeout or 600.0
         )
+    source = os.environ if environ is None else environ
+    if env.connection == "openssh":
+        return _openssh(env, source)
     from maintkit.transport.ssh import SSHTransport
 
-    source = os.environ if environ is None else environ
     settings = ssh_settings(env, source)
     via: SSHTransport | None = None
     for hop in settings.jumps:
@@ -50,6 +53,31 @@ def transport_for(env: Environment, environ: Mapping[str, str] | None = None) ->
         proxy_command=settings.proxy_command,
         via=via,
         name=env.host,
+    )
+
+
+def _openssh(env: Environment, environ: Mapping[str, str]) -> Transport:
+    """The OpenSSH transport of ``env`` (``connection: openssh``): the same settings as over
+    paramiko, sockets in the per-user control directory (``XDG_CACHE_HOME`` from ``environ``)."""
+    from maintkit.transport.openssh import DEFAULT_CONTROL_PERSIST, OpenSSHTransport
+    from maintkit.transport.openssh_control import control_dir
+    from maintkit.transport.ssh_config import config_path
+
+    settings = ssh_settings(env, environ)
+    target = settings.target
+    persist = env.control_persist
+    return OpenSSHTransport(
+        target.hostname,
+        **_common(env),
+        **target.kwargs(),
+        become=bool(env.become),
+        proxy_command=settings.proxy_command,
+        jumps=settings.jumps,
+        name=env.host,
+        alias=target.name,
+        ssh_config=config_path(env.ssh_config),
+        control_persist=DEFAULT_CONTROL_PERSIST if persist is None else persist,
+        control_dir=control_dir(environ),
     )
 
 
@@ -114,6 +142,7 @@ class TransportPool:
             env.host_key_policy,
             env.connect_timeout,
             env.command_timeout,
+            env.control_persist,
         )
 
     def get(self, env: Environment) -> Transport:

@@ -94,7 +94,7 @@ class LocalTransport(CommandTransport):
         err: list[bytes] = []
         threads = [
             threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, err, None), daemon=True),
+            threading.Thread(target=self._pump_stderr, args=(proc, err), daemon=True),
         ]
         if stdin is not None:
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
@@ -105,6 +105,7 @@ class LocalTransport(CommandTransport):
             t.join(timeout=_KILL_GRACE)
         if stopped and (code != 0 or timed_out):  # exit 0: it finished before the stop reached it
             raise cancelled_error(self.host)
+        self._finished(proc, line, code, timed_out, err)
         raw = b"".join(out)
         result = CommandResult(
             host=self.host,
@@ -123,17 +124,30 @@ class LocalTransport(CommandTransport):
         return result
 
     def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> subprocess.Popen[bytes]:
-        """Start ``/bin/sh -c LINE`` in a session (and process group) of its own."""
+        """Start ``/bin/sh -c LINE`` (:meth:`_argv`) in a session (and process group) of its own."""
+        argv = self._argv(line, stdin is not None)
         try:
             return subprocess.Popen(
-                ["/bin/sh", "-c", line],
+                argv,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(self.host, f"cannot start /bin/sh: {exc}") from None
+            raise TransportError(self.host, f"cannot start {argv[0]}: {exc}") from None
+
+    # hooks for a transport built on this machinery (the OpenSSH transport runs ``ssh`` here)
+    def _argv(self, line: str, has_stdin: bool) -> list[str]:
+        """The program that runs ``line``: ``/bin/sh -c LINE``."""
+        return ["/bin/sh", "-c", line]
+
+    def _pump_stderr(self, proc: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
+        """Collect the command's stderr."""
+        _pump(proc.stderr, chunks, None)
+
+    def _finished(self, proc: subprocess.Popen[bytes], line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
+        """Called once the command ended, before its result is made (nothing to do here)."""
 
     def _wait(self, proc: subprocess.Popen[bytes], limit: float, token: CancelToken | None) -> tuple[int, bool, bool]:
         """Wait for the command: (exit code, timed out, stopped by ``token``).

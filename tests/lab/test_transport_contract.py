@@ -1,5 +1,5 @@
 """The Transport contract, one set of tests for every implementation: the FakeTransport of
-:mod:`maintkit.testing`, LocalTransport and SSHTransport (a lab sshd, as the login user).
+:mod:`maintkit.testing`, LocalTransport, SSHTransport and OpenSSHTransport (a lab sshd, as the login user).
 
 The fake cannot run anything: it is told what a real host answers (``_fake_answers``, the
 same outputs the real transports are checked against here) and must then behave like them:
@@ -21,8 +21,9 @@ from maintkit.errors import CommandFailed, TransportError
 from maintkit.testing import TIMEOUT, Answer, FakeTransport
 from maintkit.transport.base import Transport, build_command, join
 from maintkit.transport.local import LocalTransport
+from tests.lab.openssh_helpers import control_home, openssh_transport
 
-KINDS = ["fake", "local", "ssh"]
+KINDS = ["fake", "local", "ssh", "openssh"]
 BINARY = bytes(range(256)) * 4 + b"\r\n\0end"
 BIG = os.urandom(3 * 1024 * 1024 + 7)  # larger than any pipe or channel window
 QUOTED = ["a b", "$(touch x)", "`id`", "'q'", '"dq"', ";|&", "-n", "*", "\\"]
@@ -64,6 +65,14 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
         return
     ssh_hosts = request.getfixturevalue("ssh_hosts")
     host, scratch = ssh_hosts[0]
+    if kind == "openssh":  # the system's ssh; its master is ended after the test
+        with control_home() as home:
+            ssh = openssh_transport(host, home)
+            try:
+                yield Subject(kind, ssh, scratch)
+            finally:
+                ssh.close()
+        return
     transport: Transport = LocalTransport() if kind == "local" else host.transport()
     try:
         yield Subject(kind, transport, scratch)

@@ -144,8 +144,8 @@ def test_help_imports_click_and_the_command_modules_only() -> None:
     assert ours == {
         "maintkit", "maintkit.cli", "maintkit.cli.common", "maintkit.cli.main", "maintkit.cli.run_flags",
         "maintkit.results", *(f"maintkit.cli.cmd_{c}" for c in (
-            "actions", "audit", "collect", "demo", "info", "init", "report", "restore", "rollback", "run",
-            "runs", "unlock")),
+            "actions", "audit", "collect", "connections", "demo", "info", "init", "report", "restore", "rollback",
+            "run", "runs", "unlock")),
     }  # fmt: skip
 
 

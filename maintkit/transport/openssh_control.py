@@ -1,0 +1,202 @@
+"""The control sockets of the OpenSSH transport: where they live, what they are called, and
+the masters behind them (listed and closed by ``maint connections``).
+
+A live OpenSSH master is an authenticated connection: whoever can open its socket can run
+commands on the host as the login user until the master ends. So:
+
+* the sockets live in ONE directory per user, ``$XDG_CACHE_HOME/maintkit/ssh`` (default
+  ``~/.cache/maintkit/ssh``), created 0700; a directory that is a symlink, not owned by the
+  user, or open to group or others in any way is refused (:class:`~maintkit.errors.TransportError`);
+* a socket's name is a hash of everything that decides how far the connection can be trusted:
+  address, port, user, key file, known_hosts files, host key policy, ssh config file, proxy.
+  A master opened for another key, known_hosts file or a laxer policy is never reused;
+* beside each socket ``NAME.json`` (0600) says which host it reaches, for
+  ``maint connections list``.
+
+Values given to ``ssh -o`` are escaped here: ``%`` (OpenSSH expands ``%h``, ``%p``... in
+paths) and whitespace or quotes (an option line is split on whitespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maintkit.errors import TransportError
+
+__all__ = [
+    "CONTROL_TIMEOUT",
+    "Master",
+    "close_master",
+    "control_dir",
+    "escape",
+    "live_masters",
+    "option_value",
+    "socket_name",
+    "write_label",
+]
+
+#: seconds an ``ssh -O check|exit`` may take (it only talks to the local socket)
+CONTROL_TIMEOUT = 10.0
+_LABEL_SUFFIX = ".json"
+
+
+def control_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The control socket directory: ``$XDG_CACHE_HOME/maintkit/ssh`` or ``~/.cache/maintkit/ssh``."""
+    source = os.environ if environ is None else environ
+    cache = source.get("XDG_CACHE_HOME") or ""
+    base = Path(cache) if os.path.isabs(cache) else Path(os.path.expanduser("~")) / ".cache"
+    return base / "maintkit" / "ssh"
+
+
+def ensure_dir(path: Path, host: str) -> Path:
+    """Create ``path`` (0700) if missing and check it is safe to keep live connections in.
+
+    Raises :class:`TransportError` (naming ``host``) for a symlink, a non-directory, a directory
+    owned by another user, or one with any group/other permission.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+    problem = dir_problem(path)
+    if problem:
+        raise TransportError(host, f"refusing the OpenSSH control directory {path}: {problem}")
+    return path
+
+
+def dir_problem(path: Path) -> str:
+    """Why ``path`` must not hold control sockets ("" when it may)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"it is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    if st.st_mode & 0o077:
+        return f"its mode is {stat.S_IMODE(st.st_mode):04o}; only you may use it (chmod 700 {path})"
+    return ""
+
+
+def socket_name(parts: Sequence[object]) -> str:
+    """The socket name for a connection described by ``parts`` (24 hex digits of a SHA-256)."""
+    blob = json.dumps([str(p) if p is not None else None for p in parts], separators=(",", ":"))
+    return "mk-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def escape(value: str) -> str:
+    """``value`` with ``%`` doubled: OpenSSH expands ``%`` tokens in paths and commands."""
+    return value.replace("%", "%%")
+
+
+def option_value(value: str) -> str:
+    """One path as a ``-o`` option value: ``%`` escaped, quoted when it holds blanks or quotes.
+    Raises ValueError for control characters (they cannot be written on an option line)."""
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise ValueError(f"a control character in {value!r}")
+    out = escape(value)
+    if any(c in out for c in " \t\"'\\#"):
+        out = '"' + out.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return out
+
+
+def write_label(sock: Path, label: Mapping[str, object]) -> None:
+    """Write ``SOCK.json`` (0600, atomically) naming what the socket reaches."""
+    path = sock.with_name(sock.name + _LABEL_SUFFIX)
+    data = json.dumps(dict(label), sort_keys=True)
+    with contextlib.suppress(OSError):
+        if path.read_text() == data:
+            return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Master:
+    """A live master: its socket, what it reaches (from its label) and since when."""
+
+    socket: Path
+    host: str
+    target: str
+    pid: int
+    started: float
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the master opened its socket."""
+        return max(0.0, (time.time() if now is None else now) - self.started)
+
+
+def control_argv(sock: Path, op: str) -> list[str]:
+    """``ssh -O OP`` for one socket (no config file read; the host name is not used)."""
+    return ["ssh", "-F", "/dev/null", "-o", f"ControlPath={option_value(str(sock))}", "-O", op, "--", "maint-control"]
+
+
+def check_master(sock: Path) -> int | None:
+    """The pid of the master listening on ``sock`` (None when no master answers)."""
+    try:
+        proc = subprocess.run(
+            control_argv(sock, "check"), capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    text = proc.stderr + proc.stdout
+    digits = text.split("pid=", 1)[1].split(")", 1)[0] if "pid=" in text else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+def close_master(sock: Path) -> bool:
+    """Ask the master on ``sock`` to exit (``ssh -O exit``) and drop its label. True when one answered."""
+    try:
+        proc = subprocess.run(
+            control_argv(sock, "exit"), capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
+        )
+        ok = proc.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    _forget(sock)
+    return ok
+
+
+def _forget(sock: Path) -> None:
+    """Remove a socket's label (and the socket itself when no master holds it any more)."""
+    with contextlib.suppress(OSError):
+        sock.with_name(sock.name + _LABEL_SUFFIX).unlink()
+    if check_master(sock) is None:
+        with contextlib.suppress(OSError):
+            sock.unlink()
+
+
+def live_masters(directory: Path) -> list[Master]:
+    """The masters that answer in ``directory``, oldest first (labels of dead ones are removed)."""
+    if dir_problem(directory):
+        return []
+    found: list[Master] = []
+    for label in sorted(directory.glob("mk-*" + _LABEL_SUFFIX)):
+        sock = label.with_name(label.name[: -len(_LABEL_SUFFIX)])
+        pid = check_master(sock) if sock.exists() else None
+        if pid is None:
+            _forget(sock)
+            continue
+        try:
+            info = json.loads(label.read_text())
+            started = os.lstat(sock).st_mtime
+        except (OSError, ValueError):
+            continue
+        found.append(Master(sock, str(info.get("host", "?")), str(info.get("target", "?")), pid, started))
+    return sorted(found, key=lambda m: (m.started, m.host))

@@ -1,0 +1,61 @@
+"""OpenSSH transport helpers for lab tests: a private control directory whose masters are
+ended (``ssh -O exit``) when the test ends, transports to lab hosts, and the count of
+authentications a lab sshd accepted (from its log)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from maintkit.transport.openssh import OpenSSHTransport
+from maintkit.transport.openssh_control import check_master, close_master
+from tests.gates import wait_until
+from tests.lab.sshd import LOGIN_USER, LabHost
+
+
+@contextlib.contextmanager
+def control_home() -> Iterator[Path]:
+    """A short directory (sockets must fit in 108 bytes) to use as ``XDG_CACHE_HOME``; on exit
+    every master under it is ended with ``ssh -O exit`` and the directory removed."""
+    home = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    try:
+        yield home
+    finally:
+        end_masters(home / "maintkit" / "ssh")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def end_masters(directory: Path) -> None:
+    """``ssh -O exit`` every control socket in ``directory`` and wait until none answers."""
+    if not directory.is_dir():
+        return
+    socks = [p for p in directory.iterdir() if p.is_socket()]
+    for sock in socks:
+        close_master(sock)
+    wait_until(lambda: all(check_master(s) is None for s in socks), "every master ended", limit=10)
+
+
+def openssh_transport(host: LabHost, home: Path, *, user: str = LOGIN_USER, **kwargs: Any) -> OpenSSHTransport:
+    """An OpenSSHTransport to ``host`` with its sockets under ``home`` (an ``XDG_CACHE_HOME``)."""
+    opts: dict[str, Any] = {
+        "port": host.port,
+        "user": user,
+        "key_filename": str(host.client_key),
+        "known_hosts": [str(host.known_hosts)],
+        "name": host.name,
+        "control_dir": home / "maintkit" / "ssh",
+    }
+    opts.update(kwargs)
+    return OpenSSHTransport(host.ip, **opts)
+
+
+def authentications(host: LabHost) -> int:
+    """How many logins the host's sshd accepted so far (``Accepted publickey`` lines of its log)."""
+    try:
+        return host.log.read_text(errors="replace").count("Accepted publickey for ")
+    except FileNotFoundError:
+        return 0
