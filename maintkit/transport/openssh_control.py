@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -146,7 +148,20 @@ def control_argv(sock: Path, op: str) -> list[str]:
 
 
 def check_master(sock: Path) -> int | None:
-    """The pid of the master listening on ``sock`` (None when no master answers)."""
+    """The pid of the master listening on ``sock`` (None when no master answers).
+
+    No socket file: None at once. Otherwise the master is asked in its own protocol (OpenSSH's
+    PROTOCOL.mux: hello, then an alive check answered with its pid), which costs no process; a
+    socket that answers something else is asked by ``ssh -O check``, as every other operation.
+    """
+    if not sock.exists():
+        return None
+    try:
+        return mux_alive(sock)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None  # a socket file left by a master that died
+    except (OSError, ValueError):
+        pass
     try:
         proc = subprocess.run(
             control_argv(sock, "check"), capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
@@ -158,6 +173,55 @@ def check_master(sock: Path) -> int | None:
     text = proc.stderr + proc.stdout
     digits = text.split("pid=", 1)[1].split(")", 1)[0] if "pid=" in text else ""
     return int(digits) if digits.isdigit() else 0
+
+
+#: PROTOCOL.mux message types and the protocol version this client speaks
+_MUX_HELLO, _MUX_ALIVE_CHECK, _MUX_ALIVE, _MUX_VERSION = 0x00000001, 0x10000004, 0x80000005, 4
+
+
+def mux_alive(sock: Path, timeout: float = CONTROL_TIMEOUT) -> int:
+    """The pid the master on ``sock`` reports to an alive check (OpenSSH's PROTOCOL.mux).
+
+    Raises OSError when nothing listens, ValueError when what answers does not speak the protocol.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(sock))
+        request = 1
+        conn.sendall(_mux_frame(struct.pack(">II", _MUX_HELLO, _MUX_VERSION)))
+        conn.sendall(_mux_frame(struct.pack(">II", _MUX_ALIVE_CHECK, request)))
+        hello = _mux_read(conn)
+        if len(hello) < 8 or struct.unpack(">I", hello[:4])[0] != _MUX_HELLO:
+            raise ValueError("not an OpenSSH control master")
+        alive = _mux_read(conn)
+        if len(alive) < 12:
+            raise ValueError("short alive answer")
+        kind, answered, pid = struct.unpack(">III", alive[:12])
+        if kind != _MUX_ALIVE or answered != request:
+            raise ValueError("unexpected answer to the alive check")
+        return int(pid)
+
+
+def _mux_frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _mux_read(conn: socket.socket) -> bytes:
+    """One length-prefixed message (at most 64 KiB)."""
+    size = struct.unpack(">I", _mux_exact(conn, 4))[0]
+    if size > 65536:
+        raise ValueError("message too long")
+    return _mux_exact(conn, size)
+
+
+def _mux_exact(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        block = conn.recv(size - len(data))
+        if not block:
+            raise ValueError("the control socket closed mid-message")
+        data += block
+    return data
 
 
 def close_master(sock: Path) -> bool:
