@@ -63,9 +63,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _LOST = (EOFError, paramiko.SSHException)  # the connection was closed under a channel
 _EXEC_ERRORS = (paramiko.SSHException, EOFError, OSError)  # the server did not start the command
-# the one fabric Config of every connection (no files read, an empty ssh config; only read after
-# this: connect kwargs are given per connection, so fabric never writes into it)
-_CONFIG = Config(lazy=True, ssh_config=paramiko.SSHConfig())
 
 
 # ---------------------------------------------------------------- host key policies
@@ -317,7 +314,7 @@ class SSHTransport(CommandTransport):
                 kwargs["sock"] = paramiko.ProxyCommand(f"sh -c {quote('exec ' + line)}")
             except (OSError, paramiko.SSHException) as exc:
                 raise HostUnreachable(self.host, f"proxy command failed to start: {exc}") from None
-        conn = Connection(self.hostname, user=self.user, port=self.port, config=_CONFIG, connect_kwargs=kwargs)
+        conn = Connection(self.hostname, user=self.user, port=self.port, config=_config(), connect_kwargs=kwargs)
         try:
             self._load_host_keys(conn.client)
         except HostKeyError:
@@ -481,6 +478,11 @@ def _load_known_hosts(path: str) -> Any:
     """The entries of one known_hosts file (read as paramiko.HostKeys reads them), indexed by host name."""
     parse, matches = paramiko.hostkeys.HostKeyEntry.from_line, paramiko.HostKeys()._hostname_matches
     return ssh_policy.KnownHostsIndex.load(path, parse, matches, paramiko.SSHException)
+
+
+def _config() -> Any:
+    """A fabric Config per connection: a Connection writes into it (inline_ssh_env), never shared."""
+    return Config(lazy=True, ssh_config=paramiko.SSHConfig())
 
 
 def _close_quietly(conn: Any) -> None:
