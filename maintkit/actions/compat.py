@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,8 @@ from maintkit.transport.base import quote
 ACTION = "compat.check"
 _FATAL_RE = re.compile(r"PHP (Fatal error|Parse error)|Uncaught (Error|Exception)|Allowed memory size")
 _LOG_TS_RE = re.compile(r"^\[(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}:\d{2})(?: ([A-Za-z/_+-]+))?\]")
+#: answers of a proxy or gateway, not of the application: a smoke request is tried again
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
 _FATAL_PAGE_RE = re.compile(r"<b>Fatal error</b>|PHP Fatal error|There has been a critical error on this website")
 
 #: Lints every file named on stdin (one per line) in ONE PHP process: ``opcache_compile_file``
@@ -126,6 +129,10 @@ class CompatCheckParams(Params):
     error_logs: list[str] | None = Field(None, description="PHP error logs (default: the error_logs variable)")
     smoke: list[str] = Field(default_factory=list, description="Paths fetched from the env URL before reading logs")
     smoke_timeout: float = Field(15.0, gt=0, description="Seconds per smoke request")
+    smoke_retries: int = Field(
+        2, ge=0, le=10, description="Extra attempts of a smoke path answered 502/503/504 or not at all"
+    )
+    smoke_backoff_s: float = Field(1.0, ge=0, description="Wait before retry n: smoke_backoff_s * 2**(n-1)")
     verify_tls: bool = Field(True, description="Verify TLS certificates of smoke requests")
 
 
@@ -292,16 +299,31 @@ class CompatCheck(Action[CompatCheckParams]):
 
         failures = []
         for path in self.params.smoke:
-            url = base + "/" + path.lstrip("/")
+            failure = self._smoke_one(ctx, base + "/" + path.lstrip("/"), path, requests)
+            if failure:
+                failures.append(failure)
+        return failures
+
+    def _smoke_one(self, ctx: Context, url: str, path: str, requests: Any) -> str | None:
+        """Fetch one smoke path; a gateway status (502/503/504: PHP-FPM restarting, say) or no
+        answer is tried again (``smoke_retries``, backing off), what the application answers is not."""
+        failure: str | None = None
+        for attempt in range(1, self.params.smoke_retries + 2):
+            if attempt > 1:
+                time.sleep(self.params.smoke_backoff_s * 2 ** (attempt - 2))
             try:
                 resp = requests.get(url, timeout=self.params.smoke_timeout, verify=self.params.verify_tls)
             except requests.RequestException as exc:
-                failures.append(f"smoke {path}: {type(exc).__name__}")
+                failure = f"smoke {path}: {type(exc).__name__}"
                 continue
-            ctx.event("http.request", url=url, status=resp.status_code, step=self.step_id)
+            ctx.event("http.request", url=url, status=resp.status_code, attempt=attempt, step=self.step_id)
+            if resp.status_code in _GATEWAY_STATUSES:
+                failure = f"smoke {path}: HTTP {resp.status_code}"
+                continue
             if resp.status_code >= 500 or _FATAL_PAGE_RE.search(resp.text[:200_000]):
-                failures.append(f"smoke {path}: HTTP {resp.status_code}")
-        return failures
+                return f"smoke {path}: HTTP {resp.status_code}"
+            return None
+        return failure
 
     def _log_failures(self, ctx: Context, update: StepResult) -> list[str]:
         logs = self.params.error_logs
