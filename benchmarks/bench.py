@@ -28,8 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_TIMER, PLAYBOOK, ROOT, fresh_dirs, start_lab, timed
+from common import PLAYBOOK, ROOT, Timer, fresh_dirs, start_lab
 from common import median_measures as median
+
+FABRIC, MAINT = Timer(), Timer()  # apart, so that each tool's peak RSS is its own
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, timer: Timer = MAINT) -> tuple[float, float]:
+    """Wall and CPU seconds of one command, its RSS kept by ``timer``."""
+    m, _ = timer.run(argv, env)
+    return m.wall, m.cpu
 
 
 def main() -> None:
@@ -61,9 +69,19 @@ def main() -> None:
                     for h, d in zip(lab.hosts[:n], dirs, strict=True)
                 ]  # fmt: skip
                 (work / "hosts.json").write_text(json.dumps(hosts))
-                fab.append(timed([sys.executable, str(ROOT / "benchmarks" / "fabric_baseline.py"), str(work / "hosts.json")]))
+                fab.append(
+                    timed(
+                        [sys.executable, str(ROOT / "benchmarks" / "fabric_baseline.py"), str(work / "hosts.json")],
+                        timer=FABRIC,
+                    )
+                )
                 dirs = fresh_dirs(lab, n, f"maint{r}")
-                inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))}}
+                inv = {
+                    "sites": {
+                        f"s{i}": {"environments": {"production": h.env(d)}}
+                        for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))
+                    }
+                }
                 (work / "inventory.json").write_text(json.dumps(inv))
                 argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
                         "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency or n)]  # fmt: skip
@@ -71,7 +89,12 @@ def main() -> None:
                 noop.append(timed(argv, env))
                 if args.state_git:
                     gdirs = fresh_dirs(lab, n, f"git{r}")
-                    inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(zip(lab.hosts[:n], gdirs, strict=True))}}
+                    inv = {
+                        "sites": {
+                            f"s{i}": {"environments": {"production": h.env(d)}}
+                            for i, (h, d) in enumerate(zip(lab.hosts[:n], gdirs, strict=True))
+                        }
+                    }
                     (work / "inventory-git.json").write_text(json.dumps(inv))
                     gargv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory-git.json"),
                              "--state-dir", str(work / "gstate"), "--concurrency", str(args.concurrency or n),
@@ -90,11 +113,13 @@ def main() -> None:
                   f"cpu {rows[-1][3][1]:5.2f}s", flush=True)  # fmt: skip
     finally:
         lab.stop()
-    print(f"\npeak RSS of any child process (fabric or maint): {DEFAULT_TIMER.peak_rss_mb:.0f} MB")
+    print(f"\npeak RSS of one process: fabric {FABRIC.peak_rss_mb:.0f} MB, maint {MAINT.peak_rss_mb:.0f} MB")
     print("\nhosts | fabric wall/cpu | maint first wall/cpu (ratio) | maint no-op wall/cpu (ratio)")
     print("---|---|---|---")
     for n, f, a, b in rows:
-        print(f"{n} | {f[0]:.2f} / {f[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} ({a[0] / f[0]:.2f}x) | {b[0]:.2f} / {b[1]:.2f} ({b[0] / f[0]:.2f}x)")
+        print(
+            f"{n} | {f[0]:.2f} / {f[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} ({a[0] / f[0]:.2f}x) | {b[0]:.2f} / {b[1]:.2f} ({b[0] / f[0]:.2f}x)"
+        )
     if git_rows:
         print("\nhosts | maint no-op, local state | maint first, git state | maint no-op, git state (added)")
         print("---|---|---|---")

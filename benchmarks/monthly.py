@@ -1,0 +1,440 @@
+"""Benchmark: the built-in monthly-update on the WordPress lab, against the same operations by hand.
+
+    python benchmarks/monthly.py --sites 1,5,20 [--concurrency N] [--json FILE]
+
+Run as root: it starts the lab the test suite uses (tests/lab/): two sshd hosts (staging on the
+first, production on the second), nginx + php-fpm, MariaDB, a WordPress 6.1 template with the
+``shop-cart`` 1.0.0 plugin, and the stand-in for the WordPress.org update API offering
+shop-cart 1.1.0. For every size N it makes N fresh shops (a staging and a production copy
+each: own tree, database and nginx server block), then:
+
+- **maint first**: ``maint run monthly-update`` (backup, precheck, one plugin update on staging,
+  cache, compat, smoke, then the same version promoted to production); afterwards every copy
+  must run shop-cart 1.1.0 and answer 200 on /cart/ with it, or the benchmark stops;
+- **maint no-op**: the same command again; it must change nothing;
+- **by hand**: N other fresh shops (shop-cart 1.0.0, like the maint shops before their run),
+  each copy (staging, then production) done the way an admin does the same job with the same
+  tools, over the same sshd hosts as the login user (one paramiko connection per host, one
+  exec session per command, like ``ssh host command`` over a reused connection):
+  ``mariadb-dump`` (the options backup.create uses) ``| gzip`` with its size and ``sha256sum``;
+  ``curl`` of the zip from the update API onto the host; the upgrade through WordPress's own
+  ``Plugin_Upgrader`` in ONE ``php`` run (maintkit's PHP helper, ``install``: what
+  ``wp plugin update`` does); the cache clear the playbook does (the same WordPress flush
+  command and the php-fpm reload); on staging ``php -l`` of every PHP file of the plugin
+  (``find -exec``, one process per file) and ``curl`` of the smoke paths for compat.check;
+  ``curl`` of the smoke paths for http.check (one curl per check, from the controller). Every
+  copy must then run shop-cart 1.1.0 and answer 200 on /cart/ with it, as after the maint run.
+  Shops run with the same number at once as maint (``--concurrency``, default the playbook's 4);
+- **overhead** = maint first wall / by-hand wall - 1.
+
+From the first run's audit log (``events.jsonl``) it prints where the time goes: the median per
+shop of each step's duration per environment, and inside ``cms.update`` the split it records
+(``timing_ms``: PHP helper boots, database dump, snapshots, package reads, switches) and its
+number of PHP boots; then each maint step next to the by-hand operations doing its work.
+Nothing is asserted about time: measuring is this script's job, never the
+test suite's. ``--json FILE`` writes every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from maintkit.actions.cache.platform import _WP_FLUSH_PHP  # noqa: E402
+from maintkit.actions.cms.drivers.wordpress_state import wp_helper_source  # noqa: E402
+from tests import runs  # noqa: E402
+from tests.cms_helpers import (  # noqa: E402
+    WpSite,
+    WpTemplate,
+    build_wordpress_template,
+    make_shop_cart_zip,
+    wp_plugin_version,
+)
+from tests.lab.mariadb import MariaDB  # noqa: E402
+from tests.lab.sshd import LOGIN_USER, LabHost, SshLab  # noqa: E402
+from tests.lab.web import WebStack  # noqa: E402
+from tests.lab.wp_fixtures import Shop, make_shop, serve_update_api, site_entry  # noqa: E402
+
+PLAYBOOK_CONCURRENCY = 4  # maintkit/playbooks/monthly-update.yml
+#: steps of the breakdown, in playbook order (steps a run skips show as "-")
+STEPS = ("backup", "precheck", "update", "cache", "compat", "smoke", "maintenance-on", "maintenance-off")
+#: the split cms.update records (``timing_ms``)
+PARTS = ("php", "dump", "snapshots", "sources", "package_upload", "switch")
+#: the smoke paths of the lab's inventory (tests/lab/wp_fixtures.py site_entry), fetched by
+#: compat.check and http.check on staging, by http.check on production
+SMOKE_PATHS = ["/", "/cart/"]
+
+
+def lab_dir(prefix: str) -> Path:
+    """A fresh world-searchable directory under /tmp (the web and database users reach it)."""
+    path = Path(tempfile.mkdtemp(prefix=f"maintkit-monthly-{prefix}-", dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+# ---------------------------------------------------------------------------- maint runs
+
+
+def timed_maint(argv: list[str]) -> dict[str, float]:
+    """Wall and CPU (user+sys of the child) seconds of one ``maint`` command; its exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=runs.maint_env(), check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"maint failed ({proc.returncode}): {' '.join(argv)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu}
+
+
+def newest_run(state: Path) -> Path:
+    """The run folder the last ``maint run`` wrote."""
+    folders = sorted((state / "runs").iterdir())
+    if not folders:
+        raise SystemExit(f"no run folder under {state}/runs")
+    return folders[-1]
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's audit log."""
+    text = (run_dir / "events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def check_outcome(shops: list[Shop], version: str) -> None:
+    """Every copy runs ``version`` of shop-cart and its cart answers 200 with it: else stop."""
+    for shop in shops:
+        for site in (shop.staging, shop.production):
+            found = wp_plugin_version(site.path, "shop-cart")
+            page = requests.get(f"{site.url}/cart/", timeout=30)
+            if found != version or page.status_code != 200 or f"shop-cart {version}" not in page.text:
+                raise SystemExit(f"{site.name}: shop-cart {found}, /cart/ HTTP {page.status_code}: not {version}")
+
+
+def changed_steps(log: list[dict[str, Any]]) -> list[str]:
+    """``site/env/step`` of every step the run changed (a no-op has none)."""
+    return [f"{e['site']}/{e['env']}/{e['step']}" for e in log if e.get("event") == "step.verified"]
+
+
+# ---------------------------------------------------------------------------- where the time goes
+
+
+def breakdown(log: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median per shop of each step's duration (ms) per environment, and of cms.update's split."""
+    steps: dict[tuple[str, str], list[float]] = defaultdict(list)
+    parts: dict[tuple[str, str], list[float]] = defaultdict(list)
+    boots: dict[str, list[int]] = defaultdict(list)
+    finals = ("step.verified", "step.checked", "step.failed")
+    for e in log:
+        if e.get("event") not in finals or e.get("status") == "needed":
+            continue
+        steps[(e["env"], e["step"])].append(float(e.get("duration_ms") or 0.0))
+        data = e.get("data") or {}
+        if e["step"] == "update" and "timing_ms" in data:
+            for part, ms in data["timing_ms"].items():
+                parts[(e["env"], part)].append(float(ms))
+            boots[e["env"]].append(int(data.get("php_boots", 0)))
+    return {
+        "steps_ms": {f"{env}/{step}": statistics.median(v) for (env, step), v in sorted(steps.items())},
+        "update_parts_ms": {f"{env}/{part}": statistics.median(v) for (env, part), v in sorted(parts.items())},
+        "php_boots": {env: statistics.median(v) for env, v in sorted(boots.items())},
+    }
+
+
+def print_breakdown(n: int, figures: dict[str, Any]) -> None:
+    """The breakdown of one size as a table (median ms per shop)."""
+    steps, parts = figures["steps_ms"], figures["update_parts_ms"]
+
+    def cell(table: dict[str, float], key: str) -> str:
+        return f"{table[key]:.0f}" if key in table else "-"
+
+    print(f"\nwhere the time goes, {n} shop(s), first run (median ms per shop)")
+    print("step | staging | production")
+    print("---|---|---")
+    for step in STEPS:
+        print(f"{step} | {cell(steps, 'staging/' + step)} | {cell(steps, 'production/' + step)}")
+    print("inside update | staging | production")
+    print("---|---|---")
+    for part in PARTS:
+        print(f"{part} | {cell(parts, 'staging/' + part)} | {cell(parts, 'production/' + part)}")
+    boots = figures["php_boots"]
+    print(f"PHP boots of cms.update (apply and verify) | {boots.get('staging', '-')} | {boots.get('production', '-')}")
+
+
+# ---------------------------------------------------------------------------- by hand
+
+#: the operations of one copy by hand, in the playbook's order, and the maint step each one does
+HAND_OPS = {"backup": "backup", "download": "update", "upgrade": "update", "cache": "cache", "lint": "compat",
+            "compat_curl": "compat", "smoke_curl": "smoke"}  # fmt: skip
+
+
+class Remote:
+    """One SSH connection (paramiko, as the login user) to a lab host, shared by the threads;
+    one exec session per command, as ``ssh host command`` over a reused connection."""
+
+    def __init__(self, host: LabHost) -> None:
+        import paramiko
+
+        self.client = paramiko.SSHClient()
+        self.client.load_host_keys(str(host.known_hosts))
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.client.connect(
+            host.ip, port=host.port, username=LOGIN_USER, key_filename=str(host.client_key),
+            look_for_keys=False, allow_agent=False, timeout=10, channel_timeout=10,
+        )  # fmt: skip
+
+    def run(self, argv: list[str], stdin: bytes = b"", what: str = "") -> str:
+        """Run ``argv`` (quoted) on the host; its stdout; stop the benchmark when it fails."""
+        _in, out, err = self.client.exec_command(shlex.join(argv), timeout=300)
+        if stdin:
+            _in.write(stdin)
+        _in.channel.shutdown_write()
+        text, errors = out.read().decode(), err.read().decode()
+        if out.channel.recv_exit_status() != 0:
+            raise SystemExit(f"by hand, {what or argv[0]} failed: {errors[-2000:]}{text[-2000:]}")
+        return text
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.client.close()
+
+
+#: OPcache reset inside the pool, as cachetool does it: a throw-away script requested over FastCGI
+#: (no worker restarts, so the other shops' requests are not cut: the playbook's setting below)
+_FCGI_RESET = (
+    'f=$(mktemp --suffix=.php) && chmod 644 "$f" && '
+    'printf \'<?php opcache_reset(); echo "MAINT-OPCACHE-RESET";\' > "$f" && '
+    'env -i SCRIPT_FILENAME="$f" SCRIPT_NAME=/r.php REQUEST_METHOD=GET cgi-fcgi -bind -connect "$1"; '
+    'rc=$?; rm -f -- "$f"; exit $rc'
+)
+
+
+def hand_commands(shop: Shop, env: str, zip_url: str) -> dict[str, list[str]]:
+    """The commands an admin runs on the host for one copy (``bash -c`` scripts, values quoted)."""
+    site, q = shop.site(env), shlex.quote
+    out = shop.host_dir / f"by-hand-{site.name}"
+    dump = (
+        f"set -eo pipefail; mkdir -p -- {q(str(out))}; "
+        f"mariadb-dump --defaults-file={q(str(shop.host_dir / (site.db_name + '.cnf')))} --single-transaction "
+        f"--routines --triggers --no-tablespaces --hex-blob -- {q(site.db_name)} | gzip -c > {q(str(out / 'db.sql.gz'))}; "
+        f"stat -c %s -- {q(str(out / 'db.sql.gz'))}; sha256sum -- {q(str(out / 'db.sql.gz'))}"
+    )
+    lint = f"cd -- {q(str(site.plugin_dir))} && find . -type f -name '*.php' -exec php -l {{}} \\; >/dev/null"
+    return {
+        "backup": ["bash", "-c", dump],
+        "download": ["curl", "-fsS", "--max-time", "60", "-o", str(out / "shop-cart.zip"), "--", zip_url],
+        "upgrade": ["php", "--", str(site.path), "install", json.dumps(
+            {"type": "plugin", "zip": str(out / "shop-cart.zip"), "slug": "shop-cart", "active": True})],
+        "flush": ["sh", "-c", f"cd -- {q(str(site.path))} && exec \"$@\"", "sh",
+                  "php", "-r", _WP_FLUSH_PHP, "--", str(site.path), site.url, "1"],
+        "opcache": ["sh", "-c", _FCGI_RESET, "sh", f"127.0.0.1:{shop.web.php_port}"],
+        "lint": ["bash", "-c", lint],
+    }  # fmt: skip
+
+
+def curl_pages(site: WpSite, paths: list[str]) -> None:
+    """``curl`` of every smoke path (as http.check, from the controller, with its retry policy:
+    2 more attempts after a failure, 1 s then 2 s later); all 200."""
+    for path in paths:
+        codes = []
+        for attempt in range(3):
+            argv = ["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", f"{site.url}{path}"]
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            codes.append(proc.stdout.strip())
+            if proc.returncode == 0 and codes[-1] == "200":
+                break
+            if attempt < 2:
+                time.sleep(2.0**attempt)  # http.check's backoff: 1 s, then 2 s
+        else:
+            raise SystemExit(f"by hand, curl of {site.name}{path}: {codes} exit {proc.returncode} {proc.stderr[-500:]}")
+
+
+def by_hand_one(shop: Shop, env: str, remote: Remote, zip_url: str) -> dict[str, float]:
+    """One copy by hand, operation after operation in the playbook's order; seconds per operation."""
+    site, cmds, took = shop.site(env), hand_commands(shop, env, zip_url), {}
+
+    def timed(name: str, fn: Callable[[], object]) -> None:
+        start = time.perf_counter()
+        fn()
+        took[name] = time.perf_counter() - start
+
+    def upgrade() -> None:
+        out = remote.run(cmds["upgrade"], stdin=wp_helper_source(), what=f"upgrade of {site.name}")
+        if '"ok":true' not in out.split("@@MAINTKIT-JSON@@")[-1]:
+            raise SystemExit(f"by hand, Plugin_Upgrader on {site.name}: {out[-1000:]}")
+
+    def cache() -> None:
+        if "MAINTKIT-FLUSHED 1" not in remote.run(cmds["flush"], what=f"cache flush of {site.name}"):
+            raise SystemExit(f"by hand, the cache flush of {site.name} did not report success")
+        if "MAINT-OPCACHE-RESET" not in remote.run(cmds["opcache"], what="OPcache reset"):
+            raise SystemExit(f"by hand, the OPcache reset for {site.name} did not report success")
+
+    timed("backup", lambda: remote.run(cmds["backup"], what=f"backup of {site.name}"))
+    timed("download", lambda: remote.run(cmds["download"], what="download"))
+    timed("upgrade", upgrade)
+    timed("cache", cache)
+    if env == "staging":  # compat.check runs on staging only: php -l, its smoke pages
+        timed("lint", lambda: remote.run(cmds["lint"], what=f"php -l of {site.name}"))
+        timed("compat_curl", lambda: curl_pages(site, SMOKE_PATHS))
+    timed("smoke_curl", lambda: curl_pages(site, SMOKE_PATHS))
+    return took
+
+
+def by_hand(lab: SshLab, shops: list[Shop], zip_url: str, concurrency: int) -> dict[str, Any]:
+    """Every copy by hand, ``concurrency`` shops at once (each shop: staging, then production)."""
+    start = time.perf_counter()
+    remotes = {"staging": Remote(lab.hosts[0]), "production": Remote(lab.hosts[1])}
+    try:
+
+        def one_shop(shop: Shop) -> list[tuple[str, dict[str, float]]]:
+            return [(env, by_hand_one(shop, env, remotes[env], zip_url)) for env in ("staging", "production")]
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            samples = [s for per_shop in pool.map(one_shop, shops) for s in per_shop]
+    finally:
+        for remote in remotes.values():
+            remote.close()
+    wall = time.perf_counter() - start
+    per_op = {
+        f"{env}/{op}": statistics.median(t[op] for e, t in samples if e == env and op in t)
+        for env in ("staging", "production")
+        for op in HAND_OPS
+        if any(e == env and op in t for e, t in samples)
+    }
+    return {"wall": wall, "median_s": per_op, "samples": samples}
+
+
+def print_side_by_side(n: int, maint: dict[str, Any], hand: dict[str, Any]) -> None:
+    """Each maint step next to the by-hand operations doing its work (median ms per copy)."""
+    steps, ops = maint["steps_ms"], hand["median_s"]
+    print(f"\nmaint vs by hand, {n} shop(s), first run (median ms per copy)")
+    print("maint step | maint staging | by hand staging | maint production | by hand production | by hand ops")
+    print("---|---|---|---|---|---")
+    for step in ("backup", "precheck", "update", "cache", "compat", "smoke"):
+        mine = [op for op, target in HAND_OPS.items() if target == step]
+        cells = []
+        for env in ("staging", "production"):
+            cells.append(f"{steps[env + '/' + step]:.0f}" if env + "/" + step in steps else "-")
+            took = [ops[f"{env}/{op}"] for op in mine if f"{env}/{op}" in ops]
+            cells.append(f"{1000 * sum(took):.0f}" if took else "-")
+        print(f"{step} | {' | '.join(cells)} | {' + '.join(mine) or '-'}")
+
+
+# ---------------------------------------------------------------------------- one size
+
+
+def make_shops(lab: SshLab, template: WpTemplate, n: int, tag: str, base: Path) -> list[Shop]:
+    """``n`` fresh shops: staging on lab host 1, production on lab host 2."""
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+    return [make_shop(template, h1, h2, lab.scratch(h1, f"{tag}-{i}"), base / f"{tag}-{i}") for i in range(n)]
+
+
+def run_size(lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, concurrency: int) -> dict[str, Any]:
+    """Both maint runs on ``n`` fresh shops, the by-hand operations on ``n`` other fresh shops; the raw figures."""
+    shops = make_shops(lab, template, n, f"n{n}", work)
+    settings = {"repository": None, "api_url": api}
+    sites = {f"shop{i:02d}": site_entry(shop, settings) for i, shop in enumerate(shops)}
+    for entry, shop in zip(sites.values(), shops, strict=True):  # one php-fpm for every shop: no reloads
+        entry["vars"]["opcache"] = {"fastcgi": f"127.0.0.1:{shop.web.php_port}", "user": shop.web.user, "sudo": True}
+    if any(entry["vars"]["smoke_paths"] != SMOKE_PATHS for entry in sites.values()):
+        raise SystemExit("the inventory's smoke_paths differ from the by-hand SMOKE_PATHS")
+    inventory = runs.write_inventory(work, sites, unique=True)
+    state = work / f"state-{n}"
+    argv = runs.maint_argv("run", "monthly-update", "-i", str(inventory), "--state-dir", str(state))
+    argv += ["--concurrency", str(concurrency)]
+    first = timed_maint(argv)
+    first_log = read_events(newest_run(state))
+    check_outcome(shops, "1.1.0")
+    noop = timed_maint(argv)
+    noop_log = read_events(newest_run(state))
+    if changed_steps(noop_log):
+        raise SystemExit(f"the second run changed {changed_steps(noop_log)}")
+    check_outcome(shops, "1.1.0")
+    hand_shops = make_shops(lab, template, n, f"h{n}", work)  # 1.0.0, as the maint shops were
+    for shop in hand_shops:
+        site_entry(shop, settings)  # writes the database option files the dumps use
+    hand = by_hand(lab, hand_shops, f"{api}/downloads/shop-cart-1.1.0.zip", concurrency)
+    check_outcome(hand_shops, "1.1.0")
+    for shop in [*shops, *hand_shops]:
+        for site in (shop.staging, shop.production):
+            template.web.remove_site(site.name)
+            template.mariadb.drop_database(site.db_name, site.db_user)
+            shutil.rmtree(site.path, ignore_errors=True)
+    return {
+        "sites": n,
+        "concurrency": concurrency,
+        "maint_first": first,
+        "maint_noop": noop,
+        "by_hand": hand,
+        "overhead": first["wall"] / hand["wall"] - 1,
+        "first_run": breakdown(first_log),
+        "noop_run": breakdown(noop_log),
+    }
+
+
+def main() -> None:
+    """Start the lab, measure every size, print the tables (and write ``--json``)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sites", default="1,5,20", help="comma-separated numbers of shops")
+    ap.add_argument("--concurrency", type=int, default=PLAYBOOK_CONCURRENCY, help="shops at once (maint and by hand)")
+    ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sites.split(",")]
+    rows = []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import precompile
+
+    precompile()
+    with ExitStack() as stack:
+        lab = stack.enter_context(SshLab())
+        lab.start(2)
+        bases = [lab_dir(p) for p in ("web", "db", "work")]
+        stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
+        web = stack.enter_context(WebStack(bases[0]))
+        mariadb = stack.enter_context(MariaDB(bases[1]))
+        work = bases[2]
+        template = build_wordpress_template(work, web, mariadb)
+        zips = work / "downloads"
+        make_shop_cart_zip(zips, "1.1.0")
+        api = stack.enter_context(serve_update_api(zips))
+        for n in sizes:
+            rows.append(run_size(lab, template, n, api, work, args.concurrency))
+            print_breakdown(n, rows[-1]["first_run"])
+            print_side_by_side(n, rows[-1]["first_run"], rows[-1]["by_hand"])
+    print("\nsites | maint first wall / cpu | maint no-op wall / cpu | by hand wall | overhead")
+    print("---|---|---|---|---")
+    for r in rows:
+        f, o = r["maint_first"], r["maint_noop"]
+        print(f"{r['sites']} | {f['wall']:.2f} / {f['cpu']:.2f} | {o['wall']:.2f} / {o['cpu']:.2f} | "
+              f"{r['by_hand']['wall']:.2f} | {100 * r['overhead']:+.0f}%")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"python": sys.version.split()[0], "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the lab starts sshd, nginx, php-fpm and MariaDB")
+    main()
