@@ -30,6 +30,17 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
 
 
+def _repository(tmp_path: Path) -> tuple[Path, str]:
+    """A repository holding a committed ``update.yml``; its path and commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "update.yml").write_text("name: x\n")
+    _git(repo, "add", "update.yml")
+    _git(repo, "commit", "-qm", "playbook")
+    return repo, _git(repo, "rev-parse", "HEAD")
+
+
 def test_outside_a_repository_git_is_not_imported(tmp_path: Path) -> None:
     book = tmp_path / "a" / "b" / "update.yml"
     book.parent.mkdir(parents=True)
@@ -38,13 +49,7 @@ def test_outside_a_repository_git_is_not_imported(tmp_path: Path) -> None:
 
 
 def test_in_a_repository_and_in_a_worktree_the_commit_is_recorded(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    (repo / "update.yml").write_text("name: x\n")
-    _git(repo, "add", "update.yml")
-    _git(repo, "commit", "-qm", "playbook")
-    sha = _git(repo, "rev-parse", "HEAD")
+    repo, sha = _repository(tmp_path)
     nested = repo / "deep" / "er"
     nested.mkdir(parents=True)
     assert _probe(repo / "update.yml") == {
@@ -59,12 +64,7 @@ def test_in_a_repository_and_in_a_worktree_the_commit_is_recorded(tmp_path: Path
 
 
 def test_git_dir_in_the_environment_leaves_the_decision_to_git(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    (repo / "update.yml").write_text("name: x\n")
-    _git(repo, "add", "update.yml")
-    _git(repo, "commit", "-qm", "playbook")
+    repo, _sha = _repository(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "update.yml").write_text("name: x\n")
