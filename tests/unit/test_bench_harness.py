@@ -3,6 +3,7 @@ reports it reads, the floor's batch (run by a real local shell) and the CPU acco
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -144,9 +145,10 @@ def test_maint_inventory_and_argv() -> None:
 
 
 def test_pyinfra_inventory_is_strict_and_argv() -> None:
-    ns: dict[str, object] = {}
-    exec(tools.pyinfra_inventory([REC]), ns)  # the module pyinfra will load
-    assert ns["hosts"] == [("127.0.0.7", {
+    module = ast.parse(tools.pyinfra_inventory([REC]))  # the module pyinfra will load: read, never run
+    [assign] = module.body  # one assignment of a literal, nothing else
+    assert isinstance(assign, ast.Assign) and [ast.unparse(t) for t in assign.targets] == ["hosts"]
+    assert ast.literal_eval(assign.value) == [("127.0.0.7", {
         "ssh_port": 2222, "ssh_user": "deploy", "ssh_key": "/k/id", "ssh_known_hosts_file": "/k/known hosts",
         "ssh_strict_host_key_checking": "yes", "ssh_config_file": "/dev/null", "ssh_allow_agent": False,
         "ssh_look_for_keys": False, "path": HOSTILE})]  # fmt: skip
@@ -208,7 +210,7 @@ def test_workload_problems_names_what_is_missing(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- CPU of orphans
 ORPHAN = """
-import os, subprocess, sys, time
+import os, select, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 import common
 gate = sys.argv[2]
@@ -216,17 +218,15 @@ if sys.argv[3] == "adopt":
     common.become_subreaper()
 burn = "import os, time, pathlib\\nwhile time.process_time() < 0.3: pass\\npathlib.Path(%r).write_text(str(os.getpid()))" % gate
 shell = f"{sys.executable} -c {__import__('shlex').quote(burn)} & exit 0"
-def running(pid):
+def cleanup():  # gates, no polling: the burner writes its pid into a FIFO once its CPU is spent,
+    with open(gate) as fifo:  # then its exit is awaited on a pidfd
+        pid = int(fifo.read())
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-def cleanup():  # gates: the burner writes its pid when its CPU is spent; then wait for its exit
-    while not os.path.exists(gate) or not open(gate).read():
-        time.sleep(0.005)
-    pid = int(open(gate).read())
-    while running(pid):
-        time.sleep(0.005)
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone and reaped already
+    select.select([fd], [], [])
+    os.close(fd)
 t = common.Timer()
 m, _ = t.run(["sh", "-c", shell], cleanup=cleanup)
 print(m.cpu)
@@ -236,6 +236,7 @@ print(m.cpu)
 @pytest.mark.parametrize("mode", ["adopt", "plain"])
 def test_timer_counts_the_cpu_of_orphans_it_adopted(tmp_path: Path, mode: str) -> None:
     gate = tmp_path / "gate"
+    os.mkfifo(gate)
     proc = subprocess.run([sys.executable, "-c", ORPHAN, str(BENCH), str(gate), mode], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from maintkit.actions.compat import CompatCheck, CompatCheckParams
+from tests.health_helpers import _Server
 
 
 class _Script:
@@ -39,14 +39,11 @@ def server() -> Iterator[tuple[str, _Script]]:
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    server = _Server(Handler)
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+        yield server.url, script
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.stop()
 
 
 def _smoke(url: str, paths: list[str], **params: Any) -> tuple[list[str], list[dict[str, Any]]]:
