@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,24 +38,77 @@ _FILE_TYPES = {
 
 #: what ``stat`` prints of a path: type, mode (octal), owner, group, size
 _STAT_FORMAT = "'%F|%a|%U|%G|%s'"
+#: the same, then the name and a link's target C-quoted (``"name" -> "target"``, or ``"name"``)
+_BULK_FORMAT = "'%F|%a|%U|%G|%s|%N'"
 _REGULAR = ("regular file", "regular empty file")
+#: C escapes (GNU quotearg's ``c`` style) and the byte each stands for
+_C_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39, "?": 63}
+#: one character of a C-quoted string: printable ASCII but ``"`` and ``\``, an escape, or octal
+_C_CHAR = re.compile(r'[ !#-\[\]-~]|\\([abfnrtv\\"\'?])|\\([0-7]{1,3})')
+
+
+def c_unquote(text: str) -> tuple[bytes, str] | None:
+    """Decode the C-quoted string at the start of ``text``: its bytes and the text after it.
+
+    Strict: a ``"``, then printable ASCII other than ``"`` and ``\\``, the escapes
+    ``\\a \\b \\f \\n \\r \\t \\v \\\\ \\" \\' \\?`` and octal ``\\ooo`` (1 to 3 digits, at most
+    ``\\377``), then a ``"``. None for anything else (another quoting style, a raw control or
+    non-ASCII character, an unknown escape, no closing quote).
+    """
+    if not text.startswith('"'):
+        return None
+    out, i = bytearray(), 1
+    while (m := _C_CHAR.match(text, i)) is not None:
+        escape, octal = m.group(1), m.group(2)
+        if escape is not None:
+            out.append(_C_ESCAPES[escape])
+        elif octal is not None:
+            if int(octal, 8) > 0o377:
+                return None
+            out.append(int(octal, 8))
+        else:
+            out.append(ord(m.group(0)))
+        i = m.end()
+    return (bytes(out), text[i + 1 :]) if text[i : i + 1] == '"' else None
+
+
+def name_field(text: str) -> tuple[bytes, bytes | None] | None:
+    """``stat``'s ``%N`` in the ``c`` quoting style: the name and a link's target (None: not a link).
+
+    ``"name" -> "target"`` or ``"name"`` and nothing after it; None when it is anything else.
+    """
+    first = c_unquote(text)
+    if first is None:
+        return None
+    name, rest = first
+    if not rest:
+        return name, None
+    if not rest.startswith(" -> "):
+        return None
+    second = c_unquote(rest[4:])
+    if second is None or second[1]:
+        return None
+    return name, second[0]
 
 
 class _StatAll:
-    """Reads every :class:`FileState` of a batch with one ``stat``, one ``sha256sum`` and one ``readlink``.
+    """Reads every :class:`FileState` of a batch with one ``stat`` and one ``sha256sum``.
 
-    The shell tests which paths exist (builtins), stats those in one call, and hashes the
-    regular files (up to the largest ``max_hash_bytes`` asked for a path) and reads the link
-    targets, each kind in one call. What it prints (``name`` prefixes its variables)::
+    The shell tests which paths exist (builtins), stats those in one call (which also prints
+    each name and link target, C-quoted: ``%N`` with ``QUOTING_STYLE=c`` in the C locale), and
+    hashes the regular files (up to the largest ``max_hash_bytes`` asked for a path) in one
+    call. What it prints (``name`` prefixes its variables)::
 
         E 0 2            indices of the paths that exist
-        <stat lines>     one per existing path, in that order
+        <stat lines>     one per existing path, in that order, ending in ``"name" -> "target"``
         S0               stat's status (S1: a path vanished meanwhile; no stat lines)
         h 0              indices hashed, then one sha256sum line each, then R<status>
-        l 2              indices of symlinks, then their NUL-ended targets as one line of hex
 
-    Names are never read back: sha256sum escapes a name with a newline into one line (the hash
-    is all that is kept), and link targets travel as hex.
+    Every byte >= 0x80 and every control byte of a name or target is a C escape, so each path
+    is one ASCII line; the name stat printed must be the path's own, or the block's stat lines
+    are not trusted and every existing path is read on its own (a stat that ignores
+    QUOTING_STYLE, a BusyBox stat). sha256sum escapes a name with a newline into one line
+    (only the hash is kept).
     """
 
     def script(self, probes: Sequence[Probe[Any]], name: str) -> str:
@@ -70,31 +124,26 @@ class _StatAll:
             "done\n"
             f"printf 'E%s\\n' \"${n}_e\"\n"
             "[ $# -gt 0 ] || return 0\n"
-            f'{n}_s=$(stat -c {_STAT_FORMAT} -- "$@") || {{ echo S1; return 0; }}\n'
+            f'{n}_s=$(LC_ALL=C QUOTING_STYLE=c stat -c {_BULK_FORMAT} -- "$@") || {{ echo S1; return 0; }}\n'
             f"printf '%s\\nS0\\n' \"${n}_s\"\n"
-            f"for {n}_k in h l; do\n"
-            f'  {n}_r="${n}_s${n}_nl"; {n}_sel=; set --\n'
-            f"  for {n}_i in ${n}_e; do\n"
-            f'    {n}_x=${{{n}_r%%"${n}_nl"*}}; {n}_r=${{{n}_r#*"${n}_nl"}}; {n}_at "${n}_i"\n'
-            f"    case ${n}_k:${n}_x in\n"
-            "      l:'symbolic link|'*) ;;\n"
-            f"      h:'regular file|'*|h:'regular empty file|'*) [ \"${{{n}_x##*|}}\" -le \"${n}_m\" ] || continue;;\n"
-            "      *) continue;;\n"
-            "    esac\n"
-            f'    {n}_sel="${n}_sel ${n}_i"; set -- "$@" "${n}_p"\n'
-            "  done\n"
-            f'  printf \'%s%s\\n\' "${n}_k" "${n}_sel"\n'
-            "  [ $# -gt 0 ] || continue\n"
-            f'  if [ "${n}_k" = h ]; then sha256sum -- "$@"; echo "R$?"\n'
-            "  else readlink -z -- \"$@\" | od -An -v -tx1 | tr -d ' \\n'; echo; fi\n"
-            "done"
+            f'{n}_r="${n}_s${n}_nl"; {n}_sel=; set --\n'
+            f"for {n}_i in ${n}_e; do\n"
+            f'  {n}_x=${{{n}_r%%"${n}_nl"*}}; {n}_r=${{{n}_r#*"${n}_nl"}}; {n}_at "${n}_i"\n'
+            f"  case ${n}_x in 'regular file|'*|'regular empty file|'*) ;; *) continue;; esac\n"
+            f"  {n}_z=${{{n}_x#*|}}; {n}_z=${{{n}_z#*|}}; {n}_z=${{{n}_z#*|}}; {n}_z=${{{n}_z#*|}}\n"
+            f'  [ "${{{n}_z%%|*}}" -le "${n}_m" ] || continue\n'
+            f'  {n}_sel="${n}_sel ${n}_i"; set -- "$@" "${n}_p"\n'
+            "done\n"
+            f"printf 'h%s\\n' \"${n}_sel\"\n"
+            "[ $# -gt 0 ] || return 0\n"
+            'sha256sum -- "$@"; echo "R$?"'
         )
 
     def split(self, probes: Sequence[Probe[Any]], text: str) -> dict[str, RawOutput]:
         paths = list(_largest_hash(probes))
         out: dict[str, RawOutput] = {}
         try:
-            seen = _StatOutput.parse(text)
+            seen = _StatOutput.parse(text, paths)
             for probe in probes:
                 assert isinstance(probe, FileState)
                 raw = seen.output(paths.index(probe.path), probe.max_hash_bytes)
@@ -111,12 +160,12 @@ class _StatOutput:
 
     existing: list[int]
     stat_ok: bool = True
-    lines: dict[int, str] = field(default_factory=dict)
+    lines: dict[int, str] = field(default_factory=dict)  # the stat line without the name
     hashes: dict[int, str] = field(default_factory=dict)
-    targets: dict[int, str] = field(default_factory=dict)
+    targets: dict[int, str] = field(default_factory=dict)  # a link's target, as hex
 
     @classmethod
-    def parse(cls, text: str) -> _StatOutput:
+    def parse(cls, text: str, paths: Sequence[str]) -> _StatOutput:
         """Read the block's output; ValueError/IndexError when it is not what the block prints."""
         lines = text.split("\n")
         if not lines[0].startswith("E"):
@@ -130,27 +179,42 @@ class _StatOutput:
         n = len(seen.existing)
         if lines[1 + n] != "S0":
             raise ValueError("stat lines do not match the paths")
-        seen.lines = dict(zip(seen.existing, lines[1 : 1 + n], strict=True))
+        for i, line in zip(seen.existing, lines[1 : 1 + n], strict=True):
+            if not seen._stat_line(i, line, paths[i]):
+                seen.stat_ok = False  # not one line per path as asked: nothing after it is trusted
+                return seen
         rest = lines[2 + n :]
-        while rest and rest[0][:1] in ("h", "l"):
-            rest = seen._section(rest)
+        if rest and rest[0][:1] == "h":
+            seen._hashes(rest)
         return seen
 
-    def _section(self, rest: list[str]) -> list[str]:
-        """Read one ``h`` (hashes) or ``l`` (link targets) section; the lines after it."""
-        kind, picked = rest[0][0], [int(w) for w in rest[0][1:].split()]
+    def _stat_line(self, i: int, line: str, path: str) -> bool:
+        """Keep path ``i``'s stat line (without ``%N``) and its link target; False when the line
+        is not the five fields then ``%N`` naming exactly ``path`` (a target only for a link)."""
+        fields = line.split("|", 5)
+        if len(fields) != 6:
+            return False
+        named = name_field(fields[5])
+        try:
+            wanted = path.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return False
+        if named is None or named[0] != wanted or (named[1] is not None) != (fields[0] == "symbolic link"):
+            return False
+        self.lines[i] = "|".join(fields[:5])
+        if named[1] is not None:
+            self.targets[i] = named[1].hex()
+        return True
+
+    def _hashes(self, rest: list[str]) -> None:
+        """Read the ``h`` section: the indices hashed, one sha256sum line each, then R<status>."""
+        picked = [int(w) for w in rest[0][1:].split()]
         if not picked:
-            return rest[1:]
-        if kind == "l":
-            parts = bytes.fromhex(rest[1].strip()).split(b"\0")
-            if len(parts) == len(picked) + 1 and parts[-1] == b"":
-                self.targets = {i: t.hex() for i, t in zip(picked, parts, strict=False)}
-            return rest[2:]
+            return
         end = next(k for k, line in enumerate(rest) if line.startswith("R"))
         sums = [line.lstrip("\\")[:64] for line in rest[1:end]]  # an escaped name starts with a backslash
         if rest[end] == "R0" and len(sums) == len(picked) and all(len(h) == 64 for h in sums):
             self.hashes = dict(zip(picked, sums, strict=True))
-        return rest[end + 1 :]
 
     def output(self, i: int, max_hash_bytes: int) -> RawOutput | None:
         """What :meth:`FileState.script` would print for path ``i``; None when it cannot be told."""
@@ -185,6 +249,7 @@ class FileState(Probe[FileInfo]):
     Nothing the host prints depends on the bytes of the name: the hash is read from stdin
     (``sha256sum < FILE`` never escapes a name) and a link target is printed as hex, so a
     name or target with a newline, a backslash or any other byte is read back exactly.
+    ``stat`` runs in the C locale: elsewhere ``%F`` is translated ("Verzeichnis").
     """
 
     path: str
@@ -196,7 +261,7 @@ class FileState(Probe[FileInfo]):
         target = hex_script('readlink -n -- "$p"')
         return (
             f"p={quote(self.path)}\n"
-            f'if [ -e "$p" ] || [ -L "$p" ]; then if stat -c {_STAT_FORMAT} -- "$p"; then\n'
+            f'if [ -e "$p" ] || [ -L "$p" ]; then if LC_ALL=C stat -c {_STAT_FORMAT} -- "$p"; then\n'
             f'  if [ -L "$p" ]; then {target}\n'
             f'  elif [ -f "$p" ] && [ "$(stat -c %s -- "$p")" -le {int(self.max_hash_bytes)} ]; then sha256sum < "$p"\n'
             "  fi\n"

@@ -1,7 +1,7 @@
 """The probe batch on this machine's real shell (``/bin/sh``, through LocalTransport).
 
-* every FileState of a batch is read in one block (one ``stat``, one ``sha256sum``, one
-  ``readlink``) and each probe gets exactly the output its own script prints, whatever the
+* every FileState of a batch is read in one block (one ``stat``, link targets included, one
+  ``sha256sum``) and each probe gets exactly the output its own script prints, whatever the
   names (property test against the one-by-one scripts);
 * a file the login cannot read is read again on its own, with the one-by-one answer;
 * the probes run as functions of the batch's shell, except commands that would change or end

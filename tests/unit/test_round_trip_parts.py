@@ -11,7 +11,7 @@ from __future__ import annotations
 from maintkit import locks
 from maintkit.probes import FileState, RawOutput
 
-LINK_TARGET = "/srv/a\nb"  # a newline in a target: it travels as hex
+LINK_TARGET = "/srv/a\nb"  # a newline in a target: stat prints it C-quoted, the probe gets hex
 
 
 def _split(text: str, probes: list[FileState]) -> dict[str, RawOutput]:
@@ -21,12 +21,11 @@ def _split(text: str, probes: list[FileState]) -> dict[str, RawOutput]:
 
 def test_every_kind_is_read_back_as_its_own_script_prints_it() -> None:
     d, f, link, gone = (FileState(p) for p in ("/d", "/f", "/l", "/gone"))
-    target_hex = (LINK_TARGET.encode() + b"\0").hex()
     text = (
         "E 0 1 2\n"
-        "directory|755|root|root|4096\nregular file|644|deploy|www-data|6\nsymbolic link|777|root|root|8\nS0\n"
+        'directory|755|root|root|4096|"/d"\nregular file|644|deploy|www-data|6|"/f"\n'
+        'symbolic link|777|root|root|8|"/l" -> "/srv/a\\nb"\nS0\n'
         f"h 1\n\\{'a' * 64}  /f\\nname\nR0\n"  # an escaped name starts with a backslash
-        f"l 2\n{target_hex}\n"
     )
     out = _split(text, [d, f, link, gone])
     assert out == {
@@ -43,24 +42,27 @@ def test_a_path_that_vanished_before_stat_leaves_every_existing_path_to_be_read_
     assert _split("E 0\nS1\n", [f, gone]) == {gone.key: RawOutput("MISSING\n", 0)}
 
 
-def test_a_hash_that_failed_or_a_link_count_that_differs_leaves_only_those_paths() -> None:
+def test_a_hash_that_failed_leaves_only_that_path() -> None:
     d, f, link = FileState("/d"), FileState("/f"), FileState("/l")
     text = (
-        "E 0 1 2\ndirectory|755|root|root|4096\nregular file|600|root|root|6\nsymbolic link|777|root|root|1\nS0\n"
+        'E 0 1 2\ndirectory|755|root|root|4096|"/d"\nregular file|600|root|root|6|"/f"\n'
+        'symbolic link|777|root|root|1|"/l" -> "x"\nS0\n'
         "h 1\nR1\n"  # sha256sum could not read /f
-        f"l 2\n{b'x'.hex()}\n"  # no NUL at the end: the target list is cut
     )
-    assert _split(text, [d, f, link]) == {d.key: RawOutput("directory|755|root|root|4096\n", 0)}
+    assert _split(text, [d, f, link]) == {
+        d.key: RawOutput("directory|755|root|root|4096\n", 0),
+        link.key: RawOutput(f"symbolic link|777|root|root|1\n{b'x'.hex()}\n", 0),
+    }
 
 
 def test_a_file_over_its_hash_limit_needs_no_hash_and_a_cut_block_answers_nothing() -> None:
     small, big = FileState("/f", max_hash_bytes=3), FileState("/f")
-    text = f"E 0\nregular file|644|root|root|6\nS0\nh 0\n{'b' * 64}  /f\nR0\nl\n"
+    text = f'E 0\nregular file|644|root|root|6|"/f"\nS0\nh 0\n{"b" * 64}  /f\nR0\n'
     assert _split(text, [small, big]) == {
         small.key: RawOutput("regular file|644|root|root|6\n", 0),
         big.key: RawOutput(f"regular file|644|root|root|6\n{'b' * 64}  -\n", 0),
     }
-    assert _split("E 0\nregular file|644|root|root|6\n", [big]) == {}
+    assert _split('E 0\nregular file|644|root|root|6|"/f"\n', [big]) == {}
     assert _split("", [big]) == {}
 
 
