@@ -131,33 +131,47 @@ def leased(holder: dict[str, Any], path: str, lease: int) -> dict[str, Any]:
     return {**holder, "lease": int(lease), "gen": lock_token(str(holder.get("run_id", "")), path)}
 
 
+#: ``YYYY-MM-DDTHH:MM:SS+0000``, the expiry as bash's printf formats it under ``TZ=UTC0``
+_UTC_ISO = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + "T" + ":".join(["[0-9]" * 2] * 3) + "+0000"
+
+
 def _now_and_expiry(lease: int) -> str:
-    """Shell setting ``now``, ``exp`` (epoch) and ``iso`` (UTC ISO) from the host's clock."""
+    """Shell setting ``now``, ``exp`` (epoch) and ``iso`` (UTC ISO) from the host's clock.
+
+    bash >= 4.2: its printf builtin (no process), trusted only when ``now`` is digits and the
+    expiry formatted under ``TZ=UTC0`` says ``+0000`` (``%z``; a bash ignoring the temporary
+    TZ shows the login user's offset). Otherwise (dash): one ``date`` call (GNU, then BSD),
+    and with neither the portable two calls.
+    """
     n = int(lease)
     fmt = quote(_DATE_FMT)
     return (
-        # one date call (GNU, then BSD); with neither, the portable two calls
-        f"exp=; x=$(exec date -u -d '{n} seconds' {fmt} 2>/dev/null) || x=$(exec date -u -v{n:+d}S {fmt} 2>/dev/null) "
+        """exp=; now=; iso=; if [ -n "${BASH_VERSION-}" ] && printf -v now '%(%s)T' -1 2>/dev/null; then\n"""
+        f'  case $now in ""|*[!0123456789]*) ;; *) exp=$((now + {n}))\n'
+        """    TZ=UTC0 printf -v iso '%(%Y-%m-%dT%H:%M:%S%z)T' "$exp" 2>/dev/null\n"""
+        f"    case $iso in {_UTC_ISO}) iso=${{iso%+0000}}Z ;; *) exp= ;; esac ;; esac\n"
+        'fi; if [ -z "$exp" ]; then\n'
+        f"x=$(exec date -u -d '{n} seconds' {fmt} 2>/dev/null) || x=$(exec date -u -v{n:+d}S {fmt} 2>/dev/null) "
         "&& { exp=${x%% *}; iso=${x#* }; }\n"
         "case $exp in\n"
         f'  ""|*[!0123456789]*) now=$(date -u +%s) || exit {LOCK_FAILED_EXIT}; exp=$((now + {n}))\n'
         '    iso=$(date -u -d "@$exp" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$exp" +%Y-%m-%dT%H:%M:%SZ) ;;\n'
         f"  *) now=$((exp - {n})) ;;\n"
-        "esac\n"
+        "esac; fi\n"
     )
 
 
 def _stamp(holder: dict[str, Any], tmp: str) -> str:
-    """Shell writing ``holder`` plus ``expires``/``expires_epoch`` (host clock) into ``tmp``."""
+    """Shell writing ``holder`` plus ``expires``/``expires_epoch`` (host clock) into ``tmp``: the
+    printf builtin (no process; an expanded value is never expanded again), and when it fails (a
+    full disk) the same bytes through cat from a here-document, for cat's message (not dash's "I/O error")."""
     prefix = json.dumps(holder)[:-1]  # without its closing brace: the host appends the expiry
-    # a here-document through cat (not the printf builtin): a write error (a full disk) fails
-    # the script with cat's own message; an expanded value is never expanded again
+    line = quote('%s, "expires": "%s", "expires_epoch": %s}\\n')
     return _now_and_expiry(int(holder.get("lease", DEFAULT_LEASE))) + (
         f"P={quote(prefix)}\n"
-        f"if ! cat > {tmp} <<MAINT_HOLDER\n"
+        f'if ! {{ printf {line} "$P" "$iso" "$exp" > {tmp} 2>/dev/null || cat > {tmp} <<MAINT_HOLDER\n'
         '$P, "expires": "$iso", "expires_epoch": $exp}\n'
-        "MAINT_HOLDER\n"
-        f"then rm -f -- {tmp}; exit {LOCK_FAILED_EXIT}; fi\n"
+        f"MAINT_HOLDER\n}}; then rm -f -- {tmp}; exit {LOCK_FAILED_EXIT}; fi\n"
     )
 
 

@@ -5,7 +5,7 @@ mode, owner, content or link target) and, for ``file.directory``, which director
 missing (a probe). Rollback acts only on those recorded paths and never on a tool's output.
 A path that did not exist is removed again only while it is still what the action made.
 Every command puts ``--`` before its operands; temporary names are short siblings
-(``.maint-XXXXXX``), so names up to the file system's limit work.
+(``.maint-`` and random hex, at most 31 bytes), so names up to the file system's limit work.
 """
 
 from __future__ import annotations
@@ -105,17 +105,45 @@ def _sibling_tmp(path: str, pattern: str = "") -> str:
     return posixpath.join(posixpath.dirname(path) or "/", f".maint-{suffix}")
 
 
-def put_script(path: str, mode: int) -> str:
-    """Shell writing stdin to ``path`` atomically: private temp sibling, mode, owner, ``mv -T``.
+def _tmp_token() -> str:
+    """96 random bits naming a temporary sibling (``.maint-`` + 24 hex: 31 bytes, far below 255)."""
+    return secrets.token_hex(12)
 
-    The temp file gets the existing file's owner and group when allowed; it is removed on failure.
+
+#: mode bits a new file can get from the umask alone; any other bit (x, setuid, setgid, sticky) needs chmod
+_UMASK_BITS = 0o666
+
+
+def put_script(path: str, mode: int) -> str:
+    """Shell writing stdin to ``path`` atomically: temp sibling, owner, mode, ``mv -T``. Exit 0 or 1.
+
+    Programs started for a new file: ``cat`` and ``mv`` (plus ``chmod`` when ``mode`` has a bit
+    outside 0666, after the ``chown``, which would clear setuid/setgid); the temp file gets the
+    existing file's owner and group when allowed (``chown``).
+
+    The temp file is created with the umask ``0777 & ~mode``: it never has a permission ``mode``
+    lacks, not even while it is written (0600 for a secret from its first byte), and has exactly
+    ``mode`` when no chmod is needed. What protects the write from a planted file: the name is
+    chosen on the controller (96 random bits, :func:`_tmp_token`) and is unpredictable; the
+    script refuses (exit 1, nothing touched) when anything already has that name, including a
+    dangling symlink, a FIFO or a device (``[ -e ] || [ -L ]``, builtins); then the file is
+    opened once, for the whole write, under ``set -C``. With noclobber, dash 0.5.12 and bash 5.2
+    (also ``--posix``) ``stat`` the name: a missing name is opened with ``O_CREAT|O_EXCL``
+    (which fails on any name that appeared meanwhile, a dangling symlink included: nothing is
+    followed), a regular file or a symlink to one is refused, but a FIFO or a device is opened
+    as it is: the builtin test above refuses those. A refused open exits 1 and removes nothing;
+    a failure after the file was created removes the temp file.
     """
     p = quote(path)
     owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
+    chmod = f'chmod -- {mode:04o} "$tmp" && ' if mode & ~_UMASK_BITS else ""
+    exists = "printf '%s\\n' \"$tmp: exists already, nothing written\" >&2; exit 1"
     return (
-        f"umask 077; tmp=$(mktemp -- {quote(_sibling_tmp(path, 'XXXXXX'))}) || exit 1\n"
-        f'if cat > "$tmp" && chmod -- {mode:04o} "$tmp" && {owner} && mv -f -T -- "$tmp" {p}; then exit 0; fi\n'
-        'rm -f -- "$tmp"; exit 1'
+        f"umask {0o777 & ~mode:03o}; tmp={quote(_sibling_tmp(path, _tmp_token()))}\n"
+        f'if [ -e "$tmp" ] || [ -L "$tmp" ]; then {exists}; fi\n'
+        # the redirection opens the file before the group runs; a refused open skips it (no rm)
+        f'set -C; {{ set +C; if cat >&3 && {owner} && {chmod}mv -f -T -- "$tmp" {p}; then exit 0; fi\n'
+        'rm -f -- "$tmp"; exit 1; } 3> "$tmp" || exit 1'
     )
 
 
@@ -212,7 +240,10 @@ class FileContent(_PathAction[FileContentParams]):
         before: FileInfo = check.snapshot
         old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
         mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
-        script = " && ".join([f"( {put_script(p.path, mode)}\n)", *_attrs_lines(p, chmod=False)])
+        # a chown clears setuid/setgid: the mode is set again after an owner or group change
+        again = bool(mode & 0o6000) and bool(p.owner or p.group)
+        attrs = _attrs_lines(p.model_copy(update={"mode": f"{mode:04o}"}), chmod=again)
+        script = " && ".join([f"( {put_script(p.path, mode)}\n)", *attrs])
         _change_then_probe(ctx, script, p.path, stdin=self._data)
         written = hashlib.sha256(self._data).hexdigest()
         return [
@@ -235,7 +266,10 @@ class FileContent(_PathAction[FileContentParams]):
             elif undo.data is None:
                 raise RollbackFailed(f"{path}: previous content was too large to keep for undo")
             else:
-                script = f"( {put_script(path, int(undo.before.mode, 8))}\n) && {_owner_script(path, undo.before)}"
+                mode = int(undo.before.mode, 8)
+                script = f"( {put_script(path, mode)}\n) && {_owner_script(path, undo.before)}"
+                if mode & 0o6000:  # the chown cleared setuid/setgid
+                    script += " && " + join(["chmod", "--", f"{mode:04o}", path])
                 _run_undo(ctx, script, path, "wrote", stdin=undo.data)
 
     @classmethod

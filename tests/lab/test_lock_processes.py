@@ -6,9 +6,12 @@
 * The holder's ``gen`` and ``expires_epoch`` are read with shell builtins: a property test
   runs the former ``sed | head`` pipelines and the new ``fields`` on the same generated holder
   files (valid ones, missing fields, hostile values, several lines, empty, no file) in both shells.
-* A full disk while writing the holder still fails the lock with cat's message and leaves
-  nothing behind; the single ``date`` call and its portable fallback stamp the same lease;
-  a claim left by a dead script is cleared, a live one is respected.
+* The holder is written by the printf builtin, byte for byte what the former here-document
+  wrote; a full disk still fails the lock with cat's message and leaves nothing behind.
+* bash reads the clock with its printf builtin (no ``date``), in UTC whatever the login user's
+  TZ; a bash whose answer is not sane, and every other shell, run the single ``date`` call,
+  and its portable fallback stamps the same lease.
+* A claim left by a dead script is cleared, a live one is respected.
 """
 
 from __future__ import annotations
@@ -76,20 +79,21 @@ def test_each_lock_script_starts_exactly_these_programs(ssh_lab: SshLab, lab_hos
         assert pids == len(execs), execs  # every process started is a program: no bare subshell
         return code, execs
 
+    date = ["date"] if shell == "dash" else []  # bash reads the clock with its printf builtin
     assert run(locks.peek_script(s)) == (0, [shell])
-    assert run(locks.acquire_script(s, mine)) == (0, [shell, "mkdir", "date", "cat", "mkdir", "mv"])
+    assert run(locks.acquire_script(s, mine)) == (0, [shell, "mkdir", *date, "mkdir", "mv"])
     assert run(locks.peek_script(s)) == (0, [shell, "cat", "date"])
     assert run(locks.read_script(s)) == (0, [shell, "cat", "date"])
-    assert run(locks.acquire_script(s, other)) == (locks.LOCK_EXIT, [shell, "date", "cat", "mkdir", "rm", "cat"])
-    assert run(locks.renew_script(s, mine["gen"], 600)) == (0, [shell, "mkdir", "date", "sed", "mv", "rmdir"])
+    assert run(locks.acquire_script(s, other)) == (locks.LOCK_EXIT, [shell, *date, "mkdir", "rm", "cat"])
+    assert run(locks.renew_script(s, mine["gen"], 600)) == (0, [shell, "mkdir", *date, "sed", "mv", "rmdir"])
     assert run(locks.release_script(s, "run-other")) == (locks.LOST_EXIT, [shell])
     assert run(locks.release_script(s, "run-mine")) == (0, [shell, "mkdir", "rm"])
     assert not (site / ".maint" / "lock").exists()
     assert run(locks.release_script(s, "run-mine")) == (0, [shell])
-    assert run(locks.acquire_script(s, mine)) == (0, [shell, "date", "cat", "mkdir", "mv"])
+    assert run(locks.acquire_script(s, mine)) == (0, [shell, *date, "mkdir", "mv"])
     assert run(locks.clear_script(s, "run-mine", mine["gen"])) == (0, [shell, "mkdir", "rm"])
-    assert run(locks.acquire_script(s, _holder("run-dead", s, lease=0))) == (0, [shell, "date", "cat", "mkdir", "mv"])
-    took = [shell, "date", "cat", "mkdir", "mkdir", "cat", "mv", "rmdir"]
+    assert run(locks.acquire_script(s, _holder("run-dead", s, lease=0))) == (0, [shell, *date, "mkdir", "mv"])
+    took = [shell, *date, "mkdir", "mkdir", "cat", "mv", "rmdir"]
     assert run(locks.acquire_script(s, mine)) == (0, took)
     assert json.loads((site / ".maint" / "lock" / "holder.json").read_text())["run_id"] == "run-mine"
     assert sorted(p.name for p in (site / ".maint").iterdir()) == ["lock"]
@@ -192,40 +196,85 @@ def test_a_full_disk_fails_the_lock_with_cats_message_and_leaves_nothing(tmp_pat
         assert subprocess.run([shell, "-c", script], capture_output=True).returncode == 0
 
 
-def _stamped(shell: str, site: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def _stamped(shell: str, site: Path, env: dict[str, str] | None = None, prelude: str = "") -> dict[str, Any]:
+    """Take the lock of ``site`` with ``shell`` (``prelude`` first): the holder is exact, its lease UTC."""
     holder = _holder("run-clock", str(site), lease=600)
     before = int(time.time())
-    res = subprocess.run([shell, "-c", locks.acquire_script(str(site), holder)], capture_output=True, env=env)
+    script = prelude + locks.acquire_script(str(site), holder)
+    res = subprocess.run([f"/usr/bin/{shell}", "-c", script], capture_output=True, env=env)
     after = int(time.time())
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
-    stamped = json.loads((site / ".maint" / "lock" / "holder.json").read_text())
+    raw = (site / ".maint" / "lock" / "holder.json").read_bytes()
+    stamped: dict[str, Any] = json.loads(raw)
     assert before + 600 <= stamped["expires_epoch"] <= after + 600
     assert stamped["expires"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamped["expires_epoch"]))
     assert {k: v for k, v in stamped.items() if k not in ("expires", "expires_epoch")} == holder
-    return res.returncode, stamped
+    # byte for byte what the former here-document wrote: the prefix, the expiry, one newline
+    tail = f', "expires": "{stamped["expires"]}", "expires_epoch": {stamped["expires_epoch"]}}}\n'
+    assert raw == (json.dumps(holder)[:-1] + tail).encode()
+    return stamped
+
+
+def _date_shim(tmp_path: Path, *, relative: bool) -> tuple[dict[str, str], Path]:
+    """A ``date`` first in PATH noting each call (with ``relative=False``: refusing relative dates)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    calls = tmp_path / "calls"
+    refuse = "" if relative else 'case "$*" in *seconds*|*-v*) echo "date: invalid date" >&2; exit 1 ;; esac\n'
+    (shim / "date").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {quote(str(calls))}\n{refuse}exec /usr/bin/date "$@"\n'
+    )
+    (shim / "date").chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, calls
+
+
+#: in bash: run the lock script as a shell without bash's clock (dash, busybox...) would
+NOT_BASH = "unset BASH_VERSION\n"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_one_date_call_and_its_portable_fallback_stamp_the_same_lease(tmp_path: Path, shell: str) -> None:
+    env, calls = _date_shim(tmp_path, relative=False)
     (tmp_path / "a").mkdir()
-    _stamped(shell, tmp_path / "a")
+    _stamped(shell, tmp_path / "a", env=env)
+    if shell == "bash":  # bash's own clock: no date at all
+        assert not calls.exists()
+        nodate = tmp_path / "nodate"  # a PATH with only what taking a free lock runs
+        nodate.mkdir()
+        for tool in ("mkdir", "mv"):
+            (nodate / tool).symlink_to(f"/usr/bin/{tool}")
+        (tmp_path / "c").mkdir()
+        _stamped(shell, tmp_path / "c", env={**os.environ, "PATH": str(nodate)})
+        (tmp_path / "b").mkdir()
+        _stamped(shell, tmp_path / "b", env=env, prelude=NOT_BASH)
     # a date without relative dates (neither "-d 'N seconds'" nor BSD's -v): the two former calls
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    calls = tmp_path / "calls"
-    (shim / "date").write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$*" >> {quote(str(calls))}\n'
-        'case "$*" in *seconds*|*-v*) echo "date: invalid date" >&2; exit 1 ;; esac\n'
-        'exec /usr/bin/date "$@"\n'
-    )
-    (shim / "date").chmod(0o755)
-    (tmp_path / "b").mkdir()
-    _stamped(shell, tmp_path / "b", env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"})
     lines = calls.read_text().splitlines()
     assert [ln.split()[:2] for ln in lines] == [["-u", "-d"], ["-u", "-v+600S"], ["-u", "+%s"], ["-u", "-d"]]
     assert lines[0] == "-u -d 600 seconds +%s %Y-%m-%dT%H:%M:%SZ"
     assert lines[3].startswith("-u -d @")
+
+
+@pytest.mark.parametrize("tz", ["Asia/Kolkata", "EST5EDT", "XYZ-7", "UTC0"])
+def test_bashs_clock_stamps_utc_whatever_the_login_users_tz(tmp_path: Path, tz: str) -> None:
+    env, calls = _date_shim(tmp_path, relative=True)
+    _stamped("bash", tmp_path, env={**env, "TZ": tz})
+    assert not calls.exists()
+
+
+#: bash shells whose clock answers badly: the sanity checks send the script to ``date``
+INSANE = {
+    "no digits": 'printf() { if [ "$1" = -v ] && [ "$2" = now ]; then now=17x; return 0; fi; builtin printf "$@"; }\n',
+    "no %()T": 'printf() { if [ "$1" = -v ] && [ "$2" = now ]; then return 1; fi; builtin printf "$@"; }\n',
+    "TZ ignored": 'printf() { if [ "$1" = -v ] && [ "$2" = iso ]; then iso=2030-01-01T05:30:00+0530; return 0; fi;'
+    ' builtin printf "$@"; }\n',
+}
+
+
+@pytest.mark.parametrize("why", sorted(INSANE))
+def test_an_insane_bash_clock_falls_back_to_date(tmp_path: Path, why: str) -> None:
+    env, calls = _date_shim(tmp_path, relative=True)
+    _stamped("bash", tmp_path, env={**env, "TZ": "XYZ-7"}, prelude=INSANE[why])
+    assert calls.read_text().splitlines() == ["-u -d 600 seconds +%s %Y-%m-%dT%H:%M:%SZ"]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
