@@ -8,6 +8,7 @@ file actions are also run for real with such names in tests/lab/test_file_proper
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -36,6 +37,7 @@ from maintkit.testing import FakeTransport, make_context
 from maintkit.transport.local import LocalTransport, atomic_put_script
 
 _SEPARATORS = set(";&|(){}\n")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "!", "exec"}
 
 
@@ -49,6 +51,8 @@ def simple_commands(line: str) -> list[list[str]]:
     for token in lex:
         if set(token) <= _SEPARATORS:
             out.append([])
+        elif not out[-1] and _ASSIGNMENT.match(token):  # `LC_ALL=C find ...`: the command is find
+            pass
         elif out[-1] or token not in _KEYWORDS:
             out[-1].append(token)
         if "$(" in token and ")" in token:  # a command substitution inside double quotes

@@ -138,8 +138,13 @@ def exact_restore_script(
 
 
 def compare_script(path: str, compression: str, base: str) -> str:
-    """``tar --compare`` of the archive against ``base``; prints the differences, exits 0."""
-    inner = pipeline(join(_decompress(compression, path)), join(["tar", "--no-unquote", "-C", base, "-df", "-"]))
+    """``tar --compare`` of the archive against ``base``; prints the differences, exits 0.
+
+    tar runs with ``LC_ALL=C``: :func:`content_differences` reads its English messages, which a
+    host's own language would translate (and every difference would go unnoticed).
+    """
+    tar = "LC_ALL=C " + join(["tar", "--no-unquote", "-C", base, "-df", "-"])
+    inner = pipeline(join(_decompress(compression, path)), tar)
     return f"( {inner} ) 2>&1; true"
 
 

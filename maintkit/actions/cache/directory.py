@@ -18,7 +18,7 @@ def dir_stats_script(path: str) -> str:
         f"if [ ! -d {d} ]; then echo MISSING; exit 0; fi\n"
         # every entry that is not a directory counts (files, symlinks, sockets...): names never
         # appear in the output, so no name can confuse the count
-        f"{{ find {d} -mindepth 1 -xdev ! -type d -printf '%s\\n' || echo FINDFAIL; }} | "
+        f"{{ LC_ALL=C find {d} -mindepth 1 -xdev ! -type d -printf '%s\\n' || echo FINDFAIL; }} | "
         'awk \'$0=="FINDFAIL"{f=1; next} {n++; s+=$1} END {printf "%d %.0f %s\\n", n, s, (f ? "FAIL" : "OK")}\''
     )
 
@@ -38,11 +38,15 @@ def dir_stats(ctx: Context, path: str, sudo: bool | None) -> tuple[int, int]:
 
 
 def dir_clear(ctx: Context, path: str, sudo: bool | None) -> None:
-    """Empty ``path`` (its files, then its empty subdirectories), keeping ``path`` itself."""
+    """Empty ``path`` (its files, then its empty subdirectories), keeping ``path`` itself.
+
+    ``find`` runs with ``LC_ALL=C``: its messages are read below (a file nginx removed meanwhile
+    is not an error), and a host's own language would translate them.
+    """
     d = quote(path)
     script = (
-        f"find {d} -mindepth 1 -xdev ! -type d -delete\nrc=$?\n"
-        f"find {d} -mindepth 1 -xdev -depth -type d -empty -delete 2>/dev/null\n"
+        f"LC_ALL=C find {d} -mindepth 1 -xdev ! -type d -delete\nrc=$?\n"
+        f"LC_ALL=C find {d} -mindepth 1 -xdev -depth -type d -empty -delete 2>/dev/null\n"
         "exit $rc"
     )
     res = ctx.run_shell(script, sudo=sudo, check=False)
