@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, Generic, Literal, TypeVar
@@ -65,6 +65,19 @@ class ProbeCache:
             else:
                 self.hits += 1
             return value
+
+    def has(self, host: str, key: str) -> bool:
+        """Is ``key`` cached for ``host``? (not counted as a hit or a miss)"""
+        with self._lock:
+            return key in self._data.get(host, {})
+
+    def forget(self, host: str, keys: Iterable[str]) -> None:
+        """Drop these keys of ``host`` (read again when next asked for)."""
+        with self._lock:
+            entries = self._data.get(host)
+            if entries:
+                for key in keys:
+                    entries.pop(key, None)
 
     def put(self, host: str, key: str, raw: RawOutput) -> None:
         """Store one raw output."""
@@ -307,6 +320,10 @@ class Action(Generic[P]):
     #: True when check() can only be honest after earlier steps really ran (e.g. http.check
     #: after a deploy); in plan mode the runner then reports "unknown: depends on step X".
     depends_on_previous: ClassVar[bool] = False
+    #: True when the action only reads (its check never asks for a change): after an earlier
+    #: step's change the runner reads its probes in that change's round trip, and goes on to the
+    #: next step's (see :meth:`changes_nothing`)
+    check_only: ClassVar[bool] = False
     #: What rollback() does: "undo" reverses apply(); "noop" there is nothing lasting to undo
     #: (say why in ``rollback_reason``; rollback succeeds so earlier steps can roll back);
     #: "none" it cannot be undone. Unset: taken from the older ``reversible`` flag.
@@ -330,6 +347,15 @@ class Action(Generic[P]):
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         """Probes check() will need, fetched ahead in one batch per host. Optional."""
         return []
+
+    def changes_nothing(self) -> bool:
+        """True when this step can never change anything (default :attr:`check_only`).
+
+        Only a hint for reading ahead: after a change, the probes of the later steps up to the
+        first one that may change are read in the change's own round trip (the rest when their
+        step comes). A wrong answer costs a round trip, never a stale read.
+        """
+        return self.check_only
 
     def check(self, ctx: Context) -> Check:
         """Read-only: decide whether anything would change."""

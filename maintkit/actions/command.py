@@ -67,6 +67,10 @@ class CommandAction(Action[CommandParams]):
             out.append(CommandProbe(tuple(p.argv)))
         return out
 
+    def changes_nothing(self) -> bool:
+        """A ``read_only`` command changes nothing."""
+        return self.params.read_only
+
     def check(self, ctx: Context) -> Check:
         p = self.params
         if p.creates and ctx.probe(FileState(p.creates)).exists:

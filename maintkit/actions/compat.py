@@ -139,6 +139,7 @@ class CompatCheckParams(Params):
 class CompatCheck(Action[CompatCheckParams]):
     """Check PHP/WordPress requirements, syntax, error logs and smoke pages of (candidate) updates."""
 
+    check_only = True
     name = "compat.check"
     Params = CompatCheckParams
     summary = "Refuse updates the host cannot run; after an update: requirements, php -l, new fatal errors, smoke."

@@ -82,10 +82,11 @@ def run_steps(
         ps = planned.steps[i]
         if state.stop.is_set():
             return SiteStatus.INTERRUPTED
-        # after a change, this step's probes (for verify) and every later step's are read
-        # again in the same round trip as the change, or in one batch right after it
-        base.refresh = [p for group in gate.step_probes[i:] for p in group]
+        # after a change, this step's probes (for verify) and the later ones it may affect are
+        # read again in the same round trip as the change (see read_ahead)
+        base.refresh = read_ahead(planned, gate.step_probes, i)
         state.interrupts.activity.doing(site.name, planned.env.name, f"running step {ps.step.id}")
+        prefetch(state, base, planned, gate.step_probes, i)
         mark = len(result.steps)
         policy = run_step(state, site, planned, ps, base, result, applied, before_change=gate.hook(i, result, mark))
         if gate.recheck:  # the lock was just taken and the facts had changed: check every step again
@@ -99,6 +100,37 @@ def run_steps(
             return on_failure(state, site, planned, applied, policy)
         i += 1
     return SiteStatus.OK
+
+
+def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int) -> list[Probe[Any]]:
+    """The probes read together for step ``i``: its own, every later step's bulk-read probes
+    (one ``stat`` answers them all), and the other probes of the later steps up to the first
+    one that may change something (its change reads the rest again anyway).
+
+    What is left out is read when its step comes (:func:`prefetch`), never taken stale: a
+    change drops every cached probe of the host that its own round trip did not read.
+    """
+    out = list(step_probes[i])
+    singles = True
+    for ps, group in zip(planned.steps[i + 1 :], step_probes[i + 1 :], strict=True):
+        out += [p for p in group if singles or type(p).bulk is not None]
+        if singles and ps.skip is None and not ps.action.changes_nothing():
+            singles = False
+    return out
+
+
+def prefetch(
+    state: RunState, base: Context, planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int
+) -> None:
+    """Before step ``i`` is checked: read what it declared and is not cached (a change dropped
+    it), with :func:`read_ahead`'s later probes, in one round trip."""
+    cache, host = state.probe_cache, base.host_key
+    if all(cache.has(host, p.key) for p in step_probes[i]):
+        return
+    missing = [p for p in read_ahead(planned, step_probes, i) if not cache.has(host, p.key)]
+    raw, _ = run_batch(base.transport, missing, timeout=planned.env.command_timeout or 600.0)
+    for key, value in raw.items():
+        cache.put(host, key, value)
 
 
 def base_context(state: RunState, site: Site, planned: PlannedStage, transport: Transport) -> Context:
@@ -214,13 +246,17 @@ class StageLock:
         state, site, env, transport = self.state, self.site, self.planned.env, self.base.transport
         step = self.planned.steps[index].step.id if index is not None else None
         state.interrupts.activity.doing(site.name, env.name, "taking the lock")
+        # what the steps up to this one read (later steps' probes are read after its change)
+        probes = self.probes if index is None else [p for g in self.step_probes[: index + 1] for p in g]
         with cancellable(None):
-            raw, head = run_batch(transport, self.probes, preamble=lock_script(state, site, env), timeout=self._timeout)
+            raw, head = run_batch(transport, probes, preamble=lock_script(state, site, env), timeout=self._timeout)
             took_over = settle_lock(state, site, env, transport, head, took=True, held=self.held, for_step=step)
             self.pending = False
             if took_over:  # the dead run's leftovers were undone: read again
                 raw, _ = run_batch(transport, self.probes, timeout=self._timeout)
         self._keep(raw)
+        # the later steps' first reads were taken without the lock: read again when needed
+        state.probe_cache.forget(self.base.host_key, {p.key for p in self.probes} - raw.keys())
         if index is None:
             return "go"
         state.interrupts.activity.doing(site.name, env.name, f"running step {step}")
@@ -344,6 +380,8 @@ __all__ = [
     "declared_probes",
     "finalize",
     "on_failure",
+    "prefetch",
+    "read_ahead",
     "run_stage",
     "run_steps",
 ]

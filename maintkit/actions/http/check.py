@@ -16,6 +16,7 @@ from maintkit.results import Change, Check
 class HttpCheck(Action[HttpCheckParams]):
     """Smoke-check URLs and flows; raise CheckFailed (naming URL and reason) when an expectation fails."""
 
+    check_only = True
     name = "http.check"
     Params = HttpCheckParams
     summary = "Smoke-check URLs and cookie-session flows (status, regex, latency); failure rolls back."

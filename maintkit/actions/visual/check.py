@@ -46,6 +46,7 @@ def visual_folder(ctx: Context) -> tuple[Path, str]:
 class VisualCheck(Action[VisualCheckParams]):
     """Screenshots before and after an update; CheckFailed naming page, size and ratio when they differ."""
 
+    check_only = True
     name = "visual.check"
     Params = VisualCheckParams
     summary = "Screenshots of the shop's pages before and after an update (Chromium); a visual change rolls back."

@@ -262,6 +262,7 @@ def _num(value: float) -> str:
 class HostHealth(Action[HostHealthParams]):
     """Disk, inodes, load, memory, php-fpm saturation and the database of the host, against thresholds."""
 
+    check_only = True
     name = "host.health"
     Params = HostHealthParams
     summary = "Disk and inode use, load, memory, php-fpm pool saturation and the database, with warn/fail levels."

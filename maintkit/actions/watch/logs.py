@@ -222,6 +222,7 @@ def _lines(data: bytes) -> list[str]:
 class LogsScan(Action[LogsScanParams]):
     """Count requests, 4xx/5xx, slow requests and new PHP fatal errors since the previous scan."""
 
+    check_only = True
     name = "logs.scan"
     Params = LogsScanParams
     summary = "Access and PHP error logs since the previous scan: 4xx/5xx rates, slow requests, new fatal errors."

@@ -120,6 +120,7 @@ def composer_item(adv: dict[str, Any], version: str) -> dict[str, Any]:
 class VulnCheck(Action[VulnCheckParams]):
     """Known vulnerabilities: WordPress against the feed, composer packages through composer audit."""
 
+    check_only = True
     name = "vuln.check"
     Params = VulnCheckParams
     summary = "Known vulnerabilities: WordPress core/plugins/themes against a feed, composer audit; never changes."

@@ -1,0 +1,95 @@
+"""What a change reads ahead, what waits for its step, and what the lock's read leaves out.
+
+After a change, its round trip reads the step's own probes, every later file probe (one
+``stat``) and the other probes of the later steps up to the first one that may change; a
+later probe a change dropped is read when its step comes. Counted here with probe commands
+that log each run; a probe never runs more often than one read per change that could affect it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maintkit.results import SiteStatus, StepStatus
+from tests.runs import events, local_env, one_site, run, write_inventory
+
+COUNTER = """#!/bin/sh
+echo "$1" >> "{log}"
+echo "read $1"
+"""
+
+PLAYBOOK = """\
+name: read-ahead
+stages:
+  - env: production
+    steps:
+      - {{id: dir, action: file.directory, with: {{path: "{{{{ env.path }}}}/app"}}}}
+      - {{id: ro1, action: command, with: {{argv: [{c}, ro1], read_only: true}}}}
+      - {{id: conf, action: file.content, with: {{path: "{{{{ env.path }}}}/app/x", content: "x\\n"}}}}
+      - {{id: ro2, action: command, with: {{argv: [{c}, ro2], read_only: true}}}}
+      - {{id: guarded, action: command, with: {{argv: ["false"], unless: [{c}, guard]}}}}
+      - {{id: ro3, action: command, with: {{argv: [{c}, ro3], read_only: true}}}}
+"""
+
+
+def _counts(log: Path) -> dict[str, int]:
+    names = log.read_text().split() if log.exists() else []
+    out = {n: names.count(n) for n in ("ro1", "ro2", "guard", "ro3")}
+    log.unlink(missing_ok=True)
+    return out
+
+
+def test_each_probe_is_read_once_per_change_that_may_affect_it(tmp_path: Path) -> None:
+    log, counter = tmp_path / "reads.log", tmp_path / "counter"
+    counter.write_text(COUNTER.format(log=log))
+    counter.chmod(0o755)
+    site = tmp_path / "site"
+    site.mkdir()
+    inv = write_inventory(tmp_path, one_site(local_env(site)))
+    text = PLAYBOOK.format(c=counter)
+
+    first = run(text, inv, tmp_path / "state")
+    steps = {s.step: s.status for s in first.sites[0].steps}
+    assert steps == {
+        "dir": StepStatus.CHANGED, "ro1": StepStatus.UNCHANGED, "conf": StepStatus.CHANGED,
+        "ro2": StepStatus.UNCHANGED, "guarded": StepStatus.UNCHANGED, "ro3": StepStatus.UNCHANGED,
+    }  # fmt: skip
+    assert [s.data.get("stdout") for s in first.sites[0].steps if s.step.startswith("ro")] == [
+        "read ro1", "read ro2", "read ro3",
+    ]  # fmt: skip
+    # the first read (all four); the lock's read covers only `dir`; dir's change reads ro1 (read-only)
+    # and stops at conf (it may change); conf's change reads ro2 and guard (which may change); ro3,
+    # dropped by both changes, is read when its step comes. Before: 3, 4, 4 and 4 reads.
+    assert _counts(log) == {"ro1": 2, "ro2": 2, "guard": 2, "ro3": 2}
+
+    again = run(text, inv, tmp_path / "state")
+    assert all(s.status is StepStatus.UNCHANGED for s in again.sites[0].steps)
+    assert _counts(log) == {"ro1": 1, "ro2": 1, "guard": 1, "ro3": 1}  # one round trip: the first read
+
+
+RACE = """\
+name: race
+stages:
+  - env: production
+    steps:
+      - {{id: dir, action: file.directory, with: {{path: "{app}"}}}}
+      - {{id: stamp, action: command, with: {{argv: [touch, "{stamp}"], creates: "{stamp}"}}}}
+      - {{id: meanwhile, action: command, with: {{argv: [sh, -c, "mkdir -p '{app}' && touch '{stamp}'; echo made"], read_only: true}}}}
+"""
+
+
+def test_what_later_steps_read_before_the_lock_is_read_again_under_it(tmp_path: Path) -> None:
+    """The first read sees neither path; the last step's probe then makes both (as another process
+    could, between the first read and the lock). `dir` needs a change, takes the lock, finds the
+    directory under it and changes nothing: `stamp` must not act on what it read before the lock."""
+    site = tmp_path / "site"
+    site.mkdir()
+    app, stamp = site / "app", site / "stamp"
+    inv = write_inventory(tmp_path, one_site(local_env(site)))
+    result = run(RACE.format(app=app, stamp=stamp), inv, tmp_path / "state")
+    assert result.sites[0].status is SiteStatus.OK, result.sites[0].error
+    steps = {s.step: (s.status, s.reason) for s in result.sites[0].steps}
+    assert steps["dir"][0] is StepStatus.UNCHANGED
+    assert steps["stamp"] == (StepStatus.UNCHANGED, f"{stamp} exists")
+    names = [e["event"] for e in events(result.run_dir)]
+    assert "lock.acquired" in names and "step.applied" not in names
