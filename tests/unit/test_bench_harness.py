@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
     import common
+    import fleet
     import report
     import tools
 finally:
@@ -42,6 +43,13 @@ def test_median_of_ratios_is_not_ratio_of_medians() -> None:
     assert common.pair_ratios(a, b) == [0.5, 2.0, 3.0]
     assert common.median_ratio(a, b) == 2.0
     assert common.median(a) / common.median(b) == 1.0  # what the harness must NOT report
+
+
+def test_fleet_cost_per_extra_host() -> None:
+    """fleet.py: the median difference between consecutive sizes, per host, in milliseconds."""
+    assert fleet.per_host([100, 250, 500], [2.0, 5.0, 10.0]) == [20.0, 20.0]
+    assert fleet.per_host([100, 250, 500], [4.0, 10.0, 19.0]) == [40.0, 36.0]
+    assert fleet.per_host([10], [1.0]) == []
 
 
 def test_pairs_must_match_and_median_needs_values() -> None:

@@ -1,0 +1,77 @@
+"""Benchmark: is maint's cost per host flat from 100 to 500 hosts? (maint alone, sizes interleaved)
+
+    python benchmarks/fleet.py [--hosts 100,250,500] [--rounds 3] [--concurrency 64]
+
+bench.py times each size once, one size after the other, next to plain Fabric (about 90 s at
+500 hosts); a machine that drifts during those minutes moves one size and not the others. This
+harness times maint alone and interleaves the sizes: every round runs the first run and the
+no-op run at each size in turn (100, 250, 500, 100, 250, 500...). It reports the median wall
+and CPU seconds per size, and the cost of one more host between consecutive sizes (the
+difference of the medians divided by the difference in hosts) with the change from one
+interval to the next: flat means that change is small. Run as root (it starts sshd instances).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PLAYBOOK, Timer, fresh_dirs, median, start_lab
+
+
+def per_host(sizes: list[int], medians: list[float]) -> list[float]:
+    """Milliseconds per extra host between consecutive sizes."""
+    return [
+        1000 * (medians[k + 1] - medians[k]) / (sizes[k + 1] - sizes[k]) for k in range(len(sizes) - 1)
+    ]  # fmt: skip
+
+
+def main() -> None:
+    """Start the lab, run the rounds, print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--hosts", default="100,250,500")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=64)
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.hosts.split(",")]
+    lab, timer = start_lab(sizes), Timer()
+    work = lab.base / "fleet"
+    work.mkdir()
+    (work / "bench.yml").write_text(PLAYBOOK)
+    env = {**os.environ, "MAINT_PLAIN": "1"}
+    runs: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    try:
+        for r in range(args.rounds):
+            for n in sizes:
+                dirs = fresh_dirs(lab, n, f"r{r}")
+                inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}}
+                                 for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))}}  # fmt: skip
+                (work / "inventory.json").write_text(json.dumps(inv))
+                argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
+                        "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency)]  # fmt: skip
+                for phase in ("first", "no-op"):
+                    m, _ = timer.run(argv, env)
+                    runs.setdefault((n, phase), []).append((m.wall, m.cpu))
+                    print(f"round {r + 1}: {n} hosts, {phase}: {m.wall:.2f} s wall, {m.cpu:.2f} s cpu", flush=True)
+    finally:
+        lab.stop()
+    print(f"\npeak RSS of one maint process: {timer.peak_rss_mb:.0f} MB")
+    print("\nrun | " + " | ".join(f"{n} hosts wall / cpu" for n in sizes) + " | ms per extra host (change)")
+    print("---|" + "---|" * len(sizes) + "---")
+    for phase in ("first", "no-op"):
+        walls = [median(w for w, _ in runs[(n, phase)]) for n in sizes]
+        cpus = [median(c for _, c in runs[(n, phase)]) for n in sizes]
+        steps = per_host(sizes, walls)
+        change = [f"{100 * (b / a - 1):+.0f}%" for a, b in itertools.pairwise(steps)]
+        cells = " | ".join(f"{w:.2f} / {c:.2f}" for w, c in zip(walls, cpus, strict=True))
+        print(f"{phase} | {cells} | {', '.join(f'{s:.1f}' for s in steps)} ({', '.join(change)})")
+
+
+if __name__ == "__main__":
+    main()
