@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, ROOT, Timer, fresh_dirs, start_lab
+from common import PLAYBOOK, ROOT, Timer, fresh_dirs, lab_inventory, start_lab
 from common import median_measures as median
+from tools import maint_argv
 
 FABRIC, MAINT = Timer(), Timer()  # apart, so that each tool's peak RSS is its own
 
@@ -76,29 +77,17 @@ def main() -> None:
                     )
                 )
                 dirs = fresh_dirs(lab, n, f"maint{r}")
-                inv = {
-                    "sites": {
-                        f"s{i}": {"environments": {"production": h.env(d)}}
-                        for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))
-                    }
-                }
-                (work / "inventory.json").write_text(json.dumps(inv))
-                argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
-                        "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency or n)]  # fmt: skip
+                (work / "inventory.json").write_text(json.dumps(lab_inventory(lab.hosts[:n], dirs)))
+                argv = maint_argv(
+                    "maint", work / "bench.yml", work / "inventory.json", work / "state", args.concurrency or n
+                )
                 first.append(timed(argv, env))
                 noop.append(timed(argv, env))
                 if args.state_git:
                     gdirs = fresh_dirs(lab, n, f"git{r}")
-                    inv = {
-                        "sites": {
-                            f"s{i}": {"environments": {"production": h.env(d)}}
-                            for i, (h, d) in enumerate(zip(lab.hosts[:n], gdirs, strict=True))
-                        }
-                    }
-                    (work / "inventory-git.json").write_text(json.dumps(inv))
-                    gargv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory-git.json"),
-                             "--state-dir", str(work / "gstate"), "--concurrency", str(args.concurrency or n),
-                             "--state", f"git:{bare}"]  # fmt: skip
+                    (work / "inventory-git.json").write_text(json.dumps(lab_inventory(lab.hosts[:n], gdirs)))
+                    gargv = [*maint_argv("maint", work / "bench.yml", work / "inventory-git.json", work / "gstate",
+                                         args.concurrency or n), "--state", f"git:{bare}"]  # fmt: skip
                     gfirst.append(timed(gargv, env))
                     gnoop.append(timed(gargv, env))
             rows.append((n, median(fab), median(first), median(noop)))

@@ -243,6 +243,12 @@ def host_records(hosts: Sequence[LabHost], dirs: Sequence[Path]) -> list[dict[st
     ]  # fmt: skip
 
 
+def lab_inventory(hosts: Sequence[LabHost], dirs: Sequence[Path]) -> dict[str, Any]:
+    """maint's inventory: one site per host (``s0``, ``s1``...), production at its directory."""
+    envs = zip(hosts, dirs, strict=True)
+    return {"sites": {f"s{i}": {"environments": {"production": h.env(d)}} for i, (h, d) in enumerate(envs)}}
+
+
 def workload_problems(dirs: Iterable[Path]) -> list[str]:
     """What is missing in each directory after a first run (empty when the work was all done)."""
     problems = []

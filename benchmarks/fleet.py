@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, Timer, fresh_dirs, median, start_lab
+from common import PLAYBOOK, Timer, fresh_dirs, lab_inventory, median, start_lab
+from tools import maint_argv
 
 
 def per_host(sizes: list[int], medians: list[float]) -> list[float]:
@@ -50,11 +51,10 @@ def main() -> None:
         for r in range(args.rounds):
             for n in sizes:
                 dirs = fresh_dirs(lab, n, f"r{r}")
-                inv = {"sites": {f"s{i}": {"environments": {"production": h.env(d)}}
-                                 for i, (h, d) in enumerate(zip(lab.hosts[:n], dirs, strict=True))}}  # fmt: skip
-                (work / "inventory.json").write_text(json.dumps(inv))
-                argv = ["maint", "run", str(work / "bench.yml"), "-i", str(work / "inventory.json"),
-                        "--state-dir", str(work / "state"), "--concurrency", str(args.concurrency)]  # fmt: skip
+                (work / "inventory.json").write_text(json.dumps(lab_inventory(lab.hosts[:n], dirs)))
+                argv = maint_argv(
+                    "maint", work / "bench.yml", work / "inventory.json", work / "state", args.concurrency
+                )
                 for phase in ("first", "no-op"):
                     m, _ = timer.run(argv, env)
                     runs.setdefault((n, phase), []).append((m.wall, m.cpu))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -308,10 +307,12 @@ class CompatCheck(Action[CompatCheckParams]):
     def _smoke_one(self, ctx: Context, url: str, path: str, requests: Any) -> str | None:
         """Fetch one smoke path; a gateway status (502/503/504: PHP-FPM restarting, say) or no
         answer is tried again (``smoke_retries``, backing off), what the application answers is not."""
+        from maintkit.actions.http.client import back_off
+
         failure: str | None = None
         for attempt in range(1, self.params.smoke_retries + 2):
             if attempt > 1:
-                time.sleep(self.params.smoke_backoff_s * 2 ** (attempt - 2))
+                back_off(self.params.smoke_backoff_s, attempt - 1)
             try:
                 resp = requests.get(url, timeout=self.params.smoke_timeout, verify=self.params.verify_tls)
             except requests.RequestException as exc:

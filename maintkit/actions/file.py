@@ -78,14 +78,24 @@ def _attr_diffs(p: _Owned, info: FileInfo) -> list[str]:
     return out
 
 
-def _attrs_lines(p: _Owned, *, chmod: bool = True) -> list[str]:
-    """Commands setting owner/group (and mode) of ``p.path``; empty when nothing is asked."""
+#: setuid and setgid: a chown clears them, so a mode holding them is set again after it
+_SETID = 0o6000
+
+
+def _attrs_lines(p: _Owned, *, chmod: bool = True, mode: int | None = None) -> list[str]:
+    """Commands setting owner/group of ``p.path``, then its mode; empty when nothing is asked.
+
+    The mode is ``p.mode`` (with ``chmod``), else ``mode`` (the mode the file already has) again
+    after an owner or group change when it holds setuid/setgid bits, which the chown cleared.
+    """
     lines = []
     if p.owner or p.group:
         spec = (p.owner or "") + (f":{p.group}" if p.group else "")
         lines.append(join(["chown", "-h", "--", spec, p.path]))
     if chmod and p.mode is not None:
         lines.append(join(["chmod", "--", p.mode, p.path]))
+    elif lines and mode is not None and mode & _SETID:
+        lines.append(join(["chmod", "--", f"{mode:04o}", p.path]))
     return lines
 
 
@@ -94,9 +104,13 @@ def _owner_script(path: str, before: FileInfo) -> str:
 
     A non-root login cannot hand a file to a group it is not in; the content, mode and link
     target are what a rollback guarantees, the owner is restored whenever the user is allowed to.
+    A recorded mode with setuid/setgid bits is set again after the chown (which cleared them).
     """
     spec = f"{before.owner}:{before.group}"
-    return f"{{ chown -h -- {quote(spec)} {quote(path)} 2>/dev/null || :; }}"
+    script = f"{{ chown -h -- {quote(spec)} {quote(path)} 2>/dev/null || :; }}"
+    if before.type != "symlink" and before.mode and int(before.mode, 8) & _SETID:  # chmod follows links
+        script += " && " + join(["chmod", "--", before.mode, path])
+    return script
 
 
 def _sibling_tmp(path: str, pattern: str = "") -> str:
@@ -240,10 +254,7 @@ class FileContent(_PathAction[FileContentParams]):
         before: FileInfo = check.snapshot
         old = ctx.get(p.path) if before.exists and before.size <= MAX_UNDO_BYTES else None
         mode = int(p.mode, 8) if p.mode else (int(before.mode, 8) if before.exists else 0o644)
-        # a chown clears setuid/setgid: the mode is set again after an owner or group change
-        again = bool(mode & 0o6000) and bool(p.owner or p.group)
-        attrs = _attrs_lines(p.model_copy(update={"mode": f"{mode:04o}"}), chmod=again)
-        script = " && ".join([f"( {put_script(p.path, mode)}\n)", *attrs])
+        script = " && ".join([f"( {put_script(p.path, mode)}\n)", *_attrs_lines(p, chmod=False, mode=mode)])
         _change_then_probe(ctx, script, p.path, stdin=self._data)
         written = hashlib.sha256(self._data).hexdigest()
         return [
@@ -266,10 +277,7 @@ class FileContent(_PathAction[FileContentParams]):
             elif undo.data is None:
                 raise RollbackFailed(f"{path}: previous content was too large to keep for undo")
             else:
-                mode = int(undo.before.mode, 8)
-                script = f"( {put_script(path, mode)}\n) && {_owner_script(path, undo.before)}"
-                if mode & 0o6000:  # the chown cleared setuid/setgid
-                    script += " && " + join(["chmod", "--", f"{mode:04o}", path])
+                script = f"( {put_script(path, int(undo.before.mode, 8))}\n) && {_owner_script(path, undo.before)}"
                 _run_undo(ctx, script, path, "wrote", stdin=undo.data)
 
     @classmethod

@@ -29,7 +29,7 @@ from maintkit.runner.locks import Held, lock_script, peek_script, read_lock, set
 from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
 from maintkit.runner.state import RunState
-from maintkit.runner.step import Applied, LockAnswer, run_step, stamp
+from maintkit.runner.step import Applied, LockAnswer, refresh, run_step, stamp
 from maintkit.templating import Secrets
 from maintkit.transport.base import Transport, cancellable
 
@@ -86,7 +86,7 @@ def run_steps(
         # read again in the same round trip as the change (see read_ahead)
         base.refresh = read_ahead(planned, gate.step_probes, i)
         state.interrupts.activity.doing(site.name, planned.env.name, f"running step {ps.step.id}")
-        prefetch(state, base, planned, gate.step_probes, i)
+        prefetch(state, base, gate.step_probes, i)
         mark = len(result.steps)
         policy = run_step(state, site, planned, ps, base, result, applied, before_change=gate.hook(i, result, mark))
         if gate.recheck:  # the lock was just taken and the facts had changed: check every step again
@@ -119,18 +119,11 @@ def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: in
     return out
 
 
-def prefetch(
-    state: RunState, base: Context, planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int
-) -> None:
-    """Before step ``i`` is checked: read what it declared and is not cached (a change dropped
-    it), with :func:`read_ahead`'s later probes, in one round trip."""
-    cache, host = state.probe_cache, base.host_key
-    if all(cache.has(host, p.key) for p in step_probes[i]):
-        return
-    missing = [p for p in read_ahead(planned, step_probes, i) if not cache.has(host, p.key)]
-    raw, _ = run_batch(base.transport, missing, timeout=planned.env.command_timeout or 600.0)
-    for key, value in raw.items():
-        cache.put(host, key, value)
+def prefetch(state: RunState, base: Context, step_probes: list[list[Probe[Any]]], i: int) -> None:
+    """Before step ``i`` is checked: when a change dropped what it declared, read that with the
+    rest of :func:`read_ahead`'s probes not cached (``base.refresh``), in one round trip."""
+    if not all(state.probe_cache.has(base.host_key, p.key) for p in step_probes[i]):
+        refresh(state, base)
 
 
 def base_context(state: RunState, site: Site, planned: PlannedStage, transport: Transport) -> Context:

@@ -71,7 +71,7 @@ def record(
 
 def refresh(state: RunState, ctx: Context) -> None:
     """Read the probes of this and later steps that the change left unknown, in one round trip."""
-    missing = [p for p in ctx.refresh if state.probe_cache.get(ctx.host_key, p.key) is None]
+    missing = [p for p in ctx.refresh if not state.probe_cache.has(ctx.host_key, p.key)]
     if missing:
         raw, _ = run_batch(ctx.transport, missing, timeout=ctx.env.command_timeout or 600.0)
         for key, value in raw.items():

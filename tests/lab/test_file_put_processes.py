@@ -109,6 +109,15 @@ def change_script_programs(trace: Path) -> list[str]:
     return programs
 
 
+def _workspace(ssh_lab: SshLab, lab_host: LabHost, label: str) -> Path:
+    """A scratch directory with ``site`` (the environment) and ``d`` (the file's folder), both the login user's."""
+    work = ssh_lab.scratch(lab_host, label)
+    for sub in ("site", "d"):
+        (work / sub).mkdir()
+        chown_login_user(work / sub)
+    return work
+
+
 def _run_put(host: LabHost, work: Path, target: Path, mode: str, **kw: Any) -> RunResult:
     env = host.env(work / "site", vars={"file": str(target), "body": BODY})
     return run(PLAYBOOK % mode, write_inventory(work, one_site(env)), work / "state", **kw)
@@ -119,11 +128,7 @@ def _run_put(host: LabHost, work: Path, target: Path, mode: str, **kw: Any) -> R
 def test_a_new_file_is_written_by_cat_and_mv_only(
     ssh_lab: SshLab, lab_host: LabHost, fixed_token: str, shell: str, mode: str, programs: list[str]
 ) -> None:
-    work = ssh_lab.scratch(lab_host, f"put-{shell}-{mode}")
-    (work / "site").mkdir()
-    (work / "d").mkdir()
-    chown_login_user(work / "site")
-    chown_login_user(work / "d")
+    work = _workspace(ssh_lab, lab_host, f"put-{shell}-{mode}")
     target, trace = work / "d" / "new.conf", work / "trace"
     first = _run_put(lab_host, work, target, mode, transport_factory=_factory(shell, trace))
     assert first.ok and first.changed == 1, first.sites[0].error
@@ -266,11 +271,7 @@ def test_noclobber_alone_refuses_a_file_or_any_symlink(
 def test_file_content_over_ssh_fails_on_a_planted_name_and_writes_once_it_is_gone(
     ssh_lab: SshLab, lab_host: LabHost, fixed_token: str, planted: Any, kind: str
 ) -> None:
-    work = ssh_lab.scratch(lab_host, f"put-planted-{kind}")
-    (work / "site").mkdir()
-    (work / "d").mkdir()
-    chown_login_user(work / "site")
-    chown_login_user(work / "d")
+    work = _workspace(ssh_lab, lab_host, f"put-planted-{kind}")
     d = work / "d"
     target = d / "app.conf"
     target.write_bytes(b"old\n")

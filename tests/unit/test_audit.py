@@ -37,6 +37,7 @@ from maintkit.audit import (
 )
 from maintkit.errors import ConfigError
 from maintkit.results import StepStatus
+from tests.git_helpers import committed_repo, git
 
 COMMON = {"actor": "alice@box", "playbook": "update", "playbook_commit": "abc123", "playbook_dirty": False}
 
@@ -569,28 +570,16 @@ def test_current_actor(monkeypatch: pytest.MonkeyPatch) -> None:
     assert current_actor() == f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
-    env["GIT_COMMITTER_EMAIL"] = "t@x"
-    env.update(GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")  # no ~/.gitconfig (signing, hooks)
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
-
-
 def test_git_provenance(tmp_path: Path) -> None:
     assert git_provenance(tmp_path) == {"commit": None, "dirty": False, "repo": None}
     repo = tmp_path / "pb"
-    (repo / "playbooks").mkdir(parents=True)
-    _git(repo, "init", "-q")
+    sha = committed_repo(repo, {"playbooks/update.yml": "name: update\n"})
     book = repo / "playbooks" / "update.yml"
-    book.write_text("name: update\n")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "init")
-    sha = _git(repo, "rev-parse", "HEAD").strip()
     prov: dict[str, Any] = git_provenance(book.parent)
     assert prov == {"commit": sha, "dirty": False, "repo": str(repo)}
     book.write_text("name: changed\n")
     assert git_provenance(book)["dirty"] is True
-    _git(repo, "checkout", "-q", "--", ".")
+    git(repo, "checkout", "-q", "--", ".")
     new = repo / "playbooks" / "new.yml"
     new.write_text("name: new\n")
     assert git_provenance(new)["dirty"] is True
@@ -600,12 +589,7 @@ def test_git_provenance(tmp_path: Path) -> None:
 def test_git_provenance_ignores_a_hostile_global_git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ~/.gitconfig that hides every playbook from ``git status`` cannot make an untracked playbook look clean."""
     repo = tmp_path / "pb"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    (repo / "update.yml").write_text("name: update\n")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "init")
-    sha = _git(repo, "rev-parse", "HEAD").strip()
+    sha = committed_repo(repo, {"update.yml": "name: update\n"})
     new = repo / "new.yml"
     new.write_text("name: new\n")
     home = tmp_path / "home"

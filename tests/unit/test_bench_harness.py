@@ -156,10 +156,12 @@ def test_pyinfra_inventory_is_strict_and_argv() -> None:
     module = ast.parse(tools.pyinfra_inventory([REC]))  # the module pyinfra will load: read, never run
     [assign] = module.body  # one assignment of a literal, nothing else
     assert isinstance(assign, ast.Assign) and [ast.unparse(t) for t in assign.targets] == ["hosts"]
-    assert ast.literal_eval(assign.value) == [("127.0.0.7", {
+    expected = [("127.0.0.7", {
         "ssh_port": 2222, "ssh_user": "deploy", "ssh_key": "/k/id", "ssh_known_hosts_file": "/k/known hosts",
         "ssh_strict_host_key_checking": "yes", "ssh_config_file": "/dev/null", "ssh_allow_agent": False,
         "ssh_look_for_keys": False, "path": HOSTILE})]  # fmt: skip
+    # the same syntax tree as the literal written out: nothing but constants, in this shape
+    assert ast.dump(assign.value) == ast.dump(ast.parse(repr(expected), mode="eval").body)
     argv = tools.pyinfra_argv(Path("/v"), Path("/w/inv.py"), 50)
     assert argv == ["/v/bin/pyinfra", "/w/inv.py", str(tools.PYINFRA_DEPLOY), "-y", "--parallel", "50", "--json"]
 

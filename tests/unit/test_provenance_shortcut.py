@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+from tests.git_helpers import committed_repo, git, git_env
+
 PROBE = (
     "import json, sys\n"
     "from pathlib import Path\n"
@@ -20,25 +20,15 @@ PROBE = (
 
 def _probe(path: Path, **env: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True, env={**GIT_ENV, **env}
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True, env={**git_env(), **env}
     ).stdout
     return dict(json.loads(out))
-
-
-def _git(repo: Path, *args: str) -> str:
-    argv = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
-    return subprocess.run(argv, check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
 
 
 def _repository(tmp_path: Path) -> tuple[Path, str]:
     """A repository holding a committed ``update.yml``; its path and commit."""
     repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    (repo / "update.yml").write_text("name: x\n")
-    _git(repo, "add", "update.yml")
-    _git(repo, "commit", "-qm", "playbook")
-    return repo, _git(repo, "rev-parse", "HEAD")
+    return repo, committed_repo(repo, {"update.yml": "name: x\n"})
 
 
 def test_outside_a_repository_git_is_not_imported(tmp_path: Path) -> None:
@@ -58,7 +48,7 @@ def test_in_a_repository_and_in_a_worktree_the_commit_is_recorded(tmp_path: Path
     }
     assert _probe(nested)["facts"] == {"commit": sha, "dirty": False, "repo": str(repo)}
     worktree = tmp_path / "wt"
-    _git(repo, "worktree", "add", "-q", str(worktree))
+    git(repo, "worktree", "add", "-q", str(worktree))
     assert (worktree / ".git").is_file()  # a worktree's .git is a file naming the real one
     assert _probe(worktree / "update.yml")["facts"] == {"commit": sha, "dirty": False, "repo": str(worktree)}
 

@@ -165,9 +165,14 @@ class Sender:
 
     def wait(self, attempt: int) -> None:
         """Back off before the next attempt."""
-        delay = self.params.backoff_s * (2 ** (attempt - 1))
-        if delay > 0:
-            time.sleep(delay)
+        back_off(self.params.backoff_s, attempt)
+
+
+def back_off(backoff_s: float, attempt: int) -> None:
+    """Wait ``backoff_s * 2**(attempt-1)`` seconds after failed attempt ``attempt`` (1, 2, 4... times)."""
+    delay = backoff_s * (2 ** (attempt - 1))
+    if delay > 0:
+        time.sleep(delay)
 
 
 def _capture(outcome: Outcome, capture: Mapping[str, str], values: dict[str, str]) -> None:
@@ -188,4 +193,4 @@ def _capture_headers(outcome: Outcome, capture: Mapping[str, str], values: dict[
         values[name] = value
 
 
-__all__ = ["USER_AGENT", "Sender", "make_session"]
+__all__ = ["USER_AGENT", "Sender", "back_off", "make_session"]
