@@ -71,13 +71,13 @@ class ProbeCache:
         with self._lock:
             return key in self._data.get(host, {})
 
-    def forget(self, host: str, keys: Iterable[str]) -> None:
-        """Drop these keys of ``host`` (read again when next asked for)."""
+    def keep_only(self, host: str, keys: Iterable[str]) -> None:
+        """Drop every key of ``host`` except ``keys`` (what was just read again)."""
+        wanted = set(keys)
         with self._lock:
             entries = self._data.get(host)
             if entries:
-                for key in keys:
-                    entries.pop(key, None)
+                self._data[host] = {k: v for k, v in entries.items() if k in wanted}
 
     def put(self, host: str, key: str, raw: RawOutput) -> None:
         """Store one raw output."""
@@ -212,6 +212,13 @@ class Context:
         """Run an explicit shell script on the host."""
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run_shell(script, **kwargs)
+
+    def run_each(self, *argvs: Sequence[str], **kwargs: Any) -> CommandResult:
+        """Run several argument lists in one round trip, one after the other, stopping at the
+        first that fails (each quoted, see :func:`~maintkit.transport.base.chain`)."""
+        from maintkit.transport.base import chain
+
+        return self.run_shell(chain(*argvs), **kwargs)
 
     def put(self, data: bytes, path: str, *, mode: int | None = None) -> None:
         """Write a file atomically on the host."""

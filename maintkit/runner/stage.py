@@ -248,8 +248,9 @@ class StageLock:
             if took_over:  # the dead run's leftovers were undone: read again
                 raw, _ = run_batch(transport, self.probes, timeout=self._timeout)
         self._keep(raw)
-        # the later steps' first reads were taken without the lock: read again when needed
-        state.probe_cache.forget(self.base.host_key, {p.key for p in self.probes} - raw.keys())
+        # everything else was read without the lock (the later steps' first reads, and what any
+        # check asked for on its own): read again when needed
+        state.probe_cache.keep_only(self.base.host_key, raw.keys())
         if index is None:
             return "go"
         state.interrupts.activity.doing(site.name, env.name, f"running step {step}")

@@ -8,9 +8,14 @@ that log each run; a probe never runs more often than one read per change that c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, ClassVar
 
-from maintkit.results import SiteStatus, StepStatus
+from maintkit.action import Action, Context, Params
+from maintkit.probes import CommandProbe, Probe
+from maintkit.registry import Registry
+from maintkit.results import Change, Check, SiteStatus, StepStatus
 from tests.runs import events, local_env, one_site, run, write_inventory
 
 COUNTER = """#!/bin/sh
@@ -93,3 +98,68 @@ def test_what_later_steps_read_before_the_lock_is_read_again_under_it(tmp_path: 
     assert steps["stamp"] == (StepStatus.UNCHANGED, f"{stamp} exists")
     names = [e["event"] for e in events(result.run_dir)]
     assert "lock.acquired" in names and "step.applied" not in names
+
+
+TICK = """#!/bin/sh
+n=$(($(cat "$1" 2>/dev/null || echo 0) + 1))
+echo "$n" > "$1"
+echo "$n"
+"""
+
+
+class AdHocParams(Params):
+    declared: list[str]
+    asked: list[str]
+
+
+class AdHoc(Action[AdHocParams]):
+    """Declares one probe and asks for another only in its check (both count their runs)."""
+
+    name: ClassVar[str] = "test.adhoc"
+    Params: ClassVar[type[AdHocParams]] = AdHocParams
+    reversible: ClassVar[bool] = True
+    seen: ClassVar[list[str]] = []
+
+    def probes(self, ctx: Context) -> list[Probe[Any]]:
+        return [CommandProbe(tuple(self.params.declared))]
+
+    def check(self, ctx: Context) -> Check:
+        ctx.probe(CommandProbe(tuple(self.params.declared)))
+        AdHoc.seen.append(ctx.probe(CommandProbe(tuple(self.params.asked))).stdout.strip())
+        return Check.change("would change")
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        return [Change("target", "changed")]
+
+    def verify(self, ctx: Context) -> None:
+        """Nothing to verify."""
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        """Nothing to undo."""
+
+
+def test_what_a_check_asked_for_before_the_lock_is_read_again_under_it(tmp_path: Path) -> None:
+    """The declared probe reads differently under the lock (it counts its runs), so the check
+    runs again: what it asked for on its own before the lock (also a count) is read afresh
+    then, not taken from the read made without the lock."""
+    tick = tmp_path / "tick"
+    tick.write_text(TICK)
+    tick.chmod(0o755)
+    site = tmp_path / "site"
+    site.mkdir()
+    inv = write_inventory(tmp_path, one_site(local_env(site)))
+    registry = Registry()
+    registry.register(AdHoc)
+    declared, asked = [str(tick), str(tmp_path / "declared.n")], [str(tick), str(tmp_path / "asked.n")]
+    text = (
+        "name: adhoc\nstages:\n  - env: production\n    steps:\n"
+        f"      - {{id: adhoc, action: test.adhoc, with: {{declared: {json.dumps(declared)}, asked: {json.dumps(asked)}}}}}\n"
+    )
+    AdHoc.seen.clear()
+    result = run(text, inv, tmp_path / "state", registry=registry)
+    assert result.sites[0].status is SiteStatus.OK, result.sites[0].error
+    assert [s.status for s in result.sites[0].steps] == [StepStatus.CHANGED]
+    # the check before the lock saw 1; under the lock the declared read changed, the check ran
+    # again and asked again: 2 (a read kept from before the lock would say 1 once more)
+    assert AdHoc.seen == ["1", "2"]
+    assert (tmp_path / "declared.n").read_text() == "3\n"  # the first read, the lock's, the read after the change

@@ -13,44 +13,24 @@ from dataclasses import dataclass, field
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
+from maintkit.probes.cms import TreeHashes, tree_hash_script, tree_lines
 from maintkit.transport.base import quote
 
 # -- tree hashes ---------------------------------------------------------------------------------
 
-_TREE_SNIPPET = (
-    # sha256sum --zero: names are never escaped (a newline or backslash in a name would
-    # otherwise change the line); the hash alone is printed, one line per path, in order
-    'if [ -d "$p" ]; then '
-    'h=$(cd -- "$p" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum --zero -- '
-    "| tr '\\0' '\\n' | sha256sum); "
-    'elif [ -f "$p" ]; then '
-    "h=$(cd -- \"${p%/*}/\" && sha256sum --zero -- \"./${p##*/}\" | tr '\\0' '\\n' | sha256sum); "
-    "else h=missing; fi; "
-    "printf '%s\\n' \"${h%% *}\""
-)
-
-
-def tree_hash_script(paths: list[str]) -> str:
-    """Shell that prints one line per path, in order: its tree hash, or ``missing``.
-
-    The hash is ``sha256`` over the ``sha256sum`` lines (``<hash>  ./<relative path>``) of
-    every regular file, sorted bytewise: the same value :func:`zip_tree_hash` computes
-    from a package zip, so a package can be compared before and after installing it.
-    """
-    if not paths:
-        return "true"
-    return f"for p in {' '.join(quote(p) for p in paths)}; do {_TREE_SNIPPET}; done"
-
 
 def tree_hashes(ctx: Context, paths: list[str]) -> dict[str, str | None]:
-    """Tree hash per path on the host (None when the path does not exist)."""
+    """Tree hash per path on the host (None when the path does not exist), read now."""
     if not paths:
         return {}
     res = ctx.run_shell(tree_hash_script(paths), check=False)
-    out: dict[str, str | None] = {p: None for p in paths}
-    for path, value in zip(paths, res.stdout.splitlines(), strict=False):
-        out[path] = value if len(value) == 64 else None
-    return out
+    return tree_lines(paths, res.stdout)
+
+
+def cached_tree_hashes(ctx: Context, paths: list[str]) -> dict[str, str | None]:
+    """:func:`tree_hashes` answered from the stage's probe cache (for planning, which reads
+    what is installed; a change drops the cache, so a read after it is fresh)."""
+    return ctx.probe(TreeHashes(tuple(paths))) if paths else {}
 
 
 def _tree_from_entries(entries: list[tuple[str, bytes]]) -> str:
@@ -95,10 +75,11 @@ class PackageUndo:
     remove_new: list[str] = field(default_factory=list)
 
 
-def mkdir_private(ctx: Context, path: str) -> None:
-    """``mkdir -p`` + ``chmod 700``."""
-    ctx.run(["mkdir", "-p", "--", path])
-    ctx.run(["chmod", "700", "--", path])
+def mkdir_private(ctx: Context, path: str, *, parent: str | None = None) -> None:
+    """``mkdir -p`` + ``chmod 700`` of ``path`` (after ``mkdir -p`` of ``parent``, which keeps its
+    mode), in one round trip."""
+    first = [["mkdir", "-p", "--", parent]] if parent else []
+    ctx.run_each(*first, ["mkdir", "-p", "--", path], ["chmod", "700", "--", path])
 
 
 def snapshot_path(ctx: Context, src: str, dest: str) -> bool:
@@ -164,6 +145,7 @@ def file_sizes(ctx: Context, paths: list[str]) -> dict[str, int]:
 
 __all__ = [
     "PackageUndo",
+    "cached_tree_hashes",
     "file_sizes",
     "mkdir_private",
     "restore_path",

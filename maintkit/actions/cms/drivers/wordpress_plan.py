@@ -39,7 +39,7 @@ from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.plan import Installed, PlanFacts, Skipped, Update, UpdatePlan
 from maintkit.actions.cms.policy import Version, VersionPolicy, choose
 from maintkit.actions.cms.security import security_policy
-from maintkit.actions.cms.snapshots import tree_hashes
+from maintkit.actions.cms.snapshots import cached_tree_hashes
 from maintkit.errors import CheckFailed
 from maintkit.probes import Probe, RawOutput
 from maintkit.probes.cms import WP_CLI_PROBE
@@ -185,7 +185,7 @@ class WordPressPlanner(DriverBase):
             if pkg.kind == "core":
                 core_target = lp.version
         drift = []
-        trees = tree_hashes(ctx, [pkg.path for pkg, lp in same if lp.tree and pkg.kind != "core"])
+        trees = cached_tree_hashes(ctx, [pkg.path for pkg, lp in same if lp.tree and pkg.kind != "core"])
         for pkg, lp in same:
             if lp.tree and pkg.kind != "core" and trees.get(pkg.path) not in (None, lp.tree):
                 drift.append({"name": pkg.name, "type": pkg.kind, "version": pkg.version})
