@@ -36,6 +36,14 @@ def join(argv: Sequence[str]) -> str:
     return " ".join(quote(a) for a in argv)
 
 
+def chain(*argvs: Sequence[str]) -> str:
+    """Several argument lists as one command line run one after the other, stopping at the first
+    that fails (``&&``): one round trip for a short sequence."""
+    if not argvs:
+        raise ValueError("no command")
+    return " && ".join(join(a) for a in argvs)
+
+
 def build_command(
     argv: Sequence[str] | None = None,
     *,

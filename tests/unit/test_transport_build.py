@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maintkit.transport.base import build_command, join, quote
+from maintkit.transport.base import build_command, chain, join, quote
 from maintkit.transport.local import atomic_put_script
 
 NASTY = [
@@ -104,6 +104,27 @@ def test_sudo_wrapper_keeps_arguments_literal(args: list[str]) -> None:
         out = _sh(build_command(["printf", "%s\\0", "START", *args], sudo=True, cwd=d), Path(d))
         assert os.listdir(d) == []
     assert _echoed(out) == args
+
+
+@given(first=args_strategy, second=args_strategy)
+@settings(max_examples=75, deadline=None)
+def test_chained_commands_each_keep_their_arguments_literal(first: list[str], second: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        out = _sh(chain(["printf", "%s\\0", "START", *first], ["printf", "%s\\0", "NEXT", *second]), Path(d))
+        assert os.listdir(d) == []
+    echoed = _echoed(out)
+    assert echoed == [*first, "NEXT", *second]
+
+
+def test_a_chain_stops_at_the_first_failure() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        line = chain(["touch", "--", f"{d}/one"], ["false"], ["touch", "--", f"{d}/two"])
+        proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, check=False)
+        assert proc.returncode == 1 and sorted(os.listdir(d)) == ["one"]
+    with pytest.raises(ValueError):
+        chain()
+    with pytest.raises(ValueError):
+        chain(["true"], [])
 
 
 def test_script_mode_and_its_cwd() -> None:

@@ -175,9 +175,8 @@ def write_backup(
     created = datetime.now(UTC)
     bid = new_backup_id(created)
     final, part = f"{directory}/{bid}", f"{directory}/{bid}.partial"
-    ctx.run(["mkdir", "-p", "--", directory])
-    ctx.run(["chmod", "700", "--", directory])
-    ctx.run(["mkdir", "-m", "700", "--", part])
+    private = ["chmod", "700", "--", directory]
+    ctx.run_each(["mkdir", "-p", "--", directory], private, ["mkdir", "-m", "700", "--", part])
     try:
         items: list[dict[str, Any]] = []
         for spec in job.databases:

@@ -168,8 +168,7 @@ class DriverBase:
     def prepare_snapshot_dir(self, ctx: Context) -> str:
         """Create ``.maint`` and this run's private snapshot directory; record the error log sizes."""
         snap = self.snapshot_dir(ctx)
-        ctx.run(["mkdir", "-p", "--", self.maint_dir(ctx)])  # not 0700: nginx reads its maintenance flag
-        mkdir_private(ctx, snap)
+        mkdir_private(ctx, snap, parent=self.maint_dir(ctx))  # .maint not 0700: nginx reads its maintenance flag
         ctx.record(error_log_offsets=file_sizes(ctx, self.p.error_logs or []), snapshot=snap)
         return snap
 
