@@ -1,10 +1,13 @@
-"""How often a promotion hashes the installed packages on production (the monthly-update, over SSH).
+"""What a promotion reads on production (the monthly-update, over SSH): package hashes and wp-cli.
 
 Production's plan compares every package it does not update with the tree hash staging
 validated (drift). Three steps plan the same update (the precheck, the maintenance window's
 ``when: will_change('update')`` and the update itself); the hashes are a probe, kept until
 anything changes on the host, so the packages are hashed once before the change (it was three
 times). After it, verify hashes what was installed.
+
+cache.clear asks whether wp-cli is installed with a probe, answered by the read after the
+update's change.
 
 Counted exactly: strace follows the production host's sshd and every tree-hash script it runs
 is read back from the ``execve`` of its shell.
@@ -80,3 +83,9 @@ def test_production_hashes_the_installed_packages_once_before_the_change(shop: S
             ("wp-content/plugins/shop-cart",): 1,  # verify: the installed files are what staging validated
         }
     )
+    # cache.clear's look for wp-cli is read with the batch after the update's change, not in a
+    # round trip of its own (it was `sh -c 'command -v "$1"' sh wp`)
+    shells = [line for line in text.splitlines() if "execve(" in line and "resumed" not in line]
+    assert not [line for line in shells if 'command -v \\"$1\\"' in line]
+    looks = [line for line in shells if "command -v -- wp" in line]
+    assert looks and all("@@mk-" in line for line in looks)  # only ever inside the stage's probe batches

@@ -16,7 +16,7 @@ from maintkit.action import Context
 from maintkit.actions.cache.base import CacheTarget, Cleared, Item, TargetFailed
 from maintkit.actions.cache.params import CacheClearParams, PlatformTarget
 from maintkit.actions.maintenance import App, detect_app, layout_probe
-from maintkit.probes import Probe
+from maintkit.probes import CommandProbe, Probe
 
 #: Flushes WordPress's object cache and (optionally) its rewrite rules from the PHP CLI.
 #: argv: ABSPATH, site URL, "1" to flush rewrite rules. Maintenance mode is bypassed for
@@ -42,6 +42,12 @@ echo "\nMAINTKIT-FLUSHED " . ($ok ? '1' : '0') . "\n";
 """
 
 
+def wp_cli_probe(pt: PlatformTarget) -> CommandProbe:
+    """Is ``pt.wp_cli`` on the login's PATH (``command -v``, a builtin)? Declared by the target,
+    so the read after an update's change answers it."""
+    return CommandProbe(("command", "-v", "--", pt.wp_cli))
+
+
 def _platform_commands(ctx: Context, pt: PlatformTarget, app: App) -> list[tuple[list[str], str | None]]:
     """The commands clearing the application's caches: (argv, cwd)."""
     if app.kind == "magento":
@@ -49,7 +55,7 @@ def _platform_commands(ctx: Context, pt: PlatformTarget, app: App) -> list[tuple
     if app.kind == "laravel":
         return [([pt.php, "artisan", "optimize:clear"], app.root)]
     url = ctx.env.url or ""
-    has_wp_cli = ctx.run(["sh", "-c", 'command -v "$1"', "sh", pt.wp_cli], check=False, sudo=False).ok
+    has_wp_cli = ctx.probe(wp_cli_probe(pt)).exit_code == 0
     if has_wp_cli:
         common = [f"--path={app.root}", *([f"--url={url}"] if url else []), "--skip-themes"]
         cmds: list[tuple[list[str], str | None]] = [([pt.wp_cli, "cache", "flush", *common], app.root)]
@@ -94,8 +100,10 @@ class PlatformCache(CacheTarget[App]):
         return [cls(params.platform)]
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
-        """Where the application is (see :func:`maintkit.actions.maintenance.detect_app`)."""
-        return [layout_probe(ctx, self.block.root)]
+        """Where the application is (see :func:`maintkit.actions.maintenance.detect_app`) and,
+        unless it is Magento or Laravel, whether wp-cli is installed."""
+        wordpress = self.block.platform not in ("magento", "laravel")
+        return [layout_probe(ctx, self.block.root), *([wp_cli_probe(self.block)] if wordpress else [])]
 
     def check(self, ctx: Context) -> Item[App]:
         """Find the application (always needs flushing: its caches cannot be inspected)."""
