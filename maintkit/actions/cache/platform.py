@@ -8,6 +8,7 @@ always runs.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from maintkit._text import redact_text
@@ -48,15 +49,23 @@ def wp_cli_probe(pt: PlatformTarget) -> CommandProbe:
     return CommandProbe(("command", "-v", "--", pt.wp_cli))
 
 
-def _platform_commands(ctx: Context, pt: PlatformTarget, app: App) -> list[tuple[list[str], str | None]]:
+@dataclass(frozen=True)
+class Flush:
+    """What check found: the application, and (WordPress) whether wp-cli is installed."""
+
+    app: App
+    wp_cli: bool = False
+
+
+def _platform_commands(ctx: Context, pt: PlatformTarget, found: Flush) -> list[tuple[list[str], str | None]]:
     """The commands clearing the application's caches: (argv, cwd)."""
+    app = found.app
     if app.kind == "magento":
         return [([pt.php, "bin/magento", "cache:flush"], app.root)]
     if app.kind == "laravel":
         return [([pt.php, "artisan", "optimize:clear"], app.root)]
     url = ctx.env.url or ""
-    has_wp_cli = ctx.probe(wp_cli_probe(pt)).exit_code == 0
-    if has_wp_cli:
+    if found.wp_cli:
         common = [f"--path={app.root}", *([f"--url={url}"] if url else []), "--skip-themes"]
         cmds: list[tuple[list[str], str | None]] = [([pt.wp_cli, "cache", "flush", *common], app.root)]
         if pt.rewrite:
@@ -72,9 +81,9 @@ def _plain_tail(text: str, limit: int = 300) -> str:
     return text_tail(" ".join(text.split()), limit)
 
 
-def _platform_clear(ctx: Context, pt: PlatformTarget, app: App) -> list[str]:
+def _platform_clear(ctx: Context, pt: PlatformTarget, found: Flush) -> list[str]:
     done: list[str] = []
-    for argv, cwd in _platform_commands(ctx, pt, app):
+    for argv, cwd in _platform_commands(ctx, pt, found):
         full = ["sudo", "-n", "-u", pt.run_as, "--", *argv] if pt.run_as else argv
         res = ctx.run(full, cwd=cwd, check=False, sudo=False, timeout=pt.timeout)
         label = "php -r <wordpress flush>" if "-r" in argv else " ".join(argv[:4])
@@ -86,7 +95,7 @@ def _platform_clear(ctx: Context, pt: PlatformTarget, app: App) -> list[str]:
     return done
 
 
-class PlatformCache(CacheTarget[App]):
+class PlatformCache(CacheTarget[Flush]):
     """The application's caches: check finds the application, clear runs its flush commands."""
 
     kind = "platform"
@@ -105,14 +114,16 @@ class PlatformCache(CacheTarget[App]):
         wordpress = self.block.platform not in ("magento", "laravel")
         return [layout_probe(ctx, self.block.root), *([wp_cli_probe(self.block)] if wordpress else [])]
 
-    def check(self, ctx: Context) -> Item[App]:
-        """Find the application (always needs flushing: its caches cannot be inspected)."""
+    def check(self, ctx: Context) -> Item[Flush]:
+        """Find the application (always needs flushing: its caches cannot be inspected), and for
+        WordPress whether wp-cli is there (asked here: apply starts with the probe cache dropped)."""
         app = detect_app(ctx, self.block.platform, self.block.root)
         if app.kind == "generic":
             raise TargetFailed(f"no WordPress, Magento or Laravel application under {app.base} (set platform or root)")
-        return Item(self, f"{app.kind} caches", True, f"{app.kind}: will flush application caches", app)
+        wp_cli = app.kind == "wordpress" and ctx.probe(wp_cli_probe(self.block)).exit_code == 0
+        return Item(self, f"{app.kind} caches", True, f"{app.kind}: will flush application caches", Flush(app, wp_cli))
 
-    def clear(self, ctx: Context, item: Item[App]) -> Cleared:
+    def clear(self, ctx: Context, item: Item[Flush]) -> Cleared:
         """Run the application's flush commands."""
         done = _platform_clear(ctx, self.block, item.plan)
         return "flushed: " + ", ".join(done), {"commands": done}
