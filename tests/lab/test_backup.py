@@ -31,6 +31,7 @@ from maintkit.results import RunResult, StepStatus
 from tests import runs
 from tests.lab.argv_shim import argv_shim
 from tests.lab.mariadb import MariaDB
+from tests.lab.recording import Recorder
 from tests.lab.sshd import SshLab, chown_login_user
 
 pytestmark = pytest.mark.lab
@@ -499,3 +500,35 @@ def test_copy_applies_retention_at_the_destination(shop: Shop) -> None:
     shutil.rmtree(shop.offsite / bid)  # lost at the destination: copied again
     repaired = shop.run(text=text)
     assert repaired.ok and repaired.changed == 1
+
+
+def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> None:
+    """backup.create of the database and the files, every session counted: the tools and the
+    listing come from the stage's reads, the folder is made and the manifest written (with the
+    rename that completes the backup) in one round trip each."""
+    rec = Recorder()
+    text = one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}", files=True)
+    result = shop.run(text=text, transport_factory=rec)
+    assert result.ok, result.sites[0].error
+    [manifest] = shop.manifests()
+    h1 = ssh_lab.hosts[0]
+    kinds = rec.kinds(h1, shop.path, result.run_id)
+    assert kinds[:2] == ["read", "lock+read"] and kinds[-1] == "unlock"
+    steps = [text for kind, text in rec.by_host[h1.ip].sent[2:-1]]
+    firsts = [s.split()[0] for s in steps]
+    assert firsts == [
+        "mkdir",  # the backup folder (0700) and its .partial folder, in one
+        "umask",  # the database password into a 0600 option file (from stdin, never argv)
+        "mariadb", "mariadb",  # tables, then exact row counts
+        "umask",  # the dump | gzip
+        "mariadb", "mariadb",  # the counts again (a count that moved during the dump is a range)
+        "rm",  # the option file
+        "umask", "umask",  # the archive of the files, then its members counted back
+        "printf",  # size and sha256 of both
+        "umask",  # the manifest, then the rename of the .partial folder
+        "printf",  # the runner's read after the change: the backup listing verify reads
+        "printf",  # verify: size and sha256 of both against the manifest
+    ], steps  # fmt: skip
+    assert steps[0].count("&&") == 2 and f"{manifest['id']}.partial" in steps[0]
+    assert "manifest.json" in steps[11] and "mv -T" in steps[11]
+    assert rec.sessions(h1) == len(kinds) == 17

@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from maintkit import locks
-from maintkit.inventory import Environment
 from maintkit.results import RunResult, SiteStatus, StepStatus
-from maintkit.transport.base import Transport, join
-from maintkit.transport.factory import transport_for
 from tests.gates import gated_shell, make_gates, open_gate, wait_started
 from tests.lab.argv_shim import argv_shim
+from tests.lab.recording import Recorder
 from tests.lab.sshd import LabHost, SshLab
 from tests.runs import events, run, sites_of, write_inventory
 
@@ -46,69 +44,6 @@ stages:
       - {action: command, with: {argv: [hostname], read_only: true}}
       - {action: command, with: {argv: ["true"], unless: ["true"]}}
 """
-
-
-class Recording:
-    """A real transport that notes every command (its kind and text) before sending it."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.host = inner.host
-        self.sent: list[tuple[str, str]] = []
-
-    def run(self, argv: Any, **kwargs: Any) -> Any:
-        self.sent.append(("run", join(argv)))
-        return self.inner.run(argv, **kwargs)
-
-    def run_shell(self, script: str, **kwargs: Any) -> Any:
-        self.sent.append(("shell", script))
-        return self.inner.run_shell(script, **kwargs)
-
-    def put(self, data: bytes, path: str, **kwargs: Any) -> None:
-        self.sent.append(("put", path))
-        self.inner.put(data, path, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> bytes:
-        self.sent.append(("get", path))
-        return self.inner.get(path, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class Recorder:
-    """The transport factory of a run: real SSH transports, each wrapped in :class:`Recording`."""
-
-    def __init__(self) -> None:
-        self.by_host: dict[str, Recording] = {}
-
-    def __call__(self, env: Environment) -> Transport:
-        rec = Recording(transport_for(env, {}))
-        self.by_host[env.host or ""] = rec
-        return rec  # type: ignore[return-value]  # duck-typed like runner.trace.TracedTransport
-
-    def sessions(self, host: LabHost) -> int:
-        """Commands sent to ``host``; the SSH transport's own count of sessions must agree."""
-        rec = self.by_host[host.ip]
-        assert rec.inner.round_trips == len(rec.sent), rec.sent  # type: ignore[attr-defined]
-        return len(rec.sent)
-
-    def kinds(self, host: LabHost, site: Path, run_id: str) -> list[str]:
-        """What each command sent to ``host`` was: read, lock+read, unlock, or a step's own command."""
-        out = []
-        for kind, text in self.by_host[host.ip].sent:
-            if kind == "shell" and locks.SEEN_MARK in text:
-                out.append("read")
-            elif kind == "shell" and locks.TAKEN_MARK in text:
-                out.append("lock+read")
-            elif kind == "shell" and text == locks.release_script(str(site), run_id):
-                out.append("unlock")
-            else:
-                out.append("step")
-        return out
 
 
 def _run(playbook: str, inv: Path, state: Path, **kwargs: Any) -> tuple[RunResult, Recorder]:

@@ -202,8 +202,12 @@ def write_backup(
             "items": items,
             "verified_at": None,
         }
-        ctx.put(manifest_bytes(data), f"{part}/manifest.json", mode=0o600)
-        ctx.run(["mv", "-T", "--", part, final])
+        # the manifest, then the rename that makes the backup whole, in one round trip (the
+        # folder is private and still .partial: the manifest needs no atomic write of its own)
+        ctx.run_shell(
+            f"umask 077 && cat > {quote(part + '/manifest.json')} && {join(['mv', '-T', '--', part, final])}",
+            stdin=manifest_bytes(data),
+        )
     except MaintkitError as exc:
         ctx.run(["rm", "-rf", "--", part], check=False)
         if isinstance(exc, ApplyFailed):
@@ -365,7 +369,8 @@ class BackupCreate(Action[BackupCreateParams]):
         job = resolve_job(ctx, p)
         if directory.startswith(job.base.rstrip("/") + "/") and not directory.startswith(f"{job.base}/.maint"):
             job.excludes.append(directory[len(job.base) + 1 :])
-        missing = missing_for(job, ctx.probe(tools_probe()))
+        tools = ctx.probe(tools_probe())
+        missing = missing_for(job, tools)
         if missing:
             raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}")
         listing = ctx.probe(BackupListing(directory))
@@ -390,11 +395,11 @@ class BackupCreate(Action[BackupCreateParams]):
                 why += f" (recorded but gone from {ctx.env.display_host}: {', '.join(gone)})"
         else:
             why = "no max_age (a new backup every run)"
-        return Check.change(f"{why}: back up {job.describe()} into {directory}", snapshot=(job, directory))
+        # the tools go with the check: apply starts with the probe cache dropped
+        return Check.change(f"{why}: back up {job.describe()} into {directory}", snapshot=(job, directory, tools))
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
-        job, directory = check.snapshot
-        tools = ctx.probe(tools_probe())
+        job, directory, tools = check.snapshot
         manifest = write_backup(ctx, job, directory, tools, note=self.params.note, timeout=self.params.timeout)
         record = record_of(manifest, directory)
         ctx.record(backup=record)
@@ -411,8 +416,7 @@ class BackupCreate(Action[BackupCreateParams]):
     def verify(self, ctx: Context) -> None:
         record = ctx.data.get("backup") or {}
         bid, directory = record.get("id"), record.get("dir")
-        ctx.invalidate()
-        listing = ctx.probe(BackupListing(str(directory)))
+        listing = ctx.probe(BackupListing(str(directory)))  # read after the change (the runner's read)
         manifest = listing.get(str(bid))
         if manifest is None:
             raise VerifyFailed(f"backup {bid} has no manifest in {directory}")

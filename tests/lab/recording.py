@@ -1,0 +1,80 @@
+"""A run's real SSH transports, each wrapped to note every command before it is sent.
+
+The SSH transport's own count of the sessions it opened (``round_trips``) must agree with
+what was noted; :meth:`Recorder.kinds` tells the stage's read, the lock, the unlock and the
+steps' own commands apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from maintkit import locks
+from maintkit.inventory import Environment
+from maintkit.transport.base import Transport, join
+from maintkit.transport.factory import transport_for
+from tests.lab.sshd import LabHost
+
+
+class Recording:
+    """A real transport that notes every command (its kind and text) before sending it."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.host = inner.host
+        self.sent: list[tuple[str, str]] = []
+
+    def run(self, argv: Any, **kwargs: Any) -> Any:
+        self.sent.append(("run", join(argv)))
+        return self.inner.run(argv, **kwargs)
+
+    def run_shell(self, script: str, **kwargs: Any) -> Any:
+        self.sent.append(("shell", script))
+        return self.inner.run_shell(script, **kwargs)
+
+    def put(self, data: bytes, path: str, **kwargs: Any) -> None:
+        self.sent.append(("put", path))
+        self.inner.put(data, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> bytes:
+        self.sent.append(("get", path))
+        return self.inner.get(path, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Recorder:
+    """The transport factory of a run: real SSH transports, each wrapped in :class:`Recording`."""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, Recording] = {}
+
+    def __call__(self, env: Environment) -> Transport:
+        rec = Recording(transport_for(env, {}))
+        self.by_host[env.host or ""] = rec
+        return rec  # type: ignore[return-value]  # duck-typed like runner.trace.TracedTransport
+
+    def sessions(self, host: LabHost) -> int:
+        """Commands sent to ``host``; the SSH transport's own count of sessions must agree."""
+        rec = self.by_host[host.ip]
+        assert rec.inner.round_trips == len(rec.sent), rec.sent  # type: ignore[attr-defined]
+        return len(rec.sent)
+
+    def kinds(self, host: LabHost, site: Path, run_id: str) -> list[str]:
+        """What each command sent to ``host`` was: read, lock+read, unlock, or a step's own command."""
+        out = []
+        for kind, text in self.by_host[host.ip].sent:
+            if kind == "shell" and locks.SEEN_MARK in text:
+                out.append("read")
+            elif kind == "shell" and locks.TAKEN_MARK in text:
+                out.append("lock+read")
+            elif kind == "shell" and text == locks.release_script(str(site), run_id):
+                out.append("unlock")
+            else:
+                out.append("step")
+        return out
