@@ -199,8 +199,16 @@ class Context:
 
     @property
     def host_key(self) -> str:
-        """Cache namespace of this environment's host."""
-        return f"{self.env.connection}:{self.env.user}@{self.env.host}:{self.env.port}"
+        """Probe cache namespace: this site's environment on its host.
+
+        Per site, not per host: sites run in parallel, and another site's change on a shared
+        host (the usual agency server) would otherwise drop this site's reads at any moment
+        (a WordPress state read costs a PHP boot). Nothing is lost by it: the order of two
+        sites' steps on one host is not defined, so no read of one site was ever promised to
+        see another site's change.
+        """
+        env = self.env
+        return f"{env.connection}:{env.user}@{env.host}:{env.port}/{self.site.name}/{env.name}"
 
     # ---- commands ------------------------------------------------------------
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:

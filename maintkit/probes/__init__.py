@@ -1,4 +1,4 @@
-"""Read-only probes: typed facts about a host, cached per host per run and batched.
+"""Read-only probes: typed facts about a host, cached per site environment per run and batched.
 
 A probe is a small shell snippet (built from quoted arguments) plus a parser. The
 runner collects the probes every step of a stage will need and sends them to the

@@ -9,6 +9,7 @@ that log each run; a probe never runs more often than one read per change that c
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from maintkit.action import Action, Context, Params
 from maintkit.probes import CommandProbe, Probe
 from maintkit.registry import Registry
 from maintkit.results import Change, Check, SiteStatus, StepStatus
-from tests.runs import events, local_env, one_site, run, write_inventory
+from tests.runs import events, local_env, one_site, run, sites_of, write_inventory
 
 COUNTER = """#!/bin/sh
 echo "$1" >> "{log}"
@@ -163,3 +164,73 @@ def test_what_a_check_asked_for_before_the_lock_is_read_again_under_it(tmp_path:
     # again and asked again: 2 (a read kept from before the lock would say 1 once more)
     assert AdHoc.seen == ["1", "2"]
     assert (tmp_path / "declared.n").read_text() == "3\n"  # the first read, the lock's, the read after the change
+
+
+class GateParams(Params):
+    signal: str | None = None
+    wait: str | None = None
+
+
+class Gate(Action[GateParams]):
+    """A check that signals an event or waits for one (two sites' steps put in a known order)."""
+
+    name: ClassVar[str] = "test.gate"
+    Params: ClassVar[type[GateParams]] = GateParams
+    check_only: ClassVar[bool] = True
+    events: ClassVar[dict[str, threading.Event]] = {}
+
+    def check(self, ctx: Context) -> Check:
+        if self.params.signal:
+            Gate.events[self.params.signal].set()
+        if self.params.wait:
+            assert Gate.events[self.params.wait].wait(60), f"{self.params.wait} never came"
+        return Check.ok("gate")
+
+    def apply(self, ctx: Context, check: Check) -> list[Change]:
+        return []
+
+    def rollback(self, ctx: Context, changes: list[Change]) -> None:
+        """Nothing to undo."""
+
+
+TWO_SITES = """\
+name: two-sites
+concurrency: 2
+stages:
+  - env: production
+    steps:
+      - {{id: b-read, action: test.gate, with: {{signal: b_read}}, when: "site.name == 'b'"}}
+      - {{id: wait-b, action: test.gate, with: {{wait: b_read}}, when: "site.name == 'a'"}}
+      - {{id: dir, action: file.directory, with: {{path: "{{{{ env.path }}}}/app"}}, when: "site.name == 'a'"}}
+      - {{id: a-changed, action: test.gate, with: {{signal: a_changed}}, when: "site.name == 'a'"}}
+      - {{id: wait-a, action: test.gate, with: {{wait: a_changed}}, when: "site.name == 'b'"}}
+      - {{id: ro, action: command, with: {{argv: [{c}, "{{{{ site.name }}}}"], read_only: true}}}}
+"""
+
+
+def test_another_sites_change_on_the_same_host_keeps_this_sites_reads(tmp_path: Path) -> None:
+    """Two sites on one host (here: this machine). Site b reads everything first; then site a
+    changes its own directory; then b's read-only command is checked: from b's first read, not
+    read again (b's reads are b's: a's change is not b's and was never ordered with b's steps)."""
+    log, counter = tmp_path / "reads.log", tmp_path / "counter"
+    counter.write_text(COUNTER.format(log=log))
+    counter.chmod(0o755)
+    envs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        envs[name] = local_env(tmp_path / name)
+    inv = write_inventory(tmp_path, sites_of(envs))
+    registry = Registry()
+    registry.register(Gate)
+    Gate.events.clear()
+    Gate.events.update(b_read=threading.Event(), a_changed=threading.Event())
+
+    result = run(TWO_SITES.format(c=counter), inv, tmp_path / "state", registry=registry)
+
+    assert result.ok, [s.error for s in result.sites]
+    status = {(site.site, s.step): s.status for site in result.sites for s in site.steps}
+    assert status[("a", "dir")] is StepStatus.CHANGED and (tmp_path / "a" / "app").is_dir()
+    assert status[("b", "ro")] is StepStatus.UNCHANGED
+    reads = log.read_text().split()
+    # a: its first read, and once after its own change (read ahead); b: its first read only
+    assert (reads.count("a"), reads.count("b")) == (2, 1)
