@@ -261,7 +261,10 @@ def versions() -> dict[str, str]:
             p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
         except OSError as exc:
             return f"unavailable ({exc})"
-        return (p.stdout + p.stderr).strip().splitlines()[0] if p.returncode == 0 else "unavailable"
+        if p.returncode != 0:
+            return "unavailable"
+        lines = (p.stdout + p.stderr).strip().splitlines()
+        return lines[0] if lines else ""  # `git status --porcelain` of a clean tree prints nothing
 
     dirty = out(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "unavailable")
     return {

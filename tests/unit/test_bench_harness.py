@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 try:
     import common
     import fleet
+    import peers
     import report
     import tools
 finally:
@@ -255,3 +256,21 @@ def test_timer_counts_the_cpu_of_orphans_it_adopted(tmp_path: Path, mode: str) -
         assert cpu >= 0.3  # the background burner's 0.3 s, reaped in the window, counted
     else:
         assert cpu < 0.3  # not adopted: it vanishes from the figures (what the subreaper prevents)
+
+
+def test_versions_name_the_commit_of_a_clean_tree_and_of_a_dirty_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git status --porcelain` prints nothing for a clean tree: the commit alone, no crash."""
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.test", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
+    (tmp_path / "f").write_text("one\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True, env=env)
+    subprocess.run(["git", "-C", str(tmp_path), *ident, "commit", "-q", "-m", "one"], check=True, env=env)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, env=env)
+    monkeypatch.setattr(peers, "ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    assert peers.versions()["maint"] == head.stdout.strip()
+    (tmp_path / "f").write_text("two\n")
+    assert peers.versions()["maint"] == head.stdout.strip() + " (uncommitted changes)"
