@@ -1,0 +1,116 @@
+"""Benchmark: how long after ``maint run`` starts does its first connection reach the host?
+
+    python benchmarks/first_packet.py [--runs 11]      # as root: it starts an sshd instance
+
+One lab host (a real sshd on loopback). Between maint and that sshd sits a relay on
+127.0.0.99 that notes the moment it accepts a connection and then copies bytes both ways; the
+inventory points maint at the relay (its known_hosts file lists the host's key under the
+relay's address, so host keys are verified as always). The figure is the time from starting
+the ``maint run`` process to the relay accepting its TCP connection: the client's first
+packet (its SSH version line) follows at once. Every run is the no-op run of the benchmark's
+five-step workload (one first run converges the directory before counting). Prints every
+figure, the median, and the median wall time of the whole run. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PLAYBOOK, fresh_dirs, lab_inventory, start_lab
+from tools import maint_argv
+
+RELAY_IP = "127.0.0.99"
+
+
+class Relay:
+    """A TCP relay to ``target`` that records when it accepts each connection."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.accepted: list[float] = []
+        self.sock = socket.create_server((RELAY_IP, 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(time.perf_counter())
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for s in (src, dst):
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+
+
+def relayed_known_hosts(known_hosts: Path, host: str, port: int, relay_port: int, out: Path) -> None:
+    """The host's key lines, listed under the relay's address."""
+    prefix = f"[{host}]:{port} "
+    lines = [line for line in known_hosts.read_text().splitlines() if line.startswith(prefix)]
+    if not lines:
+        raise SystemExit(f"{known_hosts} lists no key for {prefix.strip()}")
+    out.write_text("".join(f"[{RELAY_IP}]:{relay_port} {line[len(prefix) :]}\n" for line in lines))
+
+
+def main() -> None:
+    """Start the lab and the relay, converge once, then time the counted runs."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--runs", type=int, default=11)
+    args = ap.parse_args()
+    lab = start_lab([1])
+    try:
+        host, work = lab.hosts[0], lab.base / "first-packet"
+        work.mkdir()
+        relay = Relay((host.ip, host.port))
+        inventory = lab_inventory(lab.hosts[:1], fresh_dirs(lab, 1, "fp"))
+        env = inventory["sites"]["s0"]["environments"]["production"]
+        relayed_known_hosts(Path(env["known_hosts"]), host.ip, host.port, relay.port, work / "known_hosts")
+        env.update(host=RELAY_IP, port=relay.port, known_hosts=str(work / "known_hosts"))
+        (work / "inventory.json").write_text(json.dumps(inventory))
+        (work / "bench.yml").write_text(PLAYBOOK)
+        argv = maint_argv("maint", work / "bench.yml", work / "inventory.json", work / "state", 1)
+        environ = {**os.environ, "MAINT_PLAIN": "1"}
+        subprocess.run(argv, env=environ, capture_output=True, check=True)  # converge
+        firsts, walls = [], []
+        for _ in range(args.runs):
+            relay.accepted.clear()
+            start = time.perf_counter()
+            subprocess.run(argv, env=environ, capture_output=True, check=True)
+            walls.append(time.perf_counter() - start)
+            firsts.append(relay.accepted[0] - start)
+        relay.close()
+    finally:
+        lab.stop()
+    print("first connection after start (s):", " ".join(f"{x:.3f}" for x in firsts))
+    print(f"median {statistics.median(firsts):.3f} s; whole no-op run: median {statistics.median(walls):.3f} s")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the lab starts sshd")
+    main()
