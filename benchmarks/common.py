@@ -191,6 +191,29 @@ def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return median(pair_ratios(a, b))
 
 
+def machine_cpu(stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds the whole machine has spent since boot (user, nice, system, irq, softirq,
+    steal: every process, the lab's servers included), from the first line of ``/proc/stat``."""
+    fields = stat.read_text().split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError(f"{stat}: no cpu line")
+    ticks = [int(x) for x in fields[1:4] + fields[6:9]]
+    return sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def overheads_by_size(rows: Sequence[dict[str, Any]]) -> dict[int, tuple[float, float]]:
+    """Per number of sites: the median over the rounds of the wall overhead and of the
+    machine-CPU overhead (maint first run / by hand - 1)."""
+    sizes = sorted({int(r["sites"]) for r in rows})
+    return {
+        n: (
+            median(r["overhead"] for r in rows if r["sites"] == n),
+            median(r["overhead_cpu"] for r in rows if r["sites"] == n),
+        )
+        for n in sizes
+    }
+
+
 # ---------------------------------------------------------------- the lab
 def precompile() -> None:
     """Byte-compile maintkit's source tree, as an installed package is.

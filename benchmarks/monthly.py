@@ -1,6 +1,6 @@
 """Benchmark: the built-in monthly-update on the WordPress lab, against the same operations by hand.
 
-    python benchmarks/monthly.py --sites 1,5,20 [--concurrency N] [--json FILE]
+    python benchmarks/monthly.py --sites 1,5,20 [--rounds N] [--concurrency N] [--json FILE]
 
 Run as root: it starts the lab the test suite uses (tests/lab/): two sshd hosts (staging on the
 first, production on the second), nginx + php-fpm, MariaDB, a WordPress 6.1 template with the
@@ -26,6 +26,12 @@ each: own tree, database and nginx server block), then:
   copy must then run shop-cart 1.1.0 and answer 200 on /cart/ with it, as after the maint run.
   Shops run with the same number at once as maint (``--concurrency``, default the playbook's 4);
 - **overhead** = maint first wall / by-hand wall - 1.
+
+Besides wall time, each side's machine CPU is taken from ``/proc/stat`` (every process on the
+machine: maint or the by-hand client, sshd, PHP, MariaDB, nginx), and ``overhead_cpu`` is
+maint's first run over the by-hand machine CPU - 1: with shops at once on two cores the wall
+times of both sides move by about 10% between runs of the same code. ``--rounds N`` measures
+every size N times (fresh shops each time) and prints the medians of both overheads.
 
 From the first run's audit log (``events.jsonl``) it prints where the time goes: the median per
 shop of each step's duration per environment, and inside ``cms.update`` the split it records
@@ -59,6 +65,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_cpu, overheads_by_size, precompile  # noqa: E402
 
 from maintkit.actions.cache.platform import _WP_FLUSH_PHP  # noqa: E402
 from maintkit.actions.cms.drivers.wordpress_state import wp_helper_source  # noqa: E402
@@ -97,17 +106,18 @@ def lab_dir(prefix: str) -> Path:
 
 def timed_maint(argv: list[str]) -> dict[str, float]:
     """Wall and CPU (user+sys of the child) seconds of one ``maint`` command; its exit code."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, machine = resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=runs.maint_env(), check=False)
     wall = time.perf_counter() - start
+    machine = machine_cpu() - machine
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(
             f"maint failed ({proc.returncode}): {' '.join(argv)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu}
+    return {"wall": wall, "cpu": cpu, "machine_cpu": machine}
 
 
 def newest_run(state: Path) -> Path:
@@ -305,7 +315,7 @@ def by_hand_one(shop: Shop, env: str, remote: Remote, zip_url: str) -> dict[str,
 
 def by_hand(lab: SshLab, shops: list[Shop], zip_url: str, concurrency: int) -> dict[str, Any]:
     """Every copy by hand, ``concurrency`` shops at once (each shop: staging, then production)."""
-    start = time.perf_counter()
+    start, machine = time.perf_counter(), machine_cpu()
     remotes = {"staging": Remote(lab.hosts[0]), "production": Remote(lab.hosts[1])}
     try:
 
@@ -317,14 +327,14 @@ def by_hand(lab: SshLab, shops: list[Shop], zip_url: str, concurrency: int) -> d
     finally:
         for remote in remotes.values():
             remote.close()
-    wall = time.perf_counter() - start
+    wall, machine = time.perf_counter() - start, machine_cpu() - machine
     per_op = {
         f"{env}/{op}": statistics.median(t[op] for e, t in samples if e == env and op in t)
         for env in ("staging", "production")
         for op in HAND_OPS
         if any(e == env and op in t for e, t in samples)
     }
-    return {"wall": wall, "median_s": per_op, "samples": samples}
+    return {"wall": wall, "machine_cpu": machine, "median_s": per_op, "samples": samples}
 
 
 def print_side_by_side(n: int, maint: dict[str, Any], hand: dict[str, Any]) -> None:
@@ -352,9 +362,11 @@ def make_shops(lab: SshLab, template: WpTemplate, n: int, tag: str, base: Path) 
     return [make_shop(template, h1, h2, lab.scratch(h1, f"{tag}-{i}"), base / f"{tag}-{i}") for i in range(n)]
 
 
-def run_size(lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, concurrency: int) -> dict[str, Any]:
+def run_size(
+    lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, concurrency: int, tag: str = ""
+) -> dict[str, Any]:
     """Both maint runs on ``n`` fresh shops, the by-hand operations on ``n`` other fresh shops; the raw figures."""
-    shops = make_shops(lab, template, n, f"n{n}", work)
+    shops = make_shops(lab, template, n, f"{tag}n{n}", work)
     settings = {"repository": None, "api_url": api}
     sites = {f"shop{i:02d}": site_entry(shop, settings) for i, shop in enumerate(shops)}
     for entry, shop in zip(sites.values(), shops, strict=True):  # one php-fpm for every shop: no reloads
@@ -362,7 +374,7 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, co
     if any(entry["vars"]["smoke_paths"] != SMOKE_PATHS for entry in sites.values()):
         raise SystemExit("the inventory's smoke_paths differ from the by-hand SMOKE_PATHS")
     inventory = runs.write_inventory(work, sites, unique=True)
-    state = work / f"state-{n}"
+    state = work / f"state-{tag}{n}"
     argv = runs.maint_argv("run", "monthly-update", "-i", str(inventory), "--state-dir", str(state))
     argv += ["--concurrency", str(concurrency)]
     first = timed_maint(argv)
@@ -373,7 +385,7 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, co
     if changed_steps(noop_log):
         raise SystemExit(f"the second run changed {changed_steps(noop_log)}")
     check_outcome(shops, "1.1.0")
-    hand_shops = make_shops(lab, template, n, f"h{n}", work)  # 1.0.0, as the maint shops were
+    hand_shops = make_shops(lab, template, n, f"{tag}h{n}", work)  # 1.0.0, as the maint shops were
     for shop in hand_shops:
         site_entry(shop, settings)  # writes the database option files the dumps use
     hand = by_hand(lab, hand_shops, f"{api}/downloads/shop-cart-1.1.0.zip", concurrency)
@@ -390,23 +402,39 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, co
         "maint_noop": noop,
         "by_hand": hand,
         "overhead": first["wall"] / hand["wall"] - 1,
+        "overhead_cpu": first["machine_cpu"] / hand["machine_cpu"] - 1,
         "first_run": breakdown(first_log),
         "noop_run": breakdown(noop_log),
     }
 
 
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    """One line per size and round; with several rounds, the median overheads per size."""
+    print(
+        "\nsites | maint first wall / cpu / machine | maint no-op wall / cpu | by hand wall / machine | overhead wall, machine cpu"
+    )
+    print("---|---|---|---|---")
+    for r in rows:
+        f, o, h = r["maint_first"], r["maint_noop"], r["by_hand"]
+        print(f"{r['sites']} | {f['wall']:.2f} / {f['cpu']:.2f} / {f['machine_cpu']:.2f} | {o['wall']:.2f} / {o['cpu']:.2f} | "
+              f"{h['wall']:.2f} / {h['machine_cpu']:.2f} | {100 * r['overhead']:+.0f}%, {100 * r['overhead_cpu']:+.0f}%")  # fmt: skip
+    if len(rows) > len({r["sites"] for r in rows}):
+        print("\nsites | median overhead over the rounds: wall, machine cpu")
+        print("---|---")
+        for n, (wall, cpu) in overheads_by_size(rows).items():
+            print(f"{n} | {100 * wall:+.0f}%, {100 * cpu:+.0f}%")
+
+
 def main() -> None:
-    """Start the lab, measure every size, print the tables (and write ``--json``)."""
+    """Start the lab, measure every size (``--rounds`` times), print the tables (and write ``--json``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--sites", default="1,5,20", help="comma-separated numbers of shops")
     ap.add_argument("--concurrency", type=int, default=PLAYBOOK_CONCURRENCY, help="shops at once (maint and by hand)")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every size this many times (fresh shops each)")
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sites.split(",")]
     rows = []
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import precompile
-
     precompile()
     with ExitStack() as stack:
         lab = stack.enter_context(SshLab())
@@ -420,16 +448,12 @@ def main() -> None:
         zips = work / "downloads"
         make_shop_cart_zip(zips, "1.1.0")
         api = stack.enter_context(serve_update_api(zips))
-        for n in sizes:
-            rows.append(run_size(lab, template, n, api, work, args.concurrency))
-            print_breakdown(n, rows[-1]["first_run"])
-            print_side_by_side(n, rows[-1]["first_run"], rows[-1]["by_hand"])
-    print("\nsites | maint first wall / cpu | maint no-op wall / cpu | by hand wall | overhead")
-    print("---|---|---|---|---")
-    for r in rows:
-        f, o = r["maint_first"], r["maint_noop"]
-        print(f"{r['sites']} | {f['wall']:.2f} / {f['cpu']:.2f} | {o['wall']:.2f} / {o['cpu']:.2f} | "
-              f"{r['by_hand']['wall']:.2f} | {100 * r['overhead']:+.0f}%")  # fmt: skip
+        for r in range(args.rounds):
+            for n in sizes:
+                rows.append(run_size(lab, template, n, api, work, args.concurrency, tag=f"r{r}"))
+                print_breakdown(n, rows[-1]["first_run"])
+                print_side_by_side(n, rows[-1]["first_run"], rows[-1]["by_hand"])
+    print_summary(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"python": sys.version.split()[0], "rows": rows}, indent=1) + "\n")
 

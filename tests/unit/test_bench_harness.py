@@ -274,3 +274,25 @@ def test_versions_name_the_commit_of_a_clean_tree_and_of_a_dirty_one(
     assert peers.versions()["maint"] == head.stdout.strip()
     (tmp_path / "f").write_text("two\n")
     assert peers.versions()["maint"] == head.stdout.strip() + " (uncommitted changes)"
+
+
+def test_machine_cpu_reads_the_cpu_line_of_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice: idle, iowait and guests left out
+    stat.write_text(f"cpu  {hz} {hz} {hz} {100 * hz} {50 * hz} {hz} {hz} {hz} {7 * hz} {7 * hz}\ncpu0 1 2 3\n")
+    assert common.machine_cpu(stat) == 6.0
+    stat.write_text("intr 1 2 3\n")
+    with pytest.raises(ValueError, match="no cpu line"):
+        common.machine_cpu(stat)
+    assert common.machine_cpu() > 0  # this machine's own
+
+
+def test_overheads_by_size_are_medians_over_the_rounds() -> None:
+    rows = [
+        {"sites": 20, "overhead": 0.70, "overhead_cpu": 1.0},
+        {"sites": 1, "overhead": 0.90, "overhead_cpu": 1.3},
+        {"sites": 20, "overhead": 0.98, "overhead_cpu": 1.2},
+        {"sites": 20, "overhead": 0.95, "overhead_cpu": 1.1},
+    ]
+    assert common.overheads_by_size(rows) == {1: (0.90, 1.3), 20: (0.95, 1.1)}
