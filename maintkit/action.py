@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, Generic, Literal, TypeVar
@@ -70,14 +70,6 @@ class ProbeCache:
         """Is ``key`` cached for ``host``? (not counted as a hit or a miss)"""
         with self._lock:
             return key in self._data.get(host, {})
-
-    def keep_only(self, host: str, keys: Iterable[str]) -> None:
-        """Drop every key of ``host`` except ``keys`` (what was just read again)."""
-        wanted = set(keys)
-        with self._lock:
-            entries = self._data.get(host)
-            if entries:
-                self._data[host] = {k: v for k, v in entries.items() if k in wanted}
 
     def put(self, host: str, key: str, raw: RawOutput) -> None:
         """Store one raw output."""

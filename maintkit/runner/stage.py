@@ -250,7 +250,7 @@ class StageLock:
         self._keep(raw)
         # everything else was read without the lock (the later steps' first reads, and what any
         # check asked for on its own): read again when needed
-        state.probe_cache.keep_only(self.base.host_key, raw.keys())
+        state.probe_cache.invalidate(self.base.host_key, keep=set(raw))
         if index is None:
             return "go"
         state.interrupts.activity.doing(site.name, env.name, f"running step {step}")
