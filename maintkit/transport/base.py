@@ -18,6 +18,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from maintkit.errors import Interrupted
 from maintkit.results import CommandResult
+from maintkit.transport.ssh_policy import known_host_name
 
 DEFAULT_TIMEOUT = 120.0
 #: seconds a cancelled command's process group gets between SIGTERM and SIGKILL
@@ -135,6 +136,51 @@ class CommandTransport:
         stdout_sink: IO[bytes] | None,
     ) -> CommandResult:
         raise NotImplementedError
+
+
+class RemoteShellTransport(CommandTransport):
+    """A :class:`CommandTransport` to a host reached over SSH (paramiko or OpenSSH): files travel
+    as shell commands, and the host is named in known_hosts as ``host`` or ``[host]:port``."""
+
+    hostname: str = ""
+    port: int = 22
+
+    @property
+    def known_host_name(self) -> str:
+        """How this host is named in known_hosts: ``host`` or ``[host]:port``."""
+        return known_host_name(self.hostname, self.port)
+
+    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
+        """Write ``path`` atomically in one round trip (temp file beside it, chmod, rename; see
+        :func:`atomic_put_script`). Raises CommandFailed when it cannot."""
+        self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
+
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        """Read a whole file (``cat``). Raises :class:`CommandFailed` when it cannot be read."""
+        res = self.run(["cat", "--", path], timeout=timeout)
+        return res.stdout_bytes or b""
+
+
+def atomic_put_script(path: str, mode: int | None) -> str:
+    """A shell script that writes stdin to ``path`` atomically (used by both transports).
+
+    Temp file beside ``path`` (created 0600 under ``umask 077``), then the mode (``mode``,
+    or the existing file's, or 0644), the existing file's owner and group when allowed,
+    then ``mv -f``. The temp file is removed on failure.
+    """
+    if mode is not None and not 0 <= mode <= 0o7777:
+        raise ValueError(f"invalid file mode {mode!r}")
+    p = quote(path)
+    if mode is None:
+        perm = f'{{ chmod --reference={p} -- "$tmp" 2>/dev/null || chmod 644 -- "$tmp"; }}'
+    else:
+        perm = f'chmod {mode:04o} -- "$tmp"'
+    owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
+    return (
+        f"umask 077; tmp=$(mktemp -- {quote(path + '.XXXXXX')}) || exit 1\n"
+        f'if cat > "$tmp" && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
+        'rm -f -- "$tmp"; exit 1'
+    )
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from maintkit.transport.base import Transport
+from maintkit.transport.dial import Early, dial_ahead, discard
 from maintkit.transport.ssh_settings import ssh_settings
 
 if TYPE_CHECKING:
@@ -92,18 +93,29 @@ def _common(env: Environment) -> dict[str, Any]:
     }
 
 
+class _Factory:
+    """:func:`transport_for` with the ``MAINT_*`` fallbacks of ``environ`` (None: the process
+    environment), and :meth:`dial_ahead` for :meth:`TransportPool.warm`."""
+
+    def __init__(self, environ: Mapping[str, str] | None) -> None:
+        self._environ = environ
+
+    def __call__(self, env: Environment) -> Transport:
+        return transport_for(env, self._environ)
+
+    def dial_ahead(self, env: Environment) -> Early | None:
+        """``env``'s TCP connection, opened before the SSH library is loaded (see
+        :mod:`maintkit.transport.dial`)."""
+        return dial_ahead(env, self._environ, _common(env)["connect_timeout"])
+
+
 def factory_for(environ: Mapping[str, str]) -> TransportFactory:
     """A transport factory that reads its ``MAINT_*`` fallbacks from ``environ``."""
-
-    def factory(env: Environment) -> Transport:
-        return transport_for(env, environ)
-
-    return factory
+    return _Factory(environ)
 
 
-def default_transport_factory(env: Environment) -> Transport:
-    """The transport for ``env``, with fallbacks from the process environment."""
-    return transport_for(env)
+#: The transport for an environment, with fallbacks from the process environment.
+default_transport_factory: TransportFactory = _Factory(None)
 
 
 class TransportPool:
@@ -145,13 +157,20 @@ class TransportPool:
             env.control_persist,
         )
 
-    def get(self, env: Environment) -> Transport:
-        """The shared transport for ``env``'s host."""
+    def get(self, env: Environment, early: Early | None = None) -> Transport:
+        """The shared transport for ``env``'s host; ``early`` (a connection dialled ahead) is
+        handed to it before any other thread can use it (closed when it cannot take it)."""
         k = self.key(env)
         with self._lock:
             if k not in self._pool:
                 self._pool[k] = self._factory(env)
-            return self._pool[k]
+            transport = self._pool[k]
+            adopt = getattr(transport, "adopt", None)
+            if early is not None and adopt is not None:
+                adopt(early)
+                early = None
+        discard(early)
+        return transport
 
     def claim(self, site: str, envs: Iterable[Environment]) -> None:
         """``site`` may use the connections of ``envs`` until :meth:`release` is called for it."""
@@ -199,10 +218,15 @@ class TransportPool:
 
     def _warm_one(self, env: Environment, dial: Callable[[], None]) -> None:
         # a bad setting or a failed attempt is reported by the host's first command, not here
+        early: Early | None = None
         with contextlib.suppress(Exception):
-            warm = getattr(self.get(env), "warm", None)
+            ahead = getattr(self._factory, "dial_ahead", None)
+            early = ahead(env) if ahead is not None else None
+            transport, early = self.get(env, early), None
+            warm = getattr(transport, "warm", None)
             if warm is not None:
                 warm(dial)
+        discard(early)  # only when the transport could not be made
         dial()
 
     def close(self) -> None:

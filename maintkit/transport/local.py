@@ -31,8 +31,8 @@ from maintkit.transport.base import (
     CANCEL_GRACE,
     CancelToken,
     CommandTransport,
+    atomic_put_script,
     cancelled_error,
-    quote,
     refuse_if_cancelled,
 )
 
@@ -234,28 +234,6 @@ class LocalTransport(CommandTransport):
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-def atomic_put_script(path: str, mode: int | None) -> str:
-    """A shell script that writes stdin to ``path`` atomically (used by both transports).
-
-    Temp file beside ``path`` (created 0600 under ``umask 077``), then the mode (``mode``,
-    or the existing file's, or 0644), the existing file's owner and group when allowed,
-    then ``mv -f``. The temp file is removed on failure.
-    """
-    if mode is not None and not 0 <= mode <= 0o7777:
-        raise ValueError(f"invalid file mode {mode!r}")
-    p = quote(path)
-    if mode is None:
-        perm = f'{{ chmod --reference={p} -- "$tmp" 2>/dev/null || chmod 644 -- "$tmp"; }}'
-    else:
-        perm = f'chmod {mode:04o} -- "$tmp"'
-    owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
-    return (
-        f"umask 077; tmp=$(mktemp -- {quote(path + '.XXXXXX')}) || exit 1\n"
-        f'if cat > "$tmp" && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
-        'rm -f -- "$tmp"; exit 1'
-    )
 
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:

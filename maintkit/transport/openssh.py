@@ -40,14 +40,14 @@ from typing import IO
 from maintkit.errors import HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, openssh_control, ssh_errors
-from maintkit.transport.local import LocalTransport, atomic_put_script
+from maintkit.transport.base import RemoteShellTransport
+from maintkit.transport.local import LocalTransport
 from maintkit.transport.openssh_errors import hop_failure, ssh_failure
 from maintkit.transport.ssh_channel import Stop, command_line
 from maintkit.transport.ssh_policy import (
     USER_KNOWN_HOSTS,
     HostKeyPolicy,
     check_settings,
-    known_host_name,
 )
 from maintkit.transport.ssh_settings import Endpoint
 
@@ -69,7 +69,7 @@ class _SshProcess(subprocess.Popen[bytes]):
     remote: Stop
 
 
-class OpenSSHTransport(LocalTransport):
+class OpenSSHTransport(RemoteShellTransport, LocalTransport):
     """Runs commands on one host through the system's ``ssh`` and a shared control master.
 
     ``host``/``port``/``user``/``key_filename``/``known_hosts`` as for
@@ -133,11 +133,6 @@ class OpenSSHTransport(LocalTransport):
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
-
-    @property
-    def known_host_name(self) -> str:
-        """How this host is named in known_hosts: ``host`` or ``[host]:port``."""
-        return known_host_name(self.hostname, self.port)
 
     @property
     def connected(self) -> bool:
@@ -373,13 +368,3 @@ class OpenSSHTransport(LocalTransport):
                 start_new_session=True,
                 check=False,
             )
-
-    # ---------------------------------------------------------------- files
-    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
-        """Write ``path`` atomically in one round trip (as over paramiko). Raises CommandFailed when it cannot."""
-        self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
-
-    def get(self, path: str, *, timeout: float | None = None) -> bytes:
-        """Read a whole file (``cat``). Raises :class:`CommandFailed` when it cannot be read."""
-        res = self.run(["cat", "--", path], timeout=timeout)
-        return res.stdout_bytes or b""

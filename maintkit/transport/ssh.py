@@ -1,20 +1,17 @@
 """SSHTransport: commands over one SSH connection per host. The only module importing fabric/paramiko.
 
-Connection setup goes through :class:`fabric.Connection` (one shared ``Config`` for the
-process), but commands do not use fabric's/invoke's ``run`` (its reader threads add latency):
-each command is one paramiko session channel (``exec``) pumped by
-:mod:`maintkit.transport.ssh_channel` under a hard deadline. TCP_NODELAY is set (Nagle meets
-delayed ACKs otherwise: 45 ms per round trip); one connection serves every thread working on
-the host, opened lazily under a lock or ahead of the first command (:meth:`SSHTransport.warm`).
-``connect_timeout`` bounds the TCP connect, banner, authentication and each session open (each
-hop of a jump chain too); deadlines, keepalives and cancellation: :mod:`~maintkit.transport.ssh_channel`
-and :mod:`~maintkit.transport.keepalive`. Host keys are always verified (``strict`` or
-``accept-new``; a CHANGED key is always refused); ``proxy_command`` runs through our own
-:class:`paramiko.ProxyCommand` (:mod:`~maintkit.transport.ssh_policy`); a jump host (``via``)
-is another SSHTransport whose connection forwards a ``direct-tcpip`` channel. ``~/.ssh/config``
-is read only when the inventory asks (:mod:`~maintkit.transport.ssh_config`). Library errors
-become maintkit's errors here (:mod:`~maintkit.transport.ssh_errors`). A dead connection is
-replaced at the start of the next command (nothing is ever re-run automatically).
+Connections are set up by :class:`fabric.Connection` (a file-less ``Config`` each); commands are
+paramiko ``exec`` channels pumped by :mod:`~maintkit.transport.ssh_channel` under a hard deadline
+(not invoke's ``run``: its reader threads add latency). TCP_NODELAY is set (Nagle meets delayed
+ACKs otherwise: 45 ms per round trip). One connection serves every thread working on the host,
+opened lazily under a lock or ahead of the first command (:meth:`SSHTransport.warm`, on a TCP
+connection dialled before paramiko was loaded: :meth:`SSHTransport.adopt`). ``connect_timeout``
+bounds the TCP connect, banner, authentication and each session open, on every hop. Host keys
+are always verified (``strict`` or ``accept-new``; a CHANGED key is always refused); a
+``proxy_command`` runs through our :class:`paramiko.ProxyCommand`; a jump host (``via``) is
+another SSHTransport forwarding a ``direct-tcpip`` channel; ``~/.ssh/config`` is read only when
+the inventory asks. Library errors become maintkit's here (:mod:`~maintkit.transport.ssh_errors`).
+A dead connection is replaced at the start of the next command (nothing is re-run).
 """
 
 from __future__ import annotations
@@ -37,9 +34,9 @@ from paramiko.message import Message
 from maintkit.errors import HostKeyError, HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, ssh_channel, ssh_errors, ssh_policy
-from maintkit.transport.base import CommandTransport, quote
+from maintkit.transport.base import RemoteShellTransport, quote
+from maintkit.transport.dial import Early, discard
 from maintkit.transport.keepalive import Keepalive, watch_transport
-from maintkit.transport.local import atomic_put_script
 from maintkit.transport.ssh_channel import TIMEOUT_CODE, Disconnected, LocalIOError, Output, Stdin
 from maintkit.transport.ssh_policy import (
     DEFAULT_KEEPALIVE_COUNT_MAX,
@@ -50,7 +47,6 @@ from maintkit.transport.ssh_policy import (
     append_known_host,
     check_settings,
     expand_proxy_command,
-    known_host_name,
     known_hosts_files,
     parsed_once,
 )
@@ -116,7 +112,7 @@ def _send_keepalive(transport: Any) -> None:
 
 
 # ---------------------------------------------------------------- the transport
-class SSHTransport(CommandTransport):
+class SSHTransport(RemoteShellTransport):
     """Runs commands on one host over one shared, lazily opened SSH connection (thread-safe).
 
     ``host`` is the address to connect to; ``name`` the display name in results and errors
@@ -173,6 +169,7 @@ class SSHTransport(CommandTransport):
         self._conn: Any = None
         self._transport: paramiko.Transport | None = None
         self._warm_error: TransportError | None = None  # a failed warm(), raised by the next command
+        self._early: Early | None = None  # a TCP connection dialled ahead, for the next attempt
         self._watch: Keepalive | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -188,11 +185,6 @@ class SSHTransport(CommandTransport):
         t = self._transport
         return t is not None and t.is_active()
 
-    @property
-    def known_host_name(self) -> str:
-        """How this host is named in known_hosts: ``host`` or ``[host]:port``."""
-        return known_host_name(self.hostname, self.port)
-
     def connect(self) -> None:
         """Connect now (otherwise the first command connects). Raises HostKeyError/HostUnreachable."""
         self._connection()
@@ -207,6 +199,18 @@ class SSHTransport(CommandTransport):
             pass
         finally:
             on_dial()
+
+    def adopt(self, early: Early) -> None:
+        """Take a TCP connection to this host dialled before paramiko was loaded
+        (:mod:`maintkit.transport.dial`): the next attempt runs its SSH handshake on it, host key
+        checked as always, or fails once with its OSError. Closed if not needed (connected, a jump
+        host or a proxy)."""
+        with self._lock:
+            take = self._transport is None and self._early is None and self.via is None and not self.proxy_command
+            if take:
+                self._early = early
+        if not take:
+            discard(early)
 
     def close(self) -> None:
         """Close the connection and wait for its reader thread (idempotent; a later command connects again)."""
@@ -236,6 +240,8 @@ class SSHTransport(CommandTransport):
                 return None
             conn, transport, self._conn, self._transport = self._conn, self._transport, None, None
             watch, self._watch, self._warm_error = self._watch, None, None
+            early, self._early = self._early, None  # None once connected
+        discard(early)
         if watch is not None:
             watch.stop()
         if transport is not None and isinstance(transport.sock, socket.socket):
@@ -262,9 +268,11 @@ class SSHTransport(CommandTransport):
                     self._watch.stop()
                 _close_quietly(self._conn)
                 self._conn, self._transport, self._watch = None, None, None
-            conn = None
+            conn, early, self._early = None, self._early, None
             try:
-                conn = self._new_connection()
+                if isinstance(early, OSError):
+                    raise early
+                conn = self._new_connection(early)
                 if on_dial is not None:
                     on_dial()
                 conn.open()
@@ -273,6 +281,7 @@ class SSHTransport(CommandTransport):
                     raise EOFError("connection closed during setup")
             except Exception as exc:
                 _close_quietly(conn)
+                discard(early)  # when it failed before paramiko took the socket
                 error = self._connect_error(exc)
                 if on_dial is not None:  # warm(): the next command raises it
                     self._warm_error = error
@@ -289,8 +298,9 @@ class SSHTransport(CommandTransport):
             )
             return transport
 
-    def _new_connection(self) -> Any:
-        """A fabric Connection with our timeouts, key and host key policy (not yet open)."""
+    def _new_connection(self, sock: socket.socket | None = None) -> Any:
+        """A fabric Connection with our timeouts, key and host key policy (not yet open), on
+        ``sock`` when given (dialled ahead: a direct connection only)."""
         if self.key_filename and not os.access(self.key_filename, os.R_OK):
             raise HostUnreachable(self.host, f"authentication failed: cannot read key file {self.key_filename}")
         kwargs: dict[str, Any] = {
@@ -314,6 +324,8 @@ class SSHTransport(CommandTransport):
                 kwargs["sock"] = paramiko.ProxyCommand(f"sh -c {quote('exec ' + line)}")
             except (OSError, paramiko.SSHException) as exc:
                 raise HostUnreachable(self.host, f"proxy command failed to start: {exc}") from None
+        elif sock is not None:
+            kwargs["sock"] = sock
         conn = Connection(self.hostname, user=self.user, port=self.port, config=_config(), connect_kwargs=kwargs)
         try:
             self._load_host_keys(conn.client)
@@ -355,10 +367,8 @@ class SSHTransport(CommandTransport):
             return ssh_errors.authentication_failed(self, exc)
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             return ssh_errors.unreachable(self, "connection refused")
-        if isinstance(exc, socket.gaierror):
-            return HostUnreachable(self.host, f"cannot resolve {self.hostname}: {exc.strerror or exc}")
-        if isinstance(exc, TimeoutError | socket.timeout):
-            return ssh_errors.unreachable(self, f"timed out after {self.connect_timeout:g} s")
+        if (no_tcp := ssh_errors.tcp_failure(self, exc)) is not None:
+            return no_tcp
         if isinstance(exc, paramiko.ProxyCommandFailure):
             return HostUnreachable(self.host, f"proxy command failed: {exc}")
         if isinstance(exc, paramiko.SSHException | EOFError) and ssh_errors.is_handshake_failure(exc):
@@ -461,17 +471,6 @@ class SSHTransport(CommandTransport):
                     raise HostUnreachable(self.host, f"connection lost: {exc or 'closed'}") from None
                 transport = self._connection()
         raise AssertionError("unreachable")
-
-    # ---------------------------------------------------------------- files
-    def put(self, data: bytes, path: str, *, mode: int | None = None, timeout: float | None = None) -> None:
-        """Write ``path`` atomically in one round trip (temp file beside it, chmod, rename; see
-        :func:`~maintkit.transport.local.atomic_put_script`). Raises CommandFailed when it cannot."""
-        self.run_shell(atomic_put_script(path, mode), stdin=bytes(data), timeout=timeout)
-
-    def get(self, path: str, *, timeout: float | None = None) -> bytes:
-        """Read a whole file (``cat``). Raises :class:`CommandFailed` when it cannot be read."""
-        res = self.run(["cat", "--", path], timeout=timeout)
-        return res.stdout_bytes or b""
 
 
 def _load_known_hosts(path: str) -> Any:

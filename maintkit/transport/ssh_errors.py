@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 from collections.abc import Sequence
 from shlex import quote
 from typing import Protocol
@@ -139,6 +140,18 @@ def authentication_failed(t: Target, exc: BaseException) -> HostUnreachable:
 def unreachable(t: Target, why: str) -> HostUnreachable:
     """``cannot connect to HOST:PORT: why``."""
     return HostUnreachable(t.host, f"cannot connect to {_where(t)}: {why}")
+
+
+def tcp_failure(t: Target, exc: BaseException) -> HostUnreachable | None:
+    """The error for a TCP connection that could not be opened (refused, a name that does not
+    resolve, no answer within ``connect_timeout``); None for any other exception."""
+    if isinstance(exc, ConnectionRefusedError):
+        return unreachable(t, "connection refused")
+    if isinstance(exc, socket.gaierror):
+        return HostUnreachable(t.host, f"cannot resolve {t.hostname}: {exc.strerror or exc}")
+    if isinstance(exc, TimeoutError):
+        return unreachable(t, f"timed out after {t.connect_timeout:g} s")
+    return None
 
 
 def no_handshake(t: Target) -> HostUnreachable:

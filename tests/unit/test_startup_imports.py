@@ -30,9 +30,9 @@ out = sys.argv.pop(1)
 seen = {}
 original = ssh.SSHTransport._new_connection
 
-def first_connection(self):
+def first_connection(self, *args):
     seen.setdefault("connect", sorted(sys.modules))
-    return original(self)
+    return original(self, *args)
 
 ssh.SSHTransport._new_connection = first_connection
 
