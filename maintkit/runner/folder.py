@@ -84,7 +84,9 @@ def write_run_summary(
         "promote_from": str(promote_from.name) if promote_from else None,
         **(extra or {}),
     }
-    write_summary(audit.run_dir, redactor.redact(summary), audit)
+    if redactor is not audit.redactor:  # write_summary redacts with the log's own redactor
+        summary = redactor.redact(summary)
+    write_summary(audit.run_dir, summary, audit)
     audit.close()
 
 
