@@ -134,6 +134,7 @@ class TransportPool:
         self._claims: dict[str, set[tuple[Any, ...]]] = {}  # site -> keys it may still use
         self._users: dict[tuple[Any, ...], int] = {}  # key -> unfinished sites claiming it
         self._warming: list[threading.Thread] = []
+        self._dialling: dict[tuple[Any, ...], threading.Event] = {}  # set once handed over
         self._lock = threading.Lock()
         self.on_closed = on_closed
 
@@ -157,9 +158,18 @@ class TransportPool:
             env.control_persist,
         )
 
-    def get(self, env: Environment, early: Early | None = None) -> Transport:
-        """The shared transport for ``env``'s host; ``early`` (a connection dialled ahead) is
-        handed to it before any other thread can use it (closed when it cannot take it)."""
+    def get(self, env: Environment) -> Transport:
+        """The shared transport for ``env``'s host. While :meth:`warm` is dialling that host
+        ahead, this waits until the connection is handed over: one attempt per host."""
+        with self._lock:
+            dialling = self._dialling.get(self.key(env))
+        if dialling is not None:
+            dialling.wait()
+        return self._get(env)
+
+    def _get(self, env: Environment, early: Early | None = None) -> Transport:
+        """:meth:`get` without waiting; ``early`` (a connection dialled ahead) is handed to the
+        transport before any other thread can use it (closed when it cannot take it)."""
         k = self.key(env)
         with self._lock:
             if k not in self._pool:
@@ -210,10 +220,11 @@ class TransportPool:
                 chosen.setdefault(self.key(env), env)
         if not chosen:
             dial()
-        for env in chosen.values():
+        for k, env in chosen.items():
             thread = threading.Thread(target=self._warm_one, args=(env, dial), name="maint-connect", daemon=True)
             with self._lock:
                 self._warming.append(thread)
+                self._dialling.setdefault(k, threading.Event())
             thread.start()
 
     def _warm_one(self, env: Environment, dial: Callable[[], None]) -> None:
@@ -222,12 +233,21 @@ class TransportPool:
         with contextlib.suppress(Exception):
             ahead = getattr(self._factory, "dial_ahead", None)
             early = ahead(env) if ahead is not None else None
-            transport, early = self.get(env, early), None
+            transport, early = self._get(env, early), None
+            self._handed_over(env)
             warm = getattr(transport, "warm", None)
             if warm is not None:
                 warm(dial)
+        self._handed_over(env)
         discard(early)  # only when the transport could not be made
         dial()
+
+    def _handed_over(self, env: Environment) -> None:
+        """The connection dialled ahead for ``env`` is in its transport (or never will be)."""
+        with self._lock:
+            dialling = self._dialling.pop(self.key(env), None)
+        if dialling is not None:
+            dialling.set()
 
     def close(self) -> None:
         """Close every connection (after the connections still being opened ahead are up)."""

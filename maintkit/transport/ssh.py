@@ -200,17 +200,17 @@ class SSHTransport(RemoteShellTransport):
         finally:
             on_dial()
 
-    def adopt(self, early: Early) -> None:
+    def adopt(self, early: Early | None) -> None:
         """Take a TCP connection to this host dialled before paramiko was loaded
         (:mod:`maintkit.transport.dial`): the next attempt runs its SSH handshake on it, host key
-        checked as always, or fails once with its OSError. Closed if not needed (connected, a jump
-        host or a proxy)."""
-        with self._lock:
-            take = self._transport is None and self._early is None and self.via is None and not self.proxy_command
-            if take:
-                self._early = early
-        if not take:
-            discard(early)
+        checked as always, or fails once with its OSError. Closed if not needed (connected or
+        busy connecting, a jump host or a proxy). Never waits: the pool's lock may be held."""
+        free = self._lock.acquire(blocking=False)
+        if free and self._transport is None and self._early is None and self.via is None and not self.proxy_command:
+            self._early, early = early, None
+        if free:
+            self._lock.release()
+        discard(early)
 
     def close(self) -> None:
         """Close the connection and wait for its reader thread (idempotent; a later command connects again)."""

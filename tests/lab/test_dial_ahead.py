@@ -165,18 +165,54 @@ def test_a_refused_early_connection_reads_as_a_refused_connection(
     assert str(warmed) == str(direct.value) == f"127.0.0.1: cannot connect to 127.0.0.1:{port}: connection refused"
 
 
-def test_an_early_connection_nobody_used_is_closed_with_the_pool(
+def test_an_early_connection_nobody_used_is_closed_with_its_transport(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
     host, scratch = next((h, s) for h, s in ssh_hosts if h.proxy_command is None)
     env = _env(host, scratch, tmp_path)
     early = dial_ahead(env, os.environ, 5.0)
     assert isinstance(early, socket.socket)
-    pool = TransportPool(factory_for(os.environ))
-    transport = pool.get(env, early)
+    transport = factory_for(os.environ)(env)
+    transport.adopt(early)  # type: ignore[attr-defined]
     assert not transport.connected
-    pool.close()
+    transport.close()
     assert early.fileno() == -1
+
+
+def test_a_transport_busy_connecting_turns_an_early_connection_down_without_waiting(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
+    server, conns, accepted = socket.create_server(("127.0.0.1", 0)), [], threading.Event()
+
+    def serve() -> None:  # accept and say nothing: the SSH handshake waits for a banner
+        conns.append(server.accept()[0])
+        accepted.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    host, scratch = ssh_hosts[0]
+    env = _env(host, scratch, tmp_path, host="127.0.0.1", port=server.getsockname()[1], proxy_command=None)
+    transport = factory_for(os.environ)(env)
+    failed: list[Exception] = []
+
+    def connect() -> None:
+        try:
+            transport.connect()  # type: ignore[attr-defined]
+        except HostUnreachable as exc:
+            failed.append(exc)
+
+    connecting = threading.Thread(target=connect)
+    connecting.start()
+    assert accepted.wait(30)  # the handshake is under way: the transport is busy
+    offered, peer = socket.socketpair()
+    transport.adopt(offered)  # type: ignore[attr-defined]
+    assert offered.fileno() == -1  # turned down and closed ...
+    assert connecting.is_alive()  # ... while the other attempt still waits for its banner
+    conns[0].close()
+    connecting.join(30)
+    transport.close()
+    server.close()
+    peer.close()
+    assert len(failed) == 1
 
 
 @pytest.mark.parametrize(
