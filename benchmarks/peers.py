@@ -1,4 +1,4 @@
-"""Benchmark: maint against its peers (Fabric, pyinfra, Ansible) and the warm-OpenSSH floor.
+"""Benchmark: maint against its peers (Fabric, pyinfra, Ansible) and the floors (warm OpenSSH, cold paramiko).
 
     bash benchmarks/setup-peers.sh                      # once: pyinfra and ansible-core venvs
     python benchmarks/peers.py --hosts 1,10,50 --pairs 3 [--openssh] [--json FILE]
@@ -11,7 +11,10 @@ first run the files on the hosts are checked (exact content), and every tool's o
 say what changed (maint: 3 steps per host, then none; Ansible: changed=3 per host, then 0;
 pyinfra: the three file operations, then none of them): no tool is timed doing less.
 
-The floor (floor.py) takes part in the no-op runs only. With ``--openssh``, maint also runs over
+The floors take part in the no-op runs only: ``floor`` (floor.py: one batched read per host
+over OpenSSH masters opened before, the limit with connections reused) and ``cold-floor``
+(cold_floor.py: a new paramiko connection and that one read per host, nothing else: the
+limit for a tool opening one connection per host and run). With ``--openssh``, maint also runs over
 the system's OpenSSH (``connection: openssh``, ``control_persist``) as two more variants: cold
 (masters closed before each run) and warm (a previous run left them open). Run as root; nothing
 is asserted; never run it at full size on a shared machine.
@@ -66,7 +69,8 @@ from tools import (
     pyinfra_inventory,
 )  # fmt: skip
 
-PEERS = ("fabric", "pyinfra", "ansible", "floor")
+PEERS = ("fabric", "pyinfra", "ansible", "floor", "cold-floor")
+NOOP_ONLY = ("floor", "cold-floor")
 OPENSSH_VARIANTS = ("maint-openssh-cold", "maint-openssh-warm")
 OPENSSH_TRANSPORT = ROOT / "maintkit" / "transport" / "openssh.py"
 
@@ -172,6 +176,14 @@ class Bench:
         check_files("ansible", dirs, phase)
         return self.note("ansible", m)
 
+    def cold_floor(self, dirs: Sequence[Path], phase: str) -> Measure:
+        """cold_floor.py: a new connection and one batched read per host (it checks every answer)."""
+        if phase != "noop":
+            raise ValueError("the cold floor takes part in no-op runs only")
+        hosts = self.write("hosts.json", json.dumps(self.records(dirs)))
+        m, _ = self.timer.run([sys.executable, str(ROOT / "benchmarks" / "cold_floor.py"), str(hosts)])
+        return self.note("cold-floor", m)
+
     def run_floor(self, dirs: Sequence[Path], phase: str) -> Measure:
         """The floor's batched read over masters opened for these directories' hosts."""
         if phase != "noop" or self.floor is None:
@@ -220,12 +232,13 @@ def _running(pid: int) -> bool:
 # ---------------------------------------------------------------- pairs
 def run_group(b: Bench, g: Group, pairs: int) -> None:
     """One warm-up pair, then ``pairs`` counted pairs of maint variant ``g.variant`` against ``g.peer``."""
-    tool = {"fabric": b.fabric, "pyinfra": b.pyinfra, "ansible": b.ansible, "floor": b.run_floor}[g.peer]
+    tools = {"fabric": b.fabric, "pyinfra": b.pyinfra, "ansible": b.ansible, "floor": b.run_floor}
+    tool = {**tools, "cold-floor": b.cold_floor}[g.peer]
     for k in range(pairs + 1):
         dm = fresh_dirs(b.lab, g.hosts, f"m{k}")  # type: ignore[arg-type]
-        if g.peer == "floor":
-            b.maint(g.variant, dm, "first")  # untimed for the table: the floor has no first run
-            if b.floor is None:
+        if g.peer in NOOP_ONLY:
+            b.maint(g.variant, dm, "first")  # untimed for the table: a floor has no first run
+            if g.peer == "floor" and b.floor is None:
                 b.floor = Floor(b.records(dm), b.work / "fm")
                 b.floor.sock_dir.mkdir(exist_ok=True)
                 b.floor.open()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,27 @@ def test_overheads_by_size_are_medians_over_the_rounds() -> None:
         {"sites": 20, "overhead": 0.95, "overhead_cpu": 1.1},
     ]
     assert common.overheads_by_size(rows) == {1: (0.90, 1.3), 20: (0.95, 1.1)}
+
+
+def test_the_cold_floor_reads_every_host_over_a_new_verified_connection(
+    tmp_path: Path, ssh_hosts: list[tuple[Any, Path]]
+) -> None:
+    records = []
+    for host, scratch in ssh_hosts:
+        d = scratch / 'it\'s a "dir" -x'
+        (d / "app").mkdir(parents=True)
+        (d / "app" / "config.txt").write_text(common.CONTENT)
+        os.symlink(d / "app", d / "current")
+        records.append({"ip": host.ip, "port": host.port, "user": "deploy", "key": str(host.client_key),
+                        "known_hosts": str(host.known_hosts), "path": str(d)})  # fmt: skip
+    direct = [r for r, (h, _) in zip(records, ssh_hosts, strict=True) if h.proxy_command is None]
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps(direct))
+    argv = [sys.executable, str(BENCH / "cold_floor.py"), str(hosts)]
+    assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
+    Path(direct[-1]["path"], "app", "config.txt").write_text("other\n")
+    failed = subprocess.run(argv, capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == "cold floor: 1 host(s) did not answer with the converged state"
+    hosts.write_text(json.dumps([{**direct[0], "known_hosts": os.devnull}]))  # its key is unknown: refused
+    assert subprocess.run(argv, capture_output=True, text=True).returncode == 1

@@ -1,0 +1,59 @@
+"""The cold floor: the least a no-op run of the workload could cost over NEW connections.
+
+For every host, one plain paramiko connection (host key verified against the host's
+known_hosts, the key file only) and ONE exec of the warm floor's read-only batch
+(:func:`tools.floor_script`: what maint's no-op reads), all hosts in parallel; nothing else:
+no lock, no audit log, no state, no plan. Every answer is checked (the link target and the
+file's hash), so the floor never measures a read that failed. It is what any tool that opens
+one SSH connection per host and run pays on these hosts: the handshakes and one session.
+
+    python benchmarks/cold_floor.py HOSTS_JSON
+
+HOSTS_JSON as for fabric_baseline.py, on hosts a first run has already converged. Exit 1 when
+any host's answer is wrong. benchmarks/peers.py runs it as the peer ``cold-floor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import paramiko
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import CONTENT
+from tools import Record, floor_output_ok, floor_script
+
+CONTENT_SHA256 = hashlib.sha256(CONTENT.encode()).hexdigest()
+
+
+def read_one(h: Record) -> bool:
+    """One connection, one batched read; whether the answer shows the converged state."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(h["known_hosts"]))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(str(h["ip"]), port=int(h["port"]), username=str(h["user"]), key_filename=str(h["key"]),
+                       look_for_keys=False, allow_agent=False, timeout=10)  # fmt: skip
+        _, out, _ = client.exec_command(floor_script(str(h["path"])))
+        text = out.read().decode()
+        return out.channel.recv_exit_status() == 0 and floor_output_ok(text, str(h["path"]), CONTENT_SHA256)
+    finally:
+        client.close()
+
+
+def main() -> None:
+    """Read every host of HOSTS_JSON once, in parallel."""
+    hosts: list[Record] = json.loads(Path(sys.argv[1]).read_text())
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        answers = list(pool.map(read_one, hosts))
+    if not all(answers):
+        raise SystemExit(f"cold floor: {answers.count(False)} host(s) did not answer with the converged state")
+
+
+if __name__ == "__main__":
+    main()
