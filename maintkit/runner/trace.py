@@ -61,13 +61,24 @@ class TracedTransport:
         self._inner.close()
 
 
+class _TracedFactory:
+    """``factory`` making :class:`TracedTransport` wrappers; anything else it offers (the early
+    dial of :meth:`maintkit.transport.factory.TransportPool.warm`) passes through, so a traced
+    run connects exactly as an untraced one."""
+
+    def __init__(self, factory: Callable[[Environment], Transport], show: Show) -> None:
+        self._factory, self._show = factory, show
+
+    def __call__(self, env: Environment) -> Transport:
+        return TracedTransport(self._factory(env), self._show)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
+
+
 def traced(factory: Callable[[Environment], Transport], show: Show) -> Callable[[Environment], Transport]:
     """``factory``, its transports wrapped in :class:`TracedTransport`."""
-
-    def make(env: Environment) -> Transport:
-        return TracedTransport(factory(env), show)
-
-    return make
+    return _TracedFactory(factory, show)
 
 
 __all__ = ["TracedTransport", "traced"]

@@ -67,15 +67,16 @@ def _accepted_ports(host: LabHost, since: int) -> list[int]:
     return [int(p) for p in ACCEPTED.findall(host.log.read_text(errors="replace")[since:])]
 
 
+@pytest.mark.parametrize("flags", [[], ["-vv"]], ids=["plain", "traced"])
 def test_the_tcp_connection_goes_out_before_paramiko_is_loaded_and_carries_the_session(
-    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], flags: list[str]
 ) -> None:
     host, scratch = next((h, s) for h, s in ssh_hosts if h.proxy_command is None)
     inventory = write_inventory(tmp_path, sites_of({"shop": host.env(scratch / "site")}))
     (tmp_path / "dial.yml").write_text(PLAYBOOK)
     out, since = tmp_path / "dials.json", len(host.log.read_text(errors="replace"))
     argv = [sys.executable, "-c", BOOT, str(out), "run", str(tmp_path / "dial.yml"), "-i", str(inventory),
-            "--state-dir", str(tmp_path / "state")]  # fmt: skip
+            "--state-dir", str(tmp_path / "state"), *flags]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (scratch / "site" / "app").is_dir()
