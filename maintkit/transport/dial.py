@@ -9,7 +9,8 @@ following them. The SSH handshake then runs on that socket, with the host key ch
 on a socket paramiko opens itself.
 
 Only direct connections are dialled ahead: a jump host or a proxy command opens the
-connection its own way. Nothing here imports paramiko (``tests/unit/test_startup_imports.py``).
+connection its own way. Nothing here imports paramiko (``tests/lab/test_dial_ahead.py`` checks
+that the dial goes out before paramiko, fabric and invoke are loaded).
 """
 
 from __future__ import annotations
