@@ -15,7 +15,6 @@ any host's answer is wrong. benchmarks/peers.py runs it as the peer ``cold-floor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,8 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CONTENT
+from common import CONTENT_SHA256
 from tools import Record, floor_output_ok, floor_script
-
-CONTENT_SHA256 = hashlib.sha256(CONTENT.encode()).hexdigest()
 
 
 def read_one(h: Record) -> bool:

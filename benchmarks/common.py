@@ -8,6 +8,7 @@ harness starts one.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import statistics
@@ -42,6 +43,8 @@ stages:
 
 #: The file content every tool must leave behind (exactly).
 CONTENT = "hello from maint\n"
+#: Its SHA-256, as ``sha256sum`` prints it (the floors check every answer against it).
+CONTENT_SHA256 = hashlib.sha256(CONTENT.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- measurements

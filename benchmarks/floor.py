@@ -16,7 +16,6 @@ a first run has already converged. benchmarks/peers.py uses the same functions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -28,10 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CONTENT, Measure, Timer, become_subreaper, median
+from common import CONTENT_SHA256, Measure, Timer, become_subreaper, median
 from tools import Record, floor_argv, floor_output_ok, master_ctl_argv, master_open_argv, master_pid
-
-CONTENT_SHA256 = hashlib.sha256(CONTENT.encode()).hexdigest()
 
 
 class Floor:

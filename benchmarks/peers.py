@@ -232,8 +232,9 @@ def _running(pid: int) -> bool:
 # ---------------------------------------------------------------- pairs
 def run_group(b: Bench, g: Group, pairs: int) -> None:
     """One warm-up pair, then ``pairs`` counted pairs of maint variant ``g.variant`` against ``g.peer``."""
-    tools = {"fabric": b.fabric, "pyinfra": b.pyinfra, "ansible": b.ansible, "floor": b.run_floor}
-    tool = {**tools, "cold-floor": b.cold_floor}[g.peer]
+    tool = {
+        "fabric": b.fabric, "pyinfra": b.pyinfra, "ansible": b.ansible, "floor": b.run_floor, "cold-floor": b.cold_floor,
+    }[g.peer]  # fmt: skip
     for k in range(pairs + 1):
         dm = fresh_dirs(b.lab, g.hosts, f"m{k}")  # type: ignore[arg-type]
         if g.peer in NOOP_ONLY:

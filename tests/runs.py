@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Mapping
@@ -175,6 +176,21 @@ class CliResult:
     output: str
     #: wall-clock time of the command
     seconds: float
+
+
+def watched_cli(setup: str, *, at_exit: str = "") -> str:
+    """A ``python -c`` script running the ``maint`` CLI in a fresh interpreter with ``setup`` done
+    first (it patches what the test watches and records into ``seen``, a dict or a list it
+    defines). At exit, after ``at_exit``, ``seen`` is written as JSON to the file named by the
+    script's first argument (the CLI's arguments follow it)."""
+    return (
+        "import atexit, json, sys\nout = sys.argv.pop(1)\n"
+        + textwrap.dedent(setup)
+        + "\n@atexit.register\ndef dump():\n"
+        + textwrap.indent(textwrap.dedent(at_exit), "    ")
+        + "    with open(out, 'w') as f:\n        json.dump(seen, f)\n\n"
+        "from maintkit.cli.main import main\nsys.argv[0] = 'maint'\nmain()\n"
+    )
 
 
 def maint_in_process(*args: str, input: str | None = None) -> CliResult:

@@ -219,7 +219,6 @@ class Runner:
         write_run_summary(
             result,
             audit,
-            redactor=self.redactor,
             actor=state.actor,
             promote_from=self._promote_from,
             extra=fleet_fields,

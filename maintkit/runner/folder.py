@@ -70,12 +70,14 @@ def write_run_summary(
     result: RunResult,
     audit: AuditLog,
     *,
-    redactor: Redactor,
     actor: str,
     promote_from: Path | None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the sealed, redacted ``summary.json`` (plus ``extra``: a shard's group) and close the audit log."""
+    """Write the sealed ``summary.json`` (plus ``extra``: a shard's group) and close the audit log.
+
+    :func:`~maintkit.audit.log.write_summary` redacts it with the log's redactor (the run's).
+    """
     summary: dict[str, Any] = {
         **result.to_dict(),
         "started": started_iso(result.run_id),
@@ -84,8 +86,6 @@ def write_run_summary(
         "promote_from": str(promote_from.name) if promote_from else None,
         **(extra or {}),
     }
-    if redactor is not audit.redactor:  # write_summary redacts with the log's own redactor
-        summary = redactor.redact(summary)
     write_summary(audit.run_dir, summary, audit)
     audit.close()
 

@@ -25,32 +25,23 @@ from maintkit.inventory import Environment, load_inventory
 from maintkit.transport.dial import dial_ahead
 from maintkit.transport.factory import TransportPool, factory_for
 from tests.lab.sshd import LabHost
-from tests.runs import sites_of, write_inventory
+from tests.runs import sites_of, watched_cli, write_inventory
 
-BOOT = """\
-import atexit, json, sys
-import maintkit.transport.dial as dial
-out = sys.argv.pop(1)
-seen = []
-original = dial.open_tcp
+BOOT = watched_cli(
+    """
+    import maintkit.transport.dial as dial
+    seen = []
+    original = dial.open_tcp
 
-def open_tcp(host, port, timeout):
-    loaded = sorted(m for m in ("paramiko", "fabric", "invoke") if m in sys.modules)
-    sock = original(host, port, timeout)
-    seen.append({"loaded": loaded, "port": sock.getsockname()[1], "nodelay": sock.getsockopt(6, 1)})
-    return sock
+    def open_tcp(host, port, timeout):
+        loaded = sorted(m for m in ("paramiko", "fabric", "invoke") if m in sys.modules)
+        sock = original(host, port, timeout)
+        seen.append({"loaded": loaded, "port": sock.getsockname()[1], "nodelay": sock.getsockopt(6, 1)})
+        return sock
 
-dial.open_tcp = open_tcp
-
-@atexit.register
-def dump():
-    with open(out, "w") as f:
-        json.dump(seen, f)
-
-from maintkit.cli.main import main
-sys.argv[0] = "maint"
-main()
-"""
+    dial.open_tcp = open_tcp
+    """
+)
 
 PLAYBOOK = """\
 name: dial

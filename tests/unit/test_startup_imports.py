@@ -21,31 +21,22 @@ from hypothesis import strategies as st
 
 from maintkit.audit.log import render_json
 from tests.lab.sshd import LabHost
-from tests.runs import sites_of, write_inventory
+from tests.runs import sites_of, watched_cli, write_inventory
 
-BOOT = """\
-import atexit, json, sys
-import maintkit.transport.ssh as ssh
-out = sys.argv.pop(1)
-seen = {}
-original = ssh.SSHTransport._new_connection
+BOOT = watched_cli(
+    """
+    import maintkit.transport.ssh as ssh
+    seen = {}
+    original = ssh.SSHTransport._new_connection
 
-def first_connection(self, *args):
-    seen.setdefault("connect", sorted(sys.modules))
-    return original(self, *args)
+    def first_connection(self, *args):
+        seen.setdefault("connect", sorted(sys.modules))
+        return original(self, *args)
 
-ssh.SSHTransport._new_connection = first_connection
-
-@atexit.register
-def dump():
-    seen["exit"] = sorted(sys.modules)
-    with open(out, "w") as f:
-        json.dump(seen, f)
-
-from maintkit.cli.main import main
-sys.argv[0] = "maint"
-main()
-"""
+    ssh.SSHTransport._new_connection = first_connection
+    """,
+    at_exit='seen["exit"] = sorted(sys.modules)\n',
+)
 
 PLAYBOOK = """\
 name: startup
