@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from maintkit import _fs
 from maintkit._fs import fsync_dir
 from maintkit.audit.chain import EVENTS_FILE, RESERVED_FIELDS, SUMMARY_FILE, canonical, digest, genesis, hash_alg
-from maintkit.audit.jsonable import jsonable, write_json_atomic
+from maintkit.audit.jsonable import jsonable
 from maintkit.audit.redact import EventDict, Redactor
 
 __all__ = ["FSYNC_INTERVAL", "AuditLog", "Processor", "render_json", "write_summary"]
@@ -41,8 +42,9 @@ class AuditLog:
 
     Each :meth:`event` goes through a structlog processor chain in two named parts.
     :attr:`prepare` runs outside the lock: learn secrets, make JSON-ready, redact
-    (:meth:`Redactor.processor`). :attr:`seal` runs under the lock: stamp (``ts``,
-    ``run_id``, ``seq``) and chain (``prev``, ``hash``); then :func:`render_json`.
+    (:meth:`Redactor.mask`: the secrets were learned in the first step). :attr:`seal` runs
+    under the lock: stamp (``ts``, ``run_id``, ``seq``) and chain (``prev``, ``hash``); then
+    :func:`render_json`.
     The line is appended and flushed at once; fsync is grouped (every
     :data:`FSYNC_INTERVAL` seconds by a flusher thread while events arrive, and at
     :meth:`close`). Thread-safe. If ``events.jsonl`` already holds events, the chain is
@@ -75,7 +77,7 @@ class AuditLog:
         fsync_dir(self.run_dir)
         # Redaction sees only what callers supplied; ts/run_id/seq/prev/hash are added after it.
         #: processors that need no shared state (run outside the lock)
-        self.prepare: tuple[Processor, ...] = (self._learn, _jsonable_processor, redactor.processor)
+        self.prepare: tuple[Processor, ...] = (self._learn, _jsonable_processor, self._mask)
         #: processors that number and chain the event (run under the lock, in write order)
         self.seal: tuple[Processor, ...] = (self._stamp, self._chain)
         self._dirty = threading.Event()
@@ -166,6 +168,11 @@ class AuditLog:
         self.redactor.learn(event_dict)
         return event_dict
 
+    def _mask(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        """The redactor's processor on an event whose secrets :meth:`_learn` learned already."""
+        masked: EventDict = self.redactor.mask(event_dict)
+        return masked
+
     def _chain(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         event_dict["prev"] = self._prev
         event_dict.pop("hash", None)
@@ -239,11 +246,11 @@ def write_summary(run_dir: Path, summary: dict[str, Any], audit: AuditLog) -> Pa
     The seal is the log's hash (SHA-256 or HMAC) over the canonical summary without it.
     """
     count, last = audit.snapshot()
-    audit.redactor.learn(summary)
-    data: dict[str, Any] = audit.redactor.redact(jsonable(summary))  # shape first: str() may show a secret
+    audit.redactor.learn(summary)  # before shaping: jsonable() turns SecretStr into *** unlearned
+    data: dict[str, Any] = audit.redactor.mask(jsonable(summary))  # shape first: str() may show a secret
     data.update(run_id=audit.run_id, events=count, last_hash=last, hash_alg=audit.hash_alg)
     data.pop("seal", None)
     data["seal"] = audit.digest(canonical(data))
     path = Path(run_dir) / SUMMARY_FILE
-    write_json_atomic(path, data)
+    _fs.write_json_atomic(path, data)  # plain JSON data already: not shaped again
     return path

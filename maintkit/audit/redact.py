@@ -133,6 +133,14 @@ class Redactor:
         self.learn(obj)
         return self._redact(obj)
 
+    def mask(self, obj: Any) -> Any:
+        """:meth:`redact` without learning first: for data whose secrets were learned already.
+
+        What :func:`~maintkit.audit.jsonable.jsonable` made of learned data is such data (its
+        SecretStr/SecretBytes are ``***`` by then, so learning again would find nothing).
+        """
+        return self._redact(obj)
+
     def redact_text(self, text: str) -> str:
         """Mask known secret values and ``key=value`` style secrets in a piece of text."""
         if not text:

@@ -49,7 +49,7 @@ from maintkit.runner.signals import install_stop_handlers
 from maintkit.runner.state import RunState
 from maintkit.runner.trace import traced
 from maintkit.state import LocalStore, StateStore
-from maintkit.state.index import record_run
+from maintkit.state.index import record_runs
 from maintkit.templating import Secrets
 from maintkit.transport.factory import TransportFactory, TransportPool, default_transport_factory, factory_for
 
@@ -295,15 +295,16 @@ class Runner:
         if self.check:
             return
         finished = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for site in result.sites:
-            for env in dict.fromkeys(s.env for s in site.steps if s.env):
-                try:
-                    paths = record_run(
-                        self.history_dir, site.site, env, self.playbook.name, self.run_id, site.status.value, finished
-                    )
-                except (ValueError, OSError) as exc:
-                    self._state.emit("state.index_failed", site=site.site, env=env, error=str(exc))
-                    continue
+        runs = [
+            (site.site, env, site.status.value)
+            for site in result.sites
+            for env in dict.fromkeys(s.env for s in site.steps if s.env)
+        ]
+        written = record_runs(self.history_dir, runs, self.playbook.name, self.run_id, finished)
+        for (site_name, env, _), paths in zip(runs, written, strict=True):
+            if isinstance(paths, Exception):
+                self._state.emit("state.index_failed", site=site_name, env=env, error=str(paths))
+            else:
                 self._state.note_written(paths)
 
     def _watch(self, result: RunResult) -> Any:

@@ -27,7 +27,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,23 +85,87 @@ def _attributes(root: Path) -> list[Path]:
     return [path]
 
 
-def append_line(root: Path, path: Path, record: Mapping[str, Any]) -> list[Path]:
-    """Append ``record`` as one JSON line to ``path`` (under ``root/index``); the paths written."""
+def _line(record: Mapping[str, Any]) -> str:
+    """``record`` as one JSON line (ValueError when it would not fit on one)."""
     line = json.dumps(dict(record), sort_keys=True, ensure_ascii=False, default=str) + "\n"
     if "\n" in line[:-1]:  # json.dumps escapes newlines; a line is one record
         raise ValueError("an index record must fit on one line")
-    written = _attributes(root)
+    return line
+
+
+def _write(path: Path, line: str) -> int:
+    """Append ``line`` to ``path`` (created 0600, its folder 0700) after any torn last line; the open
+    descriptor, not yet fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _append_lock:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             size = os.fstat(fd).st_size
             torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # a writer died mid-line
             os.write(fd, (("\n" if torn else "") + line).encode("utf-8"))
-            os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+    return fd
+
+
+def _sync_close(fd: int) -> OSError | None:
+    """fsync and close ``fd``; the error of either (the descriptor is closed whatever happens)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
+
+
+def append_line(root: Path, path: Path, record: Mapping[str, Any]) -> list[Path]:
+    """Append ``record`` as one JSON line to ``path`` (under ``root/index``), fsynced; the paths written."""
+    line = _line(record)
+    written = _attributes(root)
+    error = _sync_close(_write(path, line))
+    if error is not None:
+        raise error
     return [*written, path]
+
+
+#: at most this many fsyncs of :func:`append_lines` at once
+_SYNC_THREADS = 8
+
+
+def append_lines(root: Path, items: Sequence[tuple[Path, Mapping[str, Any]]]) -> list[list[Path] | Exception]:
+    """Append each ``(path, record)`` as :func:`append_line` does; the files are fsynced together at the end.
+
+    One result per item, in order: the paths written (``index/.gitattributes`` with the first,
+    when it was written now), or the ValueError/OSError that item met; the other items are
+    written all the same. Every line is on disk when this returns: the files are fsynced
+    concurrently (one journal commit serves several), so a run ending on 500 sites does not
+    wait for 500 fsyncs one after another.
+    """
+    results: list[list[Path] | Exception] = []
+    try:
+        attributes = _attributes(root)
+    except OSError as exc:
+        return [exc for _ in items]
+    fds: dict[int, int] = {}  # item -> descriptor to fsync
+    for i, (path, record) in enumerate(items):
+        try:
+            fds[i] = _write(path, _line(record))
+        except (ValueError, OSError) as exc:
+            results.append(exc)
+            continue
+        results.append([*attributes, path])
+        attributes = []
+    if len(fds) > 1:
+        with ThreadPoolExecutor(min(_SYNC_THREADS, len(fds)), thread_name_prefix="maint-index-fsync") as pool:
+            errors = dict(zip(fds, pool.map(_sync_close, fds.values()), strict=True))
+    else:
+        errors = {i: _sync_close(fd) for i, fd in fds.items()}
+    for i, error in errors.items():
+        if error is not None:
+            results[i] = error
+    return results
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -125,14 +190,30 @@ def record_run(
     root: Path, site: str, env: str, playbook: str, run_id: str, status: str, finished: str | None = None
 ) -> list[Path]:
     """Record that ``run_id`` ran ``playbook`` on ``site``/``env`` and ended with ``status``."""
-    record = {
-        "env": check_name(env, "environment"),
-        "playbook": playbook,
-        "run_id": run_id,
-        "status": status,
-        "finished": finished or now_iso(),
-    }
+    record = _run_record(env, playbook, run_id, status, finished or now_iso())
     return append_line(root, site_dir(root, site) / "runs.jsonl", record)
+
+
+def _run_record(env: str, playbook: str, run_id: str, status: str, finished: str) -> dict[str, Any]:
+    return {"env": check_name(env, "environment"), "playbook": playbook, "run_id": run_id, "status": status,
+            "finished": finished}  # fmt: skip
+
+
+def record_runs(
+    root: Path, runs: Sequence[tuple[str, str, str]], playbook: str, run_id: str, finished: str | None = None
+) -> list[list[Path] | Exception]:
+    """:func:`record_run` for every ``(site, env, status)`` of one run, fsynced together
+    (:func:`append_lines`); one result per entry: the paths written, or its BadName/OSError."""
+    items: list[tuple[Path, Mapping[str, Any]]] = []
+    bad: dict[int, Exception] = {}
+    when = finished or now_iso()
+    for i, (site, env, status) in enumerate(runs):
+        try:
+            items.append((site_dir(root, site) / "runs.jsonl", _run_record(env, playbook, run_id, status, when)))
+        except BadName as exc:
+            bad[i] = exc
+    done = iter(append_lines(root, items))
+    return [bad[i] if i in bad else next(done) for i in range(len(runs))]
 
 
 def last_runs(root: Path, site: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -252,6 +333,7 @@ __all__ = [
     "INDEX",
     "BadName",
     "append_line",
+    "append_lines",
     "append_series",
     "backups",
     "certs",
@@ -266,6 +348,7 @@ __all__ = [
     "record_cert",
     "record_lock",
     "record_run",
+    "record_runs",
     "series",
     "site_dir",
     "version_locks",

@@ -498,6 +498,26 @@ def test_secretstr_becomes_mask_and_processor_works() -> None:
     assert red.processor(None, "info", event) == {"event": "x", "pw": "***", "msg": "login with ***"}
 
 
+def test_mask_masks_what_was_learned_and_learns_nothing() -> None:
+    red = Redactor()
+    hidden = SecretStr("never-learned-9")
+    assert red.mask({"pw": hidden, "msg": "x never-learned-9"}) == {"pw": "***", "msg": "x never-learned-9"}
+    red.learn({"pw": hidden})
+    assert red.mask({"msg": "x never-learned-9", "db_password": "plain"}) == {"msg": "x ***", "db_password": "***"}
+
+
+def test_a_secret_only_the_summary_carries_is_masked_everywhere_in_it(tmp_path: Path) -> None:
+    rid = new_run_id()
+    run_dir = tmp_path / rid
+    log = AuditLog(run_dir, rid, common=COMMON, redactor=Redactor())
+    log.event("run.started")
+    write_summary(run_dir, {"params": {"token": SecretStr("only-in-summary-7")}, "note": "ran only-in-summary-7"}, log)
+    log.close()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["params"], summary["note"]) == ({"token": "***"}, "ran ***")
+    assert verify_run(run_dir).ok
+
+
 def test_from_environ_knows_sensitive_variables() -> None:
     red = Redactor.from_environ({"CF_API_TOKEN": "tok-12345", "HOME": "/root", "MAINT_AUDIT_KEY": "k-98765"})
     assert red.redact_text("tok-12345 /root k-98765") == "*** /root ***"

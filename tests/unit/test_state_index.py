@@ -172,3 +172,47 @@ def test_latest_point_is_the_last_point_of_the_series_and_reads_only_the_newest_
     assert series(tmp_path, "shop", "production", "health")[-1]["n"] == 99
     (folder / "2026-12.jsonl").write_text("")  # an empty newest month: the month before counts
     assert latest_point(tmp_path, "shop", "production", "health")["n"] == 4
+
+
+def test_record_runs_writes_what_record_run_writes_and_fsyncs_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = [("shop", "staging", "ok"), ("shop", "production", "failed"), ("blog", "production", "ok")]
+    one_by_one = tmp_path / "a"
+    for site, env, status in runs:
+        index.record_run(one_by_one, site, env, "update", "R1", status, "2026-01-05T10:00:00+00:00")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    together = tmp_path / "b"
+    wrote = index.record_runs(together, runs, "update", "R1", "2026-01-05T10:00:00+00:00")
+    assert wrote == [
+        [together / "index/.gitattributes", together / "index/shop/runs.jsonl"],
+        [together / "index/shop/runs.jsonl"],
+        [together / "index/blog/runs.jsonl"],
+    ]
+    for rel in ("index/shop/runs.jsonl", "index/blog/runs.jsonl", "index/.gitattributes"):
+        assert (together / rel).read_bytes() == (one_by_one / rel).read_bytes()
+    # the three appends, each fsynced (the attributes file is fsynced by its atomic write)
+    runs_files = sorted(p for p in synced if p.endswith("runs.jsonl"))
+    assert runs_files == sorted(
+        [str(together / "index/blog/runs.jsonl"), *[str(together / "index/shop/runs.jsonl")] * 2]
+    )
+
+
+def test_record_runs_reports_each_failure_in_its_place_and_writes_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "index" / "blocked").mkdir(parents=True)
+    (tmp_path / "index" / "blocked" / "runs.jsonl").mkdir()  # a folder where the file should be
+    runs = [("../escape", "production", "ok"), ("blocked", "production", "ok"), ("shop", "production", "ok")]
+    bad_name, blocked, ok = index.record_runs(tmp_path, runs, "update", "R1")
+    assert isinstance(bad_name, index.BadName) and "'../escape'" in str(bad_name)
+    assert isinstance(blocked, IsADirectoryError)
+    assert ok == [tmp_path / "index/.gitattributes", tmp_path / "index/shop/runs.jsonl"]
+    [record] = index.read_lines(tmp_path / "index/shop/runs.jsonl")
+    assert (record["run_id"], record["status"], record["env"]) == ("R1", "ok", "production")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "index/escape").exists()
