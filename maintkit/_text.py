@@ -34,6 +34,7 @@ __all__ = [
     "redact_text",
     "register_secret",
     "registry_generation",
+    "registry_version",
     "tail",
 ]
 
@@ -82,6 +83,8 @@ class _Registry:
         #: every 8-character piece of every value (a quick test for pieces at the edges)
         self.pieces: frozenset[str] = frozenset()
         self.generation = 0
+        #: bumped after every change has been made in full (a value added, the registry emptied)
+        self.version = 0
 
     def add(self, value: str) -> None:
         with self.lock:
@@ -92,6 +95,7 @@ class _Registry:
             self.pieces = self.pieces | {value[i : i + MIN_FRAGMENT] for i in range(len(value) - MIN_FRAGMENT + 1)}
             self.pattern = re.compile("|".join(re.escape(s) for s in ordered))
             self.values = values
+            self.version += 1
 
     def clear(self) -> None:
         with self.lock:
@@ -99,6 +103,7 @@ class _Registry:
             self.pieces = frozenset()
             self.pattern = None
             self.generation += 1
+            self.version += 1
 
 
 _REGISTRY = _Registry()
@@ -121,6 +126,12 @@ def known_secrets() -> frozenset[str]:
 def registry_generation() -> int:
     """A number that changes whenever the registry is emptied (see :func:`forget_secrets`)."""
     return _REGISTRY.generation
+
+
+def registry_version() -> int:
+    """A number that changes after every change of the registry: what :func:`mask_known` gives
+    for a text is the same for as long as this number is (a memo of it is kept per number)."""
+    return _REGISTRY.version
 
 
 def forget_secrets() -> None:

@@ -21,6 +21,8 @@ def jsonable(obj: Any) -> Any:
         return obj
     if isinstance(obj, str):
         return clean_str(obj)
+    if type(obj) is dict:  # the common case, before the slower checks below
+        return {clean_str(k if isinstance(k, str) else str(jsonable(k))): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, Enum):
         return jsonable(obj.value)
     if isinstance(obj, int):

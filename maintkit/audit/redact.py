@@ -16,6 +16,7 @@ from typing import Any
 
 from maintkit._text import DEFAULT_KEY_PATTERN, MASK, key_is_sensitive, mask_known, redact_text, register_secret
 from maintkit._text import registry_generation as _registry_generation
+from maintkit._text import registry_version as _registry_version
 
 __all__ = ["MASK", "EventDict", "Redactor", "is_secret_type"]
 
@@ -24,6 +25,10 @@ EventDict = MutableMapping[str, Any]
 _DEFAULT_KEY_PATTERN = DEFAULT_KEY_PATTERN
 
 _SECRET_TYPES: tuple[type, ...] | None = None
+#: values that hold no secret type and no text: every walk returns them as they are
+_ATOMS = frozenset({int, float, bool, type(None)})
+#: at most this many mapping keys are remembered masked (per registry version)
+_KEY_MEMO = 4096
 
 
 def is_secret_type(obj: object) -> bool:
@@ -70,6 +75,8 @@ class Redactor:
         self._secrets: set[str] = set()
         self._generation = _registry_generation()
         self._key_cache: dict[str, bool] = {}
+        #: mapping keys as masked under one registry version: ``(version, {key: masked})``
+        self._masked_keys: tuple[int, dict[str, str]] = (-1, {})
         for value in secrets:
             self.add_secret(value)
 
@@ -110,7 +117,13 @@ class Redactor:
     # ---- redaction ----------------------------------------------------------
     def learn(self, obj: Any) -> None:
         """Remember the values of every SecretStr/SecretBytes inside ``obj`` as known secrets."""
-        if is_secret_type(obj):
+        kind = type(obj)
+        if kind is str or kind in _ATOMS:
+            return
+        if kind is dict:
+            for v in obj.values():
+                self.learn(v)
+        elif is_secret_type(obj):
             value = obj.get_secret_value()
             if isinstance(value, bytes):
                 try:
@@ -158,7 +171,10 @@ class Redactor:
 
     # ---- internals ----------------------------------------------------------
     def _redact(self, obj: Any) -> Any:
-        if isinstance(obj, str):
+        kind = type(obj)
+        if kind in _ATOMS:
+            return obj
+        if kind is str or isinstance(obj, str):
             return self.redact_text(obj)
         if is_secret_type(obj):
             return MASK
@@ -188,10 +204,22 @@ class Redactor:
             return tuple(self._mask_all(v) for v in obj)
         return MASK
 
-    def _mask_known(self, text: str) -> str:
+    def _mask_known(self, key: str) -> str:
+        """A mapping key with the known secrets masked, remembered while the registry stays as it is."""
         if self._generation != _registry_generation():
             self._reregister()
-        return mask_known(text)
+        version = _registry_version()
+        seen, masked = self._masked_keys
+        if seen != version:
+            masked = {}
+            self._masked_keys = (version, masked)
+        out = masked.get(key)
+        if out is None:
+            out = mask_known(key)
+            # kept only when no secret was added meanwhile (that memo is for the old version)
+            if len(masked) < _KEY_MEMO and _registry_version() == version:
+                masked[key] = out
+        return out
 
     def _reregister(self) -> None:
         """Register this redactor's secrets again: the process-wide registry was emptied."""

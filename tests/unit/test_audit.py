@@ -506,6 +506,14 @@ def test_mask_masks_what_was_learned_and_learns_nothing() -> None:
     assert red.mask({"msg": "x never-learned-9", "db_password": "plain"}) == {"msg": "x ***", "db_password": "***"}
 
 
+def test_a_key_seen_before_a_secret_was_learned_is_masked_once_it_is() -> None:
+    red = Redactor()
+    key = "path-late-secret-77"
+    assert red.redact({key: "v", "n": 3, "none": None}) == {key: "v", "n": 3, "none": None}
+    red.redact({"later": SecretStr("late-secret-77")})
+    assert red.redact({key: "v"}) == {"path-***": "v"}
+
+
 def test_a_secret_only_the_summary_carries_is_masked_everywhere_in_it(tmp_path: Path) -> None:
     rid = new_run_id()
     run_dir = tmp_path / rid
