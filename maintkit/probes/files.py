@@ -43,8 +43,8 @@ _BULK_FORMAT = "'%F|%a|%U|%G|%s|%N'"
 _REGULAR = ("regular file", "regular empty file")
 #: C escapes (GNU quotearg's ``c`` style) and the byte each stands for
 _C_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39, "?": 63}
-#: one character of a C-quoted string: printable ASCII but ``"`` and ``\``, an escape, or octal
-_C_CHAR = re.compile(r'[ !#-\[\]-~]|\\([abfnrtv\\"\'?])|\\([0-7]{1,3})')
+#: a piece of a C-quoted string: a run of printable ASCII but ``"`` and ``\``, an escape, or octal
+_C_PIECE = re.compile(r'([ !#-\[\]-~]+)|\\([abfnrtv\\"\'?])|\\([0-7]{1,3})')
 
 
 def c_unquote(text: str) -> tuple[bytes, str] | None:
@@ -58,16 +58,16 @@ def c_unquote(text: str) -> tuple[bytes, str] | None:
     if not text.startswith('"'):
         return None
     out, i = bytearray(), 1
-    while (m := _C_CHAR.match(text, i)) is not None:
-        escape, octal = m.group(1), m.group(2)
-        if escape is not None:
+    while (m := _C_PIECE.match(text, i)) is not None:
+        plain, escape, octal = m.groups()
+        if plain is not None:  # a whole run at once: a path is mostly plain characters
+            out += plain.encode("ascii")
+        elif escape is not None:
             out.append(_C_ESCAPES[escape])
-        elif octal is not None:
+        else:
             if int(octal, 8) > 0o377:
                 return None
             out.append(int(octal, 8))
-        else:
-            out.append(ord(m.group(0)))
         i = m.end()
     return (bytes(out), text[i + 1 :]) if text[i : i + 1] == '"' else None
 

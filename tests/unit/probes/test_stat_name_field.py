@@ -9,6 +9,8 @@ QUOTING_STYLE=c``); the same reader against the real shell and stat is tested in
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maintkit.probes import FileState, RawOutput
 from maintkit.probes.files import _StatAll, c_unquote, name_field
@@ -136,3 +138,23 @@ def test_a_line_that_does_not_name_its_path_exactly_leaves_every_existing_path_o
 def test_a_name_that_is_not_bytes_is_left_out() -> None:
     probes = [FileState("/s/\ud800")]  # a lone surrogate no host name decodes to
     assert _StatAll().split(probes, 'E 0\ndirectory|755|root|root|4096|"/s/\\355\\240\\200"\nS0\nh\n') == {}
+
+
+def _c_quote(raw: bytes) -> str:
+    """``raw`` quoted as GNU quotearg's ``c`` style does (``stat``'s ``%N`` in the C locale)."""
+    names = {7: "a", 8: "b", 12: "f", 10: "n", 13: "r", 9: "t", 11: "v", 92: "\\", 34: '"'}
+    out = []
+    for byte in raw:
+        if byte in names:
+            out.append("\\" + names[byte])
+        elif 32 <= byte < 127:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=80), st.sampled_from(["", " -> x", "tail"]))
+def test_any_bytes_quoted_come_back_as_they_were(raw: bytes, rest: str) -> None:
+    assert c_unquote(_c_quote(raw) + rest) == (raw, rest)
