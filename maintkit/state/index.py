@@ -27,7 +27,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,40 +132,55 @@ def append_line(root: Path, path: Path, record: Mapping[str, Any]) -> list[Path]
 
 #: at most this many fsyncs of :func:`append_lines` at once
 _SYNC_THREADS = 8
+#: at most this many index files of :func:`append_lines` open at a time
+_OPEN_AT_ONCE = 64
 
 
 def append_lines(root: Path, items: Sequence[tuple[Path, Mapping[str, Any]]]) -> list[list[Path] | Exception]:
-    """Append each ``(path, record)`` as :func:`append_line` does; the files are fsynced together at the end.
+    """Append each ``(path, record)`` as :func:`append_line` does; the files are fsynced together.
 
     One result per item, in order: the paths written (``index/.gitattributes`` with the first,
     when it was written now), or the ValueError/OSError that item met; the other items are
     written all the same. Every line is on disk when this returns: the files are fsynced
-    concurrently (one journal commit serves several), so a run ending on 500 sites does not
-    wait for 500 fsyncs one after another.
+    concurrently (one journal commit serves several), :data:`_OPEN_AT_ONCE` at a time, so a
+    run ending on 500 sites neither waits for 500 fsyncs one after another nor holds 500
+    files open.
     """
-    results: list[list[Path] | Exception] = []
     try:
         attributes = _attributes(root)
     except OSError as exc:
         return [exc for _ in items]
-    fds: dict[int, int] = {}  # item -> descriptor to fsync
-    for i, (path, record) in enumerate(items):
+    results: list[list[Path] | Exception] = []
+    if len(items) == 1:
+        _append_some(items, attributes, results, map)
+        return results
+    with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="maint-index-fsync") as pool:
+        for first in range(0, len(items), _OPEN_AT_ONCE):
+            attributes = _append_some(items[first : first + _OPEN_AT_ONCE], attributes, results, pool.map)
+    return results
+
+
+def _append_some(
+    items: Sequence[tuple[Path, Mapping[str, Any]]],
+    attributes: list[Path],
+    results: list[list[Path] | Exception],
+    each: Callable[[Callable[[int], OSError | None], Iterable[int]], Iterable[OSError | None]],
+) -> list[Path]:
+    """Write ``items`` (their results appended to ``results``), then fsync and close their files
+    through ``each`` (``map``, or a thread pool's); ``attributes`` while no item took them."""
+    fds: dict[int, int] = {}  # result index -> descriptor to fsync
+    for path, record in items:
         try:
-            fds[i] = _write(path, _line(record))
+            fds[len(results)] = _write(path, _line(record))
         except (ValueError, OSError) as exc:
             results.append(exc)
             continue
         results.append([*attributes, path])
         attributes = []
-    if len(fds) > 1:
-        with ThreadPoolExecutor(min(_SYNC_THREADS, len(fds)), thread_name_prefix="maint-index-fsync") as pool:
-            errors = dict(zip(fds, pool.map(_sync_close, fds.values()), strict=True))
-    else:
-        errors = {i: _sync_close(fd) for i, fd in fds.items()}
-    for i, error in errors.items():
+    for i, error in zip(fds, each(_sync_close, fds.values()), strict=True):
         if error is not None:
             results[i] = error
-    return results
+    return attributes
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

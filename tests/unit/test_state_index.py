@@ -216,3 +216,28 @@ def test_record_runs_reports_each_failure_in_its_place_and_writes_the_rest(tmp_p
     [record] = index.read_lines(tmp_path / "index/shop/runs.jsonl")
     assert (record["run_id"], record["status"], record["env"]) == ("R1", "ok", "production")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "index/escape").exists()
+
+
+def test_record_runs_keeps_only_a_bounded_number_of_files_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index, "_OPEN_AT_ONCE", 4)
+    open_at_fsync: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if _points_to_runs(str(fd)):  # not the attributes file's atomic write
+            open_at_fsync.append(sum(1 for f in os.listdir("/proc/self/fd") if _points_to_runs(f)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    runs = [(f"site{i}", "production", "ok") for i in range(10)]
+    wrote = index.record_runs(tmp_path, runs, "update", "R1")
+    assert [w[-1] for w in wrote if isinstance(w, list)] == [tmp_path / f"index/site{i}/runs.jsonl" for i in range(10)]
+    assert len(open_at_fsync) == 10 and max(open_at_fsync) <= 4
+    assert all(len(index.read_lines(tmp_path / f"index/site{i}/runs.jsonl")) == 1 for i in range(10))
+
+
+def _points_to_runs(fd: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").endswith("/runs.jsonl")
+    except OSError:
+        return False
