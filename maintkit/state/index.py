@@ -169,14 +169,19 @@ def _append_some(
     """Write ``items`` (their results appended to ``results``), then fsync and close their files
     through ``each`` (``map``, or a thread pool's); ``attributes`` while no item took them."""
     fds: dict[int, int] = {}  # result index -> descriptor to fsync
-    for path, record in items:
-        try:
-            fds[len(results)] = _write(path, _line(record))
-        except (ValueError, OSError) as exc:
-            results.append(exc)
-            continue
-        results.append([*attributes, path])
-        attributes = []
+    try:
+        for path, record in items:
+            try:
+                fds[len(results)] = _write(path, _line(record))
+            except (ValueError, OSError) as exc:
+                results.append(exc)
+                continue
+            results.append([*attributes, path])
+            attributes = []
+    except BaseException:  # an interrupt: no descriptor is left open
+        for fd in fds.values():
+            os.close(fd)
+        raise
     for i, error in zip(fds, each(_sync_close, fds.values()), strict=True):
         if error is not None:
             results[i] = error

@@ -241,3 +241,18 @@ def _points_to_runs(fd: str) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}").endswith("/runs.jsonl")
     except OSError:
         return False
+
+
+def test_an_interrupt_while_writing_leaves_no_index_file_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_line = index._line
+
+    def line(record: dict[str, object]) -> str:
+        if record["env"] == "stop":
+            raise KeyboardInterrupt
+        return real_line(record)
+
+    monkeypatch.setattr(index, "_line", line)
+    runs = [("a", "production", "ok"), ("b", "production", "ok"), ("c", "stop", "ok")]
+    with pytest.raises(KeyboardInterrupt):
+        index.record_runs(tmp_path, runs, "update", "R1")
+    assert not [f for f in os.listdir("/proc/self/fd") if _points_to_runs(f)]
