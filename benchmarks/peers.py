@@ -97,6 +97,10 @@ class Bench:
         self.peaks[tool] = max(self.peaks.get(tool, 0.0), m.rss_mb)
         return m
 
+    def hosts_file(self, dirs: Sequence[Path]) -> Path:
+        """``hosts.json`` for the scripts that read the hosts as records (fabric_baseline.py, cold_floor.py)."""
+        return self.write("hosts.json", json.dumps(self.records(dirs)))
+
     def write(self, name: str, text: str) -> Path:
         """A file in the work directory."""
         path = self.work / name
@@ -141,7 +145,7 @@ class Bench:
     # ---------------------------------------------------------------- peers
     def fabric(self, dirs: Sequence[Path], phase: str) -> Measure:
         """benchmarks/fabric_baseline.py (no report of changes: it always runs all five commands)."""
-        hosts = self.write("hosts.json", json.dumps(self.records(dirs)))
+        hosts = self.hosts_file(dirs)
         m, _ = self.timer.run([sys.executable, str(ROOT / "benchmarks" / "fabric_baseline.py"), str(hosts)])
         check_files("fabric", dirs, phase)
         return self.note("fabric", m)
@@ -180,7 +184,7 @@ class Bench:
         """cold_floor.py: a new connection and one batched read per host (it checks every answer)."""
         if phase != "noop":
             raise ValueError("the cold floor takes part in no-op runs only")
-        hosts = self.write("hosts.json", json.dumps(self.records(dirs)))
+        hosts = self.hosts_file(dirs)
         m, _ = self.timer.run([sys.executable, str(ROOT / "benchmarks" / "cold_floor.py"), str(hosts)])
         return self.note("cold-floor", m)
 

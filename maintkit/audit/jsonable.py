@@ -22,7 +22,7 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, str):
         return clean_str(obj)
     if type(obj) is dict:  # the common case, before the slower checks below
-        return {clean_str(k if isinstance(k, str) else str(jsonable(k))): jsonable(v) for k, v in obj.items()}
+        return _mapping(obj)
     if isinstance(obj, Enum):
         return jsonable(obj.value)
     if isinstance(obj, int):
@@ -32,12 +32,16 @@ def jsonable(obj: Any) -> Any:
     if is_secret_type(obj):
         return MASK
     if isinstance(obj, Mapping):
-        return {clean_str(k if isinstance(k, str) else str(jsonable(k))): jsonable(v) for k, v in obj.items()}
+        return _mapping(obj)
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     if isinstance(obj, set | frozenset):
         return sorted((jsonable(v) for v in obj), key=repr)
     return _jsonable_other(obj)
+
+
+def _mapping(obj: Mapping[Any, Any]) -> dict[str, Any]:
+    return {clean_str(k if isinstance(k, str) else str(jsonable(k))): jsonable(v) for k, v in obj.items()}
 
 
 def _jsonable_other(obj: Any) -> Any:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from maintkit import _fs
-from maintkit._fs import fsync_dir
 from maintkit.audit.chain import EVENTS_FILE, RESERVED_FIELDS, SUMMARY_FILE, canonical, digest, genesis, hash_alg
 from maintkit.audit.jsonable import jsonable
 from maintkit.audit.redact import EventDict, Redactor
@@ -74,7 +73,7 @@ class AuditLog:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self._fd: int | None = os.open(self.path, flags, 0o600)
         os.fchmod(self._fd, 0o600)
-        fsync_dir(self.run_dir)
+        _fs.fsync_dir(self.run_dir)
         # Redaction sees only what callers supplied; ts/run_id/seq/prev/hash are added after it.
         #: processors that need no shared state (run outside the lock)
         self.prepare: tuple[Processor, ...] = (self._learn, _jsonable_processor, self._mask)

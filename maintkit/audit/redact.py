@@ -120,7 +120,7 @@ class Redactor:
         kind = type(obj)
         if kind is str or kind in _ATOMS:
             return
-        if kind is dict:
+        if kind is dict or isinstance(obj, Mapping):  # dict first: the abc check is slower
             for v in obj.values():
                 self.learn(v)
         elif is_secret_type(obj):
@@ -131,9 +131,6 @@ class Redactor:
                 except UnicodeDecodeError:
                     return
             self.add_secret(value)
-        elif isinstance(obj, Mapping):
-            for v in obj.values():
-                self.learn(v)
         elif isinstance(obj, list | tuple | set | frozenset):
             for v in obj:
                 self.learn(v)
@@ -174,7 +171,7 @@ class Redactor:
         kind = type(obj)
         if kind in _ATOMS:
             return obj
-        if kind is str or isinstance(obj, str):
+        if isinstance(obj, str):
             return self.redact_text(obj)
         if is_secret_type(obj):
             return MASK
