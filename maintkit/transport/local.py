@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import IO
+from typing import IO, Protocol
 
 from maintkit._text import head
 from maintkit.errors import CommandFailed, TransportError
@@ -36,11 +36,29 @@ from maintkit.transport.base import (
     refuse_if_cancelled,
 )
 
-__all__ = ["LocalTransport", "atomic_put_script"]
+__all__ = ["LocalTransport", "Running", "atomic_put_script"]
 
 _CHUNK = 65536
 _TIMEOUT_CODE = 124
 _KILL_GRACE = 3.0
+
+
+class Running(Protocol):
+    """A started command as the machinery drives it: a :class:`subprocess.Popen`, or a session
+    a transport opened without a local process (whose ``pid`` is 0 and is never signalled)."""
+
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class LocalTransport(CommandTransport):
@@ -123,7 +141,7 @@ class LocalTransport(CommandTransport):
             raise CommandFailed(result)
         return result
 
-    def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> subprocess.Popen[bytes]:
+    def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> Running:
         """Start ``/bin/sh -c LINE`` (:meth:`_argv`) in a session (and process group) of its own."""
         argv = self._argv(line, stdin is not None)
         try:
@@ -142,14 +160,14 @@ class LocalTransport(CommandTransport):
         """The program that runs ``line``: ``/bin/sh -c LINE``."""
         return ["/bin/sh", "-c", line]
 
-    def _pump_stderr(self, proc: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
+    def _pump_stderr(self, proc: Running, chunks: list[bytes]) -> None:
         """Collect the command's stderr."""
         _pump(proc.stderr, chunks, None)
 
-    def _finished(self, proc: subprocess.Popen[bytes], line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
+    def _finished(self, proc: Running, line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
         """Called once the command ended, before its result is made (nothing to do here)."""
 
-    def _wait(self, proc: subprocess.Popen[bytes], limit: float, token: CancelToken | None) -> tuple[int, bool, bool]:
+    def _wait(self, proc: Running, limit: float, token: CancelToken | None) -> tuple[int, bool, bool]:
         """Wait for the command: (exit code, timed out, stopped by ``token``).
 
         At the deadline, or when ``token`` is cancelled, the command's process group gets
@@ -172,7 +190,7 @@ class LocalTransport(CommandTransport):
             if unregister is not None:
                 unregister()
 
-    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
+    def _kill_group(self, proc: Running) -> None:
         """TERM the command's process group, KILL it if it does not exit in time.
 
         Under ``become`` when this process is not root, the members sudo started as root are
@@ -188,6 +206,8 @@ class LocalTransport(CommandTransport):
 
     def _signal_group(self, pgid: int, sig: signal.Signals) -> None:
         """Signal a process group; under sudo also as root (sudo's members are not ours to signal)."""
+        if pgid <= 1:  # no process of its own (or a bogus id): killpg would reach far more than the command
+            return
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

@@ -2,9 +2,12 @@
 with connections reused across runs (OpenSSH's ControlMaster/ControlPersist).
 
 The first command of a run (or :meth:`OpenSSHTransport.warm`) finds the master a previous run
-left (``ssh -O check``) or opens one (``ssh -N``, which authenticates, then detaches into the
-background for ``control_persist`` idle seconds); every command is then one ``ssh`` process
-that asks the master for a new session: no TCP connect, no key exchange, no authentication.
+left (asked on its socket, as ``ssh -O check`` does) or opens one (``ssh -N``, which
+authenticates, then detaches into the background for ``control_persist`` idle seconds); every
+command is then a new session on the master: no TCP connect, no key exchange, no
+authentication. maint asks for that session itself (:mod:`~maintkit.transport.openssh_mux`),
+starting no ``ssh`` process; only when the master cannot be asked does a command run as an
+``ssh`` client (which then opens a new master).
 
 Commands run through :class:`~maintkit.transport.local.LocalTransport`'s machinery (a process
 group per command, pumps, deadlines, cancel), the command line built exactly as over paramiko
@@ -41,8 +44,9 @@ from maintkit.errors import HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, openssh_control, ssh_errors
 from maintkit.transport.base import RemoteShellTransport
-from maintkit.transport.local import LocalTransport
+from maintkit.transport.local import LocalTransport, Running
 from maintkit.transport.openssh_errors import hop_failure, ssh_failure
+from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_session
 from maintkit.transport.ssh_channel import Stop, command_line
 from maintkit.transport.ssh_policy import (
     USER_KNOWN_HOSTS,
@@ -130,6 +134,9 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self._ready = False  # a master answered (or was opened) for this transport
         self._warm_error: TransportError | None = None
         self._master_lock = threading.Lock()
+        #: commands run as sessions opened in-process, and as ``ssh`` clients
+        self.mux_sessions = 0
+        self.spawned = 0
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
@@ -283,7 +290,16 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         """``ssh OPTIONS -- HOST WIRE``: the remote shell prints its pid, then runs ``line``."""
         return [*self._ssh_argv(), "--", self._destination(), command_line(line, has_stdin)]
 
-    def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> subprocess.Popen[bytes]:
+    def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> Running:
+        """The command as a session the master opens in-process (no ``ssh`` started), or as an
+        ``ssh`` client when the master cannot be asked (then nothing ran through it)."""
+        try:
+            session = open_session(self.socket, command_line(line, stdin is not None), stdin is not None)
+        except MuxUnavailable:
+            self.spawned += 1
+        else:
+            self.mux_sessions += 1
+            return session
         argv = self._argv(line, stdin is not None)
         try:
             proc = _SshProcess(
@@ -298,7 +314,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         proc.remote = Stop()
         return proc
 
-    def _pump_stderr(self, proc: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
+    def _pump_stderr(self, proc: Running, chunks: list[bytes]) -> None:
         """Collect stderr, taking the remote shell's pid line out of its first bytes."""
         stop: Stop = getattr(proc, "remote", Stop())
         stream = proc.stderr
@@ -324,12 +340,21 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
             chunks.append(bytes(head))
         stop.known.set()  # a stopper waiting for the pid need not wait any longer
 
-    def _finished(self, proc: subprocess.Popen[bytes], line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
+    def _finished(self, proc: Running, line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
         """ssh's own failure (exit 255) becomes the paramiko path's error: before the remote
         shell started, a connection error; while the command ran, a lost connection."""
         if timed_out or code != _SSH_FAILED:
             return
         stop: Stop | None = getattr(proc, "remote", None)
+        if isinstance(proc, MuxSession):
+            if proc.lost:  # no exit status: the master or its connection went away
+                self._ready = False
+                if stop is None or stop.pgid is None:
+                    raise TransportError(
+                        self.host, "the OpenSSH control master ended the session before the command started"
+                    )
+                raise ssh_errors.connection_lost(self, None, line)
+            return  # 255 is the command's own exit status here
         text = b"".join(err).decode("utf-8", "replace")
         if stop is None or stop.pgid is None:
             self._ready = False  # look for (or open) the master again next time
@@ -346,13 +371,16 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
     def _via_sudo(self) -> bool:
         return False  # the local ssh process is ours; sudo runs on the host
 
-    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
+    def _kill_group(self, proc: Running) -> None:
         """Stop the command's process group on the host (over the master), then the local ssh."""
         stop: Stop | None = getattr(proc, "remote", None)
         if stop is not None and proc.poll() is None:
             stop.known.wait(self.connect_timeout)
             if stop.pgid is not None and proc.poll() is None:
                 self._kill_remote(stop.pgid)
+        if isinstance(proc, MuxSession):  # no local process: stop waiting for the session
+            proc.end()
+            return
         super()._kill_group(proc)
 
     def _kill_remote(self, pgid: int) -> None:

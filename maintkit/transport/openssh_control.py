@@ -41,6 +41,9 @@ __all__ = [
     "control_dir",
     "escape",
     "live_masters",
+    "mux_frame",
+    "mux_hello",
+    "mux_read",
     "option_value",
     "socket_name",
     "write_label",
@@ -188,12 +191,8 @@ def mux_alive(sock: Path, timeout: float = CONTROL_TIMEOUT) -> int:
         conn.settimeout(timeout)
         conn.connect(str(sock))
         request = 1
-        conn.sendall(_mux_frame(struct.pack(">II", _MUX_HELLO, _MUX_VERSION)))
-        conn.sendall(_mux_frame(struct.pack(">II", _MUX_ALIVE_CHECK, request)))
-        hello = _mux_read(conn)
-        if len(hello) < 8 or struct.unpack(">I", hello[:4])[0] != _MUX_HELLO:
-            raise ValueError("not an OpenSSH control master")
-        alive = _mux_read(conn)
+        mux_hello(conn, then=mux_frame(struct.pack(">II", _MUX_ALIVE_CHECK, request)))
+        alive = mux_read(conn)
         if len(alive) < 12:
             raise ValueError("short alive answer")
         kind, answered, pid = struct.unpack(">III", alive[:12])
@@ -202,11 +201,23 @@ def mux_alive(sock: Path, timeout: float = CONTROL_TIMEOUT) -> int:
         return int(pid)
 
 
-def _mux_frame(payload: bytes) -> bytes:
+def mux_hello(conn: socket.socket, then: bytes = b"") -> None:
+    """Exchange hellos with the master on ``conn`` (``then``, a request, is sent with ours).
+
+    Raises ValueError when what answers is not a master speaking protocol version 4.
+    """
+    conn.sendall(mux_frame(struct.pack(">II", _MUX_HELLO, _MUX_VERSION)) + then)
+    hello = mux_read(conn)
+    if len(hello) < 8 or struct.unpack(">II", hello[:8]) != (_MUX_HELLO, _MUX_VERSION):
+        raise ValueError("not an OpenSSH control master")
+
+
+def mux_frame(payload: bytes) -> bytes:
+    """One length-prefixed message of the control protocol."""
     return struct.pack(">I", len(payload)) + payload
 
 
-def _mux_read(conn: socket.socket) -> bytes:
+def mux_read(conn: socket.socket) -> bytes:
     """One length-prefixed message (at most 64 KiB)."""
     size = struct.unpack(">I", _mux_exact(conn, 4))[0]
     if size > 65536:

@@ -7,14 +7,15 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, close_master
-from tests.gates import wait_until
-from tests.lab.sshd import LOGIN_USER, LabHost
+from tests.gates import make_gates, wait_until
+from tests.lab.sshd import LOGIN_USER, LabHost, chown_login_user
 
 
 @contextlib.contextmanager
@@ -59,3 +60,28 @@ def authentications(host: LabHost) -> int:
         return host.log.read_text(errors="replace").count("Accepted publickey for ")
     except FileNotFoundError:
         return 0
+
+
+def gate_dir(scratch: Path) -> Path:
+    """``scratch/g`` (owned by the login user) with the ``started`` and ``gate`` FIFOs."""
+    d = scratch / "g"
+    d.mkdir()
+    chown_login_user(d)
+    make_gates(d, LOGIN_USER)
+    return d
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException | str]]:
+    """``call()`` started in a thread; the list gets "returned" or the exception it raised."""
+    outcome: list[BaseException | str] = []
+
+    def work() -> None:
+        try:
+            call()
+            outcome.append("returned")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker, outcome

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,9 @@ from maintkit.transport.base import CancelToken, CommandCancelled, cancellable
 from maintkit.transport.factory import transport_for
 from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, close_master, live_masters
-from tests.gates import make_gates, open_gate, wait_started, wait_until
+from tests.gates import open_gate, wait_started, wait_until
 from tests.hostile_dotfiles import MARK
-from tests.lab.openssh_helpers import authentications, control_home, openssh_transport
+from tests.lab.openssh_helpers import authentications, control_home, gate_dir, in_thread, openssh_transport
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
 from tests.lab.test_cancel import gated, group_alive, pgid_of
 from tests.lab.test_round_trips import FIVE
@@ -291,24 +290,15 @@ def test_a_cancel_stops_the_remote_process_group(
     ssh_hosts: list[tuple[LabHost, Path]], home: Path, become: bool
 ) -> None:
     host, scratch = ssh_hosts[0]
-    d = scratch / "g"
-    d.mkdir()
-    chown_login_user(d)
-    make_gates(d, "deploy")
+    d = gate_dir(scratch)
     t = openssh_transport(host, home, become=become)
     token = CancelToken()
-    outcome: list[BaseException | str] = []
 
     def work() -> None:
         with cancellable(token):
-            try:
-                t.run_shell(gated(d), timeout=600)
-                outcome.append("returned")
-            except BaseException as exc:
-                outcome.append(exc)
+            t.run_shell(gated(d), timeout=600)
 
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker, outcome = in_thread(work)
     try:
         wait_started(d)
         pgid = pgid_of(d)
