@@ -154,10 +154,23 @@ class AuditLog:
             if self._dirty.wait(timeout=0.5):
                 self._stopping.wait(FSYNC_INTERVAL)
                 self._dirty.clear()
-                with self._lock:
-                    if self._fd is not None:
-                        with contextlib.suppress(OSError):
-                            os.fsync(self._fd)
+                self._sync_unlocked()
+
+    def _sync_unlocked(self) -> None:
+        """fsync what was written so far without holding the lock events take while the disk
+        works (a copy of the descriptor: close() may close the original meanwhile)."""
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                fd = os.dup(self._fd)
+            except OSError:
+                return
+        try:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # ---- processors -------------------------------------------------------------
     def _stamp(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:

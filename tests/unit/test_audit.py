@@ -35,6 +35,7 @@ from maintkit.audit import (
     write_summary,
     write_text_atomic,
 )
+from maintkit.audit import log as audit_log
 from maintkit.errors import ConfigError
 from maintkit.results import StepStatus
 from tests.git_helpers import committed_repo, git
@@ -636,3 +637,39 @@ def test_git_provenance_ignores_a_hostile_global_git_config(tmp_path: Path, monk
     assert seen.stdout == ""
     assert git_provenance(new) == {"commit": sha, "dirty": True, "repo": str(repo)}
     assert git_provenance(repo / "update.yml") == {"commit": sha, "dirty": False, "repo": str(repo)}
+
+
+def test_the_grouped_fsync_does_not_hold_up_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the flusher's fsync waits on the disk, other threads still write events (the fsync
+    works on a copy of the descriptor, outside the lock events take); close() still syncs."""
+    in_fsync, release = threading.Event(), threading.Event()
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        if threading.current_thread().name == "maint-audit-fsync" and not release.is_set():
+            in_fsync.set()
+            assert release.wait(30)
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(audit_log.os, "fsync", slow_fsync)
+    rid = "20261205T000000Z-fsync1"
+    log = AuditLog(tmp_path / rid, rid, common={}, redactor=Redactor())
+    try:
+        log.event("first")
+        assert in_fsync.wait(30)  # the flusher is inside its fsync now
+        written: list[dict[str, Any]] = []
+        writer = threading.Thread(target=lambda: written.append(log.event("second")))
+        writer.start()
+        writer.join(10)  # done at once unless it waits for the fsync to end (it never ends here)
+        assert not writer.is_alive()
+        assert written[0]["seq"] == 1
+        assert log.snapshot()[0] == 2
+    finally:
+        release.set()
+        log.close()
+    lines = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["first", "second"]
+    assert synced  # the flusher's fsync (on its copy) and close()'s both ran
+    assert all(fd >= 0 for fd in synced)
