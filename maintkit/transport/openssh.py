@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from maintkit.errors import HostUnreachable, TransportError
+from maintkit._text import head
+from maintkit.errors import CommandFailed, HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, openssh_control, ssh_errors
 from maintkit.transport.base import RemoteShellTransport
@@ -49,6 +50,7 @@ from maintkit.transport.openssh_errors import hop_failure, ssh_failure
 from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_session
 from maintkit.transport.ssh_channel import Stop, command_line
 from maintkit.transport.ssh_policy import (
+    DEFAULT_MAX_SESSIONS,
     USER_KNOWN_HOSTS,
     HostKeyPolicy,
     check_settings,
@@ -137,6 +139,11 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         #: commands run as sessions opened in-process, and as ``ssh`` clients
         self.mux_sessions = 0
         self.spawned = 0
+        #: at most this many commands at once on the master (as over paramiko)
+        self._sessions = threading.BoundedSemaphore(DEFAULT_MAX_SESSIONS)
+        self._open_sessions = 0
+        #: the most commands that ran at once
+        self.most_sessions = 0
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
@@ -284,7 +291,20 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
     ) -> CommandResult:
         base.refuse_if_cancelled(self.host)
         self._ensure_master()
-        return super()._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
+        limit = self.command_timeout if timeout is None else float(timeout)
+        # the master is ONE connection: sshd refuses sessions beyond its MaxSessions (10 by default);
+        # the wait for a turn is bounded by the command's timeout, then the command gets its own
+        if not self._sessions.acquire(timeout=limit):
+            return _waited_out(self.host, line, limit, check)
+        try:
+            with self._count_lock:
+                self._open_sessions += 1
+                self.most_sessions = max(self.most_sessions, self._open_sessions)
+            return super()._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
+        finally:
+            with self._count_lock:
+                self._open_sessions -= 1
+            self._sessions.release()
 
     def _argv(self, line: str, has_stdin: bool) -> list[str]:
         """``ssh OPTIONS -- HOST WIRE``: the remote shell prints its pid, then runs ``line``."""
@@ -396,3 +416,13 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
                 start_new_session=True,
                 check=False,
             )
+
+
+def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResult:
+    """The result of a command whose turn on the master did not come within its timeout."""
+    result = CommandResult(
+        host=host, command=line, exit_code=124, stdout="", stderr="", duration_ms=limit * 1000.0, timed_out=True
+    )
+    if check:
+        raise CommandFailed(result, f"command timed out after {limit:g} s (waiting for a session): {head(line, 200)}")
+    return result

@@ -3,6 +3,8 @@
 * Over a live master, no ``ssh`` is started for a command (starting a process fails the
   test): stdout bytes, stderr, exit codes (255 included, which is the command's own status
   here, not a failure of ssh), stdin as bytes and as a stream, and 3 MiB of output arrive exact.
+* At most 8 commands run at once on one master (sshd refuses sessions beyond MaxSessions);
+  a command whose turn does not come within its timeout times out without running.
 * A master that went away between two commands: the next command starts ``ssh`` as before,
   which opens a new master, and the one after goes in-process again.
 * A master killed while a command runs: the call raises the lost-connection error instead of
@@ -62,7 +64,13 @@ def no_ssh_process(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            continue
+    return out
 
 
 def test_commands_over_a_live_master_start_no_ssh(
@@ -87,7 +95,7 @@ def test_commands_over_a_live_master_start_no_ssh(
     assert no_ssh_process == []
     assert (t.mux_sessions, t.spawned) == (t.round_trips, 0)
     assert t.round_trips == 8
-    assert _fds() == before
+    wait_until(lambda: _fds() == before, "every descriptor of the sessions closed", limit=10)
 
 
 def test_a_master_that_went_away_is_replaced_by_ssh_then_used_in_process(
@@ -103,7 +111,7 @@ def test_a_master_that_went_away_is_replaced_by_ssh_then_used_in_process(
     assert check_master(t.socket) is not None
     assert t.run(["echo", "three"]).stdout == "three\n"
     assert (t.mux_sessions, t.spawned) == (2, 1)
-    assert _fds() == before
+    wait_until(lambda: _fds() == before, "every descriptor of the sessions closed", limit=10)
 
 
 def test_a_master_killed_while_a_command_runs_is_a_lost_connection(
@@ -220,3 +228,31 @@ def test_no_ssh_client_carries_the_command_line(ssh_hosts: list[tuple[LabHost, P
     assert marker not in clients
     assert not worker.is_alive()
     assert outcome == ["returned"]
+
+
+def test_at_most_eight_commands_run_at_once_on_one_master(ssh_hosts: list[tuple[LabHost, Path]], home: Path) -> None:
+    """sshd refuses sessions on one connection beyond its MaxSessions (10 by default; the lab
+    allows 50): as over paramiko, at most 8 run at once and the others wait for a turn, within
+    their own timeout."""
+    host, scratch = ssh_hosts[0]
+    t = openssh_transport(host, home)
+    t.run(["true"])
+    go, started = scratch / "go", scratch / "started"
+    script = f"echo x >> {started}; while [ ! -e {go} ]; do sleep 0.02; done; echo done"
+    workers = [in_thread(lambda: t.run_shell(script, timeout=120)) for _ in range(12)]
+
+    def running() -> int:
+        return len(started.read_text().splitlines()) if started.exists() else 0
+
+    try:
+        wait_until(lambda: running() == 8, "eight commands running", limit=30)
+        late = t.run_shell(script, timeout=1, check=False)  # no turn within its timeout: never ran
+        assert (late.timed_out, late.exit_code, late.stdout) == (True, 124, "")
+        assert running() == 8
+    finally:
+        go.touch()
+        for worker, _ in workers:
+            worker.join(60)
+    assert [outcome for _, outcome in workers] == [["returned"]] * 12
+    assert running() == 12
+    assert t.most_sessions == 8
