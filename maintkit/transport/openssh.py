@@ -316,9 +316,11 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         try:
             session = open_session(self.socket, command_line(line, stdin is not None), stdin is not None)
         except MuxUnavailable:
-            self.spawned += 1
+            with self._count_lock:
+                self.spawned += 1
         else:
-            self.mux_sessions += 1
+            with self._count_lock:
+                self.mux_sessions += 1
             return session
         argv = self._argv(line, stdin is not None)
         try:
@@ -392,7 +394,8 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         return False  # the local ssh process is ours; sudo runs on the host
 
     def _kill_group(self, proc: Running) -> None:
-        """Stop the command's process group on the host (over the master), then the local ssh."""
+        """Stop the command's process group on the host (over the master), then the local ssh
+        (or, for a session opened in-process, stop waiting for it)."""
         stop: Stop | None = getattr(proc, "remote", None)
         if stop is not None and proc.poll() is None:
             stop.known.wait(self.connect_timeout)

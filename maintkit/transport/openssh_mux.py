@@ -41,26 +41,23 @@ _NEW_SESSION, _SESSION_OPENED, _EXIT_MESSAGE = 0x10000002, 0x80000006, 0x8000000
 _NO_ESCAPE = 0xFFFFFFFF
 #: what a session that ended without an exit status reads as (ssh's own failure status)
 LOST_STATUS = 255
-#: the stderr text of such a session (the transport maps it as it maps ssh's messages)
-LOST_TEXT = b"the control master ended the session without an exit status\n"
 
 
 class MuxUnavailable(Exception):
     """The master could not be asked for a session; nothing ran on the host."""
 
 
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
 def _request(request_id: int, command: str) -> bytes:
-    """``MUX_C_NEW_SESSION``: no TTY, X11, agent or subsystem, no escape character, no TERM, no env."""
+    """``MUX_C_NEW_SESSION``: no TTY, X11, agent or subsystem, no escape character, no TERM, no env.
+
+    Its strings are length-prefixed exactly as a message is (:func:`mux_frame`).
+    """
     return (
         struct.pack(">II", _NEW_SESSION, request_id)
-        + _string(b"")
+        + mux_frame(b"")  # reserved
         + struct.pack(">IIIII", 0, 0, 0, 0, _NO_ESCAPE)
-        + _string(b"")
-        + _string(command.encode("utf-8", "surrogateescape"))
+        + mux_frame(b"")  # TERM
+        + mux_frame(command.encode("utf-8", "surrogateescape"))
     )
 
 
