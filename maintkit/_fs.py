@@ -21,6 +21,11 @@ def fsync_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
+    fsync_close(fd)
+
+
+def fsync_close(fd: int) -> None:
+    """fsync ``fd`` (best effort: a failure is ignored), then close it."""
     try:
         with contextlib.suppress(OSError):
             os.fsync(fd)
@@ -61,4 +66,4 @@ def write_json_atomic(path: Path, obj: Any, mode: int = 0o600, *, make_parents: 
     write_text_atomic(path, dump_json(obj), mode, make_parents=make_parents)
 
 
-__all__ = ["dump_json", "fsync_dir", "write_json_atomic", "write_text_atomic"]
+__all__ = ["dump_json", "fsync_close", "fsync_dir", "write_json_atomic", "write_text_atomic"]

@@ -166,11 +166,7 @@ class AuditLog:
                 fd = os.dup(self._fd)
             except OSError:
                 return
-        try:
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fs.fsync_close(fd)
 
     # ---- processors -------------------------------------------------------------
     def _stamp(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
