@@ -6,7 +6,7 @@ command, then the caller's stdin, stdout and stderr passed as file descriptors (
 The master runs the command on its authenticated connection, wires the remote streams to those
 descriptors, and reports the exit status on the socket. That is exactly what an ``ssh`` client
 does over a master (``ssh -S SOCK HOST CMD``), minus starting that client: about 6 ms of CPU per
-command on a 2-core machine, more than twice what the session itself costs.
+command on a 2-core machine, more than the session itself costs (about 3 ms).
 
 :func:`open_session` raises :class:`MuxUnavailable` whenever nothing can have run on the host
 (no master, a socket that does not speak the protocol, a refused session): the transport then
