@@ -64,6 +64,9 @@ DEFAULT_CONTROL_PERSIST = 600
 #: bounds how long it outlives a run that was killed)
 RUN_MASTER_IDLE = 60
 _SSH_FAILED = 255
+#: remote kills at once on one master: with DEFAULT_MAX_SESSIONS commands still holding their
+#: sessions while they are stopped, 8 + 2 stay within sshd's default MaxSessions (10)
+_KILL_SESSIONS = 2
 _PGID_LINE = re.compile(rb"\x1fmaint-pgid=(\d+)\x1f\n")
 _PGID_SEARCH = 4096
 _LOST = ("closed by remote host", "Broken pipe", "Connection reset", "client_loop:", "mux_client_read_packet")
@@ -136,6 +139,10 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self._ready = False  # a master answered (or was opened) for this transport
         self._warm_error: TransportError | None = None
         self._master_lock = threading.Lock()
+        self._count_sessions()
+
+    def _count_sessions(self) -> None:
+        """The bounds on sessions at once on the master, and what the transport counts of them."""
         #: commands run as sessions opened in-process, and as ``ssh`` clients
         self.mux_sessions = 0
         self.spawned = 0
@@ -144,6 +151,11 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self._open_sessions = 0
         #: the most commands that ran at once
         self.most_sessions = 0
+        #: remote kills (a session each) at once: with the commands, within sshd's default 10
+        self._kill_slots = threading.BoundedSemaphore(_KILL_SESSIONS)
+        self._killing = 0
+        #: the most remote kills that ran at once
+        self.most_kills = 0
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
@@ -410,15 +422,23 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         """SIGTERM the remote process group, SIGKILL what is left after the grace period."""
         script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
         argv = [*self._ssh_argv(), "--", self._destination(), script]
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
-                start_new_session=True,
-                check=False,
-            )
+        with self._kill_slots:  # the commands being stopped still hold their sessions
+            with self._count_lock:
+                self._killing += 1
+                self.most_kills = max(self.most_kills, self._killing)
+            try:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        capture_output=True,
+                        timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
+                        start_new_session=True,
+                        check=False,
+                    )
+            finally:
+                with self._count_lock:
+                    self._killing -= 1
 
 
 def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResult:

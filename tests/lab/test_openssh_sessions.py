@@ -4,7 +4,8 @@
   test): stdout bytes, stderr, exit codes (255 included, which is the command's own status
   here, not a failure of ssh), stdin as bytes and as a stream, and 3 MiB of output arrive exact.
 * At most 8 commands run at once on one master (sshd refuses sessions beyond MaxSessions);
-  a command whose turn does not come within its timeout times out without running.
+  a command whose turn does not come within its timeout times out without running; 8 commands
+  timing out at once are all stopped on the host, at most 2 kills at a time.
 * A master that went away between two commands: the next command starts ``ssh`` as before,
   which opens a new master, and the one after goes in-process again.
 * A master killed while a command runs: the call raises the lost-connection error instead of
@@ -255,4 +256,27 @@ def test_at_most_eight_commands_run_at_once_on_one_master(ssh_hosts: list[tuple[
             worker.join(60)
     assert [outcome for _, outcome in workers] == [["returned"]] * 12
     assert running() == 12
+    assert t.most_sessions == 8
+
+
+def test_eight_commands_timing_out_at_once_are_all_stopped_two_kills_at_a_time(
+    ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    """Stopping a command on the host takes one more session on the master, while the command
+    still holds its own: with 8 commands, at most 2 kills run at once (8 + 2 = sshd's default
+    MaxSessions), and every remote process group is gone all the same."""
+    host, scratch = ssh_hosts[0]
+    t = openssh_transport(host, home)
+    t.run(["true"])
+    pgids = scratch / "pgids"
+    script = f"ps -o pgid= -p $$ >> {pgids}; exec sleep 3600"
+    workers = [in_thread(lambda: t.run_shell(script, timeout=1, check=False)) for _ in range(8)]
+    for worker, _ in workers:
+        worker.join(60)
+    assert [outcome for _, outcome in workers] == [["returned"]] * 8
+    groups = [int(line) for line in pgids.read_text().split()]
+    assert len(groups) == 8
+    for pgid in groups:
+        wait_until(lambda pgid=pgid: not group_alive(pgid), f"remote process group {pgid} gone", limit=15)
+    assert 1 <= t.most_kills <= 2
     assert t.most_sessions == 8
