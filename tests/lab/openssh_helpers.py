@@ -5,6 +5,8 @@ authentications a lab sshd accepted (from its log)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -85,3 +87,21 @@ def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseEx
     worker = threading.Thread(target=work)
     worker.start()
     return worker, outcome
+
+
+def endless() -> tuple[str, str]:
+    """A remote command that never ends on its own, and the mark it runs under: ``exec sleep``
+    with a duration no other process uses (found in any process's command line)."""
+    mark = f"3600.{secrets.randbelow(10**6):06d}"
+    return f"exec sleep {mark}", mark
+
+
+def running(mark: str) -> bool:
+    """Whether a process on this machine (the lab hosts run here) carries ``mark`` in its command line."""
+    needle = mark.encode()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+    return False

@@ -3,7 +3,8 @@
 * Over a live master, no ``ssh`` is started for a command (starting a process fails the
   test): stdout bytes, stderr, exit codes (255 included, which is the command's own status
   here, not a failure of ssh), stdin as bytes and as a stream, and 3 MiB of output arrive exact.
-* At most 8 commands run at once on one master (sshd refuses sessions beyond MaxSessions);
+* At most 8 commands run at once on one master (sshd refuses sessions beyond MaxSessions), held
+  by a gate FIFO;
   a command whose turn does not come within its timeout times out without running; 8 commands
   timing out at once are all stopped on the host, at most 2 kills at a time.
 * A master that went away between two commands: the next command starts ``ssh`` as before,
@@ -37,7 +38,7 @@ from maintkit.transport import openssh as openssh_module
 from maintkit.transport.openssh_control import check_master, close_master
 from maintkit.transport.openssh_mux import MuxUnavailable, open_session
 from tests.gates import open_gate, wait_started, wait_until
-from tests.lab.openssh_helpers import control_home, gate_dir, in_thread, openssh_transport
+from tests.lab.openssh_helpers import control_home, endless, gate_dir, in_thread, openssh_transport, running
 from tests.lab.sshd import LabHost
 from tests.lab.test_cancel import gated, group_alive, pgid_of
 
@@ -150,10 +151,10 @@ def test_a_timeout_over_a_session_leaves_nothing_open(ssh_hosts: list[tuple[LabH
     t = openssh_transport(host, home)
     t.run(["true"])
     before = _fds()
-    res = t.run_shell(f"ps -o pgid= -p $$ > {scratch}/pgid; exec sleep 3600", timeout=1, check=False)
+    command, mark = endless()
+    res = t.run_shell(command, timeout=1, check=False)
     assert (res.timed_out, res.exit_code) == (True, 124)
-    pgid = pgid_of(scratch)
-    wait_until(lambda: not group_alive(pgid), f"remote process group {pgid} gone", limit=10)
+    wait_until(lambda: not running(mark), f"the remote sleep {mark} gone", limit=10)
     assert t.run(["echo", "usable"]).stdout == "usable\n"
     assert (t.mux_sessions, t.spawned) == (3, 0)
     wait_until(lambda: _fds() == before, "every descriptor of the sessions closed", limit=10)
@@ -236,26 +237,30 @@ def test_at_most_eight_commands_run_at_once_on_one_master(ssh_hosts: list[tuple[
     allows 50): as over paramiko, at most 8 run at once and the others wait for a turn, within
     their own timeout."""
     host, scratch = ssh_hosts[0]
+    d = gate_dir(scratch)
     t = openssh_transport(host, home)
     t.run(["true"])
-    go, started = scratch / "go", scratch / "started"
-    script = f"echo x >> {started}; while [ ! -e {go} ]; do sleep 0.02; done; echo done"
+    began = d / "began"
+    # each command takes one line of the gate FIFO (the read builtin reads a pipe byte by byte)
+    script = f"echo x >> {began}; read x < {d}/gate; echo done"
     workers = [in_thread(lambda: t.run_shell(script, timeout=120)) for _ in range(12)]
 
-    def running() -> int:
-        return len(started.read_text().splitlines()) if started.exists() else 0
+    def started() -> int:
+        return len(began.read_text().splitlines()) if began.exists() else 0
 
     try:
-        wait_until(lambda: running() == 8, "eight commands running", limit=30)
+        wait_until(lambda: started() == 8, "eight commands running", limit=30)
         late = t.run_shell(script, timeout=1, check=False)  # no turn within its timeout: never ran
         assert (late.timed_out, late.exit_code, late.stdout) == (True, 124, "")
-        assert running() == 8
+        assert started() == 8
     finally:
-        go.touch()
+        gate = os.open(d / "gate", os.O_RDWR)  # held open: the lines wait for the later readers
+        os.write(gate, b"go\n" * 12)
         for worker, _ in workers:
             worker.join(60)
+        os.close(gate)
     assert [outcome for _, outcome in workers] == [["returned"]] * 12
-    assert running() == 12
+    assert started() == 12
     assert t.most_sessions == 8
 
 
@@ -265,18 +270,15 @@ def test_eight_commands_timing_out_at_once_are_all_stopped_two_kills_at_a_time(
     """Stopping a command on the host takes one more session on the master, while the command
     still holds its own: with 8 commands, at most 2 kills run at once (8 + 2 = sshd's default
     MaxSessions), and every remote process group is gone all the same."""
-    host, scratch = ssh_hosts[0]
+    host, _ = ssh_hosts[0]
     t = openssh_transport(host, home)
     t.run(["true"])
-    pgids = scratch / "pgids"
-    script = f"ps -o pgid= -p $$ >> {pgids}; exec sleep 3600"
-    workers = [in_thread(lambda: t.run_shell(script, timeout=1, check=False)) for _ in range(8)]
+    commands = [endless() for _ in range(8)]
+    workers = [in_thread(lambda c=c: t.run_shell(c, timeout=1, check=False)) for c, _ in commands]
     for worker, _ in workers:
         worker.join(60)
     assert [outcome for _, outcome in workers] == [["returned"]] * 8
-    groups = [int(line) for line in pgids.read_text().split()]
-    assert len(groups) == 8
-    for pgid in groups:
-        wait_until(lambda pgid=pgid: not group_alive(pgid), f"remote process group {pgid} gone", limit=15)
+    for _, mark in commands:
+        wait_until(lambda mark=mark: not running(mark), f"the remote sleep {mark} gone", limit=15)
     assert 1 <= t.most_kills <= 2
     assert t.most_sessions == 8

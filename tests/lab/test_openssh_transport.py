@@ -36,7 +36,15 @@ from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, close_master, live_masters
 from tests.gates import open_gate, wait_started, wait_until
 from tests.hostile_dotfiles import MARK
-from tests.lab.openssh_helpers import authentications, control_home, gate_dir, in_thread, openssh_transport
+from tests.lab.openssh_helpers import (
+    authentications,
+    control_home,
+    endless,
+    gate_dir,
+    in_thread,
+    openssh_transport,
+    running,
+)
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
 from tests.lab.test_cancel import gated, group_alive, pgid_of
 from tests.lab.test_round_trips import FIVE
@@ -276,12 +284,12 @@ def test_a_jump_host_and_a_proxy_command(
 
 # ---------------------------------------------------------------------------- stopping commands
 def test_a_timeout_stops_the_remote_command(ssh_hosts: list[tuple[LabHost, Path]], home: Path) -> None:
-    host, scratch = ssh_hosts[0]
+    host, _ = ssh_hosts[0]
     t = openssh_transport(host, home)
-    res = t.run_shell(f"ps -o pgid= -p $$ > {scratch}/pgid; exec sleep 3600", timeout=2, check=False)
+    command, mark = endless()
+    res = t.run_shell(command, timeout=2, check=False)
     assert (res.timed_out, res.exit_code) == (True, 124)
-    pgid = pgid_of(scratch)
-    wait_until(lambda: not group_alive(pgid), f"remote process group {pgid} gone", limit=5)
+    wait_until(lambda: not running(mark), f"the remote sleep {mark} gone", limit=5)
     assert t.run(["echo", "usable"]).stdout == "usable\n"
 
 
