@@ -134,7 +134,7 @@ def _step(result: RunResult, step: str) -> Any:
 # ---------------------------------------------------------------------------- ssl.renew
 
 
-def test_due_certificate_is_renewed_and_served(tls_site: TlsSite) -> None:
+def test_due_certificate_is_renewed_and_served(tls_site: TlsSite, web_stack: WebStack) -> None:
     old = tls_site.serial()
     _set_vars(tls_site, ssl_renew_days=30)  # a one-day certificate is due
 
@@ -144,10 +144,12 @@ def test_due_certificate_is_renewed_and_served(tls_site: TlsSite) -> None:
     assert _step(plan, "after").status is StepStatus.UNKNOWN  # depends on the renewal
     assert tls_site.serial() == old  # plan changes nothing
 
+    workers = web_stack.nginx_workers()
     result = tls_site.run("renew-ssl")
     assert result.ok, result.sites[0].error
     renew = _step(result, "renew")
     assert renew.status is StepStatus.CHANGED
+    web_stack.wait_workers_retired(workers)  # a worker from before the reload may still accept
     new = tls_site.serial()
     assert new != old  # seen from the outside
     assert renew.changes[0].before["serial"] == old
@@ -204,12 +206,14 @@ def test_reload_only_when_lineage_renewed_but_not_served(tls_site: TlsSite, web_
     assert tls_site.serial() == old
     _set_vars(tls_site, ssl_renew_days=0.5)  # the renewed file is not due; the served one is older
 
+    workers = web_stack.nginx_workers()
     result = tls_site.run("renew-ssl")
 
     assert result.ok, result.sites[0].error
     renew = _step(result, "renew")
     assert renew.status is StepStatus.CHANGED
     assert "reload needed" in renew.reason
+    web_stack.wait_workers_retired(workers)
     assert tls_site.serial() == format(tls_site.certbot.certificate(tls_site.name).serial_number, "x")
 
 

@@ -321,6 +321,27 @@ http {{
             self.nginx_error_log,
         )
 
+    def nginx_workers(self) -> list[int]:
+        """The pids of nginx's worker processes now (to wait for them after a reload)."""
+        if self._nginx is None:
+            raise WebStackError("nginx is not running")
+        return _children(self._nginx.pid)
+
+    def wait_workers_retired(self, workers: list[int]) -> None:
+        """Wait until each of ``workers`` has exited or stopped accepting (shutting down).
+
+        After ``nginx -s reload`` the old workers keep accepting connections until they process
+        the master's QUIT; a handshake in that window still gets the old configuration.
+        """
+        if self._nginx is None:
+            raise WebStackError("nginx is not running")
+        _wait_until(
+            lambda: all(_old_worker_gone(pid) for pid in workers),
+            self._nginx,
+            "old nginx workers",
+            self.nginx_error_log,
+        )
+
     # -- sites -----------------------------------------------------------------------------------
 
     def make_site_dir(self, name: str, owner: str | None = None) -> Path:

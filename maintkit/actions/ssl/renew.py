@@ -26,6 +26,8 @@ from maintkit.probes.ssl import CertFile, CertInfo
 from maintkit.results import Change, Check
 from maintkit.state import index
 
+_CONFIRM = 3  # handshakes in a row that must show the renewed certificate
+
 
 @dataclass
 class _RenewPlan:
@@ -159,18 +161,26 @@ class SslRenew(Action[SslRenewParams]):
             )
 
     def _wait_served(self, endpoint: Endpoint, serial: str) -> Served:
+        """The served certificate once ``_CONFIRM`` handshakes in a row show ``serial`` (or the deadline's).
+
+        A reloading server hands connections to old and new workers for a moment: one handshake
+        with the new certificate does not yet mean every client gets it.
+        """
         p = self.params
         deadline = time.monotonic() + p.verify_timeout
+        seen = 0
         while True:
             try:
                 served = fetch_served(endpoint, ca_bundle=p.ca_bundle, timeout=p.timeout)
             except (OSError, ssl.SSLError, ValueError) as exc:
+                seen = 0
                 if time.monotonic() >= deadline:
                     raise VerifyFailed(f"cannot read the certificate served by {endpoint}: {exc}") from None
             else:
-                if served.info.serial == serial or time.monotonic() >= deadline:
+                seen = seen + 1 if served.info.serial == serial else 0
+                if seen >= _CONFIRM or time.monotonic() >= deadline:
                     return served
-            time.sleep(0.3)
+            time.sleep(0.1 if seen else 0.3)
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:
         """Keep the renewed certificate: it is as valid as the old one (which remains in ``archive/``)."""
