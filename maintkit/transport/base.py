@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import IO, Protocol, runtime_checkable
 
-from maintkit.errors import Interrupted
+from maintkit._text import head
+from maintkit.errors import CommandFailed, Interrupted
 from maintkit.results import CommandResult
 from maintkit.transport.ssh_policy import known_host_name
 
@@ -77,6 +78,17 @@ def build_command(
     elif script is not None and cwd:
         line = join(["sh", "-c", line])
     return line
+
+
+def checked(result: CommandResult, limit: float, check: bool, waiting: bool = False) -> CommandResult:
+    """``result``; with ``check``, :class:`CommandFailed` carrying it when it timed out (after
+    ``limit`` seconds, ``waiting`` for a session or running) or exited non-zero."""
+    if check and result.timed_out:
+        what = " (waiting for a session)" if waiting else ""
+        raise CommandFailed(result, f"command timed out after {limit:g} s{what}: {head(result.command, 200)}")
+    if check and result.exit_code != 0:
+        raise CommandFailed(result)
+    return result
 
 
 class CommandTransport:

@@ -24,8 +24,7 @@ import threading
 import time
 from typing import IO, Protocol
 
-from maintkit._text import head
-from maintkit.errors import CommandFailed, TransportError
+from maintkit.errors import TransportError
 from maintkit.results import CommandResult
 from maintkit.transport.base import (
     CANCEL_GRACE,
@@ -33,6 +32,7 @@ from maintkit.transport.base import (
     CommandTransport,
     atomic_put_script,
     cancelled_error,
+    checked,
     refuse_if_cancelled,
 )
 
@@ -135,11 +135,7 @@ class LocalTransport(CommandTransport):
             timed_out=timed_out,
             stdout_bytes=None if stdout_sink is not None else raw,
         )
-        if check and timed_out:
-            raise CommandFailed(result, f"command timed out after {limit:g} s: {head(line, 200)}")
-        if check and code != 0:
-            raise CommandFailed(result)
-        return result
+        return checked(result, limit, check)
 
     def _spawn(self, line: str, stdin: bytes | IO[bytes] | None) -> Running:
         """Start ``/bin/sh -c LINE`` (:meth:`_argv`) in a session (and process group) of its own."""

@@ -40,8 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from maintkit._text import head
-from maintkit.errors import CommandFailed, HostUnreachable, TransportError
+from maintkit.errors import HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, openssh_control, ssh_errors
 from maintkit.transport.base import RemoteShellTransport
@@ -53,6 +52,7 @@ from maintkit.transport.ssh_policy import (
     DEFAULT_MAX_SESSIONS,
     USER_KNOWN_HOSTS,
     HostKeyPolicy,
+    SessionGate,
     check_settings,
 )
 from maintkit.transport.ssh_settings import Endpoint
@@ -147,15 +147,19 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self.mux_sessions = 0
         self.spawned = 0
         #: at most this many commands at once on the master (as over paramiko)
-        self._sessions = threading.BoundedSemaphore(DEFAULT_MAX_SESSIONS)
-        self._open_sessions = 0
-        #: the most commands that ran at once
-        self.most_sessions = 0
+        self._sessions = SessionGate(DEFAULT_MAX_SESSIONS)
         #: remote kills (a session each) at once: with the commands, within sshd's default 10
-        self._kill_slots = threading.BoundedSemaphore(_KILL_SESSIONS)
-        self._killing = 0
-        #: the most remote kills that ran at once
-        self.most_kills = 0
+        self._kills = SessionGate(_KILL_SESSIONS)
+
+    @property
+    def most_sessions(self) -> int:
+        """The most commands that ran at once on the master."""
+        return self._sessions.most
+
+    @property
+    def most_kills(self) -> int:
+        """The most remote kills that ran at once."""
+        return self._kills.most
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
@@ -306,17 +310,12 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         limit = self.command_timeout if timeout is None else float(timeout)
         # the master is ONE connection: sshd refuses sessions beyond its MaxSessions (10 by default);
         # the wait for a turn is bounded by the command's timeout, then the command gets its own
-        if not self._sessions.acquire(timeout=limit):
+        if not self._sessions.enter(limit):
             return _waited_out(self.host, line, limit, check)
         try:
-            with self._count_lock:
-                self._open_sessions += 1
-                self.most_sessions = max(self.most_sessions, self._open_sessions)
             return super()._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
         finally:
-            with self._count_lock:
-                self._open_sessions -= 1
-            self._sessions.release()
+            self._sessions.leave()
 
     def _argv(self, line: str, has_stdin: bool) -> list[str]:
         """``ssh OPTIONS -- HOST WIRE``: the remote shell prints its pid, then runs ``line``."""
@@ -422,23 +421,19 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         """SIGTERM the remote process group, SIGKILL what is left after the grace period."""
         script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
         argv = [*self._ssh_argv(), "--", self._destination(), script]
-        with self._kill_slots:  # the commands being stopped still hold their sessions
-            with self._count_lock:
-                self._killing += 1
-                self.most_kills = max(self.most_kills, self._killing)
-            try:
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        capture_output=True,
-                        timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
-                        start_new_session=True,
-                        check=False,
-                    )
-            finally:
-                with self._count_lock:
-                    self._killing -= 1
+        self._kills.enter()  # the commands being stopped still hold their sessions
+        try:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
+                    start_new_session=True,
+                    check=False,
+                )
+        finally:
+            self._kills.leave()
 
 
 def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResult:
@@ -446,6 +441,4 @@ def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResul
     result = CommandResult(
         host=host, command=line, exit_code=124, stdout="", stderr="", duration_ms=limit * 1000.0, timed_out=True
     )
-    if check:
-        raise CommandFailed(result, f"command timed out after {limit:g} s (waiting for a session): {head(line, 200)}")
-    return result
+    return base.checked(result, limit, check, waiting=True)

@@ -43,6 +43,7 @@ from maintkit.transport.ssh_policy import (
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_SESSIONS,
     HostKeyPolicy,
+    SessionGate,
     accept_new_target,
     append_known_host,
     check_settings,
@@ -173,7 +174,7 @@ class SSHTransport(RemoteShellTransport):
         self._watch: Keepalive | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
-        self._sessions = threading.BoundedSemaphore(max_sessions)
+        self._sessions = SessionGate(max_sessions)
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.known_host_name!r}, user={self.user!r}, name={self.host!r})"
@@ -394,11 +395,11 @@ class SSHTransport(RemoteShellTransport):
         output = Output(stdout_sink)
         code, timed_out = TIMEOUT_CODE, True
         transport = self._connection()
-        if self._sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if self._sessions.enter(deadline - time.monotonic()):
             try:
                 code, timed_out = self._command(transport, line, stdin, output, deadline, token)
             finally:
-                self._sessions.release()
+                self._sessions.leave()
         if output.stop.requested and (code != 0 or timed_out):  # exit 0: it finished before the stop
             raise base.cancelled_error(self.host)
         return output.result(self.host, line, code, timed_out, started=started, limit=limit, check=check)

@@ -40,9 +40,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from maintkit._text import head
-from maintkit.errors import CommandFailed, TransportError
+from maintkit.errors import TransportError
 from maintkit.results import CommandResult
+from maintkit.transport.base import checked
 from maintkit.transport.keepalive import WATCHER
 
 __all__ = [
@@ -184,11 +184,7 @@ class Output:
             timed_out=timed_out,
             stdout_bytes=None if streamed else bytes(self.out),
         )
-        if check and timed_out:
-            raise CommandFailed(result, f"command timed out after {limit:g} s: {head(line, 200)}")
-        if check and code != 0:
-            raise CommandFailed(result)
-        return result
+        return checked(result, limit, check)
 
     def drain(self, chan: Any) -> None:
         """Read everything that has arrived on both streams."""

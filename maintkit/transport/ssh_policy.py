@@ -34,6 +34,7 @@ __all__ = [
     "USER_KNOWN_HOSTS",
     "HostKeyPolicy",
     "KnownHostsIndex",
+    "SessionGate",
     "accept_new_target",
     "append_known_host",
     "check_settings",
@@ -49,6 +50,36 @@ DEFAULT_MAX_SESSIONS = 8  # OpenSSH's default MaxSessions is 10
 DEFAULT_KEEPALIVE_INTERVAL = 5.0  # seconds of silence before a keepalive asks for a reply
 DEFAULT_KEEPALIVE_COUNT_MAX = 3  # silence of interval x count_max: the connection is lost
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+class SessionGate:
+    """At most ``limit`` sessions at once on one SSH connection, and the most that were open.
+
+    sshd refuses sessions on one connection beyond its ``MaxSessions`` (10 by default); both
+    SSH transports bound their commands (and the OpenSSH one its remote kills) with one of these.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_SESSIONS) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._open = 0
+        #: the most sessions that were open at once
+        self.most = 0
+
+    def enter(self, timeout: float | None = None) -> bool:
+        """Take a session (waiting at most ``timeout`` seconds; None: as long as it takes); False if none came."""
+        if not self._slots.acquire(timeout=None if timeout is None else max(0.0, timeout)):
+            return False
+        with self._lock:
+            self._open += 1
+            self.most = max(self.most, self._open)
+        return True
+
+    def leave(self) -> None:
+        """Give back a session taken by :meth:`enter`."""
+        with self._lock:
+            self._open -= 1
+        self._slots.release()
 
 
 def check_settings(
