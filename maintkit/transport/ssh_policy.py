@@ -1,5 +1,6 @@
 """SSH connection settings that need no SSH library: defaults and their checks, host key
-policies and known_hosts files, and ProxyCommand expansion.
+policies and known_hosts files, ProxyCommand expansion, and the session gate both SSH
+transports share (:class:`SessionGate`).
 
 Host keys are always verified, against ``~/.ssh/known_hosts`` plus the ``known_hosts``
 files given (entries for ports other than 22 are written ``[host]:port``):
