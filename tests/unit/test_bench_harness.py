@@ -1,5 +1,6 @@
 """The pure parts of the peers benchmark (benchmarks/): the maths, the table, the command lines, the
-reports it reads, the floor's batch (run by a real local shell) and the CPU accounting of orphans."""
+reports it reads, the floor's batch (run by a real local shell), the CPU accounting of orphans;
+and timeline.py on a real local run."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ try:
     import fleet
     import peers
     import report
+    import timeline
     import tools
 finally:
     sys.path.remove(str(BENCH))
@@ -321,3 +323,27 @@ def test_the_cold_floor_reads_every_host_over_a_new_verified_connection(
     assert failed.stderr.strip() == "cold floor: 1 host(s) did not answer with the converged state"
     hosts.write_text(json.dumps([{**direct[0], "known_hosts": os.devnull}]))  # its key is unknown: refused
     assert subprocess.run(argv, capture_output=True, text=True).returncode == 1
+
+
+def test_timeline_times_the_phases_of_a_real_run_in_order(tmp_path: Path) -> None:
+    """timeline.py runs maint in a child that marks the runner's phases: every row, in run order."""
+    from tests.runs import one_site, write_inventory
+
+    site = tmp_path / "site"
+    site.mkdir()
+    inventory = write_inventory(tmp_path, one_site({"connection": "local", "path": str(site)}))
+    playbook = tmp_path / "pb.yml"
+    playbook.write_text(common.PLAYBOOK)
+    args = ["run", str(playbook), "-i", str(inventory), "--state-dir", str(tmp_path / "state")]
+
+    first = timeline.run_once(args, sys.executable)
+    again = timeline.run_once(args, sys.executable)
+
+    assert (site / "app" / "config.txt").read_text() == "hello from maint\n"  # the run really ran
+    labels = [label for label, _, _ in timeline.ROWS]
+    for row in (first, again):
+        phases = [row[label] for label in labels]
+        assert phases == sorted(phases)  # each phase starts after the one before it
+        assert row["process CPU"] > 0 and row["machine CPU, all cores"] >= 0
+    with pytest.raises(SystemExit, match="maint exited 2"):
+        timeline.run_once(["run", str(tmp_path / "missing.yml"), "-i", str(inventory)], sys.executable)
