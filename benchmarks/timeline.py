@@ -27,6 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_cpu
+
 #: the child: wrap the phases, run ``maint``, write the marks (name -> [ms since start, ...]) as JSON
 BOOT = r"""
 import functools, importlib, json, os, sys, threading, time
@@ -89,20 +93,14 @@ ROWS = [
 ]
 
 
-def _machine_cpu() -> float:
-    """CPU seconds the whole machine has spent (all cores, not idle) since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def run_once(maint_args: list[str], python: str) -> dict[str, float]:
     """One timed run: each row's milliseconds, the wall, the process's and the machine's CPU."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "marks.json"
         env = {**os.environ, "MAINT_TIMELINE_OUT": str(out), "MAINT_PLAIN": "1"}
-        cpu, wall = _machine_cpu(), time.monotonic()
+        cpu, wall = machine_cpu(), time.monotonic()
         proc = subprocess.run([python, "-c", BOOT, *maint_args], env=env, capture_output=True, text=True)
-        wall, cpu = time.monotonic() - wall, _machine_cpu() - cpu
+        wall, cpu = time.monotonic() - wall, machine_cpu() - cpu
         if proc.returncode != 0:
             raise SystemExit(f"maint exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
         marks = json.loads(out.read_text())
