@@ -172,11 +172,13 @@ def post_json(url: str, body: dict[str, Any], timeout: float = 10.0) -> None:
     """POST ``body`` as JSON to ``url`` (``json://`` means http, ``jsons://`` https)."""
     import requests
 
+    from maintkit import _http
+
     parts = urlsplit(url)
     scheme = _JSON_SCHEMES.get(parts.scheme, parts.scheme)
     target = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
     try:
-        resp = requests.post(target, json=body, timeout=timeout, headers={"User-Agent": "maintkit"})
+        resp = _http.post(target, json=body, timeout=timeout, headers={"User-Agent": "maintkit"})
     except requests.RequestException as exc:
         raise NotifyError(f"{display_url(url)}: {type(exc).__name__}") from None
     if resp.status_code >= 300:

@@ -2,8 +2,9 @@
 
 The machines the suite runs on are shared: a login user may already have a ``~/.my.cnf``
 for another database, a ``~/.ssh/config`` that redirects hosts, a ``~/.gitconfig`` with
-URL rewrites or signing turned on. maintkit must do what it was told regardless, so the
-suite plants such files (:data:`HOSTILE`) for root and ``deploy`` and must pass with them.
+URL rewrites or signing turned on, a ``~/.netrc`` with credentials for the lab's web
+servers. maintkit must do what it was told regardless, so the suite plants such files
+(:data:`HOSTILE`) for root and ``deploy`` and must pass with them.
 
 Several test sessions may run at once on one machine. They share one plant: the first
 session in backs up the originals and plants, the last one out restores. Holders are
@@ -54,6 +55,8 @@ HOSTILE: dict[str, str] = {
         "[commit]\n    gpgsign = true\n"
         "[tag]\n    gpgsign = true\n"
     ),
+    # requests (and curl -n) would send these to the lab's web servers, over a header maint set
+    ".netrc": f"{MARK}\nmachine 127.0.0.1 login nobody password hostile-netrc\nmachine localhost login nobody password hostile-netrc\n",
 }
 USERS = ("root", "deploy")
 STATE_DIR = Path("/var/tmp/maintkit-hostile-dotfiles")

@@ -307,6 +307,7 @@ class CompatCheck(Action[CompatCheckParams]):
     def _smoke_one(self, ctx: Context, url: str, path: str, requests: Any) -> str | None:
         """Fetch one smoke path; a gateway status (502/503/504: PHP-FPM restarting, say) or no
         answer is tried again (``smoke_retries``, backing off), what the application answers is not."""
+        from maintkit import _http
         from maintkit.actions.http.client import back_off
 
         failure: str | None = None
@@ -314,7 +315,7 @@ class CompatCheck(Action[CompatCheckParams]):
             if attempt > 1:
                 back_off(self.params.smoke_backoff_s, attempt - 1)
             try:
-                resp = requests.get(url, timeout=self.params.smoke_timeout, verify=self.params.verify_tls)
+                resp = _http.get(url, timeout=self.params.smoke_timeout, verify=self.params.verify_tls)
             except requests.RequestException as exc:
                 failure = f"smoke {path}: {type(exc).__name__}"
                 continue

@@ -30,6 +30,8 @@ def _cdn_purge(ctx: Context, cdn: CdnTarget) -> int:
     """Purge through the Cloudflare API; return the number of API calls. Messages never carry secrets."""
     import requests
 
+    from maintkit import _http
+
     assert cdn.zone_id is not None and cdn.token is not None
     endpoint = f"{cdn.api_base.rstrip('/')}/zones/{url_quote(cdn.zone_id.get_secret_value(), safe='')}/purge_cache"
     headers = {"Authorization": f"Bearer {cdn.token.get_secret_value()}", "Content-Type": "application/json"}
@@ -42,7 +44,7 @@ def _cdn_purge(ctx: Context, cdn: CdnTarget) -> int:
     api_host = urlsplit(cdn.api_base).netloc
     for body in bodies:
         try:
-            resp = requests.post(endpoint, json=body, headers=headers, timeout=cdn.timeout, verify=cdn.verify)
+            resp = _http.post(endpoint, json=body, headers=headers, timeout=cdn.timeout, verify=cdn.verify)
         except requests.RequestException as exc:
             raise TargetFailed(f"CDN API {api_host} unreachable ({type(exc).__name__})") from None
         try:

@@ -61,10 +61,10 @@ def _describe_exception(exc: Exception, timeout: float) -> str:
 
 
 def make_session(p: HttpCheckParams, base: str | None) -> Session:
-    """A requests session: our User-Agent, the TLS setting and, with ``resolve``, the fixed address."""
-    import requests
+    """A requests session without ``~/.netrc``: our User-Agent, the TLS setting and, with ``resolve``, the address."""
+    from maintkit import _http
 
-    session = requests.Session()
+    session = _http.Session()  # no ~/.netrc
     session.headers["User-Agent"] = USER_AGENT
     session.verify = p.verify
     if p.verify is False:

@@ -71,8 +71,10 @@ def _get_json(url: str, params: Mapping[str, str] | None, timeout: float) -> dic
     """GET a JSON object; None on 404; CheckFailed on anything else that is not a JSON object."""
     import requests
 
+    from maintkit import _http
+
     try:
-        resp = requests.get(url, params=dict(params or {}), timeout=timeout)
+        resp = _http.get(url, params=dict(params or {}), timeout=timeout)
     except requests.RequestException as exc:
         raise CheckFailed(f"cannot fetch checksums from {url}: {type(exc).__name__}: {exc}") from None
     if resp.status_code == 404:

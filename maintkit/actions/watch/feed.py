@@ -251,12 +251,14 @@ def _read_cache(path: Path, url: str) -> Feed | None:
 def _download(config: FeedConfig) -> Any:
     import requests
 
+    from maintkit import _http
+
     headers = {"Accept": "application/json"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     url = str(config.url)
     try:
-        with requests.get(url, headers=headers, timeout=config.timeout, stream=True) as resp:
+        with _http.Session() as session, session.get(url, headers=headers, timeout=config.timeout, stream=True) as resp:
             if resp.status_code >= 400:
                 raise FeedError(f"vulnerability feed {url}: HTTP {resp.status_code}")
             with tempfile.TemporaryFile() as tmp:

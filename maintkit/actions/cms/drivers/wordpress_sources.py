@@ -87,8 +87,10 @@ class WpSources:
     def _get_json(self, url: str, what: str) -> dict[str, Any] | None:
         import requests
 
+        from maintkit import _http
+
         try:
-            resp = requests.get(url, timeout=self.p.api_timeout)
+            resp = _http.get(url, timeout=self.p.api_timeout)
         except requests.RequestException as exc:
             raise CheckFailed(f"{what}: the update API at {self.p.api_url} is unreachable: {exc}") from None
         if resp.status_code == 404:
@@ -166,8 +168,10 @@ class WpSources:
                 raise CheckFailed(f"package {offer.ref} on the host: {exc}") from None
         import requests
 
+        from maintkit import _http
+
         try:
-            resp = requests.get(offer.ref, timeout=self.p.api_timeout)
+            resp = _http.get(offer.ref, timeout=self.p.api_timeout)
             resp.raise_for_status()
         except requests.RequestException as exc:
             raise CheckFailed(f"download of {offer.ref} failed: {exc}") from None
