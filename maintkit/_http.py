@@ -37,9 +37,10 @@ class Session(requests.Session):
         unlike requests, take no credentials from ``~/.netrc`` for the new host."""
         headers = prepared_request.headers
         original = response.request.url
-        strip = original and self.should_strip_auth(original, prepared_request.url or "")  # type: ignore[no-untyped-call]
-        if "Authorization" in headers and strip:
-            del headers["Authorization"]
+        if "Authorization" in headers and (
+            not original or self.should_strip_auth(original, prepared_request.url or "")  # type: ignore[no-untyped-call]
+        ):
+            del headers["Authorization"]  # an unknown origin counts as another host
 
 
 def get(url: str, **kwargs: Any) -> Response:
