@@ -8,11 +8,12 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from maintkit.demo.common import DemoServerError, free_port, wait_http
 from maintkit.demo.web import ThreadedServer, shop_handler
 
-__all__ = ["TlsFiles", "TlsFront", "make_tls", "start_tls"]
+__all__ = ["TlsFiles", "TlsFront", "make_tls", "new_ca", "new_leaf", "pem", "start_tls", "write_key"]
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,28 @@ class TlsFiles:
 
 def make_tls(directory: Path, days: int = 90) -> TlsFiles:
     """Create (once) a CA and a server certificate signed by it, with ``cryptography``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     if files.ca.is_file() and files.cert.is_file() and files.key.is_file():
         return files
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca, ca_key = new_ca("maint demo CA")
+    cert, key = new_leaf(ca, ca_key, days)
+    files.ca.write_bytes(pem(ca))
+    files.cert.write_bytes(pem(cert) + pem(ca))
+    write_key(files.key, key)
+    return files
+
+
+def new_ca(name: str, days: int = 3650) -> tuple[Any, Any]:
+    """A self-signed CA certificate named ``name`` and its (EC P-256) key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maint demo CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -45,18 +56,29 @@ def make_tls(directory: Path, days: int = 90) -> TlsFiles:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=3650))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    return ca, ca_key
+
+
+def new_leaf(ca: Any, ca_key: Any, days: int) -> tuple[Any, Any]:
+    """A server certificate for localhost and 127.0.0.1 signed by ``ca``, and its key (a new serial each time)."""
     import ipaddress
 
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
@@ -68,14 +90,25 @@ def make_tls(directory: Path, days: int = 90) -> TlsFiles:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
-    files.ca.write_bytes(ca.public_bytes(pem))
-    files.cert.write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
-    key_bytes = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return cert, key
+
+
+def pem(cert: Any) -> bytes:
+    """A certificate as PEM."""
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def write_key(path: Path, key: Any) -> None:
+    """Write a private key as unencrypted PKCS#8 PEM, created 0600."""
+    from cryptography.hazmat.primitives import serialization
+
+    encoding, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    data = key.private_bytes(encoding, pkcs8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key_bytes)
-    return files
+        fh.write(data)
 
 
 @dataclass

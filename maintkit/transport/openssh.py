@@ -47,7 +47,7 @@ from maintkit.transport.base import RemoteShellTransport
 from maintkit.transport.local import LocalTransport, Running
 from maintkit.transport.openssh_errors import hop_failure, ssh_failure
 from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_session
-from maintkit.transport.ssh_channel import Stop, command_line
+from maintkit.transport.ssh_channel import TIMEOUT_CODE, Stop, command_line
 from maintkit.transport.ssh_policy import (
     DEFAULT_MAX_SESSIONS,
     USER_KNOWN_HOSTS,
@@ -310,12 +310,10 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         limit = self.command_timeout if timeout is None else float(timeout)
         # the master is ONE connection: sshd refuses sessions beyond its MaxSessions (10 by default);
         # the wait for a turn is bounded by the command's timeout, then the command gets its own
-        if not self._sessions.enter(limit):
-            return _waited_out(self.host, line, limit, check)
-        try:
+        with self._sessions.turn(limit) as mine:
+            if not mine:
+                return _waited_out(self.host, line, limit, check)
             return super()._execute(line, timeout=timeout, check=check, stdin=stdin, stdout_sink=stdout_sink)
-        finally:
-            self._sessions.leave()
 
     def _argv(self, line: str, has_stdin: bool) -> list[str]:
         """``ssh OPTIONS -- HOST WIRE``: the remote shell prints its pid, then runs ``line``."""
@@ -421,24 +419,21 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         """SIGTERM the remote process group, SIGKILL what is left after the grace period."""
         script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
         argv = [*self._ssh_argv(), "--", self._destination(), script]
-        self._kills.enter()  # the commands being stopped still hold their sessions
-        try:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
-                    start_new_session=True,
-                    check=False,
-                )
-        finally:
-            self._kills.leave()
+        # the commands being stopped still hold their sessions
+        with self._kills.turn(), contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=base.CANCEL_GRACE + 2 * self.connect_timeout,
+                start_new_session=True,
+                check=False,
+            )
 
 
 def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResult:
     """The result of a command whose turn on the master did not come within its timeout."""
     result = CommandResult(
-        host=host, command=line, exit_code=124, stdout="", stderr="", duration_ms=limit * 1000.0, timed_out=True
+        host=host, command=line, exit_code=TIMEOUT_CODE, stdout="", stderr="", duration_ms=limit * 1e3, timed_out=True
     )
     return base.checked(result, limit, check, waiting=True)

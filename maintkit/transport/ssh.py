@@ -395,11 +395,9 @@ class SSHTransport(RemoteShellTransport):
         output = Output(stdout_sink)
         code, timed_out = TIMEOUT_CODE, True
         transport = self._connection()
-        if self._sessions.enter(deadline - time.monotonic()):
-            try:
+        with self._sessions.turn(deadline - time.monotonic()) as mine:
+            if mine:
                 code, timed_out = self._command(transport, line, stdin, output, deadline, token)
-            finally:
-                self._sessions.leave()
         if output.stop.requested and (code != 0 or timed_out):  # exit 0: it finished before the stop
             raise base.cancelled_error(self.host)
         return output.result(self.host, line, code, timed_out, started=started, limit=limit, check=check)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,16 @@ class SessionGate:
         with self._lock:
             self._open -= 1
         self._slots.release()
+
+    @contextmanager
+    def turn(self, timeout: float | None = None) -> Iterator[bool]:
+        """``with gate.turn(t) as mine:`` a session held for the block when ``mine`` (given back after)."""
+        mine = self.enter(timeout)
+        try:
+            yield mine
+        finally:
+            if mine:
+                self.leave()
 
 
 def check_settings(

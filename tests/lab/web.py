@@ -310,16 +310,12 @@ http {{
             raise WebStackError("nginx is not running")
         self._write_nginx_conf()
         self._nginx_test()
-        old_workers = _children(self._nginx.pid)
+        old_workers = self.nginx_workers()
         res = subprocess.run(self._nginx_cmd("-s", "reload"), capture_output=True, text=True, timeout=30)
         if res.returncode != 0:
             raise WebStackError(f"nginx -s reload failed:\n{res.stderr.strip()}")
-        _wait_until(
-            lambda: self._generation_answers() and all(_old_worker_gone(pid) for pid in old_workers),
-            self._nginx,
-            "nginx reload",
-            self.nginx_error_log,
-        )
+        _wait_until(self._generation_answers, self._nginx, "nginx reload", self.nginx_error_log)
+        self.wait_workers_retired(old_workers)
 
     def nginx_workers(self) -> list[int]:
         """The pids of nginx's worker processes now (to wait for them after a reload)."""

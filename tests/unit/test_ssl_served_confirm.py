@@ -11,19 +11,15 @@ import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from maintkit.actions.ssl import Endpoint
 from maintkit.actions.ssl.params import SslRenewParams
 from maintkit.actions.ssl.renew import SslRenew
-from maintkit.demo.tls import TlsFiles
+from maintkit.demo.tls import TlsFiles, new_ca, new_leaf, pem, write_key
 
 
 @dataclass
@@ -66,47 +62,20 @@ def _serial(files: TlsFiles) -> str:
     return format(x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number, "x")
 
 
-def _leaf(directory: Path, name: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> TlsFiles:
-    now = datetime.now(UTC) - timedelta(minutes=5)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    files = TlsFiles(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
-    files.cert.write_bytes(cert.public_bytes(pem))
-    files.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return files
-
-
 @pytest.fixture
 def certs(tmp_path: Path) -> Iterator[tuple[TlsFiles, TlsFiles, Path]]:
     """The old and the renewed certificate, both issued by one CA (the bundle)."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = datetime.now(UTC) - timedelta(minutes=5)
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca, ca_key = new_ca("test CA", days=2)
     bundle = tmp_path / "ca.pem"
-    bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    yield _leaf(tmp_path, "old", ca, ca_key), _leaf(tmp_path, "new", ca, ca_key), bundle
+    bundle.write_bytes(pem(ca))
+    pairs = []
+    for name in ("old", "new"):
+        cert, key = new_leaf(ca, ca_key, days=1)
+        files = TlsFiles(bundle, tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        files.cert.write_bytes(pem(cert))
+        write_key(files.key, key)
+        pairs.append(files)
+    yield pairs[0], pairs[1], bundle
 
 
 def _wait(script: list[TlsFiles], want: TlsFiles, bundle: Path, timeout: float = 15) -> tuple[str, int]:
