@@ -14,7 +14,6 @@ to certbot as ``REQUESTS_CA_BUNDLE``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import socket
@@ -23,15 +22,12 @@ import subprocess
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from maintkit.demo.tls import new_ca, new_leaf, pem, write_key
 from tests.gates import wait_until
 
 if TYPE_CHECKING:
@@ -102,46 +98,12 @@ class AcmeServer:
         self._pebble = self._chall = None
 
     def _make_api_cert(self) -> tuple[Path, Path]:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maintkit lab ACME API CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.ca_bundle.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        ca_cert, ca_key = new_ca("maintkit lab ACME API CA", days=30)
+        cert, key = new_leaf(ca_cert, ca_key, days=30)
+        self.ca_bundle.write_bytes(pem(ca_cert))
         cert_path, key_path = self.base_dir / "api-cert.pem", self.base_dir / "api-key.pem"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        cert_path.write_bytes(pem(cert))
+        write_key(key_path, key)
         return cert_path, key_path
 
     def _start_challtestsrv(self) -> None:
