@@ -49,6 +49,8 @@ class Poller:
     errors: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     first: threading.Event = field(default_factory=threading.Event)
+    #: created once MIN_DURING_APPLY answers came during the update (see ``gated_php``)
+    gate: Path | None = None
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("env") == "production" and event.get("step") == "update":
@@ -72,6 +74,8 @@ class Poller:
                 else:
                     versions = [v for v in ("1.0.0", "1.1.0") if f"(shop-cart {v})</div>" in res.text]
                     self.answers.append(Answer(phase, res.status_code, "".join(versions), flagged or self.flags()))
+                    if self.gate and sum(a.phase == "apply" for a in self.answers) >= MIN_DURING_APPLY:
+                        self.gate.touch()
                 self.first.set()
                 self.stop.wait(0.05)
 
@@ -84,6 +88,23 @@ class Poller:
         finally:
             self.stop.set()
             thread.join(30)
+
+
+def gated_php(shop: Shop, gate: Path) -> str:
+    """A ``php`` for cms.update whose ``activate`` on production (the helper run right after the
+    switch) waits for ``gate``: the poller's answers during the update, around the switch, then
+    do not depend on how long the update takes. Bounded (30 s), so a missing gate fails the
+    count instead of hanging the run."""
+    shim = shop.host_dir / "php-gated"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f"gated() {{ while [ \"$1\" = -d ]; do shift 2; done; [ \"$2\" = '{shop.production.path}' ] "
+        '&& [ "$3" = activate ]; }\n'
+        f"if gated \"$@\"; then i=0; while [ ! -e '{gate}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; fi\n"
+        'exec php "$@"\n'
+    )
+    shim.chmod(0o755)
+    return str(shim)
 
 
 def lock_of(result: RunResult) -> dict[str, Any]:
@@ -101,8 +122,10 @@ lab = pytest.mark.lab
 @lab
 def test_promotion_without_schema_change_serves_every_request_and_opens_no_window(shop: Shop) -> None:
     make_shop_cart_zip(shop.repo, "1.1.0")
-    inv = write_inventory(shop, **NO_RELOAD)
-    poller = Poller(shop.production)
+    gate = shop.host_dir / "answered-during-the-update"  # where deploy can see it
+    gate.unlink(missing_ok=True)
+    inv = write_inventory(shop, {"php": gated_php(shop, gate)}, **NO_RELOAD)
+    poller = Poller(shop.production, gate=gate)
 
     result = poller.run(shop, inv)
 
