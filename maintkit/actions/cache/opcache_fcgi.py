@@ -7,6 +7,9 @@ itself instead: it writes a small PHP script to a private file on the host (``mk
 FastCGI request to the pool's socket that runs it (status before, then ``opcache_reset()``),
 then asks for the status again until php-fpm has performed the reset (``restart_pending``
 false and one more manual restart, within ``settle`` seconds), and removes the file it created.
+A reset another request asked for a moment before and still pending is joined: the pool's
+``opcache_reset()`` returns false then, and that pending reset empties the cache as well
+(php-fpm masters shared by many sites, each resetting after its own update).
 
 The request goes through ``cgi-fcgi`` on the host (Debian: libfcgi-bin) with an empty
 environment (``env -i``: the login's variables are not sent to PHP), or, when the host has no
@@ -60,6 +63,11 @@ $out = [
 ];
 if (($_SERVER['QUERY_STRING'] ?? '') === 'reset') {
     $out['reset'] = function_exists('opcache_reset') ? (bool) @opcache_reset() : false;
+    if (!$out['reset']) {
+        // false also while a reset asked for by another request is pending: it empties the cache too
+        $now = function_exists('opcache_get_status') ? @opcache_get_status(false) : false;
+        $out['joined'] = is_array($now) && (bool) $now['restart_pending'];
+    }
 }
 header('Content-Type: text/plain');
 echo "MAINTKIT-OPCACHE " . json_encode($out) . "\n";
@@ -214,7 +222,7 @@ def reset(ctx: Context, plan: FcgiPlan, script: str) -> dict[str, Any]:
         raise TargetFailed(f"OPcache is disabled in the pool at {plan.address} (opcache.enable=0): nothing to reset")
     if not isinstance(before, dict):
         raise TargetFailed(f"opcache_get_status() refused in the pool at {plan.address} (opcache.restrict_api?)")
-    if not first.get("reset") and not before["pending"]:
+    if not (first.get("reset") or first.get("joined") or before["pending"]):
         raise TargetFailed(f"opcache_reset() returned false in the pool at {plan.address} (opcache.restrict_api?)")
     deadline, polls = time.monotonic() + plan.settle, 0
     while True:
