@@ -144,6 +144,11 @@ if (in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty
     );
 }
 
+// The compiled-code cache maint keeps for the helper (see maintkit_cache_scan below).
+if (isset($maintkit_args['php_cache']) && is_string($maintkit_args['php_cache'])) {
+    maintkit_cache_open($maintkit_args['php_cache']);
+}
+
 if ($maintkit_cmd === 'dbcnf') {
     // Credentials only: load wp-config.php without the rest of WordPress where possible.
     maintkit_dbcnf($maintkit_root, $maintkit_args);
@@ -201,6 +206,81 @@ switch ($maintkit_cmd) {
         break;
     default:
         maintkit_fail('unknown command ' . $maintkit_cmd);
+}
+
+/**
+ * OPcache's file cache (opcache.file_cache_only, started by maint with the directory it made)
+ * trusts a compiled file while the source's mtime is unchanged. maint trusts it less: a
+ * manifest next to the cache records, per source, the device, inode, size, mtime and ctime it
+ * had when its compiled copy was kept, and a compiled copy whose source differs in any of them
+ * (or has no entry) is deleted before WordPress loads. A package switched in by renames, a file
+ * rewritten with its old mtime or a release swapped in by a directory rename all change the
+ * inode or the ctime, which no program can set back.
+ */
+function maintkit_cache_open(string $dir): void
+{
+    if ($dir === '' || $dir[0] !== '/' || ini_get('opcache.file_cache') !== $dir || !ini_get('opcache.enable_cli')
+        || !ini_get('opcache.file_cache_only') || !is_dir($dir) || is_link($dir)) {
+        return; // not the cache maint started this process with: never touched
+    }
+    $manifest = maintkit_cache_scan($dir, maintkit_cache_manifest($dir), false);
+    register_shutdown_function(function () use ($dir, $manifest) {
+        maintkit_cache_write($dir, maintkit_cache_scan($dir, $manifest, true));
+    });
+}
+
+function maintkit_cache_manifest(string $dir): array
+{
+    $text = @file_get_contents($dir . '/manifest.json');
+    $data = $text === false ? null : json_decode($text, true);
+    return is_array($data) ? $data : array();
+}
+
+/** The source's identity: device, inode, size, mtime, ctime (null when it is gone). */
+function maintkit_cache_id(string $src): ?array
+{
+    clearstatcache(true, $src);
+    $st = @lstat($src);
+    if ($st === false || ($st['mode'] & 0170000) !== 0100000) {
+        return null; // gone, or no longer a regular file
+    }
+    return array($st['dev'] . ':' . $st['ino'] . ':' . $st['size'] . ':' . $st['mtime'] . ':' . $st['ctime'], $st['ctime']);
+}
+
+/**
+ * Keep the compiled files whose source is unchanged since the manifest recorded it; delete the
+ * rest. With $record (after the run) a compiled file without an entry is recorded when its
+ * source's ctime is older than the compiled file (so it was compiled from that content).
+ */
+function maintkit_cache_scan(string $dir, array $manifest, bool $record): array
+{
+    $keep = array();
+    $it = new RecursiveIteratorIterator(new RecursiveDirectoryIterator($dir, FilesystemIterator::SKIP_DOTS));
+    foreach ($it as $path => $info) {
+        if ($info->isLink() || !$info->isFile() || substr($path, -4) !== '.bin') {
+            continue;
+        }
+        $src = substr($path, strlen($dir) + 33, -4); // <dir>/<32-character system id><source path>.bin
+        $id = maintkit_cache_id($src);
+        if ($id !== null && isset($manifest[$src]) && $manifest[$src] === $id[0]) {
+            $keep[$src] = $id[0];
+        } elseif ($record && $id !== null && !isset($manifest[$src]) && $id[1] < $info->getMTime()) {
+            $keep[$src] = $id[0];
+        } else {
+            @unlink($path);
+        }
+    }
+    return $keep;
+}
+
+function maintkit_cache_write(string $dir, array $manifest): void
+{
+    $tmp = $dir . '/manifest.json.tmp' . getmypid();
+    $old = umask(077);
+    if (@file_put_contents($tmp, json_encode($manifest, JSON_UNESCAPED_SLASHES)) === false || !@rename($tmp, $dir . '/manifest.json')) {
+        @unlink($tmp);
+    }
+    umask($old);
 }
 
 /** With "list" in the arguments: the answer plus what list reports now, under "state". */

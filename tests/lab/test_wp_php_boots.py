@@ -26,10 +26,14 @@ pytestmark = pytest.mark.lab
 
 def php_shim(directory: Path) -> tuple[Path, Path]:
     """A ``php`` wrapper that logs ``<root>\\t<command>`` of each start (both call forms put the
-    root second and the helper command third), and the log it writes."""
+    root second and the helper command third, after any ``-d`` settings), and the log it writes."""
     log = directory / "php-starts.log"
     shim = directory / "php-counting"
-    shim.write_text(f'#!/bin/sh\nprintf \'%s\\t%s\\n\' "$2" "$3" >> \'{log}\'\nexec php "$@"\n')
+    shim.write_text(
+        "#!/bin/sh\n"
+        f"note() {{ while [ \"$1\" = -d ]; do shift 2; done; printf '%s\\t%s\\n' \"$2\" \"$3\" >> '{log}'; }}\n"
+        'note "$@"\nexec php "$@"\n'
+    )
     shim.chmod(0o755)
     log.touch()
     chown_tree(log, "deploy")

@@ -70,6 +70,13 @@ class CmsUpdateParams(Params):
     # -- where
     root: str | None = Field(None, description="WordPress root / composer project dir (relative to the env path)")
     php: str = Field("php", description="PHP CLI binary on the host (match the site's PHP-FPM version)")
+    php_cache: bool = Field(
+        True,
+        description=(
+            "WordPress: keep the helper's compiled PHP between its runs in <path>/.maint/php-cache "
+            "(OPcache file cache; a source whose inode, size or times changed is compiled again)"
+        ),
+    )
     snapshot_dir: str | None = Field(None, description="Where snapshots go (default <path>/.maint/snapshots)")
     keep_snapshots: int = Field(3, ge=1, description="Snapshots of earlier runs to keep")
     # -- database

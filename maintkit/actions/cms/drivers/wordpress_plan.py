@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.cms.drivers.base import DriverBase
+from maintkit.actions.cms.drivers.php_cache import cache_dir, php_command
 from maintkit.actions.cms.drivers.wordpress_sources import WpSources
 from maintkit.actions.cms.drivers.wordpress_state import (
     Stopwatch,
@@ -64,17 +65,17 @@ class WordPressPlanner(DriverBase):
     # ---------------------------------------------------------------- helper
     def call(self, ctx: Context, command: str, args: dict[str, Any] | None = None, *, uploaded: bool) -> dict[str, Any]:
         """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
-        payload = json.dumps(args or {}, separators=(",", ":"))
+        cache = None if ctx.check_mode or not self.p.php_cache else cache_dir(ctx)
+        payload = json.dumps({**(args or {}), **({"php_cache": cache} if cache else {})}, separators=(",", ":"))
         self.clock.boots += 1
+        script = [self.helper_path(ctx)] if uploaded else ["--"]
+        argv = php_command(self.p.php, [*script, self.root(ctx), command, payload], cache)
+        timeout = self.p.timeout or ctx.env.command_timeout
         with self.clock.part("php"):
             if uploaded:
-                argv = [self.p.php, self.helper_path(ctx), self.root(ctx), command, payload]
-                res = ctx.run(argv, check=False, timeout=self.p.timeout or ctx.env.command_timeout)
+                res = ctx.run(argv, check=False, timeout=timeout)
             else:
-                argv = [self.p.php, "--", self.root(ctx), command, payload]
-                res = ctx.run(
-                    argv, check=False, stdin=wp_helper_source(), timeout=self.p.timeout or ctx.env.command_timeout
-                )
+                res = ctx.run(argv, check=False, stdin=wp_helper_source(), timeout=timeout)
         data = parse_marked_json(res.stdout)
         if data is None:
             return {
