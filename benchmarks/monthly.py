@@ -1,6 +1,7 @@
 """Benchmark: the built-in monthly-update on the WordPress lab, against the same operations by hand.
 
-    python benchmarks/monthly.py --sites 1,5,20 [--rounds N] [--concurrency N] [--json FILE]
+    python benchmarks/monthly.py --sites 1,5,20 [--rounds N] [--concurrency N] [--next-month]
+        [--php-cache on|off] [--json FILE]
 
 Run as root: it starts the lab the test suite uses (tests/lab/): two sshd hosts (staging on the
 first, production on the second), nginx + php-fpm, MariaDB, a WordPress 6.1 template with the
@@ -25,7 +26,12 @@ each: own tree, database and nginx server block), then:
   ``curl`` of the smoke paths for http.check (one curl per check, from the controller). Every
   copy must then run shop-cart 1.1.0 and answer 200 on /cart/ with it, as after the maint run.
   Shops run with the same number at once as maint (``--concurrency``, default the playbook's 4);
-- **overhead** = maint first wall / by-hand wall - 1.
+- **overhead** = maint first wall / by-hand wall - 1;
+- **next month** (``--next-month``): the update API then offers shop-cart 1.2.0 and both sides
+  do the job again on the same shops: ``maint run monthly-update`` (a site maint has run on
+  before: its compiled-PHP cache under ``.maint/php-cache`` is warm) and the by-hand
+  operations on the by-hand shops; **overhead_next** = the first over the second - 1.
+  ``--php-cache off`` runs maint with ``php_cache: false`` (for comparing the two).
 
 Besides wall time, each side's machine CPU is taken from ``/proc/stat`` (every process on the
 machine: maint or the by-hand client, sshd, PHP, MariaDB, nginx), and ``overhead_cpu`` is
@@ -58,6 +64,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -362,12 +369,12 @@ def make_shops(lab: SshLab, template: WpTemplate, n: int, tag: str, base: Path) 
     return [make_shop(template, h1, h2, lab.scratch(h1, f"{tag}-{i}"), base / f"{tag}-{i}") for i in range(n)]
 
 
-def run_size(
-    lab: SshLab, template: WpTemplate, n: int, api: str, work: Path, concurrency: int, tag: str = ""
-) -> dict[str, Any]:
-    """Both maint runs on ``n`` fresh shops, the by-hand operations on ``n`` other fresh shops; the raw figures."""
+def run_size(lab: SshLab, template: WpTemplate, n: int, api: Api, work: Path, opts: argparse.Namespace, tag: str = "") -> dict[str, Any]:  # fmt: skip
+    """Both maint runs on ``n`` fresh shops, the by-hand operations on ``n`` other fresh shops
+    (then, with ``--next-month``, both again with shop-cart 1.2.0); the raw figures."""
+    concurrency = opts.concurrency
     shops = make_shops(lab, template, n, f"{tag}n{n}", work)
-    settings = {"repository": None, "api_url": api}
+    settings = {"repository": None, "api_url": api.url, "php_cache": opts.php_cache == "on"}
     sites = {f"shop{i:02d}": site_entry(shop, settings) for i, shop in enumerate(shops)}
     for entry, shop in zip(sites.values(), shops, strict=True):  # one php-fpm for every shop: no reloads
         entry["vars"]["opcache"] = {"fastcgi": f"127.0.0.1:{shop.web.php_port}", "user": shop.web.user, "sudo": True}
@@ -388,8 +395,9 @@ def run_size(
     hand_shops = make_shops(lab, template, n, f"{tag}h{n}", work)  # 1.0.0, as the maint shops were
     for shop in hand_shops:
         site_entry(shop, settings)  # writes the database option files the dumps use
-    hand = by_hand(lab, hand_shops, f"{api}/downloads/shop-cart-1.1.0.zip", concurrency)
+    hand = by_hand(lab, hand_shops, f"{api.url}/downloads/shop-cart-1.1.0.zip", concurrency)
     check_outcome(hand_shops, "1.1.0")
+    nxt = next_month(lab, api, argv, state, shops, hand_shops, concurrency) if opts.next_month else {}
     for shop in [*shops, *hand_shops]:
         for site in (shop.staging, shop.production):
             template.web.remove_site(site.name)
@@ -405,6 +413,36 @@ def run_size(
         "overhead_cpu": first["machine_cpu"] / hand["machine_cpu"] - 1,
         "first_run": breakdown(first_log),
         "noop_run": breakdown(noop_log),
+        "php_cache": opts.php_cache,
+        **nxt,
+    }
+
+
+@dataclass
+class Api:
+    """The update API stand-in: its URL and shop-cart's newest version it offers (changeable)."""
+
+    url: str
+    latest: list[str]
+
+
+def next_month(lab: SshLab, api: Api, argv: list[str], state: Path, shops: list[Shop], hand_shops: list[Shop], concurrency: int) -> dict[str, Any]:  # fmt: skip
+    """shop-cart 1.2.0 offered: maint again on its shops, by hand again on the by-hand shops."""
+    api.latest[0] = "1.2.0"
+    try:
+        maint = timed_maint(argv)
+        log = read_events(newest_run(state))
+        check_outcome(shops, "1.2.0")
+        hand = by_hand(lab, hand_shops, f"{api.url}/downloads/shop-cart-1.2.0.zip", concurrency)
+        check_outcome(hand_shops, "1.2.0")
+    finally:
+        api.latest[0] = "1.1.0"
+    return {
+        "maint_next": maint,
+        "by_hand_next": hand,
+        "overhead_next": maint["wall"] / hand["wall"] - 1,
+        "overhead_next_cpu": maint["machine_cpu"] / hand["machine_cpu"] - 1,
+        "next_run": breakdown(log),
     }
 
 
@@ -418,6 +456,14 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
         f, o, h = r["maint_first"], r["maint_noop"], r["by_hand"]
         print(f"{r['sites']} | {f['wall']:.2f} / {f['cpu']:.2f} / {f['machine_cpu']:.2f} | {o['wall']:.2f} / {o['cpu']:.2f} | "
               f"{h['wall']:.2f} / {h['machine_cpu']:.2f} | {100 * r['overhead']:+.0f}%, {100 * r['overhead_cpu']:+.0f}%")  # fmt: skip
+    if any("maint_next" in r for r in rows):
+        print("\nnext month: sites | maint wall / cpu / machine | by hand wall / machine | overhead wall, machine cpu")
+        print("---|---|---|---")
+        for r in rows:
+            if "maint_next" in r:
+                m, h = r["maint_next"], r["by_hand_next"]
+                print(f"{r['sites']} | {m['wall']:.2f} / {m['cpu']:.2f} / {m['machine_cpu']:.2f} | {h['wall']:.2f} / "
+                      f"{h['machine_cpu']:.2f} | {100 * r['overhead_next']:+.0f}%, {100 * r['overhead_next_cpu']:+.0f}%")  # fmt: skip
     if len(rows) > len({r["sites"] for r in rows}):
         print("\nsites | median overhead over the rounds: wall, machine cpu")
         print("---|---")
@@ -432,6 +478,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=PLAYBOOK_CONCURRENCY, help="shops at once (maint and by hand)")
     ap.add_argument("--rounds", type=int, default=1, help="measure every size this many times (fresh shops each)")
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
+    ap.add_argument("--next-month", action="store_true", help="then both sides again with shop-cart 1.2.0 offered")
+    ap.add_argument("--php-cache", choices=("on", "off"), default="on", help="maint's php_cache (default on)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sites.split(",")]
     rows = []
@@ -447,12 +495,18 @@ def main() -> None:
         template = build_wordpress_template(work, web, mariadb)
         zips = work / "downloads"
         make_shop_cart_zip(zips, "1.1.0")
-        api = stack.enter_context(serve_update_api(zips))
+        make_shop_cart_zip(zips, "1.2.0")
+        latest = ["1.1.0"]
+        api = Api(stack.enter_context(serve_update_api(zips, latest)), latest)
         for r in range(args.rounds):
             for n in sizes:
-                rows.append(run_size(lab, template, n, api, work, args.concurrency, tag=f"r{r}"))
+                rows.append(run_size(lab, template, n, api, work, args, tag=f"r{r}"))
                 print_breakdown(n, rows[-1]["first_run"])
                 print_side_by_side(n, rows[-1]["first_run"], rows[-1]["by_hand"])
+                if args.next_month:
+                    print(f"\nnext month ({n} shops):")
+                    print_breakdown(n, rows[-1]["next_run"])
+                    print_side_by_side(n, rows[-1]["next_run"], rows[-1]["by_hand_next"])
     print_summary(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"python": sys.version.split()[0], "rows": rows}, indent=1) + "\n")

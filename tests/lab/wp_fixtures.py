@@ -186,9 +186,13 @@ def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @contextmanager
-def serve_update_api(zips: Path) -> Iterator[str]:
+def serve_update_api(zips: Path, latest: list[str] | None = None) -> Iterator[str]:
     """Serve the update API stand-in (shop-cart 1.0.0 and 1.1.0, core 6.1.9) and the zips in
-    ``zips`` under ``/downloads/`` on a free loopback port; yields the base URL."""
+    ``zips`` under ``/downloads/`` on a free loopback port; yields the base URL.
+
+    ``latest`` (a one-item list the caller may change while it serves) is shop-cart's newest
+    version offered (default 1.1.0)."""
+    newest = latest if latest is not None else ["1.1.0"]
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlparse
@@ -209,16 +213,16 @@ def serve_update_api(zips: Path) -> Iterator[str]:
             base = f"http://127.0.0.1:{self.server.server_address[1]}"
             query = parse_qs(url.query)
             if url.path == "/plugins/info/1.2/" and query.get("request[slug]") == ["shop-cart"]:
+                version = newest[0]
+                versions = {
+                    v: f"{base}/downloads/shop-cart-{v}.zip" for v in dict.fromkeys(["1.0.0", "1.1.0", version])
+                }
                 info = {
                     "slug": "shop-cart",
-                    "version": "1.1.0",
+                    "version": version,
                     "requires_php": "7.4",
-                    "download_link": f"{base}/downloads/shop-cart-1.1.0.zip",
-                    "versions": {
-                        "1.0.0": f"{base}/downloads/shop-cart-1.0.0.zip",
-                        "1.1.0": f"{base}/downloads/shop-cart-1.1.0.zip",
-                        "trunk": f"{base}/downloads/shop-cart.zip",
-                    },
+                    "download_link": f"{base}/downloads/shop-cart-{version}.zip",
+                    "versions": {**versions, "trunk": f"{base}/downloads/shop-cart.zip"},
                 }
                 self._send(200, json.dumps(info).encode())
             elif url.path in ("/plugins/info/1.2/", "/themes/info/1.2/"):
