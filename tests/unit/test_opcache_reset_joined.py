@@ -1,8 +1,9 @@
-"""cache.clear's OPcache reset through FastCGI joins a reset another request asked for.
+"""cache.clear's OPcache reset through FastCGI on a php-fpm master that other sites reset too.
 
-On a php-fpm master shared by many sites, another site's reset can be scheduled between the
-reset script's status read and its ``opcache_reset()`` call; the call then returns false
-while that reset is pending, and the pending reset empties the cache all the same. The
+Another site's reset can be scheduled between the reset script's status read and its
+``opcache_reset()`` call; the call then returns false while that reset is pending, and the
+pending reset empties the cache all the same (joined). While another request's restart is
+being performed the call returns false with nothing pending: the reset is asked again. The
 decision is tested here with the pool's answers scripted (the FastCGI round trips themselves
 are tested against a real php-fpm in tests/lab/test_opcache_fastcgi.py).
 """
@@ -55,11 +56,42 @@ def test_a_false_reset_while_another_reset_is_pending_is_joined(monkeypatch: pyt
     assert (out["before"]["restarts"], out["after"]["restarts"], out["status_requests"]) == (4, 5, 2)
 
 
-def test_a_false_reset_with_nothing_pending_still_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    scripted(monkeypatch, [{"ini": True, "status": status(False, 4), "reset": False, "joined": False}])
+def test_a_false_reset_with_the_status_readable_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """False with nothing pending: another request's restart being performed; asked again."""
+    queries = scripted(
+        monkeypatch,
+        [
+            {"ini": True, "status": status(False, 4), "reset": False, "joined": False},
+            {"ini": True, "status": status(False, 5), "reset": True},
+            {"status": status(False, 6)},
+        ],
+    )
 
-    with pytest.raises(TargetFailed, match=r"opcache_reset\(\) returned false in the pool at /run/php/fpm.sock"):
-        reset(None, PLAN, "/tmp/x.php")  # type: ignore[arg-type]
+    out = reset(None, PLAN, "/tmp/x.php")  # type: ignore[arg-type]
+
+    assert queries == ["reset", "reset", "status"]
+    assert (out["before"]["restarts"], out["after"]["restarts"]) == (5, 6)
+
+
+def test_a_reset_that_stays_false_fails_within_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"ini": True, "status": status(False, 4), "reset": False, "joined": False}
+    queries: list[str] = []
+
+    def request(_ctx: object, _plan: object, _script: str, query: str) -> dict[str, Any]:
+        queries.append(query)
+        return answer
+
+    monkeypatch.setattr(opcache_fcgi, "request", request)
+    short = FcgiPlan("/run/php/fpm.sock", "cgi-fcgi", "/tmp", None, None, "php", 5.0, 0.3)
+
+    with pytest.raises(TargetFailed) as err:
+        reset(None, short, "/tmp/x.php")  # type: ignore[arg-type]
+
+    assert str(err.value) == (
+        f"opcache_reset() returned false in the pool at /run/php/fpm.sock {len(queries)} time(s) in 0.3 s "
+        "(opcache.restrict_api?)"
+    )
+    assert len(queries) >= 2 and set(queries) == {"reset"}
 
 
 def run_script(tmp_path: Path, *, pending: bool) -> dict[str, Any]:

@@ -9,7 +9,9 @@ then asks for the status again until php-fpm has performed the reset (``restart_
 false and one more manual restart, within ``settle`` seconds), and removes the file it created.
 A reset another request asked for a moment before and still pending is joined: the pool's
 ``opcache_reset()`` returns false then, and that pending reset empties the cache as well
-(php-fpm masters shared by many sites, each resetting after its own update).
+(php-fpm masters shared by many sites, each resetting after its own update). While another
+request's restart is being performed it returns false too, with nothing pending: the reset is
+asked for again (every 0.1 s, within ``settle``).
 
 The request goes through ``cgi-fcgi`` on the host (Debian: libfcgi-bin) with an empty
 environment (``env -i``: the login's variables are not sent to PHP), or, when the host has no
@@ -214,17 +216,37 @@ def _performed(before: dict[str, Any], after: Any) -> bool:
     return bool(before["pending"] or after["restarts"] > before["restarts"])
 
 
+def _ask_reset(ctx: Context, plan: FcgiPlan, script: str, deadline: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reset request's answer and the status it read first, once the reset is asked for or
+    joined. A false ``opcache_reset()`` while the status is readable (so no ``restrict_api``)
+    is the cache between two states (another request's restart being performed): asked again
+    every POLL_INTERVAL until ``deadline``."""
+    attempts = 0
+    while True:
+        attempts += 1
+        first = request(ctx, plan, script, "reset")
+        before = first.get("status")
+        if not first.get("ini"):
+            raise TargetFailed(
+                f"OPcache is disabled in the pool at {plan.address} (opcache.enable=0): nothing to reset"
+            )
+        if not isinstance(before, dict):
+            raise TargetFailed(f"opcache_get_status() refused in the pool at {plan.address} (opcache.restrict_api?)")
+        if first.get("reset") or first.get("joined") or before["pending"]:
+            return first, before
+        if time.monotonic() >= deadline:
+            raise TargetFailed(
+                f"opcache_reset() returned false in the pool at {plan.address} {attempts} time(s) in "
+                f"{plan.settle:g} s (opcache.restrict_api?)"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
 def reset(ctx: Context, plan: FcgiPlan, script: str) -> dict[str, Any]:
     """Reset and wait until php-fpm performed it; return the status before and after."""
-    first = request(ctx, plan, script, "reset")
-    before = first.get("status")
-    if not first.get("ini"):
-        raise TargetFailed(f"OPcache is disabled in the pool at {plan.address} (opcache.enable=0): nothing to reset")
-    if not isinstance(before, dict):
-        raise TargetFailed(f"opcache_get_status() refused in the pool at {plan.address} (opcache.restrict_api?)")
-    if not (first.get("reset") or first.get("joined") or before["pending"]):
-        raise TargetFailed(f"opcache_reset() returned false in the pool at {plan.address} (opcache.restrict_api?)")
-    deadline, polls = time.monotonic() + plan.settle, 0
+    deadline = time.monotonic() + plan.settle
+    first, before = _ask_reset(ctx, plan, script, deadline)
+    polls = 0
     while True:
         polls += 1
         after = request(ctx, plan, script, "status").get("status")
