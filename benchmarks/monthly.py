@@ -20,8 +20,8 @@ each: own tree, database and nginx server block), then:
   ``mariadb-dump`` (the options backup.create uses) ``| gzip`` with its size and ``sha256sum``;
   ``curl`` of the zip from the update API onto the host; the upgrade through WordPress's own
   ``Plugin_Upgrader`` in ONE ``php`` run (maintkit's PHP helper, ``install``: what
-  ``wp plugin update`` does); the cache clear the playbook does (the same WordPress flush
-  command and the php-fpm reload); on staging ``php -l`` of every PHP file of the plugin
+  ``wp plugin update`` does); the cache clear the playbook does (a WordPress flush from the
+  PHP CLI, ``wp_cache_flush()`` and ``flush_rewrite_rules()``, then the OPcache reset); on staging ``php -l`` of every PHP file of the plugin
   (``find -exec``, one process per file) and ``curl`` of the smoke paths for compat.check;
   ``curl`` of the smoke paths for http.check (one curl per check, from the controller). Every
   copy must then run shop-cart 1.1.0 and answer 200 on /cart/ with it, as after the maint run.
@@ -77,7 +77,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_cpu, overheads_by_size, precompile  # noqa: E402
 
-from maintkit.actions.cache.platform import _WP_FLUSH_PHP  # noqa: E402
 from maintkit.actions.cms.drivers.wordpress_state import wp_helper_source  # noqa: E402
 from tests import runs  # noqa: E402
 from tests.cms_helpers import (  # noqa: E402
@@ -250,6 +249,30 @@ _FCGI_RESET = (
 )
 
 
+#: An admin's flush from the PHP CLI (cache.clear's own before it used the PHP helper): WordPress's
+#: object cache and rewrite rules. argv: ABSPATH, site URL, "1" to flush rewrite rules; maintenance
+#: mode bypassed for this process only.
+WP_FLUSH_PHP = r"""
+error_reporting(E_ERROR | E_PARSE);
+ini_set('display_errors', 'stderr');
+$GLOBALS['wp_filter'] = ['enable_maintenance_mode' => [10 => [[
+    'function' => function () { return false; }, 'accepted_args' => 1]]]];
+$u = parse_url($argv[2]);
+if (!empty($u['host'])) {
+    $_SERVER['HTTP_HOST'] = $u['host'] . (isset($u['port']) ? ':' . $u['port'] : '');
+    $_SERVER['SERVER_NAME'] = $u['host'];
+    if (($u['scheme'] ?? '') === 'https') { $_SERVER['HTTPS'] = 'on'; }
+}
+$_SERVER['REQUEST_URI'] = '/';
+$_SERVER['REQUEST_METHOD'] = 'GET';
+define('WP_USE_THEMES', false);
+require $argv[1] . '/wp-load.php';
+$ok = wp_cache_flush();
+if ($argv[3] === '1') { flush_rewrite_rules(false); }
+echo "\nMAINTKIT-FLUSHED " . ($ok ? '1' : '0') . "\n";
+"""
+
+
 def hand_commands(shop: Shop, env: str, zip_url: str) -> dict[str, list[str]]:
     """The commands an admin runs on the host for one copy (``bash -c`` scripts, values quoted)."""
     site, q = shop.site(env), shlex.quote
@@ -267,7 +290,7 @@ def hand_commands(shop: Shop, env: str, zip_url: str) -> dict[str, list[str]]:
         "upgrade": ["php", "--", str(site.path), "install", json.dumps(
             {"type": "plugin", "zip": str(out / "shop-cart.zip"), "slug": "shop-cart", "active": True})],
         "flush": ["sh", "-c", f"cd -- {q(str(site.path))} && exec \"$@\"", "sh",
-                  "php", "-r", _WP_FLUSH_PHP, "--", str(site.path), site.url, "1"],
+                  "php", "-r", WP_FLUSH_PHP, "--", str(site.path), site.url, "1"],
         "opcache": ["sh", "-c", _FCGI_RESET, "sh", f"127.0.0.1:{shop.web.php_port}"],
         "lint": ["bash", "-c", lint],
     }  # fmt: skip

@@ -22,6 +22,7 @@
  *   core     {"zip","version"} update core from a local package (Core_Upgrader)
  *   dbupgrade {"list"}         run the WordPress database upgrade with the (new) code on disk;
  *                              with "list", also what list reports afterwards
+ *   flush    {"url","rewrite"} wp_cache_flush(), and flush_rewrite_rules() with rewrite (cache.clear)
  *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
  *                              wp-config.php; prints the database name and table prefix only
  *   siteinfo {"readonly"}      what list reports, plus the locale and the uploads folder
@@ -112,10 +113,19 @@ register_shutdown_function(function () {
     }
 });
 
-// Minimal web-like environment for a CLI bootstrap.
+// Minimal web-like environment for a CLI bootstrap (the site's URL, when given, names the
+// host: a multisite network boots the right site).
 $_SERVER['HTTP_HOST'] = isset($_SERVER['HTTP_HOST']) ? $_SERVER['HTTP_HOST'] : 'localhost';
 $_SERVER['REQUEST_URI'] = '/';
 $_SERVER['SERVER_NAME'] = 'localhost';
+$maintkit_url = isset($maintkit_args['url']) && is_string($maintkit_args['url']) ? parse_url($maintkit_args['url']) : false;
+if (is_array($maintkit_url) && !empty($maintkit_url['host'])) {
+    $_SERVER['HTTP_HOST'] = $maintkit_url['host'] . (isset($maintkit_url['port']) ? ':' . $maintkit_url['port'] : '');
+    $_SERVER['SERVER_NAME'] = $maintkit_url['host'];
+    if (isset($maintkit_url['scheme']) && $maintkit_url['scheme'] === 'https') {
+        $_SERVER['HTTPS'] = 'on';
+    }
+}
 $_SERVER['REQUEST_METHOD'] = 'GET';
 if (!defined('WP_USE_THEMES')) {
     define('WP_USE_THEMES', false);
@@ -169,6 +179,13 @@ add_filter('filesystem_method', function () {
 switch ($maintkit_cmd) {
     case 'list':
         maintkit_out(maintkit_list());
+        break;
+    case 'flush':
+        $maintkit_flushed = wp_cache_flush();
+        if (!empty($maintkit_args['rewrite'])) {
+            flush_rewrite_rules(false);
+        }
+        maintkit_out(array('ok' => true, 'flushed' => (bool) $maintkit_flushed, 'rewrite' => !empty($maintkit_args['rewrite'])));
         break;
     case 'install':
         maintkit_out(maintkit_install($maintkit_args));

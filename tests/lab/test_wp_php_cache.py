@@ -217,3 +217,42 @@ def _uid(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_uid
+
+
+def test_cache_clear_flushes_wordpress_through_the_helper_and_its_cache(shop: Shop) -> None:
+    """Without wp-cli, cache.clear's WordPress flush is the helper's ``flush``: it boots through
+    the compiled files cms.update left, and it really flushes (the rewrite rules are rebuilt)."""
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    inv = write_inventory(shop, envs=("production",))
+    assert run(shop, inv).ok
+    site = shop.production
+    cache = site.path / ".maint" / "php-cache"
+    until_second(int(time.time()) + 3)  # OPcache keeps no file modified in the last 2 s
+    warm = run(shop, inv)  # the no-op's state read compiles what the update's boots could not keep
+    assert warm.ok and warm.changed == 0
+    before = bins(cache)
+    site.sql(shop.mariadb, "UPDATE wp_options SET option_value = 'junk' WHERE option_name = 'rewrite_rules'")
+
+    result = run(shop, inv, _clear_playbook())
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    clear = steps(result, "production")["clear"]
+    assert clear.status is StepStatus.CHANGED
+    assert [c.get("commands") for c in clear.data["cleared"]] == [["php <wordpress flush>"]]
+    rules = site.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name = 'rewrite_rules'")
+    assert rules.startswith("a:") and "cart" in rules
+    after = bins(cache)
+    assert {k: after[k] for k in before} == before  # loaded, not compiled again
+    assert_manifest_true(cache)
+
+
+def _clear_playbook() -> object:
+    from maintkit.playbook import playbook_from_text
+
+    return playbook_from_text(
+        "name: clear\n"
+        "stages:\n"
+        "  - env: production\n"
+        "    steps:\n"
+        "      - {id: clear, action: cache.clear, with: {targets: [platform]}}\n"
+    )

@@ -149,6 +149,9 @@ class PlatformTarget(_Block):
     wp_cli: str = Field("wp", description="wp-cli binary, used when present on the host")
     rewrite: bool = Field(True, description="WordPress: flush rewrite rules too")
     run_as: str | None = Field(None, description="Run the commands as this user (sudo -n -u USER)")
+    php_cache: bool = Field(
+        True, description="WordPress without wp-cli: boot through cms.update's compiled-PHP cache (.maint/php-cache)"
+    )
     timeout: float = Field(600.0, gt=0)
 
 

@@ -1,12 +1,15 @@
 """The application's own caches: WordPress object cache and rewrite rules, Magento, Laravel.
 
 WordPress is flushed with wp-cli when the host has it, else through its PHP API from the
-PHP CLI. These caches cannot be inspected from outside: when they are a target, the step
-always runs.
+PHP CLI: the ``flush`` command of cms.update's PHP helper (read from stdin), through the
+compiled-code cache under ``<path>/.maint/php-cache`` (see
+:mod:`maintkit.actions.cms.drivers.php_cache`). These caches cannot be inspected from
+outside: when they are a target, the step always runs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,31 +19,10 @@ from maintkit._text import tail as text_tail
 from maintkit.action import Context
 from maintkit.actions.cache.base import CacheTarget, Cleared, Item, TargetFailed
 from maintkit.actions.cache.params import CacheClearParams, PlatformTarget
+from maintkit.actions.cms.drivers.php_cache import cache_dir, php_command
+from maintkit.actions.cms.drivers.wordpress_state import parse_marked_json, wp_helper_source
 from maintkit.actions.maintenance import App, detect_app, layout_probe
 from maintkit.probes import CommandProbe, Probe
-
-#: Flushes WordPress's object cache and (optionally) its rewrite rules from the PHP CLI.
-#: argv: ABSPATH, site URL, "1" to flush rewrite rules. Maintenance mode is bypassed for
-#: this process only (the enable_maintenance_mode filter, pre-registered before WordPress loads).
-_WP_FLUSH_PHP = r"""
-error_reporting(E_ERROR | E_PARSE);
-ini_set('display_errors', 'stderr');
-$GLOBALS['wp_filter'] = ['enable_maintenance_mode' => [10 => [[
-    'function' => function () { return false; }, 'accepted_args' => 1]]]];
-$u = parse_url($argv[2]);
-if (!empty($u['host'])) {
-    $_SERVER['HTTP_HOST'] = $u['host'] . (isset($u['port']) ? ':' . $u['port'] : '');
-    $_SERVER['SERVER_NAME'] = $u['host'];
-    if (($u['scheme'] ?? '') === 'https') { $_SERVER['HTTPS'] = 'on'; }
-}
-$_SERVER['REQUEST_URI'] = '/';
-$_SERVER['REQUEST_METHOD'] = 'GET';
-define('WP_USE_THEMES', false);
-require $argv[1] . '/wp-load.php';
-$ok = wp_cache_flush();
-if ($argv[3] === '1') { flush_rewrite_rules(false); }
-echo "\nMAINTKIT-FLUSHED " . ($ok ? '1' : '0') . "\n";
-"""
 
 
 def wp_cli_probe(pt: PlatformTarget) -> CommandProbe:
@@ -57,21 +39,44 @@ class Flush:
     wp_cli: bool = False
 
 
-def _platform_commands(ctx: Context, pt: PlatformTarget, found: Flush) -> list[tuple[list[str], str | None]]:
-    """The commands clearing the application's caches: (argv, cwd)."""
+@dataclass(frozen=True)
+class FlushCommand:
+    """One flush command: its argv, where it runs, its stdin and how the step data names it."""
+
+    argv: list[str]
+    cwd: str | None
+    label: str
+    stdin: bytes | None = None
+
+
+def _platform_commands(ctx: Context, pt: PlatformTarget, found: Flush) -> list[FlushCommand]:
+    """The commands clearing the application's caches."""
     app = found.app
     if app.kind == "magento":
-        return [([pt.php, "bin/magento", "cache:flush"], app.root)]
+        return [_plain([pt.php, "bin/magento", "cache:flush"], app.root)]
     if app.kind == "laravel":
-        return [([pt.php, "artisan", "optimize:clear"], app.root)]
+        return [_plain([pt.php, "artisan", "optimize:clear"], app.root)]
     url = ctx.env.url or ""
     if found.wp_cli:
         common = [f"--path={app.root}", *([f"--url={url}"] if url else []), "--skip-themes"]
-        cmds: list[tuple[list[str], str | None]] = [([pt.wp_cli, "cache", "flush", *common], app.root)]
+        cmds = [_plain([pt.wp_cli, "cache", "flush", *common], app.root)]
         if pt.rewrite:
-            cmds.append(([pt.wp_cli, "rewrite", "flush", *common], app.root))
+            cmds.append(_plain([pt.wp_cli, "rewrite", "flush", *common], app.root))
         return cmds
-    return [([pt.php, "-r", _WP_FLUSH_PHP, "--", app.root, url, "1" if pt.rewrite else "0"], app.root)]
+    return [_helper_flush(ctx, pt, app.root, url)]
+
+
+def _plain(argv: list[str], cwd: str | None) -> FlushCommand:
+    return FlushCommand(argv, cwd, " ".join(argv[:4]))
+
+
+def _helper_flush(ctx: Context, pt: PlatformTarget, root: str, url: str) -> FlushCommand:
+    """WordPress without wp-cli: the PHP helper's ``flush`` (read from stdin, nothing on disk),
+    through the compiled-code cache cms.update keeps (not when the flush runs as another user)."""
+    cache = cache_dir(ctx) if pt.php_cache and not pt.run_as else None
+    args = {"url": url, "rewrite": pt.rewrite, **({"php_cache": cache} if cache else {})}
+    argv = php_command(pt.php, ["--", root, "flush", json.dumps(args, separators=(",", ":"))], cache)
+    return FlushCommand(argv, root, "php <wordpress flush>", wp_helper_source())
 
 
 def _plain_tail(text: str, limit: int = 300) -> str:
@@ -83,15 +88,16 @@ def _plain_tail(text: str, limit: int = 300) -> str:
 
 def _platform_clear(ctx: Context, pt: PlatformTarget, found: Flush) -> list[str]:
     done: list[str] = []
-    for argv, cwd in _platform_commands(ctx, pt, found):
-        full = ["sudo", "-n", "-u", pt.run_as, "--", *argv] if pt.run_as else argv
-        res = ctx.run(full, cwd=cwd, check=False, sudo=False, timeout=pt.timeout)
-        label = "php -r <wordpress flush>" if "-r" in argv else " ".join(argv[:4])
-        marker_missing = "-r" in argv and "MAINTKIT-FLUSHED" not in res.stdout
-        if not res.ok or marker_missing:
-            tail = _plain_tail(res.stderr + "\n" + res.stdout)
-            raise TargetFailed(f"{label} failed (exit {res.exit_code}): {tail}")
-        done.append(label)
+    for cmd in _platform_commands(ctx, pt, found):
+        full = ["sudo", "-n", "-u", pt.run_as, "--", *cmd.argv] if pt.run_as else cmd.argv
+        extra = {"stdin": cmd.stdin} if cmd.stdin is not None else {}
+        res = ctx.run(full, cwd=cmd.cwd, check=False, sudo=False, timeout=pt.timeout, **extra)
+        answer = parse_marked_json(res.stdout) if cmd.stdin is not None else None
+        unanswered = cmd.stdin is not None and not (answer and answer.get("ok"))
+        if not res.ok or unanswered:
+            said = str(answer.get("error")) if answer else res.stderr + "\n" + res.stdout
+            raise TargetFailed(f"{cmd.label} failed (exit {res.exit_code}): {_plain_tail(said)}")
+        done.append(cmd.label)
     return done
 
 
