@@ -256,3 +256,16 @@ def _clear_playbook() -> object:
         "    steps:\n"
         "      - {id: clear, action: cache.clear, with: {targets: [platform]}}\n"
     )
+
+
+def test_the_flush_uses_only_a_cache_directory_that_is_there(site: WpSite) -> None:
+    """cache.clear's flush starts PHP with create=False: without cms.update's directory it runs
+    without a cache and makes none."""
+    cache = site.path / ".maint" / "php-cache"
+    args = json.dumps({"url": site.url, "rewrite": False, "php_cache": str(cache)})
+    argv = php_command("php", ["--", str(site.path), "flush", args], str(cache), create=False)
+
+    res = subprocess.run(argv, input=wp_helper_source(), capture_output=True, check=True)
+
+    assert parse_marked_json(res.stdout.decode()) == {"ok": True, "flushed": True, "rewrite": False}
+    assert not (site.path / ".maint").exists()

@@ -72,10 +72,12 @@ def _plain(argv: list[str], cwd: str | None) -> FlushCommand:
 
 def _helper_flush(ctx: Context, pt: PlatformTarget, root: str, url: str) -> FlushCommand:
     """WordPress without wp-cli: the PHP helper's ``flush`` (read from stdin, nothing on disk),
-    through the compiled-code cache cms.update keeps (not when the flush runs as another user)."""
+    through the compiled-code cache cms.update keeps when there is one (never made here; not when
+    the flush runs as another user)."""
     cache = cache_dir(ctx) if pt.php_cache and not pt.run_as else None
     args = {"url": url, "rewrite": pt.rewrite, **({"php_cache": cache} if cache else {})}
-    argv = php_command(pt.php, ["--", root, "flush", json.dumps(args, separators=(",", ":"))], cache)
+    rest = ["--", root, "flush", json.dumps(args, separators=(",", ":"))]
+    argv = php_command(pt.php, rest, cache, create=False)
     return FlushCommand(argv, root, "php <wordpress flush>", wp_helper_source())
 
 

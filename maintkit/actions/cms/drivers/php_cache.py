@@ -24,9 +24,9 @@ CACHE_NAME = "php-cache"
 
 #: ``sh -c`` body: $1 the directory, then the PHP argv with the cache's ``-d`` pairs right after
 #: the binary. Without a usable directory the pairs are dropped.
+_MAKE = '[ -d "$d" ] || mkdir -p -m 700 -- "$d" 2>/dev/null; '
 _LAUNCH = (
-    'd=$1; shift; [ -d "$d" ] || mkdir -p -m 700 -- "$d" 2>/dev/null; '
-    'if [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ]; then exec "$@"; fi; '
+    'd=$1; shift; {make}if [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ]; then exec "$@"; fi; '
     'p=$1; shift; while [ "$1" = -d ]; do shift 2; done; exec "$p" "$@"'
 )
 
@@ -62,8 +62,10 @@ def ini_settings(directory: str) -> list[str]:
     return out
 
 
-def php_command(php: str, rest: list[str], directory: str | None) -> list[str]:
-    """The argv that runs ``php rest...``, through the cache in ``directory`` when given."""
+def php_command(php: str, rest: list[str], directory: str | None, *, create: bool = True) -> list[str]:
+    """The argv that runs ``php rest...``, through the cache in ``directory`` when given (made
+    when missing, unless ``create`` is false: then only an existing one is used)."""
     if directory is None:
         return [php, *rest]
-    return ["sh", "-c", _LAUNCH, "sh", directory, php, *ini_settings(directory), *rest]
+    script = _LAUNCH.format(make=_MAKE if create else "")
+    return ["sh", "-c", script, "sh", directory, php, *ini_settings(directory), *rest]
