@@ -83,6 +83,7 @@ def test_new_admin_is_reported_once_then_acknowledged_into_the_baseline(
     assert first.status is StepStatus.UNCHANGED and text(first) == "baseline recorded (1 administrators)"
     again = world.run()
     assert again.status is StepStatus.UNCHANGED and text(again) == "1 administrators match the baseline"
+    assert not (site.path / ".maint" / "php-cache").exists()  # read-only: no compiled-code cache
 
     add_wp_admin(site, mariadb, "eve", "eve@evil.invalid")
     alert = world.run()

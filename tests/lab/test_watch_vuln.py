@@ -181,6 +181,7 @@ def test_vuln_check_reports_the_vulnerable_plugin_with_exact_fields(shop: Shop) 
         (1, [EXPECTED_ITEM]),
         (0, []),
     ]
+    assert not (shop.staging.path / ".maint" / "php-cache").exists()  # read-only: no compiled-code cache
 
 
 def test_a_feed_that_cannot_be_read_fails_and_records_nothing(shop: Shop) -> None:  # noqa: F811

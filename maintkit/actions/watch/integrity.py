@@ -118,9 +118,11 @@ def effective(ctx: Context, params: IntegrityParams) -> IntegrityParams:
 
 
 def wp_planner(ctx: Context, root: str | None, php: str | None) -> WordPressPlanner:
-    """A reader of the WordPress site through the PHP helper (cms_update's php/root unless given)."""
-    explicit = {k: v for k, v in (("root", root), ("php", php)) if v}
-    return WordPressPlanner(effective_params(ctx, explicit))
+    """A reader of the WordPress site through the PHP helper (cms_update's php/root unless given).
+
+    Read-only: it never starts PHP with the compiled-code cache (which writes under ``.maint``)."""
+    explicit: dict[str, Any] = {k: v for k, v in (("root", root), ("php", php)) if v}
+    return WordPressPlanner(effective_params(ctx, {**explicit, "php_cache": False}))
 
 
 # ----------------------------------------------------------------------------- locks
