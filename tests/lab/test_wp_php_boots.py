@@ -19,7 +19,7 @@ import pytest
 
 from maintkit.results import StepStatus
 from tests.cms_helpers import chown_tree, make_shop_cart_zip, wp_plugin_version
-from tests.lab.wp_fixtures import Shop, cart, run, steps, write_inventory
+from tests.lab.wp_fixtures import PHP_ARGS_SH, Shop, cart, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -30,9 +30,7 @@ def php_shim(directory: Path) -> tuple[Path, Path]:
     log = directory / "php-starts.log"
     shim = directory / "php-counting"
     shim.write_text(
-        "#!/bin/sh\n"
-        f"note() {{ while [ \"$1\" = -d ]; do shift 2; done; printf '%s\\t%s\\n' \"$2\" \"$3\" >> '{log}'; }}\n"
-        'note "$@"\nexec php "$@"\n'
+        f"#!/bin/sh\n{PHP_ARGS_SH}php_args \"$@\"\nprintf '%s\\t%s\\n' \"$root\" \"$cmd\" >> '{log}'\nexec php \"$@\"\n"
     )
     shim.chmod(0o755)
     log.touch()

@@ -23,7 +23,7 @@ from maintkit.actions.cms.drivers.wordpress_switch import sibling, switch_script
 from maintkit.actions.cms.lock import VersionLock, merge_schema
 from maintkit.results import RunResult, StepStatus
 from tests.cms_helpers import WpSite, make_shop_cart_zip, wp_plugin_version
-from tests.lab.wp_fixtures import Shop, events, run, steps, write_inventory
+from tests.lab.wp_fixtures import PHP_ARGS_SH, Shop, events, run, steps, write_inventory
 
 #: the OPcache reset by a php-fpm reload would drop requests (a separate concern): platform caches only
 NO_RELOAD = {"cache_targets": ["platform"]}
@@ -97,10 +97,9 @@ def gated_php(shop: Shop, gate: Path) -> str:
     count instead of hanging the run."""
     shim = shop.host_dir / "php-gated"
     shim.write_text(
-        "#!/bin/sh\n"
-        f"gated() {{ while [ \"$1\" = -d ]; do shift 2; done; [ \"$2\" = '{shop.production.path}' ] "
-        '&& [ "$3" = activate ]; }\n'
-        f"if gated \"$@\"; then i=0; while [ ! -e '{gate}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; fi\n"
+        f"#!/bin/sh\n{PHP_ARGS_SH}php_args \"$@\"\n"
+        f"if [ \"$root\" = '{shop.production.path}' ] && [ \"$cmd\" = activate ]; then\n"
+        f"  i=0; while [ ! -e '{gate}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\nfi\n"
         'exec php "$@"\n'
     )
     shim.chmod(0o755)

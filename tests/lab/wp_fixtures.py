@@ -154,6 +154,11 @@ def run(shop: Shop, inventory: Inventory, playbook: Any = None, **kwargs: Any) -
     return runs.run(pb, inventory, shop.tmp / "state", **kwargs)
 
 
+#: a ``sh`` function for ``php`` shims: ``php_args "$@"`` sets ``root`` and ``cmd`` (the helper's
+#: WordPress root and command, second and third after any ``-d`` settings)
+PHP_ARGS_SH = 'php_args() { while [ "$1" = -d ]; do shift 2; done; root=$2; cmd=$3; }\n'
+
+
 def steps(result: RunResult, env: str) -> dict[str, StepResult]:
     """Step results of one environment by step id."""
     return {s.step: s for site in result.sites for s in site.steps if s.env == env}

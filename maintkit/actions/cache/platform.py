@@ -92,8 +92,7 @@ def _platform_clear(ctx: Context, pt: PlatformTarget, found: Flush) -> list[str]
     done: list[str] = []
     for cmd in _platform_commands(ctx, pt, found):
         full = ["sudo", "-n", "-u", pt.run_as, "--", *cmd.argv] if pt.run_as else cmd.argv
-        extra = {"stdin": cmd.stdin} if cmd.stdin is not None else {}
-        res = ctx.run(full, cwd=cmd.cwd, check=False, sudo=False, timeout=pt.timeout, **extra)
+        res = ctx.run(full, cwd=cmd.cwd, check=False, sudo=False, timeout=pt.timeout, stdin=cmd.stdin)
         answer = parse_marked_json(res.stdout) if cmd.stdin is not None else None
         unanswered = cmd.stdin is not None and not (answer and answer.get("ok"))
         if not res.ok or unanswered:

@@ -70,12 +70,9 @@ class WordPressPlanner(DriverBase):
         self.clock.boots += 1
         script = [self.helper_path(ctx)] if uploaded else ["--"]
         argv = php_command(self.p.php, [*script, self.root(ctx), command, payload], cache)
-        timeout = self.p.timeout or ctx.env.command_timeout
+        stdin = None if uploaded else wp_helper_source()
         with self.clock.part("php"):
-            if uploaded:
-                res = ctx.run(argv, check=False, timeout=timeout)
-            else:
-                res = ctx.run(argv, check=False, stdin=wp_helper_source(), timeout=timeout)
+            res = ctx.run(argv, check=False, stdin=stdin, timeout=self.p.timeout or ctx.env.command_timeout)
         data = parse_marked_json(res.stdout)
         if data is None:
             return {
