@@ -205,7 +205,7 @@ class CompatCheck(Action[CompatCheckParams]):
     def _check_updated(self, ctx: Context, update: StepResult) -> Check:
         updates = [u for u in update.data.get("updates", []) if isinstance(u, dict)]
         failures: list[str] = []
-        php_version = self._php_version(ctx)
+        php_version = self._php_version(ctx, update)
         failures += self._requirement_failures(ctx, updates, update, php_version)
         failures += self._extension_failures(ctx, None)
         if self.params.lint:
@@ -223,7 +223,11 @@ class CompatCheck(Action[CompatCheckParams]):
         what = ", ".join(data["checked"]) or "no updated packages"
         return Check.ok(f"compatible ({what})", **data)
 
-    def _php_version(self, ctx: Context) -> str:
+    def _php_version(self, ctx: Context, update: StepResult) -> str:
+        """The host's PHP version: what the update step read with the same PHP binary, else asked."""
+        known = update.data.get("php_version")
+        if known and update.data.get("php") == self.params.php:
+            return str(known)
         res = ctx.run([self.params.php, "-r", "echo PHP_VERSION;"], check=False)
         return res.stdout.strip() if res.ok else ""
 

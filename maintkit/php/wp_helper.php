@@ -191,7 +191,7 @@ switch ($maintkit_cmd) {
         maintkit_out(maintkit_install($maintkit_args));
         break;
     case 'activate':
-        maintkit_out(maintkit_with_list(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)), $maintkit_args));
+        maintkit_out(maintkit_with_flush(maintkit_with_list(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)), $maintkit_args), $maintkit_args));
         break;
     case 'core':
         maintkit_out(maintkit_core($maintkit_args));
@@ -219,7 +219,7 @@ switch ($maintkit_cmd) {
         ob_end_clean();
         wp_cache_flush();
         $v = maintkit_core_versions();
-        maintkit_out(maintkit_with_list(array('ok' => true, 'db_version' => (string) get_option('db_version'), 'files_db_version' => $v['files_db_version']), $maintkit_args));
+        maintkit_out(maintkit_with_flush(maintkit_with_list(array('ok' => true, 'db_version' => (string) get_option('db_version'), 'files_db_version' => $v['files_db_version']), $maintkit_args), $maintkit_args));
         break;
     default:
         maintkit_fail('unknown command ' . $maintkit_cmd);
@@ -305,6 +305,21 @@ function maintkit_with_list(array $out, array $a): array
 {
     if (!empty($a['list']) && !empty($out['ok'])) {
         $out['state'] = maintkit_list();
+    }
+    return $out;
+}
+
+/**
+ * With "flush" in the arguments and the answer ok: the object cache and the rewrite rules (soft,
+ * .htaccess untouched) flushed as the last thing this process does, after every change it made
+ * and after the report above (the same calls as the "flush" command).
+ */
+function maintkit_with_flush(array $out, array $a): array
+{
+    if (!empty($a['flush']) && !empty($out['ok'])) {
+        $cache = wp_cache_flush();
+        flush_rewrite_rules(false);
+        $out['flushed'] = array('cache' => (bool) $cache, 'rewrite' => true);
     }
     return $out;
 }

@@ -4,7 +4,9 @@ WordPress is flushed with wp-cli when the host has it, else through its PHP API 
 PHP CLI: the ``flush`` command of cms.update's PHP helper (read from stdin), through the
 compiled-code cache under ``<path>/.maint/php-cache`` (see
 :mod:`maintkit.actions.cms.drivers.php_cache`). These caches cannot be inspected from
-outside: when they are a target, the step always runs.
+outside: when they are a target, the step always runs, except when an earlier step of the
+stage already flushed them after its last change and nothing changed since
+(:func:`flushed_by`: ``cms.update`` with ``flush_caches``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,35 @@ from maintkit.actions.cms.drivers.php_cache import cache_dir, php_command
 from maintkit.actions.cms.drivers.wordpress_state import parse_marked_json, wp_helper_source
 from maintkit.actions.maintenance import App, detect_app, layout_probe
 from maintkit.probes import CommandProbe, Probe
+from maintkit.results import StepStatus
 
 
 def wp_cli_probe(pt: PlatformTarget) -> CommandProbe:
     """Is ``pt.wp_cli`` on the login's PATH (``command -v``, a builtin)? Declared by the target,
     so the read after an update's change answers it."""
     return CommandProbe(("command", "-v", "--", pt.wp_cli))
+
+
+def flushed_by(ctx: Context, pt: PlatformTarget, root: str) -> str | None:
+    """The earlier step of this stage whose last PHP process flushed WordPress's object cache
+    and rewrite rules at ``root`` after every change it made (``platform_flushed`` in its data),
+    when every step after it changed nothing; None: the flush must run here.
+
+    Never for a flush asked to run as another user (``run_as``): the step's process ran as the
+    login user."""
+    if pt.run_as:
+        return None
+    for res in reversed(ctx.prior):
+        if res.env != ctx.env.name:  # the stage before this one
+            return None
+        if res.status is StepStatus.CHANGED:
+            done = res.data.get("platform_flushed")
+            if isinstance(done, dict) and str(done.get("root", "")).rstrip("/") == root.rstrip("/"):
+                return res.step if done.get("rewrite") or not pt.rewrite else None
+            return None
+        if res.status not in (StepStatus.UNCHANGED, StepStatus.SKIPPED):
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,10 @@ class PlatformCache(CacheTarget[Flush]):
         app = detect_app(ctx, self.block.platform, self.block.root)
         if app.kind == "generic":
             raise TargetFailed(f"no WordPress, Magento or Laravel application under {app.base} (set platform or root)")
+        by = flushed_by(ctx, self.block, app.root) if app.kind == "wordpress" else None
+        if by is not None:
+            what = f"wordpress: caches flushed by step {by} after its last change"
+            return Item(self, "wordpress caches", False, what, Flush(app), {"flushed_by": by})
         wp_cli = app.kind == "wordpress" and ctx.probe(wp_cli_probe(self.block)).exit_code == 0
         return Item(self, f"{app.kind} caches", True, f"{app.kind}: will flush application caches", Flush(app, wp_cli))
 
@@ -136,4 +165,4 @@ class PlatformCache(CacheTarget[Flush]):
         return "flushed: " + ", ".join(done), {"commands": done}
 
 
-__all__ = ["PlatformCache"]
+__all__ = ["PlatformCache", "flushed_by"]

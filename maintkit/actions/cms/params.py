@@ -77,6 +77,14 @@ class CmsUpdateParams(Params):
             "(OPcache file cache; a source whose inode, size or times changed is compiled again)"
         ),
     )
+    flush_caches: bool = Field(
+        False,
+        description=(
+            "WordPress: the process that re-activates the updated plugin or theme (or upgrades the "
+            "database after a core update) also flushes the object cache and the rewrite rules, last; "
+            "a cache.clear of the platform's caches right after it then needs no PHP run of its own"
+        ),
+    )
     snapshot_dir: str | None = Field(None, description="Where snapshots go (default <path>/.maint/snapshots)")
     keep_snapshots: int = Field(3, ge=1, description="Snapshots of earlier runs to keep")
     # -- database

@@ -138,6 +138,8 @@ class PlanFacts:
     """Host facts a driver read while planning; the ones that are set go into the check data."""
 
     php_version: str = ""
+    #: the PHP CLI binary ``php_version`` is of (compat.check reuses the version for the same binary)
+    php: str = ""
     core_version: str = ""
     db_version: str = ""
     wp_cli: str = ""

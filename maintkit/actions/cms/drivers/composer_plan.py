@@ -126,6 +126,7 @@ class ComposerPlanner(DriverBase):
         match = re.search(r"Composer (?:version )?(\S+)", ver.stdout + ver.stderr)
         return PlanFacts(
             php_version=res.stdout.strip() if res.ok else "",
+            php=self.p.php if res.ok else "",
             composer_version=match.group(1) if match else "",
         )
 

@@ -64,6 +64,8 @@ class WordPressDriver(WordPressPlanner):
     switched: list[str]
     #: the state the last helper process of apply reported after every change (None: read afresh)
     _listing: dict[str, Any] | None = None
+    #: what the last helper process of apply flushed after every change (``flush_caches``)
+    _flushed: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- apply
     def apply(self, ctx: Context, plan: UpdatePlan[WpState]) -> list[Change]:
@@ -71,7 +73,7 @@ class WordPressDriver(WordPressPlanner):
         return self.apply_or_undo(ctx, lambda changes: self._apply(ctx, plan, changes))
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
-        self.switched, self._db_undo, self._listing = [], None, None
+        self.switched, self._db_undo, self._listing, self._flushed = [], None, None, None
         snap = self.prepare_snapshot_dir(ctx)
         ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
         state = plan.state
@@ -86,14 +88,31 @@ class WordPressDriver(WordPressPlanner):
                     undo=PackageUndo([(None, workdir)]),
                 )
             )
+        updates = sorted(plan.updates, key=lambda u: u.kind != "core")
         try:
-            for update in sorted(plan.updates, key=lambda u: u.kind != "core"):
-                self._install(ctx, update, snap, changes)
+            for update in updates:
+                self._install(ctx, update, snap, changes, last=update is updates[-1])
         finally:
             ctx.record(switched=list(self.switched), timing_ms=self.clock.public(), php_boots=self.clock.boots)
         if self.p.post_update:
-            self._listing = None  # the commands may change what activation reported
+            self._listing = self._flushed = None  # the commands may change what activation reported
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
+        if self._flushed is not None:
+            ctx.record(platform_flushed=self._flushed)
+
+    def _flush_args(self, ctx: Context, last: bool) -> dict[str, Any]:
+        """``flush_caches``: the last helper process of apply flushes the object cache and the
+        rewrite rules after everything it did (with the site's URL, as cache.clear's flush)."""
+        if not (self.p.flush_caches and last):
+            return {}
+        return {"flush": True, **({"url": ctx.env.url} if ctx.env.url else {})}
+
+    def _note_flush(self, ctx: Context, res: dict[str, Any]) -> None:
+        """Remember what the helper process that just answered flushed (None: nothing)."""
+        flushed = res.get("flushed")
+        self._flushed = None
+        if isinstance(flushed, dict) and flushed.get("rewrite"):
+            self._flushed = {"root": self.root(ctx), "cache": bool(flushed.get("cache")), "rewrite": True}
 
     def _dump(self, ctx: Context, state: WpState, snap: str) -> Change:
         cnf = f"{snap}/db.cnf"
@@ -136,13 +155,13 @@ class WordPressDriver(WordPressPlanner):
         ctx.put(offer.data, path, mode=0o600)
         return path
 
-    def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change]) -> None:
+    def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change], *, last: bool) -> None:
         pkg = update.package
-        self._listing = None
+        self._listing = self._flushed = None
         with self.clock.part("package_upload"):
             zip_path = self._stage_zip(ctx, update, snap)
         if pkg.kind == "core":
-            self._install_core(ctx, update, zip_path, snap, changes)
+            self._install_core(ctx, update, zip_path, snap, changes, self._flush_args(ctx, last))
             return
         dest = pkg.path
         target = f"{snap}/{pkg.kind}s/{pkg.name}"
@@ -174,8 +193,9 @@ class WordPressDriver(WordPressPlanner):
         with self.clock.part("switch"):
             switch_into_place(ctx, side)
         self.switched.append(dest)
-        res = self.call(ctx, "activate", {**args, "list": True}, uploaded=True)
+        res = self.call(ctx, "activate", {**args, "list": True, **self._flush_args(ctx, last)}, uploaded=True)
         self._helper_ok(update, res, "activation")
+        self._note_flush(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
 
@@ -189,7 +209,9 @@ class WordPressDriver(WordPressPlanner):
                 f"{pkg.kind} {pkg.name} {update.to}: {what} failed: {res.get('error')}" + (f" ({msgs})" if msgs else "")
             )
 
-    def _install_core(self, ctx: Context, update: Update, zip_path: str, snap: str, changes: list[Change]) -> None:
+    def _install_core(
+        self, ctx: Context, update: Update, zip_path: str, snap: str, changes: list[Change], flush: dict[str, Any]
+    ) -> None:
         root = self.root(ctx)
         entries = core_entries(ctx, root)
         pairs: list[tuple[str | None, str]] = []
@@ -208,9 +230,10 @@ class WordPressDriver(WordPressPlanner):
         res = self.call(ctx, "core", {"zip": zip_path, "version": update.to}, uploaded=True)
         if not res.get("ok"):
             raise ApplyFailed(f"core {update.to}: update failed: {res.get('error')}")
-        db = self.call(ctx, "dbupgrade", {"list": True}, uploaded=True)
+        db = self.call(ctx, "dbupgrade", {"list": True, **flush}, uploaded=True)
         if not db.get("ok"):
             raise ApplyFailed(f"core {update.to}: database upgrade failed: {db.get('error')}")
+        self._note_flush(ctx, db)
         state = db.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
 

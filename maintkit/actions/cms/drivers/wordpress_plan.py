@@ -121,7 +121,9 @@ class WordPressPlanner(DriverBase):
     ) -> UpdatePlan[WpState]:
         """Read-only: the exact updates (from -> to) for this environment."""
         st = self.state(ctx)
-        facts = PlanFacts(php_version=st.php_version, core_version=st.core.version, db_version=st.db_version)
+        facts = PlanFacts(
+            php_version=st.php_version, php=self.p.php, core_version=st.core.version, db_version=st.db_version
+        )
         plan = UpdatePlan(self.name, st, installed=st.packages, facts=facts)
         if lock is not None:
             self._plan_promote(ctx, st, lock, plan)
