@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.cms_helpers import (
     tree_digest,
     wp_plugin_version,
 )
+from tests.lab.recording import Recorder
 from tests.lab.wp_fixtures import Shop, cart, events, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -318,3 +320,54 @@ def test_wordpress_org_api_and_url_sources(shop: Shop, update_api: tuple[str, Pa
     assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
     lock = json.loads((Path(str(result.run_dir)) / "locks" / "shop.json").read_text())
     assert lock["packages"]["plugin:akismet"]["source"] == f"url:{url}"
+
+
+UPDATE_THEN_FAIL = """\
+name: update-then-fail
+on_failure: rollback
+stages:
+  - env: staging
+    steps:
+      - {id: update, action: cms.update}
+      - {id: fail, action: command, with: {argv: ["false"]}}
+"""
+
+
+def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
+    """cms.update's database work on the staging host, every mariadb command counted: the table
+    list, the schema options and the dump in ONE shell (one client run with a random marker row
+    between the two result sets); after the update and in the rollback, tables and options in ONE
+    client run each (before: 3 + 2 + 2 + 3 = 10, now 1 + 1 + 1 + 3 = 6)."""
+    make_shop_cart_zip(shop.repo, "1.2.0", schema="2")  # migrates: option 1 -> 2, a new table
+    inv = write_inventory(shop)
+    schema_before = schema_state(shop, shop.staging)
+    rec = Recorder()
+
+    result = run(shop, inv, playbook_from_text(UPDATE_THEN_FAIL), transport_factory=rec)
+
+    assert result.exit_code == 1
+    st = steps(result, "staging")
+    assert st["update"].status is StepStatus.ROLLED_BACK
+    # verify compared the schema after the new code booted (the data stays on the rolled-back step)
+    assert st["update"].data["schema_changed"] is True
+    assert st["update"].data["schema_changes"] == ["wp_shop_cart_items_2", "shop_cart_db_version"]
+    # the rollback restored the dump and dropped the table the update created
+    assert schema_state(shop, shop.staging) == schema_before
+    rolled = [e for e in events(result) if e["event"] == "cms.rolled_back"]
+    assert rolled[0]["database"]["restored"] is True
+    assert rolled[0]["database"]["schema_changed"] == ["wp_shop_cart_items_2", "shop_cart_db_version"]
+    assert rolled[0]["database"]["dropped_tables"] == ["wp_shop_cart_items_2"]
+
+    sent = [(kind, text) for kind, text in rec.by_host[shop.staging_host.ip].sent if "mariadb" in text]
+    cnf = re.escape(f"--defaults-file={shop.staging.path}/.maint/snapshots/") + r"[^/ ]+/db\.cnf"
+    both = r"'SHOW TABLES; SELECT '\"'\"'@@mk-[0-9a-f]{32}'\"'\"'; SELECT option_name, option_value FROM `wp_options`"
+    db = re.escape(shop.staging.db_name)
+    assert [kind for kind, _ in sent] == ["shell", "run", "run", "shell", "run", "run"], sent
+    dump, after, undo, restore, tables, drop = (text for _, text in sent)
+    assert re.match(f"mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), dump
+    assert re.search(f"\nmariadb-dump {cnf} --single-transaction ", dump), dump
+    assert re.fullmatch(f"mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db}", after), after
+    assert undo == after.replace(after.split("@@mk-")[1][:32], undo.split("@@mk-")[1][:32])
+    assert restore.startswith("umask 077\ngzip -dc -- ") and "mariadb" in restore
+    assert re.fullmatch(f"mariadb {cnf} --batch --skip-column-names -e 'SHOW TABLES' {db}", tables), tables
+    assert "DROP TABLE `wp_shop_cart_items_2`" in drop

@@ -8,12 +8,14 @@ client's first option (:func:`maintkit.actions.mariadb.client_argv`), never from
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field
 
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.mariadb import client_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
+from maintkit.results import CommandResult
 from maintkit.transport.base import join, quote
 
 _SQL_IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
@@ -32,13 +34,25 @@ class DbUndo:
     schema_options: list[str] = field(default_factory=list)
 
 
+def _rows(text: str) -> list[list[str]]:
+    """Rows of the client's ``--batch`` output (one a line: it escapes newlines and tabs in values)."""
+    return [line.split("\t") for line in text.split("\n") if line]
+
+
+def _query_argv(database: str, defaults_file: str | None, sql: str) -> list[str]:
+    return [*client_argv("mariadb", defaults_file), "--batch", "--skip-column-names", "-e", sql, database]
+
+
+def _query_failed(database: str, res: CommandResult) -> RollbackFailed:
+    return RollbackFailed(f"mariadb query on {database} failed: {tail(res.stderr)}")
+
+
 def db_query(ctx: Context, database: str, defaults_file: str | None, sql: str) -> list[list[str]]:
-    """Run one SQL statement with the mariadb client; rows of tab-separated columns."""
-    argv = [*client_argv("mariadb", defaults_file), "--batch", "--skip-column-names", "-e", sql, database]
-    res = ctx.run(argv, check=False)
+    """Run SQL (one statement or several) with the mariadb client; rows of tab-separated columns."""
+    res = ctx.run(_query_argv(database, defaults_file, sql), check=False)
     if not res.ok:
-        raise RollbackFailed(f"mariadb query on {database} failed: {tail(res.stderr)}")
-    return [line.split("\t") for line in res.stdout.splitlines() if line]
+        raise _query_failed(database, res)
+    return _rows(res.stdout)
 
 
 def list_tables(ctx: Context, database: str, defaults_file: str | None) -> list[str]:
@@ -46,21 +60,50 @@ def list_tables(ctx: Context, database: str, defaults_file: str | None) -> list[
     return [row[0] for row in db_query(ctx, database, defaults_file, "SHOW TABLES")]
 
 
-def read_options(ctx: Context, undo: DbUndo) -> dict[str, str]:
-    """Current values of the schema options (WordPress) recorded in ``undo``."""
+def _options_sql(undo: DbUndo) -> str | None:
+    """The SELECT of the schema options (WordPress) recorded in ``undo``; None when there are none."""
     if not undo.options_table or not undo.schema_options:
-        return {}
+        return None
     if not _SQL_IDENT.match(undo.options_table):
         raise RollbackFailed(f"unsafe table name {undo.options_table!r}")
     names = [n for n in undo.schema_options if re.fullmatch(r"[A-Za-z0-9_.:-]{1,191}", n)]
     in_list = ", ".join("'" + n + "'" for n in names)
     # Identifiers and values are validated above (no quoting characters possible).
-    sql = f"SELECT option_name, option_value FROM `{undo.options_table}` WHERE option_name IN ({in_list})"  # noqa: S608
-    return {row[0]: (row[1] if len(row) > 1 else "") for row in db_query(ctx, undo.database, undo.defaults_file, sql)}
+    return f"SELECT option_name, option_value FROM `{undo.options_table}` WHERE option_name IN ({in_list})"  # noqa: S608
 
 
-def dump_database(ctx: Context, database: str, defaults_file: str | None, dest_gz: str) -> None:
-    """``mariadb-dump`` into ``dest_gz`` (mode 0600); credentials from the option file, never argv."""
+def _schema_sql(undo: DbUndo, marker: str) -> str:
+    """``SHOW TABLES``, then (with schema options) a row holding only ``marker`` and the options' SELECT."""
+    options = _options_sql(undo)
+    return "SHOW TABLES" if options is None else f"SHOW TABLES; SELECT '{marker}'; {options}"
+
+
+def _parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], dict[str, str]]:
+    """The tables and the schema options out of one run of :func:`_schema_sql`."""
+    rows = _rows(stdout)
+    cut = rows.index([marker]) if [marker] in rows else len(rows)
+    if cut == len(rows) and _options_sql(undo) is not None:
+        raise RollbackFailed(f"mariadb query on {undo.database} failed: no end of the table list")
+    options = {row[0]: (row[1] if len(row) > 1 else "") for row in rows[cut + 1 :]}
+    return [row[0] for row in rows[:cut]], options
+
+
+def _marker() -> str:
+    """A line no table name or option value can make: random, for this one command."""
+    return f"@@mk-{secrets.token_hex(16)}"
+
+
+def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
+    """The tables of ``undo.database`` and the current values of its schema options, in ONE client run."""
+    marker = _marker()
+    res = ctx.run(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)), check=False)
+    if not res.ok:
+        raise _query_failed(undo.database, res)
+    return _parse_schema(undo, res.stdout, marker)
+
+
+def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
+    """``mariadb-dump`` into ``dest_gz`` (mode 0600); a failing dump removes its partial file."""
     sql = dest_gz[:-3] if dest_gz.endswith(".gz") else dest_gz + ".sql"
     argv = [
         *client_argv("mariadb-dump", defaults_file),
@@ -71,13 +114,35 @@ def dump_database(ctx: Context, database: str, defaults_file: str | None, dest_g
         f"--result-file={sql}",
         database,
     ]
-    script = (
+    return (
         f"umask 077\n{join(argv)} || {{ rc=$?; rm -f -- {quote(sql)}; exit $rc; }}\n"
         f"gzip -f -- {quote(sql)} && chmod 600 -- {quote(dest_gz)}"
     )
+
+
+def read_and_dump(ctx: Context, undo: DbUndo) -> None:
+    """Read the tables and schema options into ``undo`` (``tables_before``, ``schema_before``), then
+    dump the database into ``undo.dump``: one round trip.
+
+    A failing read raises as :func:`read_schema` does (nothing dumped); a failing dump raises
+    ApplyFailed with the dump's own stderr; the partial dump file is removed.
+    """
+    marker = _marker()
+    query = join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)))
+    done = f"{marker}-dump"  # printed on both streams once the read succeeded
+    script = f"{query} || exit $?\necho {done}; echo {done} >&2\n" + _dump_script(
+        undo.database, undo.defaults_file, undo.dump
+    )
     res = ctx.run_shell(script, check=False)
+    lines = res.stdout.split("\n")
+    if done not in lines:
+        raise _query_failed(undo.database, res)
+    cut = lines.index(done)
+    undo.tables_before, undo.schema_before = _parse_schema(undo, "\n".join(lines[:cut]), marker)
     if not res.ok:
-        raise ApplyFailed(f"database dump of {database} failed: {tail(res.stderr or res.stdout)}")
+        err = res.stderr.split(f"{done}\n", 1)[-1]
+        out = "\n".join(lines[cut + 1 :])
+        raise ApplyFailed(f"database dump of {undo.database} failed: {tail(err or out)}")
 
 
 def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
@@ -100,4 +165,4 @@ def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
     return dropped
 
 
-__all__ = ["DbUndo", "db_query", "dump_database", "list_tables", "read_options", "restore_database"]
+__all__ = ["DbUndo", "db_query", "list_tables", "read_and_dump", "read_schema", "restore_database"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from maintkit._text import tail
 from maintkit.action import Context
-from maintkit.actions.cms.db import DbUndo, dump_database, list_tables, restore_database
+from maintkit.actions.cms.db import DbUndo, read_and_dump, restore_database
 from maintkit.actions.cms.drivers.base import run_commands
 from maintkit.actions.cms.drivers.composer_plan import ComposerPlanner, parse_operations
 from maintkit.actions.cms.lock import LockedPackage
@@ -82,8 +82,8 @@ class ComposerDriver(ComposerPlanner):
         database = str(self.p.db_name)
         dump = f"{snap}/database.sql.gz"
         cnf = self.p.db_defaults_file
-        undo = DbUndo(database=database, dump=dump, defaults_file=cnf, tables_before=list_tables(ctx, database, cnf))
-        dump_database(ctx, database, cnf, dump)
+        undo = DbUndo(database=database, dump=dump, defaults_file=cnf, tables_before=[])
+        read_and_dump(ctx, undo)  # the table list and the dump in one round trip
         return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
 
     # ---------------------------------------------------------------- verify

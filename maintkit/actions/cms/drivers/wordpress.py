@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from maintkit.action import Context
-from maintkit.actions.cms.db import DbUndo, dump_database, list_tables, read_options, restore_database
+from maintkit.actions.cms.db import DbUndo, read_and_dump, restore_database
 from maintkit.actions.cms.drivers.base import run_commands
 from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
 from maintkit.actions.cms.drivers.wordpress_state import (
@@ -122,17 +122,16 @@ class WordPressDriver(WordPressPlanner):
         database = str(res.get("database") or state.db_name)
         prefix = str(res.get("table_prefix") or state.table_prefix)
         dump = f"{snap}/database.sql.gz"
-        with self.clock.part("dump"):  # the schema read and the dump (the helper run above is "php")
-            undo = DbUndo(
-                database=database,
-                dump=dump,
-                defaults_file=cnf,
-                tables_before=list_tables(ctx, database, cnf),
-                options_table=f"{prefix}options",
-                schema_options=["db_version", *self.p.schema_options],
-            )
-            undo.schema_before = read_options(ctx, undo)
-            dump_database(ctx, database, cnf, dump)
+        undo = DbUndo(
+            database=database,
+            dump=dump,
+            defaults_file=cnf,
+            tables_before=[],
+            options_table=f"{prefix}options",
+            schema_options=["db_version", *self.p.schema_options],
+        )
+        with self.clock.part("dump"):  # the schema read and the dump, one round trip (the helper run above is "php")
+            read_and_dump(ctx, undo)
         self._db_undo = undo
         return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
 

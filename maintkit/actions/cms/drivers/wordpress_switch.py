@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from maintkit._text import tail
 from maintkit.action import Context
-from maintkit.actions.cms.db import DbUndo, list_tables, read_options
+from maintkit.actions.cms.db import DbUndo, read_schema
 from maintkit.errors import ApplyFailed
 from maintkit.transport.base import quote
 
@@ -75,8 +75,7 @@ def switch_into_place(ctx: Context, side: Sibling) -> None:
 
 def schema_changes(ctx: Context, undo: DbUndo) -> list[str]:
     """Tables added or removed and schema options changed since ``undo`` was taken (sorted per kind)."""
-    tables = list_tables(ctx, undo.database, undo.defaults_file)
-    options = read_options(ctx, undo)
+    tables, options = read_schema(ctx, undo)  # one client run for both
     changed = sorted(set(tables) ^ set(undo.tables_before))
     changed += sorted(k for k in set(options) | set(undo.schema_before) if options.get(k) != undo.schema_before.get(k))
     return changed
