@@ -505,7 +505,9 @@ def test_copy_applies_retention_at_the_destination(shop: Shop) -> None:
 def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> None:
     """backup.create of the database and the files, every session counted: the tools and the
     listing come from the stage's reads, the folder is made and the manifest written (with the
-    rename that completes the backup) in one round trip each."""
+    rename that completes the backup) in one round trip each, and the database part (tables and
+    exact row counts, the dump, the counts again, size and sha256 of the dump) is ONE round trip
+    (it was five: two client runs, the dump, two client runs, and a share of the checksums)."""
     rec = Recorder()
     text = one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}", files=True)
     result = shop.run(text=text, transport_factory=rec)
@@ -519,16 +521,137 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     assert firsts == [
         "mkdir",  # the backup folder (0700) and its .partial folder, in one
         "umask",  # the database password into a 0600 option file (from stdin, never argv)
-        "mariadb", "mariadb",  # tables, then exact row counts
-        "umask",  # the dump | gzip
-        "mariadb", "mariadb",  # the counts again (a count that moved during the dump is a range)
+        "echo",  # tables and exact counts, the dump | gzip, the counts again, size and sha256 of the dump
         "rm",  # the option file
         "umask", "umask",  # the archive of the files, then its members counted back
-        "printf",  # size and sha256 of both
+        "printf",  # size and sha256 of the archive
         "umask",  # the manifest, then the rename of the .partial folder
         "printf",  # the runner's read after the change: the backup listing verify reads
         "printf",  # verify: size and sha256 of both against the manifest
     ], steps  # fmt: skip
     assert steps[0].count("&&") == 2 and f"{manifest['id']}.partial" in steps[0]
-    assert "manifest.json" in steps[11] and "mv -T" in steps[11]
-    assert rec.sessions(h1) == len(kinds) == 17
+    db = steps[2]
+    marker = re.match(r"echo '(@@mk-[0-9a-f]{32}) before'", db)
+    assert marker, db
+    # one client run per read (the server builds the COUNT(*) union), the dump between them
+    assert [line.split()[0] for line in db.splitlines() if f"{marker[1]} " in line and "echo" in line] == ["echo"] * 4
+    assert [re.search(f"{marker[1]} (\\w+)", line)[1] for line in db.splitlines() if f"{marker[1]} " in line] == [  # type: ignore[index]
+        "before", "dump", "after", "facts"
+    ]  # fmt: skip
+    assert db.count("| mariadb --defaults-file=") == 2 and db.count("EXECUTE mk_counts;") == 2
+    assert db.count("mariadb-dump --defaults-file=") == 1 and "sha256sum <" in db
+    assert f"{manifest['id']}.partial/db-{shop.db}.sql.gz" in db
+    assert "files.tar" not in db and "files.tar" in steps[6] and f"db-{shop.db}" not in steps[6]
+    assert "manifest.json" in steps[7] and "mv -T" in steps[7]
+    assert rec.sessions(h1) == len(kinds) == 13
+    # what the manifest says is unchanged: exact counts, the view, the dump's size and sha256
+    item = next(i for i in manifest["items"] if i["type"] == "database")
+    assert item["counts"] == "exact"
+    assert item["tables"] == {
+        "big_orders": {"type": "view"},
+        "customers": {"type": "table", "rows": 250},
+        "orders": {"type": "table", "rows": 600},
+    }
+    dump = shop.backup_dir / manifest["id"] / item["file"]
+    assert dump.stat().st_size == item["size"] and sha256(dump) == item["sha256"]
+
+
+def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, ssh_lab: SshLab) -> None:
+    """Table names with quotes, backticks, spaces, a leading dash and wildcards are counted by the
+    server-built COUNT(*) union; ignored tables are neither counted nor dumped; above
+    ``count_limit`` the estimates are stored (and no COUNT runs); the dump restores (verify)."""
+    odd = ["it's", "back`tick", "-dash table", "100%_*"]
+    for i, name in enumerate(odd):
+        ident = "`" + name.replace("`", "``") + "`"
+        shop.sql(f"CREATE TABLE {ident} (id INT PRIMARY KEY); INSERT INTO {ident} SELECT seq FROM seq_1_to_{i + 3};")
+    shop.sql("CREATE TABLE skipped (id INT); INSERT INTO skipped VALUES (1);")
+    shop.sql("ANALYZE TABLE customers, orders")
+    spec = {"name": shop.db, "host": "127.0.0.1", "port": shop.mariadb.port, "user": shop.user}
+    password = "{{ secrets." + SECRET_VAR + " }}"
+    text = yaml.safe_dump(
+        {
+            "name": "t-odd",
+            "stages": [
+                {
+                    "env": "production",
+                    "steps": [
+                        {
+                            "id": "create",
+                            "action": "backup.create",
+                            "with": {"databases": [{**spec, "password": password, "ignore_tables": ["skipped"]}]},
+                        },
+                        {"id": "verify", "action": "backup.verify", "with": {"password": password}},
+                    ],
+                }
+            ],
+        }
+    )
+    rec = Recorder()
+    result = shop.run(text=text, transport_factory=rec)
+    assert result.ok, result.sites[0].error
+    [manifest] = shop.manifests()
+    [item] = manifest["items"]
+    assert item["counts"] == "exact" and item["ignored_tables"] == ["skipped"]
+    assert item["tables"] == {
+        "big_orders": {"type": "view"},
+        "customers": {"type": "table", "rows": 250},
+        "orders": {"type": "table", "rows": 600},
+        **{name: {"type": "table", "rows": i + 3} for i, name in enumerate(odd)},
+    }
+    assert manifest["verification"]["db " + shop.db]["ok"] is True  # the dump restored, same tables and rows
+    dump = subprocess.run(["gzip", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True)
+    assert b"CREATE TABLE `skipped`" not in dump.stdout and b"CREATE TABLE `back``tick`" in dump.stdout
+    creates = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ mariadb-dump --" in t]
+    assert len(creates) == 1 and "AND table_name NOT IN (" in creates[0]
+    assert f"--ignore-table={shop.db}.skipped" in creates[0]
+
+    # above count_limit: the estimates, and the counts after the dump are not read
+    estimate = yaml.safe_dump(
+        {
+            "name": "t-estimate",
+            "stages": [
+                {
+                    "env": "production",
+                    "steps": [
+                        {
+                            "action": "backup.create",
+                            "with": {"databases": [{**spec, "password": password, "count_limit": 1}]},
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    rec = Recorder()
+    again = shop.run(text=estimate, transport_factory=rec)
+    assert again.ok, again.sites[0].error
+    newest = shop.manifests()[0]
+    assert newest["id"] != manifest["id"]
+    [item] = newest["items"]
+    assert item["counts"] == "estimate"
+    assert item["tables"]["customers"] == {"type": "table", "rows_estimate": 250}
+    assert set(item["tables"]) == {"big_orders", "customers", "orders", "skipped", *odd}
+    [db] = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ mariadb-dump --" in t]
+    marker = re.match(r"echo '(@@mk-[0-9a-f]{32}) before'", db)
+    assert marker and f"{marker[1]} after" in db  # in the script, run only when the first read was exact
+
+
+def test_a_failing_part_of_the_one_round_trip_dump_fails_as_before(shop: Shop) -> None:
+    """The dump failing after the counts: ApplyFailed with the dump's stderr, as when the dump ran
+    alone; the counts failing (a wrong password): the client's CommandFailed, as before. Either
+    way the .partial folder and the option file are gone."""
+    shop.sql("CREATE TABLE doomed (id INT); CREATE VIEW broken_view AS SELECT * FROM doomed; DROP TABLE doomed;")
+    result = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    assert not result.ok
+    error = str(result.sites[0].error)
+    assert f"dumping database {shop.db} failed (exit " in error and "broken_view" in error, error
+    assert not list(shop.backup_dir.iterdir())  # neither the .partial folder nor the option file
+    shop.sql("DROP VIEW broken_view")
+
+    shop.extra_env[SECRET_VAR] = "not-the-password"
+    denied = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
+    assert not denied.ok
+    error = str(denied.sites[0].error)
+    assert re.search(r"backup \S+ failed: .*command failed with exit 1: mariadb --defaults-file=\S+/\.cred-", error), error
+    assert f"--batch --skip-column-names {shop.db}" in error and "Access denied" in error, error
+    assert not list(shop.backup_dir.iterdir())

@@ -131,6 +131,12 @@ def sha_lines(stdout: str) -> dict[str, str]:
     return out
 
 
+def facts_line(path: str) -> str:
+    """Shell printing ``<size> <sha256>`` of the file ``path`` (one line; the name is never printed)."""
+    q = quote(path)
+    return f"printf '%s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -d ' ' -f 1)\" || exit 1\n"
+
+
 def file_facts(ctx: Context, paths: Iterable[str], timeout: float | None = None) -> dict[str, tuple[int, str]]:
     """Size and sha256 of files on the host: path -> (size, sha256)."""
     paths = list(paths)
@@ -139,10 +145,7 @@ def file_facts(ctx: Context, paths: Iterable[str], timeout: float | None = None)
     kwargs: dict[str, Any] = {"timeout": timeout} if timeout else {}
     # one "size digest" line per path, in order: names never appear in the output, so a
     # newline or backslash in a path cannot confuse the parsing
-    script = "".join(
-        f"printf '%s %s\\n' \"$(stat -c %s -- {quote(p)})\" \"$(sha256sum < {quote(p)} | cut -d ' ' -f 1)\" || exit 1\n"
-        for p in paths
-    )
+    script = "".join(facts_line(p) for p in paths)
     lines = ctx.run_shell(script, **kwargs).stdout.splitlines()
     out: dict[str, tuple[int, str]] = {}
     for path, line in zip(paths, lines, strict=False):

@@ -18,7 +18,8 @@ from maintkit.state import index
 from maintkit.transport.base import join, quote
 
 from .common import backup_dir, file_facts, format_age, manifest_bytes, new_backup_id, parse_duration, utcnow_iso
-from .db import DatabaseSpec, DbClient, connect, missing_tools, pipeline
+from .db import DatabaseSpec, connect, missing_tools
+from .dump import dump_in_one, dump_stepwise
 from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
 
 ALL_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql", "gzip", "pg_dump", "pg_restore", "psql", "zstd", "tar")
@@ -81,65 +82,6 @@ def _kwargs(timeout: float | None) -> dict[str, Any]:
     return {"timeout": timeout} if timeout else {}
 
 
-def _table_state(client: DbClient, ctx: Context, timeout: float | None) -> tuple[dict[str, str], dict[str, int], bool]:
-    """(name -> type, name -> rows, exact?) of the source database."""
-    tables = client.tables(ctx, client.spec.name)
-    kinds = {name: kind for name, (kind, _) in tables.items()}
-    base = [n for n, (kind, _) in tables.items() if kind == "table" and n not in client.spec.ignore_tables]
-    estimated = sum(rows for n, (kind, rows) in tables.items() if n in base)
-    if estimated <= client.spec.count_limit:
-        return kinds, client.count_rows(ctx, client.spec.name, base, timeout), True
-    return kinds, {n: tables[n][1] for n in base}, False
-
-
-def _table_manifest(
-    kinds: dict[str, str], before: dict[str, int], after: dict[str, int], exact: bool, ignored: list[str]
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, kind in sorted(kinds.items()):
-        if name in ignored:
-            continue
-        if kind == "view":
-            out[name] = {"type": "view"}
-        elif not exact:
-            out[name] = {"type": "table", "rows_estimate": after.get(name, before.get(name, 0))}
-        else:
-            a, b = before.get(name), after.get(name, before.get(name))
-            if a is None or b is None or a == b:
-                out[name] = {"type": "table", "rows": b if b is not None else a}
-            else:
-                out[name] = {"type": "table", "rows_min": min(a, b), "rows_max": max(a, b)}
-    return out
-
-
-def dump_database(ctx: Context, client: DbClient, workdir: str, timeout: float | None) -> dict[str, Any]:
-    """Dump one database into ``workdir``; return its manifest item (without size/sha256)."""
-    spec = client.spec
-    kinds, before, exact = _table_state(client, ctx, timeout)
-    name = f"db-{spec.name}{client.dump_suffix}"
-    out = f"{workdir}/{name}"
-    if client.mysql:
-        script = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
-    else:
-        script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
-    res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
-    if not res.ok:
-        tail = text_tail(res.stderr or res.stdout, 800)
-        raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
-    _, after, _ = _table_state(client, ctx, timeout) if exact else (kinds, before, exact)
-    return {
-        "type": "database",
-        "engine": spec.engine,
-        "name": spec.name,
-        "file": name,
-        "compression": "gzip" if client.mysql else "pg_dump-custom",
-        "connection": spec.connection(),
-        "ignored_tables": list(spec.ignore_tables),
-        "counts": "exact" if exact else "estimate",
-        "tables": _table_manifest(kinds, before, after, exact, spec.ignore_tables),
-    }
-
-
 def archive_files(
     ctx: Context, job: BackupJob, tools: frozenset[str], workdir: str, timeout: float | None
 ) -> dict[str, Any]:
@@ -180,12 +122,16 @@ def write_backup(
     try:
         items: list[dict[str, Any]] = []
         for spec in job.databases:
-            with connect(ctx, spec, directory, tools) as client:
-                items.append(dump_database(ctx, client, part, timeout))
+            with connect(
+                ctx, spec, directory, tools
+            ) as client:  # MariaDB/MySQL: one round trip, size and sha256 included
+                dump = dump_in_one if client.mysql else dump_stepwise
+                items.append(dump(ctx, client, part, timeout))
         if job.paths:
             items.append(archive_files(ctx, job, tools, part, timeout))
-        facts = file_facts(ctx, [f"{part}/{i['file']}" for i in items], timeout)
-        for item in items:
+        unread = [i for i in items if "size" not in i]
+        facts = file_facts(ctx, [f"{part}/{i['file']}" for i in unread], timeout)
+        for item in unread:
             item["size"], item["sha256"] = facts[f"{part}/{item['file']}"]
         data = {
             "format": 1,

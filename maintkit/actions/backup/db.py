@@ -31,6 +31,10 @@ from maintkit.transport.base import join, quote
 
 Engine = Literal["mariadb", "mysql", "postgresql"]
 _DEFINER_SED = r"s/DEFINER=`[^`]*`@`[^`]*`//g"
+_MYSQL_TABLES = (
+    "SELECT table_name, table_type, COALESCE(table_rows, 0) FROM information_schema.tables "
+    "WHERE table_schema = DATABASE() ORDER BY table_name;"
+)
 
 
 class DatabaseSpec(Params):
@@ -225,10 +229,7 @@ class DbClient:
     def tables(self, ctx: Context, db: str) -> dict[str, tuple[str, int]]:
         """name -> (type "table"/"view", estimated rows)."""
         if self.mysql:
-            q = (
-                "SELECT table_name, table_type, COALESCE(table_rows, 0) FROM information_schema.tables "
-                "WHERE table_schema = DATABASE() ORDER BY table_name;"
-            )
+            q = _MYSQL_TABLES
         else:
             q = (
                 "SELECT c.relname, CASE WHEN c.relkind IN ('v','m') THEN 'VIEW' ELSE 'BASE TABLE' END, "
@@ -242,6 +243,34 @@ class DbClient:
                 kind = "view" if "VIEW" in parts[1].upper() else "table"
                 out[parts[0]] = (kind, int(float(parts[2] or 0)))
         return out
+
+    def state_sql(self, marker: str) -> str:
+        """MariaDB/MySQL: the statements of :meth:`tables`, then a row ``marker<TAB>1`` (exact counts
+        follow: the estimated rows of the base tables not ignored are at most ``count_limit``) or
+        ``marker<TAB>0`` (estimates only), then ``name<TAB>rows`` per base table when exact.
+
+        The server builds the ``COUNT(*)`` union from ``information_schema`` (identifiers quoted
+        with backticks, names as string literals by ``QUOTE``), so one client run does both reads.
+        """
+        s = self.spec
+        base = "FROM information_schema.tables WHERE table_schema = DATABASE() AND UPPER(table_type) NOT LIKE '%VIEW%'"
+        if s.ignore_tables:
+            base += " AND table_name NOT IN (" + ", ".join(self.quote_literal(t) for t in s.ignore_tables) + ")"
+        one = "CONCAT('SELECT ', QUOTE(table_name), ', COUNT(*) FROM `', REPLACE(table_name, '`', '``'), '`')"
+        nothing = "'SELECT 1 FROM DUAL WHERE FALSE'"
+        return "\n".join(
+            [
+                _MYSQL_TABLES,
+                "SET SESSION group_concat_max_len = 4294967295;",
+                f"SET @mk_exact = (SELECT COALESCE(SUM(COALESCE(table_rows, 0)), 0) <= {int(s.count_limit)} {base});",
+                f"SELECT '{marker}', @mk_exact;",
+                f"SET @mk_q = IF(@mk_exact, COALESCE((SELECT GROUP_CONCAT({one} ORDER BY table_name "
+                f"SEPARATOR ' UNION ALL ') {base}), {nothing}), {nothing});",
+                "PREPARE mk_counts FROM @mk_q;",
+                "EXECUTE mk_counts;",
+                "DEALLOCATE PREPARE mk_counts;",
+            ]
+        )
 
     def count_rows(self, ctx: Context, db: str, tables: Sequence[str], timeout: float | None = None) -> dict[str, int]:
         """Exact row counts of ``tables`` (one query)."""
