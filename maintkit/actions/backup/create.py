@@ -122,9 +122,8 @@ def write_backup(
     try:
         items: list[dict[str, Any]] = []
         for spec in job.databases:
-            with connect(
-                ctx, spec, directory, tools
-            ) as client:  # MariaDB/MySQL: one round trip, size and sha256 included
+            with connect(ctx, spec, directory, tools) as client:
+                # MariaDB/MySQL: one round trip, the dump's size and sha256 included
                 dump = dump_in_one if client.mysql else dump_stepwise
                 items.append(dump(ctx, client, part, timeout))
         if job.paths:

@@ -181,7 +181,7 @@ def dump_in_one(ctx: Context, client: DbClient, workdir: str, timeout: float | N
     out = f"{workdir}/{name}"
     marker = f"@@mk-{secrets.token_hex(16)}"
     script = _script(client, out, marker)
-    res = ctx.run_shell(script, check=False, **_kwargs(timeout))
+    res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
     outs, last = _sections(res.stdout, marker)
     errs, _ = _sections(res.stderr, marker)
     if not res.ok or last != "facts":
