@@ -132,7 +132,7 @@ def _project(tmp_path: Path) -> Path:
 def _half_update(ctx: Context, driver: ComposerDriver, changes: list[Change], *, lose_snapshot: bool) -> None:
     """Snapshot vendor/, change it half-way, then fail (as a broken ``composer update`` would)."""
     site = Path(ctx.path)
-    snap = driver.prepare_snapshot_dir(ctx)
+    snap, _ = driver.prepare_snapshot_dir(ctx)
     assert snapshot_path(ctx, str(site / "vendor"), f"{snap}/files/vendor") is True
     changes.append(
         Change(target="vendor", summary="snapshot", undo=PackageUndo([(f"{snap}/files/vendor", str(site / "vendor"))]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -109,9 +110,12 @@ def write_backup(
     kind: str = "backup",
     note: str | None = None,
     timeout: float | None = None,
+    read_after: Sequence[Probe[Any]] = (),
 ) -> Manifest:
     """Write a complete backup (``<dir>/<id>.partial`` renamed to ``<dir>/<id>`` at the end).
 
+    ``read_after``: probes read in the same round trip as the final rename, kept for verify
+    (:meth:`~maintkit.action.Context.run_and_probe`; only when nothing changes after it).
     On any failure the partial directory is removed and ApplyFailed raised.
     """
     created = datetime.now(UTC)
@@ -147,18 +151,24 @@ def write_backup(
             "items": items,
             "verified_at": None,
         }
-        # the manifest, then the rename that makes the backup whole, in one round trip (the
-        # folder is private and still .partial: the manifest needs no atomic write of its own)
-        ctx.run_shell(
-            f"umask 077 && cat > {quote(part + '/manifest.json')} && {join(['mv', '-T', '--', part, final])}",
-            stdin=manifest_bytes(data),
-        )
+        _finish(ctx, part, final, manifest_bytes(data), read_after)
     except MaintkitError as exc:
         ctx.run(["rm", "-rf", "--", part], check=False)
         if isinstance(exc, ApplyFailed):
             raise
         raise ApplyFailed(f"backup {bid} failed: {exc}") from None
     return Manifest(bid, data, final)
+
+
+def _finish(ctx: Context, part: str, final: str, manifest: bytes, read_after: Sequence[Probe[Any]]) -> None:
+    """The manifest, then the rename that makes the backup whole, in one round trip (the folder
+    is private and still .partial: the manifest needs no atomic write of its own); with
+    ``read_after``, those probes are read in the same round trip after the rename."""
+    finish = f"umask 077 && cat > {quote(part + '/manifest.json')} && {join(['mv', '-T', '--', part, final])}"
+    if read_after:
+        ctx.run_and_probe(finish, read_after, stdin=manifest)
+    else:
+        ctx.run_shell(finish, stdin=manifest)
 
 
 def record_of(manifest: Manifest, directory: str) -> dict[str, Any]:
@@ -345,7 +355,15 @@ class BackupCreate(Action[BackupCreateParams]):
 
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         job, directory, tools = check.snapshot
-        manifest = write_backup(ctx, job, directory, tools, note=self.params.note, timeout=self.params.timeout)
+        manifest = write_backup(
+            ctx,
+            job,
+            directory,
+            tools,
+            note=self.params.note,
+            timeout=self.params.timeout,
+            read_after=[BackupListing(directory)],  # verify's read, with the rename
+        )
         record = record_of(manifest, directory)
         ctx.record(backup=record)
         ctx.write_index(index.record_backup, {**record, "run_id": ctx.run_id, "host": ctx.env.display_host})

@@ -8,13 +8,14 @@ when the site is broken.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.probes.cms import TreeHashes, tree_hash_script, tree_lines
-from maintkit.transport.base import quote
+from maintkit.transport.base import chain, quote
 
 # -- tree hashes ---------------------------------------------------------------------------------
 
@@ -75,13 +76,6 @@ class PackageUndo:
     remove_new: list[str] = field(default_factory=list)
 
 
-def mkdir_private(ctx: Context, path: str, *, parent: str | None = None) -> None:
-    """``mkdir -p`` + ``chmod 700`` of ``path`` (after ``mkdir -p`` of ``parent``, which keeps its
-    mode), in one round trip."""
-    first = [["mkdir", "-p", "--", parent]] if parent else []
-    ctx.run_each(*first, ["mkdir", "-p", "--", path], ["chmod", "700", "--", path])
-
-
 def snapshot_path(ctx: Context, src: str, dest: str) -> bool:
     """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist."""
     script = (
@@ -126,28 +120,52 @@ def restore_path(ctx: Context, snapshot: str | None, dest: str) -> None:
         raise RollbackFailed(f"restoring {dest} from {snapshot} failed: {tail(res.stderr or res.stdout)}")
 
 
-def file_sizes(ctx: Context, paths: list[str]) -> dict[str, int]:
-    """Current size of each existing file (missing files are left out)."""
-    if not paths:
-        return {}
-    script = (
-        f"for p in {' '.join(quote(p) for p in paths)}; do "
-        '[ -f "$p" ] && printf \'%s\\t%s\\n\' "$p" "$(stat -c %s -- "$p")"; done; true'
-    )
-    res = ctx.run_shell(script, check=False)
-    out: dict[str, int] = {}
-    for line in res.stdout.splitlines():
-        path, _, size = line.rpartition("\t")
-        if size.isdigit():
-            out[path] = int(size)
-    return out
+@dataclass
+class Prepared:
+    """What :func:`prepare_dirs` found: the sizes of the files asked about (missing ones left
+    out) and which of the paths asked about exist (a dangling symlink counts: it is there)."""
+
+    sizes: dict[str, int]
+    existing: set[str]
+
+
+def prepare_dirs(
+    ctx: Context,
+    private: str,
+    *,
+    parent: str,
+    dirs: Sequence[str] = (),
+    sizes: Sequence[str] = (),
+    exists: Sequence[str] = (),
+) -> Prepared:
+    """In ONE round trip: ``mkdir -p`` of ``parent`` (its mode kept), ``mkdir -p`` + ``chmod 700``
+    of ``private``, ``mkdir -p`` of ``dirs``; then the size of each file of ``sizes`` and whether
+    each path of ``exists`` is there. Raises CommandFailed when a directory cannot be made.
+
+    The answers name the paths by their position, so no path can confuse the parsing."""
+    made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
+    script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
+    for i, path in enumerate(sizes):
+        q = quote(path)
+        script += f"[ -f {q} ] && printf 'S{i}\\t%s\\n' \"$(stat -c %s -- {q})\"\n"
+    for i, path in enumerate(exists):
+        q = quote(path)
+        script += f"{{ [ -e {q} ] || [ -L {q} ]; }} && echo E{i}\n"
+    answers = ctx.run_shell(script + "true\n").stdout.split("\n")
+    found = Prepared({}, set())
+    for line in answers:
+        key, _, value = line.partition("\t")
+        if key.startswith("S") and key[1:].isdigit() and value.isdigit() and int(key[1:]) < len(sizes):
+            found.sizes[sizes[int(key[1:])]] = int(value)
+        elif key.startswith("E") and key[1:].isdigit() and int(key[1:]) < len(exists):
+            found.existing.add(exists[int(key[1:])])
+    return found
 
 
 __all__ = [
     "PackageUndo",
     "cached_tree_hashes",
-    "file_sizes",
-    "mkdir_private",
+    "prepare_dirs",
     "restore_path",
     "restore_script",
     "sha256_hex",

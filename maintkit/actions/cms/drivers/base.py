@@ -8,7 +8,7 @@ pruning of old snapshots. Drivers add planning, installing, verifying and lock e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from maintkit._text import head, tail
@@ -17,7 +17,7 @@ from maintkit.actions.cms.db import DbUndo
 from maintkit.actions.cms.lock import LockedPackage, VersionLock
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.plan import UpdatePlan
-from maintkit.actions.cms.snapshots import PackageUndo, file_sizes, mkdir_private, restore_path
+from maintkit.actions.cms.snapshots import PackageUndo, prepare_dirs, restore_path
 from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
 from maintkit.probes import Probe
 from maintkit.results import Change
@@ -165,12 +165,17 @@ class DriverBase:
         return f"{self.snapshot_root(ctx)}/{ctx.run_id}"
 
     # ---------------------------------------------------------------- apply
-    def prepare_snapshot_dir(self, ctx: Context) -> str:
-        """Create ``.maint`` and this run's private snapshot directory; record the error log sizes."""
+    def prepare_snapshot_dir(
+        self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = ()
+    ) -> tuple[str, set[str]]:
+        """Create ``.maint`` (its mode kept: nginx reads its maintenance flag there), this run's
+        private snapshot directory and ``dirs``; record the error log sizes; tell which of
+        ``exists`` are there. One round trip (:func:`~maintkit.actions.cms.snapshots.prepare_dirs`)."""
         snap = self.snapshot_dir(ctx)
-        mkdir_private(ctx, snap, parent=self.maint_dir(ctx))  # .maint not 0700: nginx reads its maintenance flag
-        ctx.record(error_log_offsets=file_sizes(ctx, self.p.error_logs or []), snapshot=snap)
-        return snap
+        logs = list(self.p.error_logs or [])
+        found = prepare_dirs(ctx, snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists)
+        ctx.record(error_log_offsets=found.sizes, snapshot=snap)
+        return snap, found.existing
 
     def apply_or_undo(self, ctx: Context, work: Callable[[list[Change]], None]) -> list[Change]:
         """Run ``work`` (it appends each change before making it); on failure undo those changes,

@@ -48,7 +48,7 @@ class ComposerDriver(ComposerPlanner):
 
     def _apply(self, ctx: Context, plan: UpdatePlan[list[Installed]], changes: list[Change]) -> None:
         project = self.project(ctx)
-        snap = self.prepare_snapshot_dir(ctx)
+        snap, _ = self.prepare_snapshot_dir(ctx)
         entries: list[tuple[str | None, str]] = []
         for name in _SNAPSHOT_FILES:
             existed = snapshot_path(ctx, f"{project}/{name}", f"{snap}/files/{name}")

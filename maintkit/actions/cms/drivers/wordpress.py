@@ -74,13 +74,14 @@ class WordPressDriver(WordPressPlanner):
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
         self.switched, self._db_undo, self._listing, self._flushed = [], None, None, None
-        snap = self.prepare_snapshot_dir(ctx)
-        ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
         state = plan.state
+        workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
+        packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
+        snap, existing = self.prepare_snapshot_dir(ctx, dirs=[packages], exists=[workdir])
+        ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
         if self.p.database != "never":
             changes.append(self._dump(ctx, state, snap))
-        workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
-        if not ctx.run(["test", "-e", workdir], check=False).ok:  # the upgrader leaves it behind
+        if workdir not in existing:  # the upgrader makes it and leaves it behind
             changes.append(
                 Change(
                     target=workdir,
@@ -149,8 +150,7 @@ class WordPressDriver(WordPressPlanner):
             offer.data = self.sources.fetch(ctx, offer)
             if offer.sha256 and sha256_hex(offer.data) != offer.sha256:
                 raise ApplyFailed(f"{offer.ref} changed since it was checked")
-        path = f"{snap}/packages/{update.name}-{update.to}.zip"
-        ctx.run(["mkdir", "-p", "--", f"{snap}/packages"])
+        path = f"{snap}/packages/{update.name}-{update.to}.zip"  # made by prepare_snapshot_dir
         ctx.put(offer.data, path, mode=0o600)
         return path
 
@@ -259,6 +259,8 @@ class WordPressDriver(WordPressPlanner):
             if u.kind == "core" and st.db_version != st.files_db_version:
                 problems.append(f"database version {st.db_version} != {st.files_db_version} after the core update")
         paths = [u.package.path for u in plan.updates if u.kind != "core"]
+        if not ctx.stage_promote:  # the version lock hashes every package in scope: one read for all
+            paths += [p for p in self._lock_paths(st) if p not in paths]
         trees = tree_hashes(ctx, paths)
         for u in plan.updates:
             if u.expected_tree and trees.get(u.package.path) != u.expected_tree:
@@ -285,10 +287,16 @@ class WordPressDriver(WordPressPlanner):
             self.schema_changed = bool(self.schema_changes)
         ctx.record(schema_changed=self.schema_changed, schema_changes=self.schema_changes)
 
+    def _lock_paths(self, st: WpState) -> list[str]:
+        """The folders of the plugins and themes the version lock records (in policy scope)."""
+        policy = self.p.policy()
+        return [pkg.path for pkg in st.packages if pkg.kind != "core" and self.in_scope(policy, pkg)]
+
     def lock_packages(
         self, ctx: Context, st: WpState, plan: UpdatePlan[WpState] | None, trees: dict[str, str | None] | None = None
     ) -> dict[str, LockedPackage]:
-        """Lock entries for every package in policy scope, as installed now."""
+        """Lock entries for every package in policy scope, as installed now (tree hashes not
+        in ``trees`` are read here)."""
         policy = self.p.policy()
         scoped = [pkg for pkg in st.packages if self.in_scope(policy, pkg)]
         trees = dict(trees or {})
