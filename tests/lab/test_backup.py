@@ -561,7 +561,7 @@ def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, 
     """Table names with quotes, backticks, spaces, a leading dash and wildcards are counted by the
     server-built COUNT(*) union; ignored tables are neither counted nor dumped; above
     ``count_limit`` the estimates are stored (and no COUNT runs); the dump restores (verify)."""
-    odd = ["it's", "back`tick", "-dash table", "100%_*"]
+    odd = ["it's", "back`tick", "-dash table", "100%_*", "café", "日本"]
     for i, name in enumerate(odd):
         ident = "`" + name.replace("`", "``") + "`"
         shop.sql(f"CREATE TABLE {ident} (id INT PRIMARY KEY); INSERT INTO {ident} SELECT seq FROM seq_1_to_{i + 3};")
@@ -652,6 +652,8 @@ def test_a_failing_part_of_the_one_round_trip_dump_fails_as_before(shop: Shop) -
     denied = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
     assert not denied.ok
     error = str(denied.sites[0].error)
-    assert re.search(r"backup \S+ failed: .*command failed with exit 1: mariadb --defaults-file=\S+/\.cred-", error), error
+    assert re.search(r"backup \S+ failed: .*command failed with exit 1: mariadb --defaults-file=\S+/\.cred-", error), (
+        error
+    )
     assert f"--batch --skip-column-names {shop.db}" in error and "Access denied" in error, error
     assert not list(shop.backup_dir.iterdir())

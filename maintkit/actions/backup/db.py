@@ -173,7 +173,9 @@ class DbClient:
     def client(self, db: str | None = None) -> list[str]:
         """The SQL client reading statements from stdin, tab-separated output without headers."""
         if self.mysql:
-            argv = [self._tool("mariadb", "mysql"), *self._mysql_common(), "--batch", "--skip-column-names"]
+            # names are UTF-8 whatever the host's locale (else the client may talk latin1: ``café`` is not found)
+            argv = [self._tool("mariadb", "mysql"), *self._mysql_common(), "--default-character-set=utf8mb4"]
+            argv += ["--batch", "--skip-column-names"]
             return [*argv, db] if db else argv
         return [
             "psql",
