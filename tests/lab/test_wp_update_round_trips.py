@@ -4,7 +4,8 @@ Every transport of the run is wrapped in :class:`~tests.lab.recording.Recorder`.
 step prepares its folders in ONE round trip (``.maint``, the private snapshot folder, the
 folder for the staged zips, the error logs' sizes and whether ``wp-content/upgrade`` exists),
 and after the update staging hashes the updated plugin and every other package the version
-lock records in ONE read. ``wp-content/upgrade`` that is a dangling symlink is there: the
+lock records in ONE read; the step ends removing its temporary files and listing the snapshots
+in ONE round trip. ``wp-content/upgrade`` that is a dangling symlink is there: the
 undo of a failed update leaves it alone (only what the step made is removed).
 """
 
@@ -55,6 +56,10 @@ def test_staging_prepares_in_one_round_trip_and_hashes_once(shop: Shop) -> None:
     assert len(hashes) == 1  # verify and the version lock: one read
     plugins = site / "wp-content" / "plugins"
     assert f"{plugins}/shop-cart " in hashes[0] and f"{plugins}/akismet " in hashes[0]
+    ends = [c for c in sent if c.startswith("rm -rf -- ") and "wp_helper.php" in c]
+    assert len(ends) == 1 and "\nfind " in ends[0]  # the temporary files and the snapshots' listing: one
+    assert not [c for c in sent if c.startswith("find ")]
+    assert not (site / ".maint" / "wp_helper.php").exists() and not Path(snap, "packages").exists()
     lock = json.loads(Path(update.data["lock"]).read_text())
     trees = {p["name"]: p["tree"] for p in lock["packages"].values() if p["type"] != "core"}
     assert set(trees) == {"akismet", "shop-cart", "twentytwentythree"} and all(len(t) == 64 for t in trees.values())

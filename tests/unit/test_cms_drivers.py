@@ -173,6 +173,22 @@ def test_a_failed_undo_is_named_in_the_apply_error(tmp_path: Path) -> None:
     assert (site / "vendor" / "new.php").read_text() == "<?php // new\n"  # nothing was guessed
 
 
+def test_finish_removes_the_temporary_files_and_old_snapshots(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    run = "20240501T000000Z-e"
+    root = site / ".maint" / "snapshots"
+    for name in ("20240101T000000Z-a", "20240201T000000Z-b", run):
+        (root / name).mkdir(parents=True)
+    (root / run / "packages").mkdir()
+    (root / run / "db.cnf").write_text("[client]\n")
+    (site / ".maint" / "wp_helper.php").write_text("<?php\n")
+    base = make_context(LocalTransport(), path=str(site), platform="wordpress")
+    ctx = replace(base, options=replace(base.options, run_id=run))
+    WordPressDriver(CmsUpdateParams(keep_snapshots=2)).finish(ctx)
+    assert sorted(p.name for p in root.iterdir()) == ["20240201T000000Z-b", run]
+    assert list((root / run).iterdir()) == [] and not (site / ".maint" / "wp_helper.php").exists()
+
+
 def test_prune_keeps_the_newest_snapshots_and_never_this_runs(tmp_path: Path) -> None:
     site = tmp_path / "site"
     root = site / ".maint" / "snapshots"
@@ -182,11 +198,13 @@ def test_prune_keeps_the_newest_snapshots_and_never_this_runs(tmp_path: Path) ->
         (root / run).mkdir(parents=True)
         (root / run / "keep.txt").write_text(run)
     (root / "loose-file").write_text("not a snapshot\n")
+    for foreign in ("0-mine", "20240101T000000Z"):  # not named like a run: not maint's, never removed
+        (root / foreign).mkdir()
     base = make_context(LocalTransport(), path=str(site), platform="wordpress")
     ctx = replace(base, options=replace(base.options, run_id=this_run))
     driver = WordPressDriver(CmsUpdateParams(keep_snapshots=2))
     driver.prune(ctx)
-    left = [this_run, "20240301T000000Z-c", "20240401T000000Z-d", "loose-file"]
+    left = sorted(["0-mine", "20240101T000000Z", this_run, "20240301T000000Z-c", "20240401T000000Z-d", "loose-file"])
     assert sorted(p.name for p in root.iterdir()) == left
     assert (root / this_run / "keep.txt").read_text() == this_run
     driver.prune(ctx)  # a second prune changes nothing

@@ -203,8 +203,7 @@ class CmsUpdate(Action[CmsUpdateParams]):
 
     def finalize(self, ctx: Context, changes: list[Change], ok: bool) -> None:
         driver = self._applied[0] if self._applied else make_driver(ctx, effective_params(ctx, self.params))
-        driver.cleanup(ctx)
-        driver.prune(ctx)
+        driver.finish(ctx)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ pruning of old snapshots. Drivers add planning, installing, verifying and lock e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -22,6 +23,9 @@ from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
 from maintkit.probes import Probe
 from maintkit.results import Change
 from maintkit.transport.base import join
+
+#: the name of a run's snapshot folder: the run id (see :func:`maintkit.ids.new_run_id`)
+RUN_FOLDER = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9A-Za-z]+")
 
 S = TypeVar("S")
 
@@ -64,6 +68,9 @@ class Driver(Protocol[S]):
 
     def prune(self, ctx: Context) -> None:
         """Drop old snapshots."""
+
+    def finish(self, ctx: Context) -> None:
+        """At the end of the step: temporary files removed, old snapshots dropped."""
 
 
 def run_commands(
@@ -215,17 +222,33 @@ class DriverBase:
     def after_restore(self, ctx: Context, undo: PackageUndo) -> None:
         """Hook after one change's snapshots are back (nothing by default)."""
 
-    def cleanup(self, ctx: Context) -> None:
-        """Nothing temporary by default besides snapshots (pruned in finalize)."""
+    def temporary_paths(self, ctx: Context) -> list[str]:
+        """This run's temporary files and folders (none by default besides snapshots)."""
+        return []
 
-    def prune(self, ctx: Context) -> None:
-        """Keep the newest ``keep_snapshots`` run snapshots."""
+    def cleanup(self, ctx: Context) -> None:
+        """Remove :meth:`temporary_paths` (not checked: they may not exist yet)."""
+        paths = self.temporary_paths(ctx)
+        if paths:
+            ctx.run(["rm", "-rf", "--", *paths], check=False)
+
+    def prune(self, ctx: Context, *, remove: Sequence[str] = ()) -> None:
+        """Keep the newest ``keep_snapshots`` run snapshots; ``remove`` goes first, in the same round trip.
+
+        Only folders named like a run id (``20261123T011500Z-3fa9c2``) are maint's snapshots;
+        anything else under the snapshot folder is left alone, and so is this run's."""
         root = self.snapshot_root(ctx)
-        res = ctx.run(["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"], check=False)
-        runs = sorted(n for n in res.stdout.splitlines() if n)
+        listing = join(["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"])
+        first = join(["rm", "-rf", "--", *remove]) + "\n" if remove else ""
+        res = ctx.run_shell(first + listing, check=False)
+        runs = sorted(n for n in res.stdout.split("\n") if RUN_FOLDER.fullmatch(n))
         for old in runs[: max(0, len(runs) - self.p.keep_snapshots)]:
             if old != ctx.run_id:
                 ctx.run(["rm", "-rf", "--", f"{root}/{old}"], check=False)
+
+    def finish(self, ctx: Context) -> None:
+        """:meth:`cleanup` and :meth:`prune` in one round trip (unless old snapshots go)."""
+        self.prune(ctx, remove=self.temporary_paths(ctx))
 
 
 __all__ = ["Driver", "DriverBase", "lock_schema", "run_commands", "undo_changes"]

@@ -340,13 +340,10 @@ class WordPressDriver(WordPressPlanner):
             return {"restored": True, "schema_changed": changed, "dropped_tables": dropped}
         return {"restored": False, "schema_changed": []}
 
-    def cleanup(self, ctx: Context) -> None:
-        """Remove the helper, staged packages and the credentials file of this run."""
+    def temporary_paths(self, ctx: Context) -> list[str]:
+        """The helper, staged packages and the credentials file of this run."""
         snap = self.snapshot_dir(ctx)
-        ctx.run(
-            ["rm", "-rf", "--", self.helper_path(ctx), f"{snap}/packages", f"{snap}/db.cnf"],
-            check=False,
-        )
+        return [self.helper_path(ctx), f"{snap}/packages", f"{snap}/db.cnf"]
 
 
 __all__ = ["CORE_ENTRIES_EXCLUDED", "WordPressDriver", "WpState", "core_entries", "read_zip_package"]
