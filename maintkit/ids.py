@@ -6,11 +6,13 @@ back out of an id.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 
 #: strftime format of the time part of every id
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9A-Za-z]+")
 
 
 def stamp(now: datetime | None = None) -> str:
@@ -36,4 +38,9 @@ def id_time(ident: str) -> datetime | None:
         return None
 
 
-__all__ = ["TIME_FORMAT", "id_time", "new_id", "new_run_id", "stamp"]
+def is_id(name: str) -> bool:
+    """Is ``name`` shaped like an id (``20261123T011500Z-3fa9c2``), with a readable time?"""
+    return _ID.fullmatch(name) is not None and id_time(name) is not None
+
+
+__all__ = ["TIME_FORMAT", "id_time", "is_id", "new_id", "new_run_id", "stamp"]

@@ -9,6 +9,7 @@ shell script is only run where a caller explicitly asks for one
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shlex
 import threading
 import time
@@ -44,6 +45,12 @@ def chain(*argvs: Sequence[str]) -> str:
     if not argvs:
         raise ValueError("no command")
     return " && ".join(join(a) for a in argvs)
+
+
+def output_marker() -> str:
+    """``@@mk-`` and 32 random hex digits: a line that frames sections of one shell's output,
+    which no table name, file name or value on the host can make."""
+    return f"@@mk-{secrets.token_hex(16)}"
 
 
 def build_command(

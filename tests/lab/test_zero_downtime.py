@@ -93,13 +93,14 @@ class Poller:
 def gated_php(shop: Shop, gate: Path) -> str:
     """A ``php`` for cms.update whose ``activate`` on production (the helper run right after the
     switch) waits for ``gate``: the poller's answers during the update, around the switch, then
-    do not depend on how long the update takes. Bounded (30 s), so a missing gate fails the
-    count instead of hanging the run."""
+    do not depend on how long the update takes. The wait is for the gate file (checked every
+    50 ms), not for a time: its bound (5 minutes, far beyond the poller's five answers on any
+    load) only keeps a missing gate from hanging the run; the count then fails."""
     shim = shop.host_dir / "php-gated"
     shim.write_text(
         f"#!/bin/sh\n{PHP_ARGS_SH}php_args \"$@\"\n"
         f"if [ \"$root\" = '{shop.production.path}' ] && [ \"$cmd\" = activate ]; then\n"
-        f"  i=0; while [ ! -e '{gate}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\nfi\n"
+        f"  i=0; while [ ! -e '{gate}' ] && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done\nfi\n"
         'exec php "$@"\n'
     )
     shim.chmod(0o755)

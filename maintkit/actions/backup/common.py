@@ -131,6 +131,11 @@ def sha_lines(stdout: str) -> dict[str, str]:
     return out
 
 
+def timeout_kwargs(timeout: float | None) -> dict[str, Any]:
+    """``{"timeout": timeout}`` for a command when a timeout is given, else nothing (the env's)."""
+    return {"timeout": timeout} if timeout else {}
+
+
 def facts_line(path: str) -> str:
     """Shell printing ``<size> <sha256>`` of the file ``path`` (one line; the name is never printed)."""
     q = quote(path)

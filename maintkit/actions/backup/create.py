@@ -18,7 +18,16 @@ from maintkit.results import Change, Check
 from maintkit.state import index
 from maintkit.transport.base import join, quote
 
-from .common import backup_dir, file_facts, format_age, manifest_bytes, new_backup_id, parse_duration, utcnow_iso
+from .common import (
+    backup_dir,
+    file_facts,
+    format_age,
+    manifest_bytes,
+    new_backup_id,
+    parse_duration,
+    timeout_kwargs,
+    utcnow_iso,
+)
 from .db import DatabaseSpec, connect, missing_tools
 from .dump import dump_in_one, dump_stepwise
 from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
@@ -79,10 +88,6 @@ def missing_for(job: BackupJob, tools: frozenset[str]) -> list[str]:
 # writing a backup
 
 
-def _kwargs(timeout: float | None) -> dict[str, Any]:
-    return {"timeout": timeout} if timeout else {}
-
-
 def archive_files(
     ctx: Context, job: BackupJob, tools: frozenset[str], workdir: str, timeout: float | None
 ) -> dict[str, Any]:
@@ -91,11 +96,11 @@ def archive_files(
     name = archive_name(compression)
     out = f"{workdir}/{name}"
     res = ctx.run_shell(
-        create_script(job.base, job.paths, job.excludes, compression, out), check=False, **_kwargs(timeout)
+        create_script(job.base, job.paths, job.excludes, compression, out), check=False, **timeout_kwargs(timeout)
     )
     if not res.ok:
         raise ApplyFailed(f"archiving files failed (exit {res.exit_code}): {text_tail(res.stderr or res.stdout, 800)}")
-    counted = ctx.run_shell(count_script(out, compression), check=False, **_kwargs(timeout))
+    counted = ctx.run_shell(count_script(out, compression), check=False, **timeout_kwargs(timeout))
     if not counted.ok or not counted.stdout.strip().isdigit():
         raise ApplyFailed(f"cannot read back the new archive {out}: {text_tail(counted.stderr, 400)}")
     return files_item(name, compression, job.base, job.paths, job.excludes, int(counted.stdout.strip()))

@@ -12,24 +12,19 @@ no table name can make. PostgreSQL keeps one command per part (:func:`dump_stepw
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from maintkit._text import tail as text_tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, CommandFailed
 from maintkit.results import CommandResult
-from maintkit.transport.base import checked, join, quote
+from maintkit.transport.base import checked, join, output_marker, quote
 
-from .common import facts_line
+from .common import facts_line, timeout_kwargs
 from .db import DbClient, pipeline
 
 #: the parts of :func:`dump_in_one`'s script, in order (each announced on stdout and stderr)
 _STAGES = ("before", "dump", "after", "facts")
-
-
-def _kwargs(timeout: float | None) -> dict[str, Any]:
-    return {"timeout": timeout} if timeout else {}
 
 
 def table_state(client: DbClient, ctx: Context, timeout: float | None) -> tuple[dict[str, str], dict[str, int], bool]:
@@ -89,7 +84,7 @@ def dump_stepwise(ctx: Context, client: DbClient, workdir: str, timeout: float |
         script = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
     else:
         script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
-    res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
+    res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     if not res.ok:
         tail = text_tail(res.stderr or res.stdout, 800)
         raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
@@ -179,9 +174,9 @@ def dump_in_one(ctx: Context, client: DbClient, workdir: str, timeout: float | N
     spec = client.spec
     name = f"db-{spec.name}{client.dump_suffix}"
     out = f"{workdir}/{name}"
-    marker = f"@@mk-{secrets.token_hex(16)}"
+    marker = output_marker()
     script = _script(client, out, marker)
-    res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(timeout))
+    res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     outs, last = _sections(res.stdout, marker)
     errs, _ = _sections(res.stderr, marker)
     if not res.ok or last != "facts":

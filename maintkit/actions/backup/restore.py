@@ -15,7 +15,7 @@ from maintkit.probes import Probe
 from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
-from .common import backup_dir, format_age, is_protected, select
+from .common import backup_dir, format_age, is_protected, select, timeout_kwargs
 from .create import BackupJob, missing_for, record_of, tools_probe, write_backup
 from .db import ConnectionOverride, DatabaseSpec, connect, spec_from_item
 from .files import ALWAYS_EXCLUDED, compare_script, content_differences, exact_restore_script
@@ -41,10 +41,6 @@ def _parts(manifest: Manifest, what: str) -> tuple[list[dict[str, Any]], list[di
     dbs = manifest.db_items() if what in ("db", "both") else []
     files = manifest.file_items() if what in ("files", "both") else []
     return dbs, files
-
-
-def _kwargs(timeout: float | None) -> dict[str, Any]:
-    return {"timeout": timeout} if timeout else {}
 
 
 def _safety_job(
@@ -173,7 +169,7 @@ class BackupRestore(Action[BackupRestoreParams]):
             excludes = [str(x) for x in item.get("excludes", [])]
             compression = str(item.get("compression", "gzip"))
             script = exact_restore_script(manifest.path(str(item["file"])), compression, base, paths, excludes, stage)
-            res = ctx.run_shell(script, check=False, **_kwargs(self.params.timeout))
+            res = ctx.run_shell(script, check=False, **timeout_kwargs(self.params.timeout))
             if not res.ok:
                 raise ApplyFailed(f"extracting {item['file']} failed: {tail(res.stderr or res.stdout, 500)}")
 
@@ -199,7 +195,7 @@ class BackupRestore(Action[BackupRestoreParams]):
             script = client.restore_script(
                 manifest.path(str(item["file"])), spec.name, strip_definers=strip, clean=True
             )
-            res = ctx.run_shell(script, env=client.env or None, check=False, **_kwargs(self.params.timeout))
+            res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(self.params.timeout))
             if not res.ok:
                 raise ApplyFailed(f"restoring db {spec.name} failed: {tail(res.stderr or res.stdout, 500)}")
 
@@ -235,7 +231,7 @@ class BackupRestore(Action[BackupRestoreParams]):
         problems: list[str] = []
         for item in files:
             script = compare_script(manifest.path(str(item["file"])), str(item.get("compression", "gzip")), ctx.path)
-            out = ctx.run_shell(script, check=False, **_kwargs(self.params.timeout)).stdout
+            out = ctx.run_shell(script, check=False, **timeout_kwargs(self.params.timeout)).stdout
             problems += [f"{item['file']}: {line}" for line in content_differences(out)]
         return problems
 

@@ -11,7 +11,6 @@ stage already flushed them after its last change and nothing changed since
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from maintkit._text import tail as text_tail
 from maintkit.action import Context
 from maintkit.actions.cache.base import CacheTarget, Cleared, Item, TargetFailed
 from maintkit.actions.cache.params import CacheClearParams, PlatformTarget
-from maintkit.actions.cms.drivers.php_cache import cache_dir, php_command
+from maintkit.actions.cms.drivers.php_cache import cache_dir, helper_command
 from maintkit.actions.cms.drivers.wordpress_state import parse_marked_json, wp_helper_source
 from maintkit.actions.maintenance import App, detect_app, layout_probe
 from maintkit.probes import CommandProbe, Probe
@@ -100,9 +99,7 @@ def _helper_flush(ctx: Context, pt: PlatformTarget, root: str, url: str) -> Flus
     through the compiled-code cache cms.update keeps when there is one (never made here; not when
     the flush runs as another user)."""
     cache = cache_dir(ctx) if pt.php_cache and not pt.run_as else None
-    args = {"url": url, "rewrite": pt.rewrite, **({"php_cache": cache} if cache else {})}
-    rest = ["--", root, "flush", json.dumps(args, separators=(",", ":"))]
-    argv = php_command(pt.php, rest, cache, create=False)
+    argv = helper_command(pt.php, root, "flush", {"url": url, "rewrite": pt.rewrite}, cache, create=False)
     return FlushCommand(argv, root, "php <wordpress flush>", wp_helper_source())
 
 

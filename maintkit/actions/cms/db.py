@@ -8,7 +8,6 @@ client's first option (:func:`maintkit.actions.mariadb.client_argv`), never from
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass, field
 
 from maintkit._text import tail
@@ -16,7 +15,7 @@ from maintkit.action import Context
 from maintkit.actions.mariadb import client_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.results import CommandResult
-from maintkit.transport.base import join, quote
+from maintkit.transport.base import join, output_marker, quote
 
 _SQL_IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
 
@@ -88,14 +87,9 @@ def _parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], di
     return [row[0] for row in rows[:cut]], options
 
 
-def _marker() -> str:
-    """A line no table name or option value can make: random, for this one command."""
-    return f"@@mk-{secrets.token_hex(16)}"
-
-
 def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
     """The tables of ``undo.database`` and the current values of its schema options, in ONE client run."""
-    marker = _marker()
+    marker = output_marker()
     res = ctx.run(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)), check=False)
     if not res.ok:
         raise _query_failed(undo.database, res)
@@ -127,7 +121,7 @@ def read_and_dump(ctx: Context, undo: DbUndo) -> None:
     A failing read raises as :func:`read_schema` does (nothing dumped); a failing dump raises
     ApplyFailed with the dump's own stderr; the partial dump file is removed.
     """
-    marker = _marker()
+    marker = output_marker()
     query = join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)))
     done = f"{marker}-dump"  # printed on both streams once the read succeeded
     script = f"{query} || exit $?\necho {done}; echo {done} >&2\n" + _dump_script(

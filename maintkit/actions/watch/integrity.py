@@ -25,7 +25,6 @@ from pydantic import Field, ValidationError
 from maintkit.action import Action, Context, Params
 from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
 from maintkit.actions.cms.lock import read_lock
-from maintkit.actions.cms.params import effective_params
 from maintkit.actions.watch.checksums import (
     LOCK_SECTION,
     Globs,
@@ -121,8 +120,7 @@ def wp_planner(ctx: Context, root: str | None, php: str | None) -> WordPressPlan
     """A reader of the WordPress site through the PHP helper (cms_update's php/root unless given).
 
     Read-only: it never starts PHP with the compiled-code cache (which writes under ``.maint``)."""
-    explicit: dict[str, Any] = {k: v for k, v in (("root", root), ("php", php)) if v}
-    return WordPressPlanner(effective_params(ctx, {**explicit, "php_cache": False}))
+    return WordPressPlanner.read_only(ctx, {k: v for k, v in (("root", root), ("php", php)) if v})
 
 
 # ----------------------------------------------------------------------------- locks

@@ -163,8 +163,7 @@ class VulnCheck(Action[VulnCheckParams]):
 
     def _wordpress(self, ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         feed = load_feed(ctx, feed_config(ctx, self.params.feed, "vuln.check"))
-        # read-only: no compiled-code cache (it writes under .maint)
-        driver = WordPressDriver(effective_params(ctx, {**(self.params.cms or {}), "php_cache": False}))
+        driver = WordPressDriver.read_only(ctx, self.params.cms)
         state = driver.state(ctx)
         found = matches(feed, state.packages, self.params.ignore)
         data = {"feed": feed.label(), "source": feed.source, "packages": len(state.packages)}

@@ -8,7 +8,6 @@ pruning of old snapshots. Drivers add planning, installing, verifying and lock e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -20,12 +19,10 @@ from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.plan import UpdatePlan
 from maintkit.actions.cms.snapshots import PackageUndo, prepare_dirs, restore_path
 from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
+from maintkit.ids import is_id
 from maintkit.probes import Probe
 from maintkit.results import Change
 from maintkit.transport.base import join
-
-#: the name of a run's snapshot folder: the run id (see :func:`maintkit.ids.new_run_id`)
-RUN_FOLDER = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9A-Za-z]+")
 
 S = TypeVar("S")
 
@@ -241,7 +238,7 @@ class DriverBase:
         listing = join(["find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"])
         first = join(["rm", "-rf", "--", *remove]) + "\n" if remove else ""
         res = ctx.run_shell(first + listing, check=False)
-        runs = sorted(n for n in res.stdout.split("\n") if RUN_FOLDER.fullmatch(n))
+        runs = sorted(n for n in res.stdout.split("\n") if is_id(n))
         for old in runs[: max(0, len(runs) - self.p.keep_snapshots)]:
             if old != ctx.run_id:
                 ctx.run(["rm", "-rf", "--", f"{root}/{old}"], check=False)

@@ -15,7 +15,9 @@ WordPress loads (``maintkit_cache_scan`` in ``wp_helper.php``).
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from maintkit.action import Context
 
@@ -69,3 +71,20 @@ def php_command(php: str, rest: list[str], directory: str | None, *, create: boo
         return [php, *rest]
     script = _LAUNCH.format(make=_MAKE if create else "")
     return ["sh", "-c", script, "sh", directory, php, *ini_settings(directory), *rest]
+
+
+def helper_command(
+    php: str,
+    root: str,
+    command: str,
+    args: dict[str, Any],
+    directory: str | None,
+    *,
+    script: str | None = None,
+    create: bool = True,
+) -> list[str]:
+    """The argv of one PHP helper command: the helper uploaded at ``script``, else read from
+    stdin (``--``), with its JSON arguments (naming ``directory`` as ``php_cache`` when given),
+    started through :func:`php_command`."""
+    payload = json.dumps({**args, **({"php_cache": directory} if directory else {})}, separators=(",", ":"))
+    return php_command(php, [script or "--", root, command, payload], directory, create=create)

@@ -108,12 +108,12 @@ class WordPressDriver(WordPressPlanner):
             return {}
         return {"flush": True, **({"url": ctx.env.url} if ctx.env.url else {})}
 
-    def _note_flush(self, ctx: Context, res: dict[str, Any]) -> None:
-        """Remember what the helper process that just answered flushed (None: nothing)."""
+    def _flush_record(self, ctx: Context, res: dict[str, Any]) -> dict[str, Any] | None:
+        """What the helper process that just answered flushed (None: nothing)."""
         flushed = res.get("flushed")
-        self._flushed = None
         if isinstance(flushed, dict) and flushed.get("rewrite"):
-            self._flushed = {"root": self.root(ctx), "cache": bool(flushed.get("cache")), "rewrite": True}
+            return {"root": self.root(ctx), "cache": bool(flushed.get("cache")), "rewrite": True}
+        return None
 
     def _dump(self, ctx: Context, state: WpState, snap: str) -> Change:
         cnf = f"{snap}/db.cnf"
@@ -194,7 +194,7 @@ class WordPressDriver(WordPressPlanner):
         self.switched.append(dest)
         res = self.call(ctx, "activate", {**args, "list": True, **self._flush_args(ctx, last)}, uploaded=True)
         self._helper_ok(update, res, "activation")
-        self._note_flush(ctx, res)
+        self._flushed = self._flush_record(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
 
@@ -232,7 +232,7 @@ class WordPressDriver(WordPressPlanner):
         db = self.call(ctx, "dbupgrade", {"list": True, **flush}, uploaded=True)
         if not db.get("ok"):
             raise ApplyFailed(f"core {update.to}: database upgrade failed: {db.get('error')}")
-        self._note_flush(ctx, db)
+        self._flushed = self._flush_record(ctx, db)
         state = db.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
 

@@ -20,12 +20,13 @@ verifying and rolling back.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
 
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.cms.drivers.base import DriverBase
-from maintkit.actions.cms.drivers.php_cache import cache_dir, php_command
+from maintkit.actions.cms.drivers.php_cache import cache_dir, helper_command
 from maintkit.actions.cms.drivers.wordpress_sources import WpSources
 from maintkit.actions.cms.drivers.wordpress_state import (
     Stopwatch,
@@ -36,7 +37,7 @@ from maintkit.actions.cms.drivers.wordpress_state import (
     wp_helper_source,
 )
 from maintkit.actions.cms.lock import LockedPackage, VersionLock
-from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.actions.cms.params import CmsUpdateParams, effective_params
 from maintkit.actions.cms.plan import Installed, PlanFacts, Skipped, Update, UpdatePlan
 from maintkit.actions.cms.policy import Version, VersionPolicy, choose
 from maintkit.actions.cms.security import security_policy
@@ -57,6 +58,12 @@ class WordPressPlanner(DriverBase):
         self.sources = WpSources(params)
         self.clock = Stopwatch()
 
+    @classmethod
+    def read_only(cls, ctx: Context, explicit: Mapping[str, Any] | None) -> Self:
+        """A reader for the read-only checks: the ``cms_update`` settings under ``explicit``,
+        never with the compiled-code cache (it writes under ``.maint``)."""
+        return cls(effective_params(ctx, {**(explicit or {}), "php_cache": False}))
+
     # ---------------------------------------------------------------- paths
     def helper_path(self, ctx: Context) -> str:
         """Where apply uploads the helper."""
@@ -66,10 +73,9 @@ class WordPressPlanner(DriverBase):
     def call(self, ctx: Context, command: str, args: dict[str, Any] | None = None, *, uploaded: bool) -> dict[str, Any]:
         """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
         cache = None if ctx.check_mode or not self.p.php_cache else cache_dir(ctx)
-        payload = json.dumps({**(args or {}), **({"php_cache": cache} if cache else {})}, separators=(",", ":"))
         self.clock.boots += 1
-        script = [self.helper_path(ctx)] if uploaded else ["--"]
-        argv = php_command(self.p.php, [*script, self.root(ctx), command, payload], cache)
+        script = self.helper_path(ctx) if uploaded else None
+        argv = helper_command(self.p.php, self.root(ctx), command, args or {}, cache, script=script)
         stdin = None if uploaded else wp_helper_source()
         with self.clock.part("php"):
             res = ctx.run(argv, check=False, stdin=stdin, timeout=self.p.timeout or ctx.env.command_timeout)
