@@ -250,13 +250,27 @@ class Context:
         self.primed.clear()
         self.probe_cache.invalidate(self.host_key)
 
-    def run_and_probe(self, script: str, probes: Sequence[Probe[Any]], *, stdin: bytes | None = None) -> str:
+    def run_and_probe(
+        self, script: str, probes: Sequence[Probe[Any]], *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> str:
         """Run a changing ``script`` and, in the same round trip, read ``probes`` afterwards.
 
         The fresh probe results are kept for :meth:`Action.verify`, which then needs no round
         trip of its own. Returns the script's stdout; raises CommandFailed when it fails.
         """
         from maintkit.errors import CommandFailed
+
+        head, result = self.run_and_probe_result(script, probes, stdin=stdin, timeout=timeout)
+        if head.startswith("__preamble_failed__"):
+            raise CommandFailed(result)
+        return head
+
+    def run_and_probe_result(
+        self, script: str, probes: Sequence[Probe[Any]], *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> tuple[str, CommandResult]:
+        """:meth:`run_and_probe` without raising: the script's stdout (``__preamble_failed__:CODE``
+        first when it failed, and then no probe was read) and the round trip's result, whose
+        stderr is the script's."""
         from maintkit.probes import run_batch_result
 
         wanted = {p.key: p for p in [*probes, *self.refresh]}
@@ -265,14 +279,12 @@ class Context:
             list(wanted.values()),
             preamble=script,
             stdin=stdin,
-            timeout=self.env.command_timeout or 600.0,
+            timeout=timeout or self.env.command_timeout or 600.0,
         )
-        if head.startswith("__preamble_failed__"):
-            raise CommandFailed(result)
         for key, value in raw.items():
             self.probe_cache.put(self.host_key, key, value)
             self.primed.add(key)
-        return head
+        return head, result
 
     # ---- plan honesty --------------------------------------------------------
     def pending_step(self) -> str | None:

@@ -77,8 +77,8 @@ def _schema_sql(undo: DbUndo, marker: str) -> str:
     return "SHOW TABLES" if options is None else f"SHOW TABLES; SELECT '{marker}'; {options}"
 
 
-def _parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], dict[str, str]]:
-    """The tables and the schema options out of one run of :func:`_schema_sql`."""
+def parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], dict[str, str]]:
+    """The tables and the schema options out of one run of :func:`schema_command`'s query."""
     rows = _rows(stdout)
     cut = rows.index([marker]) if [marker] in rows else len(rows)
     if cut == len(rows) and _options_sql(undo) is not None:
@@ -87,13 +87,20 @@ def _parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], di
     return [row[0] for row in rows[:cut]], options
 
 
+def schema_command(undo: DbUndo) -> tuple[str, str]:
+    """The client run of :func:`read_schema` as a quoted command line, and the marker that
+    :func:`parse_schema` needs to read its output."""
+    marker = output_marker()
+    return join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker))), marker
+
+
 def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
     """The tables of ``undo.database`` and the current values of its schema options, in ONE client run."""
     marker = output_marker()
     res = ctx.run(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)), check=False)
     if not res.ok:
         raise _query_failed(undo.database, res)
-    return _parse_schema(undo, res.stdout, marker)
+    return parse_schema(undo, res.stdout, marker)
 
 
 def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
@@ -132,7 +139,7 @@ def read_and_dump(ctx: Context, undo: DbUndo) -> None:
     if done not in lines:
         raise _query_failed(undo.database, res)
     cut = lines.index(done)
-    undo.tables_before, undo.schema_before = _parse_schema(undo, "\n".join(lines[:cut]), marker)
+    undo.tables_before, undo.schema_before = parse_schema(undo, "\n".join(lines[:cut]), marker)
     if not res.ok:
         err = res.stderr.split(f"{done}\n", 1)[-1]
         out = "\n".join(lines[cut + 1 :])
@@ -159,4 +166,13 @@ def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
     return dropped
 
 
-__all__ = ["DbUndo", "db_query", "list_tables", "read_and_dump", "read_schema", "restore_database"]
+__all__ = [
+    "DbUndo",
+    "db_query",
+    "list_tables",
+    "parse_schema",
+    "read_and_dump",
+    "read_schema",
+    "restore_database",
+    "schema_command",
+]

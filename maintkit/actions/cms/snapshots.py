@@ -15,7 +15,7 @@ from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.probes.cms import TreeHashes, tree_hash_script, tree_lines
-from maintkit.transport.base import chain, quote
+from maintkit.transport.base import atomic_put_script, chain, quote
 
 # -- tree hashes ---------------------------------------------------------------------------------
 
@@ -76,15 +76,24 @@ class PackageUndo:
     remove_new: list[str] = field(default_factory=list)
 
 
-def snapshot_path(ctx: Context, src: str, dest: str) -> bool:
-    """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist."""
-    script = (
+def snapshot_path(ctx: Context, src: str, dest: str, *, upload: tuple[bytes, str] | None = None) -> bool:
+    """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist.
+
+    ``upload``: ``(data, path)`` written first (atomically, mode 0600) in the same round trip;
+    ApplyFailed naming ``path`` when it cannot be written (nothing is copied then)."""
+    put = ""
+    if upload is not None:
+        failed = f"{{ echo 'cannot write '{quote(upload[1])} >&2; exit 81; }}"
+        put = f"( {atomic_put_script(upload[1], 0o600)}\n) || {failed}\n"
+    script = put + (
         f"if [ -e {quote(src)} ] || [ -L {quote(src)} ]; then "
         f"mkdir -p -- {quote(dest.rsplit('/', 1)[0] or '/')} && rm -rf -- {quote(dest)} && "
         f"cp -a -- {quote(src)} {quote(dest)} "
         "&& echo copied; else echo absent; fi"
     )
-    res = ctx.run_shell(script, check=False)
+    res = ctx.run_shell(script, check=False, stdin=upload[0] if upload is not None else None)
+    if res.exit_code == 81 and upload is not None:
+        raise ApplyFailed(f"cannot write {upload[1]} on the host: {tail(res.stderr or res.stdout)}")
     if res.exit_code != 0:
         raise ApplyFailed(f"snapshot of {src} failed: {tail(res.stderr or res.stdout)}")
     return "copied" in res.stdout
@@ -137,21 +146,25 @@ def prepare_dirs(
     dirs: Sequence[str] = (),
     sizes: Sequence[str] = (),
     exists: Sequence[str] = (),
+    upload: tuple[bytes, str] | None = None,
 ) -> Prepared:
     """In ONE round trip: ``mkdir -p`` of ``parent`` (its mode kept), ``mkdir -p`` + ``chmod 700``
-    of ``private``, ``mkdir -p`` of ``dirs``; then the size of each file of ``sizes`` and whether
-    each path of ``exists`` is there. Raises CommandFailed when a directory cannot be made.
+    of ``private``, ``mkdir -p`` of ``dirs``; ``upload`` (``(data, path)``) written atomically
+    with mode 0600; then the size of each file of ``sizes`` and whether each path of ``exists``
+    is there. Raises CommandFailed when a directory or the upload cannot be made.
 
     The answers name the paths by their position, so no path can confuse the parsing."""
     made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
     script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
+    if upload is not None:
+        script += f"( {atomic_put_script(upload[1], 0o600)}\n) || exit $?\n"
     for i, path in enumerate(sizes):
         q = quote(path)
         script += f"[ -f {q} ] && printf 'S{i}\\t%s\\n' \"$(stat -c %s -- {q})\"\n"
     for i, path in enumerate(exists):
         q = quote(path)
         script += f"{{ [ -e {q} ] || [ -L {q} ]; }} && echo E{i}\n"
-    answers = ctx.run_shell(script + "true\n").stdout.split("\n")
+    answers = ctx.run_shell(script + "true\n", stdin=upload[0] if upload is not None else None).stdout.split("\n")
     found = Prepared({}, set())
     for line in answers:
         key, _, value = line.partition("\t")

@@ -170,14 +170,21 @@ class DriverBase:
 
     # ---------------------------------------------------------------- apply
     def prepare_snapshot_dir(
-        self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = ()
+        self,
+        ctx: Context,
+        *,
+        dirs: Sequence[str] = (),
+        exists: Sequence[str] = (),
+        upload: tuple[bytes, str] | None = None,
     ) -> tuple[str, set[str]]:
         """Create ``.maint`` (its mode kept: nginx reads its maintenance flag there), this run's
-        private snapshot directory and ``dirs``; record the error log sizes; tell which of
-        ``exists`` are there. One round trip (:func:`~maintkit.actions.cms.snapshots.prepare_dirs`)."""
+        private snapshot directory and ``dirs``; write ``upload`` (``(data, path)``, mode 0600);
+        record the error log sizes; tell which of ``exists`` are there. One round trip
+        (:func:`~maintkit.actions.cms.snapshots.prepare_dirs`)."""
         snap = self.snapshot_dir(ctx)
         logs = list(self.p.error_logs or [])
-        found = prepare_dirs(ctx, snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists)
+        maint = self.maint_dir(ctx)
+        found = prepare_dirs(ctx, snap, parent=maint, dirs=dirs, sizes=logs, exists=exists, upload=upload)
         ctx.record(error_log_offsets=found.sizes, snapshot=snap)
         return snap, found.existing
 

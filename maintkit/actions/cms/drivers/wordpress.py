@@ -25,6 +25,7 @@ from maintkit.action import Context
 from maintkit.actions.cms.db import DbUndo, read_and_dump, restore_database
 from maintkit.actions.cms.drivers.base import run_commands
 from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
+from maintkit.actions.cms.drivers.wordpress_reads import AfterReads, call_then_read
 from maintkit.actions.cms.drivers.wordpress_state import (
     WpState,
     read_zip_package,
@@ -66,6 +67,10 @@ class WordPressDriver(WordPressPlanner):
     _listing: dict[str, Any] | None = None
     #: what the last helper process of apply flushed after every change (``flush_caches``)
     _flushed: dict[str, Any] | None = None
+    #: verify's reads taken right after the last helper process of apply (None: verify reads)
+    _after: AfterReads | None = None
+    #: the packages whose tree hashes verify reads (planned before apply: see ``_verify_paths``)
+    _pre_paths: list[str]
 
     # ---------------------------------------------------------------- apply
     def apply(self, ctx: Context, plan: UpdatePlan[WpState]) -> list[Change]:
@@ -73,12 +78,13 @@ class WordPressDriver(WordPressPlanner):
         return self.apply_or_undo(ctx, lambda changes: self._apply(ctx, plan, changes))
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
-        self.switched, self._db_undo, self._listing, self._flushed = [], None, None, None
+        self.switched, self._db_undo, self._listing, self._flushed, self._after = [], None, None, None, None
         state = plan.state
+        self._pre_paths = self._verify_paths(ctx, plan, state)
         workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
         packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
-        snap, existing = self.prepare_snapshot_dir(ctx, dirs=[packages], exists=[workdir])
-        ctx.put(wp_helper_source(), self.helper_path(ctx), mode=0o600)
+        helper = (wp_helper_source(), self.helper_path(ctx))  # uploaded with the folders, 0600
+        snap, existing = self.prepare_snapshot_dir(ctx, dirs=[packages], exists=[workdir], upload=helper)
         if self.p.database != "never":
             changes.append(self._dump(ctx, state, snap))
         if workdir not in existing:  # the upgrader makes it and leaves it behind
@@ -96,7 +102,7 @@ class WordPressDriver(WordPressPlanner):
         finally:
             ctx.record(switched=list(self.switched), timing_ms=self.clock.public(), php_boots=self.clock.boots)
         if self.p.post_update:
-            self._listing = self._flushed = None  # the commands may change what activation reported
+            self._listing = self._flushed = self._after = None  # the commands may change what activation reported
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
         if self._flushed is not None:
             ctx.record(platform_flushed=self._flushed)
@@ -136,7 +142,9 @@ class WordPressDriver(WordPressPlanner):
         self._db_undo = undo
         return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
 
-    def _stage_zip(self, ctx: Context, update: Update, snap: str) -> str:
+    def _stage_zip(self, ctx: Context, update: Update, snap: str) -> tuple[str, bytes | None]:
+        """Where the upgrader finds the package, and the bytes to write there first (None: the
+        zip is already on the host, its sha256 checked here)."""
         offer = update.offer
         if offer is None:
             raise ApplyFailed(f"{update.kind} {update.name}: no package to install")
@@ -145,27 +153,27 @@ class WordPressDriver(WordPressPlanner):
             actual = res.stdout.split(" ", 1)[0] if res.ok else ""
             if offer.sha256 and actual != offer.sha256:
                 raise ApplyFailed(f"{offer.ref} changed since it was checked (sha256 {actual or 'unreadable'})")
-            return offer.ref
+            return offer.ref, None
         if offer.data is None:
             offer.data = self.sources.fetch(ctx, offer)
             if offer.sha256 and sha256_hex(offer.data) != offer.sha256:
                 raise ApplyFailed(f"{offer.ref} changed since it was checked")
-        path = f"{snap}/packages/{update.name}-{update.to}.zip"  # made by prepare_snapshot_dir
-        ctx.put(offer.data, path, mode=0o600)
-        return path
+        return f"{snap}/packages/{update.name}-{update.to}.zip", offer.data  # folder made by prepare_snapshot_dir
 
     def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change], *, last: bool) -> None:
         pkg = update.package
-        self._listing = self._flushed = None
+        self._listing = self._flushed = self._after = None
         with self.clock.part("package_upload"):
-            zip_path = self._stage_zip(ctx, update, snap)
+            zip_path, data = self._stage_zip(ctx, update, snap)
+            if pkg.kind == "core" and data is not None:
+                ctx.put(data, zip_path, mode=0o600)
         if pkg.kind == "core":
             self._install_core(ctx, update, zip_path, snap, changes, self._flush_args(ctx, last))
             return
         dest = pkg.path
         target = f"{snap}/{pkg.kind}s/{pkg.name}"
-        with self.clock.part("snapshots"):
-            existed = snapshot_path(ctx, dest, target)
+        with self.clock.part("snapshots"):  # the zip is written in the same round trip
+            existed = snapshot_path(ctx, dest, target, upload=(data, zip_path) if data is not None else None)
         side = sibling(dest) if switchable(dest) else None
         # the rollback removes the siblings it may have left (only these recorded paths), then restores
         leftovers: list[tuple[str | None, str]] = [(None, side.new), (None, side.old)] if side else []
@@ -192,11 +200,27 @@ class WordPressDriver(WordPressPlanner):
         with self.clock.part("switch"):
             switch_into_place(ctx, side)
         self.switched.append(dest)
-        res = self.call(ctx, "activate", {**args, "list": True, **self._flush_args(ctx, last)}, uploaded=True)
+        res = self._activate(ctx, {**args, "list": True, **self._flush_args(ctx, last)}, last=last)
         self._helper_ok(update, res, "activation")
         self._flushed = self._flush_record(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
+
+    def _activate(self, ctx: Context, args: dict[str, Any], *, last: bool) -> dict[str, Any]:
+        """The re-activation's helper run; the last one of apply (no ``post_update`` after it)
+        also reads what verify compares, in the same round trip (:func:`call_then_read`)."""
+        if not last or self.p.post_update:
+            return self.call(ctx, "activate", args, uploaded=True)
+        res, self._after = call_then_read(self, ctx, "activate", args, self._pre_paths, self._db_undo)
+        return res
+
+    def _verify_paths(self, ctx: Context, plan: UpdatePlan[WpState], st: WpState) -> list[str]:
+        """The package folders verify hashes: the updated ones and, on a stage that writes the
+        version lock, every package in policy scope as ``st`` lists them."""
+        paths = [u.package.path for u in plan.updates if u.kind != "core"]
+        if not ctx.stage_promote:  # the version lock hashes every package in scope: one read for all
+            paths += [p for p in self._lock_paths(st) if p not in paths]
+        return paths
 
     @staticmethod
     def _helper_ok(update: Update, res: dict[str, Any], what: str) -> None:
@@ -258,10 +282,7 @@ class WordPressDriver(WordPressPlanner):
                 problems.append(f"plugin {u.name} was active and is not any more")
             if u.kind == "core" and st.db_version != st.files_db_version:
                 problems.append(f"database version {st.db_version} != {st.files_db_version} after the core update")
-        paths = [u.package.path for u in plan.updates if u.kind != "core"]
-        if not ctx.stage_promote:  # the version lock hashes every package in scope: one read for all
-            paths += [p for p in self._lock_paths(st) if p not in paths]
-        trees = tree_hashes(ctx, paths)
+        trees = self._trees_after(ctx, self._verify_paths(ctx, plan, st))
         for u in plan.updates:
             if u.expected_tree and trees.get(u.package.path) != u.expected_tree:
                 problems.append(f"{u.kind} {u.name}: installed files differ from the validated package (tree hash)")
@@ -270,6 +291,15 @@ class WordPressDriver(WordPressPlanner):
         self._compare_schema(ctx)
         ctx.record(timing_ms=self.clock.public(), php_boots=self.clock.boots)
         return st, trees
+
+    def _trees_after(self, ctx: Context, paths: list[str]) -> dict[str, str | None]:
+        """The tree hashes of ``paths`` after apply: those read right after its last change, the
+        others read now."""
+        known = self._after.trees if self._after is not None else {}
+        missing = [p for p in paths if p not in known]
+        if self._after is not None and known:
+            ctx.record(verify_reads="activation" if not missing else "activation+fresh")
+        return {**{p: known[p] for p in paths if p in known}, **tree_hashes(ctx, missing)}
 
     def _read_back(self, ctx: Context) -> WpState:
         """The installed state after apply: the last activation's report, or a fresh read."""
@@ -283,7 +313,8 @@ class WordPressDriver(WordPressPlanner):
         """After the new code booted (the read-back above): did the schema change since the dump?"""
         self.schema_changed, self.schema_changes = None, []
         if self._db_undo is not None:
-            self.schema_changes = schema_changes(ctx, self._db_undo)
+            read = self._after.schema if self._after is not None else None
+            self.schema_changes = schema_changes(ctx, self._db_undo, read)
             self.schema_changed = bool(self.schema_changes)
         ctx.record(schema_changed=self.schema_changed, schema_changes=self.schema_changes)
 

@@ -47,6 +47,14 @@ from maintkit.probes import Probe, RawOutput
 from maintkit.probes.cms import WP_CLI_PROBE
 
 
+def helper_answer(stdout: str, exit_code: int, stderr: str) -> dict[str, Any]:
+    """The helper's JSON answer out of its output; ``{"ok": False, "error": ...}`` without one."""
+    data = parse_marked_json(stdout)
+    if data is None:
+        return {"ok": False, "error": f"the PHP helper gave no answer (exit {exit_code}): {tail(stderr or stdout)}"}
+    return data
+
+
 class WordPressPlanner(DriverBase):
     """Reads WordPress core, plugins and themes through the PHP helper and plans their updates."""
 
@@ -70,22 +78,21 @@ class WordPressPlanner(DriverBase):
         return self.maint_dir(ctx) + "/wp_helper.php"
 
     # ---------------------------------------------------------------- helper
+    def helper_argv(self, ctx: Context, command: str, args: dict[str, Any] | None, *, uploaded: bool) -> list[str]:
+        """The argv of one helper command (the uploaded helper, else the helper on stdin), through
+        the compiled-code cache on a real run."""
+        cache = None if ctx.check_mode or not self.p.php_cache else cache_dir(ctx)
+        script = self.helper_path(ctx) if uploaded else None
+        return helper_command(self.p.php, self.root(ctx), command, args or {}, cache, script=script)
+
     def call(self, ctx: Context, command: str, args: dict[str, Any] | None = None, *, uploaded: bool) -> dict[str, Any]:
         """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
-        cache = None if ctx.check_mode or not self.p.php_cache else cache_dir(ctx)
-        self.clock.boots += 1
-        script = self.helper_path(ctx) if uploaded else None
-        argv = helper_command(self.p.php, self.root(ctx), command, args or {}, cache, script=script)
+        argv = self.helper_argv(ctx, command, args, uploaded=uploaded)
         stdin = None if uploaded else wp_helper_source()
+        self.clock.boots += 1
         with self.clock.part("php"):
             res = ctx.run(argv, check=False, stdin=stdin, timeout=self.p.timeout or ctx.env.command_timeout)
-        data = parse_marked_json(res.stdout)
-        if data is None:
-            return {
-                "ok": False,
-                "error": f"the PHP helper gave no answer (exit {res.exit_code}): {tail(res.stderr or res.stdout)}",
-            }
-        return data
+        return helper_answer(res.stdout, res.exit_code, res.stderr)
 
     def state(self, ctx: Context, *, uploaded: bool = False) -> WpState:
         """Installed core, plugins and themes (WordPress bootstraps: a fatal error shows here).
@@ -255,4 +262,4 @@ class WordPressPlanner(DriverBase):
         )
 
 
-__all__ = ["WordPressPlanner"]
+__all__ = ["WordPressPlanner", "helper_answer"]

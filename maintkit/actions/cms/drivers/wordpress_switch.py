@@ -73,9 +73,10 @@ def switch_into_place(ctx: Context, side: Sibling) -> None:
         raise ApplyFailed(f"switching {side.new} into {side.dest} failed: {tail(res.stderr or res.stdout)}")
 
 
-def schema_changes(ctx: Context, undo: DbUndo) -> list[str]:
-    """Tables added or removed and schema options changed since ``undo`` was taken (sorted per kind)."""
-    tables, options = read_schema(ctx, undo)  # one client run for both
+def schema_changes(ctx: Context, undo: DbUndo, read: tuple[list[str], dict[str, str]] | None = None) -> list[str]:
+    """Tables added or removed and schema options changed since ``undo`` was taken (sorted per
+    kind); ``read``: the tables and options already read after the change (else read now)."""
+    tables, options = read if read is not None else read_schema(ctx, undo)  # one client run for both
     changed = sorted(set(tables) ^ set(undo.tables_before))
     changed += sorted(k for k in set(options) | set(undo.schema_before) if options.get(k) != undo.schema_before.get(k))
     return changed
