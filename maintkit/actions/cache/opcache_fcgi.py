@@ -13,12 +13,16 @@ A reset another request asked for a moment before and still pending is joined: t
 request's restart is being performed it returns false too, with nothing pending: the reset is
 asked for again (every 0.1 s, within ``settle``).
 
-The request goes through ``cgi-fcgi`` on the host (Debian: libfcgi-bin) with an empty
-environment (``env -i``: the login's variables are not sent to PHP), or, when the host has no
-``cgi-fcgi`` (or ``client: controller``), the request's records are built on the controller
-(:mod:`maintkit.actions.cache.fastcgi`) and relayed to the socket by the host's PHP CLI.
-OPcache's shared memory belongs to the php-fpm master: a reset through one pool empties the
-cache of every pool of that master, and no worker restarts.
+With ``cgi-fcgi`` on the host (Debian: libfcgi-bin) all of it is ONE shell, one round trip
+(:mod:`maintkit.actions.cache.opcache_host`): it writes the script, sends the requests with an
+empty environment (``env -i``: the login's variables are not sent to PHP), asks again as the
+script says, removes the script and reports every answer back. When the host has no
+``cgi-fcgi`` (or ``client: controller``), each request's records are built on the controller
+(:mod:`maintkit.actions.cache.fastcgi`) and relayed to the socket by the host's PHP CLI, one
+round trip each for the script's creation, every request and its removal. Both clients read
+the answers and decide with the same code (:func:`settle_reset`). OPcache's shared memory
+belongs to the php-fpm master: a reset through one pool empties the cache of every pool of that
+master, and no worker restarts.
 """
 
 from __future__ import annotations
@@ -27,53 +31,33 @@ import io
 import json
 import posixpath
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 from maintkit._text import tail as text_tail
 from maintkit.action import Context
 from maintkit.actions.cache.base import CacheTarget, Cleared, Item, TargetFailed
 from maintkit.actions.cache.fastcgi import PROTOCOL_STATUS, FastcgiError, decode_answer, encode_request, split_cgi
+from maintkit.actions.cache.opcache_host import (
+    MARKER,
+    POLL_INTERVAL,
+    RESET_PHP,
+    Client,
+    FcgiPlan,
+    HostRun,
+    cgi_params,
+    create_lines,
+    read_run,
+    reset_shell,
+    shell_limit,
+    status_query,
+)
 from maintkit.actions.cache.params import CacheClearParams, OpcacheTarget
 from maintkit.probes import Probe
 from maintkit.probes.backup import Tools
 from maintkit.probes.maintenance import ExistingPaths
-from maintkit.transport.base import quote
-
-MARKER = "MAINTKIT-OPCACHE "
-#: seconds between two status requests while php-fpm has not performed the reset yet
-POLL_INTERVAL = 0.1
-
-#: The reset script: prints the pool's OPcache status (before the reset when asked to reset)
-#: and, with the query string ``reset``, calls opcache_reset().
-RESET_PHP = r"""<?php
-$st = function_exists('opcache_get_status') ? @opcache_get_status(false) : false;
-$s = is_array($st) ? $st['opcache_statistics'] : [];
-$out = [
-    'ini' => (bool) ini_get('opcache.enable'),
-    'status' => is_array($st) ? [
-        'enabled' => (bool) $st['opcache_enabled'],
-        'pending' => (bool) $st['restart_pending'],
-        'restarts' => (int) $s['manual_restarts'],
-        'last_restart_time' => (int) $s['last_restart_time'],
-        'cached_scripts' => (int) $s['num_cached_scripts'],
-        'hits' => (int) $s['hits'],
-    ] : null,
-    'script_mode' => sprintf('%04o', fileperms(__FILE__) & 0777),
-    'script_uid' => fileowner(__FILE__),
-    'pool_uid' => function_exists('posix_geteuid') ? posix_geteuid() : null,
-];
-if (($_SERVER['QUERY_STRING'] ?? '') === 'reset') {
-    $out['reset'] = function_exists('opcache_reset') ? (bool) @opcache_reset() : false;
-    if (!$out['reset']) {
-        // false also while a reset asked for by another request is pending: it empties the cache too
-        $now = function_exists('opcache_get_status') ? @opcache_get_status(false) : false;
-        $out['joined'] = is_array($now) && (bool) $now['restart_pending'];
-    }
-}
-header('Content-Type: text/plain');
-echo "MAINTKIT-OPCACHE " . json_encode($out) . "\n";
-"""
+from maintkit.results import CommandResult
+from maintkit.transport.base import output_marker
 
 #: The relay for the controller's client (``php -n -r RELAY_PHP -- ADDRESS TIMEOUT``): stdin
 #: to the pool's socket, the socket's answer to stdout.
@@ -94,21 +78,13 @@ while (!feof($s)) {
 }
 """
 
-Client = Literal["cgi-fcgi", "controller"]
-
-
-@dataclass(frozen=True)
-class FcgiPlan:
-    """How the reset reaches the pool: its address, the client, where the script goes, as whom."""
-
-    address: str
-    client: Client
-    tmpdir: str
-    user: str | None
-    sudo: bool | None
-    php: str
-    timeout: float
-    settle: float
+#: One request with a query string (``reset`` or a status query); returns the script's answer.
+Ask = Callable[[str], dict[str, Any]]
+#: Called after an answer that asks for another request: False when there is no time (or no
+#: answer) left, else True once the next request may go.
+More = Callable[[], bool]
+#: What a reset came to: the result, or the failure (the script is removed in both cases).
+Outcome = dict[str, Any] | TargetFailed
 
 
 def plan_for(block: OpcacheTarget, ctx: Context, client: Client) -> FcgiPlan:
@@ -118,42 +94,25 @@ def plan_for(block: OpcacheTarget, ctx: Context, client: Client) -> FcgiPlan:
     return FcgiPlan(block.fastcgi, client, tmpdir, block.user, block.sudo, block.php, block.timeout, block.settle)
 
 
-def cgi_params(script: str, query: str) -> dict[str, str]:
-    """The FastCGI parameters of a GET of ``script`` (the same for both clients)."""
-    name = "/" + posixpath.basename(script)
-    return {
-        "GATEWAY_INTERFACE": "CGI/1.1",
-        "SERVER_SOFTWARE": "maintkit",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "SERVER_NAME": "localhost",
-        "REMOTE_ADDR": "127.0.0.1",
-        "REQUEST_METHOD": "GET",
-        "SCRIPT_FILENAME": script,
-        "SCRIPT_NAME": name,
-        "REQUEST_URI": f"{name}?{query}",
-        "DOCUMENT_ROOT": posixpath.dirname(script),
-        "QUERY_STRING": query,
-    }
+def _not_written(plan: FcgiPlan, res: CommandResult) -> TargetFailed:
+    what = f"owned by {plan.user} " if plan.user else ""
+    return TargetFailed(
+        f"cannot write the reset script {what}in {plan.tmpdir} (exit {res.exit_code}): "
+        f"{text_tail(res.stderr, 300) or text_tail(res.stdout, 300)}"
+    )
+
+
+def _in_tmpdir(plan: FcgiPlan, path: str | None) -> bool:
+    return bool(path) and str(path).startswith(plan.tmpdir.rstrip("/") + "/")
 
 
 def create_script(ctx: Context, plan: FcgiPlan) -> str:
     """Write the reset script to a new private file (0600, owned by the pool's user); return its path."""
-    chown = f'chown -- {quote(plan.user)} "$f" || {{ rm -f -- "$f"; exit 92; }}\n' if plan.user else ""
-    script = (
-        "umask 077\n"
-        f"f=$(mktemp --suffix=.php -- {quote(posixpath.join(plan.tmpdir, '.maint-opcache-XXXXXXXXXXXX'))}) || exit 90\n"
-        f'printf %s {quote(RESET_PHP)} > "$f" || {{ rm -f -- "$f"; exit 91; }}\n'
-        f"{chown}"
-        'printf "%s\\n" "$f"\n'
-    )
+    script = create_lines(plan) + 'printf "%s\\n" "$f"\n'
     res = ctx.run_shell(script, sudo=plan.sudo, check=False, timeout=plan.timeout)
     path = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
-    if not res.ok or not path.startswith(plan.tmpdir.rstrip("/") + "/"):
-        what = f"owned by {plan.user} " if plan.user else ""
-        raise TargetFailed(
-            f"cannot write the reset script {what}in {plan.tmpdir} (exit {res.exit_code}): "
-            f"{text_tail(res.stderr, 300) or text_tail(res.stdout, 300)}"
-        )
+    if not res.ok or not _in_tmpdir(plan, path):
+        raise _not_written(plan, res)
     return path
 
 
@@ -161,12 +120,6 @@ def remove_script(ctx: Context, plan: FcgiPlan, path: str) -> str:
     """Remove the script this target created; return the problem, empty when it is gone."""
     res = ctx.run(["rm", "-f", "--", path], sudo=plan.sudo, check=False, timeout=plan.timeout)
     return "" if res.ok else f"exit {res.exit_code}: {text_tail(res.stderr, 200)}"
-
-
-def _via_cgi_fcgi(ctx: Context, plan: FcgiPlan, params: dict[str, str]) -> tuple[bytes, str, int]:
-    argv = ["env", "-i", "--", *(f"{k}={v}" for k, v in params.items()), "cgi-fcgi", "-bind", "-connect", plan.address]
-    res = ctx.run(argv, sudo=plan.sudo, check=False, timeout=plan.timeout)
-    return res.stdout.encode(), res.stderr, res.exit_code
 
 
 def _via_controller(ctx: Context, plan: FcgiPlan, params: dict[str, str]) -> tuple[bytes, str, int]:
@@ -186,10 +139,9 @@ def _via_controller(ctx: Context, plan: FcgiPlan, params: dict[str, str]) -> tup
     return answer.stdout, answer.stderr.decode("utf-8", "replace"), 0
 
 
-def request(ctx: Context, plan: FcgiPlan, script: str, query: str) -> dict[str, Any]:
-    """Run the reset script in the pool with ``query``; return what it printed."""
-    send = _via_cgi_fcgi if plan.client == "cgi-fcgi" else _via_controller
-    stdout, stderr, code = send(ctx, plan, cgi_params(script, query))
+def answer_of(plan: FcgiPlan, stdout: bytes, stderr: str, code: int) -> dict[str, Any]:
+    """What the reset script printed in one request's answer (``stdout``: the CGI response,
+    ``stderr`` and ``code`` the client's); a request the pool did not run fails here."""
     headers, body = split_cgi(stdout)
     for line in body.decode("utf-8", "replace").splitlines():
         if line.startswith(MARKER):
@@ -209,57 +161,122 @@ def request(ctx: Context, plan: FcgiPlan, script: str, query: str) -> dict[str, 
     )
 
 
-def _performed(before: dict[str, Any], after: Any) -> bool:
-    """True once php-fpm has performed the restart asked for after ``before`` was read."""
-    if not isinstance(after, dict) or after["pending"]:
-        return False
-    return bool(before["pending"] or after["restarts"] > before["restarts"])
+def request(ctx: Context, plan: FcgiPlan, script: str, query: str) -> dict[str, Any]:
+    """Run the reset script in the pool with ``query`` through the controller's client; return
+    what it printed."""
+    return answer_of(plan, *_via_controller(ctx, plan, cgi_params(script, query)))
 
 
-def _ask_reset(ctx: Context, plan: FcgiPlan, script: str, deadline: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The reset request's answer and the status it read first, once the reset is asked for or
-    joined. A false ``opcache_reset()`` while the status is readable (so no ``restrict_api``)
-    is the cache between two states (another request's restart being performed): asked again
-    every POLL_INTERVAL until ``deadline``."""
+def _accepted(plan: FcgiPlan, first: dict[str, Any]) -> dict[str, Any] | None:
+    """The status read before the reset once the reset request was accepted or joined (the
+    script says ``go``); None when it is to be asked again. Fails when OPcache is disabled in
+    the pool or its status cannot be read."""
+    before = first.get("status")
+    if not first.get("ini"):
+        raise TargetFailed(f"OPcache is disabled in the pool at {plan.address} (opcache.enable=0): nothing to reset")
+    if not isinstance(before, dict):
+        raise TargetFailed(f"opcache_get_status() refused in the pool at {plan.address} (opcache.restrict_api?)")
+    return before if first.get("next") == "go" else None
+
+
+def settle_reset(plan: FcgiPlan, ask: Ask, more: More) -> dict[str, Any]:
+    """The reset, decided the same way for both clients: ask for it until it is accepted or
+    joined (a false ``opcache_reset()`` while the status is readable, so no ``restrict_api``,
+    is the cache between two states: another request's restart being performed), then for the
+    status until php-fpm performed it; return the status before and after."""
     attempts = 0
     while True:
         attempts += 1
-        first = request(ctx, plan, script, "reset")
-        before = first.get("status")
-        if not first.get("ini"):
-            raise TargetFailed(
-                f"OPcache is disabled in the pool at {plan.address} (opcache.enable=0): nothing to reset"
-            )
-        if not isinstance(before, dict):
-            raise TargetFailed(f"opcache_get_status() refused in the pool at {plan.address} (opcache.restrict_api?)")
-        if first.get("reset") or first.get("joined") or before["pending"]:
-            return first, before
-        if time.monotonic() >= deadline:
+        first = ask("reset")
+        before = _accepted(plan, first)
+        if before is not None:
+            break
+        if not more():
             raise TargetFailed(
                 f"opcache_reset() returned false in the pool at {plan.address} {attempts} time(s) in "
                 f"{plan.settle:g} s (opcache.restrict_api?)"
             )
-        time.sleep(POLL_INTERVAL)
-
-
-def reset(ctx: Context, plan: FcgiPlan, script: str) -> dict[str, Any]:
-    """Reset and wait until php-fpm performed it; return the status before and after."""
-    deadline = time.monotonic() + plan.settle
-    first, before = _ask_reset(ctx, plan, script, deadline)
+    query = status_query(before)
     polls = 0
     while True:
         polls += 1
-        after = request(ctx, plan, script, "status").get("status")
-        if _performed(before, after):
+        answer = ask(query)
+        if answer.get("next") == "done":
             break
-        if time.monotonic() >= deadline:
+        if not more():
             raise TargetFailed(
                 f"opcache_reset() was accepted at {plan.address} but php-fpm had not performed it after "
                 f"{plan.settle:g} s (a long request kept the cache in use?)"
             )
-        time.sleep(POLL_INTERVAL)
     facts = {k: first.get(k) for k in ("script_mode", "script_uid", "pool_uid")}
-    return {"before": before, "after": after, "status_requests": polls, **facts}
+    return {"before": before, "after": answer.get("status"), "status_requests": polls, **facts}
+
+
+def _waiting(settle: float) -> More:
+    """The controller's pace: another request every POLL_INTERVAL until ``settle`` seconds passed."""
+    deadline = time.monotonic() + settle
+
+    def more() -> bool:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+        return True
+
+    return more
+
+
+def reset(ctx: Context, plan: FcgiPlan, script: str) -> dict[str, Any]:
+    """Reset through the controller's client and wait until php-fpm performed it; return the
+    status before and after."""
+    return settle_reset(plan, lambda query: request(ctx, plan, script, query), _waiting(plan.settle))
+
+
+def replay(plan: FcgiPlan, run: HostRun) -> dict[str, Any]:
+    """The reset the host's shell performed, read from its answers in the order it sent them
+    (it asked again exactly while :func:`settle_reset` would, and stopped when it had no time left)."""
+    queue = list(run.sent)
+
+    def ask(query: str) -> dict[str, Any]:
+        kind = "reset" if query == "reset" else "status"
+        if not queue or queue[0].kind != kind:
+            raise TargetFailed(f"the reset at {plan.address} stopped before its {kind} request (the shell ended)")
+        sent = queue.pop(0)
+        return answer_of(plan, sent.stdout, sent.stderr, sent.code)
+
+    return settle_reset(plan, ask, lambda: bool(queue))
+
+
+def _from_controller(ctx: Context, plan: FcgiPlan) -> tuple[str, Outcome, str]:
+    """Write the script, reset through the relay, remove the script: one round trip each."""
+    script = create_script(ctx, plan)
+    ctx.record(opcache_script=script)
+    try:
+        outcome: Outcome = reset(ctx, plan, script)
+    except TargetFailed as exc:
+        outcome = exc
+    return script, outcome, remove_script(ctx, plan, script)
+
+
+def _on_host(ctx: Context, plan: FcgiPlan) -> tuple[str, Outcome, str]:
+    """The whole reset in one round trip (:func:`~maintkit.actions.cache.opcache_host.reset_shell`)."""
+    marker = output_marker()
+    limit = shell_limit(plan)
+    res = ctx.run_shell(reset_shell(plan, marker), sudo=plan.sudo, check=False, timeout=limit)
+    run = read_run(res, marker)
+    if run.script is None or not _in_tmpdir(plan, run.script):
+        raise _not_written(plan, res)
+    ctx.record(opcache_script=run.script)
+    outcome: Outcome
+    if res.timed_out:
+        outcome = TargetFailed(f"the reset at {plan.address} did not end within {limit:g} s (timed out)")
+    else:
+        try:
+            outcome = replay(plan, run)
+        except TargetFailed as exc:
+            outcome = exc
+    # a shell that did not report the removal (cut off) leaves it to a removal of its own
+    left = run.removed if run.removed is not None else remove_script(ctx, plan, run.script)
+    return run.script, outcome, left
 
 
 class OpcacheFastcgi(CacheTarget[FcgiPlan]):
@@ -307,26 +324,20 @@ class OpcacheFastcgi(CacheTarget[FcgiPlan]):
         return Item(self, f"opcache (fastcgi {address})", True, what, plan)
 
     def clear(self, ctx: Context, item: Item[FcgiPlan]) -> Cleared:
-        """Write the script, reset, confirm, and remove the script."""
+        """Write the script, reset, confirm, and remove the script (with cgi-fcgi: in one round trip)."""
         plan = item.plan
-        script = create_script(ctx, plan)
-        ctx.record(opcache_script=script)
-        try:
-            result = reset(ctx, plan, script)
-        except TargetFailed as exc:
-            left = remove_script(ctx, plan, script)
-            ctx.record(opcache_script_removed=not left)
-            message = f"{exc}; the reset script {script} was not removed: {left}" if left else str(exc)
-            raise TargetFailed(message) from None
-        left = remove_script(ctx, plan, script)
+        script, outcome, left = (_on_host if plan.client == "cgi-fcgi" else _from_controller)(ctx, plan)
         ctx.record(opcache_script_removed=not left)
+        if isinstance(outcome, TargetFailed):
+            message = f"{outcome}; the reset script {script} was not removed: {left}" if left else str(outcome)
+            raise TargetFailed(message) from None
         if left:
             raise TargetFailed(f"OPcache was reset, but the reset script {script} was not removed: {left}")
         summary = (
             f"reset through FastCGI at {plan.address} ({plan.client}): "
-            f"{result['before']['cached_scripts']} cached scripts dropped, restart confirmed"
+            f"{outcome['before']['cached_scripts']} cached scripts dropped, restart confirmed"
         )
-        return summary, {"via": "fastcgi", "address": plan.address, "client": plan.client, "script": script, **result}
+        return summary, {"via": "fastcgi", "address": plan.address, "client": plan.client, "script": script, **outcome}
 
 
 __all__ = [
@@ -335,10 +346,13 @@ __all__ = [
     "RESET_PHP",
     "FcgiPlan",
     "OpcacheFastcgi",
+    "answer_of",
     "cgi_params",
     "create_script",
     "plan_for",
     "remove_script",
+    "replay",
     "request",
     "reset",
+    "settle_reset",
 ]
