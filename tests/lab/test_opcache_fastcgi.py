@@ -9,6 +9,13 @@ OPcache's shared memory belongs to the master, so production's pages can report 
 ``manual_restarts`` and ``restart_pending``: a production request held in flight until it sees
 the reset pending proves it was served through the reset, and the poller's answers show
 production before and after it.
+
+Every run's transport is wrapped in :class:`~tests.lab.recording.Recorder`: with ``cgi-fcgi``
+the whole reset (the script written, every request, the script removed) is ONE command of the
+step, also when it fails. A production request that asked for a reset itself and is held in
+flight (until staging's pool logged a status request) keeps that reset pending: staging's
+reset joins it and polls until php-fpm performed it. A directory made append-only
+(``chattr +a``) lets the script be created but not removed.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, StepStatus
 from tests import runs
 from tests.gates import wait_until
+from tests.lab.recording import Recorder
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.web import PHP_FPM, WebStack
 
@@ -74,6 +82,16 @@ header('Content-Type: application/json');
 echo json_encode(['saw_pending' => $saw]);
 """
 
+#: Asks for a reset itself, then is held in flight until the test opens the gate (at most 20 s):
+#: while it runs, its reset stays pending.
+RESET_HOLD_PHP = """<?php
+$asked = opcache_reset();
+file_put_contents('GATES/reset-hold-started', (string) getmypid());
+$deadline = microtime(true) + 20;
+while (!file_exists('GATES/reset-release') && microtime(true) < $deadline) { usleep(10000); }
+echo json_encode(['asked' => $asked, 'released' => file_exists('GATES/reset-release')]);
+"""
+
 #: Held in flight until the test opens the gate (at most 20 s).
 HOLD_PHP = """<?php
 file_put_contents('GATES/hold-started', (string) getmypid());
@@ -108,6 +126,11 @@ class SharedFpm:
     def pidfile(self) -> str:
         return str(self.base / "php-fpm.pid")
 
+    def access_log(self) -> str:
+        """Staging's pool's access log: one line per request, ``STATUS QUERY``."""
+        log = self.base / "staging-access.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
     def ready_count(self) -> int:
         log = self.base / "php-fpm.log"
         return log.read_text(errors="replace").count("ready to handle connections") if log.exists() else 0
@@ -126,7 +149,9 @@ def _fpm_conf(base: Path) -> str:
         out.append(
             f"[{name}]\nuser = {user}\ngroup = {user}\nlisten = {base}/run/{name}.sock\n"
             "listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n"
-            "pm = static\npm.max_children = 3\n" + (f"php_admin_flag[opcache.enable] = {opcache}\n" if opcache else "")
+            "pm = static\npm.max_children = 3\n"
+            + (f"php_admin_flag[opcache.enable] = {opcache}\n" if opcache else "")
+            + (f'access.log = {base}/staging-access.log\naccess.format = "%s %q"\n' if name == "staging" else "")
         )
     return "\n".join(out)
 
@@ -171,6 +196,7 @@ def fpm(web_stack: WebStack, ssh_lab: SshLab) -> Iterator[SharedFpm]:
                 "index.php": PRODUCTION_PHP,
                 "inflight.php": INFLIGHT_PHP.replace("GATES", str(gates)),
                 "hold.php": HOLD_PHP.replace("GATES", str(gates)),
+                "reset-hold.php": RESET_HOLD_PHP.replace("GATES", str(gates)),
             },
         )
         (base / "php-fpm.conf").write_text(_fpm_conf(base))
@@ -284,11 +310,28 @@ def _inventory(tmp_path: Path, host: LabHost, fpm: SharedFpm) -> Inventory:
     return load_inventory(runs.write_inventory(tmp_path, runs.one_site(env, env_name="staging"), unique=True))
 
 
-def _run(tmp_path: Path, inv: Inventory, opcache: dict[str, Any], *, check: bool = False) -> RunResult:
+def _run(
+    tmp_path: Path, inv: Inventory, opcache: dict[str, Any], *, check: bool = False, rec: Recorder | None = None
+) -> RunResult:
     step = {"id": "opcache", "action": "cache.clear", "with": {"targets": ["opcache"], "opcache": opcache}}
     text = yaml.safe_dump({"name": "opcache", "stages": [{"env": "staging", "steps": [step]}]})
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return runs.run(playbook_from_text(text), inv, tmp_path / "state", environ=env, check=check)
+    more = {"transport_factory": rec} if rec is not None else {}
+    return runs.run(playbook_from_text(text), inv, tmp_path / "state", environ=env, check=check, **more)
+
+
+def _step_commands(rec: Recorder, host: LabHost, fpm: SharedFpm, result: RunResult) -> list[str]:
+    """The commands the reset sent: the step's own, without the stage's read, lock and unlock,
+    and without the runner's read of the step's probes after the change (which clients the
+    host has, whether the socket exists: ``command -v``, no script)."""
+    kinds = rec.kinds(host, fpm.staging, result.run_id)
+    sent = rec.by_host[host.ip].sent
+    assert rec.sessions(host) == len(sent)  # the SSH transport's own count agrees
+    own = [text for kind, (_, text) in zip(kinds, sent, strict=True) if kind == "step"]
+    reset = [t for t in own if ".maint-opcache-" in t or "stream_socket_client" in t]
+    reread = [t for t in own if t not in reset]
+    assert all("command -v -- cgi-fcgi " in t for t in reread) and len(reread) <= 1, reread
+    return reset
 
 
 def _step(result: RunResult) -> Any:
@@ -304,7 +347,9 @@ def test_reset_through_fastcgi_drops_no_production_request(
     tmp_path: Path, ssh_lab: SshLab, fpm: SharedFpm, client: str
 ) -> None:
     deploy_uid = pwd.getpwnam("deploy").pw_uid
-    inv = _inventory(tmp_path, ssh_lab.hosts[0], fpm)
+    host = ssh_lab.hosts[0]
+    inv = _inventory(tmp_path, host, fpm)
+    rec = Recorder()
     requests.get(fpm.staging_url + "/index.php", timeout=10)
     before = fpm.staging_status()
     assert str(fpm.staging / "index.php") in before["cached"]
@@ -313,7 +358,7 @@ def test_reset_through_fastcgi_drops_no_production_request(
     with Poller(fpm.production_url + "/index.php") as poller:
         inflight = Background(fpm.production_url + "/inflight.php")
         wait_until((fpm.gates / "inflight-started").exists, "production request in flight")
-        result = _run(tmp_path, inv, opcache)
+        result = _run(tmp_path, inv, opcache, rec=rec)
         poller.more(20)
     held = inflight.join()
     after = fpm.staging_status()
@@ -342,23 +387,144 @@ def test_reset_through_fastcgi_drops_no_production_request(
         f"reset through FastCGI at {fpm.sock('staging')} ({client}): "
         f"{cleared['before']['cached_scripts']} cached scripts dropped, restart confirmed"
     ]
+    commands = _step_commands(rec, host, fpm, result)
+    if client == "cgi-fcgi":  # written, every request, removed: one round trip
+        assert len(commands) == 1, [c[:200] for c in commands]
+        (one,) = commands
+        assert one.startswith("umask 077\n") and "cgi-fcgi -bind -connect" in one and "\nrm -f -- " in one
+    else:  # the controller's client: written, the reset, each status request, removed
+        assert len(commands) == 3 + cleared["status_requests"]
 
 
 def test_reset_fails_when_the_pool_has_no_opcache_and_leaves_nothing(
     tmp_path: Path, ssh_lab: SshLab, fpm: SharedFpm
 ) -> None:
-    inv = _inventory(tmp_path, ssh_lab.hosts[0], fpm)
-    failed = _run(tmp_path, inv, {"fastcgi": fpm.sock("off"), "user": "deploy", "sudo": True})
+    host = ssh_lab.hosts[0]
+    inv = _inventory(tmp_path, host, fpm)
+    rec = Recorder()
+    failed = _run(tmp_path, inv, {"fastcgi": fpm.sock("off"), "user": "deploy", "sudo": True}, rec=rec)
     step = _step(failed)
     assert not failed.ok and step.status is StepStatus.FAILED
     assert step.error == (
         f"apply: opcache: OPcache is disabled in the pool at {fpm.sock('off')} (opcache.enable=0): nothing to reset"
     )
     assert step.data["opcache_script_removed"] is True and _leftovers(fpm) == []
+    assert Path(step.data["opcache_script"]).parent == fpm.staging / ".maint"
+    assert len(_step_commands(rec, host, fpm, failed)) == 1
 
     missing = f"{fpm.base}/run/missing.sock"
     planned = _run(tmp_path, inv, {"fastcgi": missing, "sudo": True}, check=True)
     assert _step(planned).error == f"check: opcache: php-fpm socket {missing} does not exist (is the pool running?)"
+
+
+@pytest.mark.parametrize("client", ["cgi-fcgi", "controller"])
+def test_a_reset_another_request_left_pending_is_joined_and_waited_for(
+    tmp_path: Path, ssh_lab: SshLab, fpm: SharedFpm, client: str
+) -> None:
+    host = ssh_lab.hosts[0]
+    inv = _inventory(tmp_path, host, fpm)
+    rec = Recorder()
+    for gate in ("reset-hold-started", "reset-release"):
+        (fpm.gates / gate).unlink(missing_ok=True)
+    polled = fpm.access_log().count("restarts=")
+    held = Background(fpm.production_url + "/reset-hold.php")
+    wait_until((fpm.gates / "reset-hold-started").exists, "production asked for a reset and is in flight")
+    ended = threading.Event()
+
+    def release_after_a_status_request() -> None:
+        # staging's pool answered a status request while production held its reset pending
+        wait_until(lambda: ended.is_set() or fpm.access_log().count("restarts=") > polled, "a status request")
+        (fpm.gates / "reset-release").touch()
+
+    releaser = threading.Thread(target=release_after_a_status_request, daemon=True)
+    releaser.start()
+    try:
+        opcache = {"fastcgi": fpm.sock("staging"), "user": "deploy", "sudo": True, "client": client}
+        result = _run(tmp_path, inv, opcache, rec=rec)
+    finally:
+        ended.set()
+        releaser.join(timeout=30)
+
+    assert held.join() == (200, '{"asked":true,"released":true}')
+    assert result.ok, _step(result).error
+    step = _step(result)
+    (cleared,) = step.data["cleared"]
+    before, after = cleared["before"], cleared["after"]
+    assert before["pending"] is True  # production's reset, still pending when staging asked: joined
+    assert after["pending"] is False and after["restarts"] == before["restarts"] + 1
+    assert cleared["status_requests"] >= 2  # the first one while production still held the cache
+    assert step.data["opcache_script_removed"] is True and _leftovers(fpm) == []
+    commands = _step_commands(rec, host, fpm, result)
+    assert len(commands) == (1 if client == "cgi-fcgi" else 3 + cleared["status_requests"])
+
+
+@pytest.mark.parametrize("where", ["tcp", "stale-socket"])
+def test_an_unreachable_pool_fails_in_one_command_and_leaves_nothing(
+    tmp_path: Path, ssh_lab: SshLab, fpm: SharedFpm, where: str
+) -> None:
+    host = ssh_lab.hosts[0]
+    inv = _inventory(tmp_path, host, fpm)
+    rec = Recorder()
+    address = f"127.0.0.1:{_free_port()}" if where == "tcp" else str(fpm.base / "run" / "stale.sock")
+    if where == "stale-socket":  # the socket file is there (check passes), nobody listens on it
+        with socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(address)
+    try:
+        failed = _run(tmp_path, inv, {"fastcgi": address, "user": "deploy", "sudo": True}, rec=rec)
+    finally:
+        if where == "stale-socket":
+            Path(address).unlink(missing_ok=True)
+
+    step = _step(failed)
+    assert not failed.ok and step.status is StepStatus.FAILED
+    assert step.error == (
+        f"apply: opcache: php-fpm at {address} did not run the reset script (exit 111): Could not connect to {address}"
+    )
+    assert step.data["opcache_script_removed"] is True and _leftovers(fpm) == []
+    assert not Path(step.data["opcache_script"]).exists()
+    assert len(_step_commands(rec, host, fpm, failed)) == 1
+
+
+@pytest.fixture
+def append_only(fpm: SharedFpm) -> Iterator[Path]:
+    """A directory the staging pool can read, where files can be created but not removed."""
+    path = fpm.base / f"append-only-{uuid.uuid4().hex[:6]}"
+    path.mkdir(mode=0o755)
+    shutil.chown(path, "deploy", "deploy")
+    made = subprocess.run(["chattr", "+a", str(path)], capture_output=True, text=True)
+    if made.returncode != 0:
+        path.rmdir()
+        pytest.skip(f"this file system has no append-only directories: {made.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-a", str(path)], check=True)
+        shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("pool", ["staging", "off"])
+def test_a_script_that_cannot_be_removed_fails_the_step(
+    tmp_path: Path, ssh_lab: SshLab, fpm: SharedFpm, append_only: Path, pool: str
+) -> None:
+    host = ssh_lab.hosts[0]
+    inv = _inventory(tmp_path, host, fpm)
+    rec = Recorder()
+    opcache = {"fastcgi": fpm.sock(pool), "user": "deploy", "sudo": True, "tmpdir": str(append_only)}
+    failed = _run(tmp_path, inv, opcache, rec=rec)
+
+    step = _step(failed)
+    script = step.data["opcache_script"]
+    assert Path(script).parent == append_only and Path(script).name.startswith(".maint-opcache-")
+    left = f"exit 1: rm: cannot remove '{script}': Operation not permitted"
+    reason = (
+        "OPcache was reset, but the reset script"
+        if pool == "staging"
+        else f"OPcache is disabled in the pool at {fpm.sock('off')} (opcache.enable=0): nothing to reset; the reset script"
+    )
+    assert not failed.ok and step.error == f"apply: opcache: {reason} {script} was not removed: {left}"
+    assert step.data["opcache_script_removed"] is False
+    assert [p.name for p in append_only.iterdir()] == [Path(script).name]  # the one the step reported
+    assert len(_step_commands(rec, host, fpm, failed)) == 1
 
 
 def test_method_reload_still_reloads_the_master(
