@@ -294,7 +294,9 @@ class OpcacheFastcgi(CacheTarget[FcgiPlan]):
 
     def _probes(self) -> tuple[Tools, ExistingPaths | None]:
         address = self.block.fastcgi or ""
-        return Tools(("cgi-fcgi", self.block.php)), ExistingPaths((address,)) if address.startswith("/") else None
+        return Tools(("cgi-fcgi", "timeout", self.block.php)), ExistingPaths((address,)) if address.startswith(
+            "/"
+        ) else None
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         """Which clients the host has, and whether the socket exists."""
@@ -308,14 +310,17 @@ class OpcacheFastcgi(CacheTarget[FcgiPlan]):
             raise TargetFailed(f"php-fpm socket {address} does not exist (is the pool running?)")
         tools = ctx.probe(tools_probe)
         client: Client | None = None
-        if self.block.client in ("auto", "cgi-fcgi") and "cgi-fcgi" in tools:
+        if (
+            self.block.client in ("auto", "cgi-fcgi") and {"cgi-fcgi", "timeout"} <= tools
+        ):  # timeout: each request's bound
             client = "cgi-fcgi"
         elif self.block.client in ("auto", "controller") and self.block.php in tools:
             client = "controller"
         if client is None:
-            need = {"cgi-fcgi": "cgi-fcgi", "controller": f"the PHP CLI `{self.block.php}`"}.get(
-                self.block.client, f"cgi-fcgi or the PHP CLI `{self.block.php}`"
-            )
+            need = {
+                "cgi-fcgi": "cgi-fcgi (with coreutils' timeout)",
+                "controller": f"the PHP CLI `{self.block.php}`",
+            }.get(self.block.client, f"cgi-fcgi or the PHP CLI `{self.block.php}`")
             raise TargetFailed(
                 f"the host has no {need} to reach {address} (install libfcgi-bin for cgi-fcgi, or set method: reload)"
             )
