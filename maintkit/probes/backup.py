@@ -1,5 +1,6 @@
 """Backup facts: the manifests in a backup directory (:class:`Listing` of :class:`Manifest`),
-pinned backup ids, and which tools a host has; with the probes that read them.
+the size and sha256 of a backup's files, pinned backup ids, and which tools a host has; with
+the probes that read them.
 
 Layout on the host (``backup_dir``, default ``<path>/.maint/backups``; directories 0700,
 files 0600)::
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -29,6 +31,7 @@ from maintkit.transport.base import quote
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 MANIFEST = "manifest.json"
 _MARK = "@@maint-manifest "
+_HEX = "0123456789abcdef"
 
 
 def parse_time(text: str) -> datetime:
@@ -186,6 +189,44 @@ class BackupListing(Probe[Listing]):
         return parse_listing(self.directory, raw.stdout)
 
 
+def facts_script(path: str) -> str:
+    """Shell printing ONE line ``<size> <sha256>`` for the file ``path``, never its name (a file
+    that cannot be read prints a line without them)."""
+    q = quote(path)
+    return f"printf '%s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -d ' ' -f 1)\""
+
+
+def parse_facts(paths: Sequence[str], stdout: str) -> dict[str, tuple[int, str]]:
+    """What :func:`facts_script` printed for each of ``paths`` in turn: path -> (size, sha256).
+
+    Lines are taken by position (no name is ever printed, so no name can shift them); a path
+    whose line is missing or holds no size and digest is left out.
+    """
+    out: dict[str, tuple[int, str]] = {}
+    for path, line in zip(paths, stdout.split("\n"), strict=False):
+        size, _, digest = line.partition(" ")
+        if size.isdigit() and len(digest) == 64 and not digest.strip(_HEX):
+            out[path] = (int(size), digest)
+    return out
+
+
+@dataclass(frozen=True)
+class FileFacts(Probe[dict[str, tuple[int, str]]]):
+    """Read-only: the size and sha256 of files (a backup's items), one line per path in order."""
+
+    paths: tuple[str, ...]
+    kind: ClassVar[str] = "file-facts"
+
+    def inline(self) -> bool:
+        return True
+
+    def script(self) -> str:
+        return "\n".join(facts_script(p) for p in self.paths) or "true"
+
+    def parse(self, raw: RawOutput) -> dict[str, tuple[int, str]]:
+        return parse_facts(self.paths, raw.stdout)
+
+
 @dataclass(frozen=True)
 class PinnedIds(Probe[frozenset[str]]):
     """Read-only: the ids listed in a pin file (missing file: none)."""
@@ -230,12 +271,15 @@ __all__ = [
     "ID_RE",
     "MANIFEST",
     "BackupListing",
+    "FileFacts",
     "Listing",
     "Manifest",
     "PinnedIds",
     "Tools",
+    "facts_script",
     "item_summary",
     "listing_script",
+    "parse_facts",
     "parse_listing",
     "parse_time",
 ]

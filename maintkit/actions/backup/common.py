@@ -16,8 +16,8 @@ from typing import Any
 from maintkit.action import Context
 from maintkit.errors import CheckFailed
 from maintkit.ids import new_id
-from maintkit.probes.backup import ID_RE, Listing, Manifest, listing_script, parse_listing
-from maintkit.transport.base import Transport, quote
+from maintkit.probes.backup import ID_RE, Listing, Manifest, facts_script, listing_script, parse_facts, parse_listing
+from maintkit.transport.base import Transport
 
 FORMAT = 1
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -138,8 +138,7 @@ def timeout_kwargs(timeout: float | None) -> dict[str, Any]:
 
 def facts_line(path: str) -> str:
     """Shell printing ``<size> <sha256>`` of the file ``path`` (one line; the name is never printed)."""
-    q = quote(path)
-    return f"printf '%s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -d ' ' -f 1)\" || exit 1\n"
+    return f"{facts_script(path)} || exit 1\n"
 
 
 def file_facts(ctx: Context, paths: Iterable[str], timeout: float | None = None) -> dict[str, tuple[int, str]]:
@@ -151,10 +150,4 @@ def file_facts(ctx: Context, paths: Iterable[str], timeout: float | None = None)
     # one "size digest" line per path, in order: names never appear in the output, so a
     # newline or backslash in a path cannot confuse the parsing
     script = "".join(facts_line(p) for p in paths)
-    lines = ctx.run_shell(script, **kwargs).stdout.splitlines()
-    out: dict[str, tuple[int, str]] = {}
-    for path, line in zip(paths, lines, strict=False):
-        size, _, digest = line.partition(" ")
-        if size.isdigit() and len(digest) == 64:
-            out[path] = (int(size), digest)
-    return out
+    return parse_facts(paths, ctx.run_shell(script, **kwargs).stdout)
