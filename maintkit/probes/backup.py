@@ -212,7 +212,12 @@ def parse_facts(paths: Sequence[str], stdout: str) -> dict[str, tuple[int, str]]
 
 @dataclass(frozen=True)
 class FileFacts(Probe[dict[str, tuple[int, str]]]):
-    """Read-only: the size and sha256 of files (a backup's items), one line per path in order."""
+    """Read-only: the size and sha256 of files (a backup's items), one line per path in order.
+
+    ``backup.create`` reads it in the round trip of the rename that completes a backup, so its
+    verify compares the files read after the rename with the manifest without a round trip of
+    its own (after any later change on the host the runner drops it, and verify reads afresh).
+    """
 
     paths: tuple[str, ...]
     kind: ClassVar[str] = "file-facts"

@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -504,11 +505,11 @@ def test_copy_applies_retention_at_the_destination(shop: Shop) -> None:
 
 def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> None:
     """backup.create of the database and the files, every session counted: the tools and the
-    listing come from the stage's reads, the folder is made and the manifest written (with the
-    rename that completes the backup, and the listing verify reads after it) in one round trip
-    each, and the database part (tables and
-    exact row counts, the dump, the counts again, size and sha256 of the dump) is ONE round trip
-    (it was five: two client runs, the dump, two client runs, and a share of the checksums)."""
+    listing come from the stage's reads; the folders are made in one round trip; the database
+    part (tables and exact row counts, the dump, the counts again, size and sha256 of the dump) is
+    ONE round trip (it was five: two client runs, the dump, two client runs, and a share of the
+    checksums); the manifest, the rename that completes the backup, and what verify reads after it
+    (the listing, the size and sha256 of every item) are one more."""
     rec = Recorder()
     text = one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}", files=True)
     result = shop.run(text=text, transport_factory=rec)
@@ -526,10 +527,11 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
         "rm",  # the option file
         "umask", "umask",  # the archive of the files, then its members counted back
         "printf",  # size and sha256 of the archive
-        "(",  # the manifest, the rename of the .partial folder, then the backup listing verify reads
-        "printf",  # verify: size and sha256 of both against the manifest
+        "(",  # the manifest, the rename of the .partial folder, then the listing and the items' facts verify reads
     ], steps  # fmt: skip
-    assert steps[0].count("&&") == 2 and f"{manifest['id']}.partial" in steps[0]
+    folder, final = str(shop.backup_dir), f"{shop.backup_dir}/{manifest['id']}"
+    assert shlex.quote(final) == final  # a plain path, quoted as it is
+    assert steps[0] == f"mkdir -p -- {folder} && chmod 700 -- {folder} && mkdir -m 700 -- {final}.partial"
     db = steps[2]
     marker = re.match(r"echo '(@@mk-[0-9a-f]{32}) before'", db)
     assert marker, db
@@ -540,11 +542,16 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     ]  # fmt: skip
     assert db.count("| mariadb --defaults-file=") == 2 and db.count("EXECUTE mk_counts;") == 2
     assert db.count("mariadb-dump --defaults-file=") == 1 and "sha256sum <" in db
-    assert f"{manifest['id']}.partial/db-{shop.db}.sql.gz" in db
-    assert "files.tar" not in db and "files.tar" in steps[6] and f"db-{shop.db}" not in steps[6]
-    assert "manifest.json" in steps[7] and "mv -T" in steps[7]
-    assert steps[7].index("mv -T") < steps[7].index("@@maint-nodir")  # the listing, read after the rename
-    assert rec.sessions(h1) == len(kinds) == 12
+    assert f"{manifest['id']}.partial/db-{shop.db}.sql.gz" in db and "mkdir" not in db
+    assert "files.tar" not in db and "files.tar" in steps[4] and f"db-{shop.db}" not in steps[4]
+    finish = steps[7]
+    assert "manifest.json" in finish and "mv -T" in finish
+    renamed = finish.index("mv -T")
+    assert renamed < finish.index("@@maint-nodir")  # the listing, read after the rename
+    # verify's size and sha256 of every item: read after the rename, in its round trip, of the final folder
+    facts = [finish.index(f"sha256sum < {final}/{item['file']}") for item in manifest["items"]]
+    assert len(facts) == 2 and min(facts) > renamed and finish.count("sha256sum <") == 2
+    assert rec.sessions(h1) == len(kinds) == 11
     # what the manifest says is unchanged: exact counts, the view, the dump's size and sha256
     item = next(i for i in manifest["items"] if i["type"] == "database")
     assert item["counts"] == "exact"

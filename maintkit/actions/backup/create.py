@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -13,7 +13,7 @@ from maintkit._text import tail as text_tail
 from maintkit.action import Action, Context, Params
 from maintkit.errors import ApplyFailed, CheckFailed, MaintkitError, VerifyFailed
 from maintkit.probes import Probe
-from maintkit.probes.backup import BackupListing, Manifest, Tools, item_summary
+from maintkit.probes.backup import BackupListing, FileFacts, Manifest, Tools, item_summary
 from maintkit.results import Change, Check
 from maintkit.state import index
 from maintkit.transport.base import join, quote
@@ -106,6 +106,10 @@ def archive_files(
     return files_item(name, compression, job.base, job.paths, job.excludes, int(counted.stdout.strip()))
 
 
+#: the probes to read in the round trip of the rename that completes a backup, given its manifest
+ReadAfter = Callable[[Manifest], Sequence[Probe[Any]]]
+
+
 def write_backup(
     ctx: Context,
     job: BackupJob,
@@ -115,11 +119,12 @@ def write_backup(
     kind: str = "backup",
     note: str | None = None,
     timeout: float | None = None,
-    read_after: Sequence[Probe[Any]] = (),
+    read_after: ReadAfter | None = None,
 ) -> Manifest:
     """Write a complete backup (``<dir>/<id>.partial`` renamed to ``<dir>/<id>`` at the end).
 
-    ``read_after``: probes read in the same round trip as the final rename, kept for verify
+    ``read_after``: the probes (given the new backup's manifest) read in the same round trip as
+    the final rename, kept for verify
     (:meth:`~maintkit.action.Context.run_and_probe`; only when nothing changes after it).
     On any failure the partial directory is removed and ApplyFailed raised.
     """
@@ -156,13 +161,14 @@ def write_backup(
             "items": items,
             "verified_at": None,
         }
-        _finish(ctx, part, final, manifest_bytes(data), read_after)
+        manifest = Manifest(bid, data, final)
+        _finish(ctx, part, final, manifest_bytes(data), read_after(manifest) if read_after else ())
     except MaintkitError as exc:
         ctx.run(["rm", "-rf", "--", part], check=False)
         if isinstance(exc, ApplyFailed):
             raise
         raise ApplyFailed(f"backup {bid} failed: {exc}") from None
-    return Manifest(bid, data, final)
+    return manifest
 
 
 def _finish(ctx: Context, part: str, final: str, manifest: bytes, read_after: Sequence[Probe[Any]]) -> None:
@@ -174,6 +180,11 @@ def _finish(ctx: Context, part: str, final: str, manifest: bytes, read_after: Se
         ctx.run_and_probe(finish, read_after, stdin=manifest)
     else:
         ctx.run_shell(finish, stdin=manifest)
+
+
+def item_facts(manifest: Manifest) -> FileFacts:
+    """The probe of the size and sha256 of a backup's items (the files its manifest names)."""
+    return FileFacts(tuple(manifest.path(str(i["file"])) for i in manifest.items))
 
 
 def record_of(manifest: Manifest, directory: str) -> dict[str, Any]:
@@ -367,7 +378,7 @@ class BackupCreate(Action[BackupCreateParams]):
             tools,
             note=self.params.note,
             timeout=self.params.timeout,
-            read_after=[BackupListing(directory)],  # verify's read, with the rename
+            read_after=lambda m: [BackupListing(directory), item_facts(m)],  # verify's reads, with the rename
         )
         record = record_of(manifest, directory)
         ctx.record(backup=record)
@@ -388,7 +399,7 @@ class BackupCreate(Action[BackupCreateParams]):
         manifest = listing.get(str(bid))
         if manifest is None:
             raise VerifyFailed(f"backup {bid} has no manifest in {directory}")
-        facts = file_facts(ctx, [manifest.path(str(i["file"])) for i in manifest.items])
+        facts = ctx.probe(item_facts(manifest))  # read with the rename (afresh after any later change)
         for item in manifest.items:
             size, digest = facts.get(manifest.path(str(item["file"])), (-1, ""))
             if size != item.get("size") or digest != item.get("sha256"):
