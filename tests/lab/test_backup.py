@@ -505,11 +505,12 @@ def test_copy_applies_retention_at_the_destination(shop: Shop) -> None:
 
 def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> None:
     """backup.create of the database and the files, every session counted: the tools and the
-    listing come from the stage's reads; the folders are made in one round trip; the database
-    part (tables and exact row counts, the dump, the counts again, size and sha256 of the dump) is
-    ONE round trip (it was five: two client runs, the dump, two client runs, and a share of the
-    checksums); the manifest, the rename that completes the backup, and what verify reads after it
-    (the listing, the size and sha256 of every item) are one more."""
+    listing come from the stage's reads; the folders are made in front of the first command that
+    writes into them (here the option file with the password); the database part (tables and
+    exact row counts, the dump, the counts again, size and sha256 of the dump) is ONE round trip
+    (it was five: two client runs, the dump, two client runs, and a share of the checksums); the
+    manifest, the rename that completes the backup, and what verify reads after it (the listing,
+    the size and sha256 of every item) are one more."""
     rec = Recorder()
     text = one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}", files=True)
     result = shop.run(text=text, transport_factory=rec)
@@ -521,8 +522,7 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     steps = [text for kind, text in rec.by_host[h1.ip].sent[2:-1]]
     firsts = [s.split()[0] for s in steps]
     assert firsts == [
-        "mkdir",  # the backup folder (0700) and its .partial folder, in one
-        "umask",  # the database password into a 0600 option file (from stdin, never argv)
+        "mkdir",  # the backup folder (0700) and its .partial folder, then the password into a 0600 option file
         "echo",  # tables and exact counts, the dump | gzip, the counts again, size and sha256 of the dump
         "rm",  # the option file
         "umask", "umask",  # the archive of the files, then its members counted back
@@ -531,8 +531,12 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     ], steps  # fmt: skip
     folder, final = str(shop.backup_dir), f"{shop.backup_dir}/{manifest['id']}"
     assert shlex.quote(final) == final  # a plain path, quoted as it is
-    assert steps[0] == f"mkdir -p -- {folder} && chmod 700 -- {folder} && mkdir -m 700 -- {final}.partial"
-    db = steps[2]
+    prepare = f"mkdir -p -- {folder} && chmod 700 -- {folder} && mkdir -m 700 -- {final}.partial || exit $?\n"
+    made = r"echo '@@mk-[0-9a-f]{32} made'\n"
+    assert re.fullmatch(
+        re.escape(prepare) + made + re.escape(f"umask 077; cat > {folder}/.cred-") + "[0-9a-f]{12}", steps[0]
+    )
+    db = steps[1]
     marker = re.match(r"echo '(@@mk-[0-9a-f]{32}) before'", db)
     assert marker, db
     # one client run per read (the server builds the COUNT(*) union), the dump between them
@@ -543,15 +547,15 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     assert db.count("| mariadb --defaults-file=") == 2 and db.count("EXECUTE mk_counts;") == 2
     assert db.count("mariadb-dump --defaults-file=") == 1 and "sha256sum <" in db
     assert f"{manifest['id']}.partial/db-{shop.db}.sql.gz" in db and "mkdir" not in db
-    assert "files.tar" not in db and "files.tar" in steps[4] and f"db-{shop.db}" not in steps[4]
-    finish = steps[7]
+    assert "files.tar" not in db and "files.tar" in steps[3] and f"db-{shop.db}" not in steps[3]
+    finish = steps[6]
     assert "manifest.json" in finish and "mv -T" in finish
     renamed = finish.index("mv -T")
     assert renamed < finish.index("@@maint-nodir")  # the listing, read after the rename
     # verify's size and sha256 of every item: read after the rename, in its round trip, of the final folder
     facts = [finish.index(f"sha256sum < {final}/{item['file']}") for item in manifest["items"]]
     assert len(facts) == 2 and min(facts) > renamed and finish.count("sha256sum <") == 2
-    assert rec.sessions(h1) == len(kinds) == 11
+    assert rec.sessions(h1) == len(kinds) == 10
     # what the manifest says is unchanged: exact counts, the view, the dump's size and sha256
     item = next(i for i in manifest["items"] if i["type"] == "database")
     assert item["counts"] == "exact"

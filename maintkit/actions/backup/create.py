@@ -29,8 +29,9 @@ from .common import (
     utcnow_iso,
 )
 from .db import DatabaseSpec, connect, missing_tools
-from .dump import dump_in_one, dump_stepwise
+from .dump import ShellRunner, dump_in_one, dump_stepwise
 from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
+from .prepare import FolderPrep
 
 ALL_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql", "gzip", "pg_dump", "pg_restore", "psql", "zstd", "tar")
 
@@ -89,13 +90,20 @@ def missing_for(job: BackupJob, tools: frozenset[str]) -> list[str]:
 
 
 def archive_files(
-    ctx: Context, job: BackupJob, tools: frozenset[str], workdir: str, timeout: float | None
+    ctx: Context,
+    job: BackupJob,
+    tools: frozenset[str],
+    workdir: str,
+    timeout: float | None,
+    run_shell: ShellRunner | None = None,
 ) -> dict[str, Any]:
-    """Archive the job's paths into ``workdir``; return the manifest item (without size/sha256)."""
+    """Archive the job's paths into ``workdir``; return the manifest item (without size/sha256).
+
+    ``run_shell`` runs the archive (default :meth:`Context.run_shell`)."""
     compression = choose_compression(job.compression, tools)
     name = archive_name(compression)
     out = f"{workdir}/{name}"
-    res = ctx.run_shell(
+    res = (run_shell or ctx.run_shell)(
         create_script(job.base, job.paths, job.excludes, compression, out), check=False, **timeout_kwargs(timeout)
     )
     if not res.ok:
@@ -123,29 +131,20 @@ def write_backup(
 ) -> Manifest:
     """Write a complete backup (``<dir>/<id>.partial`` renamed to ``<dir>/<id>`` at the end).
 
-    ``read_after``: the probes (given the new backup's manifest) read in the same round trip as
-    the final rename, kept for verify
+    The folders are made (:class:`~.prepare.FolderPrep`) in the round trip of the first
+    command that writes into them: the first database's credentials file or dump, else the
+    files archive. ``read_after``: the probes (given the new backup's manifest) read in the
+    same round trip as the final rename, kept for verify
     (:meth:`~maintkit.action.Context.run_and_probe`; only when nothing changes after it).
-    On any failure the partial directory is removed and ApplyFailed raised.
+    On any failure the partial directory is removed (once it is this backup's own) and
+    ApplyFailed raised; a failure to make the folders raises that command's own CommandFailed.
     """
     created = datetime.now(UTC)
     bid = new_backup_id(created)
     final, part = f"{directory}/{bid}", f"{directory}/{bid}.partial"
-    private = ["chmod", "700", "--", directory]
-    ctx.run_each(["mkdir", "-p", "--", directory], private, ["mkdir", "-m", "700", "--", part])
+    prep = FolderPrep(ctx, directory, part)
     try:
-        items: list[dict[str, Any]] = []
-        for spec in job.databases:
-            with connect(ctx, spec, directory, tools) as client:
-                # MariaDB/MySQL: one round trip, the dump's size and sha256 included
-                dump = dump_in_one if client.mysql else dump_stepwise
-                items.append(dump(ctx, client, part, timeout))
-        if job.paths:
-            items.append(archive_files(ctx, job, tools, part, timeout))
-        unread = [i for i in items if "size" not in i]
-        facts = file_facts(ctx, [f"{part}/{i['file']}" for i in unread], timeout)
-        for item in unread:
-            item["size"], item["sha256"] = facts[f"{part}/{item['file']}"]
+        items = _write_items(ctx, job, tools, prep, timeout)
         data = {
             "format": 1,
             "id": bid,
@@ -164,11 +163,34 @@ def write_backup(
         manifest = Manifest(bid, data, final)
         _finish(ctx, part, final, manifest_bytes(data), read_after(manifest) if read_after else ())
     except MaintkitError as exc:
-        ctx.run(["rm", "-rf", "--", part], check=False)
-        if isinstance(exc, ApplyFailed):
+        if prep.done:  # never a folder this backup did not make (a clash of the .partial name)
+            ctx.run(["rm", "-rf", "--", part], check=False)
+        if isinstance(exc, ApplyFailed) or exc is prep.failure:
             raise
         raise ApplyFailed(f"backup {bid} failed: {exc}") from None
     return manifest
+
+
+def _write_items(
+    ctx: Context, job: BackupJob, tools: frozenset[str], prep: FolderPrep, timeout: float | None
+) -> list[dict[str, Any]]:
+    """Every item of the job written into ``prep.part``, with its size and sha256; the folders
+    made in front of the first command that writes (or on their own when nothing does)."""
+    part = prep.part
+    items: list[dict[str, Any]] = []
+    for spec in job.databases:
+        with connect(ctx, spec, prep.directory, tools, run_shell=prep.run_shell) as client:
+            # MariaDB/MySQL: one round trip, the dump's size and sha256 included
+            dump = dump_in_one if client.mysql else dump_stepwise
+            items.append(dump(ctx, client, part, timeout, prep.run_shell))
+    if job.paths:
+        items.append(archive_files(ctx, job, tools, part, timeout, prep.run_shell))
+    prep.ensure()  # nothing was written: the folders alone, before the manifest
+    unread = [i for i in items if "size" not in i]
+    facts = file_facts(ctx, [f"{part}/{i['file']}" for i in unread], timeout)
+    for item in unread:
+        item["size"], item["sha256"] = facts[f"{part}/{item['file']}"]
+    return items
 
 
 def _finish(ctx: Context, part: str, final: str, manifest: bytes, read_after: Sequence[Probe[Any]]) -> None:

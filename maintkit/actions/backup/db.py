@@ -17,7 +17,7 @@ temporary file, so ``~/.pgpass`` is not read.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -346,11 +346,19 @@ def pipeline(*stages: str, out: str | None = None) -> str:
 
 
 @contextmanager
-def connect(ctx: Context, spec: DatabaseSpec, workdir: str, tools: frozenset[str]) -> Iterator[DbClient]:
+def connect(
+    ctx: Context,
+    spec: DatabaseSpec,
+    workdir: str,
+    tools: frozenset[str],
+    *,
+    run_shell: Callable[..., CommandResult] | None = None,
+) -> Iterator[DbClient]:
     """A :class:`DbClient` with a temporary credentials file in ``workdir`` when a password is given.
 
     The file is created 0600 from stdin (``umask 077; cat > FILE``) and removed on exit,
-    also when the body fails.
+    also when the body fails. ``run_shell`` runs the command that writes it (default
+    :meth:`Context.run_shell`; ``backup.create`` makes its folders in that round trip).
     """
     client = DbClient(spec, tools)
     if spec.password is None:
@@ -367,7 +375,7 @@ def connect(ctx: Context, spec: DatabaseSpec, workdir: str, tools: frozenset[str
         if spec.defaults_file:
             body = f"!include {spec.defaults_file}\n" + body
     try:
-        ctx.run_shell(f"umask 077; cat > {quote(path)}", stdin=body.encode(), timeout=60)
+        (run_shell or ctx.run_shell)(f"umask 077; cat > {quote(path)}", stdin=body.encode(), timeout=60)
         client.cred_file = path
         if spec.engine == "postgresql":
             client.env["PGPASSFILE"] = path

@@ -7,11 +7,14 @@ twice (before and after) and the dump between them. Each client run lists the ta
 the estimated total is at most ``count_limit``, counts the rows of every base table exactly,
 with a ``COUNT(*)`` union the server builds from ``information_schema`` (a prepared statement),
 so the count needs no second client run. Sections of the output are framed by a random marker
-no table name can make. PostgreSQL keeps one command per part (:func:`dump_stepwise`).
+no table name can make. PostgreSQL keeps one command per part (:func:`dump_stepwise`). Either
+runs its shell through the ``run_shell`` it is given: ``backup.create`` makes the backup's
+folders in front of the first one (:mod:`.prepare`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from maintkit._text import tail as text_tail
@@ -25,6 +28,8 @@ from .db import DbClient, pipeline
 
 #: the parts of :func:`dump_in_one`'s script, in order (each announced on stdout and stderr)
 _STAGES = ("before", "dump", "after", "facts")
+#: how a dump runs its shell: :meth:`Context.run_shell` or a stand-in with the same arguments
+ShellRunner = Callable[..., CommandResult]
 
 
 def table_state(client: DbClient, ctx: Context, timeout: float | None) -> tuple[dict[str, str], dict[str, int], bool]:
@@ -74,8 +79,13 @@ def _item(client: DbClient, name: str, exact: bool, tables: dict[str, dict[str, 
     }
 
 
-def dump_stepwise(ctx: Context, client: DbClient, workdir: str, timeout: float | None) -> dict[str, Any]:
-    """Dump one database into ``workdir`` with one command per part; the manifest item (without size/sha256)."""
+def dump_stepwise(
+    ctx: Context, client: DbClient, workdir: str, timeout: float | None, run_shell: ShellRunner | None = None
+) -> dict[str, Any]:
+    """Dump one database into ``workdir`` with one command per part; the manifest item (without size/sha256).
+
+    ``run_shell`` runs the dump (default :meth:`Context.run_shell`; ``backup.create`` makes its
+    folders in that round trip)."""
     spec = client.spec
     kinds, before, exact = table_state(client, ctx, timeout)
     name = f"db-{spec.name}{client.dump_suffix}"
@@ -84,7 +94,7 @@ def dump_stepwise(ctx: Context, client: DbClient, workdir: str, timeout: float |
         script = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
     else:
         script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
-    res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
+    res = (run_shell or ctx.run_shell)(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     if not res.ok:
         tail = text_tail(res.stderr or res.stdout, 800)
         raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
@@ -168,15 +178,20 @@ def _failed(
     return CommandFailed(part)
 
 
-def dump_in_one(ctx: Context, client: DbClient, workdir: str, timeout: float | None) -> dict[str, Any]:
+def dump_in_one(
+    ctx: Context, client: DbClient, workdir: str, timeout: float | None, run_shell: ShellRunner | None = None
+) -> dict[str, Any]:
     """Dump one MariaDB/MySQL database into ``workdir`` in ONE round trip; the manifest item with
-    its size and sha256. A failing part raises what that part's own command raised before."""
+    its size and sha256. A failing part raises what that part's own command raised before.
+
+    ``run_shell`` runs the round trip (default :meth:`Context.run_shell`; ``backup.create``
+    makes its folders in it, in front of the rest)."""
     spec = client.spec
     name = f"db-{spec.name}{client.dump_suffix}"
     out = f"{workdir}/{name}"
     marker = output_marker()
     script = _script(client, out, marker)
-    res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
+    res = (run_shell or ctx.run_shell)(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     outs, last = _sections(res.stdout, marker)
     errs, _ = _sections(res.stderr, marker)
     if not res.ok or last != "facts":
