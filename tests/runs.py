@@ -66,7 +66,8 @@ def write_inventory(
     if groups:
         data["groups"] = {name: list(members) for name, members in groups.items()}
     path = directory / (f"inventory-{uuid.uuid4().hex[:6]}.yml" if unique else "inventory.yml")
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    # non-ASCII escaped: PyYAML writes NEL (U+0085) raw in a folded scalar and reads it back as a space
+    path.write_text(yaml.safe_dump(data, allow_unicode=False))
     return path
 
 

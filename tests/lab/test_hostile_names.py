@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from maintkit.results import RunResult, SiteStatus, StepStatus
@@ -476,6 +476,7 @@ def cache_case(tmp: Path, dir_name: str, names: list[str]) -> None:
 
 @SETTINGS
 @given(dir_name=hostile_names(), names=distinct_names(3))
+@example(dir_name="nel\x85line\u2028sep", names=["a", "b\x85c", "-d e"])  # YAML line breaks in a name
 def test_cache_directory_hostile_names_local(tmp_path: Path, dir_name: str, names: list[str]) -> None:
     cache_case(tmp_path, dir_name, names)
 
