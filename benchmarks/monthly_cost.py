@@ -1,0 +1,214 @@
+"""Benchmark: where the machine's CPU goes in the monthly update, command by command.
+
+    python benchmarks/monthly_cost.py [--sites 3] [--next-month] [--json FILE]
+
+Run as root, with nothing else running: it starts the lab of ``benchmarks/monthly.py`` (two
+sshd hosts, nginx + php-fpm, MariaDB, WordPress with ``shop-cart`` 1.0.0, the update API
+offering 1.1.0), makes ``--sites`` fresh shops and runs ``maint run monthly-update`` with
+``--concurrency 1``, then the same operations by hand on as many other fresh shops, one
+operation at a time. maint runs with ``benchmarks/costhook`` on its ``PYTHONPATH``, which
+records the machine's CPU (every process: sshd, the shells and programs, PHP, MariaDB,
+nginx, maint; cgroup accounting in nanoseconds where the machine has it) spent during each
+SSH command and each HTTP request; the by-hand operations are measured the same way. With
+one command at a time on an idle machine, that is each command's whole cost.
+
+It prints, per shop (one staging and one production copy), each maint step's commands and
+their machine CPU per environment, what maint spent between commands (its own work), the
+by-hand operations' CPU, and both totals. ``--next-month`` then offers shop-cart 1.2.0 and measures both
+sides again on the same shops (``-e backup_max_age=1s``, as a month later).
+
+The PHP helper's compiled-code cache is filled on a site's first run: about 340 new files per
+copy. ext4 allocates inodes slowly for up to a few minutes after many files were deleted, so
+run this (and ``monthly.py``) a few minutes after any large deletion (an earlier benchmark's
+clean-up, a test run), or the first run's figures grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import monthly as m
+from costhook.sitecustomize import machine_ns
+
+from tests import runs
+
+HOOK = Path(__file__).resolve().parent / "costhook"
+FINALS = ("step.verified", "step.unchanged", "step.skipped", "step.failed", "step.rolled_back")
+ENDS = ("lock.released", "stage.finished", "site.finished", "run.finished")
+
+
+def _ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def attribute(records: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """``env/step kind`` -> [count, cpu s]: each record goes to the first step (or stage end)
+    that finished after it (one command at a time, so that is the step that sent it)."""
+    marks = sorted(
+        (
+            _ts(e["ts"]),
+            f"{e.get('env') or '-'}/{e['step'] if e['event'] in FINALS or e['event'] == 'step.checked' else e['event']}",
+        )
+        for e in events
+        if e["event"] in FINALS + ENDS or (e["event"] == "step.checked" and e.get("status") != "needed")
+    )
+    out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for r in records:
+        end = r["t"] + r["s"] - 0.002
+        key = next((name for t, name in marks if t >= end), "-/end")
+        cell = out[f"{key} {r['kind']}"]
+        cell[0] += 1
+        cell[1] += r["cpu"]
+    return dict(out)
+
+
+def maint_cost(argv: list[str], state: Path, out: Path, extra: list[str]) -> dict[str, Any]:
+    """One ``maint run`` with the hook; its records, attributed, and its totals."""
+    env = runs.maint_env({"PYTHONPATH": str(HOOK), "MAINTKIT_BENCH_COST": str(out)})
+    proc = subprocess.run([*argv, *extra], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"maint failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    data = json.loads(out.read_text())
+    spent = sum(r["cpu"] for r in data["records"])
+    by_step = attribute(data["records"], m.read_events(m.newest_run(state)))
+    print(f"maint's transport: {data.get('transport')}")
+    return {"cpu": data["cpu"], "wall": data["t1"] - data["t0"], "between": data["cpu"] - spent,
+            "commands": sum(r["kind"] == "ssh" for r in data["records"]), "by_step": by_step}  # fmt: skip
+
+
+def _hand_op(argv: list[str]) -> str:
+    script = argv[2] if len(argv) > 2 else ""
+    if argv[0] == "curl":
+        return "download"
+    if argv[0] == "php":
+        return "upgrade"
+    if "mariadb-dump" in script:
+        return "backup"
+    if "cgi-fcgi" in script:
+        return "opcache"
+    if "php -l" in script:
+        return "lint"
+    return "flush" if "-r" in argv else "other"
+
+
+def hand_cost(lab: m.SshLab, shops: list[m.Shop], zip_url: str) -> dict[str, Any]:
+    """The by-hand operations, one at a time: machine CPU per operation."""
+    ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    run, curls = m.Remote.run, m.curl_pages
+
+    def timed_run(self: m.Remote, argv: list[str], stdin: bytes = b"", what: str = "") -> str:
+        c0 = machine_ns()
+        try:
+            return run(self, argv, stdin, what)
+        finally:
+            ops[_hand_op(argv)][0] += 1
+            ops[_hand_op(argv)][1] += (machine_ns() - c0) / 1e9
+
+    def timed_curls(site: m.WpSite, paths: list[str]) -> None:
+        c0 = machine_ns()
+        try:
+            curls(site, paths)
+        finally:
+            ops["curl (smoke paths)"][0] += len(paths)
+            ops["curl (smoke paths)"][1] += (machine_ns() - c0) / 1e9
+
+    remotes = {"staging": m.Remote(lab.hosts[0]), "production": m.Remote(lab.hosts[1])}
+    m.Remote.run, m.curl_pages = timed_run, timed_curls  # type: ignore[method-assign]
+    c0, t0 = machine_ns(), time.time()
+    try:
+        for shop in shops:
+            for env in ("staging", "production"):
+                m.by_hand_one(shop, env, remotes[env], zip_url)
+    finally:
+        m.Remote.run, m.curl_pages = run, curls  # type: ignore[method-assign]
+        for remote in remotes.values():
+            remote.close()
+    return {"cpu": (machine_ns() - c0) / 1e9, "wall": time.time() - t0, "ops": dict(ops)}
+
+
+def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any]) -> None:
+    """The tables of one round, per shop (a shop is one staging and one production copy)."""
+    print(f"\n{label}: maint, per shop (one shop at a time, {n} shops)")
+    print("environment/step | kind | commands | machine CPU ms\n---|---|---|---")
+    for key, (count, cpu) in sorted(maint["by_step"].items(), key=lambda kv: -kv[1][1]):
+        step, kind = key.rsplit(" ", 1)
+        print(f"{step} | {kind} | {count / n:.1f} | {cpu / n * 1000:.1f}")
+    print(f"maint between commands (its own work) | - | - | {maint['between'] / n * 1000:.1f}")
+    print(f"\n{label}: by hand, per shop\noperation | commands | machine CPU ms\n---|---|---")
+    for op, (count, cpu) in sorted(hand["ops"].items(), key=lambda kv: -kv[1][1]):
+        print(f"{op} | {count / n:.1f} | {cpu / n * 1000:.1f}")
+    ratio = maint["cpu"] / hand["cpu"] - 1
+    print(
+        f"\n{label}: machine CPU per shop: maint {maint['cpu'] / n:.2f} s ({maint['commands'] / n:.0f} SSH commands), "
+        f"by hand {hand['cpu'] / n:.2f} s; maint's overhead {ratio:+.0%}"
+    )
+
+
+def main() -> None:
+    """Start the lab, measure both sides (and the next month), print the tables."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sites", type=int, default=3, help="shops per side (one at a time)")
+    ap.add_argument("--next-month", action="store_true", help="then both sides again with shop-cart 1.2.0 offered")
+    ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
+    args = ap.parse_args()
+    m.precompile()
+    rows: dict[str, Any] = {}
+    with ExitStack() as stack:
+        lab = stack.enter_context(m.SshLab())
+        lab.start(2)
+        bases = [m.lab_dir(p) for p in ("web", "db", "work")]
+        stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
+        web, mariadb = stack.enter_context(m.WebStack(bases[0])), stack.enter_context(m.MariaDB(bases[1]))
+        work = bases[2]
+        template = m.build_wordpress_template(work, web, mariadb)
+        zips = work / "downloads"
+        for version in ("1.1.0", "1.2.0"):
+            m.make_shop_cart_zip(zips, version)
+        latest = ["1.1.0"]
+        api = m.Api(stack.enter_context(m.serve_update_api(zips, latest)), latest)
+        shops = m.make_shops(lab, template, args.sites, "c", work)
+        settings = {"repository": None, "api_url": api.url, "php_cache": True}
+        sites = {f"shop{i:02d}": m.site_entry(s, settings) for i, s in enumerate(shops)}
+        for entry, shop in zip(sites.values(), shops, strict=True):
+            entry["vars"]["opcache"] = {
+                "fastcgi": f"127.0.0.1:{shop.web.php_port}",
+                "user": shop.web.user,
+                "sudo": True,
+            }
+        state = work / "state"
+        inventory = runs.write_inventory(work, sites, unique=True)
+        argv = runs.maint_argv(
+            "run", "monthly-update", "-i", str(inventory), "--state-dir", str(state), "--concurrency", "1"
+        )
+        hand_shops = m.make_shops(lab, template, args.sites, "h", work)
+        for shop in hand_shops:
+            m.site_entry(shop, settings)  # the database option files the dumps use
+        rounds = [("first run", "1.1.0", [])] + (
+            [("next month", "1.2.0", ["-e", "backup_max_age=1s"])] if args.next_month else []
+        )
+        for label, version, extra in rounds:
+            latest[0] = version
+            maint = maint_cost(argv, state, work / "cost.json", extra)
+            hand = hand_cost(lab, hand_shops, f"{api.url}/downloads/shop-cart-{version}.zip")
+            m.check_outcome(shops, version)
+            m.check_outcome(hand_shops, version)
+            report(label, args.sites, maint, hand)
+            rows[label] = {"maint": maint, "by_hand": hand}
+    if args.json:
+        Path(args.json).write_text(json.dumps({"sites": args.sites, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the lab starts sshd, nginx, php-fpm and MariaDB")
+    main()

@@ -1,0 +1,55 @@
+"""The per-command cost benchmark's own logic: which step a command is charged to, which
+by-hand operation an argv is, and the machine's CPU counter it reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import monthly_cost
+    from costhook.sitecustomize import machine_ns
+finally:
+    sys.path.remove(str(BENCH))
+
+
+def ev(ts: str, event: str, **fields: str) -> dict[str, str]:
+    return {"ts": f"2026-12-05T10:00:{ts}Z", "event": event, **fields}
+
+
+def rec(t: float, s: float, cpu: float, kind: str = "ssh") -> dict[str, object]:
+    base = monthly_cost._ts("2026-12-05T10:00:00.000Z")
+    return {"kind": kind, "t": base + t, "s": s, "cpu": cpu, "line": "x"}
+
+
+def test_each_command_is_charged_to_the_step_that_finished_after_it() -> None:
+    events = [
+        ev("00.500", "step.verified", env="staging", step="backup"),
+        ev("00.600", "step.checked", env="staging", step="precheck", status="needed"),  # a check, not an end
+        ev("01.000", "step.unchanged", env="staging", step="precheck"),
+        ev("01.500", "lock.released", env="staging"),
+    ]
+    records = [rec(0.1, 0.2, 0.010), rec(0.3, 0.1, 0.020), rec(0.55, 0.3, 0.040, "http"), rec(1.2, 0.1, 0.005)]
+    assert monthly_cost.attribute(records, events) == {
+        "staging/backup ssh": [2, 0.030],
+        "staging/precheck http": [1, 0.040],
+        "staging/lock.released ssh": [1, 0.005],
+    }
+
+
+def test_by_hand_operations_are_named_by_their_argv() -> None:
+    name = monthly_cost._hand_op
+    assert name(["bash", "-c", "set -eo pipefail; mariadb-dump --defaults-file=x | gzip"]) == "backup"
+    assert name(["curl", "-fsS", "-o", "z.zip", "--", "http://x/z.zip"]) == "download"
+    assert name(["php", "--", "/srv/wp", "install", "{}"]) == "upgrade"
+    assert name(["sh", "-c", "cd -- /srv/wp && exec \"$@\"", "sh", "php", "-r", "code", "--"]) == "flush"
+    assert name(["sh", "-c", "f=$(mktemp) ... cgi-fcgi -bind -connect \"$1\"", "sh", "127.0.0.1:9000"]) == "opcache"
+    assert name(["bash", "-c", "cd -- /p && find . -name '*.php' -exec php -l {} \\;"]) == "lint"
+
+
+def test_the_machine_counter_only_grows() -> None:
+    first = machine_ns()
+    sum(i * i for i in range(200_000))  # some CPU of this process
+    assert machine_ns() > first > 0
