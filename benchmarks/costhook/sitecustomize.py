@@ -39,19 +39,24 @@ def machine_ns() -> int:
 _SEEN: dict[str, str] = {}
 
 
-def _patch_ssh(ssh: Any, records: list[dict[str, Any]]) -> None:
-    _SEEN["transport"] = str(ssh.__file__)
-    execute = ssh.SSHTransport._execute
+def _timed(method: Any, kind: str, describe: Any, records: list[dict[str, Any]]) -> Any:
+    """``method`` recording, per call, its wall time and the machine's CPU under ``kind``
+    (``describe(*args)`` names the call)."""
 
-    def timed_execute(self: Any, line: str, **kw: Any) -> Any:
+    def timed(self: Any, *args: Any, **kw: Any) -> Any:
         c0, t0 = machine_ns(), time.time()
         try:
-            return execute(self, line, **kw)
+            return method(self, *args, **kw)
         finally:
             cpu = (machine_ns() - c0) / 1e9
-            records.append({"kind": "ssh", "t": t0, "s": time.time() - t0, "cpu": cpu, "line": line[:300]})
+            records.append({"kind": kind, "t": t0, "s": time.time() - t0, "cpu": cpu, "line": describe(*args)})
 
-    ssh.SSHTransport._execute = timed_execute
+    return timed
+
+
+def _patch_ssh(ssh: Any, records: list[dict[str, Any]]) -> None:
+    _SEEN["transport"] = str(ssh.__file__)
+    ssh.SSHTransport._execute = _timed(ssh.SSHTransport._execute, "ssh", lambda line: line[:300], records)
 
 
 class _WhenImported(importlib.abc.MetaPathFinder):
@@ -84,24 +89,8 @@ def _install(out: str) -> None:
     sys.meta_path.insert(0, _WhenImported(records))
     import requests
 
-    send = requests.Session.send
-
-    def timed_send(self: Any, request: Any, **kw: Any) -> Any:
-        c0, t0 = machine_ns(), time.time()
-        try:
-            return send(self, request, **kw)
-        finally:
-            records.append(
-                {
-                    "kind": "http",
-                    "t": t0,
-                    "s": time.time() - t0,
-                    "cpu": (machine_ns() - c0) / 1e9,
-                    "line": f"{request.method} {request.url}",
-                }
-            )
-
-    requests.Session.send = timed_send  # type: ignore[method-assign]
+    describe = lambda request: f"{request.method} {request.url}"  # noqa: E731
+    requests.Session.send = _timed(requests.Session.send, "http", describe, records)  # type: ignore[method-assign]
     start = (machine_ns(), time.time())
 
     def write() -> None:

@@ -89,8 +89,7 @@ class WordPressPlanner(DriverBase):
         """Run one helper command; ``{"ok": False, "error": ...}`` when it printed no answer."""
         argv = self.helper_argv(ctx, command, args, uploaded=uploaded)
         stdin = None if uploaded else wp_helper_source()
-        self.clock.boots += 1
-        with self.clock.part("php"):
+        with self.clock.boot():
             res = ctx.run(argv, check=False, stdin=stdin, timeout=self.p.timeout or ctx.env.command_timeout)
         return helper_answer(res.stdout, res.exit_code, res.stderr)
 

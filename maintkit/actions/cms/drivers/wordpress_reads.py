@@ -51,8 +51,7 @@ def call_then_read(
     if undo is not None:
         query, schema_marker = schema_command(undo)
         parts.append(f"{query} 2>/dev/null")
-    planner.clock.boots += 1
-    with planner.clock.part("php"):
+    with planner.clock.boot():
         timeout = planner.p.timeout or ctx.env.command_timeout
         head, result = ctx.run_and_probe_result(framed(marker, parts), [], timeout=timeout)
     sections = unframe(head, marker, len(parts))

@@ -64,6 +64,13 @@ class Stopwatch:
         finally:
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
+    @contextmanager
+    def boot(self) -> Iterator[None]:
+        """One PHP start of the helper: counted, and its time added to ``php``."""
+        self.boots += 1
+        with self.part("php"):
+            yield
+
     def public(self) -> dict[str, float]:
         """Milliseconds per part, rounded."""
         return {k: round(v, 1) for k, v in sorted(self.ms.items())}
