@@ -66,6 +66,7 @@ def attribute(records: list[dict[str, Any]], events: list[dict[str, Any]]) -> di
     for r in records:
         end = r["t"] + r["s"] - 0.002
         key = next((name for t, name in marks if t >= end), "-/end")
+        r["step"] = key
         cell = out[f"{key} {r['kind']}"]
         cell[0] += 1
         cell[1] += r["cpu"]
@@ -83,7 +84,8 @@ def maint_cost(argv: list[str], state: Path, out: Path, extra: list[str]) -> dic
     by_step = attribute(data["records"], m.read_events(m.newest_run(state)))
     print(f"maint's transport: {data.get('transport')}")
     return {"cpu": data["cpu"], "wall": data["t1"] - data["t0"], "between": data["cpu"] - spent,
-            "commands": sum(r["kind"] == "ssh" for r in data["records"]), "by_step": by_step}  # fmt: skip
+            "commands": sum(r["kind"] == "ssh" for r in data["records"]), "by_step": by_step,
+            "records": data["records"]}  # fmt: skip
 
 
 def _hand_op(argv: list[str]) -> str:
