@@ -15,6 +15,7 @@ something. It ends with a :class:`StageOutcome`.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
 from maintkit.runner.state import RunState
 from maintkit.runner.step import Applied, LockAnswer, refresh, run_step, stamp
-from maintkit.templating import Secrets
+from maintkit.templating import Secrets, expression_references
 from maintkit.transport.base import Transport, cancellable
 
 
@@ -159,7 +160,26 @@ def declared_probes(planned: PlannedStage, base: Context) -> list[list[Probe[Any
             out.append(list(ps.action.probes(replace(base, step_id=ps.step.id))))
         except MaintkitError:
             out.append([])
+    ids = {ps.step.id: i for i, ps in enumerate(planned.steps)}
+    for i, ps in enumerate(planned.steps):
+        # a ``when:`` asking will_change('id') runs that step's check: it reads its probes too
+        for step_id in predicted_steps(ps.step.when) if ps.skip is None else ():
+            j = ids.get(step_id)
+            if j is not None and j != i:
+                out[i] += [p for p in out[j] if p not in out[i]]
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def predicted_steps(when: str | None) -> tuple[str, ...]:
+    """The step ids a ``when:`` expression asks ``will_change()`` about (none when it cannot tell)."""
+    if not when:
+        return ()
+    try:
+        refs = expression_references(when)
+    except MaintkitError:
+        return ()
+    return tuple(names[0] for kind, names in refs if kind == "will_change" and names)
 
 
 class StageLock:

@@ -7,7 +7,9 @@ anything changes on the host, so the packages are hashed once before the change 
 times). After it, verify hashes what was installed.
 
 cache.clear asks whether wp-cli is installed with a probe in its check, answered by the read
-after the update's change (never a round trip of its own).
+after the update's change (never a round trip of its own); so is the update's own look for
+wp-cli, which the maintenance window's ``will_change('update')`` needs (read with the backup's
+change).
 
 Counted exactly: strace follows the production host's sshd and every tree-hash script it runs
 is read back from the ``execve`` of its shell.
@@ -90,3 +92,7 @@ def test_production_hashes_the_installed_packages_once_before_the_change(shop: S
     looks = [line for line in shells if "command -v -- wp" in line]
     # only ever with other probes of the stage (a probe block ends by printing its exit code, `$?`)
     assert looks and all("@@mk-" in line and line.count("$?") >= 2 for line in looks)
+    # the update's look for wp-cli, which the maintenance window's will_change('update') asks
+    # for, comes with the backup's read after its change, not in a round trip of its own
+    wp_cli = [line for line in shells if "wp --version" in line and "maint-pgid" in line]  # the sessions' shells
+    assert wp_cli and all("@@mk-" in line and line.count("$?") >= 2 for line in wp_cli), wp_cli
