@@ -266,13 +266,30 @@ class Context:
         return head
 
     def run_and_probe_result(
-        self, script: str, probes: Sequence[Probe[Any]], *, stdin: bytes | None = None, timeout: float | None = None
+        self,
+        script: str,
+        probes: Sequence[Probe[Any]],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        sudo: bool | None = None,
     ) -> tuple[str, CommandResult]:
         """:meth:`run_and_probe` without raising: the script's stdout (``__preamble_failed__:CODE``
         first when it failed, and then no probe was read) and the round trip's result, whose
-        stderr is the script's."""
-        from maintkit.probes import run_batch_result
+        stderr is the script's.
 
+        ``sudo`` as in :meth:`run_shell`, for the script only (the probes follow ``become``, as
+        every probe read does). A script that must run without ``sudo`` on an environment with
+        ``become`` runs alone, and the runner reads the probes afterwards."""
+        from maintkit.probes import run_batch_result
+        from maintkit.transport.base import build_command
+
+        become = bool(getattr(self.transport, "become", False))
+        if sudo is not None and sudo != become:
+            if not sudo:
+                res = self.run_shell(script, stdin=stdin, timeout=timeout, sudo=False, check=False)
+                return (res.stdout if res.ok else f"__preamble_failed__:{res.exit_code}\n{res.stdout}"), res
+            script = build_command(script=script, sudo=True, sudo_user=getattr(self.transport, "sudo_user", None))
         wanted = {p.key: p for p in [*probes, *self.refresh]}
         raw, head, result = run_batch_result(
             self.transport,

@@ -323,7 +323,9 @@ def _run(
 def _step_commands(rec: Recorder, host: LabHost, fpm: SharedFpm, result: RunResult) -> list[str]:
     """The commands the reset sent: the step's own, without the stage's read, lock and unlock,
     and without the runner's read of the step's probes after the change (which clients the
-    host has, whether the socket exists: ``command -v``, no script)."""
+    host has, whether the socket exists: ``command -v``, no script). With the host's
+    ``cgi-fcgi`` that read comes back in the reset's own round trip after a reset that ran
+    (never a command of its own); with the controller's client it is a command of its own."""
     kinds = rec.kinds(host, fpm.staging, result.run_id)
     sent = rec.by_host[host.ip].sent
     assert rec.sessions(host) == len(sent)  # the SSH transport's own count agrees
@@ -331,6 +333,8 @@ def _step_commands(rec: Recorder, host: LabHost, fpm: SharedFpm, result: RunResu
     reset = [t for t in own if ".maint-opcache-" in t or "stream_socket_client" in t]
     reread = [t for t in own if t not in reset]
     assert all("command -v -- cgi-fcgi " in t for t in reread) and len(reread) <= 1, reread
+    if any("cgi-fcgi -bind -connect" in t for t in reset):
+        assert reread == [], reread
     return reset
 
 
@@ -391,7 +395,11 @@ def test_reset_through_fastcgi_drops_no_production_request(
     if client == "cgi-fcgi":  # written, every request, removed: one round trip
         assert len(commands) == 1, [c[:200] for c in commands]
         (one,) = commands
-        assert one.startswith("umask 077\n") and "cgi-fcgi -bind -connect" in one and "\nrm -f -- " in one
+        assert one.startswith("( sudo -n -- sh -c 'umask 077\n") and "cgi-fcgi -bind -connect" in one
+        assert "\nrm -f -- " in one
+        # the runner's read after the change, in the same round trip, after the sudo shell
+        shell, _, after = one.partition("\n) || exit $?\n")
+        assert "command -v -- cgi-fcgi " not in shell and "command -v -- cgi-fcgi " in after
     else:  # the controller's client: written, the reset, each status request, removed
         assert len(commands) == 3 + cleared["status_requests"]
 

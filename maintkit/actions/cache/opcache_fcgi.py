@@ -261,7 +261,8 @@ def _on_host(ctx: Context, plan: FcgiPlan) -> tuple[str, Outcome, str]:
     """The whole reset in one round trip (:func:`~maintkit.actions.cache.opcache_host.reset_shell`)."""
     marker = output_marker()
     limit = shell_limit(plan)
-    res = ctx.run_shell(reset_shell(plan, marker), sudo=plan.sudo, check=False, timeout=limit)
+    # the runner's reads after a change (``Context.refresh``) come back in the same round trip
+    _, res = ctx.run_and_probe_result(reset_shell(plan, marker), [], timeout=limit, sudo=plan.sudo)
     run = read_run(res, marker)
     if run.script is None or not _in_tmpdir(plan, run.script):
         raise _not_written(plan, res)
