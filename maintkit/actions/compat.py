@@ -32,7 +32,7 @@ from maintkit.actions.cms.policy import Version
 from maintkit.errors import CheckFailed
 from maintkit.ids import id_time
 from maintkit.results import Change, Check, StepResult, StepStatus
-from maintkit.transport.base import quote
+from maintkit.transport.base import framed, output_marker, quote, unframe
 
 ACTION = "compat.check"
 _FATAL_RE = re.compile(r"PHP (Fatal error|Parse error)|Uncaught (Error|Exception)|Allowed memory size")
@@ -208,10 +208,13 @@ class CompatCheck(Action[CompatCheckParams]):
         php_version = self._php_version(ctx, update)
         failures += self._requirement_failures(ctx, updates, update, php_version)
         failures += self._extension_failures(ctx, None)
-        if self.params.lint:
-            failures += self._lint_failures(ctx, updates)
-        failures += self._smoke_failures(ctx)
-        failures += self._log_failures(ctx, update)
+        smoke = self._smoke_failures(ctx)  # first: the error logs are read after its requests
+        lints = self._lints(updates) if self.params.lint else []
+        logs = self._logs(ctx, update)
+        outputs = self._read_host(ctx, [script for _, script in lints] + [script for _, _, script in logs])
+        failures += self._lint_failures(lints, outputs[: len(lints)])
+        failures += smoke
+        failures += self._log_failures(ctx, logs, outputs[len(lints) :])
         data = {
             "mode": "updated",
             "checked": [f"{u.get('name')} {u.get('to')}" for u in updates],
@@ -278,19 +281,36 @@ class CompatCheck(Action[CompatCheckParams]):
                 )
         return failures
 
-    def _lint_failures(self, ctx: Context, updates: list[dict[str, Any]]) -> list[str]:
-        failures = []
+    def _lints(self, updates: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+        """The lint script of every updated package (core is WordPress's own code: not linted)."""
+        out = []
         for u in updates:
             path = u.get("path")
-            if not path or not u.get("to") or u.get("type") == "core":
+            if path and u.get("to") and u.get("type") != "core":
+                out.append((u, lint_script(self.params.php, str(path), self.params.max_lint_files)))
+        return out
+
+    @staticmethod
+    def _read_host(ctx: Context, scripts: list[str]) -> list[str | None]:
+        """Every script's stdout, all in one round trip (None: the shell ended before it)."""
+        if not scripts:
+            return []
+        marker = output_marker()
+        res = ctx.run_shell(framed(marker, [f"( {s}\n)" for s in scripts]), check=False)
+        return [part[0] if part is not None else None for part in unframe(res.stdout, marker, len(scripts))]
+
+    @staticmethod
+    def _lint_failures(lints: list[tuple[dict[str, Any], str]], outputs: list[str | None]) -> list[str]:
+        failures = []
+        for (u, _), out in zip(lints, outputs, strict=True):
+            what = f"{u.get('type')} {u.get('name')} {u.get('to')}"
+            if out is None:
+                failures.append(f"{what}: php -l did not finish (the shell ended before it)")
                 continue
-            res = ctx.run_shell(lint_script(self.params.php, str(path), self.params.max_lint_files), check=False)
-            for line in res.stdout.splitlines():
+            for line in out.splitlines():
                 file, _, message = line.partition("\t")
                 if file:
-                    failures.append(
-                        f"{u.get('type')} {u.get('name')} {u.get('to')}: {file[2:]}: {head(message.strip(), 200)}"
-                    )
+                    failures.append(f"{what}: {file[2:]}: {head(message.strip(), 200)}")
         return failures
 
     def _smoke_failures(self, ctx: Context) -> list[str]:
@@ -332,16 +352,15 @@ class CompatCheck(Action[CompatCheckParams]):
             return None
         return failure
 
-    def _log_failures(self, ctx: Context, update: StepResult) -> list[str]:
+    def _logs(self, ctx: Context, update: StepResult) -> list[tuple[str, int | None, str]]:
+        """Each error log with the size cms.update recorded before it changed anything (None: not
+        recorded) and the script reading what was written to it since."""
         logs = self.params.error_logs
         if logs is None:
             raw = ctx.vars.get("error_logs")
             logs = [str(x) for x in raw] if isinstance(raw, list) else []
-        if not logs:
-            return []
         offsets = update.data.get("error_log_offsets") or {}
-        since = id_time(ctx.run_id)
-        failures = []
+        out = []
         for log in logs:
             offset = offsets.get(log)
             if offset is not None:
@@ -352,8 +371,18 @@ class CompatCheck(Action[CompatCheckParams]):
                 )
             else:
                 script = f"[ -f {quote(log)} ] && tail -n 5000 -- {quote(log)}; true"
-            res = ctx.run_shell(script, check=False)
-            for line in res.stdout.splitlines():
+            out.append((log, None if offset is None else int(offset), script))
+        return out
+
+    @staticmethod
+    def _log_failures(ctx: Context, logs: list[tuple[str, int | None, str]], outputs: list[str | None]) -> list[str]:
+        since = id_time(ctx.run_id)
+        failures = []
+        for (log, offset, _), out in zip(logs, outputs, strict=True):
+            if out is None:
+                failures.append(f"{log} could not be read (the shell ended before it)")
+                continue
+            for line in out.splitlines():
                 if not _FATAL_RE.search(line):
                     continue
                 if offset is None and not _after(line, since):

@@ -19,6 +19,7 @@ from maintkit.actions.compat import lint_script
 from maintkit.playbook import playbook_from_text
 from maintkit.results import StepStatus
 from tests.cms_helpers import chown_tree, make_plugin_zip, shop_cart_files, wp_plugin_version
+from tests.lab.recording import Recorder
 from tests.lab.wp_fixtures import Shop, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -152,3 +153,42 @@ def test_without_the_batch_every_file_gets_its_own_php_l_with_the_same_messages(
     expected = sorted(f"./{rel}\t{php_l_first_error(tree, rel, php)}" for rel in ("lib/broken.php", "lib/twice.php"))
     assert failures == expected
     assert counts == Counter({"batch": 1, "lint": 3})
+
+
+BOOM = """<?php
+if (isset($_GET['boom'])) {
+    error_log('PHP Fatal error:  boom from the smoke request in ' . __FILE__ . ':3');
+}
+"""
+
+SMOKE_THEN_LOGS = LINT_ONLY.replace("php: '{php}'}}", "php: '{php}', smoke: ['/?boom=1']}}")
+assert SMOKE_THEN_LOGS != LINT_ONLY
+
+
+def test_the_lint_and_the_log_read_share_one_round_trip_after_the_smoke_requests(shop: Shop) -> None:
+    """compat.check sends its smoke requests first, then lints the updated package and reads what
+    the error logs got since cms.update started in ONE command: a fatal error the smoke request
+    logged is found, and no other command of the step lints or reads the log."""
+    make_plugin_zip(shop.repo, "shop-cart", "1.1.0", plugin_files("1.1.0", {}))
+    mu = shop.staging.path / "wp-content" / "mu-plugins"
+    mu.mkdir(exist_ok=True)
+    (mu / "boom.php").write_text(BOOM)
+    chown_tree(mu, "deploy")
+    shim, log = php_shim(shop.host_dir)
+    inv = write_inventory(shop, envs=("staging",))
+    rec = Recorder()
+
+    result = run(shop, inv, playbook_from_text(SMOKE_THEN_LOGS.format(php=shim)), transport_factory=rec)
+
+    st = steps(result, "staging")
+    assert st["compat"].status is StepStatus.FAILED and st["update"].status is StepStatus.ROLLED_BACK
+    error_log = str(shop.web.php_error_log)
+    assert st["compat"].data["failures"] == [
+        f"unknown package: new PHP error in {error_log}: PHP Fatal error:  boom from the smoke request "
+        f"in {mu / 'boom.php'}:3"
+    ]
+    sent = [text for _, text in rec.by_host[shop.staging_host.ip].sent]
+    lints = [text for text in sent if "MAINTKIT-LINT-DONE" in text]
+    reads = [text for text in sent if "tail -c +" in text and error_log in text]
+    assert len(lints) == 1 and reads == lints
+    assert Counter(log.read_text().split()) == Counter({"batch": 1, "version": 1})
