@@ -393,6 +393,17 @@ class Action(Generic[P]):
         """
         return self.check_only
 
+    def expects_change(self, ctx: Context) -> str | None:
+        """Why this step will almost surely change something, judged only from what the
+        controller knows (never a read of the host); None when it cannot tell (the default).
+
+        Only a hint for the stage's lock: a stage with such a step takes its lock in its first
+        round trip (every probe read under it) instead of reading first and locking before the
+        first change. Right, it saves a round trip; wrong, it costs one (the release). The
+        steps' checks and changes are the same either way.
+        """
+        return None
+
     def check(self, ctx: Context) -> Check:
         """Read-only: decide whether anything would change."""
         raise NotImplementedError

@@ -95,12 +95,14 @@ def settle_lock(
     took: bool,
     held: Held,
     for_step: str | None = None,
+    early: str | None = None,
 ) -> bool:
     """Read the batch's answer to the lock script: raise when the lock is held or failed, else record it.
 
     True when an expired lock was taken over: the dead run's leftovers were reconciled, so
     the probes read in the same batch are out of date and must be read again. ``for_step``:
-    the step whose change needed the lock (in ``lock.acquired``).
+    the step whose change needed the lock (in ``lock.acquired``); ``early``: why the stage took
+    it in its first round trip, before any check (see :meth:`~maintkit.action.Action.expects_change`).
     """
     if site_locks.LOCKED_MARK in head:
         raise lock_error(state, site, env, head)
@@ -126,7 +128,8 @@ def settle_lock(
     )
     if site_locks.TAKEN_MARK not in head:
         where = {"site": site.name, "env": env.name, "host": env.display_host}
-        state.emit("lock.acquired", **where, lease=lease_of(env), **({"for_step": for_step} if for_step else {}))
+        extra = {"for_step": for_step} if for_step else {}
+        state.emit("lock.acquired", **where, lease=lease_of(env), **extra, **({"early": early} if early else {}))
         return False
     take_over(state, site, env, transport, head)
     return True

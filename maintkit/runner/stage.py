@@ -219,7 +219,12 @@ class StageLock:
         return [p for group in self.step_probes for p in group]
 
     def first_read(self) -> None:
-        """One round trip: every probe, and (when the lock is still to be taken) the lock, read-only."""
+        """One round trip: every probe, and (when the lock is still to be taken) the lock, read-only;
+        or, when a step expects to change (:meth:`early`), the lock taken and every probe read under it."""
+        early = self.early() if self.pending else None
+        if early is not None:
+            self.take(None, early=early)
+            return
         env = self.planned.env
         preamble = peek_script(env) if self.pending else None
         raw, head = run_batch(self.base.transport, self.probes, preamble=preamble, timeout=self._timeout)
@@ -227,6 +232,19 @@ class StageLock:
         self._keep(raw)
         if self.pending and read_lock(self.state, self.site, env, head):
             self.take(None)
+
+    def early(self) -> tuple[str, str] | None:
+        """The first step (run unconditionally) that expects to change, and why; None: none does."""
+        for ps in self.planned.steps:
+            if ps.skip is not None or ps.step.when is not None:
+                continue
+            try:
+                why = ps.action.expects_change(replace(self.base, step_id=ps.step.id))
+            except MaintkitError:
+                why = None
+            if why:
+                return ps.step.id, why
+        return None
 
     def hook(self, index: int, result: SiteResult, mark: int) -> Callable[[], LockAnswer] | None:
         """What step ``index`` runs before its first change (None when there is no lock to take).
@@ -248,22 +266,26 @@ class StageLock:
 
         return before_change
 
-    def take(self, index: int | None) -> LockAnswer:
+    def take(self, index: int | None, early: tuple[str, str] | None = None) -> LockAnswer:
         """Take the lock and read every probe again, in one round trip (never cancelled: a lock
-        taken must be known), for step ``index`` (None: before any step).
+        taken must be known), for step ``index`` (None: before any step; ``early``: the step
+        expecting a change and why, for the audit log).
 
         ``restart`` when a fact the steps before ``index`` read has changed (or an expired lock
         was taken over): the stage checks its steps again from the first; ``recheck`` when
         anything step ``index`` read reads differently (its check runs again); else ``go``.
         """
         state, site, env, transport = self.state, self.site, self.planned.env, self.base.transport
-        step = self.planned.steps[index].step.id if index is not None else None
+        step = self.planned.steps[index].step.id if index is not None else (early[0] if early else None)
         state.interrupts.activity.doing(site.name, env.name, "taking the lock")
         # what the steps up to this one read (later steps' probes are read after its change)
         probes = self.probes if index is None else [p for g in self.step_probes[: index + 1] for p in g]
         with cancellable(None):
             raw, head = run_batch(transport, probes, preamble=lock_script(state, site, env), timeout=self._timeout)
-            took_over = settle_lock(state, site, env, transport, head, took=True, held=self.held, for_step=step)
+            why = early[1] if early else None
+            took_over = settle_lock(
+                state, site, env, transport, head, took=True, held=self.held, for_step=step, early=why
+            )
             self.pending = False
             if took_over:  # the dead run's leftovers were undone: read again
                 raw, _ = run_batch(transport, self.probes, timeout=self._timeout)

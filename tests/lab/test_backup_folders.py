@@ -54,12 +54,13 @@ def prepare_line(directory: str, part: str) -> str:
 
 
 def step_commands(rec: Recorder, shop: Shop, ssh_lab: SshLab, run_id: str) -> list[str]:
-    """What the step sent to h1, between the stage's read and lock and the unlock."""
+    """What the step sent to h1, between the stage's lock (taken in its first round trip: a backup
+    without max_age is always due) and the unlock."""
     h1 = ssh_lab.hosts[0]
     kinds = rec.kinds(h1, shop.path, run_id)
-    assert kinds[:2] == ["read", "lock+read"] and kinds[-1] == "unlock", kinds
-    assert kinds[2:-1] == ["step"] * (len(kinds) - 3), kinds
-    return [text for _, text in rec.by_host[h1.ip].sent[2:-1]]
+    assert kinds[:1] == ["lock+read"] and kinds[-1] == "unlock", kinds
+    assert kinds[1:-1] == ["step"] * (len(kinds) - 2), kinds
+    return [text for _, text in rec.by_host[h1.ip].sent[1:-1]]
 
 
 def tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
@@ -88,7 +89,7 @@ def test_mariadb_prepare_and_dump_are_one_round_trip(shop: Shop, ssh_lab: SshLab
     assert dump.count("mariadb-dump --defaults-file=") == 1 and f".partial/db-{shop.db}.sql.gz" in dump
     assert "mv -T" in finish and f"sha256sum < {final}/db-{shop.db}.sql.gz" in finish
     assert finish.index("mv -T") < finish.index(f"sha256sum < {final}/")
-    assert rec.sessions(ssh_lab.hosts[0]) == 5  # read, lock+read, the dump, the rename, unlock
+    assert rec.sessions(ssh_lab.hosts[0]) == 4  # lock+read (a backup is due), the dump, the rename, unlock
     # the folders as before: the backup directory 0700, the backup renamed, its dump as the manifest says
     assert stat.S_IMODE(shop.backup_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((shop.backup_dir / manifest["id"]).stat().st_mode) == 0o700
@@ -141,7 +142,7 @@ def test_verify_takes_the_facts_from_the_rename_and_still_fails_on_a_changed_dum
     assert step.error == f"verify: backup {bid}: db-{shop.db}.sql.gz does not match its manifest"
     dump, finish = step_commands(rec, shop, ssh_lab, result.run_id)
     assert "mv -T" in finish and finish.count("sha256sum <") == 1  # verify's read; nothing after it
-    assert rec.sessions(ssh_lab.hosts[0]) == 5
+    assert rec.sessions(ssh_lab.hosts[0]) == 4
 
 
 def test_verify_reads_afresh_once_the_cache_is_dropped(shop: Shop) -> None:

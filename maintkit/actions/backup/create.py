@@ -356,6 +356,14 @@ class BackupCreate(Action[BackupCreateParams]):
             out += [BackupListing(d) for d in dict.fromkeys(str(e["dir"]) for e in entries) if d != directory]
         return out
 
+    def expects_change(self, ctx: Context) -> str | None:
+        """A new backup is due unless the state index records one younger than ``max_age``."""
+        if not self.params.max_age:
+            return "a new backup every run (no max_age)"
+        if indexed_backups(ctx, parse_duration(self.params.max_age), datetime.now(UTC)):
+            return None
+        return f"the state index records no backup younger than {self.params.max_age}"
+
     def check(self, ctx: Context) -> Check:
         p = self.params
         directory = backup_dir(ctx, p.backup_dir)
