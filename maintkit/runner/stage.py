@@ -220,7 +220,8 @@ class StageLock:
 
     def first_read(self) -> None:
         """One round trip: every probe, and (when the lock is still to be taken) the lock, read-only;
-        or, when a step expects to change (:meth:`early`), the lock taken and every probe read under it."""
+        or, when a step expects to change (:meth:`early`), the lock taken and the probes of the
+        steps up to that one read under it (its change reads the later ones again anyway)."""
         early = self.early() if self.pending else None
         if early is not None:
             self.take(None, early=early)
@@ -233,9 +234,9 @@ class StageLock:
         if self.pending and read_lock(self.state, self.site, env, head):
             self.take(None)
 
-    def early(self) -> tuple[str, str] | None:
+    def early(self) -> tuple[int, str] | None:
         """The first step (run unconditionally) that expects to change, and why; None: none does."""
-        for ps in self.planned.steps:
+        for i, ps in enumerate(self.planned.steps):
             if ps.skip is not None or ps.step.when is not None:
                 continue
             try:
@@ -243,7 +244,7 @@ class StageLock:
             except MaintkitError:
                 why = None
             if why:
-                return ps.step.id, why
+                return i, why
         return None
 
     def hook(self, index: int, result: SiteResult, mark: int) -> Callable[[], LockAnswer] | None:
@@ -266,20 +267,22 @@ class StageLock:
 
         return before_change
 
-    def take(self, index: int | None, early: tuple[str, str] | None = None) -> LockAnswer:
-        """Take the lock and read every probe again, in one round trip (never cancelled: a lock
-        taken must be known), for step ``index`` (None: before any step; ``early``: the step
-        expecting a change and why, for the audit log).
+    def take(self, index: int | None, early: tuple[int, str] | None = None) -> LockAnswer:
+        """Take the lock and read again, in one round trip (never cancelled: a lock taken must be
+        known), the probes of the steps up to step ``index`` (None: before any step, every probe),
+        or up to the step ``early`` names (its index, and why it expects a change: in the audit
+        log); its change reads the later steps' probes anyway.
 
         ``restart`` when a fact the steps before ``index`` read has changed (or an expired lock
         was taken over): the stage checks its steps again from the first; ``recheck`` when
         anything step ``index`` read reads differently (its check runs again); else ``go``.
         """
         state, site, env, transport = self.state, self.site, self.planned.env, self.base.transport
-        step = self.planned.steps[index].step.id if index is not None else (early[0] if early else None)
+        upto = index if index is not None else (early[0] if early else None)
+        step = self.planned.steps[upto].step.id if upto is not None else None
         state.interrupts.activity.doing(site.name, env.name, "taking the lock")
         # what the steps up to this one read (later steps' probes are read after its change)
-        probes = self.probes if index is None else [p for g in self.step_probes[: index + 1] for p in g]
+        probes = self.probes if upto is None else [p for g in self.step_probes[: upto + 1] for p in g]
         with cancellable(None):
             raw, head = run_batch(transport, probes, preamble=lock_script(state, site, env), timeout=self._timeout)
             why = early[1] if early else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from maintkit import locks
 from maintkit.results import RunResult, SiteStatus, StepStatus
@@ -102,3 +103,26 @@ def test_a_lock_another_run_holds_is_refused_in_the_first_round_trip(shop: Shop,
     assert rec.kinds(h1, shop.path, result.run_id) == ["lock+read"]  # refused: nothing to unlock
     assert shop.manifests() == []
     assert json.loads((shop.path / ".maint" / "lock" / "holder.json").read_text())["run_id"] == holder["run_id"]
+
+
+def test_the_early_lock_reads_only_up_to_the_step_that_changes(shop: Shop, ssh_lab: SshLab) -> None:
+    """The later steps' probes are left out of the first round trip (the backup's change would
+    drop them): they come with the backup's last round trip, once."""
+    h1 = ssh_lab.hosts[0]
+    marker = shop.path / "later-step-marker"
+    steps = [
+        {"id": "backup", "action": "backup.create", "with": {"database": True, "password": "{{ secrets." + SECRET_VAR + " }}"}},
+        {"id": "later", "action": "command", "with": {"argv": ["cat", str(marker)], "read_only": True}},
+    ]  # fmt: skip
+    text = yaml.safe_dump({"name": "early", "stages": [{"env": "production", "steps": steps}]})
+    marker.write_text("read\n")
+    rec = Recorder()
+    result = shop.run(text=text, transport_factory=rec)
+    assert result.ok, result.sites[0].error
+    sent = [text for _, text in rec.by_host[h1.ip].sent]
+    kinds = rec.kinds(h1, shop.path, result.run_id)
+    assert kinds[0] == "lock+read" and kinds[-1] == "unlock"
+    reads = [i for i, text in enumerate(sent) if str(marker) in text]
+    assert len(reads) == 1 and 0 < reads[0] < len(sent) - 1  # not under the lock's read: after the change
+    assert "mv -T" in sent[reads[0]]  # the backup's rename, then the reads after it
+    assert result.sites[0].steps[1].status is StepStatus.UNCHANGED
