@@ -71,6 +71,13 @@ class CommandAction(Action[CommandParams]):
         """A ``read_only`` command changes nothing."""
         return self.params.read_only
 
+    def expects_change(self, ctx: Context) -> str | None:
+        """A command without a guard (and not ``read_only``) runs every time."""
+        p = self.params
+        if p.read_only or any(g is not None for g in (p.creates, p.removes, p.unless, p.onlyif)):
+            return None
+        return "always runs (no creates/removes/unless/onlyif guard)"
+
     def check(self, ctx: Context) -> Check:
         p = self.params
         if p.creates and ctx.probe(FileState(p.creates)).exists:

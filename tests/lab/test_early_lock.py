@@ -126,3 +126,25 @@ def test_the_early_lock_reads_only_up_to_the_step_that_changes(shop: Shop, ssh_l
     assert len(reads) == 1 and 0 < reads[0] < len(sent) - 1  # not under the lock's read: after the change
     assert "mv -T" in sent[reads[0]]  # the backup's rename, then the reads after it
     assert result.sites[0].steps[1].status is StepStatus.UNCHANGED
+
+
+@pytest.mark.parametrize("guard", [None, "unless"])
+def test_a_command_without_a_guard_locks_first(shop: Shop, ssh_lab: SshLab, guard: str | None) -> None:
+    """A command with no creates/removes/unless/onlyif runs every run: its stage locks in its
+    first round trip; with a guard the stage reads first (the guard may say there is nothing to do)."""
+    h1 = ssh_lab.hosts[0]
+    target = shop.path / "touched"
+    step: dict[str, Any] = {"id": "touch", "action": "command", "with": {"argv": ["touch", str(target)]}}
+    if guard:
+        step["with"]["unless"] = ["test", "-e", str(target)]
+    text = yaml.safe_dump({"name": "early", "stages": [{"env": "production", "steps": [step]}]})
+    rec = Recorder()
+    result = shop.run(text=text, transport_factory=rec)
+    assert result.ok and result.sites[0].steps[0].status is StepStatus.CHANGED and target.exists()
+    kinds = rec.kinds(h1, shop.path, result.run_id)
+    if guard:  # read first; the lock before the change
+        assert kinds[:2] == ["read", "lock+read"] and kinds[-1] == "unlock", kinds
+    else:
+        assert kinds == ["lock+read", "step", "unlock"]
+    [acquired] = [e for e in events(result) if e["event"] == "lock.acquired"]
+    assert acquired.get("early") == (None if guard else "always runs (no creates/removes/unless/onlyif guard)")
