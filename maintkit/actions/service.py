@@ -219,6 +219,10 @@ class _ServiceAction(Action[ServiceParams]):
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [InitSystem(self.params.name)] if self.params.name else []
 
+    def expects_change(self, ctx: Context) -> str | None:
+        """A reload or restart without ``only_if_changed`` runs every time."""
+        return None if self.params.only_if_changed else f"a {self.verb} always runs"
+
     def check(self, ctx: Context) -> Check:
         p = self.params
         if not (p.name or p.command or (p.signal and p.pidfile)):

@@ -148,3 +148,17 @@ def test_a_command_without_a_guard_locks_first(shop: Shop, ssh_lab: SshLab, guar
         assert kinds == ["lock+read", "step", "unlock"]
     [acquired] = [e for e in events(result) if e["event"] == "lock.acquired"]
     assert acquired.get("early") == (None if guard else "always runs (no creates/removes/unless/onlyif guard)")
+
+
+def test_a_reload_locks_first(shop: Shop, ssh_lab: SshLab) -> None:
+    """service.reload without only_if_changed always runs: locked in the first round trip."""
+    h1 = ssh_lab.hosts[0]
+    target = shop.path / "reloaded"
+    step = {"id": "reload", "action": "service.reload", "with": {"command": ["touch", str(target)]}}
+    text = yaml.safe_dump({"name": "early", "stages": [{"env": "production", "steps": [step]}]})
+    rec = Recorder()
+    result = shop.run(text=text, transport_factory=rec)
+    assert result.ok and target.exists(), result.sites[0].error
+    assert rec.kinds(h1, shop.path, result.run_id) == ["lock+read", "step", "unlock"]
+    [acquired] = [e for e in events(result) if e["event"] == "lock.acquired"]
+    assert acquired["early"] == "a reload always runs"

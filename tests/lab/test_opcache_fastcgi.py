@@ -391,6 +391,8 @@ def test_reset_through_fastcgi_drops_no_production_request(
         f"reset through FastCGI at {fpm.sock('staging')} ({client}): "
         f"{cleared['before']['cached_scripts']} cached scripts dropped, restart confirmed"
     ]
+    # an OPcache reset always runs: the stage takes its lock in its first round trip
+    assert rec.kinds(host, fpm.staging, result.run_id)[0] == "lock+read"
     commands = _step_commands(rec, host, fpm, result)
     if client == "cgi-fcgi":  # written, every request, removed: one round trip
         assert len(commands) == 1, [c[:200] for c in commands]

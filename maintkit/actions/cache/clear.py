@@ -40,6 +40,10 @@ class CacheClear(Action[CacheClearParams]):
     def probes(self, ctx: Context) -> list[Probe[Any]]:
         return [p for kind in self.params.targets for t in self.targets(ctx, kind) for p in t.probes(ctx)]
 
+    def expects_change(self, ctx: Context) -> str | None:
+        """An OPcache reset always runs (OPcache cannot be inspected from outside the pool)."""
+        return "an OPcache reset always runs" if "opcache" in self.params.targets else None
+
     def check(self, ctx: Context) -> Check:
         items: list[Item[Any]] = []
         for kind in self.params.targets:
