@@ -58,6 +58,9 @@ class Probe(Generic[T]):
     kind: ClassVar[str] = "probe"
     #: reads every probe of this class in a batch together (None: each runs its own script)
     bulk: ClassVar[BulkReader | None] = None
+    #: False for a costly read only the step's check needs (never its verify): the step's own
+    #: change does not read it again (the later steps' changes and checks still do)
+    after_change: ClassVar[bool] = True
 
     @property
     def key(self) -> str:

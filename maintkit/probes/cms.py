@@ -6,15 +6,19 @@
 
 :class:`TreeHashes` reads the tree hash of installed packages (:func:`tree_hash_script`), the
 value a version lock records and a promotion compares with what staging validated.
+
+:class:`HelperRead` is one read-only run of maint's PHP helper (``cms.update``'s read of the
+installed WordPress), its source fed from a here-document, so it can go with other probes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import ClassVar
 
 from maintkit.probes import CommandProbe, Probe, RawOutput
-from maintkit.transport.base import quote
+from maintkit.transport.base import join, quote
 
 WP_CLI_PROBE = CommandProbe(("sh", "-c", "command -v wp >/dev/null 2>&1 && wp --version 2>/dev/null || true"))
 
@@ -68,4 +72,37 @@ class TreeHashes(Probe[dict[str, str | None]]):
         return tree_lines(self.paths, raw.stdout)
 
 
-__all__ = ["WP_CLI_PROBE", "TreeHashes", "tree_hash_script", "tree_lines"]
+#: ends the here-document that feeds the helper's source to PHP (never a line of the source)
+HELPER_EOF = "MAINTKIT_WP_HELPER_SOURCE_END"
+
+
+@dataclass(frozen=True)
+class HelperRead(Probe[RawOutput]):
+    """A read-only run of the PHP helper (``argv`` reads the script from stdin: ``php ... --``),
+    fed ``maintkit/php/wp_helper.php`` from a here-document; its raw output (stderr with it).
+
+    ``name`` is the cache key's identity (the PHP binary and the WordPress root): every step
+    that reads the state through the same PHP shares one read, whatever its ``argv`` says.
+    Only checks read it: a change's own verify never does (:attr:`Probe.after_change`).
+    """
+
+    argv: tuple[str, ...]
+    name: str = field(default="")
+    kind: ClassVar[str] = "wp.list"
+    after_change: ClassVar[bool] = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def script(self) -> str:
+        source = resources.files("maintkit").joinpath("php/wp_helper.php").read_text(encoding="utf-8")
+        if HELPER_EOF in source.splitlines():
+            raise ValueError(f"the helper's source holds the line {HELPER_EOF}")
+        return f"{join(self.argv)} 2>&1 <<'{HELPER_EOF}'\n{source.rstrip(chr(10))}\n{HELPER_EOF}"
+
+    def parse(self, raw: RawOutput) -> RawOutput:
+        return raw
+
+
+__all__ = ["HELPER_EOF", "WP_CLI_PROBE", "HelperRead", "TreeHashes", "tree_hash_script", "tree_lines"]

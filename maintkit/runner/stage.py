@@ -104,14 +104,15 @@ def run_steps(
 
 
 def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int) -> list[Probe[Any]]:
-    """The probes read together for step ``i``: its own, every later step's bulk-read probes
+    """The probes read together for step ``i``: its own (but those only its check reads, see
+    :attr:`~maintkit.probes.Probe.after_change`), every later step's bulk-read probes
     (one ``stat`` answers them all), and the other probes of the later steps up to the first
     one that may change something (its change reads the rest again anyway).
 
     What is left out is read when its step comes (:func:`prefetch`), never taken stale: a
     change drops every cached probe of the host that its own round trip did not read.
     """
-    out = list(step_probes[i])
+    out = [p for p in step_probes[i] if type(p).after_change]  # what its verify may read
     singles = True
     for ps, group in zip(planned.steps[i + 1 :], step_probes[i + 1 :], strict=True):
         out += [p for p in group if singles or type(p).bulk is not None]

@@ -111,7 +111,11 @@ class CmsUpdate(Action[CmsUpdateParams]):
         self.isolation_subset: dict[str, str] | None = None
 
     def probes(self, ctx: Context) -> list[Probe[Any]]:
-        return driver_probes(platform_of(ctx))
+        platform = platform_of(ctx)
+        out = driver_probes(platform)
+        if platform == "wordpress":  # the installed state its check reads (a WordPress boot)
+            out.append(WordPressDriver(effective_params(ctx, self.params)).state_probe(ctx))
+        return out
 
     def check(self, ctx: Context) -> Check:
         driver, plan = compute_plan(ctx, self.params)

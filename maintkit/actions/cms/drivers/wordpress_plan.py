@@ -8,8 +8,10 @@ uploads it to ``<path>/.maint/wp_helper.php`` (0600) and finalize removes it.
 A WordPress boot is the driver's most expensive operation: the read-only state is read once
 and kept in the run's probe cache (under ``wp.list:<php>:<root>``) next to the host's probes,
 so ``compat.check``, a ``when: will_change('update')`` and ``cms.update`` of one stage share
-one boot. The runner drops that cache with every change on the host, so a read after any
-change is fresh.
+one boot. cms.update declares that read as a probe (:class:`~maintkit.probes.cms.HelperRead`),
+so the runner reads it with the stage's first read or with an earlier step's change, never in
+a round trip of its own. The runner drops that cache with every change on the host, so a read
+after any change is fresh.
 
 :class:`WordPressPlanner` reads the installed state and plans by version policy, from a
 predicted list (plan mode before the source stage ran) or from a version lock (promotion);
@@ -29,6 +31,7 @@ from maintkit.actions.cms.drivers.base import DriverBase
 from maintkit.actions.cms.drivers.php_cache import cache_dir, helper_command
 from maintkit.actions.cms.drivers.wordpress_sources import WpSources
 from maintkit.actions.cms.drivers.wordpress_state import (
+    JSON_MARKER,
     Stopwatch,
     WpState,
     parse_marked_json,
@@ -44,7 +47,7 @@ from maintkit.actions.cms.security import security_policy
 from maintkit.actions.cms.snapshots import cached_tree_hashes
 from maintkit.errors import CheckFailed
 from maintkit.probes import Probe, RawOutput
-from maintkit.probes.cms import WP_CLI_PROBE
+from maintkit.probes.cms import WP_CLI_PROBE, HelperRead
 
 
 def helper_answer(stdout: str, exit_code: int, stderr: str) -> dict[str, Any]:
@@ -103,16 +106,23 @@ class WordPressPlanner(DriverBase):
             raise CheckFailed(f"cannot read the WordPress state at {self.root(ctx)}: {data.get('error')}")
         return state_from_helper(data, self.root(ctx))
 
+    def state_probe(self, ctx: Context) -> HelperRead:
+        """The read-only ``list`` as a probe: cms.update declares it, so the runner reads it with
+        the stage's other probes (or after an earlier step's change) instead of on its own."""
+        argv = self.helper_argv(ctx, "list", {"readonly": True}, uploaded=False)
+        return HelperRead(tuple(argv), name=f"{self.p.php}:{self.root(ctx)}")
+
     def _shared_list(self, ctx: Context) -> dict[str, Any]:
         """The helper's read-only ``list`` answer, from the probe cache when nothing changed since."""
-        key = f"wp.list:{self.p.php}:{self.root(ctx)}"
+        key = self.state_probe(ctx).key
         cached = ctx.probe_cache.get(ctx.host_key, key)
         if cached is not None:
-            value = json.loads(cached.stdout)
-            return value if isinstance(value, dict) else {}
+            data = helper_answer(cached.stdout, cached.exit_code, "")
+            if data.get("ok"):
+                return data
         data = self.call(ctx, "list", {"readonly": True}, uploaded=False)
         if data.get("ok"):  # a failed read is not kept: the next step tries again
-            ctx.probe_cache.put(ctx.host_key, key, RawOutput(json.dumps(data), 0))
+            ctx.probe_cache.put(ctx.host_key, key, RawOutput(f"{JSON_MARKER}{json.dumps(data)}\n", 0))
         return data
 
     def read_probes(self, ctx: Context, plan: UpdatePlan[WpState]) -> None:
