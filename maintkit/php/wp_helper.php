@@ -38,6 +38,9 @@
  *   staging_guards {"noindex","payments"}
  *                              blog_public=0; known payment gateways switched to test mode
  *
+ * Every command also takes "timed": its answer then holds "ms", the process's own wall time in
+ * milliseconds (the caller ran it in one shell with other commands, and splits that shell's time).
+ *
  * Output: one line "@@MAINTKIT-JSON@@{...}" on stdout (anything printed before it, such as
  * notices from plugins, is ignored by the caller). Exit 0 when the JSON was written, even if
  * it reports ok=false; the caller never trusts the exit code alone and reads state back.
@@ -68,6 +71,10 @@ function maintkit_write(string $stream, string $text): void
 
 function maintkit_out(array $data, int $code = 0): void
 {
+    // "timed": the process's own time, for a caller that runs it in one shell with other commands
+    if (!empty($GLOBALS['maintkit_args']['timed']) && isset($_SERVER['REQUEST_TIME_FLOAT'])) {
+        $data['ms'] = round((microtime(true) - $_SERVER['REQUEST_TIME_FLOAT']) * 1000, 1);
+    }
     maintkit_write('stdout', "\n" . MAINTKIT_MARKER . json_encode($data, JSON_UNESCAPED_SLASHES) . "\n");
     exit($code);
 }

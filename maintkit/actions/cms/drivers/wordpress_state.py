@@ -71,6 +71,21 @@ class Stopwatch:
         with self.part("php"):
             yield
 
+    def shared(self, rest: str, started: float, answer: dict[str, Any] | None) -> None:
+        """A round trip (begun at ``started``, a ``time.perf_counter()`` value) that ran a helper
+        process among other commands; ``answer``: the helper's, None when it did not start. The
+        helper's start is counted and its own time (``ms`` in its answer, taken out of it) goes
+        to ``php``, the rest of the round trip to ``rest``; a helper that answered without its
+        time is given the whole round trip."""
+        total = (time.perf_counter() - started) * 1000
+        php = 0.0
+        if answer is not None:
+            self.boots += 1
+            ms = answer.pop("ms", None)
+            php = min(float(ms), total) if isinstance(ms, int | float) and ms >= 0 else total
+            self.ms["php"] = self.ms.get("php", 0.0) + php
+        self.ms[rest] = self.ms.get(rest, 0.0) + total - php
+
     def public(self) -> dict[str, float]:
         """Milliseconds per part, rounded."""
         return {k: round(v, 1) for k, v in sorted(self.ms.items())}
