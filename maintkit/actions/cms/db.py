@@ -121,20 +121,21 @@ def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
     )
 
 
-def read_and_dump(ctx: Context, undo: DbUndo) -> None:
-    """Read the tables and schema options into ``undo`` (``tables_before``, ``schema_before``), then
-    dump the database into ``undo.dump``: one round trip.
-
-    A failing read raises as :func:`read_schema` does (nothing dumped); a failing dump raises
-    ApplyFailed with the dump's own stderr; the partial dump file is removed.
-    """
+def read_and_dump_script(undo: DbUndo) -> tuple[str, str]:
+    """The shell of :func:`read_and_dump`, and the marker :func:`dumped` reads its output with."""
     marker = output_marker()
     query = join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)))
     done = f"{marker}-dump"  # printed on both streams once the read succeeded
     script = f"{query} || exit $?\necho {done}; echo {done} >&2\n" + _dump_script(
         undo.database, undo.defaults_file, undo.dump
     )
-    res = ctx.run_shell(script, check=False)
+    return script, marker
+
+
+def dumped(undo: DbUndo, res: CommandResult, marker: str) -> None:
+    """Read what :func:`read_and_dump_script` did into ``undo`` (``tables_before``,
+    ``schema_before``); raises as :func:`read_and_dump` says."""
+    done = f"{marker}-dump"
     lines = res.stdout.split("\n")
     if done not in lines:
         raise _query_failed(undo.database, res)
@@ -144,6 +145,17 @@ def read_and_dump(ctx: Context, undo: DbUndo) -> None:
         err = res.stderr.split(f"{done}\n", 1)[-1]
         out = "\n".join(lines[cut + 1 :])
         raise ApplyFailed(f"database dump of {undo.database} failed: {tail(err or out)}")
+
+
+def read_and_dump(ctx: Context, undo: DbUndo) -> None:
+    """Read the tables and schema options into ``undo`` (``tables_before``, ``schema_before``), then
+    dump the database into ``undo.dump``: one round trip.
+
+    A failing read raises as :func:`read_schema` does (nothing dumped); a failing dump raises
+    ApplyFailed with the dump's own stderr; the partial dump file is removed.
+    """
+    script, marker = read_and_dump_script(undo)
+    dumped(undo, ctx.run_shell(script, check=False), marker)
 
 
 def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
@@ -169,9 +181,11 @@ def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
 __all__ = [
     "DbUndo",
     "db_query",
+    "dumped",
     "list_tables",
     "parse_schema",
     "read_and_dump",
+    "read_and_dump_script",
     "read_schema",
     "restore_database",
     "schema_command",

@@ -15,6 +15,7 @@ from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.probes.cms import TreeHashes, tree_hash_script, tree_lines
+from maintkit.results import CommandResult
 from maintkit.transport.base import atomic_put_script, chain, quote
 
 # -- tree hashes ---------------------------------------------------------------------------------
@@ -76,27 +77,41 @@ class PackageUndo:
     remove_new: list[str] = field(default_factory=list)
 
 
-def snapshot_path(ctx: Context, src: str, dest: str, *, upload: tuple[bytes, str] | None = None) -> bool:
-    """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist.
-
-    ``upload``: ``(data, path)`` written first (atomically, mode 0600) in the same round trip;
-    ApplyFailed naming ``path`` when it cannot be written (nothing is copied then)."""
+def snapshot_script(src: str, dest: str, *, upload: str | None = None) -> str:
+    """Shell of :func:`snapshot_path`: ``cp -a src dest`` (dest's parent is created), printing
+    ``copied`` or ``absent``; with ``upload`` (a path), stdin is written there first (atomically,
+    mode 0600) and exit 81 says it cannot be (nothing is copied then)."""
     put = ""
     if upload is not None:
-        failed = f"{{ echo 'cannot write '{quote(upload[1])} >&2; exit 81; }}"
-        put = f"( {atomic_put_script(upload[1], 0o600)}\n) || {failed}\n"
-    script = put + (
+        failed = f"{{ echo 'cannot write '{quote(upload)} >&2; exit 81; }}"
+        put = f"( {atomic_put_script(upload, 0o600)}\n) || {failed}\n"
+    return put + (
         f"if [ -e {quote(src)} ] || [ -L {quote(src)} ]; then "
         f"mkdir -p -- {quote(dest.rsplit('/', 1)[0] or '/')} && rm -rf -- {quote(dest)} && "
         f"cp -a -- {quote(src)} {quote(dest)} "
         "&& echo copied; else echo absent; fi"
     )
-    res = ctx.run_shell(script, check=False, stdin=upload[0] if upload is not None else None)
+
+
+def snapshot_result(res: CommandResult, src: str, *, upload: str | None = None) -> bool:
+    """What a run of :func:`snapshot_script` did: True when ``src`` was copied, False when it does
+    not exist; ApplyFailed naming ``upload`` when it could not be written, or the failed copy."""
     if res.exit_code == 81 and upload is not None:
-        raise ApplyFailed(f"cannot write {upload[1]} on the host: {tail(res.stderr or res.stdout)}")
+        raise ApplyFailed(f"cannot write {upload} on the host: {tail(res.stderr or res.stdout)}")
     if res.exit_code != 0:
         raise ApplyFailed(f"snapshot of {src} failed: {tail(res.stderr or res.stdout)}")
     return "copied" in res.stdout
+
+
+def snapshot_path(ctx: Context, src: str, dest: str, *, upload: tuple[bytes, str] | None = None) -> bool:
+    """``cp -a src dest`` (dest's parent is created); False when ``src`` does not exist.
+
+    ``upload``: ``(data, path)`` written first (atomically, mode 0600) in the same round trip;
+    ApplyFailed naming ``path`` when it cannot be written (nothing is copied then)."""
+    path = upload[1] if upload is not None else None
+    script = snapshot_script(src, dest, upload=path)
+    res = ctx.run_shell(script, check=False, stdin=upload[0] if upload is not None else None)
+    return snapshot_result(res, src, upload=path)
 
 
 def restore_script(snapshot: str | None, dest: str) -> str:
@@ -131,42 +146,45 @@ def restore_path(ctx: Context, snapshot: str | None, dest: str) -> None:
 
 @dataclass
 class Prepared:
-    """What :func:`prepare_dirs` found: the sizes of the files asked about (missing ones left
+    """What :func:`prepare_script` found: the sizes of the files asked about (missing ones left
     out) and which of the paths asked about exist (a dangling symlink counts: it is there)."""
 
     sizes: dict[str, int]
     existing: set[str]
 
 
-def prepare_dirs(
-    ctx: Context,
+def prepare_script(
     private: str,
     *,
     parent: str,
     dirs: Sequence[str] = (),
     sizes: Sequence[str] = (),
     exists: Sequence[str] = (),
-    upload: tuple[bytes, str] | None = None,
-) -> Prepared:
-    """In ONE round trip: ``mkdir -p`` of ``parent`` (its mode kept), ``mkdir -p`` + ``chmod 700``
-    of ``private``, ``mkdir -p`` of ``dirs``; ``upload`` (``(data, path)``) written atomically
-    with mode 0600; then the size of each file of ``sizes`` and whether each path of ``exists``
-    is there. Raises CommandFailed when a directory or the upload cannot be made.
-
-    The answers name the paths by their position, so no path can confuse the parsing."""
+    upload: str | None = None,
+) -> str:
+    """Shell that makes ``parent`` (``mkdir -p``, its mode kept), ``private`` (``mkdir -p`` +
+    ``chmod 700``) and ``dirs`` (``mkdir -p``); writes stdin to ``upload`` (a path: atomically,
+    mode 0600); then prints the size of each file of ``sizes`` and whether each path of
+    ``exists`` is there (read with :func:`prepared`). It fails when a directory or the upload
+    cannot be made."""
     made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
     script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
     if upload is not None:
-        script += f"( {atomic_put_script(upload[1], 0o600)}\n) || exit $?\n"
+        script += f"( {atomic_put_script(upload, 0o600)}\n) || exit $?\n"
     for i, path in enumerate(sizes):
         q = quote(path)
         script += f"[ -f {q} ] && printf 'S{i}\\t%s\\n' \"$(stat -c %s -- {q})\"\n"
     for i, path in enumerate(exists):
         q = quote(path)
         script += f"{{ [ -e {q} ] || [ -L {q} ]; }} && echo E{i}\n"
-    answers = ctx.run_shell(script + "true\n", stdin=upload[0] if upload is not None else None).stdout.split("\n")
+    return script + "true\n"
+
+
+def prepared(stdout: str, *, sizes: Sequence[str] = (), exists: Sequence[str] = ()) -> Prepared:
+    """What a run of :func:`prepare_script` answered (the paths are named by their position,
+    so no path can confuse the parsing)."""
     found = Prepared({}, set())
-    for line in answers:
+    for line in stdout.split("\n"):
         key, _, value = line.partition("\t")
         if key.startswith("S") and key[1:].isdigit() and value.isdigit() and int(key[1:]) < len(sizes):
             found.sizes[sizes[int(key[1:])]] = int(value)
@@ -178,11 +196,14 @@ def prepare_dirs(
 __all__ = [
     "PackageUndo",
     "cached_tree_hashes",
-    "prepare_dirs",
+    "prepare_script",
+    "prepared",
     "restore_path",
     "restore_script",
     "sha256_hex",
     "snapshot_path",
+    "snapshot_result",
+    "snapshot_script",
     "tree_hash_script",
     "tree_hashes",
     "zip_tree_hash",

@@ -17,12 +17,13 @@ from maintkit.actions.cms.db import DbUndo
 from maintkit.actions.cms.lock import LockedPackage, VersionLock
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.plan import UpdatePlan
-from maintkit.actions.cms.snapshots import PackageUndo, prepare_dirs, restore_path
+from maintkit.actions.cms.snapshots import PackageUndo, prepare_script, prepared, restore_path
+from maintkit.actions.cms.trip import command_timeout
 from maintkit.errors import ApplyFailed, MaintkitError, RollbackFailed
 from maintkit.ids import is_id
 from maintkit.probes import Probe
-from maintkit.results import Change
-from maintkit.transport.base import join
+from maintkit.results import Change, CommandResult
+from maintkit.transport.base import checked, join
 
 S = TypeVar("S")
 
@@ -180,13 +181,29 @@ class DriverBase:
         """Create ``.maint`` (its mode kept: nginx reads its maintenance flag there), this run's
         private snapshot directory and ``dirs``; write ``upload`` (``(data, path)``, mode 0600);
         record the error log sizes; tell which of ``exists`` are there. One round trip
-        (:func:`~maintkit.actions.cms.snapshots.prepare_dirs`)."""
+        (:meth:`prepare_part`, :meth:`prepared_snapshot_dir`)."""
+        snap, script = self.prepare_part(ctx, dirs=dirs, exists=exists, upload=upload[1] if upload else None)
+        res = ctx.run_shell(script, stdin=upload[0] if upload is not None else None)
+        return snap, self.prepared_snapshot_dir(ctx, res, exists=exists)
+
+    def prepare_part(
+        self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = (), upload: str | None = None
+    ) -> tuple[str, str]:
+        """This run's snapshot directory, and the shell of :meth:`prepare_snapshot_dir` (with
+        ``upload``, a path: stdin written there too, atomically, mode 0600; see
+        :func:`~maintkit.actions.cms.snapshots.prepare_script`)."""
         snap = self.snapshot_dir(ctx)
         logs = list(self.p.error_logs or [])
-        maint = self.maint_dir(ctx)
-        found = prepare_dirs(ctx, snap, parent=maint, dirs=dirs, sizes=logs, exists=exists, upload=upload)
-        ctx.record(error_log_offsets=found.sizes, snapshot=snap)
-        return snap, found.existing
+        script = prepare_script(snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists, upload=upload)
+        return snap, script
+
+    def prepared_snapshot_dir(self, ctx: Context, res: CommandResult, *, exists: Sequence[str] = ()) -> set[str]:
+        """Read what the shell of :meth:`prepare_part` did: CommandFailed when it failed; the error
+        log sizes and the snapshot directory recorded; which of ``exists`` are there."""
+        checked(res, command_timeout(ctx), True)
+        found = prepared(res.stdout, sizes=list(self.p.error_logs or []), exists=exists)
+        ctx.record(error_log_offsets=found.sizes, snapshot=self.snapshot_dir(ctx))
+        return found.existing
 
     def apply_or_undo(self, ctx: Context, work: Callable[[list[Change]], None]) -> list[Change]:
         """Run ``work`` (it appends each change before making it); on failure undo those changes,

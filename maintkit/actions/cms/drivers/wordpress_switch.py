@@ -19,6 +19,7 @@ from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.cms.db import DbUndo, read_schema
 from maintkit.errors import ApplyFailed
+from maintkit.results import CommandResult
 from maintkit.transport.base import quote
 
 #: a name must stay under the 255-byte limit with the prefix
@@ -66,11 +67,15 @@ def switch_script(side: Sibling) -> str:
     )
 
 
-def switch_into_place(ctx: Context, side: Sibling) -> None:
-    """Run :func:`switch_script`; ApplyFailed naming the folder when it fails."""
-    res = ctx.run_shell(switch_script(side), check=False)
+def switch_result(res: CommandResult, side: Sibling) -> None:
+    """ApplyFailed naming the folder when the run of :func:`switch_script` failed."""
     if res.exit_code != 0:
         raise ApplyFailed(f"switching {side.new} into {side.dest} failed: {tail(res.stderr or res.stdout)}")
+
+
+def switch_into_place(ctx: Context, side: Sibling) -> None:
+    """Run :func:`switch_script`; ApplyFailed naming the folder when it fails."""
+    switch_result(ctx.run_shell(switch_script(side), check=False), side)
 
 
 def schema_changes(ctx: Context, undo: DbUndo, read: tuple[list[str], dict[str, str]] | None = None) -> list[str]:
@@ -82,4 +87,12 @@ def schema_changes(ctx: Context, undo: DbUndo, read: tuple[list[str], dict[str, 
     return changed
 
 
-__all__ = ["Sibling", "schema_changes", "sibling", "switch_into_place", "switch_script", "switchable"]
+__all__ = [
+    "Sibling",
+    "schema_changes",
+    "sibling",
+    "switch_into_place",
+    "switch_result",
+    "switch_script",
+    "switchable",
+]
