@@ -7,6 +7,7 @@ steps' own commands apart.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,23 @@ class Recorder:
             else:
                 out.append("step")
         return out
+
+
+#: what follows each part of a round trip of several (maintkit.actions.cms.trip): the lines that end
+#: its stdout and stderr, then (but after the last part) the test that lets the next part run
+PART_END = re.compile(
+    r"\nrc=\$\?\nprintf '\\n%s %s %s\\n' (@@mk-[0-9a-f]{32}) (\d+) \"\$rc\"; [^\n]*\n"
+    r"(?:\{ [^\n]*\n\} \|\| \{ [^\n]* exit \"\$rc\"; \}\n)?"
+)
+
+
+def trip_parts(script: str) -> list[str]:
+    """The parts of a round trip of several, in order, each as sent (``( PART\\n)``, then
+    `` </dev/null`` unless it reads the round trip's stdin; the first one with whatever came
+    before it); ``[script]`` for a command that is not such a round trip."""
+    parts, start = [], 0
+    for i, end in enumerate(PART_END.finditer(script)):
+        assert end.group(2) == str(i), script
+        parts.append(script[start : end.start()])
+        start = end.end()
+    return parts or [script]

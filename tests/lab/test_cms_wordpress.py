@@ -27,7 +27,7 @@ from tests.cms_helpers import (
     tree_digest,
     wp_plugin_version,
 )
-from tests.lab.recording import Recorder
+from tests.lab.recording import Recorder, trip_parts
 from tests.lab.wp_fixtures import Shop, cart, events, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -336,9 +336,10 @@ stages:
 def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
     """cms.update's database work on the staging host, every mariadb command counted: the table
     list, the schema options and the dump in ONE shell (one client run with a random marker row
-    between the two result sets); after the update and in the rollback, tables and options in ONE
+    between the two result sets), the last part of the round trip that prepares the folders and
+    writes the option file (dbcnf); after the update and in the rollback, tables and options in ONE
     client run each, the one after the update in the same round trip as the re-activation that
-    booted the new code, right after it (before: 3 + 2 + 2 + 3 = 10 commands, now 1 + 0 + 1 + 3 = 5
+    booted the new code, right after it (before: 3 + 2 + 2 + 3 = 10 commands, now 0 + 0 + 1 + 3 = 4
     of their own)."""
     make_shop_cart_zip(shop.repo, "1.2.0", schema="2")  # migrates: option 1 -> 2, a new table
     inv = write_inventory(shop)
@@ -365,12 +366,14 @@ def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
     both = r"'SHOW TABLES; SELECT '\"'\"'@@mk-[0-9a-f]{32}'\"'\"'; SELECT option_name, option_value FROM `wp_options`"
     db = re.escape(shop.staging.db_name)
     assert [kind for kind, _ in sent] == ["shell", "shell", "run", "shell", "run", "run"], sent
-    dump, activation, undo, restore, tables, drop = (text for _, text in sent)
-    assert re.match(f"mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), dump
+    prepared, activation, undo, restore, tables, drop = (text for _, text in sent)
+    prep, dbcnf, dump = trip_parts(prepared)  # the folders, the option file, then the schema and the dump
+    assert "mariadb" not in prep and "mariadb" not in dbcnf and " dbcnf " in dbcnf
+    assert re.match(f"\\( mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), dump
     assert re.search(f"\nmariadb-dump {cnf} --single-transaction ", dump), dump
-    helper, schema = activation.index(" activate "), activation.index("\nmariadb ")
-    assert 0 < helper < schema, activation  # the schema is read after the re-activation's process
-    after = activation[schema + 1 :].split("\n", 1)[0].removesuffix(" 2>/dev/null")
+    _, helper, _, schema = trip_parts(activation)
+    assert " activate " in helper and activation.index(helper) < activation.index(schema), activation
+    after = schema.removeprefix("( ").removesuffix("\n) </dev/null").removesuffix(" 2>/dev/null")
     assert re.fullmatch(f"mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db}", after), after
     assert st["update"].data["verify_reads"] == "activation"
     assert undo == after.replace(after.split("@@mk-")[1][:32], undo.split("@@mk-")[1][:32])

@@ -1,15 +1,17 @@
 """The commands a WordPress update sends on staging (the monthly-update over SSH), counted.
 
-Every transport of the run is wrapped in :class:`~tests.lab.recording.Recorder`. The update
-step prepares its folders in ONE round trip (``.maint``, the private snapshot folder, the
-folder for the staged zips, the error logs' sizes and whether ``wp-content/upgrade`` exists),
-and after the update staging hashes the updated plugin and every other package the version
-lock records in ONE read; the step ends removing its temporary files and listing the snapshots
-in ONE round trip. The helper is uploaded with the folders, the zip with the plugin's snapshot,
-and verify's reads (the tree hashes, the schema, the runner's reads for verify) are taken in the
-round trip of the re-activation, right after its process: seven commands from the preparation to
-the end of verify. ``wp-content/upgrade`` that is a dangling symlink is there: the
-undo of a failed update leaves it alone (only what the step made is removed).
+Every transport of the run is wrapped in :class:`~tests.lab.recording.Recorder`. From the
+preparation to the end of verify an update of one plugin sends three commands, each a shell of
+parts that run one after the other, a part only when the one before it succeeded
+(:mod:`maintkit.actions.cms.trip`): the folders (``.maint``, the private snapshot folder, the
+folder for the staged zips), the helper written from stdin, the error logs' sizes and whether
+``wp-content/upgrade`` exists, then ``dbcnf``, then the schema read and the dump; the zip
+written with the plugin's snapshot, then the install; the switch, then the re-activation, then
+verify's reads (the tree hashes, the schema, the runner's reads for verify). After the update
+staging hashes the updated plugin and every other package the version lock records in ONE
+read; the step ends removing its temporary files and listing the snapshots in ONE round trip.
+``wp-content/upgrade`` that is a dangling symlink is there: the undo of a failed update leaves
+it alone (only what the step made is removed).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from maintkit.playbook import playbook_from_text
 from maintkit.probes.cms import tree_hash_script
 from maintkit.results import StepStatus
 from tests.cms_helpers import make_shop_cart_zip, wp_plugin_version
-from tests.lab.recording import Recorder
+from tests.lab.recording import Recorder, trip_parts
 from tests.lab.wp_fixtures import Shop, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -86,10 +88,11 @@ def test_staging_prepares_in_one_round_trip_and_hashes_once(shop: Shop) -> None:
     assert wp_plugin_version(site, "shop-cart") == "1.1.0"
 
 
-def test_the_update_sends_seven_commands_from_preparation_to_verify(shop: Shop) -> None:
+def test_the_update_sends_three_commands_from_preparation_to_verify(shop: Shop) -> None:
     package = make_shop_cart_zip(shop.repo, "1.1.0")
     inv = write_inventory(shop)
-    plugins = shop.staging.path / "wp-content" / "plugins"
+    site = shop.staging.path
+    plugins = site / "wp-content" / "plugins"
     rec = Recorder()
 
     result = run(shop, inv, transport_factory=rec)
@@ -97,25 +100,48 @@ def test_the_update_sends_seven_commands_from_preparation_to_verify(shop: Shop) 
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     update = steps(result, "staging")["update"]
     assert update.data["read_back"] == "activation" and update.data["verify_reads"] == "activation"
+    assert update.data["php_boots"] == 3  # dbcnf, install, activate: as many PHP starts as before
+    assert {"php", "dump", "snapshots", "switch"} <= set(update.data["timing_ms"])
     sent = staging_commands(rec, shop)
-    snap = update.data["snapshot"]
+    snap, cnf = update.data["snapshot"], f"{update.data['snapshot']}/db.cnf"
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {snap}/packages" in c)
-    last = next(i for i, c in enumerate(sent) if " activate " in c)
-    prep, dbcnf, dump, snapshot, install, switch, activation = sent[first : last + 1]  # exactly seven
-    assert "wp_helper.php.XXXXXX" in prep  # the helper, uploaded with the folders
-    assert " dbcnf " in dbcnf and "mariadb-dump" in dump and " install " in install
+    assert " list '{" in sent[first - 1]  # before it: the state read the precheck and the update share
+    prepared, installed, activated = sent[first : first + 3]
+    assert sent[first + 3].startswith("pid=$(cat -- ")  # then cache.clear's reload: the update sent three
+    ours = (
+        " dbcnf ",
+        " install ",
+        " activate ",
+        f"--result-file={snap}/",
+        "wp_helper.php.XXXXXX",
+        f"cp -a -- {plugins}",
+    )
+    for word in ours:
+        assert sum(word in c for c in sent) == 1, word  # nothing of the update's is sent anywhere else
+
+    # 1: the folders and the helper (from stdin), then dbcnf, then the schema read and the dump
+    prep, dbcnf, dump = trip_parts(prepared)
+    assert f"chmod 700 -- {snap} " in prep and f"-e {site}/wp-content/upgrade" in prep
+    assert "wp_helper.php.XXXXXX" in prep and str(shop.web.php_error_log) in prep
+    assert not prep.endswith("</dev/null")  # the only part that reads the round trip's stdin
+    assert dbcnf.startswith(f"( rm -f -- {cnf} || exit $?\n") and f' dbcnf \'{{"path":"{cnf}",' in dbcnf
+    assert dbcnf.endswith(") </dev/null") and dump.endswith(") </dev/null")
+    assert prepared.index(dbcnf) < prepared.index(f"{{ [ -f {cnf} ]\n}} || ") < prepared.index(dump)  # dbcnf wrote it
+    assert dump.startswith(f"( mariadb --defaults-file={cnf} --batch ") and "\nmariadb-dump " in dump
+    assert dump.index("SHOW TABLES") < dump.index("mariadb-dump")
+    # 2: the zip (from stdin) with the plugin's snapshot, then the install beside the live folder
+    snapshot, install = trip_parts(installed)
     assert "packages/shop-cart-1.1.0.zip.XXXXXX" in snapshot and f"cp -a -- {plugins}/shop-cart " in snapshot
-    assert switch.startswith("[ -d ") and ".maint-new-shop-cart" in switch
-    helper = activation.index(" activate ")
-    assert helper < activation.index(TREE_HASH) < activation.index("\nmariadb ")  # read after the process
-    assert "command -v wp" in activation  # the runner's read for verify, in the same round trip
-    assert sum("wp_helper.php.XXXXXX" in c for c in sent) == 1
-    assert sum(TREE_HASH in c for c in sent) == 1
-    after = sent[last + 1]  # cache.clear's first command: nothing of the update's verify
-    assert TREE_HASH not in after and "mariadb" not in after and "command -v wp" not in after
+    assert not snapshot.endswith("</dev/null") and install.endswith(") </dev/null")
+    assert " install '{" in install and f'"into":"{plugins}/.maint-new-shop-cart"' in install
+    # 3: the switch, the re-activation, then verify's reads and the runner's reads for verify
+    switch, activate, hashed, schema = trip_parts(activated)
+    assert switch.startswith("( ( [ -d ") and f"{plugins}/.maint-new-shop-cart" in switch
+    assert " activate '{" in activate and TREE_HASH in hashed and schema.startswith("( mariadb ")
+    assert activated.index(schema) < activated.index("command -v wp")  # the runner's read, after everything
     lock = json.loads(Path(update.data["lock"]).read_text())
     assert lock["packages"]["plugin:shop-cart"]["tree"] == zip_tree_hash(package.read_bytes(), "shop-cart")
-    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
+    assert wp_plugin_version(site, "shop-cart") == "1.1.0"
 
 
 def test_post_update_commands_make_verify_read_afresh(shop: Shop) -> None:
@@ -135,6 +161,7 @@ def test_post_update_commands_make_verify_read_afresh(shop: Shop) -> None:
     sent = staging_commands(rec, shop)
     (activation,) = [c for c in sent if " activate " in c]
     assert TREE_HASH not in activation and "mariadb" not in activation
+    assert len(trip_parts(activation)) == 2  # the switch and the re-activation only
     post = next(i for i, c in enumerate(sent) if "post-update-mark" in c)
     assert any(TREE_HASH in c for c in sent[post + 1 :])  # verify's own read, after the command
     assert any("mariadb" in c and "SHOW TABLES" in c for c in sent[post + 1 :])

@@ -1,5 +1,6 @@
-"""Verify's reads in the re-activation's round trip (``call_then_read``): what is kept, and
-what is left for verify to read again when a part failed or answered incompletely."""
+"""The switch, the re-activation and verify's reads in one round trip (``switch_and_activate``):
+what is kept, what is left for verify to read again when a part failed or answered incompletely,
+and that nothing runs after a failed switch."""
 
 from __future__ import annotations
 
@@ -10,48 +11,58 @@ import pytest
 
 from maintkit.actions.cms.db import DbUndo
 from maintkit.actions.cms.drivers.wordpress import WordPressDriver
-from maintkit.actions.cms.drivers.wordpress_reads import call_then_read
+from maintkit.actions.cms.drivers.wordpress_reads import AfterReads
+from maintkit.actions.cms.drivers.wordpress_switch import sibling
 from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.errors import ApplyFailed
 from maintkit.testing import FakeTransport, make_context
 from maintkit.transport.base import framed, unframe
 
 PATHS = ["/srv/site/wp-content/plugins/a b", "/srv/site/wp-content/themes/t"]
 HASHES = ["a" * 64, "missing"]
 UNDO = DbUndo("shop", "/x/db.sql.gz", "/x/db.cnf", ["wp_options"], {"db_version": "1"}, "wp_options", ["db_version"])
+SIDE = sibling("/srv/site/wp-content/plugins/a b")
 
 
-def answer(php: str, trees: str, schema: tuple[str, int] | None, *, tree_code: int = 0) -> FakeTransport:
-    """A transport answering the round trip with these parts (markers taken from the script)."""
+def answer(parts: list[tuple[str, int]], *, stopped: str = "") -> FakeTransport:
+    """A transport answering the round trip as if its parts printed ``parts`` (stdout, status),
+    in order; with ``stopped`` (stderr) the last of them failed and stopped the shell (so the
+    runner's reads never ran). Markers are taken from the script."""
 
     def handler(line: str) -> tuple[int, str, str] | None:
         frame = re.search(r"printf '\\n%s %s %s\\n' (@@mk-[0-9a-f]{32}) 0", line)
         batch = re.search(r"'(@@mk-[0-9a-f]{12}) start'", line)
         query = re.search(r"SELECT '\"'\"'(@@mk-[0-9a-f]{32})'\"'\"'", line)
         assert frame and batch and query, line
-        m, qm = frame.group(1), query.group(1)
-        out = f"{php}\n{m} 0 0\n{trees}\n{m} 1 {tree_code}\n"
-        if schema is not None:
-            rows = schema[0].replace("MARK", qm)
-            out += f"{rows}\n{m} 2 {schema[1]}\n"
-        return (0, out + f"\n{batch.group(1)} start\n", "")
+        m, out, err = frame.group(1), "", ""
+        for i, (text, code) in enumerate(parts):
+            out += f"{text.replace('MARK', query.group(1))}\n{m} {i} {code}\n"
+            err += f"{stopped if stopped and i == len(parts) - 1 else ''}\n{m} {i}\n"
+        if stopped:
+            return (parts[-1][1], out + f"{m} stop\n", err)
+        return (0, out + f"\n{batch.group(1)} start\n", err)
 
     return FakeTransport(handler=handler)
 
 
-def read(transport: FakeTransport) -> tuple[dict[str, object], object]:
+def switch_then_read(transport: FakeTransport) -> tuple[dict[str, object], AfterReads | None, WordPressDriver]:
     ctx = make_context(transport, platform="wordpress")
     driver = WordPressDriver(CmsUpdateParams())
-    return call_then_read(driver, ctx, "activate", {"slug": "a"}, PATHS, UNDO)
+    res, after = driver.switch_and_activate(ctx, SIDE, {"slug": "a"}, (PATHS, UNDO))
+    return res, after, driver
 
 
-OK_PHP = '@@MAINTKIT-JSON@@{"ok":true,"state":{"ok":true}}'
+OK_PHP = '@@MAINTKIT-JSON@@{"ok":true,"state":{"ok":true},"ms":12.5}'
+SWITCHED = ("", 0)
 
 
 def test_every_part_read() -> None:
-    res, after = read(answer(OK_PHP, "\n".join(HASHES), ("wp_options\nwp_new\nMARK\ndb_version\t2", 0)))
-    assert res == {"ok": True, "state": {"ok": True}}
-    assert after.trees == {PATHS[0]: "a" * 64, PATHS[1]: None}
+    schema = ("wp_options\nwp_new\nMARK\ndb_version\t2", 0)
+    res, after, driver = switch_then_read(answer([SWITCHED, (OK_PHP, 0), ("\n".join(HASHES), 0), schema]))
+    assert res == {"ok": True, "state": {"ok": True}}  # its own time taken out of the answer
+    assert after is not None and after.trees == {PATHS[0]: "a" * 64, PATHS[1]: None}
     assert after.schema == (["wp_options", "wp_new"], {"db_version": "2"})
+    assert driver.clock.boots == 1 and 0 < driver.clock.ms["php"] <= 12.5 and "switch" in driver.clock.ms
 
 
 @pytest.mark.parametrize(
@@ -60,22 +71,34 @@ def test_every_part_read() -> None:
     ids=["a line missing", "failed", "a line too many"],
 )
 def test_an_incomplete_tree_read_is_left_to_verify(trees: str, code: int) -> None:
-    _, after = read(answer(OK_PHP, trees, ("wp_options\nMARK\ndb_version\t1", 0), tree_code=code))
-    assert after.trees == {}
+    _, after, _ = switch_then_read(
+        answer([SWITCHED, (OK_PHP, 0), (trees, code), ("wp_options\nMARK\ndb_version\t1", 0)])
+    )
+    assert after is not None and after.trees == {}
     assert after.schema == (["wp_options"], {"db_version": "1"})
 
 
 @pytest.mark.parametrize("schema", [("wp_options", 0), ("", 1)], ids=["no marker row", "client failed"])
 def test_a_failed_schema_read_is_left_to_verify(schema: tuple[str, int]) -> None:
-    _, after = read(answer(OK_PHP, "\n".join(HASHES), schema))
-    assert after.schema is None
+    _, after, _ = switch_then_read(answer([SWITCHED, (OK_PHP, 0), ("\n".join(HASHES), 0), schema]))
+    assert after is not None and after.schema is None
     assert after.trees == {PATHS[0]: "a" * 64, PATHS[1]: None}
 
 
 def test_no_answer_from_the_helper_names_its_exit() -> None:
-    res, after = read(FakeTransport(handler=lambda line: (0, "PHP Fatal error: boom\n", "")))
-    assert res["ok"] is False and "the PHP helper gave no answer" in str(res["error"])
-    assert after.trees == {} and after.schema is None
+    parts = [SWITCHED, ("PHP Fatal error: boom", 255), ("", 1), ("", 1)]
+    res, after, driver = switch_then_read(answer(parts))
+    assert res["ok"] is False and res["error"] == "the PHP helper gave no answer (exit 255): PHP Fatal error: boom"
+    assert after is not None and after.trees == {} and after.schema is None
+    assert driver.clock.boots == 1
+
+
+def test_a_failed_switch_runs_nothing_after_it_and_raises_as_before() -> None:
+    transport = answer([("", 5)], stopped="mv: cannot move: Permission denied\n")
+    with pytest.raises(ApplyFailed) as err:
+        switch_then_read(transport)
+    assert str(err.value) == f"switching {SIDE.new} into {SIDE.dest} failed: mv: cannot move: Permission denied"
+    assert len(transport.commands) == 1
 
 
 def test_framed_parts_and_their_exit_statuses() -> None:

@@ -171,20 +171,13 @@ class DriverBase:
 
     # ---------------------------------------------------------------- apply
     def prepare_snapshot_dir(
-        self,
-        ctx: Context,
-        *,
-        dirs: Sequence[str] = (),
-        exists: Sequence[str] = (),
-        upload: tuple[bytes, str] | None = None,
+        self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = ()
     ) -> tuple[str, set[str]]:
         """Create ``.maint`` (its mode kept: nginx reads its maintenance flag there), this run's
-        private snapshot directory and ``dirs``; write ``upload`` (``(data, path)``, mode 0600);
-        record the error log sizes; tell which of ``exists`` are there. One round trip
-        (:meth:`prepare_part`, :meth:`prepared_snapshot_dir`)."""
-        snap, script = self.prepare_part(ctx, dirs=dirs, exists=exists, upload=upload[1] if upload else None)
-        res = ctx.run_shell(script, stdin=upload[0] if upload is not None else None)
-        return snap, self.prepared_snapshot_dir(ctx, res, exists=exists)
+        private snapshot directory and ``dirs``; record the error log sizes; tell which of
+        ``exists`` are there. One round trip (:meth:`prepare_part`, :meth:`prepared_snapshot_dir`)."""
+        snap, script = self.prepare_part(ctx, dirs=dirs, exists=exists)
+        return snap, self.prepared_snapshot_dir(ctx, ctx.run_shell(script), exists=exists)
 
     def prepare_part(
         self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = (), upload: str | None = None

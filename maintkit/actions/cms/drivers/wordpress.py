@@ -4,8 +4,9 @@ Planning and the PHP helper are in :mod:`~maintkit.actions.cms.drivers.wordpress
 package sources in :mod:`~maintkit.actions.cms.drivers.wordpress_sources`. This module
 installs (database dump and ``cp -a`` snapshots first; plugins and themes are unpacked into a
 sibling folder and switched in by renames, see
-:mod:`~maintkit.actions.cms.drivers.wordpress_switch`), verifies what is really installed,
-compares the database schema with the dump's and writes lock entries.
+:mod:`~maintkit.actions.cms.drivers.wordpress_switch`; the round trips that carry it, three for
+one package, are in :mod:`~maintkit.actions.cms.drivers.wordpress_trips`), verifies what is
+really installed, compares the database schema with the dump's and writes lock entries.
 
 Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
 dump with the mariadb client, so it works when the update broke WordPress.
@@ -22,21 +23,28 @@ from __future__ import annotations
 from typing import Any
 
 from maintkit.action import Context
-from maintkit.actions.cms.db import DbUndo, read_and_dump, restore_database
+from maintkit.actions.cms.db import DbUndo, restore_database
 from maintkit.actions.cms.drivers.base import run_commands
-from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
-from maintkit.actions.cms.drivers.wordpress_reads import AfterReads, call_then_read
+from maintkit.actions.cms.drivers.wordpress_reads import AfterReads
 from maintkit.actions.cms.drivers.wordpress_state import (
     WpState,
     read_zip_package,
     same_version,
     state_from_helper,
-    wp_helper_source,
 )
-from maintkit.actions.cms.drivers.wordpress_switch import schema_changes, sibling, switch_into_place, switchable
+from maintkit.actions.cms.drivers.wordpress_switch import Sibling, schema_changes, sibling, switchable
+from maintkit.actions.cms.drivers.wordpress_trips import WordPressTrips
 from maintkit.actions.cms.lock import LockedPackage
 from maintkit.actions.cms.plan import Update, UpdatePlan
-from maintkit.actions.cms.snapshots import PackageUndo, sha256_hex, snapshot_path, tree_hashes
+from maintkit.actions.cms.snapshots import (
+    PackageUndo,
+    sha256_hex,
+    snapshot_path,
+    snapshot_result,
+    snapshot_script,
+    tree_hashes,
+)
+from maintkit.actions.cms.trip import Part
 from maintkit.errors import ApplyFailed, CheckFailed, VerifyFailed
 from maintkit.results import Change
 
@@ -56,11 +64,9 @@ def core_entries(ctx: Context, root: str) -> list[str]:
     return keep
 
 
-class WordPressDriver(WordPressPlanner):
+class WordPressDriver(WordPressTrips):
     """Plans, applies, verifies and rolls back WordPress core, plugin and theme updates."""
 
-    #: the dump of this apply (its tables and schema options are what verify compares with)
-    _db_undo: DbUndo | None = None
     #: package folders switched in by renames in this apply
     switched: list[str]
     #: the state the last helper process of apply reported after every change (None: read afresh)
@@ -83,10 +89,10 @@ class WordPressDriver(WordPressPlanner):
         self._pre_paths = self._verify_paths(ctx, plan, state)
         workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
         packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
-        helper = (wp_helper_source(), self.helper_path(ctx))  # uploaded with the folders, 0600
-        snap, existing = self.prepare_snapshot_dir(ctx, dirs=[packages], exists=[workdir], upload=helper)
-        if self.p.database != "never":
-            changes.append(self._dump(ctx, state, snap))
+        # the folders, the helper (0600), dbcnf and the dump: one round trip
+        snap, existing, dump = self.prepare_and_dump(ctx, state, dirs=[packages], exists=[workdir])
+        if dump is not None:
+            changes.append(dump)
         if workdir not in existing:  # the upgrader makes it and leaves it behind
             changes.append(
                 Change(
@@ -121,27 +127,6 @@ class WordPressDriver(WordPressPlanner):
             return {"root": self.root(ctx), "cache": bool(flushed.get("cache")), "rewrite": True}
         return None
 
-    def _dump(self, ctx: Context, state: WpState, snap: str) -> Change:
-        cnf = f"{snap}/db.cnf"
-        res = self.call(ctx, "dbcnf", {"path": cnf}, uploaded=True)
-        if not res.get("ok"):
-            raise ApplyFailed(f"cannot read the database credentials from wp-config.php: {res.get('error')}")
-        database = str(res.get("database") or state.db_name)
-        prefix = str(res.get("table_prefix") or state.table_prefix)
-        dump = f"{snap}/database.sql.gz"
-        undo = DbUndo(
-            database=database,
-            dump=dump,
-            defaults_file=cnf,
-            tables_before=[],
-            options_table=f"{prefix}options",
-            schema_options=["db_version", *self.p.schema_options],
-        )
-        with self.clock.part("dump"):  # the schema read and the dump, one round trip (the helper run above is "php")
-            read_and_dump(ctx, undo)
-        self._db_undo = undo
-        return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
-
     def _stage_zip(self, ctx: Context, update: Update, snap: str) -> tuple[str, bytes | None]:
         """Where the upgrader finds the package, and the bytes to write there first (None: the
         zip is already on the host, its sha256 checked here)."""
@@ -172,9 +157,20 @@ class WordPressDriver(WordPressPlanner):
             return
         dest = pkg.path
         target = f"{snap}/{pkg.kind}s/{pkg.name}"
-        with self.clock.part("snapshots"):  # the zip is written in the same round trip
-            existed = snapshot_path(ctx, dest, target, upload=(data, zip_path) if data is not None else None)
         side = sibling(dest) if switchable(dest) else None
+        args = {
+            "type": pkg.kind,
+            "zip": zip_path,
+            "slug": pkg.name,
+            "active": bool(pkg.active),
+            "network_active": bool(pkg.extra.get("network_active")),
+        }
+        # the zip written with the snapshot, then the install (a single-file plugin: in place): one round trip
+        upload = zip_path if data is not None else None
+        snapshot = Part(snapshot_script(dest, target, upload=upload), stdin=data is not None)
+        trip, started = self.snapshot_and_install(ctx, snapshot, {**args, **({"into": side.new} if side else {})}, data)
+        installed = self.helper_ran(trip, 1, "snapshots", started)
+        existed = snapshot_result(trip[0], dest, upload=upload)
         # the rollback removes the siblings it may have left (only these recorded paths), then restores
         leftovers: list[tuple[str | None, str]] = [(None, side.new), (None, side.old)] if side else []
         changes.append(
@@ -186,33 +182,20 @@ class WordPressDriver(WordPressPlanner):
                 undo=PackageUndo([*leftovers, (target if existed else None, dest)]),
             )
         )
-        args = {
-            "type": pkg.kind,
-            "zip": zip_path,
-            "slug": pkg.name,
-            "active": bool(pkg.active),
-            "network_active": bool(pkg.extra.get("network_active")),
-        }
-        if side is None:  # a single-file plugin: the upgrader replaces it in place
-            self._helper_ok(update, self.call(ctx, "install", args, uploaded=True), "install")
-            return
-        self._helper_ok(update, self.call(ctx, "install", {**args, "into": side.new}, uploaded=True), "install")
-        with self.clock.part("switch"):
-            switch_into_place(ctx, side)
-        self.switched.append(dest)
-        res = self._activate(ctx, {**args, "list": True, **self._flush_args(ctx, last)}, last=last)
+        self._helper_ok(update, installed, "install")
+        if side is not None:
+            self._switch(ctx, update, side, {**args, "list": True, **self._flush_args(ctx, last)}, last=last)
+
+    def _switch(self, ctx: Context, update: Update, side: Sibling, args: dict[str, Any], *, last: bool) -> None:
+        """The switch and the re-activation; the last one of apply (no ``post_update`` after it)
+        also reads what verify compares, in the same round trip."""
+        reads = None if not last or self.p.post_update else (self._pre_paths, self._db_undo)
+        res, self._after = self.switch_and_activate(ctx, side, args, reads)
+        self.switched.append(update.package.path)
         self._helper_ok(update, res, "activation")
         self._flushed = self._flush_record(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
-
-    def _activate(self, ctx: Context, args: dict[str, Any], *, last: bool) -> dict[str, Any]:
-        """The re-activation's helper run; the last one of apply (no ``post_update`` after it)
-        also reads what verify compares, in the same round trip (:func:`call_then_read`)."""
-        if not last or self.p.post_update:
-            return self.call(ctx, "activate", args, uploaded=True)
-        res, self._after = call_then_read(self, ctx, "activate", args, self._pre_paths, self._db_undo)
-        return res
 
     def _verify_paths(self, ctx: Context, plan: UpdatePlan[WpState], st: WpState) -> list[str]:
         """The package folders verify hashes: the updated ones and, on a stage that writes the

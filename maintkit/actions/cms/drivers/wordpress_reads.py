@@ -1,7 +1,8 @@
 """Verify's reads in the round trip of apply's last helper process (WordPress driver).
 
 The process that re-activates the last updated package is apply's last change on the host
-(unless ``post_update`` commands follow). Right after it, in the same shell, the tree hashes of
+(unless ``post_update`` commands follow); it runs in one round trip with the switch before it
+(:mod:`~maintkit.actions.cms.drivers.wordpress_trips`). Right after it, in the same shell, the tree hashes of
 the packages verify and the version lock compare, the database schema verify compares with the
 dump's, and the runner's own reads for verify (``Context.refresh``) are read: verify needs no
 round trip of its own. A part that fails or answers incompletely is read again by verify, as
@@ -12,17 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from maintkit.action import Context
 from maintkit.actions.cms.db import DbUndo, parse_schema, schema_command
-from maintkit.actions.cms.drivers.wordpress_plan import helper_answer
+from maintkit.actions.cms.trip import Part, Trip, trip_results, trip_script
 from maintkit.errors import RollbackFailed
 from maintkit.probes.cms import tree_hash_script, tree_lines
-from maintkit.transport.base import framed, join, output_marker, unframe
-
-if TYPE_CHECKING:
-    from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner
+from maintkit.transport.base import output_marker
 
 
 @dataclass(frozen=True)
@@ -34,39 +31,45 @@ class AfterReads:
     schema: tuple[list[str], dict[str, str]] | None = None
 
 
-def call_then_read(
-    planner: WordPressPlanner,
-    ctx: Context,
-    command: str,
-    args: dict[str, Any],
-    paths: list[str],
-    undo: DbUndo | None,
-) -> tuple[dict[str, Any], AfterReads]:
-    """Run the uploaded helper's ``command``, then read the tree hashes of ``paths`` and (with
-    ``undo``) the schema, in ONE round trip; the helper's answer and what was read."""
-    marker = output_marker()
-    helper = join(planner.helper_argv(ctx, command, args, uploaded=True))
-    parts = [helper, f"{{ {tree_hash_script(paths)}\n}} 2>/dev/null"]
+def read_parts(paths: list[str], undo: DbUndo | None) -> tuple[list[Part], str]:
+    """The reads verify needs as parts of a round trip (each runs whatever the one before did):
+    the tree hashes of ``paths`` and, with ``undo``, the schema; and the schema read's marker."""
+    parts = [Part(f"{{ {tree_hash_script(paths)}\n}} 2>/dev/null", then="true")]
     schema_marker = ""
     if undo is not None:
         query, schema_marker = schema_command(undo)
-        parts.append(f"{query} 2>/dev/null")
-    with planner.clock.boot():
-        timeout = planner.p.timeout or ctx.env.command_timeout
-        head, result = ctx.run_and_probe_result(framed(marker, parts), [], timeout=timeout)
-    sections = unframe(head, marker, len(parts))
-    php = sections[0]
-    answer = helper_answer(php[0] if php else head, php[1] if php else result.exit_code, result.stderr)
+        parts.append(Part(f"{query} 2>/dev/null", then="true"))
+    return parts, schema_marker
+
+
+def after_reads(trip: Trip, first: int, paths: list[str], undo: DbUndo | None, schema_marker: str) -> AfterReads:
+    """What the parts of :func:`read_parts`, from part ``first`` of ``trip`` on, read (a read
+    that did not run, failed or answered incompletely is left out: verify reads it again)."""
     trees: dict[str, str | None] = {}
-    hashed = sections[1]
-    if hashed is not None and hashed[1] == 0 and len(hashed[0].splitlines()) == len(paths):
-        trees = tree_lines(paths, hashed[0])
+    hashed = trip[first]
+    if trip.started(first) and hashed.exit_code == 0 and len(hashed.stdout.splitlines()) == len(paths):
+        trees = tree_lines(paths, hashed.stdout)
     schema = None
-    read = sections[2] if undo is not None else None
-    if undo is not None and read is not None and read[1] == 0:
+    if undo is not None and trip.started(first + 1) and trip[first + 1].exit_code == 0:
         with contextlib.suppress(RollbackFailed):  # verify reads it again and reports the failure
-            schema = parse_schema(undo, read[0], schema_marker)
-    return answer, AfterReads(trees, schema)
+            schema = parse_schema(undo, trip[first + 1].stdout, schema_marker)
+    return AfterReads(trees, schema)
 
 
-__all__ = ["AfterReads", "call_then_read"]
+def run_then_read(
+    ctx: Context, parts: list[Part], paths: list[str], undo: DbUndo | None, *, timeout: float
+) -> tuple[Trip, AfterReads]:
+    """Run ``parts`` (the switch and the helper's re-activation), then read the tree hashes of
+    ``paths``, (with ``undo``) the schema and the runner's reads for verify, in ONE round trip
+    (the reads run when the last of ``parts`` ran, whatever it answered); what every part did and
+    what was read."""
+    reads, schema_marker = read_parts(paths, undo)
+    marker = output_marker()
+    head, result = ctx.run_and_probe_result(trip_script(marker, [*parts, *reads]), [], timeout=timeout)
+    if head.startswith("__preamble_failed__:"):  # a part stopped the shell: nothing was read after it
+        head = head.partition("\n")[2]
+    trip = trip_results(result, marker, [*parts, *reads], stdout=head)
+    return trip, after_reads(trip, len(parts), paths, undo, schema_marker)
+
+
+__all__ = ["AfterReads", "after_reads", "read_parts", "run_then_read"]

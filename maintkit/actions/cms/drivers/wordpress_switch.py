@@ -73,11 +73,6 @@ def switch_result(res: CommandResult, side: Sibling) -> None:
         raise ApplyFailed(f"switching {side.new} into {side.dest} failed: {tail(res.stderr or res.stdout)}")
 
 
-def switch_into_place(ctx: Context, side: Sibling) -> None:
-    """Run :func:`switch_script`; ApplyFailed naming the folder when it fails."""
-    switch_result(ctx.run_shell(switch_script(side), check=False), side)
-
-
 def schema_changes(ctx: Context, undo: DbUndo, read: tuple[list[str], dict[str, str]] | None = None) -> list[str]:
     """Tables added or removed and schema options changed since ``undo`` was taken (sorted per
     kind); ``read``: the tables and options already read after the change (else read now)."""
@@ -87,12 +82,4 @@ def schema_changes(ctx: Context, undo: DbUndo, read: tuple[list[str], dict[str, 
     return changed
 
 
-__all__ = [
-    "Sibling",
-    "schema_changes",
-    "sibling",
-    "switch_into_place",
-    "switch_result",
-    "switch_script",
-    "switchable",
-]
+__all__ = ["Sibling", "schema_changes", "sibling", "switch_result", "switch_script", "switchable"]
