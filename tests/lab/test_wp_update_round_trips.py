@@ -10,15 +10,18 @@ written with the plugin's snapshot, then the install; the switch, then the re-ac
 verify's reads (the tree hashes, the schema, the runner's reads for verify). After the update
 staging hashes the updated plugin and every other package the version lock records in ONE
 read; the step ends removing its temporary files and listing the snapshots in ONE round trip.
-``wp-content/upgrade`` that is a dangling symlink is there: the undo of a failed update leaves
-it alone (only what the step made is removed).
+Several packages share the first command and each get the other two; without a dump the first
+one only prepares. ``wp-content/upgrade`` that is a dangling symlink is there: the undo of a
+failed update leaves it alone (only what the step made is removed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -168,6 +171,78 @@ def test_post_update_commands_make_verify_read_afresh(shop: Shop) -> None:
     assert mark.read_text() == "done\n"
     lock = json.loads(Path(update.data["lock"]).read_text())
     assert lock["packages"]["plugin:shop-cart"]["tree"] == tree_of(shop.staging.path / "wp-content/plugins/shop-cart")
+
+
+def make_theme_zip(site: Path, out_dir: Path, version: str) -> Path:
+    """``twentytwentythree-<version>.zip``: the installed theme with ``version`` in its style.css."""
+    theme = site / "wp-content" / "themes" / "twentytwentythree"
+    path = out_dir / f"twentytwentythree-{version}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(f for f in theme.rglob("*") if f.is_file()):
+            data = file.read_bytes()
+            if file.name == "style.css" and file.parent == theme:
+                data = re.sub(rb"(?m)^Version: .*$", f"Version: {version}".encode(), data)
+            zf.writestr(f"twentytwentythree/{file.relative_to(theme)}", data)
+    return path
+
+
+def theme_version(site: Path) -> str:
+    text = (site / "wp-content" / "themes" / "twentytwentythree" / "style.css").read_text()
+    return text.split("\nVersion: ", 1)[1].split("\n", 1)[0].strip()
+
+
+def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(shop: Shop) -> None:
+    """Several updates in one step: the folders, the helper and the dump once; per package the
+    snapshot with the install, then the switch with the re-activation; only the last one's
+    round trip reads for verify (and flushes: nothing runs after it)."""
+    site = shop.staging.path
+    assert theme_version(site) == "1.0"
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    make_theme_zip(site, shop.repo, "1.0.1")
+    inv = write_inventory(shop, {"flush_caches": True}, envs=("staging",))
+    rec = Recorder()
+
+    result = run(shop, inv, playbook_from_text(UPDATE_ONLY), transport_factory=rec)
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    update = steps(result, "staging")["update"]
+    assert [u["name"] for u in update.data["updates"]] == ["shop-cart", "twentytwentythree"]
+    assert update.data["php_boots"] == 6 and update.data["verify_reads"] == "activation"  # list, dbcnf, 2 x 2
+    sent = staging_commands(rec, shop)
+    first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
+    prepared, plugin_in, plugin_on, theme_in, theme_on = sent[first : first + 5]
+    assert sent[first + 5].startswith("rm -rf -- ") and " install " not in sent[first + 5]  # the step's end
+    assert [len(trip_parts(c)) for c in sent[first : first + 5]] == [3, 2, 2, 2, 4]
+    assert " dbcnf " in prepared and sum(" dbcnf " in c or "mariadb-dump" in c for c in sent) == 1
+    assert "plugins/shop-cart " in plugin_in and " install " in plugin_in and ".maint-new-shop-cart" in plugin_on
+    assert "themes/twentytwentythree " in theme_in and " install " in theme_in
+    assert ".maint-new-twentytwentythree" in theme_on and TREE_HASH in theme_on and "command -v wp" in theme_on
+    assert '"flush":true' not in plugin_on and '"flush":true' in theme_on  # the last process flushes
+    assert TREE_HASH not in plugin_on and "mariadb" not in plugin_on
+    assert wp_plugin_version(site, "shop-cart") == "1.1.0" and theme_version(site) == "1.0.1"
+
+
+def test_without_a_dump_and_the_code_cache_the_preparation_is_alone(shop: Shop) -> None:
+    """``database: never`` and ``php_cache: false``: the first round trip prepares the folders and
+    writes the helper only; the other two are as ever, without the schema read."""
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    inv = write_inventory(shop, {"database": "never", "php_cache": False}, envs=("staging",))
+    rec = Recorder()
+
+    result = run(shop, inv, playbook_from_text(UPDATE_ONLY), transport_factory=rec)
+
+    assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
+    update = steps(result, "staging")["update"]
+    assert update.data["php_boots"] == 3 and update.data["schema_changed"] is None  # list, install, activate
+    sent = staging_commands(rec, shop)
+    first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
+    prepared, installed, activated = sent[first : first + 3]
+    assert sent[first + 3].startswith("rm -rf -- ")
+    (prep,) = trip_parts(prepared)
+    assert "wp_helper.php.XXXXXX" in prep and not [c for c in sent if " dbcnf " in c or "mariadb" in c]
+    assert [len(trip_parts(installed)), len(trip_parts(activated))] == [2, 3]  # no schema read after it
+    assert "php-cache" not in installed + activated and not (shop.staging.path / ".maint" / "php-cache").exists()
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
 
 
 def test_a_dangling_upgrade_link_survives_the_undo(shop: Shop) -> None:

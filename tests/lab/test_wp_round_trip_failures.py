@@ -1,0 +1,183 @@
+"""A failing part of one of the WordPress update's round trips, against the real lab (over SSH).
+
+The update sends three commands, each of several parts (see test_wp_update_round_trips.py):
+a part runs only when the one before it succeeded, and each is read as when it ran alone. Here
+one part fails for real, and the test proves the parts after it never ran, the step failed with
+the message it always gave, and the undo left the site exactly as it was:
+
+* ``dbcnf`` finds no credentials (wp-config.php defines nothing in a SHORTINIT boot): no
+  database client ran at all;
+* the dump fails (a view that references a dropped table): its partial file is gone and no
+  install ran;
+* the zip cannot be written (``mktemp`` fails for it): nothing is copied, no install ran;
+* the switch fails (its second rename): the re-activation never ran, the live folder is the
+  one from before to the byte.
+
+What ran on the host is read from PATH shims (:mod:`tests.lab.argv_shim`): every ``php``,
+``mariadb`` and ``mariadb-dump`` start is recorded, and ``mktemp`` or ``mv`` fail on cue.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maintkit.inventory import Inventory, load_inventory
+from maintkit.playbook import playbook_from_text
+from maintkit.results import RunResult, StepResult, StepStatus
+from tests import runs
+from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
+from tests.lab.argv_shim import ArgvShim, argv_shim
+from tests.lab.sshd import SshLab
+from tests.lab.test_wp_update_round_trips import UPDATE_ONLY
+from tests.lab.wp_fixtures import Shop, run, site_entry, steps
+
+pytestmark = pytest.mark.lab
+
+#: the programs whose every start is recorded
+WATCHED = ["php", "mariadb", "mariadb-dump"]
+
+
+@pytest.fixture()
+def watched(shop: Shop, ssh_lab: SshLab) -> Iterator[ArgvShim]:
+    """PATH shims for the staging logins recording :data:`WATCHED`; shop-cart 1.1.0 offered."""
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    with argv_shim(ssh_lab, shop.host_dir / "shim", WATCHED) as shim:  # a folder the login user reaches
+        yield shim
+
+
+def fail_on(shim: ArgvShim, name: str, case: str, message: str) -> None:
+    """A shim of ``name`` that fails (exit 1, ``message`` on stderr) when its arguments match the
+    shell pattern ``case`` and else runs the real program (it records nothing: the recording
+    shims themselves run ``mktemp``)."""
+    real = shutil.which(name)
+    script = f'#!/bin/sh\ncase "$*" in {case}) echo "{message}" >&2; exit 1;; esac\nexec {real} "$@"\n'
+    (shim.bin_dir / name).write_text(script)
+    (shim.bin_dir / name).chmod(0o755)
+
+
+def run_update(shop: Shop, shim: ArgvShim) -> tuple[RunResult, StepResult]:
+    """The update alone on staging, every command through the shims."""
+    entry = site_entry(shop, envs=("staging",))
+    entry["environments"]["staging"]["key_file"] = str(shim.key_file)
+    inv: Inventory = load_inventory(runs.write_inventory(shop.tmp, {"shop": entry}, unique=True))
+    result = run(shop, inv, playbook_from_text(UPDATE_ONLY))
+    return result, steps(result, "staging")["update"]
+
+
+def started(shim: ArgvShim) -> Counter[str]:
+    """How often each watched program started: ``php <helper command>`` or the program's name."""
+    out: Counter[str] = Counter()
+    for call in shim.calls():
+        argv = call.argv
+        if argv[0] == "php":
+            rest = argv[1:]
+            while rest and rest[0] == "-d":
+                rest = rest[2:]
+            out[f"php {rest[2]}"] += 1
+        else:
+            out[argv[0]] += 1
+    return out
+
+
+class Before:
+    """The staging site before the update: its files (``.maint`` aside), wp_options and plugins."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop = shop
+        site = shop.staging
+        self.tree = tree_digest(site.path, exclude=(".maint",))
+        self.options = site.sql(shop.mariadb, "CHECKSUM TABLE wp_options")
+        self.tables = site.sql(shop.mariadb, "SHOW TABLES")
+        self.plugins = sorted(os.listdir(site.path / "wp-content" / "plugins"))
+
+    def unchanged(self, update: StepResult, *, booted: bool = False) -> None:
+        """Nothing changed (``booted``: WordPress booted for an install, which writes options
+        such as its cron schedule, as it always did: then only the tables are compared)."""
+        site = self.shop.staging
+        assert update.status is StepStatus.FAILED
+        assert "undoing the partial update ALSO failed" not in str(update.error)
+        assert tree_digest(site.path, exclude=(".maint",)) == self.tree
+        if not booted:
+            assert site.sql(self.shop.mariadb, "CHECKSUM TABLE wp_options") == self.options
+        assert site.sql(self.shop.mariadb, "SHOW TABLES") == self.tables
+        assert sorted(os.listdir(site.path / "wp-content" / "plugins")) == self.plugins  # no sibling left
+        assert wp_plugin_version(site.path, "shop-cart") == "1.0.0"
+        assert not (site.path / ".maint" / "wp_helper.php").exists()
+        snap = snapshot(self.shop)
+        assert not (snap / "db.cnf").exists() and not (snap / "packages").exists()  # the step's temporary files
+
+
+def snapshot(shop: Shop) -> Path:
+    """The run's snapshot folder on staging (the only one)."""
+    (folder,) = (shop.staging.path / ".maint" / "snapshots").iterdir()
+    return folder
+
+
+def test_dbcnf_without_credentials_stops_before_any_database_client(shop: Shop, watched: ArgvShim) -> None:
+    config = shop.staging.path / "wp-config.php"
+    config.write_text(
+        config.read_text().replace("<?php", "<?php\nif (defined('SHORTINIT') && SHORTINIT) { return; }", 1)
+    )
+    before = Before(shop)
+
+    result, update = run_update(shop, watched)
+
+    assert not result.ok
+    assert "cannot read the database credentials from wp-config.php: wp-config.php does not define DB_NAME" in str(
+        update.error
+    )
+    before.unchanged(update)
+    assert started(watched) == Counter(["php list", "php dbcnf"])  # no schema read, no dump, no install
+    assert not list(snapshot(shop).glob("database.sql*"))
+
+
+def test_a_failing_dump_removes_its_partial_file_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
+    site = shop.staging
+    site.sql(shop.mariadb, "CREATE TABLE maint_gone (id INT)")
+    site.sql(shop.mariadb, "CREATE VIEW maint_broken AS SELECT id FROM maint_gone")
+    site.sql(shop.mariadb, "DROP TABLE maint_gone")
+    before = Before(shop)
+
+    result, update = run_update(shop, watched)
+
+    assert not result.ok
+    assert f"database dump of {site.db_name} failed: " in str(update.error) and "maint_broken" in str(update.error)
+    before.unchanged(update)
+    assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb-dump"])
+    assert not list(snapshot(shop).glob("database.sql*"))  # the partial dump removed
+
+
+def test_a_zip_that_cannot_be_written_copies_nothing_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
+    fail_on(watched, "mktemp", "*.zip.XXXXXX", "mktemp: No space left on device")
+    before = Before(shop)
+
+    result, update = run_update(shop, watched)
+
+    assert not result.ok
+    zip_path = f"{snapshot(shop)}/packages/shop-cart-1.1.0.zip"
+    assert f"cannot write {zip_path} on the host: mktemp: No space left on device" in str(update.error)
+    before.unchanged(update)
+    # no install; the second mariadb is the undo's schema comparison (nothing changed: not restored)
+    assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb", "mariadb-dump"])
+    assert not (snapshot(shop) / "plugins" / "shop-cart").exists()  # nothing copied
+
+
+def test_a_failing_switch_never_reactivates_and_the_undo_restores_the_folder(shop: Shop, watched: ArgvShim) -> None:
+    fail_on(watched, "mv", "*/.maint-new-shop-cart\\ *", "mv: cannot move: Device or resource busy")
+    before = Before(shop)
+
+    result, update = run_update(shop, watched)
+
+    assert not result.ok
+    plugins = shop.staging.path / "wp-content" / "plugins"
+    switching = f"switching {plugins}/.maint-new-shop-cart into {plugins}/shop-cart failed: "
+    assert switching + "mv: cannot move: Device or resource busy" in str(update.error), update.error
+    before.unchanged(update, booted=True)
+    php = ["php list", "php dbcnf", "php install"]  # no activate
+    assert started(watched) == Counter([*php, "mariadb", "mariadb", "mariadb-dump"])
