@@ -58,9 +58,10 @@ class Probe(Generic[T]):
     kind: ClassVar[str] = "probe"
     #: reads every probe of this class in a batch together (None: each runs its own script)
     bulk: ClassVar[BulkReader | None] = None
-    #: False for a costly read only the step's check needs (never its verify): the step's own
-    #: change does not read it again (the later steps' changes and checks still do)
-    after_change: ClassVar[bool] = True
+    #: False for a costly read only checks need (never a verify), read once before the lock: the
+    #: lock's re-read and the step's own change do not read it again (a later step's change
+    #: still drops it, and what comes after reads it afresh)
+    reread: ClassVar[bool] = True
 
     @property
     def key(self) -> str:

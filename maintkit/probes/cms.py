@@ -83,13 +83,13 @@ class HelperRead(Probe[RawOutput]):
 
     ``name`` is the cache key's identity (the PHP binary and the WordPress root): every step
     that reads the state through the same PHP shares one read, whatever its ``argv`` says.
-    Only checks read it: a change's own verify never does (:attr:`Probe.after_change`).
+    Only checks read it: neither the lock's re-read nor a change's own verify does (:attr:`Probe.reread`).
     """
 
     argv: tuple[str, ...]
     name: str = field(default="")
     kind: ClassVar[str] = "wp.list"
-    after_change: ClassVar[bool] = False
+    reread: ClassVar[bool] = False
 
     @property
     def key(self) -> str:

@@ -105,14 +105,14 @@ def run_steps(
 
 def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int) -> list[Probe[Any]]:
     """The probes read together for step ``i``: its own (but those only its check reads, see
-    :attr:`~maintkit.probes.Probe.after_change`), every later step's bulk-read probes
+    :attr:`~maintkit.probes.Probe.reread`), every later step's bulk-read probes
     (one ``stat`` answers them all), and the other probes of the later steps up to the first
     one that may change something (its change reads the rest again anyway).
 
     What is left out is read when its step comes (:func:`prefetch`), never taken stale: a
     change drops every cached probe of the host that its own round trip did not read.
     """
-    out = [p for p in step_probes[i] if type(p).after_change]  # what its verify may read
+    out = [p for p in step_probes[i] if type(p).reread]  # what its verify may read
     singles = True
     for ps, group in zip(planned.steps[i + 1 :], step_probes[i + 1 :], strict=True):
         out += [p for p in group if singles or type(p).bulk is not None]
@@ -282,8 +282,10 @@ class StageLock:
         upto = index if index is not None else (early[0] if early else None)
         step = self.planned.steps[upto].step.id if upto is not None else None
         state.interrupts.activity.doing(site.name, env.name, "taking the lock")
-        # what the steps up to this one read (later steps' probes are read after its change)
-        probes = self.probes if upto is None else [p for g in self.step_probes[: upto + 1] for p in g]
+        # what the steps up to this one read (later steps' probes are read after its change); a
+        # re-read before a change leaves out the costly reads only checks need (Probe.reread)
+        groups = self.step_probes if upto is None else self.step_probes[: upto + 1]
+        probes = [p for g in groups for p in g if index is None or type(p).reread]
         with cancellable(None):
             raw, head = run_batch(transport, probes, preamble=lock_script(state, site, env), timeout=self._timeout)
             why = early[1] if early else None
@@ -303,10 +305,11 @@ class StageLock:
         changed = [
             ps.step.id
             for ps, group in zip(self.planned.steps[:index], self.step_probes, strict=False)
-            if not all(self._same(p, raw) for p in group)
+            if not all(self._same(p, raw) for p in group if type(p).reread)
         ]
         if not (changed or took_over):  # its own check runs again when anything it read reads differently
-            return "recheck" if any(raw.get(p.key) != self.first.get(p.key) for p in self.step_probes[index]) else "go"
+            own = [p for p in self.step_probes[index] if type(p).reread]
+            return "recheck" if any(raw.get(p.key) != self.first.get(p.key) for p in own) else "go"
         why = "an expired lock was taken over" if took_over else "what the checks read changed before the lock"
         where = {"site": site.name, "env": env.name, "host": env.display_host}
         state.emit("stage.rechecked", **where, for_step=step, reason=why, changed_steps=changed)

@@ -37,4 +37,4 @@ def test_the_key_is_the_php_and_the_root_whatever_the_argv() -> None:
     plain = HelperRead(("php", "--", "/srv"), name="php:/srv")
     assert with_cache.key == plain.key == "wp.list:php:/srv"
     assert HelperRead(("php", "--", "/srv"), name="php8.3:/srv").key != plain.key
-    assert HelperRead.after_change is False and CommandProbe.after_change is True
+    assert HelperRead.reread is False and CommandProbe.reread is True
