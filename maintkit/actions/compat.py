@@ -292,11 +292,13 @@ class CompatCheck(Action[CompatCheckParams]):
 
     @staticmethod
     def _read_host(ctx: Context, scripts: list[str]) -> list[str | None]:
-        """Every script's stdout, all in one round trip (None: the shell ended before it)."""
+        """Every script's stdout, all in one round trip (None: the shell ended before it); the
+        round trip may take as long as its scripts could one by one."""
         if not scripts:
             return []
         marker = output_marker()
-        res = ctx.run_shell(framed(marker, [f"( {s}\n)" for s in scripts]), check=False)
+        limit = (ctx.env.command_timeout or 600.0) * len(scripts)
+        res = ctx.run_shell(framed(marker, [f"( {s}\n)" for s in scripts]), check=False, timeout=limit)
         return [part[0] if part is not None else None for part in unframe(res.stdout, marker, len(scripts))]
 
     @staticmethod
