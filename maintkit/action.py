@@ -163,7 +163,8 @@ class Context:
     secrets: Mapping[str, str] = field(default_factory=dict)
     #: True once Ctrl-C/SIGTERM asked the run to stop: long applies (builds) may stop early
     stop_requested: Callable[[], bool] | None = None
-    #: probe keys read fresh during apply (kept for verify; see run_and_probe)
+    #: probe keys read fresh by apply's last command (kept for verify; see run_and_probe): any
+    #: later command through the context forgets them, it may have changed what they read
     primed: set[str] = field(default_factory=set)
     #: probes of this and later steps to read again right after a change (set by the runner)
     refresh: list[Probe[Any]] = field(default_factory=list)
@@ -204,12 +205,17 @@ class Context:
 
     # ---- commands ------------------------------------------------------------
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
-        """Run an argument list on the host (quoted); see :meth:`Transport.run`."""
+        """Run an argument list on the host (quoted); see :meth:`Transport.run`.
+
+        Like every command sent through the context, it may change the host: what an earlier
+        :meth:`run_and_probe` read is no longer kept for verify (:attr:`primed`)."""
+        self.primed.clear()
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run(argv, **kwargs)
 
     def run_shell(self, script: str, **kwargs: Any) -> CommandResult:
-        """Run an explicit shell script on the host."""
+        """Run an explicit shell script on the host (it drops :attr:`primed`, as :meth:`run`)."""
+        self.primed.clear()
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run_shell(script, **kwargs)
 
@@ -221,7 +227,8 @@ class Context:
         return self.run_shell(chain(*argvs), **kwargs)
 
     def put(self, data: bytes, path: str, *, mode: int | None = None) -> None:
-        """Write a file atomically on the host."""
+        """Write a file atomically on the host (it drops :attr:`primed`, as :meth:`run`)."""
+        self.primed.clear()
         self.transport.put(data, path, mode=mode)
 
     def get(self, path: str) -> bytes:
@@ -229,7 +236,8 @@ class Context:
         return self.transport.get(path)
 
     def stream(self, argv: Sequence[str], sink: IO[bytes], **kwargs: Any) -> CommandResult:
-        """Run an argument list and stream its stdout into ``sink``."""
+        """Run an argument list and stream its stdout into ``sink`` (it drops :attr:`primed`)."""
+        self.primed.clear()
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run(argv, stdout_sink=sink, **kwargs)
 
@@ -298,6 +306,7 @@ class Context:
             stdin=stdin,
             timeout=timeout or self.env.command_timeout or 600.0,
         )
+        self.primed.clear()  # what an earlier command read, this one may have changed
         for key, value in raw.items():
             self.probe_cache.put(self.host_key, key, value)
             self.primed.add(key)

@@ -13,6 +13,7 @@ installed WordPress), its source fed from a here-document, so it can go with oth
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import ClassVar
@@ -76,6 +77,15 @@ class TreeHashes(Probe[dict[str, str | None]]):
 HELPER_EOF = "MAINTKIT_WP_HELPER_SOURCE_END"
 
 
+@functools.cache
+def helper_source() -> bytes:
+    """The PHP helper shipped in the package (``maintkit/php/wp_helper.php``), read once."""
+    data = resources.files("maintkit").joinpath("php/wp_helper.php").read_bytes()
+    if HELPER_EOF.encode() in data.splitlines():
+        raise ValueError(f"the helper's source holds the line {HELPER_EOF}")
+    return data
+
+
 @dataclass(frozen=True)
 class HelperRead(Probe[RawOutput]):
     """A read-only run of the PHP helper (``argv`` reads the script from stdin: ``php ... --``),
@@ -96,13 +106,11 @@ class HelperRead(Probe[RawOutput]):
         return f"{self.kind}:{self.name}"
 
     def script(self) -> str:
-        source = resources.files("maintkit").joinpath("php/wp_helper.php").read_text(encoding="utf-8")
-        if HELPER_EOF in source.splitlines():
-            raise ValueError(f"the helper's source holds the line {HELPER_EOF}")
-        return f"{join(self.argv)} 2>&1 <<'{HELPER_EOF}'\n{source.rstrip(chr(10))}\n{HELPER_EOF}"
+        source = helper_source().decode("utf-8").rstrip("\n")
+        return f"{join(self.argv)} 2>&1 <<'{HELPER_EOF}'\n{source}\n{HELPER_EOF}"
 
     def parse(self, raw: RawOutput) -> RawOutput:
         return raw
 
 
-__all__ = ["HELPER_EOF", "WP_CLI_PROBE", "HelperRead", "TreeHashes", "tree_hash_script", "tree_lines"]
+__all__ = ["HELPER_EOF", "WP_CLI_PROBE", "HelperRead", "TreeHashes", "helper_source", "tree_hash_script", "tree_lines"]

@@ -54,8 +54,8 @@ def test_a_real_shell_answers_the_change_and_the_reads() -> None:
 
 
 def test_cache_clear_keeps_only_the_reads_after_its_last_change() -> None:
-    """A target's reads after its change are stale once a later target changed the host:
-    cache.clear forgets them before each target it clears, so the runner keeps only the last."""
+    """A target's reads after its change are stale once a later target changed the host: every
+    command through the context forgets them, so the runner keeps only the last target's."""
     from typing import Any, ClassVar
 
     from maintkit.actions.cache.base import CacheTarget, Item
@@ -73,6 +73,7 @@ def test_cache_clear_keeps_only_the_reads_after_its_last_change() -> None:
             return Item(self, "t", True, "x", "")
 
         def clear(self, ctx: Any, item: Item[str]) -> tuple[str, dict[str, Any]]:
+            ctx.run_shell(f"clear {item.target}")  # its change, before what it read after it
             seen = sorted(ctx.primed)
             ctx.primed.add(item.target)
             return "cleared", {"primed_before": seen}

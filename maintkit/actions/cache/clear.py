@@ -65,7 +65,6 @@ class CacheClear(Action[CacheClearParams]):
         for item in items:
             if not item.needed:
                 continue
-            ctx.primed.clear()  # what an earlier target read after its change, this one may change
             try:
                 summary, data = item.clear(ctx)
             except (TargetFailed, ApplyFailed) as exc:

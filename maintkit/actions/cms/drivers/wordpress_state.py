@@ -16,11 +16,11 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from maintkit.actions.cms.plan import Installed
 from maintkit.actions.cms.policy import Version
+from maintkit.probes.cms import helper_source
 
 CORE = "wordpress"
 JSON_MARKER = "@@MAINTKIT-JSON@@"
@@ -28,8 +28,8 @@ _HEADER_RE = r"^(?:[ \t]*<\?php)?[ \t/*#@]*{name}:(.*)$"
 
 
 def wp_helper_source() -> bytes:
-    """The PHP helper shipped in the package (maintkit/php/wp_helper.php)."""
-    return resources.files("maintkit").joinpath("php/wp_helper.php").read_bytes()
+    """The PHP helper shipped in the package (maintkit/php/wp_helper.php), read once."""
+    return helper_source()
 
 
 def parse_marked_json(stdout: str) -> dict[str, Any] | None:
