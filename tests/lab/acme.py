@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -249,6 +250,39 @@ class Certbot:
     def renew(self, cert_name: str, extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
         """``certbot renew --cert-name NAME --no-random-sleep-on-renew`` (renews only when due)."""
         return self.run("renew", "--cert-name", cert_name, "--no-random-sleep-on-renew", *extra)
+
+    def fresh_account(self, cert_name: str) -> str:
+        """Replace this config dir's ACME account with a newly registered one; return its id.
+
+        pebble may reuse an account's valid authorization for a new order (about one order in a
+        hundred even with ``PEBBLE_AUTHZREUSE=0``: its check is ``rand.Intn(100) > percent``),
+        and a reused authorization skips the validation a failing test counts on. A new account
+        has no authorization to reuse. It is registered in a scratch config dir and takes the
+        old one's place (certbot renews with the only account there is; the old one is kept
+        beside the config dir), and ``cert_name``'s renewal configuration names it.
+        """
+        scratch = replace(self, config_dir=self.config_dir.parent / f"{self.config_dir.name}-account")
+        shutil.rmtree(scratch.config_dir, ignore_errors=True)
+        res = scratch.run("register")
+        if res.returncode != 0:
+            raise AcmeError(f"certbot register failed: {res.stdout}{res.stderr}")
+        (meta,) = (scratch.config_dir / "accounts").rglob("meta.json")
+        (old,) = (p.parent for p in (self.config_dir / "accounts").rglob("meta.json"))
+        old.rename(self.config_dir.parent / f"retired-account-{old.name}")
+        shutil.copytree(meta.parent, old.parent / meta.parent.name)
+        shutil.rmtree(scratch.config_dir)
+        conf = self.config_dir / "renewal" / f"{cert_name}.conf"
+        lines = conf.read_text().splitlines()
+        swapped = [f"account = {meta.parent.name}" if ln.startswith("account = ") else ln for ln in lines]
+        if swapped == lines:
+            raise AcmeError(f"{conf} names no account")
+        conf.write_text("\n".join(swapped) + "\n")
+        return meta.parent.name
+
+    def account_of(self, cert_name: str) -> str:
+        """The ACME account id ``cert_name``'s renewal configuration names."""
+        conf = self.config_dir / "renewal" / f"{cert_name}.conf"
+        return next(ln.split(" = ", 1)[1] for ln in conf.read_text().splitlines() if ln.startswith("account = "))
 
     def live_dir(self, cert_name: str) -> Path:
         """``<config>/live/<name>`` holding fullchain.pem, privkey.pem, cert.pem, chain.pem."""

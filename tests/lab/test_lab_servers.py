@@ -252,6 +252,8 @@ def test_acme_issue_serve_renew_and_failed_renewal(
     web_stack.reload_nginx()
     assert _served_cert(site.port).serial_number == second.serial_number
 
+    before = certbot.account_of(name)
+    assert certbot.fresh_account(name) != before  # no authorization of the first account to reuse
     acme_ca.make_fail(name)
     try:
         failed = certbot.renew(name)
@@ -259,6 +261,7 @@ def test_acme_issue_serve_renew_and_failed_renewal(
         acme_ca.unfail(name)
     assert failed.returncode != 0
     assert "could not be renewed" in failed.stdout + failed.stderr
+    assert "dial tcp 127.0.0.2:" in failed.stdout + failed.stderr  # the validation ran, and failed
     assert certbot.certificate(name).serial_number == second.serial_number
 
 

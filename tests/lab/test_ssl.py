@@ -183,6 +183,7 @@ def test_certificate_not_due_is_unchanged(tls_site: TlsSite) -> None:
 def test_failed_renewal_is_clear_and_old_certificate_stays(tls_site: TlsSite, acme_ca: AcmeServer) -> None:
     old = tls_site.serial()
     _set_vars(tls_site, ssl_renew_days=30)
+    tls_site.certbot.fresh_account(tls_site.name)  # a new account: pebble cannot reuse an authorization
     acme_ca.make_fail(tls_site.name)  # the http-01 validation now goes to 127.0.0.2: nothing there
 
     result = tls_site.run("renew-ssl")
@@ -193,6 +194,7 @@ def test_failed_renewal_is_clear_and_old_certificate_stays(tls_site: TlsSite, ac
     assert renew.error.startswith("apply: certbot renew failed with exit 1")
     assert "certbot_log_tail" in renew.data and renew.data["certbot_log_tail"]
     assert "Detail:" in renew.error  # what the CA said
+    assert "dial tcp 127.0.0.2:" in renew.error  # the validation ran, and failed
     assert [s.step for s in result.sites[0].steps] == ["before", "renew"]  # stopped there
     assert tls_site.serial() == old  # the old certificate is still served
     failed = [e for e in tls_site.events(result) if e["event"] == "step.failed"]
