@@ -3,8 +3,8 @@
 A run takes an environment's lock by creating ``<path>/.maint/lock`` with ``mkdir`` (atomic)
 and writing ``holder.json`` inside: the run id, who ran it, since when, and on which controller
 in which process (with the process start time, so a recycled pid is not mistaken for the run).
-The holder is written to a temporary file first and renamed into the lock directory, so a
-failed write (a full disk) never leaves an empty lock directory behind. A run first only looks
+The holder is written into the new lock directory by the shell's printf builtin; when that
+fails (a full disk), the directory is removed again, so nothing is left behind. A run first only looks
 at the lock (:func:`peek_script`, read-only) and takes it when it has something to change.
 
 Every holder has a lease (docs/state.md#leases): ``lease`` seconds, ``expires`` (UTC ISO) and
@@ -24,7 +24,6 @@ its owner the same way.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -32,70 +31,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from maintkit.lock_shell import (
+    DEFAULT_LEASE,
+    LOCK_FAILED_EXIT,
+    NOW_MARK,
+    RELEASE_MARGIN,
+    TAKEN_MARK,
+    TAKEOVER,
+    lock_dir,
+    lock_vars,
+    now_and_expiry,
+    release_in_lease,
+    stamp_function,
+)
 from maintkit.probes.maintenance import json_record
 from maintkit.transport.base import quote
 
 #: exit status of the lock script when another run holds the lock
 LOCK_EXIT = 75
-#: exit status of the lock script when the lock cannot be created (disk full, permissions)
-LOCK_FAILED_EXIT = 70
 #: a holder on another controller counts as gone after this long (``maint unlock --older-than``)
 DEFAULT_STALE_AGE = timedelta(hours=6)
 LOCKED_MARK = "MAINT-LOCKED"
-#: printed by the lock script, followed by the dead holder, when it took over an expired lease
-TAKEN_MARK = "MAINT-TAKEN-OVER"
-#: printed by the lock scripts before the host's clock (``@@now EPOCH``)
-NOW_MARK = "@@now "
 #: printed by the read-only lock check (:func:`peek_script`), followed by the holder, when a lock exists
 SEEN_MARK = "MAINT-LOCK-SEEN"
 #: exit status of the renew/release/clear scripts when another run holds the lock or is taking it over
 LOST_EXIT = 6
-#: default lease of a site lock, in seconds (inventory ``defaults.lock_lease``)
-DEFAULT_LEASE = 600
-#: a claim directory older than this (minutes) was left by a script that died mid-way
-_STALE_CLAIM_MINUTES = 1
-#: the date format of ``expires``, after the epoch seconds (one ``date`` call prints both)
-_DATE_FMT = "+%s %Y-%m-%dT%H:%M:%SZ"
-#: Shell functions reading the holder's ``gen`` and ``expires_epoch`` with builtins only (no
-#: process): ``fields`` sets ``hg`` and ``he`` from ``$L/holder.json``. Each is the value of the
-#: first line holding one, and in that line the last ``"gen": "HEX"`` (followed by its closing
-#: quote) or ``"expires_epoch": DIGITS``: exactly ``sed -n 's/.*"gen": "\([0-9a-f][0-9a-f]*\)".*/\1/p'``
-#: (and the ``expires_epoch`` one) piped to ``head -n 1``. Empty when absent or malformed. A
-#: value's closing quote may open the next key, so the line is cut back to that quote, not before it.
-_FIELDS = r"""_gk='"gen": "'; _ek='"expires_epoch": '
-_gen_in() {
-  _r=$1
-  while :; do
-    case $_r in *"$_gk"*) ;; *) return 0 ;; esac
-    _t=${_r##*"$_gk"}; _v=${_t%%[!0123456789abcdef]*}
-    case $_t in "$_v"'"'*) [ -n "$_v" ] && { hg=$_v; return 0; } ;; esac
-    _r=${_r%"$_gk"*}'"'
-  done
-}
-_exp_in() {
-  _r=$1
-  while :; do
-    case $_r in *"$_ek"*) ;; *) return 0 ;; esac
-    _t=${_r##*"$_ek"}; _v=${_t%%[!0123456789]*}
-    [ -n "$_v" ] && { he=$_v; return 0; }
-    _r=${_r%"$_ek"*}
-  done
-}
-fields() {
-  hg=; he=
-  while IFS= read -r _l || [ -n "$_l" ]; do
-    [ -n "$hg" ] || _gen_in "$_l"
-    [ -n "$he" ] || _exp_in "$_l"
-    [ -z "$hg" ] || [ -z "$he" ] || break
-  done 2>/dev/null <"$L/holder.json"
-  _l=
-}
-"""
-
-
-def lock_dir(path: str) -> str:
-    """The lock directory of an environment whose path is ``path``."""
-    return path.rstrip("/") + "/.maint/lock"
 
 
 def process_start(pid: int) -> str | None:
@@ -131,79 +91,6 @@ def leased(holder: dict[str, Any], path: str, lease: int) -> dict[str, Any]:
     return {**holder, "lease": int(lease), "gen": lock_token(str(holder.get("run_id", "")), path)}
 
 
-#: ``YYYY-MM-DDTHH:MM:SS+0000``, the expiry as bash's printf formats it under ``TZ=UTC0``
-_UTC_ISO = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + "T" + ":".join(["[0-9]" * 2] * 3) + "+0000"
-
-
-def _now_and_expiry(lease: int) -> str:
-    """Shell setting ``now``, ``exp`` (epoch) and ``iso`` (UTC ISO) from the host's clock.
-
-    bash >= 4.2: its printf builtin (no process), trusted only when ``now`` is digits and the
-    expiry formatted under ``TZ=UTC0`` says ``+0000`` (``%z``; a bash ignoring the temporary
-    TZ shows the login user's offset). Otherwise (dash): one ``date`` call (GNU, then BSD),
-    and with neither the portable two calls.
-    """
-    n = int(lease)
-    fmt = quote(_DATE_FMT)
-    return (
-        """exp=; now=; iso=; if [ -n "${BASH_VERSION-}" ] && printf -v now '%(%s)T' -1 2>/dev/null; then\n"""
-        f'  case $now in ""|*[!0123456789]*) ;; *) exp=$((now + {n}))\n'
-        """    TZ=UTC0 printf -v iso '%(%Y-%m-%dT%H:%M:%S%z)T' "$exp" 2>/dev/null\n"""
-        f"    case $iso in {_UTC_ISO}) iso=${{iso%+0000}}Z ;; *) exp= ;; esac ;; esac\n"
-        'fi; if [ -z "$exp" ]; then\n'
-        f"x=$(exec date -u -d '{n} seconds' {fmt} 2>/dev/null) || x=$(exec date -u -v{n:+d}S {fmt} 2>/dev/null) "
-        "&& { exp=${x%% *}; iso=${x#* }; }\n"
-        "case $exp in\n"
-        f'  ""|*[!0123456789]*) now=$(date -u +%s) || exit {LOCK_FAILED_EXIT}; exp=$((now + {n}))\n'
-        '    iso=$(date -u -d "@$exp" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$exp" +%Y-%m-%dT%H:%M:%SZ) ;;\n'
-        f"  *) now=$((exp - {n})) ;;\n"
-        "esac; fi\n"
-    )
-
-
-def _stamp(holder: dict[str, Any], tmp: str) -> str:
-    """Shell writing ``holder`` plus ``expires``/``expires_epoch`` (host clock) into ``tmp``: the
-    printf builtin (no process; an expanded value is never expanded again), and when it fails (a
-    full disk) the same bytes through cat from a here-document, for cat's message (not dash's "I/O error")."""
-    prefix = json.dumps(holder)[:-1]  # without its closing brace: the host appends the expiry
-    line = quote('%s, "expires": "%s", "expires_epoch": %s}\\n')
-    return _now_and_expiry(int(holder.get("lease", DEFAULT_LEASE))) + (
-        f"P={quote(prefix)}\n"
-        f'if ! {{ printf {line} "$P" "$iso" "$exp" > {tmp} 2>/dev/null || cat > {tmp} <<MAINT_HOLDER\n'
-        '$P, "expires": "$iso", "expires_epoch": $exp}\n'
-        f"MAINT_HOLDER\n}}; then rm -f -- {tmp}; exit {LOCK_FAILED_EXIT}; fi\n"
-    )
-
-
-def _vars(path: str) -> str:
-    """Shell: ``L`` (the lock directory), ``fields`` (sets ``hg``/``he``, the ``gen`` and
-    ``expires_epoch`` of its holder) and ``claim GEN`` (atomically create ``$L/claim.GEN``; a
-    claim left by a dead script is cleared first)."""
-    return (
-        f"L={quote(lock_dir(path))}\n"
-        + _FIELDS
-        # only an existing claim is looked at; the lock directory is an absolute path: find needs no "--"
-        + f'claim() {{ if [ -d "$L/claim.$1" ]; then find "$L" -maxdepth 1 -name "claim.$1" '
-        f"-mmin +{_STALE_CLAIM_MINUTES} "
-        '-exec rmdir {} \\; 2>/dev/null; fi; mkdir -- "$L/claim.$1" 2>/dev/null; }\n'
-    )
-
-
-#: the lock script's takeover of an expired lease (inside its loop; ``now`` and ``T`` are set)
-_TAKEOVER = (
-    "    fields; og=$hg; oe=$he\n"
-    '    if [ -n "$og" ] && [ -n "$oe" ] && [ "$now" -ge "$oe" ] && claim "$og"; then\n'
-    '      old=$(cat -- "$L/holder.json")\n'
-    "      fields\n"
-    '      if [ "$hg" = "$og" ] && [ "$he" = "$oe" ] && mv -f -- "$T" "$L/holder.json"; then\n'
-    '        rmdir -- "$L/claim.$og"\n'
-    f'        echo {TAKEN_MARK}; printf \'%s\\n\' "$old"; echo "{NOW_MARK}$now"; exit 0\n'
-    "      fi\n"
-    '      rmdir -- "$L/claim.$og"\n'
-    "    fi\n"
-)
-
-
 def acquire_script(path: str, holder: dict[str, Any]) -> str:
     """Shell script taking the lock of ``path`` with ``holder`` (run as a batch preamble).
 
@@ -212,6 +99,11 @@ def acquire_script(path: str, holder: dict[str, Any]) -> str:
     :data:`LOCK_EXIT`: held by another run (prints :data:`LOCKED_MARK`, the holder and the
     host's clock). Exit :data:`LOCK_FAILED_EXIT`: could not be taken; the error text (for
     example "No space left on device") is printed and nothing is left behind.
+
+    Programs on a free lock: ``mkdir`` (the lock) and nothing else; the holder is written into
+    the new directory by the printf builtin. A reader between the two sees a lock whose holder
+    is not written yet, as it would see an unreadable holder: locked, by an unknown run. An
+    expired lease's holder is replaced atomically (a temporary file renamed over it).
     """
     base = path.rstrip("/") + "/.maint"
     tmp = quote(f"{base}/.holder.{holder.get('gen') or holder.get('run_id', 'run')}.tmp")
@@ -219,21 +111,19 @@ def acquire_script(path: str, holder: dict[str, Any]) -> str:
     return (
         "exec 2>&1\n"
         f"[ -d {quote(base)} ] || mkdir -p -- {quote(base)} || {fail}\n"
-        + _stamp(holder, tmp)
-        + _vars(path)
+        + stamp_function(holder)
+        + lock_vars(path)
         + f"T={tmp}; n=0\n"
         "while :; do\n"
         '  if out=$(exec mkdir -- "$L" 2>&1); then\n'
-        '    mv -f -- "$T" "$L/holder.json" && exit 0\n'
-        f'    rm -rf -- "$L"; rm -f -- "$T"; {fail}\n'
-        '  elif [ -d "$L" ]; then\n'
-        + _TAKEOVER
-        + f'    rm -f -- "$T"; echo {LOCKED_MARK}; cat -- "$L/holder.json" 2>/dev/null; echo; '
+        '    stamp "$L/holder.json" && exit 0\n'
+        f'    rm -rf -- "$L"; {fail}\n'
+        '  elif [ -d "$L" ]; then\n' + TAKEOVER + f'    echo {LOCKED_MARK}; cat -- "$L/holder.json" 2>/dev/null; echo; '
         f'echo "{NOW_MARK}$now"; exit {LOCK_EXIT}\n'
         "  fi\n"
         '  n=$((n + 1)); [ "$n" -lt 3 ] || break\n'  # the lock vanished between mkdir and the test: again
         "done\n"
-        f'rm -f -- "$T"; printf \'%s\\n\' "$out"; {fail}'
+        f"printf '%s\\n' \"$out\"; {fail}"
     )
 
 
@@ -265,12 +155,12 @@ def renew_script(path: str, gen: str, lease: int) -> str:
     tmp = quote(f"{path.rstrip('/')}/.maint/.holder.{gen}.renew")
     g = quote(gen)
     return (
-        "exec 2>&1\n" + _vars(path) + f"T={tmp}\n"
+        "exec 2>&1\n" + lock_vars(path) + f"T={tmp}\n"
         '[ -d "$L" ] || exit 4\n'
         f'fields; [ "$hg" = {g} ] || {{ cat -- "$L/holder.json" 2>/dev/null; exit {LOST_EXIT}; }}\n'
         f'claim {g} || {{ [ -d "$L/claim."{g} ] && exit 7; exit {LOCK_FAILED_EXIT}; }}\n'
         f'fields; if [ "$hg" != {g} ]; then rmdir -- "$L/claim."{g}; exit {LOST_EXIT}; fi\n'
-        + _now_and_expiry(lease)
+        + now_and_expiry(lease)
         + 'if sed -e "s/\\"expires\\": \\"[^\\"]*\\"/\\"expires\\": \\"$iso\\"/" '
         '-e "s/\\"expires_epoch\\": [0-9]*/\\"expires_epoch\\": $exp/" -- "$L/holder.json" > "$T" '
         '&& mv -f -- "$T" "$L/holder.json"; then\n'
@@ -284,13 +174,14 @@ def release_script(path: str, run_id: str) -> str:
     """Shell script removing the lock of ``path`` only while ``run_id`` holds it.
 
     Exit 0: removed (or there was no lock). :data:`LOST_EXIT`: another run holds it now, or is
-    taking it over (its lease ran out); nothing removed.
+    taking it over (its lease ran out); nothing removed. Programs: ``rm`` alone while the lease
+    has more than :data:`RELEASE_MARGIN` seconds left and the login shell is bash; else ``mkdir``
+    (the claim) and ``rm``.
     """
     g = quote(lock_token(run_id, path))
     return (
-        _vars(path) + '[ -d "$L" ] || exit 0\n'
-        f'fields; if [ "$hg" = {g} ]; then\n'
-        f"  if ! claim {g}; then\n"
+        lock_vars(path) + '[ -d "$L" ] || exit 0\n'
+        f'fields; if [ "$hg" = {g} ]; then\n' + release_in_lease(g) + f"  if ! claim {g}; then\n"
         f'    [ -d "$L/claim."{g} ] && exit {LOST_EXIT}\n'
         f'    mkdir -- "$L/claim."{g} && rmdir -- "$L/claim."{g}; exit 1\n'  # prints why (a read-only disk)
         "  fi\n"
@@ -322,7 +213,7 @@ def clear_script(path: str, run_id: str | None, gen: str | None = None) -> str:
     if gen:
         g = quote(gen)
         return (
-            _vars(path) + '[ -d "$L" ] || exit 4\n'
+            lock_vars(path) + '[ -d "$L" ] || exit 4\n'
             f'fields; [ "$hg" = {g} ] && claim {g} || exit 6\n'
             f'fields; [ "$hg" = {g} ] || {{ rmdir -- "$L/claim."{g}; exit 6; }}\n'
             'rm -rf -- "$L" || exit 5'
@@ -473,6 +364,7 @@ __all__ = [
     "LOCK_FAILED_EXIT",
     "LOST_EXIT",
     "NOW_MARK",
+    "RELEASE_MARGIN",
     "SEEN_MARK",
     "TAKEN_MARK",
     "Liveness",

@@ -302,8 +302,9 @@ class _DirPlan:
     missing: tuple[str, ...] = ()
 
 
-def _mkdirs_script(missing: tuple[str, ...], then: list[str]) -> str:
-    """Create exactly ``missing`` (top-down, plain ``mkdir``), then run ``then``.
+def _mkdirs_script(missing: tuple[str, ...], then: list[str], mode: str | None = None) -> str:
+    """Create exactly ``missing`` (top-down, plain ``mkdir``; the last one with ``mode``, exact
+    whatever the umask), then run ``then``.
 
     A directory that appeared meanwhile makes ``mkdir`` fail; whatever this script created
     is removed again on any failure, so a failed apply leaves nothing behind.
@@ -311,7 +312,8 @@ def _mkdirs_script(missing: tuple[str, ...], then: list[str]) -> str:
     lines = []
     for i, path in enumerate(missing):
         undo = join(["rmdir", "--", *reversed(missing[:i])]) + "; " if i else ""
-        lines.append(f"mkdir -- {quote(path)} || {{ {undo}exit 1; }}")
+        opt = f"-m {quote(mode)} " if mode and i == len(missing) - 1 else ""
+        lines.append(f"mkdir {opt}-- {quote(path)} || {{ {undo}exit 1; }}")
     undo_all = join(["rmdir", "--", *reversed(missing)])
     lines += [f"{line} || {{ {undo_all}; exit 1; }}" for line in then]
     return "\n".join(lines)
@@ -345,8 +347,11 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
         plan: _DirPlan = check.snapshot
-        attrs = _attrs_lines(p)
-        script = _mkdirs_script(plan.missing, attrs) if plan.missing else " && ".join(attrs) or "true"
+        if plan.missing and not (p.owner or p.group):  # the mode comes with mkdir: no chmod
+            script = _mkdirs_script(plan.missing, [], p.mode)
+        else:
+            attrs = _attrs_lines(p)
+            script = _mkdirs_script(plan.missing, attrs) if plan.missing else " && ".join(attrs) or "true"
         _change_then_probe(ctx, script, p.path)
         return [
             Change(
@@ -431,7 +436,9 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
     def apply(self, ctx: Context, check: Check) -> list[Change]:
         p = self.params
         before: FileInfo = check.snapshot
-        _change_then_probe(ctx, switch_script(p.path, p.target), p.path)
+        # a new link is made in place: symlink(2) is atomic; -T: anything there by now fails it
+        script = switch_script(p.path, p.target) if before.exists else join(["ln", "-s", "-T", "--", p.target, p.path])
+        _change_then_probe(ctx, script, p.path)
         return [Change(p.path, "switched", before=before.target, after=p.target, undo=(before, p.target))]
 
     def rollback(self, ctx: Context, changes: list[Change]) -> None:

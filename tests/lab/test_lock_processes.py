@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maintkit import locks
+from maintkit import lock_shell, locks
 from maintkit.transport.base import quote
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
 
@@ -81,23 +81,32 @@ def test_each_lock_script_starts_exactly_these_programs(ssh_lab: SshLab, lab_hos
 
     date = ["date"] if shell == "dash" else []  # bash reads the clock with its printf builtin
     assert run(locks.peek_script(s)) == (0, [shell])
-    assert run(locks.acquire_script(s, mine)) == (0, [shell, "mkdir", *date, "mkdir", "mv"])
+    assert run(locks.acquire_script(s, mine)) == (0, [shell, "mkdir", *date, "mkdir"])
     assert run(locks.peek_script(s)) == (0, [shell, "cat", "date"])
     assert run(locks.read_script(s)) == (0, [shell, "cat", "date"])
-    assert run(locks.acquire_script(s, other)) == (locks.LOCK_EXIT, [shell, *date, "mkdir", "rm", "cat"])
+    assert run(locks.acquire_script(s, other)) == (locks.LOCK_EXIT, [shell, *date, "mkdir", "cat"])
     assert run(locks.renew_script(s, mine["gen"], 600)) == (0, [shell, "mkdir", *date, "sed", "mv", "rmdir"])
     assert run(locks.release_script(s, "run-other")) == (locks.LOST_EXIT, [shell])
-    assert run(locks.release_script(s, "run-mine")) == (0, [shell, "mkdir", "rm"])
+    claim = ["mkdir"] if shell == "dash" else []  # bash reads the clock: 600 s of lease left, no claim
+    assert run(locks.release_script(s, "run-mine")) == (0, [shell, *claim, "rm"])
     assert not (site / ".maint" / "lock").exists()
     assert run(locks.release_script(s, "run-mine")) == (0, [shell])
-    assert run(locks.acquire_script(s, mine)) == (0, [shell, *date, "mkdir", "mv"])
+    assert run(locks.acquire_script(s, mine)) == (0, [shell, *date, "mkdir"])
     assert run(locks.clear_script(s, "run-mine", mine["gen"])) == (0, [shell, "mkdir", "rm"])
-    assert run(locks.acquire_script(s, _holder("run-dead", s, lease=0))) == (0, [shell, *date, "mkdir", "mv"])
+    assert run(locks.acquire_script(s, _holder("run-dead", s, lease=0))) == (0, [shell, *date, "mkdir"])
     took = [shell, *date, "mkdir", "mkdir", "cat", "mv", "rmdir"]
     assert run(locks.acquire_script(s, mine)) == (0, took)
     assert json.loads((site / ".maint" / "lock" / "holder.json").read_text())["run_id"] == "run-mine"
     assert sorted(p.name for p in (site / ".maint").iterdir()) == ["lock"]
     assert sorted(p.name for p in (site / ".maint" / "lock").iterdir()) == ["holder.json"]
+    assert run(locks.release_script(s, "run-mine")) == (0, [shell, *claim, "rm"])
+    # a lease within RELEASE_MARGIN of its end: the release claims first, in every shell
+    assert run(locks.acquire_script(s, _holder("run-short", s, lease=locks.RELEASE_MARGIN))) == (
+        0,
+        [shell, *date, "mkdir"],
+    )
+    assert run(locks.release_script(s, "run-short")) == (0, [shell, "mkdir", "rm"])
+    assert sorted(p.name for p in (site / ".maint").iterdir()) == []
 
 
 def _fields(shell: str, content: bytes | None) -> list[tuple[str, str]]:
@@ -108,7 +117,7 @@ def _fields(shell: str, content: bytes | None) -> list[tuple[str, str]]:
         if content is not None:
             (lock / "holder.json").write_bytes(content)
         script = (
-            locks._vars(d)
+            lock_shell.lock_vars(d)
             + f'og=$({OLD_GEN_OF}); oe=$({OLD_EXPIRES_OF}); fields; printf "%s\\n" "$og" "$hg" "$oe" "$he"'
         )
         res = subprocess.run([shell, "-c", script], capture_output=True, check=True)

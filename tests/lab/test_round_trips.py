@@ -45,6 +45,13 @@ stages:
       - {action: command, with: {argv: ["true"], unless: ["true"]}}
 """
 
+#: the programs a first run of FIVE starts on a host whose login shell is bash: the read (hostname);
+#: the lock (.maint, then the lock itself); the directory (mkdir -m) and a stat; the file (cat, mv)
+#: and a stat and its hash; the link (ln) and a stat and the read-only command again; the release
+FIRST_RUN_PROGRAMS = Counter(
+    {"hostname": 2, "mkdir": 3, "stat": 3, "cat": 1, "mv": 1, "sha256sum": 1, "ln": 1, "rm": 1}
+)
+
 
 def _run(playbook: str, inv: Path, state: Path, **kwargs: Any) -> tuple[RunResult, Recorder]:
     rec = Recorder()
@@ -59,7 +66,7 @@ def test_plan_then_first_run_then_noop_count_every_session(
     tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
     (h1, d1) = ssh_hosts[0]
-    with argv_shim(ssh_lab, d1 / "shim", ["stat", "sha256sum", "readlink"]) as shim:
+    with argv_shim(ssh_lab, d1 / "shim", [*FIRST_RUN_PROGRAMS, "readlink", "chmod", "date"]) as shim:
         envs = {f"shop-{h.name}": h.env(d / "site") for h, d in ssh_hosts}
         envs["shop-h1"] = h1.env(d1 / "site", key_file=str(shim.key_file))  # its programs run through the shims
         inv = write_inventory(tmp_path, sites_of(envs))
@@ -71,6 +78,9 @@ def test_plan_then_first_run_then_noop_count_every_session(
             assert not (d / "site" / ".maint").exists()
         assert _lock_events(plan) == []
 
+        assert Counter(call.argv[0] for call in shim.calls()) == {"hostname": 1}  # the plan's one read
+        for recorded in shim.calls_dir.iterdir():
+            recorded.unlink()
         first, rec = _run(FIVE, inv, tmp_path / "state")
         assert first.ok and first.changed == 3 * 3
         for h, d in ssh_hosts:
@@ -83,6 +93,10 @@ def test_plan_then_first_run_then_noop_count_every_session(
         assert {e["for_step"] for e in acquired} == {"file.directory"}  # the first step that had to change
         assert [e["locked"] for e in evs if e["event"] == "stage.finished"] == [True] * 3
 
+        # h1's programs: each of maint's guarantees and no more (the lock, the atomic write and
+        # its verify, a fresh read after each change); a new directory and a new link are made
+        # in place, and the release of a lock in the middle of its lease needs no claim
+        assert Counter(call.argv[0] for call in shim.calls()) == FIRST_RUN_PROGRAMS
         for recorded in shim.calls_dir.iterdir():  # only the no-op run's calls from here on
             recorded.unlink()
         noop, rec = _run(FIVE, inv, tmp_path / "state")
@@ -95,7 +109,7 @@ def test_plan_then_first_run_then_noop_count_every_session(
         assert [e["locked"] for e in events(noop.run_dir) if e["event"] == "stage.finished"] == [False] * 3
         # the read of h1: every path (and the one link's target) in one stat, the one file hashed once
         programs = Counter(call.argv[0] for call in shim.calls())
-        assert programs == {"stat": 1, "sha256sum": 1}
+        assert programs == {"stat": 1, "sha256sum": 1, "hostname": 1}
         [stat] = [c.argv for c in shim.calls() if c.argv[0] == "stat"]
         site = d1 / "site"
         assert stat[-3:] == [f"{site}/app", f"{site}/app/config.txt", f"{site}/current"]
