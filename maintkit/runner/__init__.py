@@ -300,7 +300,9 @@ class Runner:
             for site in result.sites
             for env in dict.fromkeys(s.env for s in site.steps if s.env)
         ]
-        written = record_runs(self.history_dir, runs, self.playbook.name, self.run_id, finished)
+        written = record_runs(
+            self.history_dir, runs, self.playbook.name, self.run_id, finished, settled=self._state.settled
+        )
         for (site_name, env, _), paths in zip(runs, written, strict=True):
             if isinstance(paths, Exception):
                 self._state.emit("state.index_failed", site=site_name, env=env, error=str(paths))

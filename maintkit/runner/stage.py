@@ -29,6 +29,7 @@ from maintkit.results import SiteResult, SiteStatus, StepStatus
 from maintkit.runner.locks import Held, lock_script, peek_script, read_lock, settle_lock
 from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
+from maintkit.runner.settled import fingerprint, never_settled
 from maintkit.runner.state import RunState
 from maintkit.runner.step import Applied, LockAnswer, refresh, run_step, stamp
 from maintkit.templating import Secrets, expression_references
@@ -61,6 +62,8 @@ def run_stage(state: RunState, site: Site, planned: PlannedStage, result: SiteRe
     if status is SiteStatus.INTERRUPTED and not state.check:
         status = on_failure(state, site, planned, applied, "rollback", interrupted=True)
     outcome = StageOutcome(status, finalize(state, applied, ok=status is SiteStatus.OK))
+    if outcome.status is SiteStatus.OK and gate.fingerprint is not None:
+        state.settled.setdefault((site.name, env.name), []).append(gate.fingerprint)
     locked = any(e is env for e, _ in held)
     state.emit("stage.finished", site=site.name, env=env.name, status=outcome.status.value, locked=locked)
     state.interrupts.activity.doing(site.name, env.name, None)
@@ -213,6 +216,8 @@ class StageLock:
         self.first: dict[str, RawOutput] = {}
         #: set when the lock was taken and the steps must be checked again from the first
         self.recheck = False
+        #: what the stage will do, as the index remembers stages (None in plan mode: nothing is remembered)
+        self.fingerprint = None if state.check else fingerprint(planned)
 
     @property
     def probes(self) -> list[Probe[Any]]:
@@ -235,8 +240,10 @@ class StageLock:
         if self.pending and read_lock(self.state, self.site, env, head):
             self.take(None)
 
-    def early(self) -> tuple[int, str] | None:
-        """The first step (run unconditionally) that expects to change, and why; None: none does."""
+    def early(self) -> tuple[int | None, str] | None:
+        """The first step (run unconditionally) that expects to change, and why; else, when the
+        stage never finished here with these steps (:mod:`maintkit.runner.settled`), the whole
+        stage (None: every probe read under the lock); None: no change is expected."""
         for i, ps in enumerate(self.planned.steps):
             if ps.skip is not None or ps.step.when is not None:
                 continue
@@ -246,7 +253,8 @@ class StageLock:
                 why = None
             if why:
                 return i, why
-        return None
+        why = never_settled(self.state, self.site.name, self.planned, self.fingerprint)
+        return (None, why) if why else None
 
     def hook(self, index: int, result: SiteResult, mark: int) -> Callable[[], LockAnswer] | None:
         """What step ``index`` runs before its first change (None when there is no lock to take).
@@ -268,7 +276,7 @@ class StageLock:
 
         return before_change
 
-    def take(self, index: int | None, early: tuple[int, str] | None = None) -> LockAnswer:
+    def take(self, index: int | None, early: tuple[int | None, str] | None = None) -> LockAnswer:
         """Take the lock and read again, in one round trip (never cancelled: a lock taken must be
         known), the probes of the steps up to step ``index`` (None: before any step, every probe),
         or up to the step ``early`` names (its index, and why it expects a change: in the audit

@@ -40,6 +40,8 @@ class RunState:
     publisher: Publisher | None = None
     #: files written under the store's root since the last publish request (index records)
     written: set[Path] = field(default_factory=set)
+    #: the fingerprints of the stages that finished without a failure, per (site, env): the index keeps them
+    settled: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _written_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:

@@ -214,22 +214,38 @@ def record_run(
     return append_line(root, site_dir(root, site) / "runs.jsonl", record)
 
 
-def _run_record(env: str, playbook: str, run_id: str, status: str, finished: str) -> dict[str, Any]:
-    return {"env": check_name(env, "environment"), "playbook": playbook, "run_id": run_id, "status": status,
-            "finished": finished}  # fmt: skip
+def _run_record(
+    env: str, playbook: str, run_id: str, status: str, finished: str, settled: Sequence[str] = ()
+) -> dict[str, Any]:
+    record: dict[str, Any] = {"env": check_name(env, "environment"), "playbook": playbook, "run_id": run_id,
+                              "status": status, "finished": finished}  # fmt: skip
+    if settled:
+        record["settled"] = sorted(settled)
+    return record
 
 
 def record_runs(
-    root: Path, runs: Sequence[tuple[str, str, str]], playbook: str, run_id: str, finished: str | None = None
+    root: Path,
+    runs: Sequence[tuple[str, str, str]],
+    playbook: str,
+    run_id: str,
+    finished: str | None = None,
+    settled: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> list[list[Path] | Exception]:
     """:func:`record_run` for every ``(site, env, status)`` of one run, fsynced together
-    (:func:`append_lines`); one result per entry: the paths written, or its BadName/OSError."""
+    (:func:`append_lines`); one result per entry: the paths written, or its BadName/OSError.
+
+    ``settled`` gives, per ``(site, env)``, the fingerprints of the stages that finished there
+    without a failure (:func:`settled_stages` reads them back): the record's ``settled`` list.
+    """
     items: list[tuple[Path, Mapping[str, Any]]] = []
     bad: dict[int, Exception] = {}
     when = finished or now_iso()
     for i, (site, env, status) in enumerate(runs):
+        stages = (settled or {}).get((site, env), ())
         try:
-            items.append((site_dir(root, site) / "runs.jsonl", _run_record(env, playbook, run_id, status, when)))
+            record = _run_record(env, playbook, run_id, status, when, stages)
+            items.append((site_dir(root, site) / "runs.jsonl", record))
         except BadName as exc:
             bad[i] = exc
     done = iter(append_lines(root, items))
@@ -245,6 +261,25 @@ def last_runs(root: Path, site: str) -> dict[str, dict[str, dict[str, Any]]]:
         if seen is None or str(rec.get("finished", "")) >= str(seen.get("finished", "")):
             out[env][playbook] = rec  # on a tie the later line wins
     return out
+
+
+def settled_stages(root: Path, site: str, env: str, playbook: str) -> frozenset[str]:
+    """The stage fingerprints the last recorded run of ``playbook`` on ``site``/``env`` settled
+    (see :func:`record_runs`); empty when there is none. Read from the end of ``runs.jsonl``:
+    only the lines after that run's are parsed."""
+    try:
+        raw = (site_dir(root, site) / "runs.jsonl").read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    for line in reversed(raw.splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("env") == env and rec.get("playbook") == playbook:
+            done = rec.get("settled")
+            return frozenset(x for x in done if isinstance(x, str)) if isinstance(done, list) else frozenset()
+    return frozenset()
 
 
 # ----------------------------------------------------------------------------- per environment

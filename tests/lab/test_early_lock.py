@@ -20,6 +20,7 @@ import yaml
 
 from maintkit import locks
 from maintkit.results import RunResult, SiteStatus, StepStatus
+from maintkit.runner.settled import NEVER_SETTLED
 from tests.lab import test_backup
 from tests.lab.recording import Recorder
 from tests.lab.sshd import SshLab
@@ -138,6 +139,11 @@ def test_a_command_without_a_guard_locks_first(shop: Shop, ssh_lab: SshLab, guar
     if guard:
         step["with"]["unless"] = ["test", "-e", str(target)]
     text = yaml.safe_dump({"name": "early", "stages": [{"env": "production", "steps": [step]}]})
+    if guard:  # a stage that never finished here locks first too (runner/settled.py): one that did
+        settle = shop.run(text=text)
+        assert settle.ok and target.exists()
+        assert [e.get("early") for e in events(settle) if e["event"] == "lock.acquired"] == [NEVER_SETTLED]
+        target.unlink()
     rec = Recorder()
     result = shop.run(text=text, transport_factory=rec)
     assert result.ok and result.sites[0].steps[0].status is StepStatus.CHANGED and target.exists()
