@@ -29,10 +29,11 @@ from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
 from maintkit.actions.cms import compute_plan, platform_of
 from maintkit.actions.cms.policy import Version
+from maintkit.actions.cms.trip import Part, run_trip
 from maintkit.errors import CheckFailed
 from maintkit.ids import id_time
 from maintkit.results import Change, Check, StepResult, StepStatus
-from maintkit.transport.base import framed, output_marker, quote, unframe
+from maintkit.transport.base import quote
 
 ACTION = "compat.check"
 _FATAL_RE = re.compile(r"PHP (Fatal error|Parse error)|Uncaught (Error|Exception)|Allowed memory size")
@@ -296,10 +297,9 @@ class CompatCheck(Action[CompatCheckParams]):
         round trip may take as long as its scripts could one by one."""
         if not scripts:
             return []
-        marker = output_marker()
         limit = (ctx.env.command_timeout or 600.0) * len(scripts)
-        res = ctx.run_shell(framed(marker, [f"( {s}\n)" for s in scripts]), check=False, timeout=limit)
-        return [part[0] if part is not None else None for part in unframe(res.stdout, marker, len(scripts))]
+        trip = run_trip(ctx, [Part(s, then="true") for s in scripts], timeout=limit)  # every part, whatever it answers
+        return [trip[i].stdout if i < trip.ended else None for i in range(len(scripts))]
 
     @staticmethod
     def _lint_failures(lints: list[tuple[dict[str, Any], str]], outputs: list[str | None]) -> list[str]:

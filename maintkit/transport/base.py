@@ -53,27 +53,6 @@ def output_marker() -> str:
     return f"@@mk-{secrets.token_hex(16)}"
 
 
-def framed(marker: str, parts: Sequence[str]) -> str:
-    """A shell script running ``parts`` in order (none of them may ``exit``), each followed on
-    stdout by the line ``<marker> <index> <its exit status>`` (see :func:`unframe`)."""
-    return "".join(f"{part}\nprintf '\\n%s %s %s\\n' {marker} {i} \"$?\"\n" for i, part in enumerate(parts))
-
-
-def unframe(stdout: str, marker: str, count: int) -> list[tuple[str, int] | None]:
-    """Each part's stdout and exit status out of a :func:`framed` script's stdout, in order;
-    None for a part whose line is missing (the script ended before it)."""
-    out: list[tuple[str, int] | None] = []
-    rest = stdout
-    for i in range(count):
-        chunk, sep, after = rest.partition(f"\n{marker} {i} ")
-        status, _, rest = after.partition("\n")
-        if not sep or not status.isdigit():
-            out += [None] * (count - i)
-            break
-        out.append((chunk, int(status)))
-    return out
-
-
 def build_command(
     argv: Sequence[str] | None = None,
     *,

@@ -5,7 +5,6 @@ and that nothing runs after a failed switch."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
@@ -16,7 +15,6 @@ from maintkit.actions.cms.drivers.wordpress_switch import sibling
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.errors import ApplyFailed
 from maintkit.testing import FakeTransport, make_context
-from maintkit.transport.base import framed, unframe
 
 PATHS = ["/srv/site/wp-content/plugins/a b", "/srv/site/wp-content/themes/t"]
 HASHES = ["a" * 64, "missing"]
@@ -99,14 +97,6 @@ def test_a_failed_switch_runs_nothing_after_it_and_raises_as_before() -> None:
         switch_then_read(transport)
     assert str(err.value) == f"switching {SIDE.new} into {SIDE.dest} failed: mv: cannot move: Permission denied"
     assert len(transport.commands) == 1
-
-
-def test_framed_parts_and_their_exit_statuses() -> None:
-    script = framed("@@mk-" + "0" * 32, ["printf 'x\\ny'", "false", "echo 'last'"])
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
-    assert unframe(out, "@@mk-" + "0" * 32, 3) == [("x\ny", 0), ("", 1), ("last\n", 0)]
-    assert unframe("x\n@@mk-m 0 0\n", "@@mk-m", 2) == [("x", 0), None]
-    assert unframe("no frame at all", "@@mk-m", 2) == [None, None]
 
 
 def test_the_zip_written_with_the_snapshot_names_its_path_when_it_cannot_be() -> None:

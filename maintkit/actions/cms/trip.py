@@ -1,4 +1,5 @@
-"""Several commands of ``cms.update`` in ONE round trip, each read back as if it had run alone.
+"""Several commands of ``cms.update`` (and compat.check's host reads) in ONE round trip, each
+read back as if it had run alone.
 
 Every round trip opens an SSH session (sshd and the login shell cost the host several ms of
 CPU), so commands an update sends one after the other go in one shell where nothing has to be
@@ -43,11 +44,14 @@ class Part:
 
 @dataclass(frozen=True)
 class Trip:
-    """What a round trip of parts did: one result per part, and how many of them started (the
-    first ``ran``; a part after them never ran and answers :data:`NOT_RUN`)."""
+    """What a round trip of parts did: one result per part, how many of them started (the first
+    ``ran``; a part after them never ran and answers :data:`NOT_RUN`) and how many reported their
+    end (the first ``ended``; a part after them that started was cut off: a timeout, a lost
+    connection, a shell that was killed)."""
 
     results: list[CommandResult]
     ran: int
+    ended: int = 0
 
     def __getitem__(self, index: int) -> CommandResult:
         return self.results[index]
@@ -85,13 +89,14 @@ def trip_results(result: CommandResult, marker: str, parts: Sequence[Part], stdo
         err, _, err_rest = err_rest.partition(f"\n{marker} {i}\n")
         results.append(CommandResult(result.host, part.script, int(status), chunk, err))
         out_rest = after
+    ended = len(results)
     stopped = out_rest.startswith(f"{marker} stop\n")
     for part in parts[len(results) : len(results) + (0 if stopped else 1)]:  # running when the round trip ended
         code, timed_out = result.exit_code, result.timed_out
         results.append(CommandResult(result.host, part.script, code, out_rest, err_rest, timed_out=timed_out))
     ran = len(results)
     results += [CommandResult(result.host, part.script, 1, "", NOT_RUN) for part in parts[ran:]]
-    return Trip(results, ran)
+    return Trip(results, ran, ended)
 
 
 def command_timeout(ctx: Context) -> float:
