@@ -3,6 +3,8 @@ one framed shell. A part the shell never reached is a failure, never a silent pa
 
 from __future__ import annotations
 
+from typing import Any
+
 from maintkit.actions.compat import CompatCheck
 from maintkit.testing import make_context
 from maintkit.transport.local import LocalTransport
@@ -27,3 +29,26 @@ def test_parts_the_shell_never_reached_fail_the_check() -> None:
     assert CompatCheck._log_failures(ctx, [("/var/log/php.log", 0, "")], out[2:]) == [
         "/var/log/php.log could not be read (the shell ended before it)"
     ]
+
+
+class _Timed(LocalTransport):
+    """The local transport, noting the limit each shell was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[float | None] = []
+
+    def run_shell(self, script: str, **kwargs: Any) -> Any:
+        self.limits.append(kwargs.get("timeout"))
+        return super().run_shell(script, **kwargs)
+
+
+def test_the_round_trip_may_take_command_timeout_per_part() -> None:
+    t = _Timed()
+    ctx = make_context(t)
+    ctx.env.command_timeout = 7.0
+    assert CompatCheck._read_host(ctx, ["echo a", "echo b", "echo c"]) == ["a\n", "b\n", "c\n"]
+    assert t.limits == [21.0]  # three parts, each as long as one command may take
+    ctx.env.command_timeout = 0.5
+    assert CompatCheck._read_host(ctx, ["echo a"]) == ["a\n"]
+    assert t.limits[-1] == 0.5
