@@ -263,14 +263,35 @@ def last_runs(root: Path, site: str) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+#: how much of the end of ``runs.jsonl`` :func:`settled_stages` reads first (a long history is
+#: read whole only when the playbook's last record on the environment is not in it)
+_TAIL_BYTES = 64 * 1024
+
+
 def settled_stages(root: Path, site: str, env: str, playbook: str) -> frozenset[str]:
     """The stage fingerprints the last recorded run of ``playbook`` on ``site``/``env`` settled
     (see :func:`record_runs`); empty when there is none. Read from the end of ``runs.jsonl``:
-    only the lines after that run's are parsed."""
+    its last :data:`_TAIL_BYTES` first, and only the lines after that run's are parsed."""
+    path = site_dir(root, site) / "runs.jsonl"
     try:
-        raw = (site_dir(root, site) / "runs.jsonl").read_bytes()
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+            if size > _TAIL_BYTES:
+                tail = tail.partition(b"\n")[2]  # the first line may be cut: read from the next
+            found = _last_settled(tail, env, playbook)
+            if found is None and size > _TAIL_BYTES:
+                f.seek(0)
+                found = _last_settled(f.read(), env, playbook)
     except (FileNotFoundError, NotADirectoryError):
         return frozenset()
+    return found or frozenset()
+
+
+def _last_settled(raw: bytes, env: str, playbook: str) -> frozenset[str] | None:
+    """The ``settled`` digests of the last record of ``playbook`` on ``env`` in ``raw`` (JSON
+    Lines); None when no record of it is there."""
     for line in reversed(raw.splitlines()):
         try:
             rec = json.loads(line)
@@ -279,7 +300,7 @@ def settled_stages(root: Path, site: str, env: str, playbook: str) -> frozenset[
         if isinstance(rec, dict) and rec.get("env") == env and rec.get("playbook") == playbook:
             done = rec.get("settled")
             return frozenset(x for x in done if isinstance(x, str)) if isinstance(done, list) else frozenset()
-    return frozenset()
+    return None
 
 
 # ----------------------------------------------------------------------------- per environment

@@ -91,3 +91,22 @@ def test_the_index_gives_the_last_runs_settled_stages(tmp_path: Path) -> None:
     assert settled_stages(root, "shop", "production", "p") == frozenset()
     last: dict[str, Any] = json.loads(runs.read_text().splitlines()[-1])
     assert "settled" not in last and last["run_id"] == "r4"
+
+
+@pytest.mark.parametrize("tail", [64 * 1024, 150, 1])
+def test_a_long_history_is_read_from_its_end(tmp_path: Path, tail: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last record may be in the tail read first, or only in the whole file; a line the
+    tail cuts in two is never taken for a record."""
+    import maintkit.state.index as index
+
+    monkeypatch.setattr(index, "_TAIL_BYTES", tail)
+    root = tmp_path / "store"
+    record_runs(root, [("shop", "production", "ok")], "p", "r0", settled={("shop", "production"): ["old"]})
+    for i in range(400):  # other playbooks' runs after it: about 60 KB
+        record_runs(
+            root, [("shop", "production", "ok")], f"other-{i}", f"x{i}", settled={("shop", "production"): ["z"]}
+        )
+    assert settled_stages(root, "shop", "production", "p") == {"old"}
+    record_runs(root, [("shop", "production", "ok")], "p", "r1", settled={("shop", "production"): ["new"]})
+    assert settled_stages(root, "shop", "production", "p") == {"new"}
+    assert settled_stages(root, "shop", "production", "never") == frozenset()
