@@ -70,6 +70,9 @@ def lock_dir(path: str) -> str:
     return path.rstrip("/") + "/.maint/lock"
 
 
+#: bash's clock without a process: sets ``now`` (epoch seconds) and succeeds; fails in any other
+#: shell, and in a bash without ``%(...)T`` (the callers still check that ``now`` is digits)
+BASH_CLOCK = """[ -n "${BASH_VERSION-}" ] && printf -v now '%(%s)T' -1 2>/dev/null"""
 #: ``YYYY-MM-DDTHH:MM:SS+0000``, the expiry as bash's printf formats it under ``TZ=UTC0``
 _UTC_ISO = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + "T" + ":".join(["[0-9]" * 2] * 3) + "+0000"
 
@@ -85,7 +88,7 @@ def now_and_expiry(lease: int) -> str:
     n = int(lease)
     fmt = quote(_DATE_FMT)
     return (
-        """exp=; now=; iso=; if [ -n "${BASH_VERSION-}" ] && printf -v now '%(%s)T' -1 2>/dev/null; then\n"""
+        f"exp=; now=; iso=; if {BASH_CLOCK}; then\n"
         f'  case $now in ""|*[!0123456789]*) ;; *) exp=$((now + {n}))\n'
         """    TZ=UTC0 printf -v iso '%(%Y-%m-%dT%H:%M:%S%z)T' "$exp" 2>/dev/null\n"""
         f"    case $iso in {_UTC_ISO}) iso=${{iso%+0000}}Z ;; *) exp= ;; esac ;; esac\n"
@@ -153,7 +156,7 @@ def release_in_lease(g: str) -> str:
     there (no renewal or unlock of it under way), the lock is removed at once. Any other shell,
     a lease about to end, or a claim there: the release claims first, as always."""
     return (
-        """  now=; [ -n "${BASH_VERSION-}" ] && printf -v now '%(%s)T' -1 2>/dev/null\n"""
+        f"  now=; {BASH_CLOCK}\n"
         '  case $now in ""|*[!0123456789]*) now= ;; esac\n'
         '  if [ -n "$now" ] && [ -n "$he" ] && [ "${#he}" -le 12 ] && [ "${#now}" -le 12 ] '
         f'&& [ "$((he - now))" -gt {RELEASE_MARGIN} ] && [ ! -d "$L/claim."{g} ]; then\n'

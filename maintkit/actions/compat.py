@@ -29,7 +29,7 @@ from maintkit._text import head, tail
 from maintkit.action import Action, Context, Params
 from maintkit.actions.cms import compute_plan, platform_of
 from maintkit.actions.cms.policy import Version
-from maintkit.actions.cms.trip import Part, run_trip
+from maintkit.actions.cms.trip import Part, command_timeout, run_trip
 from maintkit.errors import CheckFailed
 from maintkit.ids import id_time
 from maintkit.results import Change, Check, StepResult, StepStatus
@@ -297,8 +297,8 @@ class CompatCheck(Action[CompatCheckParams]):
         round trip may take as long as its scripts could one by one."""
         if not scripts:
             return []
-        limit = (ctx.env.command_timeout or 600.0) * len(scripts)
-        trip = run_trip(ctx, [Part(s, then="true") for s in scripts], timeout=limit)  # every part, whatever it answers
+        parts = [Part(s, then="true") for s in scripts]  # every part runs, whatever the one before answered
+        trip = run_trip(ctx, parts, timeout=command_timeout(ctx) * len(parts))
         return [trip[i].stdout if i < trip.ended else None for i in range(len(scripts))]
 
     @staticmethod

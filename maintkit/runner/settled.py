@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from maintkit._text import mask_known
+from maintkit.audit.redact import Redactor
 from maintkit.state.index import settled_stages
 
 if TYPE_CHECKING:
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 NEVER_SETTLED = "this stage has not finished here with these steps before"
 
 
-def fingerprint(planned: PlannedStage) -> str | None:
+def fingerprint(planned: PlannedStage, redactor: Redactor | None = None) -> str | None:
     """A digest of what the stage will do on its environment; None when it has no step that may
-    change anything, or a parameter cannot be written as JSON (no guess then). Known secrets are
-    masked before hashing (a changed secret alone is not a new stage)."""
+    change anything, or a parameter cannot be written as JSON (no guess then). What is hashed
+    is masked first by ``redactor`` (the run's; by default one that knows the process's
+    secrets), as every record the run keeps: the index never holds a digest of a secret, and a
+    changed secret alone is not a new stage."""
     if all(ps.skip is not None or ps.action.changes_nothing() for ps in planned.steps):
         return None
     env = planned.env
@@ -42,23 +44,11 @@ def fingerprint(planned: PlannedStage) -> str | None:
             [ps.step.id, ps.action.name, ps.step.when, ps.skip is not None, ps.action.params.model_dump(mode="json")]
             for ps in planned.steps
         ]
-        # a secret rendered into a parameter is masked first: the index never holds a digest of it
-        what = _masked([env.name, env.host, env.user, env.port, env.path, steps])
+        what = (redactor or Redactor()).mask([env.name, env.host, env.user, env.port, env.path, steps])
         text = json.dumps(what, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return None
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def _masked(value: Any) -> Any:
-    """``value`` (JSON data) with every known secret masked in its strings."""
-    if isinstance(value, str):
-        return mask_known(value)
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
 
 
 def never_settled(state: RunState, site: str, planned: PlannedStage, digest: str | None) -> str | None:

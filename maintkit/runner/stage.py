@@ -217,7 +217,7 @@ class StageLock:
         #: set when the lock was taken and the steps must be checked again from the first
         self.recheck = False
         #: what the stage will do, as the index remembers stages (None in plan mode: nothing is remembered)
-        self.fingerprint = None if state.check else fingerprint(planned)
+        self.fingerprint = None if state.check else fingerprint(planned, state.events.redactor)
 
     @property
     def probes(self) -> list[Probe[Any]]:

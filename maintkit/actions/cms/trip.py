@@ -51,7 +51,7 @@ class Trip:
 
     results: list[CommandResult]
     ran: int
-    ended: int = 0
+    ended: int
 
     def __getitem__(self, index: int) -> CommandResult:
         return self.results[index]
