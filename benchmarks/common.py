@@ -153,7 +153,8 @@ def reap_orphans() -> float:
 
 
 def adopted_cpu() -> dict[int, float]:
-    """CPU seconds (user+sys) so far of each live child of this process, from /proc."""
+    """CPU seconds so far of each live child of this process, from /proc: its own (user+sys) and
+    that of the children it has reaped (a ``maint daemon``'s runs)."""
     me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -163,8 +164,8 @@ def adopted_cpu() -> dict[int, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me:  # fields[0] is the state, [1] the ppid, [11]/[12] utime/stime
-            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        if int(fields[1]) == me:  # [0] the state, [1] the ppid, [11]/[12] utime/stime, [13]/[14] cutime/cstime
+            out[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
     return out
 
 

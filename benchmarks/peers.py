@@ -16,8 +16,12 @@ over OpenSSH masters opened before, the limit with connections reused) and ``col
 (cold_floor.py: a new paramiko connection and that one read per host, nothing else: the
 limit for a tool opening one connection per host and run). With ``--openssh``, maint also runs over
 the system's OpenSSH (``connection: openssh``, ``control_persist``) as two more variants: cold
-(masters closed before each run) and warm (a previous run left them open). Run as root; nothing
-is asserted; never run it at full size on a shared machine.
+(masters closed before each run) and warm (a previous run left them open). With ``--daemon``,
+maint also runs with ``maint daemon`` started (its code loaded once, each run a fork of it:
+docs/cli.md#maint-daemon) as ``maint-daemon`` and, with ``--openssh`` too, over warm masters as
+``maint-openssh-daemon``; its CPU (the daemon and the runs it forked) is counted. Every other
+variant runs with ``MAINT_DAEMON=0``. Run as root; nothing is asserted; never run it at full
+size on a shared machine.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ from tools import (
 PEERS = ("fabric", "pyinfra", "ansible", "floor", "cold-floor")
 NOOP_ONLY = ("floor", "cold-floor")
 OPENSSH_VARIANTS = ("maint-openssh-cold", "maint-openssh-warm")
+#: the variants run with ``maint daemon`` started
+DAEMON_VARIANTS = ("maint-daemon", "maint-openssh-daemon")
 OPENSSH_TRANSPORT = ROOT / "maintkit" / "transport" / "openssh.py"
 
 
@@ -86,6 +92,7 @@ class Bench:
     peaks: dict[str, float] = field(default_factory=dict)
     floor: Floor | None = None
     runs: int = 0
+    daemon_pid: int = 0
 
     # ---------------------------------------------------------------- helpers
     def records(self, dirs: Sequence[Path]) -> list[Record]:
@@ -112,7 +119,8 @@ class Bench:
         """One ``maint run``; its summary must report 3 changes per host (first) or none (no-op)."""
         n = len(dirs)
         inv = self.write(
-            f"inv-{variant}.json", json.dumps(maint_inventory(self.records(dirs), openssh=variant != "maint"))
+            f"inv-{variant}.json",
+            json.dumps(maint_inventory(self.records(dirs), openssh=variant not in ("maint", "maint-daemon"))),
         )
         if variant == "maint-openssh-cold":
             self.close_openssh()
@@ -122,7 +130,10 @@ class Bench:
         argv = maint_argv(
             str(exe) if exe.exists() else "maint", self.work / "bench.yml", inv, state, self.concurrency or n
         )
-        m, _ = self.timer.run(argv, {**os.environ, "MAINT_PLAIN": "1"})
+        daemon = {} if variant in DAEMON_VARIANTS else {"MAINT_DAEMON": "0"}
+        if daemon == {}:
+            self.start_daemon()
+        m, _ = self.timer.run(argv, {**os.environ, "MAINT_PLAIN": "1", **daemon})
         new = sorted(set((state / "runs").glob("*")) - before)
         if len(new) != 1:
             raise SystemExit(f"{variant}: expected one new run folder, found {len(new)}")
@@ -133,9 +144,23 @@ class Bench:
         check_files(variant, dirs, phase)
         return self.note(variant, m)
 
+    def start_daemon(self) -> None:
+        """``maint daemon start`` (untimed; nothing happens when it runs already)."""
+        exe = Path(sys.executable).with_name("maint")
+        subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "start", "--idle", "0"], check=True,
+                       capture_output=True)  # fmt: skip
+        status = subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "status", "--json"], check=True,
+                                capture_output=True, text=True)  # fmt: skip
+        self.daemon_pid = int(json.loads(status.stdout)["pid"])
+
+    def stop_daemon(self) -> None:
+        """``maint daemon stop``, and wait until it is gone."""
+        exe = Path(sys.executable).with_name("maint")
+        subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "stop"], check=True, capture_output=True)
+
     def close_openssh(self) -> None:
         """Close maint's OpenSSH masters (untimed) and wait until they are gone."""
-        keep = set(self.floor.pids) if self.floor else set()
+        keep = (set(self.floor.pids) if self.floor else set()) | {self.daemon_pid}
         masters = set(adopted_cpu()) - keep
         exe = Path(sys.executable).with_name("maint")
         subprocess.run([str(exe) if exe.exists() else "maint", "connections", "close", "--all"], check=True,
@@ -261,7 +286,7 @@ def run_group(b: Bench, g: Group, pairs: int) -> None:
 
 def absent_reason(variant: str, peer: str) -> str:
     """Why this group cannot run here (empty when it can)."""
-    if variant != "maint" and not OPENSSH_TRANSPORT.exists():
+    if variant not in ("maint", "maint-daemon") and not OPENSSH_TRANSPORT.exists():
         return "maint's OpenSSH transport is not available (maintkit/transport/openssh.py)"
     if peer in ("pyinfra", "ansible"):
         exe = VENVS / peer / "bin" / ("pyinfra" if peer == "pyinfra" else "ansible-playbook")
@@ -302,6 +327,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pairs", type=int, default=3, help="counted pairs per tool and size (after one warm-up pair)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
     ap.add_argument("--openssh", action="store_true", help="also maint over OpenSSH with ControlPersist, cold and warm")
+    ap.add_argument("--daemon", action="store_true", help="also maint with `maint daemon` started (see above)")
     ap.add_argument("--concurrency", type=int, default=0, help="maint --concurrency (default: one per host)")
     ap.add_argument("--json", metavar="FILE", help="write every raw figure, the versions and the machine here")
     args = ap.parse_args(argv)
@@ -316,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = [int(x) for x in args.hosts.split(",")]
     variants = ["maint", *(OPENSSH_VARIANTS if args.openssh else ())]
+    if args.daemon:
+        variants += [v for v in DAEMON_VARIANTS if args.openssh or v == "maint-daemon"]
     started = datetime.now(UTC)
     lab = start_lab(sizes)
     become_subreaper()  # after the sshds daemonized: ssh masters left by a tool are now ours
@@ -338,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         if b.floor is not None:
             b.floor.close()
+        if args.daemon:
+            b.stop_daemon()
         if args.openssh and OPENSSH_TRANSPORT.exists():
             b.close_openssh()
         lab.stop()

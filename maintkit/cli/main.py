@@ -18,6 +18,7 @@ from maintkit.cli import (
     cmd_audit,
     cmd_collect,
     cmd_connections,
+    cmd_daemon,
     cmd_demo,
     cmd_init,
     cmd_report,
@@ -63,6 +64,7 @@ for _command in (
     cmd_demo.command,
     cmd_init.command,
     cmd_connections.command,
+    cmd_daemon.command,
 ):
     cli.add_command(_command)
 

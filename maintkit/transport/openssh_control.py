@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import socket
-import stat
 import struct
 import subprocess
 import time
@@ -32,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maintkit._private_dir import dir_problem, make_private_dir
 from maintkit.errors import TransportError
 
 __all__ = [
@@ -66,32 +66,12 @@ def ensure_dir(path: Path, host: str) -> Path:
     """Create ``path`` (0700) if missing and check it is safe to keep live connections in.
 
     Raises :class:`TransportError` (naming ``host``) for a symlink, a non-directory, a directory
-    owned by another user, or one with any group/other permission.
+    owned by another user, or one with any group/other permission (:func:`dir_problem`).
     """
-    with contextlib.suppress(FileExistsError):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700)
-    problem = dir_problem(path)
+    problem = make_private_dir(path)
     if problem:
         raise TransportError(host, f"refusing the OpenSSH control directory {path}: {problem}")
     return path
-
-
-def dir_problem(path: Path) -> str:
-    """Why ``path`` must not hold control sockets ("" when it may)."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"cannot read it: {exc.strerror or exc}"
-    if stat.S_ISLNK(st.st_mode):
-        return "it is a symbolic link"
-    if not stat.S_ISDIR(st.st_mode):
-        return "it is not a directory"
-    if st.st_uid != os.geteuid():
-        return f"it is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
-    if st.st_mode & 0o077:
-        return f"its mode is {stat.S_IMODE(st.st_mode):04o}; only you may use it (chmod 700 {path})"
-    return ""
 
 
 def socket_name(parts: Sequence[object]) -> str:

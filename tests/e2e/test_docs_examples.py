@@ -57,6 +57,7 @@ SKIPPED = {
     "report": "reports on earlier runs, which this project has not made",
     "rollback": "switches releases on the example's hosts",
     "demo": "takes up to a minute; tests/e2e/test_demo.py runs it",
+    "daemon": "starts a process that outlives the example; tests/e2e/test_daemon.py runs it",
 }
 
 

@@ -135,7 +135,7 @@ def test_help_imports_click_and_the_command_modules_only() -> None:
     assert ours == {
         "maintkit", "maintkit.cli", "maintkit.cli.common", "maintkit.cli.main", "maintkit.cli.run_flags",
         "maintkit.results", *(f"maintkit.cli.cmd_{c}" for c in (
-            "actions", "audit", "collect", "connections", "demo", "info", "init", "report", "restore", "rollback",
+            "actions", "audit", "collect", "connections", "daemon", "demo", "info", "init", "report", "restore", "rollback",
             "run", "runs", "unlock")),
     }  # fmt: skip
 

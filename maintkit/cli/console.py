@@ -1,0 +1,26 @@
+"""The ``maint`` console script: a running start-up daemon takes the command, else it runs here.
+
+Before click or any command is imported, :func:`maintkit.cli.daemon_client.hand_over` offers the
+command to this user's ``maint daemon`` of this installation, if one runs; it costs one
+``stat`` when none does. ``MAINT_DAEMON=0`` skips it. The commands themselves are
+:func:`maintkit.cli.main.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Entry point of the ``maint`` console script."""
+    from maintkit.cli.daemon_client import hand_over
+
+    status = hand_over(sys.argv, os.environ)
+    if status is not None:
+        sys.exit(status)
+    from maintkit.cli.main import main as run_here
+
+    run_here()

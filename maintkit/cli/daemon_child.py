@@ -1,0 +1,128 @@
+"""One command run by the start-up daemon: a fresh fork of it, made into the caller's process.
+
+The daemon never runs a command itself; each command runs in a child forked from it, which
+first becomes what a ``maint`` process started by the caller would be: its own session, the
+caller's standard streams (passed over the socket), working directory (a descriptor, so a
+renamed folder still works), umask, environment and arguments, and signal handlers as Python
+sets them at start-up. Then :func:`maintkit.cli.main.main` runs, and the child ends the way an
+interpreter does: non-daemon threads joined, ``atexit`` handlers run, streams flushed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+__all__ = ["become"]
+
+#: what the child exits with when it could not become the caller's process (EX_SOFTWARE)
+SETUP_FAILED = 70
+#: the daemon's own stream objects, kept alive so that collecting them never closes 0, 1 or 2
+_KEPT: list[TextIO] = []
+
+
+def become(request: Mapping[str, Any], fds: Sequence[int], inherited: Sequence[int]) -> NoReturn:
+    """Run the caller's command in this freshly forked child and exit with its status.
+
+    ``fds`` are the caller's stdin, stdout, stderr and working directory; ``inherited`` the
+    daemon's own descriptors (its socket, its other callers), closed first.
+    """
+    code = SETUP_FAILED
+    try:
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.setsid()
+        _take_streams(fds)
+        _reset_signals()
+        os.umask(int(request["umask"]))
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
+        time.tzset()
+        sys.argv = [str(a) for a in request["argv"]]
+        main_module = sys.modules.get("__main__")
+        if main_module is not None:
+            main_module.__package__ = request.get("main_package")
+        code = _run()
+        _finish()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            os.write(2, f"maint: the daemon could not run this command:\n{traceback.format_exc()}".encode())
+    finally:
+        os._exit(code)
+
+
+def _take_streams(fds: Sequence[int]) -> None:
+    """The caller's descriptors become 0, 1 and 2 (and the working directory); new stream objects."""
+    stdin, stdout, stderr, cwd = fds
+    os.fchdir(cwd)
+    for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+        os.dup2(fd, target)
+    for fd in set(fds) - {0, 1, 2}:
+        os.close(fd)
+    _KEPT.extend(s for s in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__) if s)
+    encoding = sys.stdout.encoding if sys.stdout else "utf-8"
+    errors = sys.stdout.errors if sys.stdout else "strict"
+    sys.stdin = open(0, encoding=encoding, errors=errors, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding=encoding, errors=errors, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    for name in ("stdin", "stdout", "stderr"):  # the originals too, as a fresh interpreter has them
+        setattr(sys, f"__{name}__", getattr(sys, name))
+
+
+def _reset_signals() -> None:
+    """Handlers and mask as Python's start-up leaves them."""
+    signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _run() -> int:
+    """The ``maint`` command, and the exit status an interpreter would give it."""
+    from maintkit.cli.main import main
+
+    try:
+        main()
+    except SystemExit as exc:
+        return _status(exc.code)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _status(code: object) -> int:
+    """``sys.exit(code)`` as the interpreter turns it into an exit status."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(Exception):
+        print(code, file=sys.stderr)
+    return 1
+
+
+def _finish() -> None:
+    """What an interpreter does at exit before it goes: threads joined, atexit run, streams flushed."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        with contextlib.suppress(Exception):
+            shutdown()
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -1,0 +1,138 @@
+"""Handing a ``maint`` command to the start-up daemon, and asking it for its status or to stop.
+
+Standard library only (the console script imports this before anything else). A command is
+handed over only when this user's daemon of this installation is there and takes it
+(:func:`hand_over`); whatever goes wrong before it has taken the command, the command runs in
+this process as it would without a daemon. Once taken, the run is a child of the daemon with
+this process's arguments, environment, working directory, umask and standard streams; this
+process forwards the signals a terminal or a scheduler sends (SIGINT, SIGTERM, SIGHUP,
+SIGQUIT) and ends with the run's exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from maintkit.cli.daemon_wire import WireError, build, receive, send, socket_path, switched_off
+
+__all__ = ["FORWARDED", "LOST", "hand_over", "request"]
+
+#: the signals passed on to the run
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: exit status when the daemon went away before it said how the run ended (as "interrupted")
+LOST = 3
+#: seconds to wait for the daemon to take a command or answer a question
+ANSWER_TIMEOUT = 10.0
+
+
+def hand_over(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
+    """Run ``argv`` in the daemon; its exit status, or None when it did not take the command."""
+    if switched_off(environ) or list(argv[1:2]) == ["daemon"]:
+        return None
+    sock = _connect(socket_path(environ))
+    if sock is None:
+        return None
+    with sock:
+        taken = _offer(sock, argv, environ)
+        if taken is None:
+            return None
+        pid, pidfd = taken
+        try:
+            return _wait(sock, pid, pidfd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+
+def request(op: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Ask the daemon ``op`` (``status`` or ``stop``); its answer, or None when none runs."""
+    sock = _connect(socket_path(environ))
+    if sock is None:
+        return None
+    with sock:
+        try:
+            send(sock, {"op": op})
+            answer, _ = receive(sock)
+        except (OSError, WireError, ValueError):
+            return None
+    return answer
+
+
+def _connect(path: str) -> socket.socket | None:
+    """A connection to the socket at ``path``; None when there is none, or its folder is unsafe."""
+    from maintkit._private_dir import dir_problem
+
+    if not os.path.exists(path) or dir_problem(os.path.dirname(path)):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(ANSWER_TIMEOUT)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _offer(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, int | None] | None:
+    """Send the command with this process's streams and folder; (run pid, its pidfd) if taken."""
+    try:
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        main_package = getattr(sys.modules.get("__main__"), "__package__", None)  # click names the program by it
+        request = {"op": "run", "argv": list(argv), "env": dict(environ), "umask": mask, "main_package": main_package}
+        send(sock, {**request, **build()}, (0, 1, 2, cwd))
+        answer, fds = receive(sock, maxfds=1)
+    except (OSError, WireError, ValueError):
+        return None
+    finally:
+        os.close(cwd)
+    if not answer.get("ok") or not isinstance(answer.get("pid"), int):
+        for fd in fds:
+            os.close(fd)
+        return None
+    return answer["pid"], (fds[0] if fds else None)
+
+
+def _wait(sock: socket.socket, pid: int, pidfd: int | None) -> int:
+    """Forward signals to the run until the daemon says how it ended; return that exit status."""
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(OSError):
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(pid, signum)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    sock.settimeout(None)
+    try:
+        answer, _ = receive(sock)
+        status = answer.get("status")
+    except (OSError, WireError, ValueError):
+        status = None
+    if not isinstance(status, int):
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the run has ended
+        sys.stderr.write("maint: the daemon went away; the run's exit status is unknown\n")
+        return LOST
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+    if status < 0:  # killed by a signal: end the same way, as a shell reports it
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(-status, signal.SIG_DFL)
+            os.kill(os.getpid(), -status)
+        return 128 - status
+    return status

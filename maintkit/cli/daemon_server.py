@@ -1,0 +1,310 @@
+"""The start-up daemon: maint's code loaded once, a fresh fork of it for every command.
+
+    python -m maintkit.cli.daemon_server --socket PATH [--idle SECONDS] [--ready-fd FD]
+
+Started by ``maint daemon start`` (docs/cli.md#maint-daemon). It imports maintkit's modules and
+the libraries a run needs (:data:`PRELOAD`), then listens on its socket (0600, in a folder only
+its user may use) and, for each command a caller hands it (:mod:`.daemon_client`), forks a
+child that becomes the caller's process (:mod:`.daemon_child`) and tells the caller how it
+ended. Nothing of one run can reach the next: the daemon itself never runs a command, so every
+child starts from the same state, right after the imports.
+
+It refuses a caller of another user (``SO_PEERCRED``), another interpreter or another copy of
+maintkit, and, once any of its source files or the site-packages folders changed, every
+caller: it then stops (the callers run their commands themselves). It also stops on
+``maint daemon stop``, SIGTERM, or when it has had nothing to do for ``--idle`` seconds; a
+run under way is never cut short, the daemon only exits after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import os
+import pkgutil
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from maintkit.cli.daemon_child import become
+from maintkit.cli.daemon_wire import WireError, build, receive, send
+
+__all__ = ["PRELOAD", "Daemon", "fingerprint", "main", "preload"]
+
+#: the libraries a run imports lazily, loaded ahead with every maintkit module
+PRELOAD = (
+    "paramiko", "fabric", "invoke", "pydantic", "jinja2.sandbox", "yaml", "structlog", "structlog.stdlib",
+    "rich.console", "git", "requests", "cryptography.hazmat.primitives.serialization", "click", "json",
+    "concurrent.futures", "subprocess", "tempfile", "shlex", "hashlib", "email.utils",
+)  # fmt: skip
+#: seconds a caller has to send its request once connected
+REQUEST_TIMEOUT = 5.0
+_SKIP = ("maintkit.__main__", "maintkit.cli.daemon_")
+
+
+def preload() -> int:
+    """Import every maintkit module and :data:`PRELOAD`; the number of modules loaded."""
+    import maintkit
+
+    names = [m.name for m in pkgutil.walk_packages(maintkit.__path__, "maintkit.") if not m.name.startswith(_SKIP)]
+    for name in (*PRELOAD, *names):
+        with contextlib.suppress(Exception):  # an optional extra that is not installed
+            importlib.import_module(name)
+    return len(sys.modules)
+
+
+def fingerprint() -> tuple[tuple[str, int, int], ...]:
+    """The files that, changed, make the loaded code stale: maintkit's sources and site-packages."""
+    import site
+
+    import maintkit
+
+    seen: list[tuple[str, int, int]] = []
+    for root, dirs, files in os.walk(os.path.dirname(os.path.abspath(maintkit.__file__))):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(root, name))
+                seen.append((os.path.join(root, name), st.st_mtime_ns, st.st_size))
+    for folder in (*site.getsitepackages(), site.getusersitepackages()):
+        with contextlib.suppress(OSError):
+            st = os.stat(folder)
+            seen.append((folder, st.st_mtime_ns, 0))
+    return tuple(seen)
+
+
+class Daemon:
+    """The listening socket, the runs under way and the loop that serves them."""
+
+    def __init__(self, path: str, idle: float) -> None:
+        self.path, self.idle = path, idle
+        self.build, self.code = build(), fingerprint()
+        self.started, self.last = time.time(), time.monotonic()
+        self.served, self.stopping = 0, False
+        self.runs: dict[int, socket.socket | None] = {}
+        self.selector = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.inode = 0
+
+    # ---------------------------------------------------------------- set-up
+    def bind(self) -> None:
+        """Listen on the socket (0600); an answering daemon already there is an error."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with probe, contextlib.suppress(OSError):
+            probe.connect(self.path)
+            raise SystemExit(f"a daemon already answers on {self.path}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        old = os.umask(0o177)
+        try:
+            self.listener.bind(self.path)
+        finally:
+            os.umask(old)
+        self.inode = os.stat(self.path).st_ino
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+
+    # ---------------------------------------------------------------- the loop
+    def serve(self) -> None:
+        """Serve until stopped or idle, then wait for the runs under way."""
+        while not (self.stopping and not self.runs):
+            timeout = None if self.stopping or self.runs or not self.idle else self.last + self.idle - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                self.stop()
+                continue
+            for key, _events in self.selector.select(timeout):
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "wake":
+                    self._reap()
+                else:
+                    self._caller_gone(int(key.data), key.fileobj)  # type: ignore[arg-type]
+        self._close()
+
+    def stop(self) -> None:
+        """Take no more commands: the socket goes; the loop ends once the runs under way have."""
+        if self.stopping:
+            return
+        self.stopping = True
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.listener)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        self.listener.close()
+
+    def _close(self) -> None:
+        self.selector.close()
+        for fd in (self.wake_r, self.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # ---------------------------------------------------------------- callers
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        conn.setblocking(True)
+        conn.settimeout(REQUEST_TIMEOUT)
+        fds: list[int] = []
+        try:
+            if _peer_uid(conn) != os.getuid():
+                raise WireError("a caller of another user")
+            message, fds = receive(conn, maxfds=4)
+            if self._answer(conn, message, fds):
+                return  # the run keeps the connection
+        except (OSError, WireError, ValueError):
+            pass
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        conn.close()
+
+    def _answer(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> bool:
+        """Answer one request; True when a run was started (it now owns ``conn``)."""
+        self.last = time.monotonic()
+        op = message.get("op")
+        if op == "status":
+            send(conn, self.status())
+        elif op == "stop":
+            send(conn, {"ok": True, "pid": os.getpid(), "running": len(self.runs)})
+            self.stop()
+        elif op == "run":
+            why = self._refusal(message, fds)
+            if not why:
+                self._fork(conn, message, fds)
+                return True
+            send(conn, {"ok": False, "why": why})
+        else:
+            send(conn, {"ok": False, "why": f"unknown request {op!r}"})
+        return False
+
+    def _refusal(self, message: dict[str, Any], fds: list[int]) -> str:
+        """Why this run request is not taken ("" when it is)."""
+        if self.stopping:
+            return "stopping"
+        if len(fds) != 4 or not isinstance(message.get("argv"), list) or not isinstance(message.get("env"), dict):
+            return "a malformed request"
+        if any(message.get(k) != v for k, v in self.build.items()):
+            return "another interpreter or copy of maintkit"
+        if fingerprint() != self.code:
+            self.stop()
+            return "maintkit's files changed since the daemon started"
+        return ""
+
+    def _fork(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+        inherited = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno(), self.selector_fd()]
+        inherited += [c.fileno() for c in self.runs.values() if c is not None]
+        pid = os.fork()
+        if pid == 0:  # the child never returns from become()
+            become(message, fds, inherited)
+        for fd in fds:
+            os.close(fd)
+        self.served += 1
+        self.runs[pid] = conn
+        pidfd = os.pidfd_open(pid)
+        try:
+            send(conn, {"ok": True, "pid": pid}, [pidfd])
+        except OSError:
+            pass  # the caller is gone: noticed below, and the run is stopped
+        finally:
+            os.close(pidfd)
+        conn.settimeout(None)
+        self.selector.register(conn, selectors.EVENT_READ, str(pid))
+
+    def selector_fd(self) -> int:
+        """The selector's own descriptor (an epoll), or -1."""
+        fileno = getattr(self.selector, "fileno", None)
+        return int(fileno()) if fileno else -1
+
+    def _caller_gone(self, pid: int, conn: socket.socket) -> None:
+        """The caller of run ``pid`` closed its end before the run ended: stop the run (SIGTERM)."""
+        try:
+            if conn.recv(1, socket.MSG_DONTWAIT):
+                return  # a caller sends nothing after its request; what it does send is dropped
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.selector.unregister(conn)
+        conn.close()
+        self.runs[pid] = None
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+
+    def _reap(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self.wake_r, 512):
+                pass
+        while self.runs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.last = time.monotonic()
+            conn = self.runs.pop(pid, None)
+            if conn is not None:
+                self.selector.unregister(conn)
+                with contextlib.suppress(OSError):
+                    send(conn, {"status": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+    def status(self) -> dict[str, Any]:
+        """What ``maint daemon status`` shows."""
+        idle_left = None if not self.idle or self.runs else max(0.0, self.last + self.idle - time.monotonic())
+        return {
+            "ok": True, "pid": os.getpid(), "socket": self.path, "started": self.started, "served": self.served,
+            "running": len(self.runs), "idle": self.idle, "idle_left": idle_left, "modules": len(sys.modules),
+            **self.build,
+        }  # fmt: skip
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end (``SO_PEERCRED``)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Load, listen, say ready on ``--ready-fd``, serve."""
+    parser = argparse.ArgumentParser(prog="maint-daemon")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--idle", type=float, default=600.0)
+    parser.add_argument("--ready-fd", type=int, default=-1)
+    args = parser.parse_args(argv)
+    if sys.path and sys.path[0] == os.getcwd():  # -m put the start folder first; a script has its own folder
+        sys.path[0] = os.path.dirname(sys.executable)
+    preload()
+    daemon = Daemon(args.socket, args.idle)
+    daemon.bind()
+    if threading.active_count() != 1:
+        print(f"warning: {threading.active_count()} threads after loading; forks copy only one", file=sys.stderr)
+    gc.collect()
+    gc.freeze()  # the children's collector never walks (nor copies) what was loaded here
+    if args.ready_fd >= 0:
+        os.write(args.ready_fd, f"{os.getpid()}\n".encode())
+        os.close(args.ready_fd)
+    daemon.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The start-up daemon's socket and messages (``maint daemon``, docs/cli.md#maint-daemon).
+
+Standard library only, and nothing heavy: the console script reads this before anything else is
+imported, on every ``maint`` command.
+
+* **Where.** One socket per user and per installation of maintkit:
+  ``$XDG_CACHE_HOME/maintkit/daemon/d-<hash>.sock`` (default ``~/.cache/maintkit/daemon``), in a
+  directory only its owner may use (:func:`maintkit._private_dir.dir_problem`); the hash is of
+  the interpreter and the package's folder, so two virtual environments never share a daemon.
+* **Messages.** A 4-byte big-endian length, then that many bytes of JSON (at most
+  :data:`MAX_MESSAGE`). The descriptors a message carries (``SCM_RIGHTS``) ride on its header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from maintkit import __version__
+
+__all__ = [
+    "ENV_SWITCH",
+    "MAX_MESSAGE",
+    "WireError",
+    "build",
+    "daemon_dir",
+    "receive",
+    "send",
+    "socket_path",
+    "switched_off",
+]
+
+#: ``MAINT_DAEMON=0`` (or off, no, false): run every command in its own process
+ENV_SWITCH = "MAINT_DAEMON"
+#: the largest message either side accepts (a request carries the caller's environment)
+MAX_MESSAGE = 4 << 20
+_HEADER = struct.Struct("!I")
+_OFF = frozenset({"0", "off", "no", "false"})
+
+
+class WireError(Exception):
+    """A message that is cut short, too large or not a JSON object."""
+
+
+def switched_off(environ: Mapping[str, str]) -> bool:
+    """Whether ``MAINT_DAEMON`` says not to use a daemon."""
+    return environ.get(ENV_SWITCH, "").strip().lower() in _OFF
+
+
+def package_dir() -> str:
+    """The folder of the maintkit package this process runs."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build() -> dict[str, str]:
+    """What a daemon and its caller must share: the interpreter and its environment (``sys.prefix``),
+    the package's folder, the version."""
+    return {
+        "python": os.path.realpath(sys.executable), "prefix": sys.prefix, "package": package_dir(),
+        "version": __version__,
+    }  # fmt: skip
+
+
+def daemon_dir(environ: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME/maintkit/daemon``, or ``~/.cache/maintkit/daemon``."""
+    cache = environ.get("XDG_CACHE_HOME") or ""
+    if not os.path.isabs(cache):
+        home = environ.get("HOME") or os.path.expanduser("~")
+        cache = os.path.join(home, ".cache")
+    return os.path.join(cache, "maintkit", "daemon")
+
+
+def socket_path(environ: Mapping[str, str]) -> str:
+    """The socket of this installation's daemon for the user of ``environ``."""
+    b = build()
+    digest = hashlib.sha256(f"{b['python']}\0{b['prefix']}\0{b['package']}".encode()).hexdigest()[:16]
+    return os.path.join(daemon_dir(environ), f"d-{digest}.sock")
+
+
+def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+    """Send one message, with ``fds`` passed along (``SCM_RIGHTS``)."""
+    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_MESSAGE:
+        raise WireError(f"message of {len(body)} bytes (the limit is {MAX_MESSAGE})")
+    header = _HEADER.pack(len(body))
+    if fds:
+        sent = socket.send_fds(sock, [header], list(fds))
+        sock.sendall(header[sent:] + body)
+    else:
+        sock.sendall(header + body)
+
+
+def receive(sock: socket.socket, maxfds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    """Receive one message and the descriptors that came with it (the caller closes them)."""
+    fds: list[int] = []
+    if maxfds:
+        head, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, maxfds)
+    else:
+        head = sock.recv(_HEADER.size)
+    try:
+        head += _exactly(sock, _HEADER.size - len(head)) if head else b""
+        if len(head) != _HEADER.size:
+            raise WireError("the other side closed the connection")
+        (size,) = _HEADER.unpack(head)
+        if size > MAX_MESSAGE:
+            raise WireError(f"message of {size} bytes (the limit is {MAX_MESSAGE})")
+        message = json.loads(_exactly(sock, size))
+    except BaseException:
+        _close(fds)
+        raise
+    if not isinstance(message, dict):
+        _close(fds)
+        raise WireError("a message is not a JSON object")
+    return message, fds
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    """Read exactly ``size`` bytes (WireError when the connection ends first)."""
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 16))
+        if not chunk:
+            raise WireError("the other side closed the connection")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

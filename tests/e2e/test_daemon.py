@@ -1,0 +1,228 @@
+"""``maint daemon``: a real daemon, real ``maint`` console-script callers, real runs on this machine.
+
+Every test starts its own daemon in a cache folder of its own (``XDG_CACHE_HOME``) and stops it.
+What a command handed to the daemon does is checked the way a user sees it: its exit status,
+its output, the files it changed, its audit log; that the daemon took it is checked by the
+daemon's count of commands taken (``maint daemon status --json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.runs import PLAIN, local_env, one_site, write_inventory
+
+MAINT = str(Path(sys.executable).with_name("maint"))
+ROOT = Path(__file__).resolve().parents[2]
+
+WRITE = """\
+name: write
+stages:
+  - env: production
+    steps:
+      - {action: file.content, with: {path: "{{ env.path }}/config.txt", content: "served warm\\n"}}
+"""
+
+WAIT = """\
+name: wait
+stages:
+  - env: production
+    steps:
+      - {action: command, with: {argv: [sh, -c, "echo up > {{ env.path }}/gate && exec sleep 600"]}}
+"""
+
+BAD = "name: bad\nstages:\n  - env: production\n    steps:\n      - {action: no.such.action}\n"
+
+
+class Daemon:
+    """The environment of the callers, and questions to the daemon."""
+
+    def __init__(self, cache: Path) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("MAINT_", "GITHUB_", "RUNNER_"))}
+        self.env = {**base, **PLAIN, "XDG_CACHE_HOME": str(cache)}
+        self.folder = cache / "maintkit" / "daemon"
+
+    def maint(self, *args: str, cwd: Path | str = "/", **env: str) -> subprocess.CompletedProcess[str]:
+        """``maint ARGS`` through the console script, as a user types it."""
+        return subprocess.run(
+            [MAINT, *args], cwd=cwd, env={**self.env, **env}, capture_output=True, text=True, timeout=120
+        )
+
+    def status(self) -> dict[str, object]:
+        done = self.maint("daemon", "status", "--json")
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    def served(self) -> int:
+        return int(self.status()["served"])  # type: ignore[call-overload]
+
+
+def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Wait until process ``pid`` has exited (its pidfd becomes readable)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"process {pid} still runs after {timeout} s"
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    cache = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))  # short: a socket path has 107 bytes
+    d = Daemon(cache)
+    started = d.maint("daemon", "start", "--idle", "0")
+    assert started.returncode == 0 and started.stdout.startswith("started (pid "), started.stderr
+    pid = int(d.status()["pid"])  # type: ignore[call-overload]
+    yield d
+    stopped = d.maint("daemon", "stop")
+    if os.path.isdir(d.folder):
+        os.chmod(d.folder, 0o700)
+    wait_gone(pid)
+    shutil.rmtree(cache)
+    assert stopped.returncode == 0
+
+
+def test_the_daemon_keeps_its_socket_to_its_user(daemon: Daemon) -> None:
+    status = daemon.status()
+    assert status["ok"] is True and status["served"] == 0 and status["running"] == 0
+    sock = Path(str(status["socket"]))
+    assert sock.parent == daemon.folder and sock.is_socket()
+    assert (daemon.folder.stat().st_mode & 0o777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert (
+        status["package"] == str(ROOT / "maintkit")
+        and status["python"] == os.path.realpath(sys.executable)
+        and status["prefix"] == sys.prefix
+    )
+    again = daemon.maint("daemon", "start")
+    assert again.returncode == 0 and again.stdout == f"already running (pid {status['pid']})\n"
+
+
+def test_a_command_runs_in_the_daemon_as_in_a_process_of_its_own(daemon: Daemon, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    write_inventory(tmp_path, one_site(local_env(site)))
+    (tmp_path / "write.yml").write_text(WRITE)
+    run = ("run", "write.yml", "-i", "inventory.yml", "--state-dir", "state", "--yes")  # relative: the caller's folder
+    first = daemon.maint(*run, cwd=tmp_path, LOGNAME="warm-actor", USER="warm-actor")
+    assert first.returncode == 0, first.stderr
+    assert (site / "config.txt").read_text() == "served warm\n"
+    assert daemon.served() == 1
+    (run_dir,) = (tmp_path / "state" / "runs").iterdir()
+    started = json.loads((run_dir / "events.jsonl").read_text().splitlines()[0])
+    assert started["event"] == "run.started" and started["actor"].startswith("warm-actor@")
+    second = daemon.maint(*run, cwd=tmp_path)
+    assert second.returncode == 0 and daemon.served() == 2
+    (newest,) = set((tmp_path / "state" / "runs").iterdir()) - {run_dir}
+    assert json.loads((newest / "summary.json").read_text())["changed"] == 0
+
+    (tmp_path / "bad.yml").write_text(BAD)
+    bad = daemon.maint("validate", "bad.yml", cwd=tmp_path)
+    assert bad.returncode == 2 and "bad.yml:5" in bad.stderr and "no.such.action" in bad.stderr
+    assert bad.stdout == "ok: inventory.yml (1 site)\n" and daemon.served() == 3
+    version = daemon.maint("--version")
+    assert (version.returncode, version.stdout) == (0, "maint, version 0.1.0\n") and daemon.served() == 4
+    here = daemon.maint("--version", MAINT_DAEMON="0")
+    assert (here.returncode, here.stdout) == (0, "maint, version 0.1.0\n") and daemon.served() == 4
+
+
+def _start_waiting_run(daemon: Daemon, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A run whose one step waits; returned once the step has started (its gate file is there)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    write_inventory(tmp_path, one_site(local_env(site)))
+    (tmp_path / "wait.yml").write_text(WAIT)
+    proc = subprocess.Popen(
+        [MAINT, "run", "wait.yml", "-i", "inventory.yml", "--state-dir", "state", "--yes"],
+        cwd=tmp_path, env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (site / "gate").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.02)
+    return proc, site
+
+
+def _interrupted(tmp_path: Path) -> dict[str, object]:
+    (run_dir,) = (tmp_path / "state" / "runs").iterdir()
+    return dict(json.loads((run_dir / "summary.json").read_text()))
+
+
+def test_ctrl_c_reaches_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path) -> None:
+    proc, site = _start_waiting_run(daemon, tmp_path)
+    assert daemon.status()["running"] == 1
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err
+    assert _interrupted(tmp_path)["status"] == "interrupted"
+    assert not (site / ".maint" / "lock").exists()
+    assert daemon.status()["running"] == 0 and daemon.served() == 1
+
+
+def test_a_killed_caller_stops_its_run(daemon: Daemon, tmp_path: Path) -> None:
+    proc, site = _start_waiting_run(daemon, tmp_path)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while daemon.status()["running"]:
+        assert time.monotonic() < deadline, "the run went on after its caller died"
+        time.sleep(0.05)
+    assert _interrupted(tmp_path)["status"] == "interrupted"
+    assert not (site / ".maint" / "lock").exists()
+
+
+def test_changed_code_is_never_served(daemon: Daemon) -> None:
+    pid = int(daemon.status()["pid"])  # type: ignore[call-overload]
+    source = ROOT / "maintkit" / "cli" / "daemon_wire.py"
+    before = source.stat()
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    try:
+        here = daemon.maint("--version")
+        assert (here.returncode, here.stdout) == (0, "maint, version 0.1.0\n")
+        wait_gone(pid)  # it stopped rather than serve its stale code
+        assert daemon.maint("daemon", "status").stdout == "not running\n"
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_folder_others_may_use_is_refused(daemon: Daemon) -> None:
+    os.chmod(daemon.folder, 0o755)
+    here = daemon.maint("--version")
+    assert (here.returncode, here.stdout) == (0, "maint, version 0.1.0\n")
+    refused = daemon.maint("daemon", "start")
+    assert refused.returncode == 1
+    assert f"error: refusing the daemon folder {daemon.folder}: its mode is 0755" in refused.stderr
+    os.chmod(daemon.folder, 0o700)
+    assert daemon.served() == 0
+
+
+def test_the_daemon_keeps_no_secret_of_the_shell_that_started_it(tmp_path: Path) -> None:
+    cache = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    d = Daemon(cache)
+    started = d.maint("daemon", "start", "--idle", "0", DB_PASSWORD="hunter2-start")
+    assert started.returncode == 0, started.stderr
+    pid = int(d.status()["pid"])  # type: ignore[call-overload]
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not [e for e in environ if b"hunter2-start" in e]
+        assert f"XDG_CACHE_HOME={cache}".encode() in environ
+    finally:
+        d.maint("daemon", "stop")
+        wait_gone(pid)
+        shutil.rmtree(cache)
