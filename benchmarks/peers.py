@@ -328,6 +328,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
     ap.add_argument("--openssh", action="store_true", help="also maint over OpenSSH with ControlPersist, cold and warm")
     ap.add_argument("--daemon", action="store_true", help="also maint with `maint daemon` started (see above)")
+    ap.add_argument("--variants", default="", help="only these maint variants (comma-separated; default: all chosen)")
     ap.add_argument("--concurrency", type=int, default=0, help="maint --concurrency (default: one per host)")
     ap.add_argument("--json", metavar="FILE", help="write every raw figure, the versions and the machine here")
     args = ap.parse_args(argv)
@@ -344,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     variants = ["maint", *(OPENSSH_VARIANTS if args.openssh else ())]
     if args.daemon:
         variants += [v for v in DAEMON_VARIANTS if args.openssh or v == "maint-daemon"]
+    if args.variants:
+        wanted = args.variants.split(",")
+        if set(wanted) - set(variants):
+            raise SystemExit(f"unknown or not enabled variants: {sorted(set(wanted) - set(variants))}")
+        variants = [v for v in variants if v in wanted]
     started = datetime.now(UTC)
     lab = start_lab(sizes)
     become_subreaper()  # after the sshds daemonized: ssh masters left by a tool are now ours

@@ -24,8 +24,8 @@ from maintkit.cli.daemon_wire import WireError, build, receive, send, socket_pat
 
 __all__ = ["FORWARDED", "LOST", "hand_over", "request"]
 
-#: the signals passed on to the run
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: the signals passed on to the run (SIGWINCH: the terminal was resized, for the live view)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
 #: exit status when the daemon went away before it said how the run ended (as "interrupted")
 LOST = 3
 #: seconds to wait for the daemon to take a command or answer a question

@@ -54,7 +54,11 @@ def preload() -> int:
     """Import every maintkit module and :data:`PRELOAD`; the number of modules loaded."""
     import maintkit
 
-    names = [m.name for m in pkgutil.walk_packages(maintkit.__path__, "maintkit.") if not m.name.startswith(_SKIP)]
+    names: list[str] = []
+    with contextlib.suppress(Exception):  # a package that fails to import ends the walk, not the daemon
+        for m in pkgutil.walk_packages(maintkit.__path__, "maintkit.", onerror=lambda _name: None):
+            if not m.name.startswith(_SKIP):
+                names.append(m.name)
     for name in (*PRELOAD, *names):
         with contextlib.suppress(Exception):  # an optional extra that is not installed
             importlib.import_module(name)
@@ -177,9 +181,11 @@ class Daemon:
         conn.close()
 
     def _answer(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> bool:
-        """Answer one request; True when a run was started (it now owns ``conn``)."""
-        self.last = time.monotonic()
+        """Answer one request; True when a run was started (it now owns ``conn``). Only a command
+        counts as activity for ``--idle``: asking for the status does not keep the daemon alive."""
         op = message.get("op")
+        if op != "status":
+            self.last = time.monotonic()
         if op == "status":
             send(conn, self.status())
         elif op == "stop":

@@ -226,3 +226,19 @@ def test_the_daemon_keeps_no_secret_of_the_shell_that_started_it(tmp_path: Path)
         d.maint("daemon", "stop")
         wait_gone(pid)
         shutil.rmtree(cache)
+
+
+def test_an_idle_daemon_stops_by_itself_and_removes_its_socket() -> None:
+    cache = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    d = Daemon(cache)
+    try:
+        assert d.maint("daemon", "start", "--idle", "1").returncode == 0
+        status = d.status()
+        assert status["idle"] == 1.0 and isinstance(status["idle_left"], float)
+        assert d.maint("--version").stdout == "maint, version 0.1.0\n" and d.served() == 1
+        wait_gone(int(status["pid"]))  # type: ignore[call-overload]
+        assert not Path(str(status["socket"])).exists()
+        assert d.maint("daemon", "status").stdout == "not running\n"
+    finally:
+        d.maint("daemon", "stop")
+        shutil.rmtree(cache)
