@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maintkit.cli.daemon_wire import WireError, build, receive, send, socket_path, switched_off
+from maintkit.cli.daemon_wire import WireError, build, peer_uid, receive, send, socket_path, switched_off
 
 __all__ = ["FORWARDED", "LOST", "hand_over", "request"]
 
@@ -75,6 +75,8 @@ def _connect(path: str) -> socket.socket | None:
     sock.settimeout(ANSWER_TIMEOUT)
     try:
         sock.connect(path)
+        if peer_uid(sock) != os.getuid():  # only a daemon of this user is ever handed a command
+            raise OSError("a daemon of another user")
     except OSError:
         sock.close()
         return None

@@ -27,7 +27,6 @@ import pkgutil
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from maintkit.cli.daemon_child import become
-from maintkit.cli.daemon_wire import WireError, build, receive, send
+from maintkit.cli.daemon_wire import WireError, build, peer_uid, receive, send
 
 __all__ = ["PRELOAD", "Daemon", "fingerprint", "main", "preload"]
 
@@ -168,7 +167,7 @@ class Daemon:
         conn.settimeout(REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
-            if _peer_uid(conn) != os.getuid():
+            if peer_uid(conn) != os.getuid():
                 raise WireError("a caller of another user")
             message, fds = receive(conn, maxfds=4)
             if self._answer(conn, message, fds):
@@ -281,13 +280,6 @@ class Daemon:
             "running": len(self.runs), "idle": self.idle, "idle_left": idle_left, "modules": len(sys.modules),
             **self.build,
         }  # fmt: skip
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    """The user id of the process at the other end (``SO_PEERCRED``)."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "WireError",
     "build",
     "daemon_dir",
+    "peer_uid",
     "receive",
     "send",
     "socket_path",
@@ -82,6 +83,13 @@ def socket_path(environ: Mapping[str, str]) -> str:
     b = build()
     digest = hashlib.sha256(f"{b['python']}\0{b['prefix']}\0{b['package']}".encode()).hexdigest()[:16]
     return os.path.join(daemon_dir(environ), f"d-{digest}.sock")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:

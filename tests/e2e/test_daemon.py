@@ -242,3 +242,35 @@ def test_an_idle_daemon_stops_by_itself_and_removes_its_socket() -> None:
     finally:
         d.maint("daemon", "stop")
         shutil.rmtree(cache)
+
+
+def test_a_daemon_of_another_environment_is_not_handed_the_command() -> None:
+    cache = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    d = Daemon(cache)
+    probe = subprocess.run(
+        [MAINT, "daemon", "status", "--json"], env=d.env, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(probe.stdout) == {"ok": False}
+    code = "from maintkit.cli.daemon_wire import socket_path; import os; print(socket_path(os.environ))"
+    path = subprocess.run([sys.executable, "-c", code], env=d.env, capture_output=True, text=True, check=True).stdout
+    os.makedirs(d.folder, mode=0o700)
+    base = os.path.realpath(sys.executable)  # the same interpreter outside this virtual environment
+    paths = os.pathsep.join([str(ROOT), *[p for p in sys.path if p.endswith("site-packages")]])
+    r, w = os.pipe()
+    other = subprocess.Popen(
+        [base, "-m", "maintkit.cli.daemon_server", "--socket", path.strip(), "--idle", "0", "--ready-fd", str(w)],
+        env={**d.env, "PYTHONPATH": paths}, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(w)
+    with os.fdopen(r) as ready:
+        assert ready.read().strip() == str(other.pid)
+    try:
+        status = d.status()
+        assert status["prefix"] != sys.prefix and status["served"] == 0
+        here = d.maint("--version")
+        assert (here.returncode, here.stdout) == (0, "maint, version 0.1.0\n")
+        assert d.served() == 0  # refused: it ran in the caller's own process
+    finally:
+        d.maint("daemon", "stop")
+        other.wait(timeout=60)
+        shutil.rmtree(cache)
