@@ -16,9 +16,13 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of the ``maint`` console script."""
-    from maintkit.cli.daemon_client import hand_over
+    from maintkit.cli.daemon_client import LOST, hand_over
 
-    status = hand_over(sys.argv, os.environ)
+    try:
+        status = hand_over(sys.argv, os.environ)
+    except KeyboardInterrupt:  # before the run could take the signals: the daemon stops it (its caller is gone)
+        sys.stderr.write("interrupted\n")
+        sys.exit(LOST)
     if status is not None:
         sys.exit(status)
     from maintkit.cli.main import main as run_here

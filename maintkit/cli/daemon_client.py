@@ -28,7 +28,10 @@ __all__ = ["FORWARDED", "LOST", "hand_over", "request"]
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
 #: exit status when the daemon went away before it said how the run ended (as "interrupted")
 LOST = 3
-#: seconds to wait for the daemon to take a command or answer a question
+#: seconds to wait for the daemon to take a command or answer a question: longer than the daemon
+#: waits for a caller's request (``daemon_server.REQUEST_TIMEOUT``), so a daemon held up by one
+#: stalled caller still answers in time. Past it the command runs here; had the daemon started
+#: it after all, that run finds its caller gone and is stopped (SIGTERM: it rolls back)
 ANSWER_TIMEOUT = 10.0
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.runs import PLAIN, local_env, one_site, write_inventory
 
@@ -274,3 +276,21 @@ def test_a_daemon_of_another_environment_is_not_handed_the_command() -> None:
         d.maint("daemon", "stop")
         other.wait(timeout=60)
         shutil.rmtree(cache)
+
+
+hostile = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=24
+) | st.sampled_from(["-", "--", "-e", "--help", "'; rm -rf ~", "a\nb", "*", "$(id)", "\\x", " sp ace", "é/ü"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=hostile, value=hostile)
+def test_hostile_arguments_and_environment_give_the_same_result_as_without_it(
+    daemon: Daemon, name: str, value: str
+) -> None:
+    before = daemon.served()
+    argv = ("validate", name, "-i", value)
+    warm = daemon.maint(*argv, cwd=daemon.folder.parent, MAINT_STATE_DIR=value)
+    here = daemon.maint(*argv, cwd=daemon.folder.parent, MAINT_STATE_DIR=value, MAINT_DAEMON="0")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (here.returncode, here.stdout, here.stderr)
+    assert warm.returncode in (0, 2) and daemon.served() == before + 1  # 0: a name that asks for --help
