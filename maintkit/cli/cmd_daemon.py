@@ -86,13 +86,14 @@ def _spawn(folder: str, path: str, idle: float) -> int:
 
 
 #: what the daemon keeps of the environment it is started from: what finding and loading its
-#: code needs (each command brings its own environment; secrets stay out of the daemon)
-KEPT_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "XDG_CACHE_HOME", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+#: code needs, and what shapes Python's start-up (each command brings its own environment, and
+#: is handed over only when its Python started the same way; secrets stay out of the daemon)
+KEPT_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "XDG_CACHE_HOME", "VIRTUAL_ENV")
 
 
 def _daemon_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """The daemon's own environment: :data:`KEPT_ENV` and the ``LC_*`` locale variables."""
-    return {k: v for k, v in environ.items() if k in KEPT_ENV or k.startswith("LC_")}
+    """The daemon's own environment: :data:`KEPT_ENV`, the ``LC_*`` and ``PYTHON*`` variables."""
+    return {k: v for k, v in environ.items() if k in KEPT_ENV or k.startswith(("LC_", "PYTHON"))}
 
 
 @command.command("stop")

@@ -12,47 +12,60 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 __all__ = ["become"]
 
 #: what the child exits with when it could not become the caller's process (EX_SOFTWARE)
 SETUP_FAILED = 70
+#: what it exits with when interrupted before the command started (maint's "interrupted")
+INTERRUPTED = 3
 #: the daemon's own stream objects, kept alive so that collecting them never closes 0, 1 or 2
 _KEPT: list[TextIO] = []
 
 
-def become(request: Mapping[str, Any], fds: Sequence[int], inherited: Sequence[int]) -> NoReturn:
+def become(umask: int, fds: Sequence[int], inherited: Sequence[int]) -> NoReturn:
     """Run the caller's command in this freshly forked child and exit with its status.
 
-    ``fds`` are the caller's stdin, stdout, stderr and working directory; ``inherited`` the
-    daemon's own descriptors (its socket, its other callers), closed first.
+    ``fds`` are the caller's stdin, stdout, stderr, working directory and the command itself (a
+    memory file: arguments, environment, stream encodings, which the daemon never read);
+    ``inherited`` the daemon's own descriptors (its socket, its other callers), closed first.
+    The daemon forked with the signals blocked: the handlers are reset before they are let in,
+    so a signal sent at once reaches the command, never the daemon's handlers.
     """
     code = SETUP_FAILED
     try:
+        _reset_signals()
         for fd in inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
         os.setsid()
-        _take_streams(fds)
-        _reset_signals()
-        os.umask(int(request["umask"]))
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+            comm.write("maint")  # what ps, top and pgrep show for the run
+        command = _read_command(fds[4])
+        _take_streams(fds, command.get("streams") or [])
+        os.umask(umask)
         os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
+        os.environ.update({str(k): str(v) for k, v in dict(command["env"]).items()})
         time.tzset()
-        sys.argv = [str(a) for a in request["argv"]]
+        sys.argv = [str(a) for a in command["argv"]]
         main_module = sys.modules.get("__main__")
         if main_module is not None:
-            main_module.__package__ = request.get("main_package")
+            main_module.__package__ = command.get("main_package")
         code = _run()
         _finish()
+    except KeyboardInterrupt:  # Ctrl-C before the command started: nothing ran
+        code = INTERRUPTED
+        with contextlib.suppress(OSError):
+            os.write(2, b"interrupted\n")
     except BaseException:
         with contextlib.suppress(Exception):
             os.write(2, f"maint: the daemon could not run this command:\n{traceback.format_exc()}".encode())
@@ -60,32 +73,56 @@ def become(request: Mapping[str, Any], fds: Sequence[int], inherited: Sequence[i
         os._exit(code)
 
 
-def _take_streams(fds: Sequence[int]) -> None:
-    """The caller's descriptors become 0, 1 and 2 (and the working directory); new stream objects."""
-    stdin, stdout, stderr, cwd = fds
+def _read_command(fd: int) -> dict[str, Any]:
+    """The command's memory file, read whole and closed."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    command = json.loads(b"".join(chunks))
+    if not isinstance(command, dict) or not isinstance(command.get("argv"), list):
+        raise ValueError("a malformed command")
+    return command
+
+
+def _take_streams(fds: Sequence[int], streams: Sequence[Any]) -> None:
+    """The caller's descriptors become 0, 1 and 2 (and the working directory), with new stream
+    objects in the caller's encodings."""
+    stdin, stdout, stderr, cwd = fds[:4]
     os.fchdir(cwd)
     for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
         os.dup2(fd, target)
-    for fd in set(fds) - {0, 1, 2}:
+    for fd in set(fds[:4]) - {0, 1, 2}:
         os.close(fd)
     _KEPT.extend(s for s in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__) if s)
-    encoding = sys.stdout.encoding if sys.stdout else "utf-8"
-    errors = sys.stdout.errors if sys.stdout else "strict"
-    sys.stdin = open(0, encoding=encoding, errors=errors, closefd=False)  # noqa: SIM115
-    sys.stdout = open(1, "w", encoding=encoding, errors=errors, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    (in_enc, in_err), (out_enc, out_err), (err_enc, _) = _encodings(streams)
+    sys.stdin = open(0, encoding=in_enc, errors=in_err, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding=out_enc, errors=out_err, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding=err_enc, errors="backslashreplace", closefd=False)  # noqa: SIM115
     for name in ("stdin", "stdout", "stderr"):  # the originals too, as a fresh interpreter has them
         setattr(sys, f"__{name}__", getattr(sys, name))
 
 
+def _encodings(streams: Sequence[Any]) -> list[tuple[str, str]]:
+    """(encoding, errors) of the caller's stdin, stdout and stderr; the daemon's where not given."""
+    default = (sys.stdout.encoding, sys.stdout.errors) if sys.stdout else ("utf-8", "strict")
+    found = []
+    for given in [*streams, None, None, None][:3]:
+        enc, err = given if isinstance(given, list) and len(given) == 2 else (None, None)
+        found.append((str(enc or default[0]), str(err or default[1])))
+    return found
+
+
 def _reset_signals() -> None:
-    """Handlers and mask as Python's start-up leaves them."""
+    """Handlers as Python's start-up leaves them, then the signals let in (the mask emptied)."""
     signal.set_wakeup_fd(-1)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _run() -> int:

@@ -12,6 +12,7 @@ SIGQUIT) and ends with the run's exit status.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -43,7 +44,11 @@ def hand_over(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
     if sock is None:
         return None
     with sock:
-        taken = _offer(sock, argv, environ)
+        try:
+            taken = _offer(sock, argv, environ)
+        except _Lost as exc:
+            sys.stderr.write(f"maint: {exc}; it may be running\n")
+            return LOST
         if taken is None:
             return None
         pid, pidfd = taken
@@ -87,27 +92,68 @@ def _connect(path: str) -> socket.socket | None:
 
 
 def _offer(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, int | None] | None:
-    """Send the command with this process's streams and folder; (run pid, its pidfd) if taken."""
+    """Offer the command; once the daemon says it is ready, tell it to go: (run pid, its pidfd).
+
+    None when the daemon refused or did not answer before it was told to go (it then never
+    starts the command, so running it here is safe). Once told, the command is the daemon's:
+    a failure from then on is :class:`_Lost`.
+    """
     try:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
+    payload = -1
     try:
+        payload = _payload(argv, environ)
         mask = os.umask(0o022)
         os.umask(mask)
-        main_package = getattr(sys.modules.get("__main__"), "__package__", None)  # click names the program by it
-        request = {"op": "run", "argv": list(argv), "env": dict(environ), "umask": mask, "main_package": main_package}
-        send(sock, {**request, **build()}, (0, 1, 2, cwd))
-        answer, fds = receive(sock, maxfds=1)
+        send(sock, {"op": "run", "umask": mask, **build()}, (0, 1, 2, cwd, payload))
+        ready, _ = receive(sock)
     except (OSError, WireError, ValueError):
         return None
     finally:
-        os.close(cwd)
-    if not answer.get("ok") or not isinstance(answer.get("pid"), int):
+        for fd in (cwd, payload):
+            if fd >= 0:
+                os.close(fd)
+    if not ready.get("ready"):
+        return None
+    try:
+        send(sock, {"op": "go"})
+        answer, fds = receive(sock, maxfds=1)
+    except (OSError, WireError, ValueError) as exc:
+        raise _Lost(f"the daemon went away as it started the command ({exc})") from None
+    if not isinstance(answer.get("pid"), int):
         for fd in fds:
             os.close(fd)
-        return None
+        raise _Lost(f"the daemon did not start the command: {answer.get('why') or answer}")
     return answer["pid"], (fds[0] if fds else None)
+
+
+def _payload(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """The command's arguments, environment and stream encodings in an anonymous memory file.
+
+    The daemon passes it on to the run unread: what the environment holds (secrets) never
+    enters the daemon's own memory.
+    """
+    streams = [[getattr(s, "encoding", None), getattr(s, "errors", None)] for s in (sys.stdin, sys.stdout, sys.stderr)]
+    body = json.dumps({
+        "argv": list(argv), "env": dict(environ), "streams": streams,
+        "main_package": getattr(sys.modules.get("__main__"), "__package__", None),  # click names the program by it
+    }).encode()  # fmt: skip
+    fd = os.memfd_create("maint-command", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Lost(Exception):
+    """The daemon took the command and then went away before it said how the run started."""
 
 
 def _wait(sock: socket.socket, pid: int, pidfd: int | None) -> int:

@@ -31,10 +31,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from maintkit.cli.daemon_child import become
-from maintkit.cli.daemon_wire import WireError, build, peer_uid, receive, send
+from maintkit.cli.daemon_wire import WireError, build, peer_uid, send, take
 
 __all__ = ["PRELOAD", "Daemon", "fingerprint", "main", "preload"]
 
@@ -44,7 +45,7 @@ PRELOAD = (
     "rich.console", "git", "requests", "cryptography.hazmat.primitives.serialization", "click", "json",
     "concurrent.futures", "subprocess", "tempfile", "shlex", "hashlib", "email.utils",
 )  # fmt: skip
-#: seconds a caller has to send its request once connected
+#: seconds a caller has to send its request once connected, and then to say "go"
 REQUEST_TIMEOUT = 5.0
 _SKIP = ("maintkit.__main__", "maintkit.cli.daemon_")
 
@@ -84,14 +85,41 @@ def fingerprint() -> tuple[tuple[str, int, int], ...]:
     return tuple(seen)
 
 
-class Daemon:
-    """The listening socket, the runs under way and the loop that serves them."""
+#: the signals blocked while forking: a child resets the daemon's handlers before it lets them in
+FORK_BLOCKED = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH,
+    signal.SIGUSR1, signal.SIGUSR2,
+)  # fmt: skip
 
-    def __init__(self, path: str, idle: float) -> None:
-        self.path, self.idle = path, idle
-        self.build, self.code = build(), fingerprint()
-        self.started, self.last = time.time(), time.monotonic()
+
+@dataclass
+class Caller:
+    """A connection whose request is still arriving (read as it comes: a slow caller never holds
+    up the others), and what it sent so far."""
+
+    conn: socket.socket
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+    fds: list[int] = field(default_factory=list)
+    umask: int = -1  # set once its run request was accepted; it then waits for "go"
+
+    def close(self) -> None:
+        """Close the connection and every descriptor it passed."""
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+        self.conn.close()
+
+
+class Daemon:
+    """The listening socket, the callers, the runs under way and the loop that serves them."""
+
+    def __init__(self, path: str, idle: float, own: dict[str, Any], code: tuple[tuple[str, int, int], ...]) -> None:
+        self.path, self.idle, self.build, self.code = path, idle, own, code
+        self.pid, self.started, self.last = os.getpid(), time.time(), time.monotonic()
         self.served, self.stopping = 0, False
+        self.callers: dict[socket.socket, Caller] = {}
         self.runs: dict[int, socket.socket | None] = {}
         self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -126,22 +154,43 @@ class Daemon:
     def serve(self) -> None:
         """Serve until stopped or idle, then wait for the runs under way."""
         while not (self.stopping and not self.runs):
-            timeout = None if self.stopping or self.runs or not self.idle else self.last + self.idle - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                self.stop()
-                continue
-            for key, _events in self.selector.select(timeout):
-                if key.data == "accept":
-                    self._accept()
-                elif key.data == "wake":
-                    self._reap()
-                else:
-                    self._caller_gone(int(key.data), key.fileobj)  # type: ignore[arg-type]
+            for key, _events in self.selector.select(self._timeout()):
+                try:
+                    self._dispatch(key)
+                except Exception as exc:  # one caller's trouble never ends the daemon
+                    print(f"warning: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            self._expire()
         self._close()
+
+    def _timeout(self) -> float | None:
+        """Seconds until the next caller's deadline or the idle stop (None: no limit)."""
+        limits = [c.deadline for c in self.callers.values()]
+        if self.idle and not self.stopping and not self.runs:
+            limits.append(self.last + self.idle)
+        return max(0.0, min(limits) - time.monotonic()) if limits else None
+
+    def _dispatch(self, key: selectors.SelectorKey) -> None:
+        data = key.data
+        if data == "accept":
+            self._accept()
+        elif data == "wake":
+            self._reap()
+        elif isinstance(data, Caller) and self.callers.get(data.conn) is data:
+            self._read(data)
+        elif isinstance(data, int) and data in self.runs and self.runs[data] is key.fileobj:
+            self._caller_gone(data, key.fileobj)
+
+    def _expire(self) -> None:
+        """Drop callers past their deadline; stop when idle."""
+        now = time.monotonic()
+        for caller in [c for c in self.callers.values() if c.deadline <= now]:
+            self._drop(caller)
+        if self.idle and not self.stopping and not self.runs and now >= self.last + self.idle:
+            self.stop()
 
     def stop(self) -> None:
         """Take no more commands: the socket goes; the loop ends once the runs under way have."""
-        if self.stopping:
+        if self.stopping or os.getpid() != self.pid:  # never in a run forked a moment ago
             return
         self.stopping = True
         with contextlib.suppress(KeyError, ValueError):
@@ -150,6 +199,8 @@ class Daemon:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         self.listener.close()
+        for caller in list(self.callers.values()):
+            self._drop(caller)
 
     def _close(self) -> None:
         self.selector.close()
@@ -163,65 +214,101 @@ class Daemon:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        conn.setblocking(True)
-        conn.settimeout(REQUEST_TIMEOUT)
-        fds: list[int] = []
-        try:
-            if peer_uid(conn) != os.getuid():
-                raise WireError("a caller of another user")
-            message, fds = receive(conn, maxfds=4)
-            if self._answer(conn, message, fds):
-                return  # the run keeps the connection
-        except (OSError, WireError, ValueError):
-            pass
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        conn.close()
+        if peer_uid(conn) != os.getuid():
+            conn.close()
+            return
+        conn.setblocking(False)
+        caller = Caller(conn, time.monotonic() + REQUEST_TIMEOUT)
+        self.callers[conn] = caller
+        self.selector.register(conn, selectors.EVENT_READ, caller)
 
-    def _answer(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> bool:
-        """Answer one request; True when a run was started (it now owns ``conn``). Only a command
-        counts as activity for ``--idle``: asking for the status does not keep the daemon alive."""
+    def _drop(self, caller: Caller) -> None:
+        self.callers.pop(caller.conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(caller.conn)
+        caller.close()
+
+    def _read(self, caller: Caller) -> None:
+        """Take what the caller sent; answer each whole message."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(caller.conn, 1 << 16, 8)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        caller.fds += fds
+        if not data:
+            self._drop(caller)
+            return
+        caller.buffer += data
+        try:
+            while self.callers.get(caller.conn) is caller and (message := take(caller.buffer)) is not None:
+                self._answer(caller, message)
+        except (WireError, OSError):
+            self._drop(caller)
+
+    def _answer(self, caller: Caller, message: dict[str, Any]) -> None:
+        """One request: ``status``, ``stop``, ``run`` (answered "ready"), then ``go`` (the fork)."""
         op = message.get("op")
-        if op != "status":
-            self.last = time.monotonic()
-        if op == "status":
-            send(conn, self.status())
+        if op == "go" and caller.umask >= 0:
+            self._fork(caller)
+        elif op == "run" and caller.umask < 0:
+            why = self._refusal(message, caller.fds)
+            if why:
+                send(caller.conn, {"ok": False, "why": why})
+                self._drop(caller)
+                return
+            caller.umask, caller.deadline = int(message["umask"]), time.monotonic() + REQUEST_TIMEOUT
+            send(caller.conn, {"ok": True, "ready": True})
+        elif op == "status":
+            send(caller.conn, self.status())
+            self._drop(caller)
         elif op == "stop":
-            send(conn, {"ok": True, "pid": os.getpid(), "running": len(self.runs)})
+            self.last = time.monotonic()
+            send(caller.conn, {"ok": True, "pid": os.getpid(), "running": len(self.runs)})
+            self._drop(caller)
             self.stop()
-        elif op == "run":
-            why = self._refusal(message, fds)
-            if not why:
-                self._fork(conn, message, fds)
-                return True
-            send(conn, {"ok": False, "why": why})
         else:
-            send(conn, {"ok": False, "why": f"unknown request {op!r}"})
-        return False
+            send(caller.conn, {"ok": False, "why": f"unexpected request {op!r}"})
+            self._drop(caller)
 
     def _refusal(self, message: dict[str, Any], fds: list[int]) -> str:
         """Why this run request is not taken ("" when it is)."""
         if self.stopping:
             return "stopping"
-        if len(fds) != 4 or not isinstance(message.get("argv"), list) or not isinstance(message.get("env"), dict):
+        if len(fds) != 5 or not isinstance(message.get("umask"), int) or not 0 <= message["umask"] <= 0o777:
             return "a malformed request"
-        if any(message.get(k) != v for k, v in self.build.items()):
-            return "another interpreter or copy of maintkit"
+        differ = sorted(k for k, v in self.build.items() if message.get(k) != v)
+        if differ:
+            return f"another interpreter, start-up or copy of maintkit ({', '.join(differ)})"
         if fingerprint() != self.code:
             self.stop()
             return "maintkit's files changed since the daemon started"
         return ""
 
-    def _fork(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+    def _fork(self, caller: Caller) -> None:
+        """Start the run: a child made into the caller's process; the caller gets its pid and pidfd."""
+        self.callers.pop(caller.conn)
+        self.selector.unregister(caller.conn)
+        conn, fds = caller.conn, caller.fds
+        conn.setblocking(True)
         inherited = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno(), self.selector_fd()]
         inherited += [c.fileno() for c in self.runs.values() if c is not None]
-        pid = os.fork()
-        if pid == 0:  # the child never returns from become()
-            become(message, fds, inherited)
-        for fd in fds:
-            os.close(fd)
+        inherited += [c.conn.fileno() for c in self.callers.values()] + [
+            fd for c in self.callers.values() for fd in c.fds
+        ]
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child never returns from become()
+                become(caller.umask, fds, [fd for fd in inherited if fd >= 0])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            caller.fds = []
+            for fd in fds:
+                os.close(fd)
         self.served += 1
+        self.last = time.monotonic()
         self.runs[pid] = conn
         pidfd = os.pidfd_open(pid)
         try:
@@ -230,8 +317,7 @@ class Daemon:
             pass  # the caller is gone: noticed below, and the run is stopped
         finally:
             os.close(pidfd)
-        conn.settimeout(None)
-        self.selector.register(conn, selectors.EVENT_READ, str(pid))
+        self.selector.register(conn, selectors.EVENT_READ, pid)
 
     def selector_fd(self) -> int:
         """The selector's own descriptor (an epoll), or -1."""
@@ -242,16 +328,17 @@ class Daemon:
         """The caller of run ``pid`` closed its end before the run ended: stop the run (SIGTERM)."""
         try:
             if conn.recv(1, socket.MSG_DONTWAIT):
-                return  # a caller sends nothing after its request; what it does send is dropped
+                return  # a caller sends nothing after "go"; what it does send is dropped
         except BlockingIOError:
             return
         except OSError:
             pass
-        self.selector.unregister(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn)
         conn.close()
         self.runs[pid] = None
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # not yet reaped (the reaper clears runs[pid]): it is still our child
 
     def _reap(self) -> None:
         with contextlib.suppress(OSError):
@@ -267,7 +354,8 @@ class Daemon:
             self.last = time.monotonic()
             conn = self.runs.pop(pid, None)
             if conn is not None:
-                self.selector.unregister(conn)
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(conn)
                 with contextlib.suppress(OSError):
                     send(conn, {"status": os.waitstatus_to_exitcode(status)})
                 conn.close()
@@ -278,7 +366,7 @@ class Daemon:
         return {
             "ok": True, "pid": os.getpid(), "socket": self.path, "started": self.started, "served": self.served,
             "running": len(self.runs), "idle": self.idle, "idle_left": idle_left, "modules": len(sys.modules),
-            **self.build,
+            **{k: self.build[k] for k in ("python", "prefix", "package", "version")},
         }  # fmt: skip
 
 
@@ -291,8 +379,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if sys.path and sys.path[0] == os.getcwd():  # -m put the start folder first; a script has its own folder
         sys.path[0] = os.path.dirname(sys.executable)
+    own, code = build(), fingerprint()  # before loading: a file changed meanwhile makes it stale at once
     preload()
-    daemon = Daemon(args.socket, args.idle)
+    daemon = Daemon(args.socket, args.idle, own, code)
     daemon.bind()
     if threading.active_count() != 1:
         print(f"warning: {threading.active_count()} threads after loading; forks copy only one", file=sys.stderr)

@@ -31,11 +31,13 @@ __all__ = [
     "WireError",
     "build",
     "daemon_dir",
+    "decode",
     "peer_uid",
     "receive",
     "send",
     "socket_path",
     "switched_off",
+    "take",
 ]
 
 #: ``MAINT_DAEMON=0`` (or off, no, false): run every command in its own process
@@ -60,12 +62,14 @@ def package_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build() -> dict[str, str]:
+def build() -> dict[str, Any]:
     """What a daemon and its caller must share: the interpreter and its environment (``sys.prefix``),
-    the package's folder, the version."""
+    the package's folder and version, and how Python started (``sys.path``, ``sys.flags``, warning
+    options, the file system's encoding): a command is handed over only when all are equal."""
     return {
         "python": os.path.realpath(sys.executable), "prefix": sys.prefix, "package": package_dir(),
-        "version": __version__,
+        "version": __version__, "path": list(sys.path), "flags": list(sys.flags),
+        "warnoptions": list(sys.warnoptions), "fsencoding": sys.getfilesystemencoding(),
     }  # fmt: skip
 
 
@@ -116,17 +120,40 @@ def receive(sock: socket.socket, maxfds: int = 0) -> tuple[dict[str, Any], list[
         head += _exactly(sock, _HEADER.size - len(head)) if head else b""
         if len(head) != _HEADER.size:
             raise WireError("the other side closed the connection")
-        (size,) = _HEADER.unpack(head)
-        if size > MAX_MESSAGE:
-            raise WireError(f"message of {size} bytes (the limit is {MAX_MESSAGE})")
-        message = json.loads(_exactly(sock, size))
+        return decode(_exactly(sock, _size(head))), fds
     except BaseException:
         _close(fds)
         raise
+
+
+def take(buffer: bytearray) -> dict[str, Any] | None:
+    """The first whole message in ``buffer`` (removed from it), or None while it is incomplete."""
+    if len(buffer) < _HEADER.size:
+        return None
+    size = _size(bytes(buffer[: _HEADER.size]))
+    if len(buffer) < _HEADER.size + size:
+        return None
+    body = bytes(buffer[_HEADER.size : _HEADER.size + size])
+    del buffer[: _HEADER.size + size]
+    return decode(body)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A message's body: a JSON object, or WireError (also for JSON nested too deep to parse)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"a message is not JSON: {type(exc).__name__}") from None
     if not isinstance(message, dict):
-        _close(fds)
         raise WireError("a message is not a JSON object")
-    return message, fds
+    return message
+
+
+def _size(head: bytes) -> int:
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_MESSAGE:
+        raise WireError(f"message of {size} bytes (the limit is {MAX_MESSAGE})")
+    return int(size)
 
 
 def _exactly(sock: socket.socket, size: int) -> bytes:

@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from maintkit.cli.daemon_wire import receive, send
 from tests.runs import PLAIN, local_env, one_site, write_inventory
 
 MAINT = str(Path(sys.executable).with_name("maint"))
+MAINT_PYTHON = Path(MAINT).read_text().splitlines()[0].removeprefix("#!")  # the console script's interpreter
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITE = """\
@@ -69,6 +72,15 @@ class Daemon:
 
     def served(self) -> int:
         return int(self.status()["served"])  # type: ignore[call-overload]
+
+
+def _caller_build() -> dict[str, object]:
+    """What the console script sends as its build (its interpreter and start-up)."""
+    code = "import json; from maintkit.cli.daemon_wire import build; print(json.dumps(build()))"
+    out = subprocess.run([MAINT_PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
+    built = dict(json.loads(out))
+    built["path"][0] = os.path.dirname(MAINT)  # a script's folder comes first on its path
+    return built
 
 
 def wait_gone(pid: int, timeout: float = 60.0) -> None:
@@ -161,18 +173,42 @@ def _start_waiting_run(daemon: Daemon, tmp_path: Path) -> tuple[subprocess.Popen
     return proc, site
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def _interrupted(tmp_path: Path) -> dict[str, object]:
     (run_dir,) = (tmp_path / "state" / "runs").iterdir()
     return dict(json.loads((run_dir / "summary.json").read_text()))
 
 
-def test_ctrl_c_reaches_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_reach_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path, sig: signal.Signals) -> None:
     proc, site = _start_waiting_run(daemon, tmp_path)
-    assert daemon.status()["running"] == 1
-    proc.send_signal(signal.SIGINT)
+    status = daemon.status()
+    assert status["running"] == 1
+    assert [_comm(pid) for pid in _children(int(status["pid"]))] == ["maint"]  # type: ignore[call-overload]
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, out + err
     assert _interrupted(tmp_path)["status"] == "interrupted"
+    (run_dir,) = (tmp_path / "state" / "runs").iterdir()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    # the run itself got the signal (a caller that died instead would have it stopped by SIGTERM)
+    assert [e["signal"] for e in events if e["event"] == "run.interrupt_requested"] == [sig.name]
     assert not (site / ".maint" / "lock").exists()
     assert daemon.status()["running"] == 0 and daemon.served() == 1
 
@@ -234,9 +270,9 @@ def test_an_idle_daemon_stops_by_itself_and_removes_its_socket() -> None:
     cache = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
     d = Daemon(cache)
     try:
-        assert d.maint("daemon", "start", "--idle", "1").returncode == 0
+        assert d.maint("daemon", "start", "--idle", "3").returncode == 0
         status = d.status()
-        assert status["idle"] == 1.0 and isinstance(status["idle_left"], float)
+        assert status["idle"] == 3.0 and isinstance(status["idle_left"], float)
         assert d.maint("--version").stdout == "maint, version 0.1.0\n" and d.served() == 1
         wait_gone(int(status["pid"]))  # type: ignore[call-overload]
         assert not Path(str(status["socket"])).exists()
@@ -294,3 +330,73 @@ def test_hostile_arguments_and_environment_give_the_same_result_as_without_it(
     here = daemon.maint(*argv, cwd=daemon.folder.parent, MAINT_STATE_DIR=value, MAINT_DAEMON="0")
     assert (warm.returncode, warm.stdout, warm.stderr) == (here.returncode, here.stdout, here.stderr)
     assert warm.returncode in (0, 2) and daemon.served() == before + 1  # 0: a name that asks for --help
+
+
+def _socket(daemon: Daemon) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(str(daemon.status()["socket"]))
+    return sock
+
+
+def test_a_stalled_or_broken_caller_holds_up_no_one(daemon: Daemon) -> None:
+    stalled = _socket(daemon)
+    stalled.sendall(b"\x00\x00")  # half a header, then nothing
+    deep = _socket(daemon)
+    body = b"[" * 100_000  # JSON nested too deep to parse
+    deep.sendall(len(body).to_bytes(4, "big") + body)
+    assert deep.recv(1) == b""  # dropped
+    with stalled:
+        version = daemon.maint("--version")
+        assert (version.returncode, version.stdout) == (0, "maint, version 0.1.0\n")
+        assert daemon.served() == 1  # taken at once, while the stalled caller is still connected
+    deep.close()
+
+
+def test_a_signal_at_once_reaches_the_command_never_the_daemon(daemon: Daemon) -> None:
+    for n in range(1, 21):
+        sock = _socket(daemon)
+        r, w = os.pipe()
+        cwd = os.open("/", os.O_RDONLY)
+        command = os.memfd_create("command")
+        os.write(command, json.dumps({"argv": ["maint", "--version"], "env": daemon.env}).encode())
+        os.lseek(command, 0, os.SEEK_SET)
+        with sock:
+            send(sock, {"op": "run", "umask": 0o022, **_caller_build()}, (r, w, w, cwd, command))
+            for fd in (r, w, cwd, command):
+                os.close(fd)
+            assert receive(sock) == ({"ok": True, "ready": True}, [])
+            send(sock, {"op": "go"})
+            answer, [pidfd] = receive(sock, maxfds=1)
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            os.close(pidfd)
+            status, _ = receive(sock)
+        assert status["status"] in (0, -signal.SIGTERM)  # it ran, or the signal ended it
+        assert daemon.served() == n  # the daemon still answers, and took every command
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any writable memory of process ``pid`` holds ``needle`` (read through /proc)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def test_a_commands_environment_never_enters_the_daemons_memory(daemon: Daemon, tmp_path: Path) -> None:
+    status = daemon.status()
+    pid = int(status["pid"])  # type: ignore[call-overload]
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    done = daemon.maint("validate", "missing.yml", cwd=tmp_path, DB_PASSWORD=secret)
+    assert done.returncode == 2 and daemon.served() == 1
+    assert _memory_holds(pid, str(status["socket"]).encode())  # the scan does read the daemon's memory
+    assert not _memory_holds(pid, secret.encode())

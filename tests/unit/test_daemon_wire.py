@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maintkit.cli.daemon_wire import MAX_MESSAGE, WireError, daemon_dir, receive, send, socket_path, switched_off
+from maintkit.cli.daemon_wire import (
+    MAX_MESSAGE,
+    WireError,
+    daemon_dir,
+    decode,
+    receive,
+    send,
+    socket_path,
+    switched_off,
+    take,
+)
 
 messages = st.dictionaries(st.text(max_size=20), st.text(max_size=200) | st.integers() | st.none(), max_size=8)
 
@@ -69,3 +79,29 @@ def test_the_socket_is_per_user_cache_and_installation() -> None:
 )
 def test_maint_daemon_0_switches_it_off(value: str, off: bool) -> None:
     assert switched_off({"MAINT_DAEMON": value}) is off
+
+
+def test_messages_are_taken_from_a_buffer_as_they_complete() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        send(a, {"op": "run"})
+        send(a, {"op": "go"})
+        raw = b.recv(1 << 16)
+    buffer = bytearray(raw[:3])
+    assert take(buffer) is None and buffer == raw[:3]
+    buffer += raw[3:10]
+    assert take(buffer) is None
+    buffer += raw[10:]
+    assert take(buffer) == {"op": "run"}
+    assert take(buffer) == {"op": "go"} and buffer == bytearray()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [(b"[" * 100_000, "a message is not JSON: RecursionError"), (b"{", "a message is not JSON: JSONDecodeError"),
+     (b'"x"', "a message is not a JSON object")],
+)  # fmt: skip
+def test_a_body_that_is_not_an_object_is_an_error(body: bytes, why: str) -> None:
+    with pytest.raises(WireError) as caught:
+        decode(body)
+    assert str(caught.value) == why
