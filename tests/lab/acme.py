@@ -30,6 +30,7 @@ from cryptography import x509
 
 from maintkit.demo.tls import new_ca, new_leaf, pem, write_key
 from tests.gates import wait_until
+from tests.lab.procs import free_port
 
 if TYPE_CHECKING:
     from tests.lab.web import WebStack
@@ -80,9 +81,9 @@ class AcmeServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         cert, key = self._make_api_cert()
         self.acme_port, self.mgmt_port, self.http_port, self.tls_port, self.chall_mgmt_port = (
-            _free_port() for _ in range(5)
+            free_port() for _ in range(5)
         )
-        self.dns_port = _free_udp_tcp_port()
+        self.dns_port = free_port(udp=True)
         try:
             self._start_challtestsrv()
             self._start_pebble(cert, key)
@@ -302,27 +303,6 @@ class Certbot:
 
 
 # -- small private process helpers -------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_udp_tcp_port() -> int:
-    """A port free for both UDP and TCP (DNS listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                    tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AcmeError("no free UDP+TCP port found")
 
 
 def _port_open(port: int) -> bool:

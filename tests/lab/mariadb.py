@@ -21,13 +21,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 from tests.gates import wait_until
+from tests.lab.procs import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
@@ -115,7 +115,7 @@ class MariaDB:
         subprocess.run(["cp", "-a", str(template), str(self.datadir)], check=True, timeout=60)
         self.run_dir.mkdir(mode=0o755, exist_ok=True)
         shutil.chown(self.run_dir, "mysql", "mysql")
-        self.port = _free_port()
+        self.port = free_port()
         argv = [
             MARIADBD,
             "--no-defaults",
@@ -248,9 +248,3 @@ class MariaDB:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

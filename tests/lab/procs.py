@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -186,11 +188,49 @@ def read_pidfile(path: str | Path, *, timeout: float = 10.0, log: str | Path | N
         time.sleep(0.01)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (bind to port 0 and ask the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+#: the lowest port the lab hands out; the highest is just below the kernel's ephemeral range
+LAB_PORTS_FROM = 20000
+_HANDED: set[int] = set()
+_HANDED_LOCK = threading.Lock()
+_RANDOM = random.SystemRandom()  # not the global generator, which hypothesis seeds per example
+
+
+def free_port(host: str = "127.0.0.1", *, udp: bool = False) -> int:
+    """A TCP port (and UDP with ``udp``) free on ``host`` right now, for a lab server to listen on.
+
+    Chosen below the kernel's ephemeral range (``ip_local_port_range``), never from it: a port
+    the kernel picked for port 0 can be given to an outgoing connection (an SSH client of
+    another test) between this choice and the server's own bind ("Address already in use").
+    A port is handed out once per test session.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(500):
+        port = _RANDOM.randint(LAB_PORTS_FROM, high)
+        with _HANDED_LOCK:
+            if port in _HANDED or not _bindable(host, port, udp):
+                continue
+            _HANDED.add(port)
+            return port
+    raise LabStartError(f"no free port on {host} between {LAB_PORTS_FROM} and {high}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host: str, port: int, udp: bool) -> bool:
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    try:
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind((host, port))
+    except OSError:
+        return False
+    return True
 
 
 def wait_port(

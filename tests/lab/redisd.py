@@ -8,10 +8,11 @@ under ``base_dir``.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.lab.procs import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -55,7 +56,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start redis-server and wait until an authenticated PING answers PONG."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         conf = self.base_dir / "redis.conf"
         # The password goes into a 0600 config file, not onto the command line (ps shows argv).
         conf.touch(mode=0o600)
@@ -151,9 +152,3 @@ def _conf_quote(value: str) -> str:
     if any(c in value for c in "\r\n\0"):
         raise ValueError("redis password must not contain line breaks or NUL")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

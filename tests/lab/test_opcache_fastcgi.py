@@ -44,6 +44,7 @@ from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, StepStatus
 from tests import runs
 from tests.gates import wait_until
+from tests.lab.procs import free_port
 from tests.lab.recording import Recorder
 from tests.lab.sshd import LabHost, SshLab
 from tests.lab.web import PHP_FPM, WebStack
@@ -99,12 +100,6 @@ $deadline = microtime(true) + 20;
 while (!file_exists('GATES/release') && microtime(true) < $deadline) { usleep(10000); }
 echo file_exists('GATES/release') ? "released" : "timeout";
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -206,7 +201,7 @@ def fpm(web_stack: WebStack, ssh_lab: SshLab) -> Iterator[SharedFpm]:
             )
         ports = {}
         for conf, root, pool in zip(confs, (staging, production), ("staging", "production"), strict=True):
-            ports[pool] = _free_port()
+            ports[pool] = free_port()
             conf.write_text(
                 _site_conf(
                     conf.stem, ports[pool], root, f"{base}/run/{pool}.sock", web_stack.nginx_dir / "fastcgi_params"
@@ -475,7 +470,7 @@ def test_an_unreachable_pool_fails_in_one_command_and_leaves_nothing(
     host = ssh_lab.hosts[0]
     inv = _inventory(tmp_path, host, fpm)
     rec = Recorder()
-    address = f"127.0.0.1:{_free_port()}" if where == "tcp" else str(fpm.base / "run" / "stale.sock")
+    address = f"127.0.0.1:{free_port()}" if where == "tcp" else str(fpm.base / "run" / "stale.sock")
     if where == "stale-socket":  # the socket file is there (check passes), nobody listens on it
         with socket.socket(socket.AF_UNIX) as stale:
             stale.bind(address)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.gates import wait_until
+from tests.lab.procs import free_port
 
 NGINX = "/usr/sbin/nginx"
 PHP_FPM = "/usr/sbin/php-fpm8.2"
@@ -177,7 +178,7 @@ class WebStack:
     # -- php-fpm ---------------------------------------------------------------------------------
 
     def _start_php(self) -> None:
-        self.php_port = _free_port()
+        self.php_port = free_port()
         sessions = self.php_dir / "sessions"
         sessions.mkdir(mode=0o700, exist_ok=True)
         self.php_error_log.touch()
@@ -233,7 +234,7 @@ php_value[session.save_path] = {self.php_dir}/sessions
     # -- nginx -----------------------------------------------------------------------------------
 
     def _start_nginx(self) -> None:
-        self.control_port = _free_port()
+        self.control_port = free_port()
         params = self.nginx_dir / "fastcgi_params"
         params.write_text(fastcgi_params_text())
         self.nginx_error_log.touch()
@@ -372,7 +373,7 @@ http {{
         _check_name(name)
         if name in self.sites:
             raise WebStackError(f"site {name!r} exists already")
-        port = port or _free_port()
+        port = port or free_port()
         cache_dir = self.nginx_dir / "cache" / name if fastcgi_cache else None
         zone = f"cache_{name.replace('-', '_').replace('.', '_')}" if fastcgi_cache else None
         scheme = "https" if tls else "http"
@@ -486,12 +487,6 @@ def _check_name(name: str) -> None:
 
 def _group_name(gid: int) -> str:
     return grp.getgrgid(gid).gr_name
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
