@@ -28,8 +28,9 @@ from maintkit.state.index import series
 from tests import runs
 from tests.gates import wait_until
 from tests.lab.mariadb import MariaDB
+from tests.lab.procs import free_port
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
-from tests.lab.web import WebStack, _free_port
+from tests.lab.web import WebStack
 
 pytestmark = pytest.mark.lab
 
@@ -194,7 +195,7 @@ class StatusStack(WebStack):
 
     def _php_conf_text(self) -> str:
         if not self.status_port:
-            self.status_port = _free_port()
+            self.status_port = free_port()
         text = super()._php_conf_text()
         for old, new in (
             ("pm.max_children = 8", "pm.max_children = 2"),
@@ -283,7 +284,7 @@ def test_host_health_reads_a_saturated_php_fpm_pool(shop: Shop, status_stack: St
     gate = root / "gate"
     (root / "hold.php").write_text(f"<?php while (!file_exists('{gate}')) {{ usleep(20000); }} echo 'released';\n")
     site = status_stack.add_site(name, str(root))
-    url = status_stack.add_status(_free_port())
+    url = status_stack.add_status(free_port())
     steps = [{"id": "host", "action": "host.health", "with": {**SHARED_LOAD, "fpm_status_url": url, "paths": ["."]}}]
     calm = _step(shop.run(steps), "host")
     assert calm.status is StepStatus.UNCHANGED, calm.error
