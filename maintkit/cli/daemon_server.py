@@ -302,6 +302,9 @@ class Daemon:
             pid = os.fork()
             if pid == 0:  # the child never returns from become()
                 become(caller.umask, fds, [fd for fd in inherited if fd >= 0])
+        except OSError:
+            conn.close()  # no run: the caller sees the connection end and says so (exit 3)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             caller.fds = []
