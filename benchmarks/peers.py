@@ -130,9 +130,9 @@ class Bench:
         argv = maint_argv(
             str(exe) if exe.exists() else "maint", self.work / "bench.yml", inv, state, self.concurrency or n
         )
-        daemon = {} if variant in DAEMON_VARIANTS else {"MAINT_DAEMON": "0"}
-        if daemon == {}:
+        if variant in DAEMON_VARIANTS:
             self.start_daemon()
+        daemon = {} if variant in DAEMON_VARIANTS else {"MAINT_DAEMON": "0"}
         m, _ = self.timer.run(argv, {**os.environ, "MAINT_PLAIN": "1", **daemon})
         new = sorted(set((state / "runs").glob("*")) - before)
         if len(new) != 1:
@@ -145,7 +145,9 @@ class Bench:
         return self.note(variant, m)
 
     def start_daemon(self) -> None:
-        """``maint daemon start`` (untimed; nothing happens when it runs already)."""
+        """``maint daemon start`` (untimed), once: later calls find it running (its pid is alive)."""
+        if self.daemon_pid and Path(f"/proc/{self.daemon_pid}").exists():
+            return
         exe = Path(sys.executable).with_name("maint")
         subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "start", "--idle", "0"], check=True,
                        capture_output=True)  # fmt: skip

@@ -1,6 +1,6 @@
-"""Directories only their owner may use: where live connections and the start-up daemon's socket
-are kept (standard library only, so the ``maint`` console script can read it before anything
-else is imported).
+"""Directories only their owner may use, and the cache folder they live under: where live
+connections and the start-up daemon's socket are kept (standard library only, so the ``maint``
+console script can read it before anything else is imported).
 """
 
 from __future__ import annotations
@@ -8,8 +8,17 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Mapping
 
-__all__ = ["dir_problem", "make_private_dir"]
+__all__ = ["cache_home", "dir_problem", "make_private_dir"]
+
+
+def cache_home(environ: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME`` when it is an absolute path, else ``$HOME/.cache`` (``~/.cache``)."""
+    cache = environ.get("XDG_CACHE_HOME") or ""
+    if os.path.isabs(cache):
+        return cache
+    return os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".cache")
 
 
 def dir_problem(path: str | os.PathLike[str]) -> str:

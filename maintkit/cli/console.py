@@ -1,8 +1,9 @@
 """The ``maint`` console script: a running start-up daemon takes the command, else it runs here.
 
-Before click or any command is imported, :func:`maintkit.cli.daemon_client.hand_over` offers the
-command to this user's ``maint daemon`` of this installation, if one runs; it costs one
-``stat`` when none does. ``MAINT_DAEMON=0`` skips it. The commands themselves are
+Before click or any command is imported, :func:`maintkit.cli.daemon_path.offered_socket` looks
+for this user's ``maint daemon`` of this installation (one ``stat``; it imports only ``os`` and
+``zlib``) and, when one is there, :func:`maintkit.cli.daemon_client.hand_over` offers it the
+command. ``MAINT_DAEMON=0`` skips it. The commands themselves are
 :func:`maintkit.cli.main.main`.
 """
 
@@ -16,15 +17,19 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of the ``maint`` console script."""
-    from maintkit.cli.daemon_client import LOST, hand_over
+    from maintkit.cli.daemon_path import offered_socket
 
-    try:
-        status = hand_over(sys.argv, os.environ)
-    except KeyboardInterrupt:  # before the run could take the signals: the daemon stops it (its caller is gone)
-        sys.stderr.write("interrupted\n")
-        sys.exit(LOST)
-    if status is not None:
-        sys.exit(status)
+    path = offered_socket(sys.argv, os.environ)
+    if path is not None:
+        from maintkit.cli.daemon_client import LOST, hand_over
+
+        try:
+            status = hand_over(sys.argv, os.environ, path)
+        except KeyboardInterrupt:  # before the run could take the signals: the daemon stops it (its caller is gone)
+            sys.stderr.write("interrupted\n")
+            sys.exit(LOST)
+        if status is not None:
+            sys.exit(status)
     from maintkit.cli.main import main as run_here
 
     run_here()

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maintkit.cli.daemon_wire import WireError, build, peer_uid, receive, send, socket_path, switched_off
+from maintkit.cli.daemon_wire import WireError, build, peer_uid, receive, send, socket_path
 
 __all__ = ["FORWARDED", "LOST", "hand_over", "request"]
 
@@ -36,11 +36,10 @@ LOST = 3
 ANSWER_TIMEOUT = 10.0
 
 
-def hand_over(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
-    """Run ``argv`` in the daemon; its exit status, or None when it did not take the command."""
-    if switched_off(environ) or list(argv[1:2]) == ["daemon"]:
-        return None
-    sock = _connect(socket_path(environ))
+def hand_over(argv: Sequence[str], environ: Mapping[str, str], path: str) -> int | None:
+    """Run ``argv`` in the daemon at ``path`` (:func:`~maintkit.cli.daemon_path.offered_socket`);
+    its exit status, or None when it did not take the command."""
+    sock = _connect(path)
     if sock is None:
         return None
     with sock:

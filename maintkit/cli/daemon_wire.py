@@ -1,20 +1,14 @@
-"""The start-up daemon's socket and messages (``maint daemon``, docs/cli.md#maint-daemon).
+"""The start-up daemon's messages, and what a caller and the daemon must share (``maint daemon``,
+docs/cli.md#maint-daemon). Standard library only.
 
-Standard library only, and nothing heavy: the console script reads this before anything else is
-imported, on every ``maint`` command.
-
-* **Where.** One socket per user and per installation of maintkit:
-  ``$XDG_CACHE_HOME/maintkit/daemon/d-<hash>.sock`` (default ``~/.cache/maintkit/daemon``), in a
-  directory only its owner may use (:func:`maintkit._private_dir.dir_problem`); the hash is of
-  the interpreter and the package's folder, so two virtual environments never share a daemon.
-* **Messages.** A 4-byte big-endian length, then that many bytes of JSON (at most
-  :data:`MAX_MESSAGE`). The descriptors a message carries (``SCM_RIGHTS``) ride on its header.
+A message is a 4-byte big-endian length, then that many bytes of JSON (at most
+:data:`MAX_MESSAGE`). The descriptors a message carries (``SCM_RIGHTS``) ride on its header.
+Where the socket is: :mod:`maintkit.cli.daemon_path` (its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -24,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from maintkit import __version__
+from maintkit.cli.daemon_path import ENV_SWITCH, daemon_dir, package_dir, socket_path, switched_off
 
 __all__ = [
     "ENV_SWITCH",
@@ -32,6 +27,7 @@ __all__ = [
     "build",
     "daemon_dir",
     "decode",
+    "package_dir",
     "peer_uid",
     "receive",
     "send",
@@ -40,26 +36,13 @@ __all__ = [
     "take",
 ]
 
-#: ``MAINT_DAEMON=0`` (or off, no, false): run every command in its own process
-ENV_SWITCH = "MAINT_DAEMON"
 #: the largest message either side accepts (a request carries the caller's environment)
 MAX_MESSAGE = 4 << 20
 _HEADER = struct.Struct("!I")
-_OFF = frozenset({"0", "off", "no", "false"})
 
 
 class WireError(Exception):
     """A message that is cut short, too large or not a JSON object."""
-
-
-def switched_off(environ: Mapping[str, str]) -> bool:
-    """Whether ``MAINT_DAEMON`` says not to use a daemon."""
-    return environ.get(ENV_SWITCH, "").strip().lower() in _OFF
-
-
-def package_dir() -> str:
-    """The folder of the maintkit package this process runs."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build() -> dict[str, Any]:
@@ -71,22 +54,6 @@ def build() -> dict[str, Any]:
         "version": __version__, "path": list(sys.path), "flags": list(sys.flags),
         "warnoptions": list(sys.warnoptions), "fsencoding": sys.getfilesystemencoding(),
     }  # fmt: skip
-
-
-def daemon_dir(environ: Mapping[str, str]) -> str:
-    """``$XDG_CACHE_HOME/maintkit/daemon``, or ``~/.cache/maintkit/daemon``."""
-    cache = environ.get("XDG_CACHE_HOME") or ""
-    if not os.path.isabs(cache):
-        home = environ.get("HOME") or os.path.expanduser("~")
-        cache = os.path.join(home, ".cache")
-    return os.path.join(cache, "maintkit", "daemon")
-
-
-def socket_path(environ: Mapping[str, str]) -> str:
-    """The socket of this installation's daemon for the user of ``environ``."""
-    b = build()
-    digest = hashlib.sha256(f"{b['python']}\0{b['prefix']}\0{b['package']}".encode()).hexdigest()[:16]
-    return os.path.join(daemon_dir(environ), f"d-{digest}.sock")
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maintkit._private_dir import dir_problem, make_private_dir
+from maintkit._private_dir import cache_home, dir_problem, make_private_dir
 from maintkit.errors import TransportError
 
 __all__ = [
@@ -56,10 +56,7 @@ _LABEL_SUFFIX = ".json"
 
 def control_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The control socket directory: ``$XDG_CACHE_HOME/maintkit/ssh`` or ``~/.cache/maintkit/ssh``."""
-    source = os.environ if environ is None else environ
-    cache = source.get("XDG_CACHE_HOME") or ""
-    base = Path(cache) if os.path.isabs(cache) else Path(os.path.expanduser("~")) / ".cache"
-    return base / "maintkit" / "ssh"
+    return Path(cache_home(os.environ if environ is None else environ)) / "maintkit" / "ssh"
 
 
 def ensure_dir(path: Path, host: str) -> Path:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maintkit.cli.daemon_wire import receive, send
+from tests.gates import gated_shell, make_gates, wait_started
 from tests.runs import PLAIN, local_env, one_site, write_inventory
 
 MAINT = str(Path(sys.executable).with_name("maint"))
@@ -40,13 +40,13 @@ stages:
       - {action: file.content, with: {path: "{{ env.path }}/config.txt", content: "served warm\\n"}}
 """
 
-WAIT = """\
+WAIT = f"""\
 name: wait
 stages:
   - env: production
     steps:
-      - {action: command, with: {argv: [sh, -c, "echo up > {{ env.path }}/gate && exec sleep 600"]}}
-"""
+      - {{action: command, with: {{argv: [sh, -c, "{gated_shell("{{ env.path }}")}"]}}}}
+"""  # the step says it started, then waits on its gate, which no test opens: it is stopped
 
 BAD = "name: bad\nstages:\n  - env: production\n    steps:\n      - {action: no.such.action}\n"
 
@@ -161,15 +161,12 @@ def _start_waiting_run(daemon: Daemon, tmp_path: Path) -> tuple[subprocess.Popen
     site.mkdir()
     write_inventory(tmp_path, one_site(local_env(site)))
     (tmp_path / "wait.yml").write_text(WAIT)
+    make_gates(site)
     proc = subprocess.Popen(
         [MAINT, "run", "wait.yml", "-i", "inventory.yml", "--state-dir", "state", "--yes"],
         cwd=tmp_path, env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not (site / "gate").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the step never started"
-        time.sleep(0.02)
+    wait_started(site, proc)
     return proc, site
 
 
@@ -215,12 +212,11 @@ def test_signals_reach_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path, 
 
 def test_a_killed_caller_stops_its_run(daemon: Daemon, tmp_path: Path) -> None:
     proc, site = _start_waiting_run(daemon, tmp_path)
+    (run,) = _children(int(daemon.status()["pid"]))  # type: ignore[call-overload]
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 120
-    while daemon.status()["running"]:
-        assert time.monotonic() < deadline, "the run went on after its caller died"
-        time.sleep(0.05)
+    wait_gone(run, 120)  # the run ends (stopped by the daemon) rather than wait on its gate
+    assert daemon.status()["running"] == 0
     assert _interrupted(tmp_path)["status"] == "interrupted"
     assert not (site / ".maint" / "lock").exists()
 
