@@ -1,4 +1,5 @@
-"""Package trees on a host: tree hashes, ``cp -a`` snapshots and their exact restore.
+"""Package trees on a host: tree hashes, ``cp -a`` snapshots, their exact restore, and the
+atomic exchange (``swap_lines``) the restore and the WordPress switch use.
 
 Everything that touches the host goes through ``ctx.run`` / ``ctx.run_shell`` with quoted
 arguments. :func:`restore_path` uses only file copies and renames, never PHP, so it works
@@ -114,11 +115,42 @@ def snapshot_path(ctx: Context, src: str, dest: str, *, upload: tuple[bytes, str
     return snapshot_result(res, src, upload=path)
 
 
+#: renameat2(AT_FDCWD, new, AT_FDCWD, dest, RENAME_EXCHANGE) in perl (perl-base is part of every
+#: Debian and Ubuntu); the system call's number per machine. Exit 0 only when the two swapped.
+_EXCHANGE_PL = (
+    "use POSIX ();my %n=(x86_64=>316,aarch64=>276,riscv64=>276,loongarch64=>276,i386=>353,i486=>353,"
+    "i586=>353,i686=>353,armv6l=>382,armv7l=>382,armv8l=>382,ppc64le=>357,ppc64=>357,s390x=>347);"
+    "my $nr=$n{(POSIX::uname())[4]} or exit 9;"
+    "exit(syscall($nr,-100,$ARGV[0],-100,$ARGV[1],2)==0 ? 0 : 9)"
+)
+
+
+def swap_lines(new: str, dest: str, old: str) -> str:
+    """Shell lines putting ``new`` at ``dest`` and what was at ``dest`` (if anything) at ``old``.
+
+    Where the kernel and the file system can (Linux 3.15+, ext4, xfs, btrfs, tmpfs), the two
+    are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)``: a request never finds ``dest``
+    missing. Elsewhere (no perl, an unknown machine, a file system without the flag) two
+    renames, with ``dest`` missing between them for as long as a process start; when the second
+    fails the first is undone. Exit 5 or 6 on a failure; ``old`` must not exist.
+    """
+    n, d, o = quote(new), quote(dest), quote(old)
+    there = f"{{ [ -e {d} ] || [ -L {d} ]; }}"
+    return (
+        f"if {there} && perl -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
+        f"  mv -T -- {n} {o} || exit 5\n"
+        f"else\n"
+        f"  if {there}; then mv -T -- {d} {o} || exit 5; fi\n"
+        f"  mv -T -- {n} {d} || {{ [ -e {o} ] && mv -T -- {o} {d}; exit 6; }}\n"
+        f"fi\n"
+    )
+
+
 def restore_script(snapshot: str | None, dest: str) -> str:
     """Shell that puts ``snapshot`` back at ``dest`` (or removes ``dest`` when snapshot is None).
 
-    The copy is made next to ``dest`` first and then swapped in with renames, so ``dest``
-    is never half restored.
+    The copy is made next to ``dest`` first and then swapped in (:func:`swap_lines`), so
+    ``dest`` is never half restored.
     """
     d = quote(dest)
     if snapshot is None:
@@ -131,9 +163,8 @@ def restore_script(snapshot: str | None, dest: str) -> str:
     return (
         f"[ -e {s} ] || [ -L {s} ] || {{ echo 'snapshot missing: '{s} >&2; exit 3; }}\n"
         f"rm -rf -- {tmp} {old} && cp -a -- {s} {tmp} || exit 4\n"
-        f"if [ -e {d} ] || [ -L {d} ]; then mv -T -- {d} {old} || exit 5; fi\n"
-        f"mv -T -- {tmp} {d} || {{ [ -e {old} ] && mv -T -- {old} {d}; exit 6; }}\n"
-        f"rm -rf -- {old}\n"
+        + swap_lines(f"{parent}/.maint-restore-{tag}", dest, f"{parent}/.maint-old-{tag}")
+        + f"rm -rf -- {old}\n"
     )
 
 

@@ -1,10 +1,12 @@
-"""Zero-downtime installs for the WordPress driver: sibling folders switched in by renames,
+"""Zero-downtime installs for the WordPress driver: sibling folders switched in by an exchange,
 and the database schema comparison that tells production whether it needs a maintenance window.
 
 A plugin or theme is unpacked into ``.maint-new-<slug>`` next to the installed folder (WordPress
 lists neither plugins nor themes whose folder starts with a dot), then switched in with two
 renames: ``<slug>`` -> ``.maint-old-<slug>``, ``.maint-new-<slug>`` -> ``<slug>``, and the old
-folder is removed. A request sees the old package or the new one, never a half-copied folder.
+folder is removed. The two renames are one atomic exchange (``renameat2(RENAME_EXCHANGE)``)
+where the host can: a request then sees the old package or the new one, never a half-copied
+folder and never none. Where it cannot, the folder is missing between the two renames.
 
 The schema comparison is the one a rollback makes (tables, and the options listed in
 ``schema_options`` plus ``db_version``), taken on staging after the new code booted.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.cms.db import DbUndo, read_schema
+from maintkit.actions.cms.snapshots import swap_lines
 from maintkit.errors import ApplyFailed
 from maintkit.results import CommandResult
 from maintkit.transport.base import quote
@@ -52,18 +55,16 @@ def sibling(path: str) -> Sibling:
 
 
 def switch_script(side: Sibling) -> str:
-    """Shell that switches ``side.new`` into ``side.dest`` with renames and removes the old folder.
+    """Shell that switches ``side.new`` into ``side.dest`` and removes the old folder.
 
-    When the second rename fails, the old folder is renamed back: the live path is never left
-    empty by a failure.
+    The switch is one atomic exchange where the host can (:func:`~maintkit.actions.cms.snapshots.swap_lines`),
+    else two renames; when the second rename fails, the old folder is renamed back: the live
+    path is never left empty by a failure.
     """
-    n, d, o = quote(side.new), quote(side.dest), quote(side.old)
+    n, o = quote(side.new), quote(side.old)
     return (
         f"[ -d {n} ] || {{ echo 'staged package missing: '{n} >&2; exit 3; }}\n"
-        f"rm -rf -- {o} || exit 4\n"
-        f"if [ -e {d} ] || [ -L {d} ]; then mv -T -- {d} {o} || exit 5; fi\n"
-        f"mv -T -- {n} {d} || {{ [ -e {o} ] && mv -T -- {o} {d}; exit 6; }}\n"
-        f"rm -rf -- {o}\n"
+        f"rm -rf -- {o} || exit 4\n" + swap_lines(side.new, side.dest, side.old) + f"rm -rf -- {o}\n"
     )
 
 
