@@ -1,6 +1,6 @@
 """Benchmark: is maint's cost per host flat from 100 to 500 hosts? (maint alone, sizes interleaved)
 
-    python benchmarks/fleet.py [--hosts 100,250,500] [--rounds 3] [--concurrency 64]
+    python benchmarks/fleet.py [--hosts 100,250,500] [--rounds 3] [--concurrency 64] [--daemon]
 
 bench.py times each size once, one size after the other, next to plain Fabric (about 90 s at
 500 hosts); a machine that drifts during those minutes moves one size and not the others. This
@@ -9,6 +9,11 @@ no-op run at each size in turn (100, 250, 500, 100, 250, 500...). It reports the
 and CPU seconds per size, and the cost of one more host between consecutive sizes (the
 difference of the medians divided by the difference in hosts) with the change from one
 interval to the next: flat means that change is small. Run as root (it starts sshd instances).
+
+maint runs with ``MAINT_DAEMON=0``, or, with ``--daemon``, through a ``maint daemon`` started
+for the harness: each run is then a fork of the daemon, its CPU counted through the daemon
+(``common.adopted_cpu``) and its peak RSS taken from the daemon's status (the run's own, pages
+shared with the daemon included).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, Timer, fresh_dirs, lab_inventory, median, start_lab
+from common import PLAYBOOK, Timer, become_subreaper, fresh_dirs, lab_inventory, median, start_lab
+from daemon import MaintDaemon, maint_exe
 from tools import maint_argv
 
 
@@ -39,29 +45,37 @@ def main() -> None:
     ap.add_argument("--hosts", default="100,250,500")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--daemon", action="store_true", help="run maint through `maint daemon`")
     args = ap.parse_args()
     sizes = [int(x) for x in args.hosts.split(",")]
     lab, timer = start_lab(sizes), Timer()
     work = lab.base / "fleet"
     work.mkdir()
     (work / "bench.yml").write_text(PLAYBOOK)
-    env = {**os.environ, "MAINT_PLAIN": "1"}
+    env = {**os.environ, "MAINT_PLAIN": "1", **({} if args.daemon else {"MAINT_DAEMON": "0"})}
     runs: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    daemon, peak = MaintDaemon(), 0.0
+    become_subreaper()  # after the sshds daemonized: the daemon is adopted, its runs' CPU counted
     try:
+        if args.daemon:
+            daemon.start()
         for r in range(args.rounds):
             for n in sizes:
                 dirs = fresh_dirs(lab, n, f"r{r}")
                 (work / "inventory.json").write_text(json.dumps(lab_inventory(lab.hosts[:n], dirs)))
                 argv = maint_argv(
-                    "maint", work / "bench.yml", work / "inventory.json", work / "state", args.concurrency
+                    maint_exe(), work / "bench.yml", work / "inventory.json", work / "state", args.concurrency
                 )
                 for phase in ("first", "no-op"):
                     m, _ = timer.run(argv, env)
+                    peak = max(peak, daemon.last_run_rss_mb() if args.daemon else m.rss_mb)
                     runs.setdefault((n, phase), []).append((m.wall, m.cpu))
                     print(f"round {r + 1}: {n} hosts, {phase}: {m.wall:.2f} s wall, {m.cpu:.2f} s cpu", flush=True)
     finally:
+        if daemon.pid:
+            daemon.stop()
         lab.stop()
-    print(f"\npeak RSS of one maint process: {timer.peak_rss_mb:.0f} MB")
+    print(f"\npeak RSS of one maint run: {peak:.0f} MB" + (" (forked from the daemon)" if args.daemon else ""))
     print("\nrun | " + " | ".join(f"{n} hosts wall / cpu" for n in sizes) + " | ms per extra host (change)")
     print("---|" + "---|" * len(sizes) + "---")
     for phase in ("first", "no-op"):

@@ -19,7 +19,8 @@ the system's OpenSSH (``connection: openssh``, ``control_persist``) as two more 
 (masters closed before each run) and warm (a previous run left them open). With ``--daemon``,
 maint also runs with ``maint daemon`` started (its code loaded once, each run a fork of it:
 docs/cli.md#maint-daemon) as ``maint-daemon`` and, with ``--openssh`` too, over warm masters as
-``maint-openssh-daemon``; its CPU (the daemon and the runs it forked) is counted. Every other
+``maint-openssh-daemon``; its CPU (the daemon and the runs it forked) is counted, and its RSS
+is the run's own (the daemon's status tells it). Every other
 variant runs with ``MAINT_DAEMON=0``. Run as root; nothing is asserted; never run it at full
 size on a shared machine.
 """
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from common import (
     start_lab,
     workload_problems,
 )
+from daemon import MaintDaemon, maint_exe
 from floor import Floor
 from report import Group, rss_lines, table
 from tools import (
@@ -92,7 +94,7 @@ class Bench:
     peaks: dict[str, float] = field(default_factory=dict)
     floor: Floor | None = None
     runs: int = 0
-    daemon_pid: int = 0
+    daemon: MaintDaemon = field(default_factory=MaintDaemon)
 
     # ---------------------------------------------------------------- helpers
     def records(self, dirs: Sequence[Path]) -> list[Record]:
@@ -126,12 +128,9 @@ class Bench:
             self.close_openssh()
         state = self.work / "state"
         before = set((state / "runs").glob("*")) if (state / "runs").exists() else set()
-        exe = Path(sys.executable).with_name("maint")
-        argv = maint_argv(
-            str(exe) if exe.exists() else "maint", self.work / "bench.yml", inv, state, self.concurrency or n
-        )
+        argv = maint_argv(maint_exe(), self.work / "bench.yml", inv, state, self.concurrency or n)
         if variant in DAEMON_VARIANTS:
-            self.start_daemon()
+            self.daemon.start()
         daemon = {} if variant in DAEMON_VARIANTS else {"MAINT_DAEMON": "0"}
         m, _ = self.timer.run(argv, {**os.environ, "MAINT_PLAIN": "1", **daemon})
         new = sorted(set((state / "runs").glob("*")) - before)
@@ -142,31 +141,15 @@ class Bench:
         if changed != want:
             raise SystemExit(f"{variant} {phase} run on {n} hosts changed {changed} steps, not {want}")
         check_files(variant, dirs, phase)
+        if variant in DAEMON_VARIANTS:  # the run was the daemon's fork: its own peak, not the caller's
+            m = replace(m, rss_mb=self.daemon.last_run_rss_mb())
         return self.note(variant, m)
-
-    def start_daemon(self) -> None:
-        """``maint daemon start`` (untimed), once: later calls find it running (its pid is alive)."""
-        if self.daemon_pid and Path(f"/proc/{self.daemon_pid}").exists():
-            return
-        exe = Path(sys.executable).with_name("maint")
-        subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "start", "--idle", "0"], check=True,
-                       capture_output=True)  # fmt: skip
-        status = subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "status", "--json"], check=True,
-                                capture_output=True, text=True)  # fmt: skip
-        self.daemon_pid = int(json.loads(status.stdout)["pid"])
-
-    def stop_daemon(self) -> None:
-        """``maint daemon stop``, and wait until it is gone."""
-        exe = Path(sys.executable).with_name("maint")
-        subprocess.run([str(exe) if exe.exists() else "maint", "daemon", "stop"], check=True, capture_output=True)
 
     def close_openssh(self) -> None:
         """Close maint's OpenSSH masters (untimed) and wait until they are gone."""
-        keep = (set(self.floor.pids) if self.floor else set()) | {self.daemon_pid}
+        keep = (set(self.floor.pids) if self.floor else set()) | {self.daemon.pid}
         masters = set(adopted_cpu()) - keep
-        exe = Path(sys.executable).with_name("maint")
-        subprocess.run([str(exe) if exe.exists() else "maint", "connections", "close", "--all"], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run([maint_exe(), "connections", "close", "--all"], check=True, capture_output=True)
         wait_gone(masters)
 
     # ---------------------------------------------------------------- peers
@@ -375,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if b.floor is not None:
             b.floor.close()
         if args.daemon:
-            b.stop_daemon()
+            b.daemon.stop()
         if args.openssh and OPENSSH_TRANSPORT.exists():
             b.close_openssh()
         lab.stop()

@@ -150,6 +150,12 @@ def status_command(as_json: bool) -> None:
     up = time.time() - float(answer.get("started") or time.time())
     click.echo(f"running (pid {answer.get('pid')}), up {up:.0f}s, {answer.get('served')} command(s) taken")
     click.echo(f"  runs under way: {answer.get('running')}")
+    last = answer.get("last_run")
+    if isinstance(last, dict):
+        click.echo(
+            f"  last run: pid {last.get('pid')}, exit {last.get('exit')}, {last.get('cpu_s')} s CPU, "
+            f"peak memory {last.get('max_rss_mb')} MB"
+        )
     click.echo(f"  stops when idle: {_idle_text(answer)}")
     click.echo(f"  socket: {answer.get('socket')}")
     click.echo(f"  maintkit {answer.get('version')} in {answer.get('package')} (python {answer.get('python')})")

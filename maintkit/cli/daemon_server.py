@@ -32,7 +32,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import resource
 
 from maintkit.cli.daemon_child import become
 from maintkit.cli.daemon_wire import WireError, build, peer_uid, send, take
@@ -119,6 +122,7 @@ class Daemon:
         self.path, self.idle, self.build, self.code = path, idle, own, code
         self.pid, self.started, self.last = os.getpid(), time.time(), time.monotonic()
         self.served, self.stopping = 0, False
+        self.last_run: dict[str, Any] | None = None  # the last run reaped: its status and resources
         self.callers: dict[socket.socket, Caller] = {}
         self.runs: dict[int, socket.socket | None] = {}
         self.selector = selectors.DefaultSelector()
@@ -349,12 +353,13 @@ class Daemon:
                 pass
         while self.runs:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.last = time.monotonic()
+            self.last_run = ended(pid, status, usage)
             conn = self.runs.pop(pid, None)
             if conn is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -369,8 +374,19 @@ class Daemon:
         return {
             "ok": True, "pid": os.getpid(), "socket": self.path, "started": self.started, "served": self.served,
             "running": len(self.runs), "idle": self.idle, "idle_left": idle_left, "modules": len(sys.modules),
+            "last_run": self.last_run,
             **{k: self.build[k] for k in ("python", "prefix", "package", "version")},
         }  # fmt: skip
+
+
+def ended(pid: int, status: int, usage: resource.struct_rusage) -> dict[str, Any]:
+    """What ``status`` says of a run that ended: its pid, exit status (-N: killed by signal N),
+    CPU seconds (user + system, its own and its reaped children's) and peak resident memory in
+    MB (pages shared with the daemon included, as ``ps`` counts them)."""
+    return {
+        "pid": pid, "exit": os.waitstatus_to_exitcode(status), "ended": time.time(),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -115,6 +115,7 @@ def daemon() -> Iterator[Daemon]:
 def test_the_daemon_keeps_its_socket_to_its_user(daemon: Daemon) -> None:
     status = daemon.status()
     assert status["ok"] is True and status["served"] == 0 and status["running"] == 0
+    assert status["last_run"] is None
     sock = Path(str(status["socket"]))
     assert sock.parent == daemon.folder and sock.is_socket()
     assert (daemon.folder.stat().st_mode & 0o777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
@@ -149,6 +150,11 @@ def test_a_command_runs_in_the_daemon_as_in_a_process_of_its_own(daemon: Daemon,
     bad = daemon.maint("validate", "bad.yml", cwd=tmp_path)
     assert bad.returncode == 2 and "bad.yml:5" in bad.stderr and "no.such.action" in bad.stderr
     assert bad.stdout == "ok: inventory.yml (1 site)\n" and daemon.served() == 3
+    last = daemon.status()["last_run"]
+    assert isinstance(last, dict) and last["exit"] == 2  # the status tells of the last run's end
+    assert last["cpu_s"] > 0 and last["max_rss_mb"] > 0
+    text = daemon.maint("daemon", "status").stdout
+    assert f"  last run: pid {last['pid']}, exit 2, {last['cpu_s']} s CPU, peak memory {last['max_rss_mb']} MB\n" in text
     version = daemon.maint("--version")
     assert (version.returncode, version.stdout) == (0, "maint, version 0.1.0\n") and daemon.served() == 4
     here = daemon.maint("--version", MAINT_DAEMON="0")
@@ -197,7 +203,8 @@ def test_signals_reach_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path, 
     proc, site = _start_waiting_run(daemon, tmp_path)
     status = daemon.status()
     assert status["running"] == 1
-    assert [_comm(pid) for pid in _children(int(status["pid"]))] == ["maint"]  # type: ignore[call-overload]
+    (run,) = _children(int(status["pid"]))  # type: ignore[call-overload]
+    assert _comm(run) == "maint"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, out + err
@@ -207,7 +214,9 @@ def test_signals_reach_the_run_and_it_cleans_up(daemon: Daemon, tmp_path: Path, 
     # the run itself got the signal (a caller that died instead would have it stopped by SIGTERM)
     assert [e["signal"] for e in events if e["event"] == "run.interrupt_requested"] == [sig.name]
     assert not (site / ".maint" / "lock").exists()
-    assert daemon.status()["running"] == 0 and daemon.served() == 1
+    after = daemon.status()
+    assert after["running"] == 0 and after["served"] == 1
+    assert {k: after["last_run"][k] for k in ("pid", "exit")} == {"pid": run, "exit": 3}  # type: ignore[index]
 
 
 def test_a_killed_caller_stops_its_run(daemon: Daemon, tmp_path: Path) -> None:
