@@ -2,11 +2,11 @@
 and the database schema comparison that tells production whether it needs a maintenance window.
 
 A plugin or theme is unpacked into ``.maint-new-<slug>`` next to the installed folder (WordPress
-lists neither plugins nor themes whose folder starts with a dot), then switched in with two
-renames: ``<slug>`` -> ``.maint-old-<slug>``, ``.maint-new-<slug>`` -> ``<slug>``, and the old
-folder is removed. The two renames are one atomic exchange (``renameat2(RENAME_EXCHANGE)``)
-where the host can: a request then sees the old package or the new one, never a half-copied
-folder and never none. Where it cannot, the folder is missing between the two renames.
+lists neither plugins nor themes whose folder starts with a dot), then switched in by one atomic
+exchange of the two folders (``renameat2(RENAME_EXCHANGE)``), and the old folder is removed: a
+request sees the old package or the new one, never a half-copied folder and never none. Where
+the host cannot exchange, two renames do it (``<slug>`` -> ``.maint-old-<slug>``,
+``.maint-new-<slug>`` -> ``<slug>``), and the folder is missing between them.
 
 The schema comparison is the one a rollback makes (tables, and the options listed in
 ``schema_options`` plus ``db_version``), taken on staging after the new code booted.
