@@ -35,6 +35,8 @@ from maintkit.transport.base import quote
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
 
 SHELLS = ("dash", "bash")
+#: Linux's clock id of the time at the last tick (what time() and bash's ``%(%s)T`` read)
+CLOCK_REALTIME_COARSE = 5
 #: the former readers of the holder's fields (three processes per call)
 OLD_GEN_OF = r"""sed -n 's/.*"gen": "\([0-9a-f][0-9a-f]*\)".*/\1/p' "$L/holder.json" 2>/dev/null | head -n 1"""
 OLD_EXPIRES_OF = r"""sed -n 's/.*"expires_epoch": \([0-9][0-9]*\).*/\1/p' "$L/holder.json" 2>/dev/null | head -n 1"""
@@ -208,7 +210,10 @@ def test_a_full_disk_fails_the_lock_with_cats_message_and_leaves_nothing(tmp_pat
 def _stamped(shell: str, site: Path, env: dict[str, str] | None = None, prelude: str = "") -> dict[str, Any]:
     """Take the lock of ``site`` with ``shell`` (``prelude`` first): the holder is exact, its lease UTC."""
     holder = _holder("run-clock", str(site), lease=600)
-    before = int(time.time())
+    # the lower bound is read from the kernel's coarse clock: bash's clock (time()) may be that
+    # one, which lags the precise clock by up to a tick, so a precise reading taken first could
+    # be a second ahead of the script's; no later reading of either clock is below this one
+    before = int(time.clock_gettime(CLOCK_REALTIME_COARSE))
     script = prelude + locks.acquire_script(str(site), holder)
     res = subprocess.run([f"/usr/bin/{shell}", "-c", script], capture_output=True, env=env)
     after = int(time.time())
