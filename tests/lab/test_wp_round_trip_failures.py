@@ -181,3 +181,18 @@ def test_a_failing_switch_never_reactivates_and_the_undo_restores_the_folder(sho
     before.unchanged(update, booted=True)
     php = ["php list", "php dbcnf", "php install"]  # no activate
     assert started(watched) == Counter([*php, "mariadb", "mariadb", "mariadb-dump"])
+
+
+def test_a_host_that_cannot_exchange_switches_by_renames_and_the_step_says_so(shop: Shop, watched: ArgvShim) -> None:
+    # perl answers as it does where renameat2(RENAME_EXCHANGE) is refused (NFS, an old kernel)
+    fail_on(watched, "perl", "*", "renameat2: Invalid argument")
+
+    result, update = run_update(shop, watched)
+
+    assert result.ok, update.error
+    assert update.status is StepStatus.CHANGED
+    plugin = str(shop.staging.plugin_dir)
+    # the folder was switched by the two renames: missing for a moment, and the audit says so
+    assert (update.data["switched"], update.data["switched_by_renames"]) == ([plugin], [plugin])
+    assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
+    assert sorted(p for p in os.listdir(shop.staging.path / "wp-content" / "plugins") if p.startswith(".maint-")) == []

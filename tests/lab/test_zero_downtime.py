@@ -142,6 +142,7 @@ def test_promotion_without_schema_change_serves_every_request_and_opens_no_windo
     prod = steps(result, "production")
     assert prod["update"].status is StepStatus.CHANGED
     assert prod["update"].data["switched"] == [str(shop.production.plugin_dir)]
+    assert prod["update"].data["switched_by_renames"] == []  # one atomic exchange: never missing
     assert (prod["maintenance-on"].status, prod["maintenance-off"].status) == (StepStatus.SKIPPED, StepStatus.SKIPPED)
     log = events(result)
     assert [e["event"] for e in log if e.get("step") == "maintenance-on" and e.get("env") == "production"] == [

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from maintkit.actions.cms.drivers.wordpress_switch import sibling, switch_script
-from maintkit.actions.cms.snapshots import restore_script
+from maintkit.actions.cms.snapshots import RENAMED_MARK, restore_script
 from tests.lab.test_hostile_names import hostile_names
 
 #: how the host answers the exchange: it swaps, it has no perl, or its file system refuses
@@ -95,6 +95,7 @@ def test_the_live_folder_is_missing_only_where_the_host_cannot_exchange(tmp_path
     done, dest = run_case(tmp_path, case, mode, "shop-cart")
 
     assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == ("" if mode == "exchange" else f"{RENAMED_MARK}\n")  # the fallback says so
     assert tree(dest) == NEW
     assert sorted(os.listdir(dest.parent)) == ["shop-cart"]  # no sibling left
     seen = (tmp_path / "log").read_text().split()
@@ -110,7 +111,7 @@ def test_a_fresh_install_is_one_rename(tmp_path: Path, case: str) -> None:
     script, dest = CASES[case](parent, "shop-cart")
     env = tools(tmp_path, "exchange") | {"DEST": str(dest)}
     done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False)
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")  # nothing was live: no window
     assert tree(dest) == NEW and sorted(os.listdir(parent)) == ["shop-cart"]
     assert (tmp_path / "log").read_text().split() == ["missing"]
 

@@ -129,14 +129,19 @@ _EXCHANGE_PL = (
 )
 
 
+#: printed by :func:`swap_lines` when it fell back to two renames (``dest`` was missing a moment)
+RENAMED_MARK = "@@maint-swap renames"
+
+
 def swap_lines(new: str, dest: str, old: str) -> str:
     """Shell lines putting ``new`` at ``dest`` and what was at ``dest`` (if anything) at ``old``.
 
     Where the kernel and the file system can (Linux 3.15+, ext4, xfs, btrfs, tmpfs), the two
     are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)``: a request never finds ``dest``
     missing. Elsewhere (no perl, an unknown machine, a file system without the flag) two
-    renames, with ``dest`` missing between them for as long as a process start; when the second
-    fails the first is undone. Exit 5 or 6 on a failure; ``old`` must not exist.
+    renames, with ``dest`` missing between them for as long as a process start, announced by a
+    line :data:`RENAMED_MARK` on stdout; when the second fails the first is undone. Exit 5 or 6
+    on a failure; ``old`` must not exist.
     """
     n, d, o = quote(new), quote(dest), quote(old)
     there = f"{{ [ -e {d} ] || [ -L {d} ]; }}"
@@ -144,7 +149,7 @@ def swap_lines(new: str, dest: str, old: str) -> str:
         f"if {there} && perl -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
         f"  mv -T -- {n} {o} || exit 5\n"
         f"else\n"
-        f"  if {there}; then mv -T -- {d} {o} || exit 5; fi\n"
+        f"  if {there}; then echo {quote(RENAMED_MARK)}; mv -T -- {d} {o} || exit 5; fi\n"
         f"  mv -T -- {n} {d} || {{ [ -e {o} ] && mv -T -- {o} {d}; exit 6; }}\n"
         f"fi\n"
     )

@@ -67,8 +67,10 @@ def core_entries(ctx: Context, root: str) -> list[str]:
 class WordPressDriver(WordPressTrips):
     """Plans, applies, verifies and rolls back WordPress core, plugin and theme updates."""
 
-    #: package folders switched in by renames in this apply
+    #: package folders switched in in this apply
     switched: list[str]
+    #: those of them switched by two renames, not the atomic exchange (missing for a moment)
+    by_renames: list[str]
     #: the state the last helper process of apply reported after every change (None: read afresh)
     _listing: dict[str, Any] | None = None
     #: what the last helper process of apply flushed after every change (``flush_caches``)
@@ -85,6 +87,7 @@ class WordPressDriver(WordPressTrips):
 
     def _apply(self, ctx: Context, plan: UpdatePlan[WpState], changes: list[Change]) -> None:
         self.switched, self._db_undo, self._listing, self._flushed, self._after = [], None, None, None, None
+        self.by_renames = []
         state = plan.state
         self._pre_paths = self._verify_paths(ctx, plan, state)
         workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
@@ -106,7 +109,10 @@ class WordPressDriver(WordPressTrips):
             for update in updates:
                 self._install(ctx, update, snap, changes, last=update is updates[-1])
         finally:
-            ctx.record(switched=list(self.switched), timing_ms=self.clock.public(), php_boots=self.clock.boots)
+            ctx.record(
+                switched=list(self.switched), switched_by_renames=list(self.by_renames),
+                timing_ms=self.clock.public(), php_boots=self.clock.boots,
+            )  # fmt: skip
         if self.p.post_update:
             self._listing = self._flushed = self._after = None  # the commands may change what activation reported
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
@@ -190,8 +196,10 @@ class WordPressDriver(WordPressTrips):
         """The switch and the re-activation; the last one of apply (no ``post_update`` after it)
         also reads what verify compares, in the same round trip."""
         reads = None if not last or self.p.post_update else (self._pre_paths, self._db_undo)
-        res, self._after = self.switch_and_activate(ctx, side, args, reads)
+        res, self._after, renamed = self.switch_and_activate(ctx, side, args, reads)
         self.switched.append(update.package.path)
+        if renamed:
+            self.by_renames.append(update.package.path)
         self._helper_ok(update, res, "activation")
         self._flushed = self._flush_record(ctx, res)
         state = res.get("state")

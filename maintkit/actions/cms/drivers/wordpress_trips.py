@@ -31,6 +31,7 @@ from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner, helper
 from maintkit.actions.cms.drivers.wordpress_reads import AfterReads, run_then_read
 from maintkit.actions.cms.drivers.wordpress_state import WpState, wp_helper_source
 from maintkit.actions.cms.drivers.wordpress_switch import Sibling, switch_result, switch_script
+from maintkit.actions.cms.snapshots import RENAMED_MARK
 from maintkit.actions.cms.trip import Part, Trip, command_timeout, run_trip
 from maintkit.errors import ApplyFailed
 from maintkit.results import Change
@@ -122,10 +123,11 @@ class WordPressTrips(WordPressPlanner):
     # ---------------------------------------------------------------- 3: switch and re-activate
     def switch_and_activate(
         self, ctx: Context, side: Sibling, args: dict[str, Any], reads: tuple[list[str], DbUndo | None] | None
-    ) -> tuple[dict[str, Any], AfterReads | None]:
-        """Round trip 3: the renames of ``side``, then (only when they succeeded) the helper's
+    ) -> tuple[dict[str, Any], AfterReads | None, bool]:
+        """Round trip 3: the switch of ``side``, then (only when it succeeded) the helper's
         ``activate`` with ``args``, then with ``reads`` (paths, dump) verify's reads; the
-        helper's answer and what was read. ApplyFailed as before when the switch failed."""
+        helper's answer, what was read, and whether the switch fell back to two renames (the
+        live folder was missing a moment). ApplyFailed as before when the switch failed."""
         parts = [Part(switch_script(side)), Part(self.helper_script(ctx, "activate", args), then="true")]
         timeout = command_timeout(ctx) + self.helper_timeout(ctx)
         started = time.perf_counter()
@@ -136,7 +138,7 @@ class WordPressTrips(WordPressPlanner):
             trip, after = run_then_read(ctx, parts, *reads, timeout=timeout)
         answer = self.helper_ran(trip, 1, "switch", started)
         switch_result(trip[0], side)
-        return answer, after
+        return answer, after, RENAMED_MARK in trip[0].stdout.splitlines()
 
 
 __all__ = ["WordPressTrips"]
