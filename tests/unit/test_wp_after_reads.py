@@ -13,6 +13,7 @@ from maintkit.actions.cms.drivers.wordpress import WordPressDriver
 from maintkit.actions.cms.drivers.wordpress_reads import AfterReads
 from maintkit.actions.cms.drivers.wordpress_switch import sibling
 from maintkit.actions.cms.params import CmsUpdateParams
+from maintkit.actions.cms.snapshots import RENAMED_MARK
 from maintkit.errors import ApplyFailed
 from maintkit.testing import FakeTransport, make_context
 
@@ -43,10 +44,14 @@ def answer(parts: list[tuple[str, int]], *, stopped: str = "") -> FakeTransport:
     return FakeTransport(handler=handler)
 
 
-def switch_then_read(transport: FakeTransport) -> tuple[dict[str, object], AfterReads | None, WordPressDriver]:
+def switch_then_read(
+    transport: FakeTransport, *, renamed: bool = False
+) -> tuple[dict[str, object], AfterReads | None, WordPressDriver]:
+    """The round trip's results; asserts whether the switch reported the two renames."""
     ctx = make_context(transport, platform="wordpress")
     driver = WordPressDriver(CmsUpdateParams())
-    res, after = driver.switch_and_activate(ctx, SIDE, {"slug": "a"}, (PATHS, UNDO))
+    res, after, by_renames = driver.switch_and_activate(ctx, SIDE, {"slug": "a"}, (PATHS, UNDO))
+    assert by_renames is renamed
     return res, after, driver
 
 
@@ -61,6 +66,14 @@ def test_every_part_read() -> None:
     assert after is not None and after.trees == {PATHS[0]: "a" * 64, PATHS[1]: None}
     assert after.schema == (["wp_options", "wp_new"], {"db_version": "2"})
     assert driver.clock.boots == 1 and 0 < driver.clock.ms["php"] <= 12.5 and "switch" in driver.clock.ms
+
+
+def test_a_switch_by_renames_is_reported() -> None:
+    schema = ("wp_options\nMARK\ndb_version\t1", 0)
+    fell_back = (RENAMED_MARK, 0)  # the switch's fallback announces itself
+    res, after, _ = switch_then_read(answer([fell_back, (OK_PHP, 0), ("\n".join(HASHES), 0), schema]), renamed=True)
+    assert res == {"ok": True, "state": {"ok": True}}
+    assert after is not None and after.trees == {PATHS[0]: "a" * 64, PATHS[1]: None}
 
 
 @pytest.mark.parametrize(
