@@ -20,80 +20,12 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
-from hypothesis import strategies as st
 
 from maintkit.results import RunResult, SiteStatus, StepStatus
 from tests import runs
+from tests.hostile_names import clip_name, distinct_names, hostile_names, valid_name
 from tests.lab.gitrepo import BareRepo
 from tests.tree_snapshot import diff, snapshot
-
-# ---------------------------------------------------------------------------- hostile names
-
-FRAGMENTS = [
-    "'",
-    '"',
-    "\\",
-    "\n",
-    "-",
-    "--",
-    "-rf",
-    " ",
-    "*",
-    "?",
-    "[ab]",
-    "$(id)",
-    "`id`",
-    "${HOME}",
-    "~",
-    "ü",
-    "日本",
-    "\t",
-    "#",
-    ";",
-    "&",
-    "|",
-    "{a,b}",
-    "%s%n",
-    "..",
-    ".",
-    "x",
-    "\\n",
-    "é" * 20,
-]
-
-_ALPHABET = st.characters(exclude_characters="/\x00", exclude_categories=["Cs"], max_codepoint=0x2FFF)
-
-
-def _valid(name: str) -> bool:
-    return name not in (".", "..") and "/" not in name and "\x00" not in name and len(os.fsencode(name)) <= 255
-
-
-def _clip(name: str) -> str:
-    """``name`` cut to at most 255 bytes (whole characters)."""
-    while len(os.fsencode(name)) > 255:
-        name = name[:-1]
-    return name
-
-
-def _longest(ch: str) -> str:
-    return ch * (255 // len(ch.encode()))
-
-
-def hostile_names(*, newline: bool = True) -> st.SearchStrategy[str]:
-    """One path component that a shell, a glob or a careless parser would get wrong."""
-    frags = st.sampled_from([f for f in FRAGMENTS if newline or "\n" not in f])
-    text = st.text(alphabet=_ALPHABET, min_size=1, max_size=6)
-    if not newline:
-        text = text.filter(lambda s: "\n" not in s and "\r" not in s)
-    parts = st.lists(st.one_of(frags, text), min_size=1, max_size=5).map("".join)
-    longest = st.sampled_from([_longest("x"), _longest("é"), _longest("日"), "-" + _longest("z")[1:]])
-    return st.one_of(parts, longest).filter(_valid)
-
-
-def distinct_names(n: int, *, newline: bool = True) -> st.SearchStrategy[list[str]]:
-    """``n`` different hostile names."""
-    return st.lists(hostile_names(newline=newline), min_size=n, max_size=n, unique=True)
-
 
 SETTINGS = settings(
     max_examples=8,
@@ -165,7 +97,7 @@ def make_decoys(parent: Path, name: str) -> Path:
     decoys = parent / "decoys"
     decoys.mkdir(exist_ok=True)
     for i, variant in enumerate(["*", "?", name[:1] or "x", "-" + name[:20], name[:50] + " ", "[" + name[:10]]):
-        if not _valid(variant):
+        if not valid_name(variant):
             continue
         d = decoys / variant
         if d.exists():
@@ -348,7 +280,7 @@ def mutate(root: Path, names: list[str]) -> None:
     last.unlink()
     last.mkdir()  # a file became a directory
     (last / names[0]).write_text("new inside\n")
-    (root / _clip(f"new {names[0]}")).write_text("added after the backup\n")
+    (root / clip_name(f"new {names[0]}")).write_text("added after the backup\n")
     link = root / "dir-0" / "link-0"
     link.unlink()
     link.symlink_to("../elsewhere")
@@ -445,8 +377,8 @@ def cache_case(tmp: Path, dir_name: str, names: list[str]) -> None:
     cache.chmod(0o750)
     (cache / "only-a-link").symlink_to(parent / "decoys")  # a link out of the cache: removed, never followed
     decoys = make_decoys(parent, dir_name)
-    for variant in ("*", dir_name + "*", dir_name[:-1] + "?", _clip(dir_name + " ")):
-        if _valid(variant) and not (parent / variant).exists():
+    for variant in ("*", dir_name + "*", dir_name[:-1] + "?", clip_name(dir_name + " ")):
+        if valid_name(variant) and not (parent / variant).exists():
             (parent / variant).mkdir()
             (parent / variant / "keep").write_text("neighbour\n")
     site = _fresh(tmp, "site")  # the run's lock lives there, away from the cache's neighbours

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 from maintkit.actions.cms.drivers.wordpress_switch import sibling, switch_script
 from maintkit.actions.cms.snapshots import RENAMED_MARK, restore_script
-from tests.lab.test_hostile_names import hostile_names
+from tests.hostile_names import hostile_names
 
 #: how the host answers the exchange: it swaps, it has no perl, or its file system refuses
 MODES = ("exchange", "no-perl", "refused")
