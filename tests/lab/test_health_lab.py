@@ -17,7 +17,7 @@ from maintkit.playbook import load_playbook_full
 from maintkit.runner import Runner
 from maintkit.state.index import series
 from tests import runs
-from tests.health_helpers import Receiver, Shop, serving
+from tests.health_helpers import NO_LATENCY_LIMIT, Receiver, Shop, serving
 from tests.lab.sshd import SshLab, chown_login_user
 
 pytestmark = pytest.mark.lab
@@ -50,10 +50,11 @@ def test_health_over_ssh_records_alerts_and_counts_logs(ssh_lab: SshLab, tmp_pat
             "health_checks": ["http", "host", "logs"],
             "health_retries": 0,
             "health_load_per_cpu": {"warn": None, "fail": None},  # the lab machine is shared
+            "health_max_latency_ms": NO_LATENCY_LIMIT,  # so is its CPU: a stalled answer is not an outage here
             "access_log": str(log),
         }
         inventory = runs.write_inventory(tmp_path, runs.one_site(host.env(path, url=shop.url), vars=vars_))
-        summaries = []
+        summaries, errors = [], []
         for status in (200, 500, 500, 200):
             shop.status = status
             with log.open("a") as f:
@@ -61,6 +62,7 @@ def test_health_over_ssh_records_alerts_and_counts_logs(ssh_lab: SshLab, tmp_pat
             runner = _runner(inventory, state, receiver, prom)
             result = runner.run()
             health = runner.health
+            errors.append([(s.step, s.error) for site in result.sites for s in site.steps if s.error])
             summaries.append((result.status.value, [h.failed for h in health.envs], [a.kind for a in health.alerts]))
         alerts = [(r["body"]["event"], r["body"]["failures"]) for r in receiver.requests]
 
@@ -69,7 +71,7 @@ def test_health_over_ssh_records_alerts_and_counts_logs(ssh_lab: SshLab, tmp_pat
         ("failed", [["http"]], []),
         ("failed", [["http"]], ["down"]),
         ("ok", [[]], ["recovered"]),
-    ]
+    ], errors
     assert alerts == [("health.down", 2), ("health.recovered", 2)]
     logs = series(state, "shop", "production", "logs")
     # the first scan starts at the end of the log; then every line written is counted once
