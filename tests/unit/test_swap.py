@@ -72,12 +72,15 @@ def restore_case(parent: Path, name: str) -> tuple[str, Path]:
 CASES: dict[str, Callable[[Path, str], tuple[str, Path]]] = {"switch": switch_case, "restore": restore_case}
 
 
-def run_case(where: Path, case: str, mode: str, name: str, **kw: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
+def run_case(
+    where: Path, case: str, mode: str, name: str, login_env: dict[str, str] | None = None, **kw: bool
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``login_env``: more of the login's environment (the host user's own settings)."""
     parent = where / "plugins"
     parent.mkdir(parents=True)
     package(parent / name, "old")
     script, dest = CASES[case](parent, name)
-    env = tools(where, mode, **kw) | {"DEST": str(dest)}
+    env = tools(where, mode, **kw) | {"DEST": str(dest)} | (login_env or {})
     done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False)
     return done, dest
 
@@ -102,6 +105,29 @@ def test_the_live_folder_is_missing_only_where_the_host_cannot_exchange(tmp_path
     # exchanged: the one mv (the old tree, out of the way) finds the new tree live already;
     # two renames: the second finds the live path missing, as a request arriving then would
     assert seen == (["new"] if mode == "exchange" else ["old", "missing"])
+
+
+def hostile_perl_env(where: Path) -> dict[str, str]:
+    """A login whose perl settings would break the exchange if perl read them: a module that
+    does not exist in PERL5OPT, and a ``Config.pm`` that fails first in PERL5LIB and PERLLIB."""
+    lib = where / "perl-lib"
+    lib.mkdir()
+    (lib / "Config.pm").write_text("package Config; exit 9;\n")
+    return {"PERL5OPT": "-MNoSuchModule::Anywhere", "PERL5LIB": str(lib), "PERLLIB": str(lib)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_logins_perl_settings_do_not_stop_the_exchange(tmp_path: Path, case: str) -> None:
+    login_env = hostile_perl_env(tmp_path)
+    perl = shutil.which("perl") or "/usr/bin/perl"
+    probe = subprocess.run([perl, "-e", "use Config; exit 0"], env=login_env, capture_output=True, check=False)
+    assert probe.returncode != 0  # they do break a perl that reads them
+
+    done, dest = run_case(tmp_path, case, "exchange", "shop-cart", login_env)
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")  # exchanged: no fallback marker
+    assert tree(dest) == NEW
+    assert (tmp_path / "log").read_text().split() == ["new"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -129,6 +129,10 @@ _EXCHANGE_PL = (
 )
 
 
+#: perl without the login's PERL5OPT (a ``-M`` or ``-d`` there would run first, or make every
+#: exchange fail) and PERL5LIB/PERLLIB (modules found first there would replace ``Config``)
+_PERL = "PERL5OPT= PERL5LIB= PERLLIB= perl"
+
 #: printed by :func:`swap_lines` when it fell back to two renames (``dest`` was missing a moment)
 RENAMED_MARK = "@@maint-swap renames"
 
@@ -146,7 +150,7 @@ def swap_lines(new: str, dest: str, old: str) -> str:
     n, d, o = quote(new), quote(dest), quote(old)
     there = f"{{ [ -e {d} ] || [ -L {d} ]; }}"
     return (
-        f"if {there} && perl -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
+        f"if {there} && {_PERL} -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
         f"  mv -T -- {n} {o} || exit 5\n"
         f"else\n"
         f"  if {there}; then echo {quote(RENAMED_MARK)}; mv -T -- {d} {o} || exit 5; fi\n"
@@ -177,11 +181,13 @@ def restore_script(snapshot: str | None, dest: str) -> str:
     )
 
 
-def restore_path(ctx: Context, snapshot: str | None, dest: str) -> None:
-    """Run :func:`restore_script`; raise RollbackFailed when it fails."""
+def restore_path(ctx: Context, snapshot: str | None, dest: str) -> bool:
+    """Run :func:`restore_script`; raise RollbackFailed when it fails. True when the snapshot
+    was put back by two renames (``dest`` was missing a moment: :data:`RENAMED_MARK`)."""
     res = ctx.run_shell(restore_script(snapshot, dest), check=False)
     if res.exit_code != 0:
         raise RollbackFailed(f"restoring {dest} from {snapshot} failed: {tail(res.stderr or res.stdout)}")
+    return RENAMED_MARK in res.stdout.splitlines()
 
 
 @dataclass
