@@ -389,6 +389,7 @@ def rollback_one(state: RunState, site: Site, planned: PlannedStage, entry: Appl
         return False
     finally:
         entry.ctx.invalidate()
+        res.data.update(entry.ctx.data)  # what the rollback recorded (cms.update: ``rollback``)
     entry.rolled_back = True
     if res.status is not StepStatus.FAILED:
         res.status = StepStatus.ROLLED_BACK

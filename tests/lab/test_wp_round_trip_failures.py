@@ -34,6 +34,7 @@ from tests import runs
 from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
 from tests.lab.argv_shim import ArgvShim, argv_shim
 from tests.lab.sshd import SshLab
+from tests.lab.test_cms_wordpress import UPDATE_THEN_FAIL
 from tests.lab.test_wp_update_round_trips import UPDATE_ONLY
 from tests.lab.wp_fixtures import Shop, run, site_entry, steps
 
@@ -196,3 +197,30 @@ def test_a_host_that_cannot_exchange_switches_by_renames_and_the_step_says_so(sh
     assert (update.data["switched"], update.data["switched_by_renames"]) == ([plugin], [plugin])
     assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
     assert sorted(p for p in os.listdir(shop.staging.path / "wp-content" / "plugins") if p.startswith(".maint-")) == []
+
+
+@pytest.mark.parametrize("perl", ["exchanges", "refuses"])
+def test_the_rollbacks_restore_says_whether_it_fell_back_to_renames(shop: Shop, watched: ArgvShim, perl: str) -> None:
+    if perl == "refuses":
+        fail_on(watched, "perl", "*", "renameat2: Invalid argument")
+    site = shop.staging
+    tree = tree_digest(site.plugin_dir)
+    entry = site_entry(shop, envs=("staging",))
+    entry["environments"]["staging"]["key_file"] = str(watched.key_file)
+    inv = load_inventory(runs.write_inventory(shop.tmp, {"shop": entry}, unique=True))
+
+    result = run(shop, inv, playbook_from_text(UPDATE_THEN_FAIL))
+
+    assert result.exit_code == 1
+    assert steps(result, "staging")["update"].status is StepStatus.ROLLED_BACK
+    assert tree_digest(site.plugin_dir) == tree  # the folder from before, to the byte
+    assert wp_plugin_version(site.path, "shop-cart") == "1.0.0"
+    assert sorted(p for p in os.listdir(site.path / "wp-content" / "plugins") if p.startswith(".maint-")) == []
+    [rolled] = [e for e in runs.events(result.run_dir) if e["event"] == "cms.rolled_back"]
+    plugin = [str(site.plugin_dir)]
+    upgrade = str(site.path / "wp-content" / "upgrade")  # the work folder the update made: removed
+    assert (rolled["restored"], rolled["restored_by_renames"]) == (
+        ["plugin:shop-cart", upgrade],
+        plugin if perl == "refuses" else [],
+    )
+    assert steps(result, "staging")["update"].data["rollback"]["restored_by_renames"] == rolled["restored_by_renames"]

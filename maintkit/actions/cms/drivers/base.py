@@ -107,12 +107,13 @@ def undo_changes(
     the database, then the post_rollback commands. Every error is collected; any error ends in
     RollbackFailed naming them all. No PHP is involved, so it works when the site is broken."""
     errors: list[str] = []
-    report: dict[str, Any] = {"restored": [], "database": None}
+    report: dict[str, Any] = {"restored": [], "restored_by_renames": [], "database": None}
     for change in reversed(changes):
         if isinstance(change.undo, PackageUndo):
             try:
                 for snapshot, dest in change.undo.entries:
-                    restore_path(ctx, snapshot, dest)
+                    if restore_path(ctx, snapshot, dest):
+                        report["restored_by_renames"].append(dest)
                 if after_restore is not None:
                     after_restore(change.undo)
                 report["restored"].append(change.target)
