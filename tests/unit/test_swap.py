@@ -107,21 +107,24 @@ def test_the_live_folder_is_missing_only_where_the_host_cannot_exchange(tmp_path
     assert seen == (["new"] if mode == "exchange" else ["old", "missing"])
 
 
-def hostile_perl_env(where: Path) -> dict[str, str]:
-    """A login whose perl settings would break the exchange if perl read them: a module that
-    does not exist in PERL5OPT, and a ``Config.pm`` that fails first in PERL5LIB and PERLLIB."""
+def hostile_perl_env(where: Path, variable: str) -> dict[str, str]:
+    """A login whose perl setting ``variable`` would break the exchange if perl read it: a module
+    that does not exist in PERL5OPT, a ``Config.pm`` that fails first in PERL5LIB or PERLLIB."""
+    if variable == "PERL5OPT":
+        return {variable: "-MNoSuchModule::Anywhere"}
     lib = where / "perl-lib"
     lib.mkdir()
     (lib / "Config.pm").write_text("package Config; exit 9;\n")
-    return {"PERL5OPT": "-MNoSuchModule::Anywhere", "PERL5LIB": str(lib), "PERLLIB": str(lib)}
+    return {variable: str(lib)}
 
 
+@pytest.mark.parametrize("variable", ["PERL5OPT", "PERL5LIB", "PERLLIB"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_logins_perl_settings_do_not_stop_the_exchange(tmp_path: Path, case: str) -> None:
-    login_env = hostile_perl_env(tmp_path)
+def test_the_logins_perl_settings_do_not_stop_the_exchange(tmp_path: Path, case: str, variable: str) -> None:
+    login_env = hostile_perl_env(tmp_path, variable)
     perl = shutil.which("perl") or "/usr/bin/perl"
     probe = subprocess.run([perl, "-e", "use Config; exit 0"], env=login_env, capture_output=True, check=False)
-    assert probe.returncode != 0  # they do break a perl that reads them
+    assert probe.returncode != 0  # it does break a perl that reads it
 
     done, dest = run_case(tmp_path, case, "exchange", "shop-cart", login_env)
 
