@@ -27,6 +27,7 @@ from typing import IO, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from maintkit._http_cache import GetCache
 from maintkit.errors import NotReversible, VerifyFailed
 from maintkit.inventory import Environment, Site
 from maintkit.probes import Probe, RawOutput
@@ -129,6 +130,8 @@ class RunOptions:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     #: per-run memos shared by all sites (see :class:`RunMemo`)
     memo: RunMemo = field(default_factory=RunMemo)
+    #: the run's downloads: one GET per URL for every site and step (see :mod:`maintkit._http_cache`)
+    http_cache: GetCache = field(default_factory=GetCache)
     #: the state store's root (run folders and ``index/``, see docs/state.md); None: ``state_dir``
     history_dir: Path | None = None
     #: told about every file an action writes under ``history_dir`` (the runner publishes them)

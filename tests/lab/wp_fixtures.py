@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,12 +192,15 @@ def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @contextmanager
-def serve_update_api(zips: Path, latest: list[str] | None = None) -> Iterator[str]:
+def serve_update_api(
+    zips: Path, latest: list[str] | None = None, *, served: list[str] | None = None, delay_s: float = 0.0
+) -> Iterator[str]:
     """Serve the update API stand-in (shop-cart 1.0.0 and 1.1.0, core 6.1.9) and the zips in
     ``zips`` under ``/downloads/`` on a free loopback port; yields the base URL.
 
     ``latest`` (a one-item list the caller may change while it serves) is shop-cart's newest
-    version offered (default 1.1.0)."""
+    version offered (default 1.1.0). ``served`` gets every request's path and query, in order.
+    ``delay_s``: each answer waits that long first, as a distant server's would (benchmarks)."""
     newest = latest if latest is not None else ["1.1.0"]
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,6 +218,10 @@ def serve_update_api(zips: Path, latest: list[str] | None = None) -> Iterator[st
             self.wfile.write(body)
 
         def do_GET(self) -> None:
+            if served is not None:
+                served.append(self.path)
+            if delay_s:
+                time.sleep(delay_s)
             url = urlparse(self.path)
             base = f"http://127.0.0.1:{self.server.server_address[1]}"
             query = parse_qs(url.query)

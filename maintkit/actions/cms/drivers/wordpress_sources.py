@@ -10,6 +10,7 @@ controller (:meth:`WpSources.materialize`): their header gives the exact version
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -84,30 +85,28 @@ class WpSources:
         host = urlparse(pkg.update_uri if "//" in pkg.update_uri else "https://" + pkg.update_uri).hostname or ""
         return host in _WPORG_HOSTS
 
-    def _get_json(self, url: str, what: str) -> dict[str, Any] | None:
+    def _get_json(self, ctx: Context, url: str, what: str) -> dict[str, Any] | None:
         import requests
 
-        from maintkit import _http
-
         try:
-            resp = _http.get(url, timeout=self.p.api_timeout)
+            resp = ctx.options.http_cache.get(url, timeout=self.p.api_timeout)
         except requests.RequestException as exc:
             raise CheckFailed(f"{what}: the update API at {self.p.api_url} is unreachable: {exc}") from None
-        if resp.status_code == 404:
+        if resp.status == 404:
             return None
-        if resp.status_code >= 400:
-            raise CheckFailed(f"{what}: the update API answered HTTP {resp.status_code}")
+        if resp.status >= 400:
+            raise CheckFailed(f"{what}: the update API answered HTTP {resp.status}")
         try:
-            data = resp.json()
+            data = json.loads(resp.content)
         except ValueError:
             raise CheckFailed(f"{what}: the update API did not answer JSON") from None
         return data if isinstance(data, dict) else None
 
-    def _api_offers(self, pkg: Installed, php_version: str) -> list[Offer]:
+    def _api_offers(self, ctx: Context, pkg: Installed, php_version: str) -> list[Offer]:
         base = str(self.p.api_url).rstrip("/")
         if pkg.kind == "core":
             url = f"{base}/core/version-check/1.7/?version={urlquote(pkg.version)}&php={urlquote(php_version)}"
-            data = self._get_json(url, "WordPress core")
+            data = self._get_json(ctx, url, "WordPress core")
             out: list[Offer] = []
             for item in (data or {}).get("offers", []):
                 pkgs = item.get("packages") or {}
@@ -123,7 +122,7 @@ class WpSources:
         url = (
             f"{base}/{section}/info/1.2/?action={action}&request[slug]={urlquote(pkg.name)}&request[fields][versions]=1"
         )
-        data = self._get_json(url, f"{pkg.kind} {pkg.name}")
+        data = self._get_json(ctx, url, f"{pkg.kind} {pkg.name}")
         if not data or "error" in data:
             return []
         latest = str(data.get("version") or "")
@@ -151,7 +150,7 @@ class WpSources:
         if found:
             return found
         if self._wporg_eligible(pkg):
-            return self._api_offers(pkg, php_version)
+            return self._api_offers(ctx, pkg, php_version)
         return []
 
     def fetch(self, ctx: Context, offer: Offer) -> bytes:
@@ -168,13 +167,12 @@ class WpSources:
                 raise CheckFailed(f"package {offer.ref} on the host: {exc}") from None
         import requests
 
-        from maintkit import _http
-
         try:
-            resp = _http.get(offer.ref, timeout=self.p.api_timeout)
-            resp.raise_for_status()
+            resp = ctx.options.http_cache.get(offer.ref, timeout=self.p.api_timeout)
         except requests.RequestException as exc:
             raise CheckFailed(f"download of {offer.ref} failed: {exc}") from None
+        if resp.status >= 400:
+            raise CheckFailed(f"download of {offer.ref} failed: HTTP {resp.status}")
         return resp.content
 
     def materialize(self, ctx: Context, pkg: Installed, offer: Offer) -> None:
