@@ -1,7 +1,7 @@
 """Benchmark: the built-in monthly-update on the WordPress lab, against the same operations by hand.
 
     python benchmarks/monthly.py --sites 1,5,20 [--rounds N] [--concurrency N] [--next-month]
-        [--php-cache on|off] [--json FILE]
+        [--php-cache on|off] [--api-delay-ms MS] [--json FILE]
 
 Run as root: it starts the lab the test suite uses (tests/lab/): two sshd hosts (staging on the
 first, production on the second), nginx + php-fpm, MariaDB, a WordPress 6.1 template with the
@@ -33,6 +33,8 @@ each: own tree, database and nginx server block), then:
   operations on the by-hand shops (``-e backup_max_age=1s``: the first run's backup is not
   reused, as a month later); **overhead_next** = the first over the second - 1.
   ``--php-cache off`` runs maint with ``php_cache: false`` (for comparing the two).
+  ``--api-delay-ms MS``: every answer of the update API stand-in (the API's JSON and the zips,
+  for both sides) waits MS first, as WordPress.org's does from a distant server.
 
 Besides wall time, each side's machine CPU is taken from ``/proc/stat`` (every process on the
 machine: maint or the by-hand client, sshd, PHP, MariaDB, nginx), and ``overhead_cpu`` is
@@ -504,6 +506,10 @@ def main() -> None:
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
     ap.add_argument("--next-month", action="store_true", help="then both sides again with shop-cart 1.2.0 offered")
     ap.add_argument("--php-cache", choices=("on", "off"), default="on", help="maint's php_cache (default on)")
+    ap.add_argument(
+        "--api-delay-ms", type=float, default=0.0,
+        help="every answer of the update API stand-in waits this long first, as a distant server's (default 0)",
+    )  # fmt: skip
     args = ap.parse_args()
     sizes = [int(x) for x in args.sites.split(",")]
     rows = []
@@ -521,7 +527,7 @@ def main() -> None:
         make_shop_cart_zip(zips, "1.1.0")
         make_shop_cart_zip(zips, "1.2.0")
         latest = ["1.1.0"]
-        api = Api(stack.enter_context(serve_update_api(zips, latest)), latest)
+        api = Api(stack.enter_context(serve_update_api(zips, latest, delay_s=args.api_delay_ms / 1000)), latest)
         for r in range(args.rounds):
             for n in sizes:
                 rows.append(run_size(lab, template, n, api, work, args, tag=f"r{r}"))
@@ -533,7 +539,8 @@ def main() -> None:
                     print_side_by_side(n, rows[-1]["next_run"], rows[-1]["by_hand_next"])
     print_summary(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps({"python": sys.version.split()[0], "rows": rows}, indent=1) + "\n")
+        raw = {"python": sys.version.split()[0], "api_delay_ms": args.api_delay_ms, "rows": rows}
+        Path(args.json).write_text(json.dumps(raw, indent=1) + "\n")
 
 
 if __name__ == "__main__":
