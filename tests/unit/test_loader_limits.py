@@ -74,9 +74,9 @@ def inventory(tmp_path: Path, listener: socket.socket) -> Path:
 
 
 def maint(*args: str) -> tuple[int, str, float]:
-    """``maint ARGS`` in this process (no traceback allowed): exit code, output, seconds taken."""
+    """``maint ARGS`` in this process (no traceback allowed): exit code, output, CPU seconds taken."""
     res = maint_in_process(*args)
-    return res.exit_code, res.output, res.seconds
+    return res.exit_code, res.output, res.cpu_seconds
 
 
 def refused(tmp_path: Path, data: bytes | str, inventory: Path, listener: socket.socket) -> str:
@@ -186,9 +186,9 @@ def test_the_billion_laughs_is_refused_in_well_under_a_second(
     bomb = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10)
     )
-    started = time.monotonic()
+    started = time.process_time()
     out = refused(tmp_path, bomb + PB, inventory, listener)
-    assert time.monotonic() - started < 3.0  # validate + plan + run together
+    assert time.process_time() - started < 3.0  # validate + plan + run together
     assert one_error(out) == (
         f"{tmp_path}/pb.yml:6: more than {MAX_NODES} values (aliases counted expanded); refusing the file"
     )
@@ -397,9 +397,9 @@ def test_a_long_chain_of_nested_groups_loads_without_recursion(tmp_path: Path) -
     groups = "".join(f"  g{i}: [g{i + 1}]\n" for i in range(n)) + f"  g{n}: [shop]\n"
     p = tmp_path / "inventory.yml"
     p.write_text("sites:\n  shop:\n    environments:\n      production: {path: /srv/shop}\ngroups:\n" + groups)
-    started = time.monotonic()
+    started = time.process_time()
     inv = load_inventory(p)
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert inv.groups["g0"] == ["shop"] and inv.groups[f"g{n}"] == ["shop"]
     assert [s.name for s in inv.resolve_targets(["g0"])] == ["shop"]
 
@@ -428,20 +428,20 @@ def test_groups_that_expand_to_too_much_are_refused(tmp_path: Path) -> None:
         for i in range(150)
     )
     p.write_text(f"sites:\n{sites}groups:\n{groups}")
-    started = time.monotonic()
+    started = time.process_time()
     with pytest.raises(InventoryError, match=r"groups nest too much: expanding them takes more than 1000000 steps"):
         load_inventory(p)
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 # ------------------------------------------------------------------ templates
 def test_too_many_templated_values_are_refused_at_once() -> None:
     items = ", ".join(f"'{{{{ env.path }}}}/{i}'" for i in range(5000))
     text = PB.replace("[echo, c]", f"[{items}]")
-    started = time.monotonic()
+    started = time.process_time()
     with pytest.raises(PlaybookError) as exc:
         playbook_from_text(text, file="x.yml")
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert str(exc.value) == (
         "x.yml:7: stages.0.steps.2: more than 1000 templated values and conditions in one playbook; refusing it"
     )
