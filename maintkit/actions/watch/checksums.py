@@ -14,10 +14,12 @@ hashes; :func:`parse_sections` reads the answer back.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from maintkit.action import Context
 from maintkit.actions.cms.snapshots import tree_hash_script
@@ -67,45 +69,34 @@ class Globs:
 
 
 # ----------------------------------------------------------------------------- fetching
-def _get_json(url: str, params: Mapping[str, str] | None, timeout: float) -> dict[str, Any] | None:
-    """GET a JSON object; None on 404; CheckFailed on anything else that is not a JSON object."""
+def _get_json(ctx: Context, url: str, params: Mapping[str, str] | None, timeout: float) -> dict[str, Any] | None:
+    """GET a JSON object through the run's cache (:mod:`maintkit._http_cache`: once per run for
+    every site; checksums of a version never change); None on 404; CheckFailed on anything else
+    that is not a JSON object."""
     import requests
 
-    from maintkit import _http
-
+    if params:
+        url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
     try:
-        resp = _http.get(url, params=dict(params or {}), timeout=timeout)
+        resp = ctx.options.http_cache.get(url, timeout=timeout)
     except requests.RequestException as exc:
         raise CheckFailed(f"cannot fetch checksums from {url}: {type(exc).__name__}: {exc}") from None
-    if resp.status_code == 404:
+    if resp.status == 404:
         return None
-    if resp.status_code != 200:
-        raise CheckFailed(f"checksums from {resp.url}: HTTP {resp.status_code}")
+    if resp.status != 200:
+        raise CheckFailed(f"checksums from {url}: HTTP {resp.status}")
     try:
-        data = resp.json()
+        data = json.loads(resp.content)
     except ValueError:
-        raise CheckFailed(f"checksums from {resp.url}: not JSON") from None
+        raise CheckFailed(f"checksums from {url}: not JSON") from None
     if not isinstance(data, dict):
-        raise CheckFailed(f"checksums from {resp.url}: not a JSON object")
+        raise CheckFailed(f"checksums from {url}: not a JSON object")
     return data
-
-
-def _memo_json(ctx: Context, url: str, params: Mapping[str, str] | None, timeout: float) -> dict[str, Any] | None:
-    """:func:`_get_json`, fetched once per run for every site (checksums of a version never change)."""
-    key = ("integrity.check", url, *sorted(f"{k}={v}" for k, v in (params or {}).items()))
-    memo = ctx.options.memo
-    with memo.lock(key):
-        cached = memo.get(key)
-        if cached is None:
-            cached = {"data": _get_json(url, params, timeout)}
-            memo.put(key, cached)
-    data = cached["data"]
-    return data if isinstance(data, dict) else None
 
 
 def core_checksums(ctx: Context, base_url: str, version: str, locale: str, timeout: float) -> dict[str, str] | None:
     """md5 per core file of WordPress ``version`` in ``locale``; None when the API knows no such release."""
-    data = _memo_json(ctx, base_url, {"version": version, "locale": locale}, timeout)
+    data = _get_json(ctx, base_url, {"version": version, "locale": locale}, timeout)
     sums = data.get("checksums") if data else None
     if isinstance(sums, dict) and isinstance(sums.get(version), dict):  # the multi-version answer
         sums = sums[version]
@@ -119,7 +110,7 @@ def plugin_checksums(
 ) -> dict[str, list[str]] | None:
     """md5 values per file of plugin ``slug`` at ``version``; None when wordpress.org does not know it (404)."""
     url = f"{base_url.rstrip('/')}/{slug}/{version}.json"
-    data = _memo_json(ctx, url, None, timeout)
+    data = _get_json(ctx, url, None, timeout)
     files = data.get("files") if data else None
     if not isinstance(files, dict):
         return None
