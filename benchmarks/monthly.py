@@ -53,6 +53,7 @@ test suite's. ``--json FILE`` writes every raw figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -527,7 +528,8 @@ def main() -> None:
         make_shop_cart_zip(zips, "1.1.0")
         make_shop_cart_zip(zips, "1.2.0")
         latest = ["1.1.0"]
-        api = Api(stack.enter_context(serve_update_api(zips, latest, delay_s=args.api_delay_ms / 1000)), latest)
+        delay = functools.partial(time.sleep, args.api_delay_ms / 1000) if args.api_delay_ms > 0 else None
+        api = Api(stack.enter_context(serve_update_api(zips, latest, before_answer=delay)), latest)
         for r in range(args.rounds):
             for n in sizes:
                 rows.append(run_size(lab, template, n, api, work, args, tag=f"r{r}"))

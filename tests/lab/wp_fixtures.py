@@ -15,8 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,14 +192,19 @@ def update_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 @contextmanager
 def serve_update_api(
-    zips: Path, latest: list[str] | None = None, *, served: list[str] | None = None, delay_s: float = 0.0
+    zips: Path,
+    latest: list[str] | None = None,
+    *,
+    served: list[str] | None = None,
+    before_answer: Callable[[], None] | None = None,
 ) -> Iterator[str]:
     """Serve the update API stand-in (shop-cart 1.0.0 and 1.1.0, core 6.1.9) and the zips in
     ``zips`` under ``/downloads/`` on a free loopback port; yields the base URL.
 
     ``latest`` (a one-item list the caller may change while it serves) is shop-cart's newest
     version offered (default 1.1.0). ``served`` gets every request's path and query, in order.
-    ``delay_s``: each answer waits that long first, as a distant server's would (benchmarks)."""
+    ``before_answer`` is called before each answer (benchmarks/monthly.py delays them there, as a
+    distant server's would be)."""
     newest = latest if latest is not None else ["1.1.0"]
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,8 +224,8 @@ def serve_update_api(
         def do_GET(self) -> None:
             if served is not None:
                 served.append(self.path)
-            if delay_s:
-                time.sleep(delay_s)
+            if before_answer is not None:
+                before_answer()
             url = urlparse(self.path)
             base = f"http://127.0.0.1:{self.server.server_address[1]}"
             query = parse_qs(url.query)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 import requests
 
 from maintkit._http_cache import GetCache
+from tests.health_helpers import _Server, serving
 
 
-class Server:
+class Server(_Server):
     """Answers ``/<status>/<size>`` with that status and ``size`` bytes; ``/gate/...`` first
     waits for :attr:`gate`. ``/flaky`` answers 500 once, then 200. Counts every request."""
 
@@ -46,24 +47,18 @@ class Server:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
+        self.base = self.url
 
     def stop(self) -> None:
-        self.gate.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.gate.set()  # a held request must not keep the server from shutting down
+        super().stop()
 
 
 @pytest.fixture()
 def server() -> Iterator[Server]:
-    s = Server()
-    try:
+    with serving(Server()) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_one_download_per_url_and_the_same_bytes_to_every_asker(server: Server) -> None:
