@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar, Generic, Literal, TypeVar
+from typing import IO, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -147,6 +147,22 @@ class RunOptions:
         return self.history_dir if self.history_dir is not None else self.state_dir
 
 
+class ChainHook(Protocol):
+    """What a context's commands go through while the runner chains steps in one round trip
+    (``maintkit.runner.chain``): it plans a later step's change, sends a step's change with
+    the later ones, or hands a later step the outcome its change already had."""
+
+    def run_and_probe(
+        self, ctx: Context, script: str, probes: list[Probe[Any]], stdin: bytes | None, timeout: float
+    ) -> tuple[str, CommandResult]:
+        """:meth:`Context.run_and_probe_result` for the chain: the change's head and result."""
+        ...
+
+    def direct(self, ctx: Context, what: str) -> None:
+        """Any other command through ``ctx`` (``what`` names it): raises when it may not be sent."""
+        ...
+
+
 @dataclass
 class Context:
     """Everything an action phase may use. Passed explicitly; there are no globals."""
@@ -171,6 +187,8 @@ class Context:
     primed: set[str] = field(default_factory=set)
     #: probes of this and later steps to read again right after a change (set by the runner)
     refresh: list[Probe[Any]] = field(default_factory=list)
+    #: set by the runner while steps' changes share one round trip (see :class:`ChainHook`)
+    chain: ChainHook | None = None
 
     # ---- convenience -------------------------------------------------------
     @property
@@ -212,13 +230,13 @@ class Context:
 
         Like every command sent through the context, it may change the host: what an earlier
         :meth:`run_and_probe` read is no longer kept for verify (:attr:`primed`)."""
-        self.primed.clear()
+        self._direct("run")
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run(argv, **kwargs)
 
     def run_shell(self, script: str, **kwargs: Any) -> CommandResult:
         """Run an explicit shell script on the host (it drops :attr:`primed`, as :meth:`run`)."""
-        self.primed.clear()
+        self._direct("run_shell")
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run_shell(script, **kwargs)
 
@@ -231,18 +249,26 @@ class Context:
 
     def put(self, data: bytes, path: str, *, mode: int | None = None) -> None:
         """Write a file atomically on the host (it drops :attr:`primed`, as :meth:`run`)."""
-        self.primed.clear()
+        self._direct("put")
         self.transport.put(data, path, mode=mode)
 
     def get(self, path: str) -> bytes:
         """Read a file from the host."""
+        if self.chain is not None:
+            self.chain.direct(self, "get")
         return self.transport.get(path)
 
     def stream(self, argv: Sequence[str], sink: IO[bytes], **kwargs: Any) -> CommandResult:
         """Run an argument list and stream its stdout into ``sink`` (it drops :attr:`primed`)."""
-        self.primed.clear()
+        self._direct("stream")
         kwargs.setdefault("timeout", self.env.command_timeout)
         return self.transport.run(argv, stdout_sink=sink, **kwargs)
+
+    def _direct(self, what: str) -> None:
+        """Before a command that may change the host: the chain may refuse it; :attr:`primed` is dropped."""
+        if self.chain is not None:
+            self.chain.direct(self, what)
+        self.primed.clear()
 
     # ---- probes --------------------------------------------------------------
     def probe(self, probe: Probe[T]) -> T:
@@ -251,6 +277,8 @@ class Context:
         if raw is None:
             from maintkit.probes import run_batch
 
+            if self.chain is not None:
+                self.chain.direct(self, "probe")
             results, _ = run_batch(self.transport, [probe], timeout=self.env.command_timeout or 600.0)
             raw = results.get(probe.key, RawOutput("", 1))
             self.probe_cache.put(self.host_key, probe.key, raw)
@@ -302,6 +330,12 @@ class Context:
                 return (res.stdout if res.ok else f"__preamble_failed__:{res.exit_code}\n{res.stdout}"), res
             script = build_command(script=script, sudo=True, sudo_user=getattr(self.transport, "sudo_user", None))
         wanted = {p.key: p for p in [*probes, *self.refresh]}
+        if self.chain is not None and sudo is None:
+            return self.chain.run_and_probe(
+                self, script, list(wanted.values()), stdin, timeout or self.env.command_timeout or 600.0
+            )
+        if self.chain is not None:
+            self.chain.direct(self, "run_and_probe with sudo")
         raw, head, result = run_batch_result(
             self.transport,
             list(wanted.values()),
@@ -380,6 +414,11 @@ class Action(Generic[P]):
     rollback_reason: ClassVar[str] = ""
     #: Older spelling kept for plugins: True means rollback_kind "undo".
     reversible: ClassVar[bool] = False
+    #: the runner may send this action's change in one round trip with the steps' changes
+    #: around it (docs/architecture.md, "Changes in one round trip"). Only for an action whose
+    #: check reads nothing but its probes and whose apply is a pure function of the check and
+    #: of ONE :meth:`Context.run_and_probe` (no other command, no reading its output back).
+    chainable: ClassVar[bool] = False
 
     @classmethod
     def rollback_mode(cls) -> RollbackKind:

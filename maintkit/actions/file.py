@@ -220,6 +220,7 @@ class FileContent(_PathAction[FileContentParams]):
     """Ensure a file has exactly this content (and mode/owner). Atomic write; rollback restores it."""
 
     name = "file.content"
+    chainable = True
     kind = "file"
     Params = FileContentParams
     summary = "Ensure a file's exact content, mode and owner (atomic write, reversible)."
@@ -323,6 +324,7 @@ class FileDirectory(_PathAction[FileDirectoryParams]):
     """Ensure a directory exists with mode/owner. Rollback removes the directories it created (when empty)."""
 
     name = "file.directory"
+    chainable = True
     kind = "directory"
     Params = FileDirectoryParams
     summary = "Ensure a directory exists with mode and owner (reversible)."
@@ -420,6 +422,7 @@ class FileSymlink(_PathAction[FileSymlinkParams]):
     """Ensure a symlink points at a target, switched atomically. Rollback restores the old target."""
 
     name = "file.symlink"
+    chainable = True
     kind = "symlink"
     Params = FileSymlinkParams
     summary = "Ensure a symlink points at a target (atomic switch, reversible)."

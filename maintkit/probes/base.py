@@ -134,15 +134,21 @@ class _Batch:
                 groups.setdefault(id(reader), (reader, []))[1].append(p)
         return cls("@@mk-" + _secrets.token_hex(6), list(groups.values()), singles)
 
-    def script(self, preamble: str | None) -> str:
+    def script(self, preamble: str | None, *, stdin: bool = True) -> str:
+        """The whole batch: the preamble (reading the round trip's stdin unless ``stdin`` is
+        false), the probes, ``exit 0``."""
+        return self.section(preamble, stdin=stdin) + "\nexit 0\n"
+
+    def section(self, preamble: str | None, *, stdin: bool = True) -> str:
+        """The batch without its final ``exit 0`` (a section of a longer script)."""
         fn = "_mk" + self.marker[5:]  # shell names of this batch's functions: as unguessable as the marker
-        parts = [f"( {preamble}\n) || exit $?"] if preamble else []
+        parts = [f"( {preamble}\n){'' if stdin else ' </dev/null'} || exit $?"] if preamble else []
         parts.append(f"printf '\\n%s\\n' '{self.marker} start'")
         for g, (reader, group) in enumerate(self.groups):
             parts.append(self._block(f"{fn}b{g}", reader.script(group, f"_mb{g}"), f"b{g}", inline=True))
         for i, probe in enumerate(self.singles):
             parts.append(self._block(f"{fn}_{i}", probe.script(), str(i), inline=probe.inline()))
-        return "\n".join(parts) + "\nexit 0\n"
+        return "\n".join(parts)
 
     def _block(self, name: str, body: str, tag: str, *, inline: bool) -> str:
         frame = f"printf '\\n%s %s %s\\n' '{self.marker}' {tag} $?"

@@ -77,6 +77,10 @@ def unfinished_stage(events: list[dict[str, Any]], site: str, env: str) -> tuple
         kind, step, action = e.get("event"), str(e.get("step", "")), str(e.get("action", ""))
         if kind == "step.checked" and e.get("status") == "needed":
             pending[step] = DeadStep(step, action)
+            for other in e.get("chained") or ():  # later steps whose change rode in its round trip
+                if isinstance(other, dict):
+                    name = str(other.get("step", ""))
+                    pending[name] = DeadStep(name, str(other.get("action", "")))
         elif kind in ("step.applied", "step.failed"):
             pending.pop(step, None)
             if e.get("changes"):

@@ -26,6 +26,7 @@ from maintkit.errors import MaintkitError, NotReversible
 from maintkit.inventory import Site
 from maintkit.probes import Probe, RawOutput, run_batch
 from maintkit.results import SiteResult, SiteStatus, StepStatus
+from maintkit.runner.chain import Chain, read_ahead
 from maintkit.runner.locks import Held, lock_script, peek_script, read_lock, settle_lock
 from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
@@ -80,48 +81,35 @@ def run_steps(
     applied: list[Applied],
     gate: StageLock,
 ) -> SiteStatus:
-    """Run the stage's steps in order (from the first again when the lock's re-read says so)."""
-    start, i = len(result.steps), 0
+    """Run the stage's steps in order (from the first again when the lock's re-read says so).
+
+    Steps whose change already ran in an earlier step's round trip (:mod:`maintkit.runner.chain`)
+    are recorded even after a failure or an interrupt, before the failure's policy applies."""
+    start, i, failed = len(result.steps), 0, None
+    chain = Chain(state, planned, gate.step_probes, base)
     while i < len(planned.steps):
-        ps = planned.steps[i]
-        if state.stop.is_set():
-            return SiteStatus.INTERRUPTED
+        ps, owed = planned.steps[i], chain.owes(i)
+        if not owed and (failed is not None or state.stop.is_set()):
+            break
         # after a change, this step's probes (for verify) and the later ones it may affect are
         # read again in the same round trip as the change (see read_ahead)
         base.refresh = read_ahead(planned, gate.step_probes, i)
         state.interrupts.activity.doing(site.name, planned.env.name, f"running step {ps.step.id}")
-        prefetch(state, base, gate.step_probes, i)
+        if not owed:
+            prefetch(state, base, gate.step_probes, i)
         mark = len(result.steps)
-        policy = run_step(state, site, planned, ps, base, result, applied, before_change=gate.hook(i, result, mark))
+        hook = gate.hook(i, result, mark)
+        policy = run_step(state, site, planned, ps, base, result, applied, before_change=hook, chain=(chain, i))
         if gate.recheck:  # the lock was just taken and the facts had changed: check every step again
             gate.recheck = False
             del result.steps[start:]
             i = 0
             continue
-        if policy is not None and state.stop.is_set():  # stopped by an interrupt: rolled back below
-            return SiteStatus.INTERRUPTED
-        if policy is not None:
-            return on_failure(state, site, planned, applied, policy)
+        failed = failed if failed is not None else policy
         i += 1
-    return SiteStatus.OK
-
-
-def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: int) -> list[Probe[Any]]:
-    """The probes read together for step ``i``: its own (but those only its check reads, see
-    :attr:`~maintkit.probes.Probe.reread`), every later step's bulk-read probes
-    (one ``stat`` answers them all), and the other probes of the later steps up to the first
-    one that may change something (its change reads the rest again anyway).
-
-    What is left out is read when its step comes (:func:`prefetch`), never taken stale: a
-    change drops every cached probe of the host that its own round trip did not read.
-    """
-    out = [p for p in step_probes[i] if type(p).reread]  # what its verify may read
-    singles = True
-    for ps, group in zip(planned.steps[i + 1 :], step_probes[i + 1 :], strict=True):
-        out += [p for p in group if singles or type(p).bulk is not None]
-        if singles and ps.skip is None and not ps.action.changes_nothing():
-            singles = False
-    return out
+    if state.stop.is_set():  # stopped by an interrupt: rolled back by the caller
+        return SiteStatus.INTERRUPTED
+    return SiteStatus.OK if failed is None else on_failure(state, site, planned, applied, failed)
 
 
 def prefetch(state: RunState, base: Context, step_probes: list[list[Probe[Any]]], i: int) -> None:

@@ -17,6 +17,7 @@ from maintkit.errors import ActionError, MaintkitError
 from maintkit.inventory import Site
 from maintkit.probes import run_batch
 from maintkit.results import Change, Check, SiteResult, StepResult, StepStatus
+from maintkit.runner.chain import Chain, Link
 from maintkit.runner.conditions import evaluate_when
 from maintkit.runner.plan import PlannedStage, PlannedStep, skipped_note
 from maintkit.runner.state import RunState
@@ -87,6 +88,7 @@ def run_step(
     result: SiteResult,
     applied: list[Applied],
     before_change: Callable[[], LockAnswer] | None = None,
+    chain: tuple[Chain, int] | None = None,
 ) -> str | None:
     """Run one step; the ``on_failure`` policy to apply when it failed in run mode, else None.
 
@@ -95,10 +97,14 @@ def run_step(
     recorded (the stage takes its lock there, reading every probe again); its answer says
     whether the check stands, runs again on those values, or the step ends unrecorded and the
     stage checks its steps again from the first.
+
+    ``chain`` is the stage's :class:`~maintkit.runner.chain.Chain` and this step's index: a
+    step whose change rode in an earlier step's round trip takes the check it was planned on
+    and replays that change; a step that changes may carry later steps' changes in its own.
     """
     with cancellable(state.interrupts.token):
         step = _StepRun(state, site, planned, ps, base, result, applied)
-        step.before_change = before_change
+        step.before_change, step.chain = before_change, chain
         return step.run()
 
 
@@ -123,6 +129,8 @@ class _StepRun:
         self.started = time.monotonic()
         self.ctx = replace(base, step_id=ps.step.id, prior=result.steps[:-1], data={}, primed=set())
         self.before_change: Callable[[], LockAnswer] | None = None
+        self.chain: tuple[Chain, int] | None = None
+        self.links: list[Link] = []
 
     def run(self) -> str | None:
         if self.ps.skip is not None:  # --steps, --skip-steps, --start-at: audited as skipped, with the flag
@@ -141,6 +149,9 @@ class _StepRun:
             self.res.status, self.res.reason = StepStatus.SKIPPED, f"condition false: {self.ps.step.when}"
             record(self.state, self.res, "step.skipped", self.host)
             return None
+        replayed = self.chain[0].replay(self.chain[1], self.ctx) if self.chain else None
+        if replayed is not None:  # its change already ran, planned on this check
+            return None if self._settled(replayed) else self._apply(replayed)
         chk, policy = self._checked()
         if chk is None:
             return policy
@@ -152,6 +163,8 @@ class _StepRun:
                 chk, policy = self._checked()  # what it read reads differently under the lock
                 if chk is None:
                     return policy
+        if self.chain and chk.needed is True and not self.state.check:
+            self.links = self.chain[0].lead(self.chain[1], self.ctx)
         if self._settled(chk):
             return None
         return self._apply(chk)
@@ -195,7 +208,9 @@ class _StepRun:
             res.duration_ms = monotonic_ms(self.started)
             record(self.state, res, "step.checked", self.host)
             return True
-        record(self.state, res, "step.checked", self.host, status_override="needed")
+        chained = [{"step": ln.planned.step.id, "action": ln.planned.action.name} for ln in self.links]
+        extra = {"chained": chained} if chained else {}
+        record(self.state, res, "step.checked", self.host, status_override="needed", **extra)
         return False
 
     def _apply(self, chk: Check) -> str | None:

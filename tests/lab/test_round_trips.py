@@ -86,15 +86,27 @@ def test_plan_then_first_run_then_noop_count_every_session(
         first, rec = _run(FIVE, inv, tmp_path / "state")
         assert first.ok and first.changed == 3 * 3
         for h, d in ssh_hosts:
-            # never finished here with these steps: the lock is taken in the first round trip
-            assert rec.kinds(h, d / "site", first.run_id) == ["lock+read", "step", "step", "step", "unlock"]
-            assert rec.sessions(h) == 5
+            # never finished here with these steps: the lock is taken in the first round trip; the
+            # three changes go in one round trip (the directory's, then the file's and the link's,
+            # each after its guard)
+            assert rec.kinds(h, d / "site", first.run_id) == ["lock+read", "step", "unlock"]
+            assert rec.sessions(h) == 3
             assert not (d / "site" / ".maint" / "lock").exists()
         evs = events(first.run_dir)
         acquired = [e for e in evs if e["event"] == "lock.acquired"]
         assert sorted(e["site"] for e in acquired) == ["shop-h1", "shop-h2", "shop-h3"]
         assert {(e.get("for_step"), e["early"]) for e in acquired} == {(None, NEVER_SETTLED)}  # the whole stage
         assert [e["locked"] for e in evs if e["event"] == "stage.finished"] == [True] * 3
+        # the directory's step names the steps its round trip carries; each is recorded in order
+        needed = [(e["site"], e["step"], e.get("chained")) for e in evs if e.get("status") == "needed"]
+        carried = [
+            {"step": "file.content", "action": "file.content"},
+            {"step": "file.symlink", "action": "file.symlink"},
+        ]
+        assert sorted(needed) == sorted(
+            x for s in ["shop-h1", "shop-h2", "shop-h3"]
+            for x in [(s, "file.directory", carried), (s, "file.content", None), (s, "file.symlink", None)]
+        )  # fmt: skip
 
         # h1's programs: each of maint's guarantees and no more (the lock, the atomic write and
         # its verify, a fresh read after each change); a new directory and a new link are made

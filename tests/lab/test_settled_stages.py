@@ -57,7 +57,7 @@ def test_a_new_stage_locks_first_and_is_remembered(tmp_path: Path, ssh_hosts: li
 
     first, kinds = _kinds(FIVE, inv, state, h, site)
     assert first.ok and first.changed == 3  # type: ignore[attr-defined]
-    assert kinds == ["lock+read", "step", "step", "step", "unlock"]
+    assert kinds == ["lock+read", "step", "unlock"]  # the three changes in one round trip
     assert _early(first) == [NEVER_SETTLED]
     [record] = _records(state)
     assert record["status"] == "ok" and len(record["settled"]) == 1  # type: ignore[arg-type]
