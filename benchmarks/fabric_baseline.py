@@ -1,6 +1,6 @@
 """Plain Fabric doing the benchmark's 5 steps on N hosts in parallel (the baseline).
 
-Usage: python fabric_baseline.py HOSTS_JSON
+Usage: python fabric_baseline.py HOSTS_JSON   (FABRIC_WORKERS: hosts at once, default all)
 HOSTS_JSON: [{"ip":..., "port":..., "user":..., "key":..., "known_hosts":..., "path":...}, ...]
 The 5 commands mirror benchmarks/bench.py's playbook: a directory, a file's content, a symlink,
 a read-only command, a no-op command. Host keys are verified (RejectPolicy), as maintkit does.
@@ -9,6 +9,7 @@ a read-only command, a no-op command. Host keys are verified (RejectPolicy), as 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,8 @@ def one(h: dict[str, object]) -> None:
 
 def main() -> None:
     hosts = json.load(open(sys.argv[1]))
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+    workers = int(os.environ.get("FABRIC_WORKERS") or len(hosts))  # benchmarks/latency.py: as maint's --concurrency
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, hosts))
 
 

@@ -1,30 +1,32 @@
 """Steps' changes in one round trip: the leader's change, then each later step's, guarded.
 
 When a step that changes something (the **leader**) is about to send its change, the stage
-looks at the steps right after it. A later step joins the leader's round trip (a **link**)
-when its action is :attr:`~maintkit.action.Action.chainable`, it runs unconditionally (no
-``when:``, not skipped) and its check, made on what the stage has read so far, says it has to
-change. Its change is planned then (the action's apply runs against a capturing context: the
-one command it would send is kept, nothing is sent), and the probes its check read are kept
-with what they read: the guard.
+looks at the steps right after it. A later step joins the leader's round trip (a **link**) when
+its action is :attr:`~maintkit.action.Action.chainable`, it runs unconditionally (no ``when:``,
+not skipped) and its check, made on what the stage has read so far, says it has to change (a
+probe the lock's re-read left out is taken from the stage's first read, before the lock: the
+guard reads it again under the lock anyway). Its change is planned then (the action's apply
+runs against a capturing context: the one command it would send is kept, nothing is sent), and
+the probes its check read are kept with what they read: the guard.
 
 The round trip (:func:`maintkit.probes.chained.run_chain`) runs the leader's change and its
 read, then for each link: the guard (every probe its check read, read again; any difference
 stops the round trip there), its change and its read. The steps are then recorded one by one,
-in order, as if each had been sent on its own: a link's step takes the check it was planned
-on and its apply is replayed on its segment's outcome (the same command, the same result), so
-its changes, verify, events and rollback are exactly those of a step of its own. A link the
-guard stopped, or one after it, is checked again as usual on what the round trip read.
+in order, as if each had been sent on its own: a link's step takes the check it was planned on
+and its apply is replayed on its segment's outcome (the same command, the same result), so its
+changes, verify, events and rollback are exactly those of a step of its own. A link the guard
+stopped, or one after it, is checked again as usual on what the round trip read.
 
 What a dead run leaves is never hidden by it: the leader's ``step.checked`` event (status
-``needed``) names the steps its round trip carries (``chained``), so a takeover reports them
-as applying when the run died (:mod:`maintkit.runner.reconcile`). Steps whose change ran are
-recorded even when an earlier step of the round trip fails its verify or the run is
-interrupted meanwhile (:meth:`Chain.owes`), so the rollback undoes them too.
+``needed``) names the steps its round trip carries (``chained``), so a takeover reports them as
+applying when the run died (:mod:`maintkit.runner.reconcile`). Steps whose change ran are
+recorded even when an earlier step of the round trip fails its verify or the run is interrupted
+meanwhile (:meth:`Chain.owes`), so the rollback undoes them too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,20 +93,20 @@ class Link:
 
 
 class _ReadsCache(ProbeCache):
-    """The stage's probe cache as a planned check sees it: every key it reads is noted; a key
-    not read yet is not read now (the step is not chained)."""
+    """The stage's probe cache as a planned check sees it, falling back on what the stage's first
+    read saw (before the lock; the guard reads it again under it): every value it reads is
+    kept for the guard; a key read by neither is not read now (the step is not chained)."""
 
-    def __init__(self, inner: ProbeCache) -> None:
+    def __init__(self, inner: ProbeCache, first: Mapping[str, RawOutput]) -> None:
         super().__init__()
-        self.inner = inner
-        self.keys: list[str] = []
+        self.inner, self.first = inner, first
+        self.values: dict[str, RawOutput] = {}
 
     def get(self, host: str, key: str) -> RawOutput | None:
-        value = self.inner.get(host, key)
+        value = self.values.get(key) or self.inner.get(host, key) or self.first.get(key)
         if value is None:
             raise _NotChainable(f"{key} is not read yet")
-        if key not in self.keys:
-            self.keys.append(key)
+        self.values[key] = value
         return value
 
     def has(self, host: str, key: str) -> bool:
@@ -210,9 +212,16 @@ class Chain:
     """The chained round trips of one stage: planned at a leader, replayed step by step."""
 
     def __init__(
-        self, state: RunState, planned: PlannedStage, step_probes: list[list[Probe[Any]]], base: Context
+        self,
+        state: RunState,
+        planned: PlannedStage,
+        step_probes: list[list[Probe[Any]]],
+        base: Context,
+        first: Mapping[str, RawOutput],
     ) -> None:
+        """``first``: what the stage's first read saw (before the lock), by probe key."""
         self.state, self.planned, self.step_probes, self.base = state, planned, step_probes, base
+        self.first = first
         self.links: dict[int, Link] = {}
         self._known = {p.key: p for group in step_probes for p in group}
 
@@ -259,7 +268,7 @@ class Chain:
         ps = self.planned.steps[j]
         if ps.skip is not None or ps.step.when is not None or not ps.action.chainable or self.owes(j):
             return None
-        reads, capture = _ReadsCache(self.state.probe_cache), _Capture()
+        reads, capture = _ReadsCache(self.state.probe_cache, self.first), _Capture()
         ctx = replace(
             self.base, step_id=ps.step.id, data={}, primed=set(), refresh=refresh, probe_cache=reads, chain=capture
         )
@@ -270,10 +279,6 @@ class Chain:
             ps.action.apply(ctx, check)
         except (_NotChainable, MaintkitError):
             return None
-        if len(capture.sent) != 1 or any(k not in self._known for k in reads.keys):
+        if len(capture.sent) != 1 or any(k not in self._known for k in reads.values):
             return None
-        values = [self.state.probe_cache.get(self.base.host_key, k) for k in reads.keys]
-        guard = [(self._known[k], v) for k, v in zip(reads.keys, values, strict=True) if v is not None]
-        if len(guard) != len(reads.keys):
-            return None
-        return Link(j, ps, check, capture.sent[0], guard)
+        return Link(j, ps, check, capture.sent[0], [(self._known[k], v) for k, v in reads.values.items()])

@@ -86,7 +86,7 @@ def run_steps(
     Steps whose change already ran in an earlier step's round trip (:mod:`maintkit.runner.chain`)
     are recorded even after a failure or an interrupt, before the failure's policy applies."""
     start, i, failed = len(result.steps), 0, None
-    chain = Chain(state, planned, gate.step_probes, base)
+    chain = Chain(state, planned, gate.step_probes, base, gate.first)
     while i < len(planned.steps):
         ps, owed = planned.steps[i], chain.owes(i)
         if not owed and (failed is not None or state.stop.is_set()):

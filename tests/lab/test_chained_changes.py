@@ -123,6 +123,30 @@ def test_a_link_whose_change_fails_ends_the_round_trip_and_the_stage_rolls_back(
     assert [c["step"] for c in checked["chained"]] == ["write", "link"]
 
 
+def test_links_of_a_stage_that_reads_first_are_planned_on_that_read_and_guarded(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
+    host, site = _new_site(ssh_hosts)
+    playbook = _playbook(
+        "settled",
+        f'{{id: dir, action: file.directory, with: {{path: "{site}/d"}}}}',
+        f'{{id: write, action: file.content, with: {{path: "{site}/d/f", content: "x"}}}}',
+        f'{{id: link, action: file.symlink, with: {{path: "{site}/l", target: "{site}/d/f"}}}}',
+    )
+    first, rec = _run(playbook, host, site, tmp_path)
+    assert first.ok and rec.kinds(host, site, first.run_id) == ["lock+read", "step", "unlock"]
+    for name in ("l", "d/f", "d"):  # what the run made goes again: the stage finished here before
+        p = site / name
+        p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+    again, rec = _run(playbook, host, site, tmp_path)
+    assert again.ok and again.changed == 3
+    # read first (the stage settled here), the lock with the directory's probes read again, then
+    # the three changes: the file's and the link's planned on the first read, their guards
+    # reading it again under the lock
+    assert rec.kinds(host, site, again.run_id) == ["read", "lock+read", "step", "unlock"]
+    assert (site / "d" / "f").read_text() == "x" and (site / "l").readlink() == site / "d" / "f"
+
+
 class _FailsVerify(FileDirectory):
     """file.directory whose verify always fails (after its change and its links' changes ran)."""
 
