@@ -228,16 +228,9 @@ class Chain:
     def owes(self, index: int) -> bool:
         """Did step ``index``'s change run in an earlier step's round trip (not recorded yet)?"""
         link = self.links.get(index)
-        return (
-            link is not None
-            and not link.consumed
-            and link.outcome is not None
-            and link.outcome.outcome
-            in (
-                "done",
-                "failed",
-            )
-        )
+        if link is None or link.consumed or link.outcome is None:
+            return False
+        return link.outcome.outcome in ("done", "failed")
 
     def replay(self, index: int, ctx: Context) -> Check | None:
         """For a step :meth:`owes`: its planned check, with ``ctx`` set to replay its change."""
@@ -248,21 +241,41 @@ class Chain:
         ctx.chain = _Replay(link)
         return link.check
 
-    def lead(self, index: int, ctx: Context) -> list[Link]:
-        """Plan the links of step ``index``'s change and set ``ctx`` to send them with it."""
+    def lead(self, index: int, ctx: Context, check: Check) -> list[Link]:
+        """Plan the links of step ``index``'s change (its ``check``) and set ``ctx`` to send them
+        with it; the links, as its ``step.checked`` event names them."""
         if self.state.check or not self.planned.steps[index].action.chainable:
             return []
-        links: list[Link] = []
+        planned: list[Link] = []
         for j in range(index + 1, min(len(self.planned.steps), index + 1 + MAX_LINKS)):
             link = self._plan(j, read_ahead(self.planned, self.step_probes, j))
             if link is None:
                 break
-            links.append(link)
+            planned.append(link)
+        if not planned:
+            return []
+        # what fits beside the leader's own change (planned the same way; unknown: it reads stdin)
+        leader = self._leader_segment(index, ctx, check) or Segment("", [], [], True)
+        links = planned[: len(_fitting(planned, leader)) - 1]
         for link in links:
             self.links[link.index] = link
         if links:
             ctx.chain = _Leader(links)
         return links
+
+    def _leader_segment(self, index: int, ctx: Context, check: Check) -> Segment | None:
+        """The leader's change as it will send it (None when its apply sends anything else first)."""
+        capture = _Capture()
+        probe_cache = _ReadsCache(self.state.probe_cache, self.first)
+        planning = replace(ctx, data={}, primed=set(), probe_cache=probe_cache, chain=capture)
+        try:
+            self.planned.steps[index].action.apply(planning, check)
+        except (_NotChainable, MaintkitError):
+            return None
+        if len(capture.sent) != 1:
+            return None
+        sent = capture.sent[0]
+        return Segment(sent.script, sent.probes, [], sent.stdin is not None)
 
     def _plan(self, j: int, refresh: list[Probe[Any]]) -> Link | None:
         ps = self.planned.steps[j]

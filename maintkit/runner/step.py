@@ -164,7 +164,7 @@ class _StepRun:
                 if chk is None:
                     return policy
         if self.chain and chk.needed is True and not self.state.check:
-            self.links = self.chain[0].lead(self.chain[1], self.ctx)
+            self.links = self.chain[0].lead(self.chain[1], self.ctx, chk)
         if self._settled(chk):
             return None
         return self._apply(chk)

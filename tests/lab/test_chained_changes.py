@@ -28,6 +28,30 @@ from tests.lab.recording import Recorder
 from tests.lab.sshd import LabHost, chown_login_user
 from tests.runs import events, one_site, run, write_inventory
 
+#: the playbooks of the tests below: their steps, ``SITE`` standing for the site's folder
+STEPS: dict[str, list[str]] = {
+    "fails-inside": [
+        '{id: dir, action: file.directory, with: {path: "SITE/d"}}',
+        '{id: write, action: file.content, with: {path: "SITE/d/missing-parent/f", content: "x"}}',
+        '{id: link, action: file.symlink, with: {path: "SITE/l", target: "SITE/d"}}',
+    ],
+    "settled": [
+        '{id: dir, action: file.directory, with: {path: "SITE/d"}}',
+        '{id: write, action: file.content, with: {path: "SITE/d/f", content: "x"}}',
+        '{id: link, action: file.symlink, with: {path: "SITE/l", target: "SITE/d/f"}}',
+    ],
+    "two-writes": [
+        '{id: dir, action: file.directory, with: {path: "SITE/d"}}',
+        '{id: one, action: file.content, with: {path: "SITE/d/one", content: "first\\n"}}',
+        '{id: two, action: file.content, with: {path: "SITE/d/two", content: "second\\n"}}',
+    ],
+    "leader-fails": [
+        '{id: dir, action: test.dir_fails_verify, with: {path: "SITE/d"}}',
+        '{id: write, action: file.content, with: {path: "SITE/f", content: "x"}}',
+        '{id: link, action: file.symlink, with: {path: "SITE/l", target: "SITE/f"}}',
+    ],
+}
+
 
 def _run(text: str, host: LabHost, site: Path, tmp_path: Path, **kw: Any) -> tuple[Any, Recorder]:
     inv = write_inventory(tmp_path, one_site(host.env(site)))
@@ -55,6 +79,12 @@ def _new_site(ssh_hosts: list[tuple[LabHost, Path]], **files: str) -> tuple[LabH
         (site / name).write_text(text)
     _owned(site, *(site / name for name in files))
     return host, site
+
+
+def _site_and_playbook(ssh_hosts: list[tuple[LabHost, Path]], name: str, **files: str) -> tuple[LabHost, Path, str]:
+    """:func:`_new_site`, and the playbook ``name`` of :data:`STEPS` for that site."""
+    host, site = _new_site(ssh_hosts, **files)
+    return host, site, _playbook(name, *(step.replace("SITE", str(site)) for step in STEPS[name]))
 
 
 def _files(site: Path) -> dict[str, Any]:
@@ -102,14 +132,8 @@ def test_a_guard_that_reads_differently_sends_the_link_through_its_check_again(
 def test_a_link_whose_change_fails_ends_the_round_trip_and_the_stage_rolls_back(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
-    host, site = _new_site(ssh_hosts, keep="kept\n")
+    host, site, playbook = _site_and_playbook(ssh_hosts, "fails-inside", keep="kept\n")
     before = _files(site)
-    playbook = _playbook(
-        "fails-inside",
-        f'{{id: dir, action: file.directory, with: {{path: "{site}/d"}}}}',
-        f'{{id: write, action: file.content, with: {{path: "{site}/d/missing-parent/f", content: "x"}}}}',
-        f'{{id: link, action: file.symlink, with: {{path: "{site}/l", target: "{site}/d"}}}}',
-    )
     result, rec = _run(playbook, host, site, tmp_path)
     assert result.sites[0].status is SiteStatus.ROLLED_BACK
     assert _statuses(result) == [("dir", StepStatus.ROLLED_BACK), ("write", StepStatus.FAILED)]
@@ -126,13 +150,7 @@ def test_a_link_whose_change_fails_ends_the_round_trip_and_the_stage_rolls_back(
 def test_links_of_a_stage_that_reads_first_are_planned_on_that_read_and_guarded(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
-    host, site = _new_site(ssh_hosts)
-    playbook = _playbook(
-        "settled",
-        f'{{id: dir, action: file.directory, with: {{path: "{site}/d"}}}}',
-        f'{{id: write, action: file.content, with: {{path: "{site}/d/f", content: "x"}}}}',
-        f'{{id: link, action: file.symlink, with: {{path: "{site}/l", target: "{site}/d/f"}}}}',
-    )
+    host, site, playbook = _site_and_playbook(ssh_hosts, "settled")
     first, rec = _run(playbook, host, site, tmp_path)
     assert first.ok and rec.kinds(host, site, first.run_id) == ["lock+read", "step", "unlock"]
     for name in ("l", "d/f", "d"):  # what the run made goes again: the stage finished here before
@@ -147,6 +165,19 @@ def test_links_of_a_stage_that_reads_first_are_planned_on_that_read_and_guarded(
     assert (site / "d" / "f").read_text() == "x" and (site / "l").readlink() == site / "d" / "f"
 
 
+def test_one_change_per_round_trip_reads_stdin_and_the_event_names_exactly_the_steps_carried(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
+    host, site, playbook = _site_and_playbook(ssh_hosts, "two-writes")
+    result, rec = _run(playbook, host, site, tmp_path)
+    assert result.ok and result.changed == 3
+    assert (site / "d" / "one").read_text() == "first\n" and (site / "d" / "two").read_text() == "second\n"
+    # both writes send their content on stdin: the second cannot ride with the first
+    assert rec.kinds(host, site, result.run_id) == ["lock+read", "step", "step", "unlock"]
+    needed = [(e["step"], e.get("chained")) for e in events(result.run_dir) if e.get("status") == "needed"]
+    assert needed == [("dir", [{"step": "one", "action": "file.content"}]), ("one", None), ("two", None)]
+
+
 class _FailsVerify(FileDirectory):
     """file.directory whose verify always fails (after its change and its links' changes ran)."""
 
@@ -159,16 +190,10 @@ class _FailsVerify(FileDirectory):
 def test_links_that_ran_are_recorded_and_rolled_back_when_the_leader_fails_its_verify(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
 ) -> None:
-    host, site = _new_site(ssh_hosts)
+    host, site, playbook = _site_and_playbook(ssh_hosts, "leader-fails")
     before = _files(site)
     registry = Registry()
     registry.register(_FailsVerify)
-    playbook = _playbook(
-        "leader-fails",
-        f'{{id: dir, action: test.dir_fails_verify, with: {{path: "{site}/d"}}}}',
-        f'{{id: write, action: file.content, with: {{path: "{site}/f", content: "x"}}}}',
-        f'{{id: link, action: file.symlink, with: {{path: "{site}/l", target: "{site}/f"}}}}',
-    )
     result, rec = _run(playbook, host, site, tmp_path, registry=registry)
     assert result.sites[0].status is SiteStatus.ROLLED_BACK
     assert _statuses(result) == [
