@@ -134,13 +134,13 @@ class _Batch:
                 groups.setdefault(id(reader), (reader, []))[1].append(p)
         return cls("@@mk-" + _secrets.token_hex(6), list(groups.values()), singles)
 
-    def script(self, preamble: str | None, *, stdin: bool = True) -> str:
-        """The whole batch: the preamble (reading the round trip's stdin unless ``stdin`` is
-        false), the probes, ``exit 0``."""
-        return self.section(preamble, stdin=stdin) + "\nexit 0\n"
+    def script(self, preamble: str | None) -> str:
+        """The whole batch: the preamble, the probes, ``exit 0``."""
+        return self.section(preamble) + "\nexit 0\n"
 
     def section(self, preamble: str | None, *, stdin: bool = True) -> str:
-        """The batch without its final ``exit 0`` (a section of a longer script)."""
+        """The batch without its final ``exit 0`` (a section of a longer script); the preamble
+        reads the round trip's stdin unless ``stdin`` is false."""
         fn = "_mk" + self.marker[5:]  # shell names of this batch's functions: as unguessable as the marker
         parts = [f"( {preamble}\n){'' if stdin else ' </dev/null'} || exit $?"] if preamble else []
         parts.append(f"printf '\\n%s\\n' '{self.marker} start'")
