@@ -154,8 +154,8 @@ class ChainHook(Protocol):
 
     def run_and_probe(
         self, ctx: Context, script: str, probes: list[Probe[Any]], stdin: bytes | None, timeout: float
-    ) -> tuple[str, CommandResult]:
-        """:meth:`Context.run_and_probe_result` for the chain: the change's head and result."""
+    ) -> tuple[str, CommandResult] | None:
+        """:meth:`Context.run_and_probe_result` for the chain (None: the context sends it as usual)."""
         ...
 
     def direct(self, ctx: Context, what: str) -> None:
@@ -329,25 +329,26 @@ class Context:
                 res = self.run_shell(script, stdin=stdin, timeout=timeout, sudo=False, check=False)
                 return (res.stdout if res.ok else f"__preamble_failed__:{res.exit_code}\n{res.stdout}"), res
             script = build_command(script=script, sudo=True, sudo_user=getattr(self.transport, "sudo_user", None))
-        wanted = {p.key: p for p in [*probes, *self.refresh]}
-        if self.chain is not None and sudo is None:
-            return self.chain.run_and_probe(
-                self, script, list(wanted.values()), stdin, timeout or self.env.command_timeout or 600.0
-            )
-        if self.chain is not None:
+        wanted = list({p.key: p for p in [*probes, *self.refresh]}.values())
+        limit = timeout or self.env.command_timeout or 600.0
+        sent = None
+        if self.chain is not None and sudo is not None:
             self.chain.direct(self, "run_and_probe with sudo")
-        raw, head, result = run_batch_result(
-            self.transport,
-            list(wanted.values()),
-            preamble=script,
-            stdin=stdin,
-            timeout=timeout or self.env.command_timeout or 600.0,
-        )
-        self.primed.clear()  # what an earlier command read, this one may have changed
+        elif self.chain is not None:
+            sent = self.chain.run_and_probe(self, script, wanted, stdin, limit)
+        if sent is not None:
+            return sent
+        raw, head, result = run_batch_result(self.transport, wanted, preamble=script, stdin=stdin, timeout=limit)
+        self.keep_reads(raw)
+        return head, result
+
+    def keep_reads(self, raw: Mapping[str, RawOutput]) -> None:
+        """What a change's round trip read after it: cached, and kept for verify (:attr:`primed`);
+        what an earlier command read, this one may have changed."""
+        self.primed.clear()
         for key, value in raw.items():
             self.probe_cache.put(self.host_key, key, value)
             self.primed.add(key)
-        return head, result
 
     # ---- plan honesty --------------------------------------------------------
     def pending_step(self) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from maintkit.action import Context, ProbeCache
 from maintkit.errors import ApplyFailed, MaintkitError
-from maintkit.probes import Probe, RawOutput, run_batch_result
+from maintkit.probes import Probe, RawOutput
 from maintkit.probes.chained import Segment, SegmentResult, run_chain, segment_size
 from maintkit.results import Check, CommandResult
 from maintkit.runner.plan import PlannedStage, PlannedStep
@@ -137,14 +137,6 @@ class _Capture:
         raise _NotChainable(what)
 
 
-def _keep(ctx: Context, raw: dict[str, RawOutput]) -> None:
-    """What a change's round trip read afterwards: cached, and kept for its verify (primed)."""
-    ctx.primed.clear()
-    for key, value in raw.items():
-        ctx.probe_cache.put(ctx.host_key, key, value)
-        ctx.primed.add(key)
-
-
 class _Leader:
     """The leader's context: its change goes out with the links' changes, in one round trip."""
 
@@ -153,21 +145,19 @@ class _Leader:
 
     def run_and_probe(
         self, ctx: Context, script: str, probes: list[Probe[Any]], stdin: bytes | None, timeout: float
-    ) -> tuple[str, CommandResult]:
+    ) -> tuple[str, CommandResult] | None:
         ctx.chain = None  # one change: anything after it is sent as usual
         segments = _fitting(self.links, Segment(script, probes, [], stdin is not None))
         links = self.links[: len(segments) - 1]
         if not links:
-            raw, head, result = run_batch_result(ctx.transport, probes, preamble=script, stdin=stdin, timeout=timeout)
-            _keep(ctx, raw)
-            return head, result
+            return None  # nothing fits beside it after all: the context sends it alone
         data = stdin if stdin is not None else next((ln.sent.stdin for ln in links if ln.sent.stdin is not None), None)
         total = timeout + sum(ln.sent.timeout for ln in links)
         with cancellable(None):  # the changes of a round trip that was sent are always learnt
             results = run_chain(ctx.transport, segments, stdin=data, timeout=total)
         for link, res in zip(links, results[1:], strict=True):
             link.outcome = res
-        _keep(ctx, results[0].raw)
+        ctx.keep_reads(results[0].raw)
         return results[0].head, results[0].result
 
     def direct(self, ctx: Context, what: str) -> None:
@@ -201,7 +191,7 @@ class _Replay:
         outcome = self.link.outcome
         if outcome is None or [p.key for p in probes] != [p.key for p in self.link.sent.probes]:
             raise ApplyFailed("internal: the step's change is not the one its round trip carried")
-        _keep(ctx, outcome.raw)
+        ctx.keep_reads(outcome.raw)
         return outcome.head, outcome.result
 
     def direct(self, ctx: Context, what: str) -> None:
