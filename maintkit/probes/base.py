@@ -84,6 +84,12 @@ class Probe(Generic[T]):
         """Turn the snippet's output into the typed fact."""
         raise NotImplementedError
 
+    def same_test(self, raw: RawOutput) -> str | None:
+        """A shell condition made of builtins alone (no subshell, no program) that is true
+        exactly when :meth:`script` would print ``raw`` now; None when there is none. A chained
+        round trip's guard uses it instead of running the script and comparing its output."""
+        return None
+
     def unchanged(self, before: RawOutput, after: RawOutput) -> bool:
         """Is ``after``, read under the run's own site lock, the fact ``before`` read without it?
 
@@ -138,11 +144,12 @@ class _Batch:
         """The whole batch: the preamble, the probes, ``exit 0``."""
         return self.section(preamble) + "\nexit 0\n"
 
-    def section(self, preamble: str | None, *, stdin: bool = True) -> str:
+    def section(self, preamble: str | None, *, stdin: bool = True, leave: str = "exit") -> str:
         """The batch without its final ``exit 0`` (a section of a longer script); the preamble
-        reads the round trip's stdin unless ``stdin`` is false."""
+        reads the round trip's stdin unless ``stdin`` is false, and a preamble that fails ends
+        the script (``leave``: ``return`` inside a shell function) with its status."""
         fn = "_mk" + self.marker[5:]  # shell names of this batch's functions: as unguessable as the marker
-        parts = [f"( {preamble}\n){'' if stdin else ' </dev/null'} || exit $?"] if preamble else []
+        parts = [f"( {preamble}\n){'' if stdin else ' </dev/null'} || {leave} $?"] if preamble else []
         parts.append(f"printf '\\n%s\\n' '{self.marker} start'")
         for g, (reader, group) in enumerate(self.groups):
             parts.append(self._block(f"{fn}b{g}", reader.script(group, f"_mb{g}"), f"b{g}", inline=True))

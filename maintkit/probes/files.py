@@ -14,6 +14,19 @@ from maintkit.transport.base import quote
 __all__ = ["FileInfo", "FileState", "MissingDirs", "ancestors"]
 
 
+_MISSING = RawOutput("MISSING\n", 0)
+
+
+def _absent(path: str) -> str:
+    """Shell builtins' test: nothing at ``path``, not even a dangling link."""
+    return f"! [ -e {quote(path)} ] && ! [ -L {quote(path)} ]"
+
+
+def _present(path: str) -> str:
+    """Shell builtins' test: something at ``path`` (a dangling link too)."""
+    return f"{{ [ -e {quote(path)} ] || [ -L {quote(path)} ]; }}"
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """State of one path: existence, type, mode, owner, size, sha256 (files), link target (symlinks)."""
@@ -219,7 +232,7 @@ class _StatOutput:
     def output(self, i: int, max_hash_bytes: int) -> RawOutput | None:
         """What :meth:`FileState.script` would print for path ``i``; None when it cannot be told."""
         if i not in self.existing:
-            return RawOutput("MISSING\n", 0)
+            return _MISSING
         line = self.lines.get(i)
         if not self.stat_ok or line is None:
             return None
@@ -272,6 +285,10 @@ class FileState(Probe[FileInfo]):
     def inline(self) -> bool:
         return True
 
+    def same_test(self, raw: RawOutput) -> str | None:
+        """For a path that was missing: it is still missing (the script's first test)."""
+        return _absent(self.path) if raw == _MISSING else None
+
     def parse(self, raw: RawOutput) -> FileInfo:
         lines = raw.stdout.split("\n")
         if not lines or lines[0] == "MISSING" or raw.exit_code != 0 or lines[0].count("|") != 4:
@@ -321,6 +338,17 @@ class MissingDirs(Probe["tuple[str, ...] | None"]):
             f"i=0; for p in {paths}; do "
             'if [ -e "$p" ] || [ -L "$p" ]; then printf \'%s \' "$i"; fi; i=$((i+1)); done; echo END'
         )
+
+    def same_test(self, raw: RawOutput) -> str | None:
+        """Each ancestor exists exactly when it did (the script's one test per path)."""
+        paths = ancestors(self.path) or ("/",)
+        existing = [int(w) for w in raw.stdout.split()[:-1] if w.isdigit()]
+        if raw.exit_code != 0 or raw.stdout != "".join(f"{i} " for i in existing) + "END\n":
+            return None
+        if any(i >= len(paths) for i in existing):
+            return None
+        tests = [_present(p) if i in existing else _absent(p) for i, p in enumerate(paths)]
+        return " && ".join(tests)
 
     def parse(self, raw: RawOutput) -> tuple[str, ...] | None:
         words = raw.stdout.split()

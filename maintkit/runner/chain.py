@@ -9,9 +9,10 @@ guard reads it again under the lock anyway). Its change is planned then (the act
 runs against a capturing context: the one command it would send is kept, nothing is sent), and
 the probes its check read are kept with what they read: the guard.
 
-The round trip (:func:`maintkit.probes.chained.run_chain`) runs the leader's change and its
-read, then for each link: the guard (every probe its check read, read again; any difference
-stops the round trip there), its change and its read. The steps are then recorded one by one,
+The round trip (:func:`maintkit.probes.chained.run_chain`) runs the leader's change, then for
+each link: the guard (every probe its check read, read again; any difference stops the changes
+there) and its change; then one read of every probe the changes read after them (each step's
+verify takes it). The steps are then recorded one by one,
 in order, as if each had been sent on its own: a link's step takes the check it was planned on
 and its apply is replayed on its segment's outcome (the same command, the same result), so its
 changes, verify, events and rollback are exactly those of a step of its own. A link the guard

@@ -47,11 +47,12 @@ stages:
 """
 
 #: the programs a first run of FIVE starts on a host whose login shell is bash: the lock (.maint,
-#: then the lock itself) with the read (hostname); the directory (mkdir -m) and a stat; the file
-#: (cat, mv) and a stat and its hash; the link (ln) and a stat and the read-only command again;
-#: the release
+#: then the lock itself) with the read (hostname); in one round trip the directory (mkdir -m),
+#: the file (cat, mv; its guard, a missing path, is tested by the shell alone) and the link (ln),
+#: then ONE read after them all (a stat of the three paths, the file's hash, the read-only
+#: command again); the release
 FIRST_RUN_PROGRAMS = Counter(
-    {"hostname": 2, "mkdir": 3, "stat": 3, "cat": 1, "mv": 1, "sha256sum": 1, "ln": 1, "rm": 1}
+    {"hostname": 2, "mkdir": 3, "stat": 1, "cat": 1, "mv": 1, "sha256sum": 1, "ln": 1, "rm": 1}
 )
 
 
@@ -109,7 +110,7 @@ def test_plan_then_first_run_then_noop_count_every_session(
         )  # fmt: skip
 
         # h1's programs: each of maint's guarantees and no more (the lock, the atomic write and
-        # its verify, a fresh read after each change); a new directory and a new link are made
+        # its verify, a fresh read after the changes); a new directory and a new link are made
         # in place, and the release of a lock in the middle of its lease needs no claim
         assert Counter(call.argv[0] for call in shim.calls()) == FIRST_RUN_PROGRAMS
         for recorded in shim.calls_dir.iterdir():  # only the no-op run's calls from here on

@@ -4,8 +4,9 @@ What is proven: a guard built from what the batch read (the bulk ``stat`` block,
 path) passes on an unchanged tree of every kind of path, in dash and in bash; it stops the
 round trip when anything it read differs (a content, a mode, a link target, a path that
 appeared); a failing change ends the round trip with its status, and what comes after it is
-not run; stdin reaches the one segment that reads it; each segment gets its own stdout and
-stderr. The runner's use of it over SSH is proven in tests/lab/test_chained_changes.py.
+not run; the probes are read once, after every change that ran (after a failing one too, and
+after a guard stopped the round trip); stdin reaches the one segment that reads it; each
+segment gets its own stdout and stderr. The runner's use of it over SSH is proven in tests/lab/test_chained_changes.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from maintkit.probes import FileState, MissingDirs, RawOutput, run_batch
 from maintkit.probes.chained import Segment, run_chain
+from maintkit.probes.files import ancestors
 from maintkit.transport.base import quote
 from maintkit.transport.local import LocalTransport
 
@@ -126,3 +128,46 @@ def test_stdin_reaches_the_one_segment_that_reads_it(tmp_path: Path) -> None:
     assert out.read_bytes() == b"payload\n"
     with pytest.raises(ValueError, match="at most one segment"):
         run_chain(t, [Segment("true", [], stdin=True), Segment("true", [], stdin=True)])
+
+
+def test_the_probes_are_read_once_after_every_change_that_ran(tmp_path: Path) -> None:
+    t = LocalTransport()
+    a, b = FileState(str(tmp_path / "a")), FileState(str(tmp_path / "b"))
+    missing = RawOutput("MISSING\n", 0)
+    segs = [
+        Segment(f"echo one > {quote(a.path)}", [a, b]),
+        Segment(f"echo two > {quote(b.path)}", [b], [(b, missing)]),
+    ]
+    first, second = run_chain(t, segs)
+    assert (first.outcome, second.outcome) == ("done", "done")
+    after = _read(t, [a, b])
+    assert after[b.key] != missing
+    assert first.raw == second.raw == after  # the first change's read comes after the second change too
+
+
+def test_a_failing_change_still_leaves_the_read_of_what_ran_before_it(tmp_path: Path) -> None:
+    t = LocalTransport()
+    a = FileState(str(tmp_path / "a"))
+    segs = [Segment(f"echo one > {quote(a.path)}", [a]), Segment(f"rm -- {quote(a.path)}; exit 7", [a])]
+    first, second = run_chain(t, segs)
+    assert (first.outcome, second.outcome) == ("done", "failed")
+    assert first.raw == {a.key: RawOutput("MISSING\n", 0)}  # read after the failing change: it removed a
+    assert (second.result.exit_code, second.raw) == (7, {})
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_guard_of_missing_dirs_stops_the_round_trip_when_a_folder_appeared(tmp_path: Path, shell: str) -> None:
+    t = _Shell(shell)
+    dirs = MissingDirs(str(tmp_path / "d" / "x" / "y"))
+    (tmp_path / "d").mkdir()
+    raw = _read(t, [dirs])
+    mark = tmp_path / "ran"
+    segs = [
+        Segment(f"mkdir -- {quote(str(tmp_path / 'd' / 'x'))}", [dirs]),
+        Segment(f"touch -- {quote(str(mark))}", [], [(dirs, raw[dirs.key])]),
+    ]
+    first, second = run_chain(t, segs)
+    assert (first.outcome, second.outcome) == ("done", "skipped")
+    assert not mark.exists()
+    existing = len(ancestors(str(tmp_path / "d" / "x")))  # read after the change: d/x is there now
+    assert first.raw == {dirs.key: RawOutput("".join(f"{i} " for i in range(existing)) + "END\n", 0)}
