@@ -113,11 +113,12 @@ class _Plan:
                 parts.append(guard_script(seg.guard, f"{batch.marker} skip", "return 0"))
             parts.append(batch.section(seg.preamble, stdin=seg.stdin, leave="return"))
             parts.append(f"printf '\\n%s\\n' '{batch.marker} end'")
+        status = "_mks" + self.fn[4:]  # as unguessable as the function's name: no read sets it
         parts.append("}")
-        parts.append(f"{self.fn}; _mks=$?")
+        parts.append(f"{self.fn}; {status}=$?")
         parts.append(self.reads.section(None))
         parts.append(f"printf '\\n%s\\n' '{self.reads.marker} end'")
-        return "\n".join(parts) + "\nexit $_mks\n"
+        return "\n".join(parts) + f"\nexit ${status}\n"
 
 
 def run_chain(
