@@ -272,11 +272,13 @@ class FileState(Probe[FileInfo]):
 
     def script(self) -> str:
         target = hex_script('readlink -n -- "$p"')
+        # one stat: the size to compare is the line's last field
         return (
             f"p={quote(self.path)}\n"
-            f'if [ -e "$p" ] || [ -L "$p" ]; then if LC_ALL=C stat -c {_STAT_FORMAT} -- "$p"; then\n'
+            f'if [ -e "$p" ] || [ -L "$p" ]; then if s=$(LC_ALL=C stat -c {_STAT_FORMAT} -- "$p"); then\n'
+            "  printf '%s\\n' \"$s\"\n"
             f'  if [ -L "$p" ]; then {target}\n'
-            f'  elif [ -f "$p" ] && [ "$(stat -c %s -- "$p")" -le {int(self.max_hash_bytes)} ]; then sha256sum < "$p"\n'
+            f'  elif [ -f "$p" ] && [ "${{s##*|}}" -le {int(self.max_hash_bytes)} ]; then sha256sum < "$p"\n'
             "  fi\n"
             "else false; fi\n"
             "else echo MISSING; fi"

@@ -11,6 +11,7 @@ segment gets its own stdout and stderr. The runner's use of it over SSH is prove
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,20 @@ def test_a_guard_of_missing_dirs_stops_the_round_trip_when_a_folder_appeared(tmp
     assert not mark.exists()
     existing = len(ancestors(str(tmp_path / "d" / "x")))  # read after the change: d/x is there now
     assert first.raw == {dirs.key: RawOutput("".join(f"{i} " for i in range(existing)) + "END\n", 0)}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_file_s_own_read_starts_one_stat(tmp_path: Path, shell: str) -> None:
+    """A guard runs a present path's own script: one ``stat`` (the size to compare is its last
+    field), then the hash; the output is the bulk read's, byte for byte."""
+    shims, log = tmp_path / "bin", tmp_path / "calls"
+    shims.mkdir()
+    for name in ("stat", "sha256sum", "readlink"):
+        (shims / name).write_text(f'#!/bin/sh\necho {name} >> {quote(str(log))}\nexec /usr/bin/{name} "$@"\n')
+        (shims / name).chmod(0o755)
+    (tmp_path / "f").write_text("content\n")
+    probe = FileState(str(tmp_path / "f"))
+    env = {"PATH": f"{shims}:/usr/bin:/bin"}
+    done = subprocess.run([shell, "-c", probe.script()], capture_output=True, env=env, check=True)
+    assert log.read_text().split() == ["stat", "sha256sum"]
+    assert RawOutput(done.stdout.decode(), done.returncode) == _read(LocalTransport(), [probe])[probe.key]
