@@ -166,8 +166,10 @@ def _change_then_probe(ctx: Context, script: str, path: str, *, stdin: bytes | N
     try:
         return ctx.run_and_probe(script, [FileState(path)], stdin=stdin)
     except CommandFailed as exc:
-        err = tail(exc.result.stderr or exc.result.stdout, 300)
-        raise ApplyFailed(f"{path}: {err or f'exit {exc.result.exit_code}'}") from None
+        res = exc.result
+        err = tail(res.stderr or res.stdout, 300)
+        why = f"timed out after {res.duration_ms / 1000:.1f} s" if res.timed_out else f"exit {res.exit_code}"
+        raise ApplyFailed(f"{path}: {err or why}{' (timed out)' if err and res.timed_out else ''}") from None
 
 
 def _run_undo(ctx: Context, script: str, path: str, what: str, *, stdin: bytes | None = None) -> None:

@@ -167,6 +167,11 @@ def _split(res: CommandResult, plan: _Plan) -> list[SegmentResult]:
             continue
         _body, sep, rest = after.partition(f"\n{batch.marker} end\n")
         going = bool(sep)  # cut short (a timeout): nothing after it is known
-        done = replace(res, stdout=head, stderr=err, exit_code=0 if sep else res.exit_code)
+        # its change ended (its end line came): whatever cut the round trip later did not cut it
+        done = (
+            replace(res, stdout=head, stderr=err, exit_code=0, timed_out=False)
+            if sep
+            else replace(res, stdout=head, stderr=err)
+        )
         out.append(SegmentResult("done", dict(read), head, done))
     return out

@@ -9,11 +9,15 @@ What is proven, each on the files the host really has and in the audit log:
   back the change before it, and the tree is exactly what it was;
 * a leader whose verify fails after its links' changes ran: every link is still recorded
   (applied, verified) and the rollback undoes them all, in reverse order;
+* a chained round trip that times out (a link's program never ends): the link fails with the
+  timeout named, the steps whose change ran before it are verified by a read of their own and
+  rolled back, the tree is exactly what it was and the lock is released;
 * a dead run's takeover reports the steps a chained round trip carried as applying when it died.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,9 +27,11 @@ from maintkit.errors import VerifyFailed
 from maintkit.registry import Registry
 from maintkit.results import SiteStatus, StepStatus
 from maintkit.runner.reconcile import unfinished_stage
+from maintkit.transport.base import quote
 from tests.deploy_helpers import tree
+from tests.lab.argv_shim import argv_shim
 from tests.lab.recording import Recorder
-from tests.lab.sshd import LabHost, chown_login_user
+from tests.lab.sshd import LabHost, SshLab, chown_login_user
 from tests.runs import events, one_site, run, write_inventory
 
 #: the playbooks of the tests below: their steps, ``SITE`` standing for the site's folder
@@ -229,3 +235,34 @@ def test_a_takeover_reports_the_steps_a_chained_round_trip_carried() -> None:
     applied, pending = unfinished_stage(evs, "shop", "production")
     assert [d.step for d in applied] == ["dir"]
     assert [(d.step, d.action) for d in pending] == [("write", "file.content"), ("link", "file.symlink")]
+
+
+def test_a_chained_round_trip_that_times_out_fails_the_link_and_the_stage_rolls_back(
+    tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
+    host, site, playbook = _site_and_playbook(ssh_hosts, "settled", keep="kept\n")
+    before = _files(site)
+    gate = site.parent / "gate"  # a FIFO nobody writes: the link's `ln` waits on it for ever
+    os.mkfifo(gate, 0o666)
+    chown_login_user(gate)
+    with argv_shim(ssh_lab, site.parent / "shim", ["ln"]) as shim:
+        (shim.bin_dir / "ln").write_text(f"#!/bin/sh\nexec 3<> {quote(str(gate))}; read x <&3\n")
+        env = host.env(site, key_file=str(shim.key_file), command_timeout=1)
+        rec = Recorder()
+        result = run(playbook, write_inventory(tmp_path, one_site(env)), tmp_path / "state", transport_factory=rec)
+    assert result.sites[0].status is SiteStatus.ROLLED_BACK
+    assert _statuses(result) == [
+        ("dir", StepStatus.ROLLED_BACK),
+        ("write", StepStatus.ROLLED_BACK),
+        ("link", StepStatus.FAILED),
+    ]
+    [link] = [s for s in result.sites[0].steps if s.step == "link"]
+    took = link.error.removeprefix(f"apply: {site}/l: timed out after ").removesuffix(" s")  # type: ignore[union-attr]
+    assert 3.0 <= float(took) < 30.0  # each step's 1 s, for the three
+    assert _files(site) == before and not (site / ".maint" / "lock").exists()
+    # the chain (cut by the timeout: no read after it), a read for each of the two verifies,
+    # the two rollbacks, the release
+    assert rec.kinds(host, site, result.run_id) == ["lock+read", *["step"] * 5, "unlock"]
+    evs = events(result.run_dir)
+    assert [e["step"] for e in evs if e["event"] == "step.verified"] == ["dir", "write"]
+    assert [e["step"] for e in evs if e["event"] == "step.rolled_back"] == ["write", "dir"]
