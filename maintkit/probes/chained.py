@@ -61,8 +61,8 @@ def guard_script(guard: list[tuple[Probe[Any], RawOutput]], skip_line: str, leav
     :meth:`~maintkit.probes.Probe.same_test` for what it printed is tested by shell builtins
     alone; any other is run again by its own script and its output compared."""
     lines = []
+    skip = f"{{ printf '\\n%s\\n' {quote(skip_line)}; {leave}; }}"
     for probe, raw in guard:
-        skip = f"{{ printf '\\n%s\\n' {quote(skip_line)}; {leave}; }}"
         test = probe.same_test(raw)
         if test is not None:
             lines.append(f"{{ {test}; }} || {skip}")
@@ -84,8 +84,9 @@ def segment_size(segment: Segment) -> int:
 
 @dataclass
 class _Plan:
-    """A chained script's parts: a batch per segment (its markers; its change, no reads), the
-    read of every segment's probes at the end, and the stderr markers between segments."""
+    """A chained script's parts: a batch per segment (its markers; its change, no reads: its
+    start line says the change ended well), the read of every segment's probes at the end, and
+    the stderr markers between segments."""
 
     batches: list[_Batch]
     reads: _Batch
@@ -112,12 +113,10 @@ class _Plan:
                 parts.append(f"printf '%s\\n' {quote(self.err_marks[k])} >&2")
                 parts.append(guard_script(seg.guard, f"{batch.marker} skip", "return 0"))
             parts.append(batch.section(seg.preamble, stdin=seg.stdin, leave="return"))
-            parts.append(f"printf '\\n%s\\n' '{batch.marker} end'")
         status = "_mks" + self.fn[4:]  # as unguessable as the function's name: no read sets it
         parts.append("}")
         parts.append(f"{self.fn}; {status}=$?")
         parts.append(self.reads.section(None))
-        parts.append(f"printf '\\n%s\\n' '{self.reads.marker} end'")
         return "\n".join(parts) + f"\nexit ${status}\n"
 
 
@@ -157,21 +156,15 @@ def _split(res: CommandResult, plan: _Plan) -> list[SegmentResult]:
             out.append(SegmentResult("skipped", {}, "", replace(res, stdout="", stderr=err, exit_code=0)))
             going = False
             continue
-        head, sep, after = rest.partition(f"\n{batch.marker} start\n")
+        head, sep, rest = rest.partition(f"\n{batch.marker} start\n")
         head = head.removeprefix("\n") if k == 0 else head
-        if not sep:  # the change failed: the round trip ends with its status
+        if not sep:  # the change failed, or the round trip was cut in it: it ends with its status
             code = res.exit_code or 1
             failed = replace(res, stdout=head, stderr=err, exit_code=code)
             out.append(SegmentResult("failed", {}, f"__preamble_failed__:{code}\n{head}", failed))
             going = False
             continue
-        _body, sep, rest = after.partition(f"\n{batch.marker} end\n")
-        going = bool(sep)  # cut short (a timeout): nothing after it is known
-        # its change ended (its end line came): whatever cut the round trip later did not cut it
-        done = (
-            replace(res, stdout=head, stderr=err, exit_code=0, timed_out=False)
-            if sep
-            else replace(res, stdout=head, stderr=err)
-        )
+        # its change ended (its start line came): whatever cut the round trip later did not cut it
+        done = replace(res, stdout=head, stderr=err, exit_code=0, timed_out=False)
         out.append(SegmentResult("done", dict(read), head, done))
     return out
