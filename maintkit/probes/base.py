@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from maintkit.results import CommandResult
 from maintkit.transport.base import Transport
 
-__all__ = ["BulkReader", "Probe", "RawOutput", "decode_hex", "hex_script", "run_batch", "run_batch_result"]
+__all__ = ["Batch", "BulkReader", "Probe", "RawOutput", "decode_hex", "hex_script", "run_batch", "run_batch_result"]
 
 T = TypeVar("T")
 
@@ -118,15 +118,17 @@ def run_batch(
 
 
 @dataclass
-class _Batch:
-    """One batch script: its marker, its bulk groups and single probes, in the order they run."""
+class Batch:
+    """One batch script: its marker, its bulk groups and single probes, in the order they run
+    (:func:`run_batch_result` sends one; :mod:`~maintkit.probes.chained` builds a chained
+    round trip from several)."""
 
     marker: str
     groups: list[tuple[BulkReader, list[Probe[Any]]]]
     singles: list[Probe[Any]]
 
     @classmethod
-    def of(cls, probes: Iterable[Probe[Any]], *, bulk: bool) -> _Batch:
+    def of(cls, probes: Iterable[Probe[Any]], *, bulk: bool) -> Batch:
         unique: dict[str, Probe[Any]] = {}
         for p in probes:
             unique.setdefault(p.key, p)
@@ -209,7 +211,7 @@ def _run_once(
     *,
     bulk: bool,
 ) -> tuple[dict[str, RawOutput], str, CommandResult, list[Probe[Any]]]:
-    batch = _Batch.of(probes, bulk=bulk)
+    batch = Batch.of(probes, bulk=bulk)
     marker = batch.marker
     result = transport.run_shell(batch.script(preamble), timeout=timeout, check=False, stdin=stdin)
     out = result.stdout

@@ -23,7 +23,7 @@ import secrets as _secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from maintkit.probes.base import Probe, RawOutput, _Batch
+from maintkit.probes.base import Batch, Probe, RawOutput
 from maintkit.results import CommandResult
 from maintkit.transport.base import Transport, quote
 
@@ -78,7 +78,7 @@ def guard_script(guard: list[tuple[Probe[Any], RawOutput]], skip_line: str, leav
 def segment_size(segment: Segment) -> int:
     """At most how many bytes ``segment`` adds to a chained script (its probes' reads included,
     as if read after it: the round trip's one read of them all is no longer than that)."""
-    batch = _Batch.of(segment.probes, bulk=True)
+    batch = Batch.of(segment.probes, bulk=True)
     return len(guard_script(segment.guard, batch.marker)) + len(batch.section(segment.preamble)) + 64
 
 
@@ -88,8 +88,8 @@ class _Plan:
     start line says the change ended well), the read of every segment's probes at the end, and
     the stderr markers between segments."""
 
-    batches: list[_Batch]
-    reads: _Batch
+    batches: list[Batch]
+    reads: Batch
     err_marks: list[str]
     fn: str
 
@@ -98,8 +98,8 @@ class _Plan:
         probes = [p for s in segments for p in s.probes]
         err_marks = ["@@mk-" + _secrets.token_hex(16) for _ in segments]
         return cls(
-            [_Batch.of([], bulk=True) for _ in segments],
-            _Batch.of(probes, bulk=True),
+            [Batch.of([], bulk=True) for _ in segments],
+            Batch.of(probes, bulk=True),
             err_marks,
             "_mkc" + _secrets.token_hex(6),
         )
