@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maintkit.action import ProbeCache, RunMemo, RunOptions, monotonic_ms
+from maintkit.action import RunOptions, monotonic_ms
 from maintkit.audit import AuditLog, Redactor
+from maintkit.caches import ProbeCache, RunMemo
 from maintkit.errors import Interrupted
 from maintkit.identity import current_actor
 from maintkit.ids import new_run_id

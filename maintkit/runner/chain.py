@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from maintkit.action import Context, ProbeCache
+from maintkit.action import Context
+from maintkit.caches import ProbeCache
 from maintkit.errors import ApplyFailed, MaintkitError
 from maintkit.probes import Probe, RawOutput
 from maintkit.probes.chained import Segment, SegmentResult, run_chain, segment_size

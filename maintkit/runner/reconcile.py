@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from maintkit.action import Action, Context, ProbeCache
+from maintkit.action import Action, Context
 from maintkit.audit import read_events
+from maintkit.caches import ProbeCache
 from maintkit.errors import MaintkitError
 from maintkit.inventory import Environment, Site
 from maintkit.registry import default_registry

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maintkit.action import ProbeCache, RunOptions
+from maintkit.action import RunOptions
+from maintkit.caches import ProbeCache
 from maintkit.playbook import Playbook
 from maintkit.runner.events import Events
 from maintkit.runner.lease import Heartbeat

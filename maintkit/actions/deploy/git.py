@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maintkit._text import tail
-from maintkit.action import Context, RunMemo
+from maintkit.action import Context
+from maintkit.caches import RunMemo
 from maintkit.errors import CheckFailed
 
 if TYPE_CHECKING:
