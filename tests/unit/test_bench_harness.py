@@ -53,6 +53,18 @@ def test_fleet_cost_per_extra_host() -> None:
     """fleet.py: the median difference between consecutive sizes, per host, in milliseconds."""
     assert fleet.per_host([100, 250, 500], [2.0, 5.0, 10.0]) == [20.0, 20.0]
     assert fleet.per_host([100, 250, 500], [4.0, 10.0, 19.0]) == [40.0, 36.0]
+
+
+def test_fleet_each_rounds_own_change() -> None:
+    """fleet.py: per round, the last interval's cost per extra host over the first one's, minus 1
+    (the wall times of that round alone; the CPU figures are not used)."""
+    runs = {
+        (100, "first"): [(2.0, 9.0), (4.0, 9.0)],
+        (250, "first"): [(5.0, 9.0), (10.0, 9.0)],
+        (500, "first"): [(10.0, 9.0), (19.0, 9.0)],
+    }
+    changes = fleet.round_changes([100, 250, 500], runs, "first")
+    assert [round(c, 6) for c in changes] == [0.0, -0.1]
     assert fleet.per_host([10], [1.0]) == []
 
 
