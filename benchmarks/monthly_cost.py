@@ -1,6 +1,6 @@
 """Benchmark: where the machine's CPU goes in the monthly update, command by command.
 
-    python benchmarks/monthly_cost.py [--sites 3] [--next-month] [--json FILE]
+    python benchmarks/monthly_cost.py [--sites 3] [--next-month] [--rounds 1] [--json FILE]
 
 Run as root, with nothing else running: it starts the lab of ``benchmarks/monthly.py`` (two
 sshd hosts, nginx + php-fpm, MariaDB, WordPress with ``shop-cart`` 1.0.0, the update API
@@ -15,7 +15,11 @@ one command at a time on an idle machine, that is each command's whole cost.
 It prints, per shop (one staging and one production copy), each maint step's commands and
 their machine CPU per environment, what maint spent between commands (its own work), the
 by-hand operations' CPU, and both totals. ``--next-month`` then offers shop-cart 1.2.0 and measures both
-sides again on the same shops (``-e backup_max_age=1s``, as a month later).
+sides again on the same shops (``-e backup_max_age=1s``, as a month later). ``--rounds N`` does
+all of it N times on fresh shops and prints every figure as the median over the rounds; the
+overhead is the median of the rounds' own overheads (maint and the job by hand measured in the
+same round, minutes apart), printed with each round's: the machine's speed moves between rounds
+by 40% or more, both sides with it, so the ratio of the two sides' medians would mix rounds.
 
 The PHP helper's compiled-code cache is filled on a site's first run: about 340 new files per
 copy. ext4 allocates inodes slowly for up to a few minutes after many files were deleted, so
@@ -138,8 +142,9 @@ def hand_cost(lab: m.SshLab, shops: list[m.Shop], zip_url: str) -> dict[str, Any
     return {"cpu": (machine_ns() - c0) / 1e9, "wall": time.time() - t0, "ops": dict(ops)}
 
 
-def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any]) -> None:
-    """The tables of one round, per shop (a shop is one staging and one production copy)."""
+def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any], overhead: float | None = None) -> None:
+    """The tables of one round (or the rounds' medians), per shop (a shop is one staging and one
+    production copy); ``overhead`` (the median of the rounds' own) replaces maint / by hand - 1."""
     print(f"\n{label}: maint, per shop (one shop at a time, {n} shops)")
     print("environment/step | kind | commands | machine CPU ms\n---|---|---|---")
     for key, (count, cpu) in sorted(maint["by_step"].items(), key=lambda kv: -kv[1][1]):
@@ -149,22 +154,75 @@ def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any]) -> N
     print(f"\n{label}: by hand, per shop\noperation | commands | machine CPU ms\n---|---|---")
     for op, (count, cpu) in sorted(hand["ops"].items(), key=lambda kv: -kv[1][1]):
         print(f"{op} | {count / n:.1f} | {cpu / n * 1000:.1f}")
-    ratio = maint["cpu"] / hand["cpu"] - 1
+    ratio = maint["cpu"] / hand["cpu"] - 1 if overhead is None else overhead
     print(
         f"\n{label}: machine CPU per shop: maint {maint['cpu'] / n:.2f} s ({maint['commands'] / n:.0f} SSH commands), "
         f"by hand {hand['cpu'] / n:.2f} s; maint's overhead {ratio:+.0%}"
     )
 
 
+def median(xs: list[float]) -> float:
+    """The median of ``xs`` (the mean of the middle two for an even count)."""
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures over rounds: every number the median of the rounds' (a step or an
+    operation missing in a round counts as 0 there)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    key = "by_step" if "by_step" in rounds[0] else "ops"
+    names = sorted({name for r in rounds for name in r[key]})
+    table = {n: [median([r[key].get(n, [0, 0.0])[i] for r in rounds]) for i in (0, 1)] for n in names}
+    out: dict[str, Any] = {
+        k: median([r[k] for r in rounds]) for k in ("cpu", "wall", "between", "commands") if k in rounds[0]
+    }
+    out[key] = table
+    return out
+
+
+def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: int) -> dict[str, Any]:
+    """Fresh shops on both sides, maint's runs then the by-hand job (and the next month)."""
+    work, template, api, latest = labs["work"], labs["template"], labs["api"], labs["latest"]
+    shops = m.make_shops(lab, template, args.sites, f"c{r}", work)
+    settings = {"repository": None, "api_url": api.url, "php_cache": True}
+    sites = {f"shop{i:02d}": m.site_entry(s, settings) for i, s in enumerate(shops)}
+    for entry, shop in zip(sites.values(), shops, strict=True):
+        entry["vars"]["opcache"] = {"fastcgi": f"127.0.0.1:{shop.web.php_port}", "user": shop.web.user, "sudo": True}
+    state = work / f"state{r}"
+    inventory = runs.write_inventory(work, sites, unique=True)
+    argv = runs.maint_argv(
+        "run", "monthly-update", "-i", str(inventory), "--state-dir", str(state), "--concurrency", "1"
+    )
+    hand_shops = m.make_shops(lab, template, args.sites, f"h{r}", work)
+    for shop in hand_shops:
+        m.site_entry(shop, settings)  # the database option files the dumps use
+    rounds = [("first run", "1.1.0", [])] + (
+        [("next month", "1.2.0", ["-e", "backup_max_age=1s"])] if args.next_month else []
+    )
+    rows: dict[str, Any] = {}
+    for label, version, extra in rounds:
+        latest[0] = version
+        maint = maint_cost(argv, state, work / "cost.json", extra)
+        hand = hand_cost(lab, hand_shops, f"{api.url}/downloads/shop-cart-{version}.zip")
+        m.check_outcome(shops, version)
+        m.check_outcome(hand_shops, version)
+        rows[label] = {"maint": maint, "by_hand": hand}
+    return rows
+
+
 def main() -> None:
-    """Start the lab, measure both sides (and the next month), print the tables."""
+    """Start the lab, measure both sides (and the next month) ``--rounds`` times, print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--sites", type=int, default=3, help="shops per side (one at a time)")
     ap.add_argument("--next-month", action="store_true", help="then both sides again with shop-cart 1.2.0 offered")
+    ap.add_argument("--rounds", type=int, default=1, help="all of it this many times, fresh shops each time")
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
     args = ap.parse_args()
     m.precompile()
-    rows: dict[str, Any] = {}
+    per_round: list[dict[str, Any]] = []
     with ExitStack() as stack:
         lab = stack.enter_context(m.SshLab())
         lab.start(2)
@@ -178,36 +236,19 @@ def main() -> None:
             m.make_shop_cart_zip(zips, version)
         latest = ["1.1.0"]
         api = m.Api(stack.enter_context(m.serve_update_api(zips, latest)), latest)
-        shops = m.make_shops(lab, template, args.sites, "c", work)
-        settings = {"repository": None, "api_url": api.url, "php_cache": True}
-        sites = {f"shop{i:02d}": m.site_entry(s, settings) for i, s in enumerate(shops)}
-        for entry, shop in zip(sites.values(), shops, strict=True):
-            entry["vars"]["opcache"] = {
-                "fastcgi": f"127.0.0.1:{shop.web.php_port}",
-                "user": shop.web.user,
-                "sudo": True,
-            }
-        state = work / "state"
-        inventory = runs.write_inventory(work, sites, unique=True)
-        argv = runs.maint_argv(
-            "run", "monthly-update", "-i", str(inventory), "--state-dir", str(state), "--concurrency", "1"
-        )
-        hand_shops = m.make_shops(lab, template, args.sites, "h", work)
-        for shop in hand_shops:
-            m.site_entry(shop, settings)  # the database option files the dumps use
-        rounds = [("first run", "1.1.0", [])] + (
-            [("next month", "1.2.0", ["-e", "backup_max_age=1s"])] if args.next_month else []
-        )
-        for label, version, extra in rounds:
-            latest[0] = version
-            maint = maint_cost(argv, state, work / "cost.json", extra)
-            hand = hand_cost(lab, hand_shops, f"{api.url}/downloads/shop-cart-{version}.zip")
-            m.check_outcome(shops, version)
-            m.check_outcome(hand_shops, version)
-            report(label, args.sites, maint, hand)
-            rows[label] = {"maint": maint, "by_hand": hand}
+        labs = {"work": work, "template": template, "api": api, "latest": latest}
+        for r in range(args.rounds):
+            per_round.append(one_round(lab, labs, args, r))
+    for label in per_round[0]:
+        maint = combine([rows[label]["maint"] for rows in per_round])
+        hand = combine([rows[label]["by_hand"] for rows in per_round])
+        each = [rows[label]["maint"]["cpu"] / rows[label]["by_hand"]["cpu"] - 1 for rows in per_round]
+        report(label, args.sites, maint, hand, median(each) if args.rounds > 1 else None)
+        if args.rounds > 1:  # the machine's speed moves between rounds: compare within a round
+            print(f"{label}: each round's overhead {', '.join(f'{x:+.0%}' for x in each)} (median above)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"sites": args.sites, "rows": rows}, indent=1) + "\n")
+        data = {"sites": args.sites, "rounds": per_round, **({"rows": per_round[0]} if args.rounds == 1 else {})}
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,8 @@ def test_by_hand_operations_are_named_by_their_argv() -> None:
     assert name(["bash", "-c", "set -eo pipefail; mariadb-dump --defaults-file=x | gzip"]) == "backup"
     assert name(["curl", "-fsS", "-o", "z.zip", "--", "http://x/z.zip"]) == "download"
     assert name(["php", "--", "/srv/wp", "install", "{}"]) == "upgrade"
-    assert name(["sh", "-c", "cd -- /srv/wp && exec \"$@\"", "sh", "php", "-r", "code", "--"]) == "flush"
-    assert name(["sh", "-c", "f=$(mktemp) ... cgi-fcgi -bind -connect \"$1\"", "sh", "127.0.0.1:9000"]) == "opcache"
+    assert name(["sh", "-c", 'cd -- /srv/wp && exec "$@"', "sh", "php", "-r", "code", "--"]) == "flush"
+    assert name(["sh", "-c", 'f=$(mktemp) ... cgi-fcgi -bind -connect "$1"', "sh", "127.0.0.1:9000"]) == "opcache"
     assert name(["bash", "-c", "cd -- /p && find . -name '*.php' -exec php -l {} \\;"]) == "lint"
 
 
@@ -53,3 +53,24 @@ def test_the_machine_counter_only_grows() -> None:
     first = machine_ns()
     sum(i * i for i in range(200_000))  # some CPU of this process
     assert machine_ns() > first > 0
+
+
+def test_rounds_are_combined_by_their_medians() -> None:
+    """--rounds: every figure of a side is the median over the rounds; a step missing in a round
+    counts as 0 there; one round is returned as it is."""
+    one = {"cpu": 2.0, "wall": 3.0, "between": 0.2, "commands": 20, "by_step": {"a ssh": [3, 0.3]}}
+    two = {"cpu": 4.0, "wall": 5.0, "between": 0.4, "commands": 20, "by_step": {"a ssh": [3, 0.5], "b http": [2, 0.1]}}
+    three = {"cpu": 3.0, "wall": 9.0, "between": 0.3, "commands": 22, "by_step": {"a ssh": [3, 0.4]}}
+    assert monthly_cost.combine([one]) is one
+    assert monthly_cost.combine([one, two, three]) == {
+        "cpu": 3.0,
+        "wall": 5.0,
+        "between": 0.3,
+        "commands": 20,
+        "by_step": {"a ssh": [3, 0.4], "b http": [0, 0.0]},
+    }
+    hand = [
+        {"cpu": 1.0, "wall": 1.0, "ops": {"backup": [2, 0.1]}},
+        {"cpu": 2.0, "wall": 3.0, "ops": {"backup": [2, 0.3]}},
+    ]
+    assert monthly_cost.combine(hand) == {"cpu": 1.5, "wall": 2.0, "ops": {"backup": [2.0, 0.2]}}
