@@ -47,11 +47,13 @@ Runs = dict[tuple[int, str], list[tuple[float, float]]]
 
 
 def round_changes(sizes: list[int], runs: Runs, phase: str) -> list[float]:
-    """Per round, the change of the wall cost per extra host from the first interval to the last."""
+    """Per round, the change of the wall cost per extra host from the first interval to the last
+    (none with fewer than three sizes; a round whose first interval did not grow is left out)."""
     out = []
     for r in range(len(runs[(sizes[0], phase)])):
         steps = per_host(sizes, [runs[(n, phase)][r][0] for n in sizes])
-        out.append(steps[-1] / steps[0] - 1)
+        if len(steps) >= 2 and steps[0] > 0:
+            out.append(steps[-1] / steps[0] - 1)
     return out
 
 
@@ -69,7 +71,7 @@ def print_table(sizes: list[int], runs: Runs) -> None:
         change = [f"{100 * (b / a - 1):+.0f}%" for a, b in itertools.pairwise(steps)]
         cells = " | ".join(f"{w:.2f} / {c:.2f}" for w, c in zip(walls, cpus, strict=True))
         own = round_changes(sizes, runs, phase)
-        spread = f"{100 * median(own):+.0f}% ({100 * min(own):+.0f}% to {100 * max(own):+.0f}%)"
+        spread = f"{100 * median(own):+.0f}% ({100 * min(own):+.0f}% to {100 * max(own):+.0f}%)" if own else "-"
         print(f"{phase} | {cells} | {', '.join(f'{s:.1f}' for s in steps)} ({', '.join(change)}) | {spread}")
 
 

@@ -65,6 +65,20 @@ def test_fleet_each_rounds_own_change() -> None:
     }
     changes = fleet.round_changes([100, 250, 500], runs, "first")
     assert [round(c, 6) for c in changes] == [0.0, -0.1]
+
+    # fewer than three sizes have no change to give; a round whose first interval did not grow is left out
+    assert fleet.round_changes([100], {(100, "first"): [(2.0, 1.0)]}, "first") == []
+    assert fleet.round_changes([100, 250], {k: v for k, v in runs.items() if k[0] < 500}, "first") == []
+    flat = {**runs, (250, "first"): [(2.0, 9.0), (10.0, 9.0)]}
+    assert [round(c, 6) for c in fleet.round_changes([100, 250, 500], flat, "first")] == [-0.1]
+
+
+def test_fleet_table_with_one_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """fleet.py --hosts 100: the table is printed (no cost per extra host, no change)."""
+    runs = {(100, "first"): [(2.0, 1.0)], (100, "no-op"): [(1.0, 0.5)]}
+    fleet.print_table([100], runs)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["first | 2.00 / 1.00 |  () | -", "no-op | 1.00 / 0.50 |  () | -"]
     assert fleet.per_host([10], [1.0]) == []
 
 
