@@ -165,6 +165,13 @@ class Batch:
             return f"{name}() {{\n{body}\n}}\n{name} 2>/dev/null </dev/null; {frame}"
         return f"( {body}\n) 2>/dev/null </dev/null; {frame}"
 
+    def cut(self, out: str, *, last: bool = False) -> tuple[str, str] | None:
+        """``out`` split at this batch's start line (its first, or with ``last`` its last): what
+        was printed before it and after it; None when the line never came."""
+        line = f"\n{self.marker} start\n"
+        before, sep, after = ("\n" + out).rpartition(line) if last else ("\n" + out).partition(line)
+        return (before[1:], after) if sep else None
+
     def parse(self, body: str) -> tuple[dict[str, RawOutput], list[Probe[Any]]]:
         """Each probe's output from the batch's stdout after its start line; and the probes a
         bulk reader could not answer for (to be read on their own)."""
@@ -212,16 +219,13 @@ def _run_once(
     bulk: bool,
 ) -> tuple[dict[str, RawOutput], str, CommandResult, list[Probe[Any]]]:
     batch = Batch.of(probes, bulk=bulk)
-    marker = batch.marker
     result = transport.run_shell(batch.script(preamble), timeout=timeout, check=False, stdin=stdin)
     out = result.stdout
-    head, sep, body = out.partition(f"\n{marker} start\n")
-    if not sep:
-        if out.startswith(f"{marker} start\n"):
-            head, body = "", out[len(marker) + 7 :]
-        else:
-            failed = out if result.exit_code == 0 else f"__preamble_failed__:{result.exit_code}\n{out}"
-            return {}, failed, result, []
+    parts = batch.cut(out)
+    if parts is None:
+        failed = out if result.exit_code == 0 else f"__preamble_failed__:{result.exit_code}\n{out}"
+        return {}, failed, result, []
+    head, body = parts
     raw, again = batch.parse(body)
     return raw, head, result, again
 

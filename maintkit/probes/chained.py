@@ -133,11 +133,11 @@ def run_chain(
 
 def _reads(res: CommandResult, plan: _Plan) -> tuple[str, dict[str, RawOutput]]:
     """The changes' stdout, and what the read after them all gave (nothing when it did not run)."""
-    changes, sep, body = ("\n" + res.stdout).rpartition(f"\n{plan.reads.marker} start\n")
-    if not sep:
+    parts = plan.reads.cut(res.stdout, last=True)
+    if parts is None:
         return "\n" + res.stdout, {}
-    raw, _again = plan.reads.parse(body)  # a probe the bulk read could not tell apart is read later, on its own
-    return changes, raw
+    raw, _again = plan.reads.parse(parts[1])  # a probe the bulk read could not tell apart is read later, on its own
+    return "\n" + parts[0], raw
 
 
 def _split(res: CommandResult, plan: _Plan) -> list[SegmentResult]:
