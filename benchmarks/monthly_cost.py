@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import monthly as m
+from common import median
 from costhook.sitecustomize import machine_ns
 
 from tests import runs
@@ -159,13 +160,6 @@ def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any], over
         f"\n{label}: machine CPU per shop: maint {maint['cpu'] / n:.2f} s ({maint['commands'] / n:.0f} SSH commands), "
         f"by hand {hand['cpu'] / n:.2f} s; maint's overhead {ratio:+.0%}"
     )
-
-
-def median(xs: list[float]) -> float:
-    """The median of ``xs`` (the mean of the middle two for an even count)."""
-    ys = sorted(xs)
-    mid = len(ys) // 2
-    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
 
 
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
