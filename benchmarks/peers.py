@@ -11,10 +11,12 @@ first run the files on the hosts are checked (exact content), and every tool's o
 say what changed (maint: 3 steps per host, then none; Ansible: changed=3 per host, then 0;
 pyinfra: the three file operations, then none of them): no tool is timed doing less.
 
-The floors take part in the no-op runs only: ``floor`` (floor.py: one batched read per host
-over OpenSSH masters opened before, the limit with connections reused) and ``cold-floor``
-(cold_floor.py: a new paramiko connection and that one read per host, nothing else: the
-limit for a tool opening one connection per host and run). With ``--openssh``, maint also runs over
+``floor`` (floor.py: one batched read per host over OpenSSH masters opened before, the limit
+with connections reused) takes part in the no-op runs only. ``cold-floor`` (cold_floor.py: a
+new paramiko connection and that one read per host, nothing else: the limit for a tool
+opening one connection per host and run) takes part in both: on a first run its one exec per
+host does the five steps (Fabric's five commands in one shell, no lock, no read, no atomic
+write), the least a first run costs over a new connection per host. With ``--openssh``, maint also runs over
 the system's OpenSSH (``connection: openssh``, ``control_persist``) as two more variants: cold
 (masters closed before each run) and warm (a previous run left them open). With ``--daemon``,
 maint also runs with ``maint daemon`` started (its code loaded once, each run a fork of it:
@@ -76,7 +78,7 @@ from tools import (
 )  # fmt: skip
 
 PEERS = ("fabric", "pyinfra", "ansible", "floor", "cold-floor")
-NOOP_ONLY = ("floor", "cold-floor")
+NOOP_ONLY = ("floor",)
 OPENSSH_VARIANTS = ("maint-openssh-cold", "maint-openssh-warm")
 #: the variants run with ``maint daemon`` started
 DAEMON_VARIANTS = ("maint-daemon", "maint-openssh-daemon")
@@ -191,11 +193,13 @@ class Bench:
         return self.note("ansible", m)
 
     def cold_floor(self, dirs: Sequence[Path], phase: str) -> Measure:
-        """cold_floor.py: a new connection and one batched read per host (it checks every answer)."""
-        if phase != "noop":
-            raise ValueError("the cold floor takes part in no-op runs only")
+        """cold_floor.py: a new connection and one exec per host: the five steps (first run; the
+        files are checked after it), or one batched read (no-op; it checks every answer)."""
         hosts = self.hosts_file(dirs)
-        m, _ = self.timer.run([sys.executable, str(ROOT / "benchmarks" / "cold_floor.py"), str(hosts)])
+        first = ["--first"] if phase == "first" else []
+        m, _ = self.timer.run([sys.executable, str(ROOT / "benchmarks" / "cold_floor.py"), str(hosts), *first])
+        if first:
+            check_files("cold-floor", dirs, phase)
         return self.note("cold-floor", m)
 
     def run_floor(self, dirs: Sequence[Path], phase: str) -> Measure:

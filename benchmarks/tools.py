@@ -79,6 +79,21 @@ def floor_script(path: str) -> str:
     )
 
 
+def first_floor_script(path: str) -> str:
+    """The one session the cold floor's first run sends: the workload's five steps, as Fabric's
+    five commands (fabric_baseline.py), in one shell; stops at the first that fails.
+
+    Nothing else: no lock, no read before or after, no atomic write; the least a first run
+    costs a tool that opens one connection per host and does the work.
+    """
+    q = shlex.quote
+    app, conf, link = f"{path}/app", f"{path}/app/config.txt", f"{path}/current"
+    return (
+        f"mkdir -p -- {q(app)} && printf '%s\\n' 'hello from maint' > {q(conf)} && "
+        f"ln -sfn -- {q(app)} {q(link)} && uname -r && true"
+    )
+
+
 def floor_argv(h: Record, socket: Path) -> list[str]:
     """One ssh over the already open master (``ControlMaster=no``) sending :func:`floor_script`."""
     return [*ssh_base(h), "-o", "ControlMaster=no", "-o", f"ControlPath={socket}",

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.lab.sshd import chown_login_user
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
@@ -154,6 +156,25 @@ def test_floor_script_reads_the_converged_state_through_a_real_shell(tmp_path: P
     (d / "app" / "config.txt").write_text("other\n")
     again = subprocess.run(["sh", "-c", tools.floor_script(str(d))], capture_output=True, text=True)
     assert not tools.floor_output_ok(again.stdout, str(d), sha)
+
+
+def test_first_floor_script_does_the_workload_through_a_real_shell(tmp_path: Path) -> None:
+    d = tmp_path / 'it\'s a "dir" $(touch pwned) -x'
+    d.mkdir()
+    out = subprocess.run(["sh", "-c", tools.first_floor_script(str(d))], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == os.uname().release + "\n"  # uname -r; nothing else printed
+    assert sorted(p.name for p in d.iterdir()) == ["app", "current"]
+    assert (d / "app" / "config.txt").read_text() == common.CONTENT
+    assert os.readlink(d / "current") == f"{d}/app"
+    assert not (tmp_path / "pwned").exists()
+    again = subprocess.run(["sh", "-c", tools.first_floor_script(str(d))], capture_output=True, text=True)
+    assert again.returncode == 0  # converged: the same result, no link inside the app directory
+    assert sorted(p.name for p in (d / "app").iterdir()) == ["config.txt"]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory goes\n")
+    failed = subprocess.run(["sh", "-c", tools.first_floor_script(str(blocked))], capture_output=True, text=True)
+    assert failed.returncode != 0 and not (tmp_path / "blocked" / "current").exists()
 
 
 def _me() -> str:
@@ -349,6 +370,36 @@ def test_the_cold_floor_reads_every_host_over_a_new_verified_connection(
     assert failed.stderr.strip() == "cold floor: 1 host(s) did not answer with the converged state"
     hosts.write_text(json.dumps([{**direct[0], "known_hosts": os.devnull}]))  # its key is unknown: refused
     assert subprocess.run(argv, capture_output=True, text=True).returncode == 1
+
+
+def test_the_cold_floor_first_run_does_the_workload_on_every_host(
+    tmp_path: Path, ssh_hosts: list[tuple[Any, Path]]
+) -> None:
+    records, dirs = [], []
+    for host, scratch in ssh_hosts:
+        if host.proxy_command is not None:
+            continue
+        d = scratch / 'fresh "dir" -x'
+        d.mkdir()
+        chown_login_user(d)
+        dirs.append(d)
+        records.append({"ip": host.ip, "port": host.port, "user": "deploy", "key": str(host.client_key),
+                        "known_hosts": str(host.known_hosts), "path": str(d)})  # fmt: skip
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps(records))
+    first = [sys.executable, str(BENCH / "cold_floor.py"), str(hosts), "--first"]
+    assert subprocess.run(first, capture_output=True, text=True).returncode == 0
+    assert common.workload_problems(dirs) == []
+    read = subprocess.run(first[:-1], capture_output=True, text=True)
+    assert read.returncode == 0, read.stderr  # the no-op floor reads exactly what the first run left
+    Path(dirs[0], "app", "config.txt").unlink()
+    os.rmdir(Path(dirs[0], "app"))
+    Path(dirs[0], "app").write_text("a file where the directory goes\n")
+    failed = subprocess.run(first, capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == "cold floor: 1 host(s) could not do the workload"
+    usage = subprocess.run([*first, "--again"], capture_output=True, text=True)
+    assert usage.returncode == 1 and usage.stderr.strip() == "usage: cold_floor.py HOSTS_JSON [--first]"
 
 
 def test_timeline_times_the_phases_of_a_real_run_in_order(tmp_path: Path) -> None:
