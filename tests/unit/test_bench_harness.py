@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
     import common
+    import dump
     import fleet
     import peers
     import report
@@ -424,3 +425,38 @@ def test_timeline_times_the_phases_of_a_real_run_in_order(tmp_path: Path) -> Non
         assert row["process CPU"] > 0 and row["machine CPU, all cores"] >= 0
     with pytest.raises(SystemExit, match="maint exited 2"):
         timeline.run_once(["run", str(tmp_path / "missing.yml"), "-i", str(inventory)], sys.executable)
+
+
+def test_the_dump_forms_are_the_scripts_they_name() -> None:
+    from maintkit.actions.cms.db import _dump_script
+
+    out = Path("/w/out")
+    forms = dump.forms("/w/c.cnf", "shop", out)
+    base = "mariadb-dump --defaults-file=/w/c.cnf --single-transaction --routines --triggers --hex-blob"
+    assert forms == {
+        "maint": _dump_script("shop", "/w/c.cnf", "/w/out/database.sql.gz"),
+        "before": f"umask 077\n{base} --result-file=/w/out/database.sql shop && gzip -f -- /w/out/database.sql"
+        " && chmod 600 -- /w/out/database.sql.gz",
+        "pipe, default level": f"umask 077\n{base} shop | gzip -c > /w/out/database.sql.gz",
+        "dump alone": f"{base} shop > /dev/null",
+    }
+    runs = {"maint": [{"wall": 1.5, "cpu": 2.0, "bytes": 45e6}, {"wall": 1.3, "cpu": 1.8, "bytes": 45e6},
+                      {"wall": 1.4, "cpu": 1.9, "bytes": 45e6}],
+            "dump alone": [{"wall": 0.6, "cpu": 0.5, "bytes": 0}, {"wall": 0.8, "cpu": 0.6, "bytes": 0},
+                           {"wall": 0.7, "cpu": 0.5, "bytes": 0}]}  # fmt: skip
+    assert dump.table(runs)[2:] == ["maint | 1.40 | 1.90 | 45.0 | 2.00x", "dump alone | 0.70 | 0.50 | - | 1.00x"]
+
+
+def test_the_dump_benchmark_times_every_form_on_a_real_database(tmp_path: Path) -> None:
+    out = tmp_path / "dump.json"
+    res = subprocess.run([sys.executable, str(BENCH / "dump.py"), "--mb", "1", "--rounds", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["maint", "before", "pipe, default level", "dump alone"]
+    assert [len(runs) for runs in results.values()] == [1, 1, 1, 1]
+    sizes = {name: runs[0]["bytes"] for name, runs in results.items()}
+    assert sizes["dump alone"] == 0 and sizes["pipe, default level"] > 0
+    assert abs(sizes["before"] - sizes["pipe, default level"]) < 64  # the same level; gzip -f stores the name
+    assert sizes["maint"] > sizes["before"]  # gzip -1 against the default level; every file was compared
+    assert res.stdout.splitlines()[0].startswith("form | wall (s) |") and len(res.stdout.splitlines()) == 6

@@ -1,0 +1,176 @@
+"""Benchmark: how long cms.update's dump before an update takes, by the form of its shell.
+
+    python benchmarks/dump.py [--mb 100] [--rounds 3] [--json FILE]
+
+Run as root, with nothing else running: it starts a lab MariaDB (tests/lab/mariadb.py), fills
+one database with ``--mb`` megabytes of ``wp_posts``-like rows (text drawn from a vocabulary
+with a Zipf-like spread, so it compresses about as a shop's posts do), then, ``--rounds``
+times in alternation, runs each form of the dump into a fresh folder and times it:
+
+- **maint**: the script cms.update sends (``maintkit.actions.cms.db._dump_script``):
+  ``mariadb-dump | gzip -1`` in one pipe;
+- **before**: the script it sent until this form: ``mariadb-dump --result-file=F`` and then
+  ``gzip -f F`` at gzip's default level (and a ``chmod``);
+- **pipe, default level**: the same pipe at gzip's default level (what ``backup.create``
+  writes);
+- **dump alone**: ``mariadb-dump`` into ``/dev/null``, the least any of them can take.
+
+Every form's file must decompress to the same dump (the ``-- Dump completed`` line aside).
+Prints the median wall time, the CPU of the shell and its programs (MariaDB's own is not
+counted: it is the same for every form), the file's size, and each form's time over the
+dump's alone. On production this is time inside the maintenance window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import median  # noqa: E402
+
+from maintkit.actions.cms.db import _dump_script  # noqa: E402
+
+DUMP_OPTIONS = "--single-transaction --routines --triggers --hex-blob"
+ROW_BYTES = 2000
+
+
+def forms(cnf: str, database: str, out: Path) -> dict[str, str]:
+    """Each form's shell, writing into ``out`` (``dump alone`` writes nothing)."""
+    base = f"mariadb-dump --defaults-file={cnf} {DUMP_OPTIONS}"
+    dump, gz, sql = f"{base} {database}", out / "database.sql.gz", out / "database.sql"
+    return {
+        "maint": _dump_script(database, cnf, str(gz)),
+        "before": f"umask 077\n{base} --result-file={sql} {database} && gzip -f -- {sql} && chmod 600 -- {gz}",
+        "pipe, default level": f"umask 077\n{dump} | gzip -c > {gz}",
+        "dump alone": f"{dump} > /dev/null",
+    }
+
+
+def rows_sql(n: int, rng: random.Random) -> str:
+    """One INSERT of ``n`` post rows of about :data:`ROW_BYTES` each."""
+    vocabulary = [f"w{i}x{rng.randrange(10**6)}" for i in range(2000)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+    values = []
+    for _ in range(n):
+        words = rng.choices(vocabulary, weights, k=ROW_BYTES // 8)
+        values.append(f"('a post title', '{' '.join(words)}', 'publish')")
+    return "INSERT INTO wp_posts (post_title, post_content, post_status) VALUES " + ",".join(values) + ";\n"
+
+
+def fill(cnf: str, database: str, mb: int) -> None:
+    """A ``wp_posts`` table of about ``mb`` megabytes, in batches of 200 rows through one client."""
+    rng = random.Random(7)
+    statements = [
+        "CREATE TABLE wp_posts (ID bigint AUTO_INCREMENT PRIMARY KEY, post_title text, "
+        "post_content longtext, post_status varchar(20)) ENGINE=InnoDB;\n"
+    ]
+    rows = mb * 1024 * 1024 // ROW_BYTES
+    statements += [rows_sql(min(200, rows - i), rng) for i in range(0, rows, 200)]
+    client = ["mariadb", f"--defaults-file={cnf}", database]
+    subprocess.run(client, input="".join(statements).encode(), check=True, timeout=1800)
+
+
+def timed(script: str) -> tuple[float, float]:
+    """Wall and CPU seconds of ``sh -c script`` and its programs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(["sh", "-c", script], check=True, timeout=1800)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def dump_text(path: Path) -> bytes:
+    """The decompressed dump without its last line (``-- Dump completed on <time>``)."""
+    data = gzip.decompress(path.read_bytes())
+    return b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"-- Dump completed"))
+
+
+def measure(cnf: str, database: str, work: Path, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """``rounds`` alternating runs of every form (after one unmeasured warm-up run of each)."""
+    out = work / "out"
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in forms(cnf, database, out)}
+    reference: bytes | None = None
+    for r in range(rounds + 1):
+        for name, script in forms(cnf, database, out).items():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            wall, cpu = timed(script)
+            gz = out / "database.sql.gz"
+            size = gz.stat().st_size if gz.exists() else 0
+            if size:
+                text = dump_text(gz)
+                if reference is not None and text != reference:
+                    raise SystemExit(f"{name}: the dump differs from the other forms'")
+                reference = text
+            if r:
+                results[name].append({"wall": wall, "cpu": cpu, "bytes": size})
+    return results
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
+    """The printed table: medians, and each form's wall time over the dump's alone."""
+    alone = median(x["wall"] for x in results["dump alone"])
+    lines = ["form | wall (s) | CPU of the shell and programs (s) | file (MB) | wall / dump alone",
+             "---|---|---|---|---"]  # fmt: skip
+    for name, xs in results.items():
+        wall, cpu, size = (median(x[k] for x in xs) for k in ("wall", "cpu", "bytes"))
+        shown = f"{size / 1e6:.1f}" if size else "-"
+        lines.append(f"{name} | {wall:.2f} | {cpu:.2f} | {shown} | {wall / alone:.2f}x")
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mb", type=int, default=100, help="size of the table's rows in MB (default 100)")
+    ap.add_argument("--rounds", type=int, default=3, help="counted runs of every form (default 3)")
+    ap.add_argument("--json", metavar="FILE", help="write every run's figures here")
+    args = ap.parse_args(argv)
+    if args.mb < 1 or args.rounds < 1:
+        ap.error("--mb and --rounds must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start MariaDB, fill the database, time every form, print the table."""
+    from tests.lab.mariadb import MariaDB
+
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="maint-dump-bench-"))
+    work.chmod(0o755)  # the server runs as mysql
+    server = MariaDB(work / "mariadb")
+    try:
+        server.start()
+        user, password = server.create_database("shop")
+        cnf = work / "client.cnf"
+        cnf.write_text(f'[client]\nhost={server.host}\nport={server.port}\nuser={user}\npassword="{password}"\n')
+        os.chmod(cnf, 0o600)
+        fill(str(cnf), "shop", args.mb)
+        results = measure(str(cnf), "shop", work, args.rounds)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(table(results)))
+    if args.json:
+        doc: dict[str, Any] = {"mb": args.mb, "rounds": args.rounds, "results": results}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
