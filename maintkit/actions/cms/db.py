@@ -104,20 +104,24 @@ def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
 
 
 def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
-    """``mariadb-dump`` into ``dest_gz`` (mode 0600); a failing dump removes its partial file."""
-    sql = dest_gz[:-3] if dest_gz.endswith(".gz") else dest_gz + ".sql"
-    argv = [
-        *client_argv("mariadb-dump", defaults_file),
-        "--single-transaction",
-        "--routines",
-        "--triggers",
-        "--hex-blob",
-        f"--result-file={sql}",
-        database,
-    ]
+    """``mariadb-dump | gzip -1`` into ``dest_gz`` (mode 0600 by the umask); when either fails,
+    the partial file is removed and the script exits with gzip's status when the compression
+    failed (the dump then dies of a broken pipe), else with the dump's.
+
+    One pipe: the dump and its compression run at once and no uncompressed copy is written
+    (on production this runs inside the maintenance window). ``gzip -1``: the fastest level,
+    since the compression is what the dump waits for. POSIX sh has no ``pipefail``: each side
+    writes its status to descriptor 4, which the command substitution reads.
+    """
+    argv = [*client_argv("mariadb-dump", defaults_file), "--single-transaction", "--routines", "--triggers"]
+    dump, out = join([*argv, "--hex-blob", database]), quote(dest_gz)
     return (
-        f"umask 077\n{join(argv)} || {{ rc=$?; rm -f -- {quote(sql)}; exit $rc; }}\n"
-        f"gzip -f -- {quote(sql)} && chmod 600 -- {quote(dest_gz)}"
+        "umask 077\n"
+        f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | gzip -1 -c > {out} 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
+        'case $st in "d0\ng0") ;; *)\n'
+        f"  rm -f -- {out}\n"
+        '  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n'
+        '  [ "${g:-1}" -ne 0 ] && exit "${g:-1}"; exit "${d:-1}" ;;\nesac'
     )
 
 
