@@ -109,8 +109,8 @@ def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
     failed (the dump then dies of a broken pipe), else with the dump's.
 
     One pipe: the dump and its compression run at once and no uncompressed copy is written
-    (on production this runs inside the maintenance window). ``gzip -1``: the fastest level,
-    since the compression is what the dump waits for. POSIX sh has no ``pipefail``: each side
+    (inside a maintenance window, when one is open before the update, this is time the shop is
+    closed). ``gzip -1``: the fastest level, since the compression is what the dump waits for. POSIX sh has no ``pipefail``: each side
     writes its status to descriptor 4, which the command substitution reads.
     """
     argv = [*client_argv("mariadb-dump", defaults_file), "--single-transaction", "--routines", "--triggers"]
