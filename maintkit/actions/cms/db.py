@@ -110,8 +110,9 @@ def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
 
     One pipe: the dump and its compression run at once and no uncompressed copy is written
     (inside a maintenance window, when one is open before the update, this is time the shop is
-    closed). ``gzip -1``: the fastest level, since the compression is what the dump waits for. POSIX sh has no ``pipefail``: each side
-    writes its status to descriptor 4, which the command substitution reads.
+    closed). ``gzip -1``: the fastest level, since the compression is what the dump waits for.
+    POSIX sh has no ``pipefail``: each side writes its status to descriptor 4, which the command
+    substitution reads.
     """
     argv = [*client_argv("mariadb-dump", defaults_file), "--single-transaction", "--routines", "--triggers"]
     dump, out = join([*argv, "--hex-blob", database]), quote(dest_gz)
@@ -120,7 +121,7 @@ def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
         f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | gzip -1 -c > {out} 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
         'case $st in "d0\ng0") ;; *)\n'
         f"  rm -f -- {out}\n"
-        '  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n'
+        "  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n"
         '  [ "${g:-1}" -ne 0 ] && exit "${g:-1}"; exit "${d:-1}" ;;\nesac'
     )
 
