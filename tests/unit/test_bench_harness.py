@@ -25,6 +25,7 @@ try:
     import common
     import dump
     import fleet
+    import guarantees
     import peers
     import report
     import timeline
@@ -460,3 +461,40 @@ def test_the_dump_benchmark_times_every_form_on_a_real_database(tmp_path: Path) 
     assert abs(sizes["before"] - sizes["pipe, default level"]) < 64  # the same level; gzip -f stores the name
     assert sizes["maint"] > sizes["before"]  # gzip -1 against the default level; every file was compared
     assert res.stdout.splitlines()[0].startswith("form | wall (s) |") and len(res.stdout.splitlines()) == 6
+
+
+@pytest.mark.parametrize("form", guarantees.FORMS)
+def test_every_guarantee_form_does_the_workload_through_a_real_shell(tmp_path: Path, form: str) -> None:
+    d = tmp_path / 'it\'s a "dir" $(touch pwned) -x'
+    d.mkdir()
+    outputs = []
+    for script, stdin in guarantees.form_sessions(form, str(d)):
+        res = subprocess.run(["sh", "-c", script], input=stdin, capture_output=True, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        outputs.append(res.stdout.decode())
+    assert common.workload_problems([d]) == []
+    assert not (tmp_path / "pwned").exists()
+    assert not (d / ".maint" / "lock").exists()  # released (or never taken)
+    assert sorted(p.name for p in (d / "app").iterdir()) == ["config.txt"]  # no temporary file left
+    sessions = {"floor": 1, "release merged": 2, "one session": 1}.get(form, 3)
+    assert len(outputs) == sessions
+    text = "".join(outputs)
+    assert (f"  {d}/app/config.txt" in text) == (form in ("+verify", "release merged", "one session"))
+    sha = hashlib.sha256(common.CONTENT.encode()).hexdigest()
+    assert (sha in text) == (form in ("+verify", "release merged", "one session"))
+    assert "missing" in text or form in ("floor", "+2 sessions")  # the reads before the changes saw nothing
+
+
+def test_the_guarantees_table_shows_each_change() -> None:
+    results = {"floor": [(0.7, 1.3), (0.8, 1.4), (0.75, 1.35)], "+2 sessions": [(0.9, 1.7), (0.85, 1.6), (0.95, 1.8)]}
+    assert guarantees.table(results)[2:] == ["floor | 0.750 | 1.35 | -", "+2 sessions | 0.900 | 1.70 | +0.150, +0.35"]
+
+
+def test_the_guarantees_benchmark_runs_every_form_on_lab_hosts(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    argv = [sys.executable, str(BENCH / "guarantees.py"), "--hosts", "2", "--rounds", "1", "--json", str(out)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == list(guarantees.FORMS) and all(len(runs) == 1 for runs in results.values())
+    assert [line.split(" | ")[0] for line in res.stdout.splitlines()[2:]] == list(guarantees.FORMS)
