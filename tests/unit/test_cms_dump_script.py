@@ -4,7 +4,8 @@
 tests/lab/test_wp_round_trip_failures.py and tests/lab/test_cms_wordpress.py); ``gzip`` is the
 real one unless a test replaces it. Each shell the hosts may run the script with (dash as
 ``sh``, bash) gets the same cases: the dump and the compression succeed, the dump fails after
-writing part of its output, the compression fails, the destination cannot be written.
+writing part of its output, the compression fails, the destination cannot be written; and
+hostile folder and database names (hypothesis) reach the dump as one argument each.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from maintkit.actions.cms.db import _dump_script
+from tests.hostile_names import hostile_names
 
 SHELLS = [s for s in ("sh", "dash", "bash") if shutil.which(s)]
 #: what the stand-in dump writes: more than a pipe holds at once (64 KiB), so both sides overlap
@@ -101,3 +105,33 @@ def test_an_unwritable_destination_fails_and_writes_nothing(host: Path, shell: s
 
     assert res.returncode != 0 and res.stdout == ""
     assert not dest.exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(folder=hostile_names(), database=hostile_names(newline=False))
+def test_hostile_names_reach_the_dump_as_one_argument_each(tmp_path: Path, folder: str, database: str) -> None:
+    """A snapshot folder and a database name a shell would get wrong: the dump gets both as they
+    are, the file lands exactly there, and a failure removes only that file."""
+    base = Path(tempfile.mkdtemp(dir=tmp_path))
+    (base / "bin").mkdir()
+    snap = base / folder
+    snap.mkdir()
+    (snap / "other file").write_text("not the dump's\n")
+    args = base / "args"
+    stand_in(
+        base / "bin",
+        "mariadb-dump",
+        'for a in "$@"; do printf "%s\\0" "$a"; done > "$ARGS"; printf "%s" "$DUMP_OUT"; exit "$DUMP_RC"\n',
+    )
+    dest = snap / "database.sql.gz"
+    script = _dump_script(database, str(base / "my cnf"), str(dest))
+    env = {**os.environ, "PATH": f"{base / 'bin'}:{os.environ['PATH']}", "ARGS": str(args), "DUMP_OUT": "SQL;\n"}
+
+    ok = subprocess.run(["sh", "-c", script], capture_output=True, env={**env, "DUMP_RC": "0"}, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert args.read_bytes().split(b"\0")[-3:] == [b"--hex-blob", os.fsencode(database), b""]
+    assert gzip.decompress(dest.read_bytes()) == b"SQL;\n"
+    failed = subprocess.run(["sh", "-c", script], capture_output=True, env={**env, "DUMP_RC": "3"}, timeout=60)
+    assert failed.returncode == 3
+    assert sorted(p.name for p in snap.iterdir()) == ["other file"]  # only the dump's file removed
+    assert sorted(p.name for p in base.iterdir()) == sorted(["args", "bin", folder])  # nothing else written
