@@ -44,14 +44,24 @@ def write_one(h: Record) -> bool:
     return status == 0
 
 
-def one_exec(h: Record, script: str) -> tuple[int, str]:
-    """A new verified connection, ``script`` in one exec; its exit status and output."""
+def connect(h: Record) -> paramiko.SSHClient:
+    """A new connection to ``h``: its host key checked against its known_hosts, its key file only."""
     client = paramiko.SSHClient()
     client.load_host_keys(str(h["known_hosts"]))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(str(h["ip"]), port=int(h["port"]), username=str(h["user"]), key_filename=str(h["key"]),
                        look_for_keys=False, allow_agent=False, timeout=10)  # fmt: skip
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def one_exec(h: Record, script: str) -> tuple[int, str]:
+    """A new verified connection, ``script`` in one exec; its exit status and output."""
+    client = connect(h)
+    try:
         _, out, _ = client.exec_command(script)
         text = out.read().decode()
         return out.channel.recv_exit_status(), text

@@ -28,12 +28,10 @@ import gzip
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import median  # noqa: E402
+from common import median, timed  # noqa: E402
 
 from maintkit.actions.cms.db import _dump_script  # noqa: E402
 
@@ -85,16 +83,6 @@ def fill(cnf: str, database: str, mb: int) -> None:
     subprocess.run(client, input="".join(statements).encode(), check=True, timeout=1800)
 
 
-def timed(script: str) -> tuple[float, float]:
-    """Wall and CPU seconds of ``sh -c script`` and its programs."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(["sh", "-c", script], check=True, timeout=1800)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-
-
 def dump_text(path: Path) -> bytes:
     """The decompressed dump without its last line (``-- Dump completed on <time>``)."""
     data = gzip.decompress(path.read_bytes())
@@ -104,13 +92,14 @@ def dump_text(path: Path) -> bytes:
 def measure(cnf: str, database: str, work: Path, rounds: int) -> dict[str, list[dict[str, float]]]:
     """``rounds`` alternating runs of every form (after one unmeasured warm-up run of each)."""
     out = work / "out"
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in forms(cnf, database, out)}
+    scripts = forms(cnf, database, out)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
     reference: bytes | None = None
     for r in range(rounds + 1):
-        for name, script in forms(cnf, database, out).items():
+        for name, script in scripts.items():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            wall, cpu = timed(script)
+            wall, cpu = timed(["sh", "-c", script])
             gz = out / "database.sql.gz"
             size = gz.stat().st_size if gz.exists() else 0
             if size:

@@ -41,10 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cold_floor import connect
 from common import CONTENT, fresh_dirs, host_records, machine_cpu, median, start_lab, workload_problems
 from tools import Record, first_floor_script
 
@@ -92,13 +91,10 @@ FORMS = ("floor", "+2 sessions", "+lock", "+atomic write", "+verify", "release m
 
 
 def one_host(h: Record, sessions: list[Session]) -> None:
-    """A new verified connection to ``h``, each session in turn; SystemExit when one fails."""
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(h["known_hosts"]))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    """A new verified connection to ``h`` (as the cold floor's), each session in turn; SystemExit
+    when one fails."""
+    client = connect(h)
     try:
-        client.connect(str(h["ip"]), port=int(h["port"]), username=str(h["user"]), key_filename=str(h["key"]),
-                       look_for_keys=False, allow_agent=False, timeout=10)  # fmt: skip
         for script, stdin in sessions:
             sin, out, err = client.exec_command(script)
             if stdin:
