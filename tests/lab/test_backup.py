@@ -8,6 +8,7 @@ actions wrote directly from disk to check them independently.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -206,6 +207,11 @@ def test_backup_playbook_creates_verifies_copies_and_is_idempotent(shop: Shop) -
         assert f.stat().st_size == item["size"] and sha256(f) == item["sha256"]
         assert f.stat().st_mode & 0o077 == 0
     assert files_item["file"] == "files.tar.zst"
+    # the host has zstd: the dump is zstd too (compression: auto), and decompresses to the whole dump
+    assert (db_item["file"], db_item["compression"]) == (f"db-{shop.db}.sql.zst", "zstd")
+    text = subprocess.run(["zstd", "-q", "-dc", "--", str(shop.backup_dir / bid / db_item["file"])], capture_output=True)
+    assert text.returncode == 0 and b"CREATE TABLE `customers`" in text.stdout
+    assert text.stdout.rstrip().splitlines()[-1].startswith(b"-- Dump completed")
     listing = subprocess.run(
         f"zstd -dc {shop.backup_dir / bid / 'files.tar.zst'} | tar -tf -",
         shell=True,
@@ -293,10 +299,10 @@ def test_verify_detects_a_broken_backup_and_always_drops_the_scratch_database(sh
     assert created.ok, created.sites[0].error
     [manifest] = shop.manifests()
     bid = manifest["id"]
-    dump = shop.backup_dir / bid / f"db-{shop.db}.sql.gz"
+    dump = shop.backup_dir / bid / f"db-{shop.db}.sql.zst"
     # a dump that matches its manifest but does not restore: the scratch database must still go
     dump.write_bytes(
-        subprocess.run(["gzip", "-c"], input=b"CREATE TABLE broken (;\n", capture_output=True, check=True).stdout
+        subprocess.run(["zstd", "-q", "-c"], input=b"CREATE TABLE broken (;\n", capture_output=True, check=True).stdout
     )
     manifest["items"][0]["sha256"] = sha256(dump)
     manifest["items"][0]["size"] = dump.stat().st_size
@@ -430,6 +436,30 @@ def test_restore_brings_back_rows_tables_and_files(shop: Shop) -> None:
     assert shop.password not in shop.run_text(result)
 
 
+def test_gzip_dumps_and_dumps_from_before_zstd_still_restore(shop: Shop) -> None:
+    """``compression: gzip`` writes ``db-<name>.sql.gz``; a manifest item without ``compression``
+    (written before database dumps could be zstd) is read as gzip, so such a backup restores."""
+    password = "{{ secrets." + SECRET_VAR + " }}"
+    created = shop.run(text=one_step("backup.create", database=True, password=password, compression="gzip"))
+    assert created.ok, created.sites[0].error
+    [manifest] = shop.manifests()
+    [item] = manifest["items"]
+    assert (item["file"], item["compression"]) == (f"db-{shop.db}.sql.gz", "gzip")
+    dump = shop.backup_dir / manifest["id"] / item["file"]
+    assert b"CREATE TABLE `orders`" in gzip.decompress(dump.read_bytes())
+    del manifest["items"][0]["compression"]  # as an older maint wrote it
+    (shop.backup_dir / manifest["id"] / "manifest.json").write_text(json.dumps(manifest))
+    shop.sql("DELETE FROM orders WHERE id > 100; CREATE TABLE junk (id INT)")
+
+    result = shop.run(text=one_step("backup.restore", backup=manifest["id"], password=password), extra={"yes": True})
+
+    assert result.ok, result.sites[0].error
+    assert shop.rows("orders") == 600 and shop.tables() == ["big_orders", "customers", "orders"]
+    safety_id = step(result, "backup.restore").data["safety_backup"]["id"]
+    [safety] = [m["items"][0] for m in shop.manifests() if m["id"] == safety_id]
+    assert (safety["file"], safety["compression"]) == (f"db-{shop.db}.sql.zst", "zstd")  # auto, as before
+
+
 def test_restore_is_rolled_back_when_a_later_step_fails(shop: Shop) -> None:
     created = shop.run(text=one_step("backup.create", database=True, password="{{ secrets." + SECRET_VAR + " }}"))
     assert created.ok, created.sites[0].error
@@ -551,7 +581,8 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     ]  # fmt: skip
     assert db.count("| mariadb --defaults-file=") == 2 and db.count("EXECUTE mk_counts;") == 2
     assert db.count("mariadb-dump --defaults-file=") == 1 and "sha256sum <" in db
-    assert f"{manifest['id']}.partial/db-{shop.db}.sql.gz" in db and "mkdir" not in db
+    assert f"{manifest['id']}.partial/db-{shop.db}.sql.zst" in db and "mkdir" not in db
+    assert "| zstd -q -c > " in db and "-T0" not in db  # one thread keeps up with the dump
     assert "files.tar" not in db and "files.tar" in steps[3] and f"db-{shop.db}" not in steps[3]
     finish = steps[6]
     assert "manifest.json" in finish and "mv -T" in finish
@@ -616,7 +647,7 @@ def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, 
         **{name: {"type": "table", "rows": i + 3} for i, name in enumerate(odd)},
     }
     assert manifest["verification"]["db " + shop.db]["ok"] is True  # the dump restored, same tables and rows
-    dump = subprocess.run(["gzip", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True)
+    dump = subprocess.run(["zstd", "-q", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True)
     assert b"CREATE TABLE `skipped`" not in dump.stdout and b"CREATE TABLE `back``tick`" in dump.stdout
     creates = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ mariadb-dump --" in t]
     assert len(creates) == 1 and "AND table_name NOT IN (" in creates[0]

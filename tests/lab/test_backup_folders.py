@@ -86,8 +86,8 @@ def test_mariadb_prepare_and_dump_are_one_round_trip(shop: Shop, ssh_lab: SshLab
     lines = dump.split("\n")
     assert re.fullmatch(MADE, lines[1]) and dump.count("mkdir") == 2  # the folders made, said so
     assert re.fullmatch(r"echo '(@@mk-[0-9a-f]{32}) before'; echo '\1 before' >&2", lines[2])  # then the dump
-    assert dump.count("mariadb-dump --defaults-file=") == 1 and f".partial/db-{shop.db}.sql.gz" in dump
-    assert "mv -T" in finish and f"sha256sum < {final}/db-{shop.db}.sql.gz" in finish
+    assert dump.count("mariadb-dump --defaults-file=") == 1 and f".partial/db-{shop.db}.sql.zst" in dump
+    assert "mv -T" in finish and f"sha256sum < {final}/db-{shop.db}.sql.zst" in finish
     assert finish.index("mv -T") < finish.index(f"sha256sum < {final}/")
     assert rec.sessions(ssh_lab.hosts[0]) == 4  # lock+read (a backup is due), the dump, the rename, unlock
     # the folders as before: the backup directory 0700, the backup renamed, its dump as the manifest says
@@ -111,7 +111,7 @@ class Tampering(Recording):
 
     def run_shell(self, script: str, **kwargs: Any) -> Any:
         if "mv -T" in script and not self.changed:
-            [dump] = self.backups.glob("*.partial/db-*.sql.gz")
+            [dump] = self.backups.glob("*.partial/db-*.sql.zst")
             data = bytearray(dump.read_bytes())
             data[len(data) // 2] ^= 0xFF
             dump.write_bytes(bytes(data))
@@ -139,7 +139,7 @@ def test_verify_takes_the_facts_from_the_rename_and_still_fails_on_a_changed_dum
     [step] = result.sites[0].steps
     assert step.status is StepStatus.FAILED
     bid = changed.parent.name.removesuffix(".partial")
-    assert step.error == f"verify: backup {bid}: db-{shop.db}.sql.gz does not match its manifest"
+    assert step.error == f"verify: backup {bid}: db-{shop.db}.sql.zst does not match its manifest"
     dump, finish = step_commands(rec, shop, ssh_lab, result.run_id)
     assert "mv -T" in finish and finish.count("sha256sum <") == 1  # verify's read; nothing after it
     assert rec.sessions(ssh_lab.hosts[0]) == 4
@@ -194,7 +194,7 @@ def test_a_clash_of_the_partial_folder_fails_and_leaves_it_untouched(
     monkeypatch.setattr(create_module, "new_backup_id", lambda now=None: bid)
     clash = shop.backup_dir / f"{bid}.partial"
     clash.mkdir(parents=True)
-    (clash / f"db-{shop.db}.sql.gz").write_bytes(b"not ours\n")
+    (clash / f"db-{shop.db}.sql.zst").write_bytes(b"not ours\n")
     (clash / "files.tar.zst").write_bytes(b"not ours either\n")
     give_to_deploy(shop.path / ".maint")
     clash.chmod(0o750)

@@ -74,7 +74,7 @@ def test_a_broken_release_is_rolled_back_on_production_with_the_warning(shop: Sh
         "maintenance-off": "rolled-back",
         "compat": "failed",
     }
-    assert len(list((shop.production.path / ".maint" / "backups").rglob("*.sql.gz"))) == 1
+    assert len(list((shop.production.path / ".maint" / "backups").rglob("db-*.sql.zst"))) == 1
     assert prod["update"].data["untried"] == "updated without trying on staging first"
     assert prod["compat"].status is StepStatus.FAILED
     assert "shop-cart" in str(prod["compat"].error) and "/cart/" in str(prod["compat"].error)

@@ -18,6 +18,7 @@ from maintkit.results import Change, Check
 from maintkit.state import index
 from maintkit.transport.base import join, quote
 
+from .codec import choose_compression
 from .common import (
     backup_dir,
     file_facts,
@@ -30,7 +31,7 @@ from .common import (
 )
 from .db import DatabaseSpec, connect, missing_tools
 from .dump import ShellRunner, dump_in_one, dump_stepwise
-from .files import archive_name, choose_compression, count_script, create_script, files_item, normalize_paths
+from .files import archive_name, count_script, create_script, files_item, normalize_paths
 from .prepare import FolderPrep
 
 ALL_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql", "gzip", "pg_dump", "pg_restore", "psql", "zstd", "tar")
@@ -78,10 +79,11 @@ def missing_for(job: BackupJob, tools: frozenset[str]) -> list[str]:
     if job.paths:
         if "tar" not in tools:
             out.append("tar")
-        if job.compression == "zstd" and "zstd" not in tools:
-            out.append("zstd")
         if "gzip" not in tools and "gzip" not in out:
             out.append("gzip")
+    compressed = job.paths or any(db.engine != "postgresql" for db in job.databases)
+    if compressed and job.compression == "zstd" and "zstd" not in tools:
+        out.append("zstd")
     return out
 
 
@@ -178,8 +180,9 @@ def _write_items(
     made in front of the first command that writes (or on their own when nothing does)."""
     part = prep.part
     items: list[dict[str, Any]] = []
+    compression = choose_compression(job.compression, tools)
     for spec in job.databases:
-        with connect(ctx, spec, prep.directory, tools, run_shell=prep.run_shell) as client:
+        with connect(ctx, spec, prep.directory, tools, run_shell=prep.run_shell, compression=compression) as client:
             # MariaDB/MySQL: one round trip, the dump's size and sha256 included
             dump = dump_in_one if client.mysql else dump_stepwise
             items.append(dump(ctx, client, part, timeout, prep.run_shell))
@@ -281,7 +284,9 @@ class BackupCreateParams(Params):
     excludes: list[str] = Field(default_factory=list, description="tar --exclude patterns (e.g. wp-content/cache)")
     backup_dir: str | None = Field(None, description="Default: vars.backup_dir, else <path>/.maint/backups")
     max_age: str | None = Field(None, description="A backup younger than this (e.g. 20h) means nothing to do")
-    compression: Literal["auto", "zstd", "gzip"] = Field("auto", description="Files: zstd when available, else gzip")
+    compression: Literal["auto", "zstd", "gzip"] = Field(
+        "auto", description="Files and MariaDB/MySQL dumps: zstd when the host has it, else gzip"
+    )
     note: str | None = Field(None, description="Free text kept in the manifest")
     timeout: float | None = Field(None, gt=0, description="Seconds a dump or archive may take (default: the env's)")
 
@@ -332,7 +337,7 @@ def _site_database(ctx: Context, p: BackupCreateParams) -> DatabaseSpec:
 
 
 class BackupCreate(Action[BackupCreateParams]):
-    """Back up databases (mariadb-dump/mysqldump | gzip, pg_dump -Fc) and files (tar + zstd/gzip).
+    """Back up databases (mariadb-dump/mysqldump | zstd/gzip, pg_dump -Fc) and files (tar + zstd/gzip).
 
     Each backup gets an id and a manifest (items with sizes, sha256, tables and row counts).
     With ``max_age`` a fresh enough backup means nothing to do. Rollback does nothing and

@@ -29,6 +29,8 @@ from maintkit.actions.mariadb import option_file_args
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, quote
 
+from .codec import Compression, decompress_argv
+
 Engine = Literal["mariadb", "mysql", "postgresql"]
 _DEFINER_SED = r"s/DEFINER=`[^`]*`@`[^`]*`//g"
 _MYSQL_TABLES = (
@@ -127,6 +129,8 @@ class DbClient:
     tools: frozenset[str]
     cred_file: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: how the MariaDB/MySQL dumps it writes are compressed (PostgreSQL's custom format compresses itself)
+    compression: Compression = "gzip"
 
     @property
     def mysql(self) -> bool:
@@ -204,10 +208,11 @@ class DbClient:
         argv += [f"--exclude-table-data={t}" for t in s.ignore_tables]
         return [*argv, "-d", s.name]
 
-    @property
     def dump_suffix(self) -> str:
-        """File suffix of this engine's dumps."""
-        return ".sql.gz" if self.mysql else ".pgdump"
+        """File suffix of this engine's dumps (MariaDB/MySQL: by :attr:`compression`)."""
+        if not self.mysql:
+            return ".pgdump"
+        return ".sql.zst" if self.compression == "zstd" else ".sql.gz"
 
     def sql(self, ctx: Context, statements: str, db: str | None = None, timeout: float | None = None) -> CommandResult:
         """Run SQL (given on stdin) and return the result (check=True)."""
@@ -309,10 +314,13 @@ class DbClient:
         if len(stmts) > (1 if self.mysql else 0):
             self.sql(ctx, "\n".join(stmts), db)
 
-    def restore_script(self, dump: str, db: str, *, strip_definers: bool, clean: bool) -> str:
-        """Shell script loading ``dump`` into ``db`` (non-zero exit on any failure)."""
+    def restore_script(
+        self, dump: str, db: str, *, strip_definers: bool, clean: bool, compression: str = "gzip"
+    ) -> str:
+        """Shell script loading ``dump`` into ``db`` (non-zero exit on any failure); a MariaDB/MySQL
+        dump is decompressed with its manifest item's ``compression``."""
         if self.mysql:
-            stages = [join(["gzip", "-dc", "--", dump])]
+            stages = [join(decompress_argv(compression, dump))]
             if strip_definers:
                 stages.append(join(["sed", "-e", _DEFINER_SED]))
             return pipeline(*stages, join(self.client(db)))
@@ -353,14 +361,16 @@ def connect(
     tools: frozenset[str],
     *,
     run_shell: Callable[..., CommandResult] | None = None,
+    compression: Compression = "gzip",
 ) -> Iterator[DbClient]:
     """A :class:`DbClient` with a temporary credentials file in ``workdir`` when a password is given.
 
     The file is created 0600 from stdin (``umask 077; cat > FILE``) and removed on exit,
     also when the body fails. ``run_shell`` runs the command that writes it (default
-    :meth:`Context.run_shell`; ``backup.create`` makes its folders in that round trip).
+    :meth:`Context.run_shell`; ``backup.create`` makes its folders in that round trip); the
+    client's dumps are compressed with ``compression``.
     """
-    client = DbClient(spec, tools)
+    client = DbClient(spec, tools, compression=compression)
     if spec.password is None:
         if spec.engine == "postgresql" and spec.defaults_file:
             client.env["PGPASSFILE"] = spec.defaults_file

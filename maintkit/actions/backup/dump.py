@@ -23,6 +23,7 @@ from maintkit.errors import ApplyFailed, CommandFailed
 from maintkit.results import CommandResult
 from maintkit.transport.base import checked, join, output_marker, quote
 
+from .codec import compress_argv
 from .common import facts_line, timeout_kwargs
 from .db import DbClient, pipeline
 
@@ -71,7 +72,7 @@ def _item(client: DbClient, name: str, exact: bool, tables: dict[str, dict[str, 
         "engine": spec.engine,
         "name": spec.name,
         "file": name,
-        "compression": "gzip" if client.mysql else "pg_dump-custom",
+        "compression": client.compression if client.mysql else "pg_dump-custom",
         "connection": spec.connection(),
         "ignored_tables": list(spec.ignore_tables),
         "counts": "exact" if exact else "estimate",
@@ -85,13 +86,13 @@ def dump_stepwise(
     """Dump one database into ``workdir`` with one command per part; the manifest item (without size/sha256).
 
     ``run_shell`` runs the dump (default :meth:`Context.run_shell`; ``backup.create`` makes its
-    folders in that round trip)."""
-    spec = client.spec
+    folders in that round trip); a MariaDB/MySQL dump is compressed as ``client.compression``."""
+    spec, compression = client.spec, client.compression
     kinds, before, exact = table_state(client, ctx, timeout)
-    name = f"db-{spec.name}{client.dump_suffix}"
+    name = f"db-{spec.name}{client.dump_suffix()}"
     out = f"{workdir}/{name}"
     if client.mysql:
-        script = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
+        script = pipeline(join(client.dump_argv()), join(compress_argv(compression, threads=False)), out=out)
     else:
         script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
     res = (run_shell or ctx.run_shell)(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
@@ -109,7 +110,7 @@ def dump_stepwise(
 def _script(client: DbClient, out: str, marker: str) -> str:
     """The shell of :func:`dump_in_one`; the counts after the dump only when those before were exact."""
     query = f"printf '%s\\n' {quote(client.state_sql(marker))} | {join(client.client(client.spec.name))}"
-    dump = pipeline(join(client.dump_argv()), join(["gzip", "-c"]), out=out)
+    dump = pipeline(join(client.dump_argv()), join(compress_argv(client.compression, threads=False)), out=out)
 
     def stage(name: str) -> str:
         return f"echo '{marker} {name}'; echo '{marker} {name}' >&2\n"
@@ -181,13 +182,14 @@ def _failed(
 def dump_in_one(
     ctx: Context, client: DbClient, workdir: str, timeout: float | None, run_shell: ShellRunner | None = None
 ) -> dict[str, Any]:
-    """Dump one MariaDB/MySQL database into ``workdir`` in ONE round trip; the manifest item with
-    its size and sha256. A failing part raises what that part's own command raised before.
+    """Dump one MariaDB/MySQL database into ``workdir`` in ONE round trip, compressed as
+    ``client.compression``; the manifest item with its size and sha256. A failing part raises
+    what that part's own command raised before.
 
     ``run_shell`` runs the round trip (default :meth:`Context.run_shell`; ``backup.create``
     makes its folders in it, in front of the rest)."""
     spec = client.spec
-    name = f"db-{spec.name}{client.dump_suffix}"
+    name = f"db-{spec.name}{client.dump_suffix()}"
     out = f"{workdir}/{name}"
     marker = output_marker()
     script = _script(client, out, marker)

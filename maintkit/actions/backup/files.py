@@ -8,34 +8,19 @@ backslash escapes in ``-C`` directories and names (a path ``a\\1`` would become 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from maintkit.transport.base import join, quote
 
+from .codec import Compression, compress_argv, decompress_argv
 from .db import pipeline
 
-Compression = Literal["zstd", "gzip"]
 ALWAYS_EXCLUDED = (".maint",)
-
-
-def choose_compression(wanted: str, tools: frozenset[str]) -> Compression:
-    """``auto`` picks zstd when the host has it, else gzip."""
-    if wanted == "zstd" or (wanted == "auto" and "zstd" in tools):
-        return "zstd"
-    return "gzip"
 
 
 def archive_name(compression: Compression) -> str:
     """``files.tar.zst`` or ``files.tar.gz``."""
     return "files.tar.zst" if compression == "zstd" else "files.tar.gz"
-
-
-def _compress(compression: str) -> list[str]:
-    return ["zstd", "-q", "-c", "-T0"] if compression == "zstd" else ["gzip", "-c"]
-
-
-def _decompress(compression: str, path: str) -> list[str]:
-    return ["zstd", "-q", "-dc", "--", path] if compression == "zstd" else ["gzip", "-dc", "--", path]
 
 
 def normalize_paths(base: str, paths: list[str]) -> list[str]:
@@ -66,17 +51,17 @@ def create_script(base: str, paths: list[str], excludes: list[str], compression:
     argv += [f"--exclude={e}" for e in excludes]
     argv += ["-cf", "-", "--", *paths]
     tolerant = join(argv) + " || [ $? -eq 1 ]"
-    return pipeline(f"( {tolerant} )", join(_compress(compression)), out=out)
+    return pipeline(f"( {tolerant} )", join(compress_argv(compression)), out=out)
 
 
 def count_script(path: str, compression: str) -> str:
     """Print the number of entries in an archive (fails when it cannot be read to the end)."""
-    return pipeline(join(_decompress(compression, path)), join(["tar", "-tf", "-"]), "wc -l")
+    return pipeline(join(decompress_argv(compression, path)), join(["tar", "-tf", "-"]), "wc -l")
 
 
 def extract_script(path: str, compression: str, base: str) -> str:
     """Extract an archive over ``base`` (files in the archive replace those on disk; others stay)."""
-    return pipeline(join(_decompress(compression, path)), join(["tar", "--no-unquote", "-C", base, "-xpf", "-"]))
+    return pipeline(join(decompress_argv(compression, path)), join(["tar", "--no-unquote", "-C", base, "-xpf", "-"]))
 
 
 def _glob_pattern(pattern: str) -> str:
@@ -144,7 +129,7 @@ def compare_script(path: str, compression: str, base: str) -> str:
     host's own language would translate (and every difference would go unnoticed).
     """
     tar = "LC_ALL=C " + join(["tar", "--no-unquote", "-C", base, "-df", "-"])
-    inner = pipeline(join(_decompress(compression, path)), tar)
+    inner = pipeline(join(decompress_argv(compression, path)), tar)
     return f"( {inner} ) 2>&1; true"
 
 

@@ -15,6 +15,7 @@ from maintkit.probes import Probe
 from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
+from .codec import item_compression, missing_decoders
 from .common import backup_dir, format_age, is_protected, select, timeout_kwargs
 from .create import BackupJob, missing_for, record_of, tools_probe, write_backup
 from .db import ConnectionOverride, DatabaseSpec, connect, spec_from_item
@@ -85,7 +86,9 @@ class BackupRestore(Action[BackupRestoreParams]):
             raise CheckFailed(f"backup {manifest.id} holds no {p.what} to restore ({manifest.describe()})")
         if (p.what == "db" and not dbs) or (p.what == "files" and not files):
             raise CheckFailed(f"backup {manifest.id} holds no {p.what} ({manifest.describe()})")
-        missing = missing_for(_safety_job(ctx, p, dbs, files), ctx.probe(tools_probe()))
+        tools = ctx.probe(tools_probe())
+        missing = missing_for(_safety_job(ctx, p, dbs, files), tools)
+        missing += [t for t in missing_decoders([*dbs, *files], tools) if t not in missing]
         if missing:
             raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}")
         what = ", ".join([f"db {i.get('name')}" for i in dbs] + (["files"] if files else []))
@@ -167,7 +170,7 @@ class BackupRestore(Action[BackupRestoreParams]):
             stage = f"{base}/.maint/restore-{secrets.token_hex(4)}.partial"
             paths = [str(x) for x in item.get("paths", [])]
             excludes = [str(x) for x in item.get("excludes", [])]
-            compression = str(item.get("compression", "gzip"))
+            compression = item_compression(item)
             script = exact_restore_script(manifest.path(str(item["file"])), compression, base, paths, excludes, stage)
             res = ctx.run_shell(script, check=False, **timeout_kwargs(self.params.timeout))
             if not res.ok:
@@ -193,7 +196,11 @@ class BackupRestore(Action[BackupRestoreParams]):
                 views = [n for n, (kind, _) in current.items() if n not in expected and kind == "view"]
                 client.drop_tables(ctx, spec.name, extra, views)
             script = client.restore_script(
-                manifest.path(str(item["file"])), spec.name, strip_definers=strip, clean=True
+                manifest.path(str(item["file"])),
+                spec.name,
+                strip_definers=strip,
+                clean=True,
+                compression=item_compression(item),
             )
             res = ctx.run_shell(script, env=client.env or None, check=False, **timeout_kwargs(self.params.timeout))
             if not res.ok:
@@ -230,7 +237,7 @@ class BackupRestore(Action[BackupRestoreParams]):
     def _file_problems(self, ctx: Context, manifest: Manifest, files: list[dict[str, Any]]) -> list[str]:
         problems: list[str] = []
         for item in files:
-            script = compare_script(manifest.path(str(item["file"])), str(item.get("compression", "gzip")), ctx.path)
+            script = compare_script(manifest.path(str(item["file"])), item_compression(item), ctx.path)
             out = ctx.run_shell(script, check=False, **timeout_kwargs(self.params.timeout)).stdout
             problems += [f"{item['file']}: {line}" for line in content_differences(out)]
         return problems

@@ -14,6 +14,7 @@ from maintkit.probes import Probe
 from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
+from .codec import item_compression
 from .common import backup_dir, file_facts, format_age, manifest_bytes, select, utcnow_iso
 from .create import tools_probe
 from .db import ConnectionOverride, DbClient, connect, spec_from_item
@@ -163,7 +164,10 @@ class BackupVerify(Action[BackupVerifyParams]):
         scratch: str,
         results: dict[str, Any],
     ) -> list[str]:
-        script = client.restore_script(manifest.path(str(item["file"])), scratch, strip_definers=True, clean=False)
+        path = manifest.path(str(item["file"]))
+        script = client.restore_script(
+            path, scratch, strip_definers=True, clean=False, compression=item_compression(item)
+        )
         kwargs: dict[str, Any] = {"timeout": self.params.timeout} if self.params.timeout else {}
         res = ctx.run_shell(script, env=client.env or None, check=False, **kwargs)
         if not res.ok:
@@ -179,7 +183,7 @@ class BackupVerify(Action[BackupVerifyParams]):
     def _archive(self, ctx: Context, manifest: Manifest, item: dict[str, Any], results: dict[str, Any]) -> list[str]:
         path = manifest.path(str(item["file"]))
         kwargs: dict[str, Any] = {"timeout": self.params.timeout} if self.params.timeout else {}
-        res = ctx.run_shell(count_script(path, str(item.get("compression", "gzip"))), check=False, **kwargs)
+        res = ctx.run_shell(count_script(path, item_compression(item)), check=False, **kwargs)
         if not res.ok or not res.stdout.strip().isdigit():
             return [f"{item['file']}: cannot be listed: {tail(res.stderr or res.stdout, 300)}"]
         entries = int(res.stdout.strip())
