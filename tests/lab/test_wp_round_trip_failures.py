@@ -9,13 +9,13 @@ the message it always gave, and the undo left the site exactly as it was:
   database client ran at all;
 * the dump fails (a view that references a dropped table): its partial file is gone and no
   install ran;
-* the dump's compression fails (``gzip`` fails after reading part of the dump): the same;
+* the dump's compression fails (``zstd`` fails after reading part of the dump): the same;
 * the zip cannot be written (``mktemp`` fails for it): nothing is copied, no install ran;
 * the switch fails (its second rename): the re-activation never ran, the live folder is the
   one from before to the byte.
 
 What ran on the host is read from PATH shims (:mod:`tests.lab.argv_shim`): every ``php``,
-``mariadb`` and ``mariadb-dump`` start is recorded, and ``mktemp``, ``mv`` or ``gzip`` fail on cue.
+``mariadb`` and ``mariadb-dump`` start is recorded, and ``mktemp``, ``mv`` or ``zstd`` fail on cue.
 """
 
 from __future__ import annotations
@@ -156,17 +156,17 @@ def test_a_failing_dump_removes_its_partial_file_and_installs_nothing(shop: Shop
 
 
 def test_a_failing_compression_removes_the_partial_dump_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
-    real = shutil.which("gzip")
-    script = f'#!/bin/sh\ncase "$*" in *-1*) head -c 100 | {real} -1 -c; echo "gzip: No space left on device" >&2; exit 1;; esac\nexec {real} "$@"\n'
-    (watched.bin_dir / "gzip").write_text(script)
-    (watched.bin_dir / "gzip").chmod(0o755)
+    real = shutil.which("zstd")  # the lab's hosts have zstd: the dump goes through it
+    script = f'#!/bin/sh\ncase "$*" in "-q -c") head -c 100 | {real} -q -c; echo "zstd: No space left on device" >&2; exit 1;; esac\nexec {real} "$@"\n'
+    (watched.bin_dir / "zstd").write_text(script)
+    (watched.bin_dir / "zstd").chmod(0o755)
     before = Before(shop)
 
     result, update = run_update(shop, watched)
 
     assert not result.ok
     error = str(update.error)
-    assert f"database dump of {shop.staging.db_name} failed: " in error and "gzip: No space left on device" in error
+    assert f"database dump of {shop.staging.db_name} failed: " in error and "zstd: No space left on device" in error
     before.unchanged(update)
     assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb-dump"])  # no install
     assert not list(snapshot(shop).glob("database.sql*"))  # the partial dump removed

@@ -25,7 +25,7 @@ class DbUndo:
     """A dump taken before an update, with what is needed to restore it without PHP."""
 
     database: str
-    dump: str  # gzip file on the host
+    dump: str  # the dump's file on the host: see dump_files (zstd, or gzip where the host has no zstd)
     defaults_file: str | None  # MariaDB option file (0600) or None for ~/.my.cnf
     tables_before: list[str]
     schema_before: dict[str, str] = field(default_factory=dict)
@@ -103,24 +103,36 @@ def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
     return parse_schema(undo, res.stdout, marker)
 
 
-def _dump_script(database: str, defaults_file: str | None, dest_gz: str) -> str:
-    """``mariadb-dump | gzip -1`` into ``dest_gz`` (mode 0600 by the umask); when either fails,
-    the partial file is removed and the script exits with gzip's status when the compression
-    failed (the dump then dies of a broken pipe), else with the dump's.
+def dump_files(dump: str) -> tuple[str, str]:
+    """The two files a dump recorded as ``dump`` can be: ``(<stem>.zst, <stem>.gz)``, where the
+    stem is ``dump`` without its ``.zst`` or ``.gz``. Both are computed from the recorded path:
+    the dump writes one of them, a rollback reads the one that exists."""
+    stem = dump.removesuffix(".zst") if dump.endswith(".zst") else dump.removesuffix(".gz")
+    return stem + ".zst", stem + ".gz"
+
+
+def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
+    """``mariadb-dump | zstd`` into ``<stem>.zst``, or ``| gzip -1`` into ``<stem>.gz`` on a host
+    without zstd (:func:`dump_files` of ``dest``; mode 0600 by the umask); when either side
+    fails, the partial file is removed and the script exits with the compressor's status when the
+    compression failed (the dump then dies of a broken pipe), else with the dump's.
 
     One pipe: the dump and its compression run at once and no uncompressed copy is written
     (inside a maintenance window, when one is open before the update, this is time the shop is
-    closed). ``gzip -1``: the fastest level, since the compression is what the dump waits for.
-    POSIX sh has no ``pipefail``: each side writes its status to descriptor 4, which the command
-    substitution reads.
+    closed). zstd at its default level, one thread, keeps up with the dump and writes a smaller
+    file than gzip; ``gzip -1``, its fastest level, where there is no zstd. POSIX sh has no
+    ``pipefail``: each side writes its status to descriptor 4, which the command substitution
+    reads.
     """
     argv = [*client_argv("mariadb-dump", defaults_file), "--single-transaction", "--routines", "--triggers"]
-    dump, out = join([*argv, "--hex-blob", database]), quote(dest_gz)
+    dump = join([*argv, "--hex-blob", database])
+    zst, gz = (quote(path) for path in dump_files(dest))
+    compress = f'if [ "$mk_o" = {zst} ]; then zstd -q -c; else gzip -1 -c; fi'
     return (
-        "umask 077\n"
-        f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | gzip -1 -c > {out} 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
+        f"umask 077\nmk_o={gz}; command -v zstd >/dev/null 2>&1 && mk_o={zst}\n"
+        f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | {compress} > "$mk_o" 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
         'case $st in "d0\ng0") ;; *)\n'
-        f"  rm -f -- {out}\n"
+        '  rm -f -- "$mk_o"\n'
         "  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n"
         '  [ "${g:-1}" -ne 0 ] && exit "${g:-1}"; exit "${d:-1}" ;;\nesac'
     )
@@ -163,15 +175,25 @@ def read_and_dump(ctx: Context, undo: DbUndo) -> None:
     dumped(undo, ctx.run_shell(script, check=False), marker)
 
 
-def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
-    """Load the dump back and drop tables the update created; returns the dropped tables."""
-    sql = undo.dump[:-3] + ".restore.sql" if undo.dump.endswith(".gz") else undo.dump + ".restore.sql"
+def restore_script(undo: DbUndo) -> str:
+    """The shell that loads the dump back: whichever of :func:`dump_files` the dump wrote (a dump
+    recorded before zstd, ``<stem>.gz``, has no ``.zst`` beside it), decompressed into a private
+    file first (a damaged archive never half-loads the database), then the client, then the
+    file removed; exit 3 when the decompression failed, else the client's status."""
+    zst, gz = dump_files(undo.dump)
+    sql = gz.removesuffix(".gz") + ".restore.sql"
     client = join([*client_argv("mariadb", undo.defaults_file), undo.database])
-    script = (
-        f"umask 077\ngzip -dc -- {quote(undo.dump)} > {quote(sql)} || exit 3\n"
+    unpack = f"if [ -f {quote(zst)} ]; then zstd -q -dc -- {quote(zst)}; else gzip -dc -- {quote(gz)}; fi"
+    return (
+        f"umask 077\n{unpack} > {quote(sql)} || {{ rm -f -- {quote(sql)}; exit 3; }}\n"
         f"{client} < {quote(sql)}; rc=$?\nrm -f -- {quote(sql)}\nexit $rc\n"
     )
-    res = ctx.run_shell(script, check=False)
+
+
+def restore_database(ctx: Context, undo: DbUndo) -> list[str]:
+    """Load the dump back (:func:`restore_script`) and drop tables the update created; returns
+    the dropped tables."""
+    res = ctx.run_shell(restore_script(undo), check=False)
     if not res.ok:
         raise RollbackFailed(f"restoring database {undo.database} failed: {tail(res.stderr or res.stdout)}")
     extra = [t for t in list_tables(ctx, undo.database, undo.defaults_file) if t not in set(undo.tables_before)]

@@ -80,7 +80,7 @@ class ComposerDriver(ComposerPlanner):
 
     def _dump(self, ctx: Context, snap: str) -> Change:
         database = str(self.p.db_name)
-        dump = f"{snap}/database.sql.gz"
+        dump = f"{snap}/database.sql.zst"
         cnf = self.p.db_defaults_file
         undo = DbUndo(database=database, dump=dump, defaults_file=cnf, tables_before=[])
         read_and_dump(ctx, undo)  # the table list and the dump in one round trip

@@ -87,7 +87,7 @@ class WordPressTrips(WordPressPlanner):
         writes the option file ``snap/db.cnf``)."""
         return DbUndo(
             database=state.db_name,
-            dump=f"{snap}/database.sql.gz",
+            dump=f"{snap}/database.sql.zst",
             defaults_file=f"{snap}/db.cnf",
             tables_before=[],
             options_table=f"{state.table_prefix}options",
