@@ -1,4 +1,4 @@
-"""Benchmark: how long cms.update's dump before an update takes, by the form of its shell.
+"""Benchmark: how long a database dump takes in maint, by the form of its shell, against the dump alone.
 
     python benchmarks/dump.py [--mb 100] [--rounds 3] [--json FILE]
 
@@ -7,18 +7,23 @@ one database with ``--mb`` megabytes of ``wp_posts``-like rows (text drawn from 
 with a Zipf-like spread, so it compresses about as a shop's posts do), then, ``--rounds``
 times in alternation, runs each form of the dump into a fresh folder and times it:
 
-- **maint**: the script cms.update sends (``maintkit.actions.cms.db._dump_script``):
-  ``mariadb-dump | gzip -1`` in one pipe;
-- **before**: the script it sent until this form: ``mariadb-dump --result-file=F`` and then
-  ``gzip -f F`` at gzip's default level (and a ``chmod``);
-- **pipe, default level**: the same pipe at gzip's default level (what ``backup.create``
-  writes);
+- **cms.update**: the script cms.update sends before an update (``maintkit.actions.cms.db.
+  _dump_script``): ``mariadb-dump | zstd`` in one pipe (the host has zstd);
+- **cms.update without zstd**: the same script with its lookup of zstd made to find nothing,
+  so the pipe goes through ``gzip -1`` (a host without zstd; everywhere before zstd);
+- **cms.update before the pipe**: ``mariadb-dump --result-file=F``, then ``gzip -f F`` at
+  gzip's default level (and a ``chmod``);
+- **backup.create**: its dump's pipe (``maintkit.actions.backup.dump._script``'s, through
+  ``maintkit.actions.backup.db.pipeline``): ``mariadb-dump | zstd``, one thread;
+- **backup.create with gzip**: the same pipe through ``gzip`` at its default level
+  (``compression: gzip``, a host without zstd, and every backup before zstd);
 - **dump alone**: ``mariadb-dump`` into ``/dev/null``, the least any of them can take.
 
 Every form's file must decompress to the same dump (the ``-- Dump completed`` line aside).
 Prints the median wall time, the CPU of the shell and its programs (MariaDB's own is not
 counted: it is the same for every form), the file's size, and each form's time over the
-dump's alone. On production this is time inside the maintenance window.
+dump's alone. On production, cms.update's dump is time inside the maintenance window when one
+is open before the update; backup.create's is CPU the shop's server spends beside its visitors.
 """
 
 from __future__ import annotations
@@ -41,20 +46,29 @@ sys.path.insert(0, str(ROOT))
 
 from common import median, timed  # noqa: E402
 
+from maintkit.actions.backup.codec import compress_argv  # noqa: E402
+from maintkit.actions.backup.db import DatabaseSpec, DbClient, pipeline  # noqa: E402
 from maintkit.actions.cms.db import _dump_script  # noqa: E402
+from maintkit.transport.base import join  # noqa: E402
 
 DUMP_OPTIONS = "--single-transaction --routines --triggers --hex-blob"
 ROW_BYTES = 2000
+#: cms.update's script as on a host without zstd: its lookup of zstd made to find nothing
+NO_ZSTD = ("command -v zstd ", "command -v zstd-not-installed ")
 
 
 def forms(cnf: str, database: str, out: Path) -> dict[str, str]:
-    """Each form's shell, writing into ``out`` (``dump alone`` writes nothing)."""
+    """Each form's shell, writing ``out/database.sql.zst`` or ``.gz`` (``dump alone`` nothing)."""
     base = f"mariadb-dump --defaults-file={cnf} {DUMP_OPTIONS}"
-    dump, gz, sql = f"{base} {database}", out / "database.sql.gz", out / "database.sql"
+    dump, gz, zst, sql = f"{base} {database}", out / "database.sql.gz", out / "database.sql.zst", out / "database.sql"
+    backup = join(DbClient(DatabaseSpec(name=database, defaults_file=cnf), frozenset({"mariadb-dump"})).dump_argv())
     return {
-        "maint": _dump_script(database, cnf, str(gz)),
-        "before": f"umask 077\n{base} --result-file={sql} {database} && gzip -f -- {sql} && chmod 600 -- {gz}",
-        "pipe, default level": f"umask 077\n{dump} | gzip -c > {gz}",
+        "cms.update": _dump_script(database, cnf, str(zst)),
+        "cms.update without zstd": _dump_script(database, cnf, str(zst)).replace(*NO_ZSTD),
+        "cms.update before the pipe": f"umask 077\n{base} --result-file={sql} {database} && gzip -f -- {sql}"
+        f" && chmod 600 -- {gz}",
+        "backup.create": pipeline(backup, join(compress_argv("zstd", threads=False)), out=str(zst)),
+        "backup.create with gzip": pipeline(backup, join(compress_argv("gzip")), out=str(gz)),
         "dump alone": f"{dump} > /dev/null",
     }
 
@@ -84,8 +98,12 @@ def fill(cnf: str, database: str, mb: int) -> None:
 
 
 def dump_text(path: Path) -> bytes:
-    """The decompressed dump without its last line (``-- Dump completed on <time>``)."""
-    data = gzip.decompress(path.read_bytes())
+    """The decompressed dump (zstd or gzip, by its name) without its last line (``-- Dump
+    completed on <time>``)."""
+    if path.suffix == ".zst":
+        data = subprocess.run(["zstd", "-q", "-dc", "--", str(path)], capture_output=True, check=True).stdout
+    else:
+        data = gzip.decompress(path.read_bytes())
     return b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"-- Dump completed"))
 
 
@@ -100,10 +118,12 @@ def measure(cnf: str, database: str, work: Path, rounds: int) -> dict[str, list[
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             wall, cpu = timed(["sh", "-c", script])
-            gz = out / "database.sql.gz"
-            size = gz.stat().st_size if gz.exists() else 0
+            written = [p for p in out.iterdir()]
+            if len(written) > 1:
+                raise SystemExit(f"{name}: wrote {sorted(p.name for p in written)}, one file expected")
+            size = written[0].stat().st_size if written else 0
             if size:
-                text = dump_text(gz)
+                text = dump_text(written[0])
                 if reference is not None and text != reference:
                     raise SystemExit(f"{name}: the dump differs from the other forms'")
                 reference = text

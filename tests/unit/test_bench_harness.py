@@ -429,16 +429,22 @@ def test_timeline_times_the_phases_of_a_real_run_in_order(tmp_path: Path) -> Non
 
 
 def test_the_dump_forms_are_the_scripts_they_name() -> None:
+    from maintkit.actions.backup.db import pipeline
     from maintkit.actions.cms.db import _dump_script
 
     out = Path("/w/out")
     forms = dump.forms("/w/c.cnf", "shop", out)
     base = "mariadb-dump --defaults-file=/w/c.cnf --single-transaction --routines --triggers --hex-blob"
+    backup = "mariadb-dump --defaults-file=/w/c.cnf --single-transaction --routines --triggers --no-tablespaces"
+    cms = _dump_script("shop", "/w/c.cnf", "/w/out/database.sql.zst")
+    assert "command -v zstd " in cms
     assert forms == {
-        "maint": _dump_script("shop", "/w/c.cnf", "/w/out/database.sql.gz"),
-        "before": f"umask 077\n{base} --result-file=/w/out/database.sql shop && gzip -f -- /w/out/database.sql"
-        " && chmod 600 -- /w/out/database.sql.gz",
-        "pipe, default level": f"umask 077\n{base} shop | gzip -c > /w/out/database.sql.gz",
+        "cms.update": cms,
+        "cms.update without zstd": cms.replace("command -v zstd ", "command -v zstd-not-installed "),
+        "cms.update before the pipe": f"umask 077\n{base} --result-file=/w/out/database.sql shop && gzip -f --"
+        " /w/out/database.sql && chmod 600 -- /w/out/database.sql.gz",
+        "backup.create": pipeline(f"{backup} --hex-blob shop", "zstd -q -c", out="/w/out/database.sql.zst"),
+        "backup.create with gzip": pipeline(f"{backup} --hex-blob shop", "gzip -c", out="/w/out/database.sql.gz"),
         "dump alone": f"{base} shop > /dev/null",
     }
     runs = {"maint": [{"wall": 1.5, "cpu": 2.0, "bytes": 45e6}, {"wall": 1.3, "cpu": 1.8, "bytes": 45e6},
@@ -454,13 +460,18 @@ def test_the_dump_benchmark_times_every_form_on_a_real_database(tmp_path: Path) 
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    assert list(results) == ["maint", "before", "pipe, default level", "dump alone"]
-    assert [len(runs) for runs in results.values()] == [1, 1, 1, 1]
+    assert list(results) == [
+        "cms.update", "cms.update without zstd", "cms.update before the pipe", "backup.create",
+        "backup.create with gzip", "dump alone",
+    ]  # fmt: skip
+    assert [len(runs) for runs in results.values()] == [1] * 6
     sizes = {name: runs[0]["bytes"] for name, runs in results.items()}
-    assert sizes["dump alone"] == 0 and sizes["pipe, default level"] > 0
-    assert abs(sizes["before"] - sizes["pipe, default level"]) < 64  # the same level; gzip -f stores the name
-    assert sizes["maint"] > sizes["before"]  # gzip -1 against the default level; every file was compared
-    assert res.stdout.splitlines()[0].startswith("form | wall (s) |") and len(res.stdout.splitlines()) == 6
+    assert sizes["dump alone"] == 0 and sizes["backup.create with gzip"] > 0
+    assert abs(sizes["cms.update before the pipe"] - sizes["backup.create with gzip"]) < 64  # both gzip -6
+    assert sizes["cms.update without zstd"] > sizes["backup.create with gzip"]  # gzip -1 against the default
+    assert sizes["cms.update"] == sizes["backup.create"]  # zstd -3 both (every file was compared)
+    assert sizes["cms.update"] < sizes["backup.create with gzip"]
+    assert res.stdout.splitlines()[0].startswith("form | wall (s) |") and len(res.stdout.splitlines()) == 8
 
 
 @pytest.mark.parametrize("form", guarantees.FORMS)
