@@ -14,7 +14,7 @@ from maintkit.probes import Probe
 from maintkit.probes.backup import BackupListing, Manifest
 from maintkit.results import Change, Check
 
-from .codec import item_compression
+from .codec import item_compression, missing_decoders
 from .common import backup_dir, file_facts, format_age, manifest_bytes, select, utcnow_iso
 from .create import tools_probe
 from .db import ConnectionOverride, DbClient, connect, spec_from_item
@@ -103,6 +103,9 @@ class BackupVerify(Action[BackupVerifyParams]):
         if manifest.verified:
             ctx.record(verified={"id": manifest.id, "verified_at": manifest.data.get("verified_at")})
             return Check.ok(f"backup {manifest.id} ({age} old) was verified at {manifest.data.get('verified_at')}")
+        missing = missing_decoders(manifest.items, ctx.probe(tools_probe()))
+        if missing:
+            raise CheckFailed(f"{ctx.env.display_host} lacks {', '.join(missing)}, which backup {manifest.id} needs")
         return Check.change(
             f"backup {manifest.id} ({age} old, {manifest.describe()}) is not verified", snapshot=manifest
         )
