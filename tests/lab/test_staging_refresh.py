@@ -21,6 +21,7 @@ import requests
 from maintkit.playbook import playbook_from_text
 from maintkit.results import StepStatus
 from tests.cms_helpers import WpSite, chown_tree
+from tests.lab.recording import Recorder
 from tests.lab.wp_fixtures import Shop, events, run, steps, write_inventory
 
 pytestmark = pytest.mark.lab
@@ -272,7 +273,10 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
     staging_db, staging_files = db_state(shop, shop.staging), files_digest(shop.staging.path, (".maint",))
     assert staging_db != db_state(shop, shop.production)
 
-    result = run(shop, inv, playbook_from_text(refresh_playbook("controller", then_fail=True)))
+    recorder = Recorder()
+    result = run(
+        shop, inv, playbook_from_text(refresh_playbook("controller", then_fail=True)), transport_factory=recorder
+    )
 
     assert result.exit_code == 1
     st = steps(result, "staging")
@@ -280,6 +284,10 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
     assert st["refresh"].status is StepStatus.ROLLED_BACK
     applied = [e for e in events(result) if e["event"] == "step.applied" and e.get("step") == "refresh"]
     assert applied, "the refresh really ran before the failure"
+    sent = [text for rec in recorder.by_host.values() for _, text in rec.sent if "database.sql" in text]
+    dumped, loaded = (t for t in sent if "mariadb-dump" in t), (t for t in sent if "zstd -q -dc" in t)
+    assert "command -v zstd >/dev/null 2>&1 && mk_o=" in next(dumped)  # zstd where the host has it
+    assert f"{shop.staging.path}/.maint/staging-refresh/" in next(loaded)
     assert db_state(shop, shop.staging) == staging_db
     assert files_digest(shop.staging.path, (".maint",)) == staging_files
     assert (shop.staging.path / "wp-content/staging-only.txt").read_text() == "only on staging\n"

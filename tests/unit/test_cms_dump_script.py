@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from maintkit.actions.cms.db import DbUndo, _dump_script, dump_files, restore_script
+from maintkit.actions.cms.db import DbUndo, _dump_script, restore_script
+from maintkit.actions.dumpfile import dump_files
 from tests.hostile_names import hostile_names
 
 SHELLS = [s for s in ("sh", "dash", "bash") if shutil.which(s)]
@@ -203,3 +204,9 @@ def test_the_rollback_loads_whichever_file_the_dump_wrote(host: Path, shell: str
     broken = subprocess.run([shell_path, "-c", restore_script(undo)], capture_output=True, env=env, timeout=60)
     assert broken.returncode == 3 and not (host / "args.loaded").exists()
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_one_recorded_path_stands_for_a_zst_and_a_gz_file() -> None:
+    assert dump_files("/s/x/database.sql.zst") == ("/s/x/database.sql.zst", "/s/x/database.sql.gz")
+    assert dump_files("/s/x/database.sql.gz") == ("/s/x/database.sql.zst", "/s/x/database.sql.gz")  # an older record
+    assert dump_files("/s/x/dump") == ("/s/x/dump.zst", "/s/x/dump.gz")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from maintkit._text import tail
 from maintkit.action import Context
+from maintkit.actions.dumpfile import choose_file, compressor, dump_files, unpack_command
 from maintkit.actions.mariadb import client_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.results import CommandResult
@@ -25,7 +26,7 @@ class DbUndo:
     """A dump taken before an update, with what is needed to restore it without PHP."""
 
     database: str
-    dump: str  # the dump's file on the host: see dump_files (zstd, or gzip where the host has no zstd)
+    dump: str  # the dump's file on the host: see maintkit.actions.dumpfile (zstd, else gzip)
     defaults_file: str | None  # MariaDB option file (0600) or None for ~/.my.cnf
     tables_before: list[str]
     schema_before: dict[str, str] = field(default_factory=dict)
@@ -103,17 +104,9 @@ def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
     return parse_schema(undo, res.stdout, marker)
 
 
-def dump_files(dump: str) -> tuple[str, str]:
-    """The two files a dump recorded as ``dump`` can be: ``(<stem>.zst, <stem>.gz)``, where the
-    stem is ``dump`` without its ``.zst`` or ``.gz``. Both are computed from the recorded path:
-    the dump writes one of them, a rollback reads the one that exists."""
-    stem = dump.removesuffix(".zst") if dump.endswith(".zst") else dump.removesuffix(".gz")
-    return stem + ".zst", stem + ".gz"
-
-
 def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
     """``mariadb-dump | zstd`` into ``<stem>.zst``, or ``| gzip -1`` into ``<stem>.gz`` on a host
-    without zstd (:func:`dump_files` of ``dest``; mode 0600 by the umask); when either side
+    without zstd (:mod:`maintkit.actions.dumpfile`; mode 0600 by the umask); when either side
     fails, the partial file is removed and the script exits with the compressor's status when the
     compression failed (the dump then dies of a broken pipe), else with the dump's.
 
@@ -126,11 +119,9 @@ def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
     """
     argv = [*client_argv("mariadb-dump", defaults_file), "--single-transaction", "--routines", "--triggers"]
     dump = join([*argv, "--hex-blob", database])
-    zst, gz = (quote(path) for path in dump_files(dest))
-    compress = f'if [ "$mk_o" = {zst} ]; then zstd -q -c; else gzip -1 -c; fi'
     return (
-        f"umask 077\nmk_o={gz}; command -v zstd >/dev/null 2>&1 && mk_o={zst}\n"
-        f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | {compress} > "$mk_o" 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
+        f"umask 077\n{choose_file(dest)}\n"
+        f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | {compressor(dest)} > "$mk_o" 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
         'case $st in "d0\ng0") ;; *)\n'
         '  rm -f -- "$mk_o"\n'
         "  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n"
@@ -176,16 +167,15 @@ def read_and_dump(ctx: Context, undo: DbUndo) -> None:
 
 
 def restore_script(undo: DbUndo) -> str:
-    """The shell that loads the dump back: whichever of :func:`dump_files` the dump wrote (a dump
-    recorded before zstd, ``<stem>.gz``, has no ``.zst`` beside it), decompressed into a private
+    """The shell that loads the dump back: whichever of its two files the dump wrote
+    (:func:`~maintkit.actions.dumpfile.unpack_command`), decompressed into a private
     file first (a damaged archive never half-loads the database), then the client, then the
     file removed; exit 3 when the decompression failed, else the client's status."""
-    zst, gz = dump_files(undo.dump)
+    _, gz = dump_files(undo.dump)
     sql = gz.removesuffix(".gz") + ".restore.sql"
     client = join([*client_argv("mariadb", undo.defaults_file), undo.database])
-    unpack = f"if [ -f {quote(zst)} ]; then zstd -q -dc -- {quote(zst)}; else gzip -dc -- {quote(gz)}; fi"
     return (
-        f"umask 077\n{unpack} > {quote(sql)} || {{ rm -f -- {quote(sql)}; exit 3; }}\n"
+        f"umask 077\n{unpack_command(undo.dump)} > {quote(sql)} || {{ rm -f -- {quote(sql)}; exit 3; }}\n"
         f"{client} < {quote(sql)}; rc=$?\nrm -f -- {quote(sql)}\nexit $rc\n"
     )
 

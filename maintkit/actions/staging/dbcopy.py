@@ -14,11 +14,12 @@ import tempfile
 from dataclasses import dataclass
 
 from maintkit._text import tail
+from maintkit.actions.dumpfile import choose_file, compressor, unpack_command
 from maintkit.actions.mariadb import client_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.errors import ApplyFailed, CheckFailed
-from maintkit.transport.base import join, quote
+from maintkit.transport.base import join
 
 DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--hex-blob", "--add-drop-table"]
 
@@ -150,21 +151,24 @@ def run_sql(side: Side, db: DbRef, statements: list[str], timeout: float) -> Non
             raise ApplyFailed(f"SQL on {side.env.name} failed ({sql[:80]}): {tail(res.stderr)}")
 
 
-def dump_to(side: Side, db: DbRef, dest_gz: str, timeout: float) -> None:
-    """Dump ``db`` into ``dest_gz`` on ``side``'s host (mode 0600): the target's previous database."""
+def dump_to(side: Side, db: DbRef, dest: str, timeout: float) -> None:
+    """Dump ``db`` on ``side``'s host (mode 0600) into one of the two files ``dest`` stands for
+    (:mod:`maintkit.actions.dumpfile`: zstd where the host has it, else gzip -1): the target's
+    previous database."""
     dump = join([*client_argv("mariadb-dump", db.defaults_file), *DUMP_OPTIONS, db.name])
-    script = "umask 077\n" + pipe_script(dump, f"gzip -1 > {quote(dest_gz)}")
+    script = f"umask 077\n{choose_file(dest)}\n" + pipe_script(dump, f'{compressor(dest)} > "$mk_o"')
     res = side.shell(script, timeout, check=False)
     if not res.ok:
         raise ApplyFailed(f"snapshot of database {db.name} failed: {tail(res.stderr)}")
 
 
-def restore_from(side: Side, db: DbRef, dump_gz: str, tables_before: list[str], timeout: float) -> list[str]:
-    """Load ``dump_gz`` back into ``db`` and drop tables that were not there; returns the dropped ones."""
+def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], timeout: float) -> list[str]:
+    """Load the dump :func:`dump_to` wrote for ``dump`` (whichever of its two files exists) back
+    into ``db`` and drop tables that were not there; returns the dropped ones."""
     load = join([*client_argv("mariadb", db.defaults_file), db.name])
-    res = side.shell(pipe_script(f"gzip -dc -- {quote(dump_gz)}", load), timeout, check=False)
+    res = side.shell(pipe_script(f"( {unpack_command(dump)} )", load), timeout, check=False)
     if not res.ok:
-        raise ApplyFailed(f"restoring database {db.name} from {dump_gz} failed: {tail(res.stderr)}")
+        raise ApplyFailed(f"restoring database {db.name} from {dump} failed: {tail(res.stderr)}")
     extra = [t for t in _tables(side, db, timeout) if t not in set(tables_before)]
     for table in extra:
         query(side, db, f"DROP TABLE {_ident(table)}", timeout)

@@ -1,0 +1,40 @@
+"""A database dump kept on a host as a rollback point: zstd where the host has it, else gzip.
+
+One recorded path stands for two files, ``<stem>.zst`` and ``<stem>.gz`` (:func:`dump_files`).
+The shell that writes the dump picks zstd when ``command -v zstd`` finds it
+(:func:`choose_file` sets ``$mk_o`` to the file, :func:`compressor` compresses into it), and the
+shell that reads it back (:func:`unpack_command`) reads the one that exists. Both names are
+computed from the recorded path, never taken from the host's output; a path recorded before
+zstd (``<stem>.gz``) has no ``.zst`` beside it and is read with gzip. Used by ``cms.update``
+and ``staging.refresh`` for the dump they take before they change a database.
+"""
+
+from __future__ import annotations
+
+from maintkit.transport.base import quote
+
+
+def dump_files(dump: str) -> tuple[str, str]:
+    """``(<stem>.zst, <stem>.gz)``, where the stem is ``dump`` without its ``.zst`` or ``.gz``."""
+    stem = dump.removesuffix(".zst") if dump.endswith(".zst") else dump.removesuffix(".gz")
+    return stem + ".zst", stem + ".gz"
+
+
+def choose_file(dump: str) -> str:
+    """Shell setting ``mk_o`` to the ``.zst`` file when the host has zstd, else to the ``.gz`` one."""
+    zst, gz = (quote(path) for path in dump_files(dump))
+    return f"mk_o={gz}; command -v zstd >/dev/null 2>&1 && mk_o={zst}"
+
+
+def compressor(dump: str) -> str:
+    """Shell compressing stdin to stdout for the file :func:`choose_file` chose: ``zstd`` at its
+    default level on one thread (it keeps up with the dump), else ``gzip -1``."""
+    zst, _ = dump_files(dump)
+    return f'if [ "$mk_o" = {quote(zst)} ]; then zstd -q -c; else gzip -1 -c; fi'
+
+
+def unpack_command(dump: str) -> str:
+    """Shell writing the dump to stdout, decompressed: the ``.zst`` file when it exists, else the
+    ``.gz`` one."""
+    zst, gz = (quote(path) for path in dump_files(dump))
+    return f"if [ -f {zst} ]; then zstd -q -dc -- {zst}; else gzip -dc -- {gz}; fi"
