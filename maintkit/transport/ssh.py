@@ -421,7 +421,8 @@ class SSHTransport(RemoteShellTransport):
             with self._count_lock:
                 self.round_trips += 1
             wire = ssh_channel.command_line(line, stdin is not None)
-            term = lambda: _send_signal(chan, "TERM")  # noqa: E731
+            signal = lambda: _send_signal(chan, "TERM")  # noqa: E731
+            term = lambda: ssh_channel.end_timed_out(chan, stop, signal, self._kill_group)  # noqa: E731
             io = (Stdin(stdin, _LOST), output)
             return ssh_channel.run_on(chan, transport.is_active, self.host, wire, io, deadline, term, _EXEC_ERRORS)
         except Disconnected:
@@ -438,13 +439,13 @@ class SSHTransport(RemoteShellTransport):
 
     def _stop(self, chan: Any, stop: ssh_channel.Stop) -> None:
         """Stop a running command (called by a cancelled token): see :func:`stop_command`."""
+        ssh_channel.stop_command(chan, stop, lambda: _send_signal(chan, "TERM"), self._kill_group, self.connect_timeout)
 
-        def kill_group(pgid: int) -> None:
-            with contextlib.suppress(TransportError):
-                script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
-                self._run_untracked(script, base.CANCEL_GRACE + 2 * self.connect_timeout)
-
-        ssh_channel.stop_command(chan, stop, lambda: _send_signal(chan, "TERM"), kill_group, self.connect_timeout)
+    def _kill_group(self, pgid: int) -> None:
+        """SIGTERM the remote process group ``pgid``, SIGKILL what is left after the grace period."""
+        with contextlib.suppress(TransportError):
+            script = base.group_kill_script(pgid, base.CANCEL_GRACE, sudo=self.become)
+            self._run_untracked(script, base.CANCEL_GRACE + 2 * self.connect_timeout)
 
     def _run_untracked(self, line: str, timeout: float) -> int:
         """Run a short command outside the session limit and any cancel token: its exit code."""

@@ -274,6 +274,18 @@ def pump(
     return int(chan.exit_status), False
 
 
+def end_timed_out(chan: Any, stop: Stop, signal_term: Callable[[], None], kill_group: Callable[[int], None]) -> None:
+    """End a command at its deadline (:func:`pump`'s ``terminate``): ``signal_term()`` (an SSH
+    ``signal`` request, which sshd refuses for a key's forced command and versions before 7.9
+    ignore), then, when the command's process group is known and its channel still open,
+    ``kill_group(pgid)`` over a new channel as for a cancelled command (SIGTERM, SIGKILL after
+    the grace period). A command that timed out never goes on running on the host while its
+    step is failed and rolled back."""
+    signal_term()
+    if stop.pgid is not None and not (chan.closed or chan.exit_status_ready()):
+        kill_group(stop.pgid)
+
+
 def stop_command(
     chan: Any, stop: Stop, signal_term: Callable[[], None], kill_group: Callable[[int], None], wait_pgid: float
 ) -> None:

@@ -17,9 +17,12 @@ What is proven, each on the files the host really has and in the audit log:
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+
+import pytest
 
 from maintkit.action import Context
 from maintkit.actions.file import FileDirectory
@@ -260,9 +263,16 @@ def test_a_chained_round_trip_that_times_out_fails_the_link_and_the_stage_rolls_
     took = link.error.removeprefix(f"apply: {site}/l: timed out after ").removesuffix(" s")  # type: ignore[union-attr]
     assert 3.0 <= float(took) < 30.0  # each step's 1 s, for the three
     assert _files(site) == before and not (site / ".maint" / "lock").exists()
+    # the `ln` that hung was stopped on the host: nothing holds the gate open any more (sshd
+    # refuses the signal request for the shim key's forced command: the group was killed over
+    # a new channel)
+    with pytest.raises(OSError) as no_reader:
+        os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+    assert no_reader.value.errno == errno.ENXIO
     # the chain (cut by the timeout: no read after it), a read for each of the two verifies,
-    # the two rollbacks, the release
+    # the two rollbacks, the release; and the transport's own round trip that killed the group
     assert rec.kinds(host, site, result.run_id) == ["lock+read", *["step"] * 5, "unlock"]
+    assert rec.by_host[host.ip].inner.round_trips == len(rec.by_host[host.ip].sent) + 1  # type: ignore[attr-defined]
     evs = events(result.run_dir)
     assert [e["step"] for e in evs if e["event"] == "step.verified"] == ["dir", "write"]
     assert [e["step"] for e in evs if e["event"] == "step.rolled_back"] == ["write", "dir"]
