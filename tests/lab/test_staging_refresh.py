@@ -229,10 +229,20 @@ def test_refresh_through_the_controller_rewrites_a_url_of_another_length(shop: S
     inv = write_inventory(shop)
     inv.sites["shop"].environments["staging"].url = longer
 
-    result = run(shop, inv, playbook_from_text(refresh_playbook("controller")))
+    recorder = Recorder()
+    result = run(shop, inv, playbook_from_text(refresh_playbook("controller")), transport_factory=recorder)
 
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     assert steps(result, "staging")["refresh"].data["refresh"]["via"] == "controller"
+    # both hosts have zstd: the database and the files travel zstd-compressed (by their first
+    # bytes), after one read of the target's zstd
+    sent = [text for rec in recorder.by_host.values() for _, text in rec.sent]
+    assert sum(t == "command -v zstd >/dev/null 2>&1" for t in sent) == 1
+    stream = "{ if command -v zstd >/dev/null 2>&1; then zstd -q -c; else gzip -1 -c; fi 3>&-;"
+    assert sum(stream in t and "mariadb-dump" in t for t in sent) == 1
+    assert sum(stream in t and "tar -C" in t for t in sent) == 1
+    loads = [t for t in sent if "{ zstd -q -dc 3>&- 4>&-;" in t]
+    assert len(loads) == 2 and not any("gzip -dc" in t for t in loads), loads
     staging = shop.staging
     assert table_counts(shop, staging) == table_counts(shop, shop.production)
     probe = staging.sql(shop.mariadb, "SELECT option_value FROM wp_options WHERE option_name='shop_probe'").strip()

@@ -3,8 +3,9 @@
 Credentials always come from option files given first with ``--defaults-file``
 (:func:`maintkit.actions.mariadb.client_argv`), never from argv. The copy is one stream:
 ``mariadb-dump`` on the source piped into ``mariadb`` on the target, on the target's host
-when it reads the source directly, else through the controller (gzip-compressed into a
-temporary file on the controller's disk, never held in memory).
+when it reads the source directly, else through the controller (compressed into a temporary
+file on the controller's disk, never held in memory: zstd when both hosts have it, else
+``gzip -1``; the target decompresses by the stream's first bytes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from dataclasses import dataclass
+from typing import IO
 
 from maintkit._text import tail
 from maintkit.actions.dumpfile import choose_file, compressor, unpack_command
@@ -33,6 +35,27 @@ def pipe_script(producer: str, consumer: str) -> str:
         'case "$rcs" in *p=0*) ;; *) echo "the producer failed ($rcs)" >&2; exit 3;; esac\n'
         'case "$rcs" in *c=0*) ;; *) echo "the consumer failed ($rcs)" >&2; exit 4;; esac\n'
     )
+
+
+#: the first bytes of a zstd frame (RFC 8878); a gzip stream starts with 1f 8b
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def stream_compressor(sides: Sides, timeout: float) -> str:
+    """The source's compressor of a stream through the controller: zstd when both hosts have
+    it (the source decides; the target's is read first), else ``gzip -1``."""
+    if not sides.target_has_zstd(timeout):
+        return "gzip -1 -c"
+    return "if command -v zstd >/dev/null 2>&1; then zstd -q -c; else gzip -1 -c; fi"
+
+
+def stream_decompressor(spool: IO[bytes]) -> str:
+    """The target's decompressor for the spooled stream, by its first bytes (the spool is
+    rewound): zstd's frame, else gzip."""
+    spool.seek(0)
+    head = spool.read(4)
+    spool.seek(0)
+    return "zstd -q -dc" if head == ZSTD_MAGIC else "gzip -dc"
 
 
 def query(side: Side, db: DbRef, sql: str, timeout: float) -> list[list[str]]:
@@ -133,11 +156,10 @@ def _tables(side: Side, db: DbRef, timeout: float) -> list[str]:
 def _copy_through_controller(sides: Sides, dump: str, load: str, timeout: float) -> None:
     src, dst = sides.source, sides.target
     with tempfile.TemporaryFile(prefix="maint-refresh-") as spool:
-        res = src.shell(pipe_script(dump, "gzip -1"), timeout, check=False, stdout_sink=spool)
+        res = src.shell(pipe_script(dump, stream_compressor(sides, timeout)), timeout, check=False, stdout_sink=spool)
         if not res.ok:
             raise ApplyFailed(f"dumping {src.db.name if src.db else '?'} on {src.env.name} failed: {tail(res.stderr)}")
-        spool.seek(0)
-        res = dst.shell(pipe_script("gzip -dc", load), timeout, check=False, stdin=spool)
+        res = dst.shell(pipe_script(stream_decompressor(spool), load), timeout, check=False, stdin=spool)
         if not res.ok:
             raise ApplyFailed(f"loading into {dst.db.name if dst.db else '?'} failed: {tail(res.stderr)}")
 

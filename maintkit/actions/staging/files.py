@@ -13,7 +13,7 @@ import hashlib
 import tempfile
 
 from maintkit._text import tail
-from maintkit.actions.staging.dbcopy import pipe_script
+from maintkit.actions.staging.dbcopy import pipe_script, stream_compressor, stream_decompressor
 from maintkit.actions.staging.guards import GUARD_PLUGIN
 from maintkit.actions.staging.params import StagingRefreshParams
 from maintkit.actions.staging.sides import Side, Sides
@@ -73,12 +73,11 @@ def copy_files(sides: Sides, paths: list[str], timeout: float, work: str) -> Non
     incoming = f"{work}/incoming"
     tar = join(["tar", "-C", src.path, "--anchored", *[f"--exclude=./{p}" for p in paths], "-cf", "-", "."])
     with tempfile.TemporaryFile(prefix="maint-refresh-files-") as spool:
-        res = src.shell(pipe_script(tar, "gzip -1"), timeout, check=False, stdout_sink=spool)
+        res = src.shell(pipe_script(tar, stream_compressor(sides, timeout)), timeout, check=False, stdout_sink=spool)
         if not res.ok:
             raise ApplyFailed(f"archiving {src.path} on {src.env.name} failed: {tail(res.stderr)}")
-        spool.seek(0)
         unpack = f"rm -rf -- {quote(incoming)} && mkdir -m 700 -- {quote(incoming)} && " + pipe_script(
-            "gzip -dc", join(["tar", "-C", incoming, "-xf", "-"])
+            stream_decompressor(spool), join(["tar", "-C", incoming, "-xf", "-"])
         )
         res = dst.shell(unpack, timeout, check=False, stdin=spool)
         if not res.ok:

@@ -51,6 +51,14 @@ class Sides:
     via_host: bool
     platform: str
     owned: Transport | None = None  # a source transport this refresh opened itself
+    target_zstd: bool | None = None  # whether the target's host has zstd (read once, when needed)
+
+    def target_has_zstd(self, timeout: float) -> bool:
+        """Whether the target's host has ``zstd`` (one read the first time; a failed read: no)."""
+        if self.target_zstd is None:
+            found = self.target.shell("command -v zstd >/dev/null 2>&1", timeout, check=False)
+            self.target_zstd = found.ok
+        return self.target_zstd
 
     def close(self) -> None:
         """Close a transport this refresh opened (the run's shared ones stay open)."""
