@@ -118,7 +118,7 @@ def measure(cnf: str, database: str, work: Path, rounds: int) -> dict[str, list[
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             wall, cpu = timed(["sh", "-c", script])
-            written = [p for p in out.iterdir()]
+            written = list(out.iterdir())
             if len(written) > 1:
                 raise SystemExit(f"{name}: wrote {sorted(p.name for p in written)}, one file expected")
             size = written[0].stat().st_size if written else 0
