@@ -6,7 +6,7 @@ Layout on the host (``backup_dir``, default ``<path>/.maint/backups``; directori
 files 0600)::
 
     <backup_dir>/<id>/manifest.json
-    <backup_dir>/<id>/db-<name>.sql.gz       (MariaDB/MySQL)   db-<name>.pgdump (PostgreSQL)
+    <backup_dir>/<id>/db-<name>.sql.zst      (MariaDB/MySQL; or .sql.gz)   db-<name>.pgdump (PostgreSQL)
     <backup_dir>/<id>/files.tar.zst          (or files.tar.gz)
     <backup_dir>/<id>.partial/               (a backup being written; renamed when complete)
 
