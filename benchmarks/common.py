@@ -219,6 +219,25 @@ def overheads_by_size(rows: Sequence[dict[str, Any]]) -> dict[int, tuple[float, 
 
 
 # ---------------------------------------------------------------- the lab
+def file_creation_ms(parent: Path, n: int = 341) -> float:
+    """Milliseconds to create ``n`` small files, in 20 folders, in a new folder under ``parent``:
+    about what the PHP helper's first boot on a site writes into its compiled-code cache.
+
+    On ext4 without a journal (this machine's root filesystem) the inode allocator skips the
+    inodes deleted in the minutes before, so this takes several times longer right after a test
+    run or a benchmark's clean-up, and so does every file a run creates (docs/benchmarks.md,
+    nineteenth round). The monthly harnesses print it before each side they measure. The files
+    stay: removing them would slow the next probe; the lab's clean-up removes them.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="fs-probe-", dir=parent))
+    start = time.perf_counter()
+    for i in range(n):
+        sub = folder / f"d{i % 20}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"f{i}.bin").write_bytes(b"x" * 2048)
+    return (time.perf_counter() - start) * 1000
+
+
 def precompile() -> None:
     """Byte-compile maintkit's source tree, as an installed package is.
 

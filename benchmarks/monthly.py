@@ -46,6 +46,10 @@ From the first run's audit log (``events.jsonl``) it prints where the time goes:
 shop of each step's duration per environment, and inside ``cms.update`` the split it records
 (``timing_ms``: PHP helper boots, database dump, snapshots, package reads, switches) and its
 number of PHP boots; then each maint step next to the by-hand operations doing its work.
+Before maint's first run and before the job by hand it prints how long creating 341 files in the
+lab's folder took (``common.file_creation_ms``, ``fs_probe_ms`` in the JSON): right after many
+files were deleted (a test run, another benchmark's clean-up) this machine's filesystem creates
+files several times slower, and maint's first run creates more of them (its PHP cache).
 Nothing is asserted about time: measuring is this script's job, never the
 test suite's. ``--json FILE`` writes every raw figure.
 """
@@ -78,7 +82,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_cpu, overheads_by_size, precompile  # noqa: E402
+from common import file_creation_ms, machine_cpu, overheads_by_size, precompile  # noqa: E402
 
 from maintkit.actions.cms.drivers.wordpress_state import wp_helper_source  # noqa: E402
 from tests import runs  # noqa: E402
@@ -411,6 +415,7 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: Api, work: Path, op
     state = work / f"state-{tag}{n}"
     argv = runs.maint_argv("run", "monthly-update", "-i", str(inventory), "--state-dir", str(state))
     argv += ["--concurrency", str(concurrency)]
+    probes = {"maint_first": file_creation_ms(work)}  # the filesystem's state (common.file_creation_ms)
     first = timed_maint(argv)
     first_log = read_events(newest_run(state))
     check_outcome(shops, "1.1.0")
@@ -422,7 +427,10 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: Api, work: Path, op
     hand_shops = make_shops(lab, template, n, f"{tag}h{n}", work)  # 1.0.0, as the maint shops were
     for shop in hand_shops:
         site_entry(shop, settings)  # writes the database option files the dumps use
+    probes["by_hand"] = file_creation_ms(work)
     hand = by_hand(lab, hand_shops, f"{api.url}/downloads/shop-cart-1.1.0.zip", concurrency)
+    print(f"creating 341 files in the lab's folder: {probes['maint_first']:.0f} ms before maint's first run, "
+          f"{probes['by_hand']:.0f} ms before the job by hand")  # fmt: skip
     check_outcome(hand_shops, "1.1.0")
     nxt = next_month(lab, api, argv, state, shops, hand_shops, concurrency) if opts.next_month else {}
     for shop in [*shops, *hand_shops]:
@@ -441,6 +449,7 @@ def run_size(lab: SshLab, template: WpTemplate, n: int, api: Api, work: Path, op
         "first_run": breakdown(first_log),
         "noop_run": breakdown(noop_log),
         "php_cache": opts.php_cache,
+        "fs_probe_ms": probes,
         **nxt,
     }
 

@@ -509,3 +509,16 @@ def test_the_guarantees_benchmark_runs_every_form_on_lab_hosts(tmp_path: Path) -
     results = json.loads(out.read_text())["results"]
     assert list(results) == list(guarantees.FORMS) and all(len(runs) == 1 for runs in results.values())
     assert [line.split(" | ")[0] for line in res.stdout.splitlines()[2:]] == list(guarantees.FORMS)
+
+
+def test_the_filesystem_probe_creates_its_files_in_a_new_folder_and_keeps_them(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    took = common.file_creation_ms(tmp_path, n=45)
+    again = common.file_creation_ms(tmp_path, n=45)
+    probes = sorted(p for p in tmp_path.iterdir() if p.name.startswith("fs-probe-"))
+    assert len(probes) == 2 and took > 0 and again > 0  # a new folder each time
+    for probe in probes:
+        files = sorted(p.relative_to(probe).as_posix() for p in probe.rglob("*.bin"))
+        assert len(files) == 45 and {f.split("/")[0] for f in files} == {f"d{i}" for i in range(20)}
+        assert all((probe / f).read_bytes() == b"x" * 2048 for f in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in probes), "site"])  # nothing else
