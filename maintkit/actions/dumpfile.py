@@ -11,7 +11,8 @@ and ``staging.refresh`` for the dump they take before they change a database.
 
 from __future__ import annotations
 
-from maintkit.transport.base import quote
+from maintkit.actions.compression import GZIP_FAST, HAS_ZSTD, ZSTD_ONE_THREAD, decompress_argv
+from maintkit.transport.base import join, quote
 
 
 def dump_files(dump: str) -> tuple[str, str]:
@@ -23,18 +24,19 @@ def dump_files(dump: str) -> tuple[str, str]:
 def choose_file(dump: str) -> str:
     """Shell setting ``mk_o`` to the ``.zst`` file when the host has zstd, else to the ``.gz`` one."""
     zst, gz = (quote(path) for path in dump_files(dump))
-    return f"mk_o={gz}; command -v zstd >/dev/null 2>&1 && mk_o={zst}"
+    return f"mk_o={gz}; {HAS_ZSTD} && mk_o={zst}"
 
 
 def compressor(dump: str) -> str:
     """Shell compressing stdin to stdout for the file :func:`choose_file` chose: ``zstd`` at its
     default level on one thread (it keeps up with the dump), else ``gzip -1``."""
     zst, _ = dump_files(dump)
-    return f'if [ "$mk_o" = {quote(zst)} ]; then zstd -q -c; else gzip -1 -c; fi'
+    return f'if [ "$mk_o" = {quote(zst)} ]; then {ZSTD_ONE_THREAD}; else {GZIP_FAST}; fi'
 
 
 def unpack_command(dump: str) -> str:
     """Shell writing the dump to stdout, decompressed: the ``.zst`` file when it exists, else the
     ``.gz`` one."""
-    zst, gz = (quote(path) for path in dump_files(dump))
-    return f"if [ -f {zst} ]; then zstd -q -dc -- {zst}; else gzip -dc -- {gz}; fi"
+    zst, gz = dump_files(dump)
+    unzstd, gunzip = join(decompress_argv("zstd", zst)), join(decompress_argv("gzip", gz))
+    return f"if [ -f {quote(zst)} ]; then {unzstd}; else {gunzip}; fi"

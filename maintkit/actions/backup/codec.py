@@ -1,4 +1,5 @@
-"""How backups compress: zstd where the host has it (``auto``), else gzip; one place for the argv.
+"""How backups compress: zstd where the host has it (``auto``), else gzip (the argv:
+:mod:`maintkit.actions.compression`).
 
 zstd at its default level compresses a database dump about as fast as ``mariadb-dump`` writes
 it and smaller than gzip at its default level, which takes several times as long as the dump
@@ -11,6 +12,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from maintkit.actions.compression import compress_argv, decompress_argv
+
+__all__ = [
+    "Compression",
+    "choose_compression",
+    "compress_argv",
+    "decompress_argv",
+    "item_compression",
+    "missing_decoders",
+]
+
 Compression = Literal["zstd", "gzip"]
 
 
@@ -19,18 +31,6 @@ def choose_compression(wanted: str, tools: frozenset[str]) -> Compression:
     if wanted == "zstd" or (wanted == "auto" and "zstd" in tools):
         return "zstd"
     return "gzip"
-
-
-def compress_argv(compression: str, *, threads: bool = True) -> list[str]:
-    """The compressor writing stdin compressed to stdout (zstd on every core with ``threads``)."""
-    if compression == "zstd":
-        return ["zstd", "-q", "-c", "-T0"] if threads else ["zstd", "-q", "-c"]
-    return ["gzip", "-c"]
-
-
-def decompress_argv(compression: str, path: str) -> list[str]:
-    """The command writing ``path`` decompressed to stdout."""
-    return ["zstd", "-q", "-dc", "--", path] if compression == "zstd" else ["gzip", "-dc", "--", path]
 
 
 def item_compression(item: dict[str, Any]) -> str:

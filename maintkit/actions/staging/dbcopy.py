@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from maintkit._text import tail
+from maintkit.actions.compression import GZIP_FAST, HAS_ZSTD, ZSTD_ONE_THREAD, decompress_argv
 from maintkit.actions.dumpfile import choose_file, compressor, unpack_command
 from maintkit.actions.mariadb import client_argv
 from maintkit.actions.staging.params import DbRef
@@ -45,8 +46,8 @@ def stream_compressor(sides: Sides, timeout: float) -> str:
     """The source's compressor of a stream through the controller: zstd when both hosts have
     it (the source decides; the target's is read first), else ``gzip -1``."""
     if not sides.target_has_zstd(timeout):
-        return "gzip -1 -c"
-    return "if command -v zstd >/dev/null 2>&1; then zstd -q -c; else gzip -1 -c; fi"
+        return GZIP_FAST
+    return f"if {HAS_ZSTD}; then {ZSTD_ONE_THREAD}; else {GZIP_FAST}; fi"
 
 
 def stream_decompressor(spool: IO[bytes]) -> str:
@@ -55,7 +56,7 @@ def stream_decompressor(spool: IO[bytes]) -> str:
     spool.seek(0)
     head = spool.read(4)
     spool.seek(0)
-    return "zstd -q -dc" if head == ZSTD_MAGIC else "gzip -dc"
+    return join(decompress_argv("zstd" if head == ZSTD_MAGIC else "gzip"))
 
 
 def query(side: Side, db: DbRef, sql: str, timeout: float) -> list[list[str]]:

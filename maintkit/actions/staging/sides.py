@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maintkit.action import Context
+from maintkit.actions.compression import HAS_ZSTD
 from maintkit.actions.staging.params import DbRef, StagingRefreshParams
 from maintkit.errors import CheckFailed
 from maintkit.inventory import Environment
@@ -56,7 +57,7 @@ class Sides:
     def target_has_zstd(self, timeout: float) -> bool:
         """Whether the target's host has ``zstd`` (one read the first time; a failed read: no)."""
         if self.target_zstd is None:
-            found = self.target.shell("command -v zstd >/dev/null 2>&1", timeout, check=False)
+            found = self.target.shell(HAS_ZSTD, timeout, check=False)
             self.target_zstd = found.ok
         return self.target_zstd
 
