@@ -5,8 +5,11 @@ The shell that writes the dump picks zstd when ``command -v zstd`` finds it
 (:func:`choose_file` sets ``$mk_o`` to the file, :func:`compressor` compresses into it), and the
 shell that reads it back (:func:`unpack_command`) reads the one that exists. Both names are
 computed from the recorded path, never taken from the host's output; a path recorded before
-zstd (``<stem>.gz``) has no ``.zst`` beside it and is read with gzip. Used by ``cms.update``
-and ``staging.refresh`` for the dump they take before they change a database.
+zstd (``<stem>.gz``) has no ``.zst`` beside it and is read with gzip. Once the dump is written,
+its script says which of the two it wrote (:func:`report_written`), and the action records that
+one (:func:`written_file`): the output only picks between the two computed names, so the change
+record names the real file and a rollback still computes both. Used by ``cms.update`` and
+``staging.refresh`` for the dump they take before they change a database.
 """
 
 from __future__ import annotations
@@ -40,3 +43,24 @@ def unpack_command(dump: str) -> str:
     zst, gz = dump_files(dump)
     unzstd, gunzip = join(decompress_argv("zstd", zst)), join(decompress_argv("gzip", gz))
     return f"if [ -f {quote(zst)} ]; then {unzstd}; else {gunzip}; fi"
+
+
+#: the line :func:`report_written` prints for each of the two files
+WROTE_ZST, WROTE_GZ = "mk-dump-wrote-zst", "mk-dump-wrote-gz"
+
+
+def report_written(dump: str) -> str:
+    """Shell printing, on a line of its own, which of ``dump``'s two files :func:`choose_file`
+    chose (:data:`WROTE_ZST` or :data:`WROTE_GZ`); run it once the dump succeeded."""
+    zst, _ = dump_files(dump)
+    return f'if [ "$mk_o" = {quote(zst)} ]; then echo {WROTE_ZST}; else echo {WROTE_GZ}; fi'
+
+
+def written_file(dump: str, output: str) -> str:
+    """The one of ``dump``'s two files that ``output`` (the dump script's, with
+    :func:`report_written`'s line) says was written; ``dump`` itself when it says neither."""
+    zst, gz = dump_files(dump)
+    lines = output.split("\n")
+    if WROTE_GZ in lines:
+        return gz
+    return zst if WROTE_ZST in lines else dump

@@ -82,6 +82,12 @@ def test_good_update_reaches_production_identically_and_the_second_run_changes_n
         s["name"] == "shop-cart" and s["candidate"] == "2.0.0" and not s["blocking"] for s in update.data["skipped"]
     )
     assert steps(result, "production")["update"].status is StepStatus.CHANGED
+    # the change record names the dump's real file (zstd: the lab's hosts have it), which is there
+    for env in ("staging", "production"):
+        [dumped] = [c for c in steps(result, env)["update"].changes if c.summary == "dumped before the update"]
+        snaps = shop.site(env).path / ".maint" / "snapshots"
+        assert [str(p) for p in snaps.glob("*/database.sql*")] == [dumped.after]
+        assert str(dumped.after).endswith("/database.sql.zst") and dumped.target == f"database:{shop.site(env).db_name}"
     # 1.1.0 changes no schema (staging compared it): production gets no maintenance window
     assert steps(result, "production")["maintenance-on"].status is StepStatus.SKIPPED
     assert steps(result, "production")["maintenance-off"].status is StepStatus.SKIPPED

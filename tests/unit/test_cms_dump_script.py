@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from maintkit.actions.cms.db import DbUndo, _dump_script, restore_script
-from maintkit.actions.dumpfile import dump_files
+from maintkit.actions.dumpfile import WROTE_GZ, WROTE_ZST, dump_files, written_file
 from tests.hostile_names import hostile_names
 
 SHELLS = [s for s in ("sh", "dash", "bash") if shutil.which(s)]
@@ -97,7 +97,9 @@ def run(host: Path, shell: str, dump_body: str) -> tuple[subprocess.CompletedPro
 def test_the_dump_is_compressed_as_it_is_written_into_a_private_file(host: Path, shell: str) -> None:
     res, dest = run(host, shell, f'printf "%s\\n" "$@" > "$ARGS"; cat {host / "dump.sql"}\n')
 
-    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    wrote = WROTE_ZST if compressor(host) == "zstd" else WROTE_GZ
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"{wrote}\n", "")  # which file it wrote
+    assert written_file(str(host / "snap dir 'x'" / RECORDED), res.stdout) == str(dest)
     assert unpack(dest) == SQL
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
     assert (host / "args").read_text().splitlines() == [
@@ -171,6 +173,7 @@ def test_hostile_names_reach_the_dump_as_one_argument_each(tmp_path: Path, folde
 
     ok = subprocess.run(["sh", "-c", script], capture_output=True, env={**env, "DUMP_RC": "0"}, timeout=60)
     assert ok.returncode == 0, ok.stderr
+    assert written_file(str(dest), ok.stdout.decode()) == str(dest)
     assert args.read_bytes().split(b"\0")[-3:] == [b"--hex-blob", os.fsencode(database), b""]
     assert unpack(dest) == b"SQL;\n"
     failed = subprocess.run(["sh", "-c", script], capture_output=True, env={**env, "DUMP_RC": "3"}, timeout=60)
@@ -182,7 +185,8 @@ def test_hostile_names_reach_the_dump_as_one_argument_each(tmp_path: Path, folde
 @pytest.mark.parametrize("shell", SHELLS)
 def test_the_rollback_loads_whichever_file_the_dump_wrote(host: Path, shell: str) -> None:
     """The restore reads ``.zst`` when the dump wrote one, else ``.gz`` (a host without zstd, or
-    a dump recorded as ``database.sql.gz`` before zstd), into the client byte for byte, and
+    a dump written before zstd), whichever of the two names the record holds, into the client
+    byte for byte, and
     leaves no decompressed copy; a damaged file fails with exit 3 before the client runs."""
     res, dest = run(host, shell, f"cat {host / 'dump.sql'}\n")
     assert res.returncode == 0, res.stderr
@@ -190,8 +194,8 @@ def test_the_rollback_loads_whichever_file_the_dump_wrote(host: Path, shell: str
     env = {**os.environ, "PATH": (host / "PATH").read_text(), "ARGS": str(host / "args")}
     shell_path = shutil.which(shell)
     assert shell_path is not None
-    recorded = [str(dest.parent / RECORDED)] + ([] if dest.suffix == ".zst" else [str(dest)])
-    for path in recorded:  # a record of today, and (without zstd) one written before it
+    recorded = [str(dest), str(dest.parent / RECORDED)]  # the file written, as records name it now
+    for path in recorded:  # and the path the records of the previous release named for both files
         undo = DbUndo("shop", path, str(host / "db.cnf"), ["wp_posts"])
         loaded = subprocess.run([shell_path, "-c", restore_script(undo)], capture_output=True, env=env, timeout=60)
         assert loaded.returncode == 0, loaded.stderr

@@ -1,6 +1,7 @@
 """staging.refresh's stream through the controller: zstd when both hosts have it, else gzip -1;
 the target decompresses by the stream's first bytes. The scripts run through a real shell with
-the real programs; the target's answer to the zstd read comes from a fake transport."""
+the real programs; the target's answer to the zstd read comes from a fake transport. And the
+target's snapshot dump, with zstd on the host or not, names the file it wrote."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from maintkit.actions.staging.dbcopy import ZSTD_MAGIC, stream_compressor, stream_decompressor
+from maintkit.actions.staging.dbcopy import ZSTD_MAGIC, dump_to, stream_compressor, stream_decompressor
+from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.inventory import Environment
 from maintkit.testing import FakeTransport
+from maintkit.transport.local import LocalTransport
 
 READ = "command -v zstd >/dev/null 2>&1"
 DATA = b"".join(b"INSERT INTO `t` VALUES (%d,'row');\n" % i for i in range(5000))
@@ -65,3 +68,32 @@ def test_a_failed_read_of_the_target_means_gzip() -> None:
     env = Environment.model_validate({"host": "h", "path": "/srv/x"})
     both = Sides(Side(env, FakeTransport(), None), Side(env, target, None), False, "generic")
     assert stream_compressor(both, 5.0) == "gzip -1 -c"
+
+
+@pytest.mark.parametrize("with_zstd", [True, False])
+def test_the_snapshot_dump_records_the_file_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_zstd: bool
+) -> None:
+    """dump_to returns the one of the recorded path's two files the host wrote (``.gz`` where
+    there is no zstd), through a real shell, and writes nothing else."""
+    tools = Path(path_of(tmp_path, with_zstd))
+    for name in ("cat", "rm"):
+        real = shutil.which(name)
+        assert real is not None
+        (tools / name).symlink_to(real)
+    (tools / "mariadb-dump").write_text(f"#!/bin/sh\ncat {tmp_path / 'dump.sql'}\n")
+    (tools / "mariadb-dump").chmod(0o755)
+    (tmp_path / "dump.sql").write_bytes(DATA)
+    work = tmp_path / "work 'x'"
+    work.mkdir()
+    monkeypatch.setenv("PATH", str(tools))
+    env = Environment.model_validate({"connection": "local", "path": str(tmp_path)})
+    side = Side(env, LocalTransport(), DbRef(name="shop"))
+
+    written = dump_to(side, DbRef(name="shop"), f"{work}/database.sql.zst", 30.0)
+
+    assert written == f"{work}/database.sql.{'zst' if with_zstd else 'gz'}"
+    assert [p.name for p in work.iterdir()] == [Path(written).name]
+    unpack = ["zstd", "-q", "-dc"] if with_zstd else ["gzip", "-dc"]
+    monkeypatch.undo()
+    assert subprocess.run([*unpack, "--", written], capture_output=True, check=True).stdout == DATA

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from maintkit._text import tail
 from maintkit.action import Context
-from maintkit.actions.dumpfile import choose_file, compressor, dump_files, unpack_command
+from maintkit.actions.dumpfile import choose_file, compressor, dump_files, report_written, unpack_command, written_file
 from maintkit.actions.mariadb import client_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.results import CommandResult
@@ -108,7 +108,8 @@ def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
     """``mariadb-dump | zstd`` into ``<stem>.zst``, or ``| gzip -1`` into ``<stem>.gz`` on a host
     without zstd (:mod:`maintkit.actions.dumpfile`; mode 0600 by the umask); when either side
     fails, the partial file is removed and the script exits with the compressor's status when the
-    compression failed (the dump then dies of a broken pipe), else with the dump's.
+    compression failed (the dump then dies of a broken pipe), else with the dump's. On success it
+    prints which of the two files it wrote (:func:`~maintkit.actions.dumpfile.report_written`).
 
     One pipe: the dump and its compression run at once and no uncompressed copy is written
     (inside a maintenance window, when one is open before the update, this is time the shop is
@@ -122,7 +123,7 @@ def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
     return (
         f"umask 077\n{choose_file(dest)}\n"
         f'st=$( {{ {{ {dump} 4>&-; echo "d$?" >&4; }} | {compressor(dest)} > "$mk_o" 4>&-; echo "g$?" >&4; }} 4>&1 )\n'
-        'case $st in "d0\ng0") ;; *)\n'
+        f'case $st in "d0\ng0") {report_written(dest)} ;; *)\n'
         '  rm -f -- "$mk_o"\n'
         "  d=${st#d}; d=${d%%[!0123456789]*}; g=${st##*g}\n"
         '  [ "${g:-1}" -ne 0 ] && exit "${g:-1}"; exit "${d:-1}" ;;\nesac'
@@ -142,17 +143,19 @@ def read_and_dump_script(undo: DbUndo) -> tuple[str, str]:
 
 def dumped(undo: DbUndo, res: CommandResult, marker: str) -> None:
     """Read what :func:`read_and_dump_script` did into ``undo`` (``tables_before``,
-    ``schema_before``); raises as :func:`read_and_dump` says."""
+    ``schema_before``, and ``dump``: the one of its two files the dump wrote); raises as
+    :func:`read_and_dump` says."""
     done = f"{marker}-dump"
     lines = res.stdout.split("\n")
     if done not in lines:
         raise _query_failed(undo.database, res)
     cut = lines.index(done)
     undo.tables_before, undo.schema_before = parse_schema(undo, "\n".join(lines[:cut]), marker)
+    out = "\n".join(lines[cut + 1 :])
     if not res.ok:
         err = res.stderr.split(f"{done}\n", 1)[-1]
-        out = "\n".join(lines[cut + 1 :])
         raise ApplyFailed(f"database dump of {undo.database} failed: {tail(err or out)}")
+    undo.dump = written_file(undo.dump, out)
 
 
 def read_and_dump(ctx: Context, undo: DbUndo) -> None:

@@ -17,7 +17,7 @@ from typing import IO
 
 from maintkit._text import tail
 from maintkit.actions.compression import GZIP_FAST, HAS_ZSTD, ZSTD_ONE_THREAD, decompress_argv
-from maintkit.actions.dumpfile import choose_file, compressor, unpack_command
+from maintkit.actions.dumpfile import choose_file, compressor, report_written, unpack_command, written_file
 from maintkit.actions.mariadb import client_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
@@ -174,15 +174,16 @@ def run_sql(side: Side, db: DbRef, statements: list[str], timeout: float) -> Non
             raise ApplyFailed(f"SQL on {side.env.name} failed ({sql[:80]}): {tail(res.stderr)}")
 
 
-def dump_to(side: Side, db: DbRef, dest: str, timeout: float) -> None:
+def dump_to(side: Side, db: DbRef, dest: str, timeout: float) -> str:
     """Dump ``db`` on ``side``'s host (mode 0600) into one of the two files ``dest`` stands for
     (:mod:`maintkit.actions.dumpfile`: zstd where the host has it, else gzip -1): the target's
-    previous database."""
+    previous database. Returns the file written (one of the two names computed from ``dest``)."""
     dump = join([*client_argv("mariadb-dump", db.defaults_file), *DUMP_OPTIONS, db.name])
     script = f"umask 077\n{choose_file(dest)}\n" + pipe_script(dump, f'{compressor(dest)} > "$mk_o"')
-    res = side.shell(script, timeout, check=False)
+    res = side.shell(script + report_written(dest), timeout, check=False)
     if not res.ok:
         raise ApplyFailed(f"snapshot of database {db.name} failed: {tail(res.stderr)}")
+    return written_file(dest, res.stdout)
 
 
 def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], timeout: float) -> list[str]:

@@ -161,8 +161,8 @@ class StagingRefresh(Action[StagingRefreshParams]):
         undo = RefreshUndo(target.path, work, target.db, None, [], None, marker.stdout.encode() if marker.ok else None)
         if self.params.database and target.db is not None:
             undo.tables_before = dbcopy.tables_of(target, target.db, t)
-            undo.dump = f"{work}/database.sql.zst"  # or .gz where the host has no zstd
-            dbcopy.dump_to(target, target.db, undo.dump, t)
+            # database.sql.gz where the host has no zstd: the file the dump wrote
+            undo.dump = dbcopy.dump_to(target, target.db, f"{work}/database.sql.zst", t)
         if self.params.files:
             undo.files_snap = f"{work}/files"
             files.snapshot_files(target, undo.files_snap, t)

@@ -84,7 +84,7 @@ class ComposerDriver(ComposerPlanner):
         cnf = self.p.db_defaults_file
         undo = DbUndo(database=database, dump=dump, defaults_file=cnf, tables_before=[])
         read_and_dump(ctx, undo)  # the table list and the dump in one round trip
-        return Change(target=f"database:{database}", summary="dumped before the update", after=dump, undo=undo)
+        return Change(target=f"database:{database}", summary="dumped before the update", after=undo.dump, undo=undo)
 
     # ---------------------------------------------------------------- verify
     def verify(self, ctx: Context, plan: UpdatePlan[list[Installed]]) -> tuple[list[Installed], dict[str, str | None]]:
