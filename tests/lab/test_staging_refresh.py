@@ -235,9 +235,12 @@ def test_refresh_through_the_controller_rewrites_a_url_of_another_length(shop: S
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     assert steps(result, "staging")["refresh"].data["refresh"]["via"] == "controller"
     # both hosts have zstd: the database and the files travel zstd-compressed (by their first
-    # bytes), after one read of the target's zstd
+    # bytes); the target's zstd was read in the round trip that made its snapshot folder
     sent = [text for rec in recorder.by_host.values() for _, text in rec.sent]
-    assert sum(t == "command -v zstd >/dev/null 2>&1" for t in sent) == 1
+    assert not any(t == "command -v zstd >/dev/null 2>&1" for t in sent)
+    [prepared] = [t for t in sent if "mk-zstd-yes" in t]
+    assert prepared.startswith("mkdir -p -m 700 -- ") and "/.maint/staging-refresh.json" in prepared
+    assert not [t for t in sent if t.startswith(("mkdir -p -m 700", "chmod 700")) and t != prepared]
     stream = "{ if command -v zstd >/dev/null 2>&1; then zstd -q -c; else gzip -1 -c; fi 3>&-;"
     assert sum(stream in t and "mariadb-dump" in t for t in sent) == 1
     assert sum(stream in t and "tar -C" in t for t in sent) == 1

@@ -155,10 +155,8 @@ class StagingRefresh(Action[StagingRefreshParams]):
     def _snapshot(self, ctx: Context, sides: Sides, t: float) -> RefreshUndo:
         target = sides.target
         work = f"{target.path}/{WORK}/{ctx.run_id or 'run'}"
-        target.run(["mkdir", "-p", "-m", "700", "--", work], t)
-        target.run(["chmod", "700", "--", f"{target.path}/{WORK}", work], t)
-        marker = target.run(["cat", "--", f"{target.path}/{MARKER}"], t, check=False)
-        undo = RefreshUndo(target.path, work, target.db, None, [], None, marker.stdout.encode() if marker.ok else None)
+        marker = sides.prepare_target(f"{target.path}/{WORK}", work, f"{target.path}/{MARKER}", t)
+        undo = RefreshUndo(target.path, work, target.db, None, [], None, marker)
         if self.params.database and target.db is not None:
             undo.tables_before = dbcopy.tables_of(target, target.db, t)
             # database.sql.gz where the host has no zstd: the file the dump wrote

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.compression import HAS_ZSTD
 from maintkit.actions.staging.params import DbRef, StagingRefreshParams
-from maintkit.errors import CheckFailed
+from maintkit.errors import ApplyFailed, CheckFailed
 from maintkit.inventory import Environment
 from maintkit.results import CommandResult
-from maintkit.transport.base import Transport
+from maintkit.transport.base import Transport, join
 from maintkit.transport.factory import TransportPool, transport_for
 
 
@@ -43,6 +44,10 @@ class Side:
         return self.transport.run_shell(script, timeout=timeout, **kwargs)
 
 
+#: the first line of :meth:`Sides.prepare_target`'s answer
+_ZSTD_YES, _ZSTD_NO = "mk-zstd-yes", "mk-zstd-no"
+
+
 @dataclass
 class Sides:
     """Source and target of one refresh, and whether the target's host reads the source directly."""
@@ -60,6 +65,24 @@ class Sides:
             found = self.target.shell(HAS_ZSTD, timeout, check=False)
             self.target_zstd = found.ok
         return self.target_zstd
+
+    def prepare_target(self, parent: str, work: str, marker: str, timeout: float) -> bytes | None:
+        """In ONE round trip on the target: create the snapshot folder ``work`` inside ``parent``,
+        both mode 0700, read whether the host has zstd (kept for :meth:`target_has_zstd`), and
+        read the last refresh's record ``marker``; returns the record's bytes (None when there is
+        none). Raises ApplyFailed when the folders cannot be made or made private."""
+        script = (
+            f"{join(['mkdir', '-p', '-m', '700', '--', work])} && {join(['chmod', '700', '--', parent, work])}"
+            " || exit 3\n"
+            f"if {HAS_ZSTD}; then echo {_ZSTD_YES}; else echo {_ZSTD_NO}; fi\n"
+            f"exec {join(['cat', '--', marker])} 2>/dev/null"
+        )
+        res = self.target.shell(script, timeout, check=False)
+        head, _, record = res.stdout.partition("\n")
+        if res.exit_code == 3 or head not in (_ZSTD_YES, _ZSTD_NO):
+            raise ApplyFailed(f"cannot prepare the snapshot folder {work}: {tail(res.stderr or res.stdout)}")
+        self.target_zstd = head == _ZSTD_YES
+        return record.encode() if res.ok else None
 
     def close(self) -> None:
         """Close a transport this refresh opened (the run's shared ones stay open)."""
