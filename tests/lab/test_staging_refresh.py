@@ -299,7 +299,9 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
     assert applied, "the refresh really ran before the failure"
     sent = [text for rec in recorder.by_host.values() for _, text in rec.sent if "database.sql" in text]
     dumped, loaded = (t for t in sent if "mariadb-dump" in t), (t for t in sent if "zstd -q -dc" in t)
-    assert "command -v zstd >/dev/null 2>&1 && mk_o=" in next(dumped)  # zstd where the host has it
+    snapshot = next(dumped)  # the target's tables and its dump: one round trip
+    assert "command -v zstd >/dev/null 2>&1 && mk_o=" in snapshot  # zstd where the host has it
+    assert snapshot.index("-e 'SHOW TABLES'") < snapshot.index("mariadb-dump"), snapshot
     assert f"{shop.staging.path}/.maint/staging-refresh/" in next(loaded)
     assert db_state(shop, shop.staging) == staging_db
     assert files_digest(shop.staging.path, (".maint",)) == staging_files

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from maintkit.actions.staging.dbcopy import ZSTD_MAGIC, dump_to, stream_compressor, stream_decompressor
+from maintkit.actions.staging.dbcopy import ZSTD_MAGIC, snapshot_database, stream_compressor, stream_decompressor
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
-from maintkit.errors import ApplyFailed
+from maintkit.errors import ApplyFailed, CheckFailed
 from maintkit.inventory import Environment
 from maintkit.testing import FakeTransport
 from maintkit.transport.local import LocalTransport
@@ -76,33 +76,59 @@ def test_a_failed_read_of_the_target_means_gzip() -> None:
     assert stream_compressor(both, 5.0) == "gzip -1 -c"
 
 
-@pytest.mark.parametrize("with_zstd", [True, False])
-def test_the_snapshot_dump_records_the_file_it_wrote(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_zstd: bool
-) -> None:
-    """dump_to returns the one of the recorded path's two files the host wrote (``.gz`` where
-    there is no zstd), through a real shell, and writes nothing else."""
+def snapshot_tools(tmp_path: Path, with_zstd: bool) -> Path:
+    """A PATH folder for the snapshot: sh, gzip, (zstd), cat, rm, and stand-ins for the MariaDB
+    client (``SHOW TABLES``: two tables, one of them with a tab-escaped name; exit ``$SHOW_RC``)
+    and ``mariadb-dump`` (writes ``dump.sql``)."""
     tools = Path(path_of(tmp_path, with_zstd))
     for name in ("cat", "rm"):
         real = shutil.which(name)
         assert real is not None
         (tools / name).symlink_to(real)
-    (tools / "mariadb-dump").write_text(f"#!/bin/sh\ncat {tmp_path / 'dump.sql'}\n")
-    (tools / "mariadb-dump").chmod(0o755)
+    scripts = {
+        "mariadb": "printf '%s\\n' wp_options 'wp_odd\\tname'; exit \"${SHOW_RC:-0}\"\n",
+        "mariadb-dump": f"cat {tmp_path / 'dump.sql'}\n",
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text("#!/bin/sh\n" + body)
+        (tools / name).chmod(0o755)
     (tmp_path / "dump.sql").write_bytes(DATA)
+    return tools
+
+
+@pytest.mark.parametrize("with_zstd", [True, False])
+def test_the_snapshot_lists_the_tables_and_records_the_file_it_wrote_in_one_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_zstd: bool
+) -> None:
+    """snapshot_database returns the tables and the one of the recorded path's two files the
+    host wrote (``.gz`` where there is no zstd), through a real shell, in one command, and
+    writes nothing else."""
+    monkeypatch.setenv("PATH", str(snapshot_tools(tmp_path, with_zstd)))
     work = tmp_path / "work 'x'"
     work.mkdir()
-    monkeypatch.setenv("PATH", str(tools))
-    env = Environment.model_validate({"connection": "local", "path": str(tmp_path)})
-    side = Side(env, LocalTransport(), DbRef(name="shop"))
+    side = local_sides(tmp_path).target
+    calls: list[str] = []
+    shell = side.shell
+    monkeypatch.setattr(side, "shell", lambda script, *a, **k: calls.append(script) or shell(script, *a, **k))
 
-    written = dump_to(side, DbRef(name="shop"), f"{work}/database.sql.zst", 30.0)
+    tables, written = snapshot_database(side, DbRef(name="shop"), f"{work}/database.sql.zst", 30.0)
 
+    assert tables == ["wp_options", "wp_odd\\tname"] and len(calls) == 1
     assert written == f"{work}/database.sql.{'zst' if with_zstd else 'gz'}"
     assert [p.name for p in work.iterdir()] == [Path(written).name]
     unpack = ["zstd", "-q", "-dc"] if with_zstd else ["gzip", "-dc"]
     monkeypatch.undo()
     assert subprocess.run([*unpack, "--", written], capture_output=True, check=True).stdout == DATA
+
+
+def test_a_failing_table_list_dumps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(snapshot_tools(tmp_path, True)))
+    monkeypatch.setenv("SHOW_RC", "1")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(CheckFailed, match=r"^mariadb on .*\(shop\) failed"):
+        snapshot_database(local_sides(tmp_path).target, DbRef(name="shop"), f"{work}/database.sql.zst", 30.0)
+    assert list(work.iterdir()) == []
 
 
 def local_sides(tmp_path: Path) -> Sides:

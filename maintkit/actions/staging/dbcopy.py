@@ -22,7 +22,7 @@ from maintkit.actions.mariadb import client_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.errors import ApplyFailed, CheckFailed
-from maintkit.transport.base import join
+from maintkit.transport.base import join, output_marker
 
 DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--hex-blob", "--add-drop-table"]
 
@@ -174,20 +174,34 @@ def run_sql(side: Side, db: DbRef, statements: list[str], timeout: float) -> Non
             raise ApplyFailed(f"SQL on {side.env.name} failed ({sql[:80]}): {tail(res.stderr)}")
 
 
-def dump_to(side: Side, db: DbRef, dest: str, timeout: float) -> str:
-    """Dump ``db`` on ``side``'s host (mode 0600) into one of the two files ``dest`` stands for
-    (:mod:`maintkit.actions.dumpfile`: zstd where the host has it, else gzip -1): the target's
-    previous database. Returns the file written (one of the two names computed from ``dest``)."""
+def snapshot_database(side: Side, db: DbRef, dest: str, timeout: float) -> tuple[list[str], str]:
+    """The table names of ``db`` on ``side``'s host, then its dump (mode 0600) into one of the two
+    files ``dest`` stands for (:mod:`maintkit.actions.dumpfile`: zstd where the host has it, else
+    gzip -1), in ONE round trip: the target's previous database. Returns the tables and the file
+    written (one of the two names computed from ``dest``). A failing table list raises
+    CheckFailed as :func:`query` does (nothing dumped); a failing dump ApplyFailed."""
+    marker = output_marker()
+    tables = join(
+        [*client_argv("mariadb", db.defaults_file), "--batch", "--skip-column-names", "-e", "SHOW TABLES", db.name]
+    )
     dump = join([*client_argv("mariadb-dump", db.defaults_file), *DUMP_OPTIONS, db.name])
-    script = f"umask 077\n{choose_file(dest)}\n" + pipe_script(dump, f'{compressor(dest)} > "$mk_o"')
-    res = side.shell(script + report_written(dest), timeout, check=False)
+    into = f'{compressor(dest)} > "$mk_o"'
+    script = (
+        f"{tables} || exit $?\necho {marker}\n"
+        f"umask 077\n{choose_file(dest)}\n{pipe_script(dump, into)}{report_written(dest)}"
+    )
+    res = side.shell(script, timeout, check=False)
+    lines = res.stdout.split("\n")
+    if marker not in lines:
+        raise CheckFailed(f"mariadb on {side.env.name} ({db.name}) failed: {tail(res.stderr or res.stdout)}")
+    cut = lines.index(marker)
     if not res.ok:
         raise ApplyFailed(f"snapshot of database {db.name} failed: {tail(res.stderr)}")
-    return written_file(dest, res.stdout)
+    return [line.split("\t")[0] for line in lines[:cut] if line], written_file(dest, "\n".join(lines[cut + 1 :]))
 
 
 def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], timeout: float) -> list[str]:
-    """Load the dump :func:`dump_to` wrote for ``dump`` (whichever of its two files exists) back
+    """Load the dump :func:`snapshot_database` wrote for ``dump`` (whichever of its two files exists) back
     into ``db`` and drop tables that were not there; returns the dropped ones."""
     load = join([*client_argv("mariadb", db.defaults_file), db.name])
     res = side.shell(pipe_script(f"( {unpack_command(dump)} )", load), timeout, check=False)
@@ -199,21 +213,15 @@ def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], tim
     return extra
 
 
-def tables_of(side: Side, db: DbRef, timeout: float) -> list[str]:
-    """Table names of ``db``."""
-    return _tables(side, db, timeout)
-
-
 __all__ = [
     "DbDigest",
     "copy_database",
     "db_digest",
-    "dump_to",
     "pipe_script",
     "query",
     "restore_from",
     "run_sql",
     "same_database",
     "server_of",
-    "tables_of",
+    "snapshot_database",
 ]

@@ -158,9 +158,8 @@ class StagingRefresh(Action[StagingRefreshParams]):
         marker = sides.prepare_target(f"{target.path}/{WORK}", work, f"{target.path}/{MARKER}", t)
         undo = RefreshUndo(target.path, work, target.db, None, [], None, marker)
         if self.params.database and target.db is not None:
-            undo.tables_before = dbcopy.tables_of(target, target.db, t)
-            # database.sql.gz where the host has no zstd: the file the dump wrote
-            undo.dump = dbcopy.dump_to(target, target.db, f"{work}/database.sql.zst", t)
+            # the tables and the dump in one round trip; database.sql.gz where the host has no zstd
+            undo.tables_before, undo.dump = dbcopy.snapshot_database(target, target.db, f"{work}/database.sql.zst", t)
         if self.params.files:
             undo.files_snap = f"{work}/files"
             files.snapshot_files(target, undo.files_snap, t)
