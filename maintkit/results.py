@@ -30,6 +30,14 @@ class CommandResult:
         """The opposite of :attr:`ok`."""
         return not self.ok
 
+    @property
+    def why(self) -> str:
+        """How the command ended, for a message: ``exit N``, or ``timed out after N s`` (its
+        duration; ``timed out`` when none was measured)."""
+        if not self.timed_out:
+            return f"exit {self.exit_code}"
+        return f"timed out after {self.duration_ms / 1000:.1f} s" if self.duration_ms > 0 else "timed out"
+
 
 @dataclass
 class Change:

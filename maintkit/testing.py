@@ -117,7 +117,7 @@ class FakeTransport(CommandTransport):
             exit_code=_TIMEOUT_CODE if timed_out else code,
             stdout="" if stdout_sink is not None else raw.decode("utf-8", "replace"),
             stderr=err,
-            duration_ms=(time.monotonic() - started) * 1000,
+            duration_ms=limit * 1000 if timed_out else (time.monotonic() - started) * 1000,  # it "waited" out its limit
             timed_out=timed_out,
             stdout_bytes=None if stdout_sink is not None else raw,
         )

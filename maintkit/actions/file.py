@@ -168,8 +168,7 @@ def _change_then_probe(ctx: Context, script: str, path: str, *, stdin: bytes | N
     except CommandFailed as exc:
         res = exc.result
         err = tail(res.stderr or res.stdout, 300)
-        why = f"timed out after {res.duration_ms / 1000:.1f} s" if res.timed_out else f"exit {res.exit_code}"
-        raise ApplyFailed(f"{path}: {err or why}{' (timed out)' if err and res.timed_out else ''}") from None
+        raise ApplyFailed(f"{path}: {err or res.why}{' (timed out)' if err and res.timed_out else ''}") from None
 
 
 def _run_undo(ctx: Context, script: str, path: str, what: str, *, stdin: bytes | None = None) -> None:

@@ -170,8 +170,7 @@ def run_operation(ctx: Context, spec: ServiceSpec, op: Operation) -> CommandResu
         res = ctx.run(list(op.argv or ()), sudo=spec.sudo, check=False, timeout=spec.timeout)
     if not res.ok:
         tail = text_tail(res.stderr or res.stdout, 400)
-        why = "timed out" if res.timed_out else f"exit {res.exit_code}"
-        raise ApplyFailed(f"{op.label} failed ({why}): {tail}", details={"service": spec.label})
+        raise ApplyFailed(f"{op.label} failed ({res.why}): {tail}", details={"service": spec.label})
     return res
 
 
@@ -246,7 +245,7 @@ class _ServiceAction(Action[ServiceParams]):
             if not res.ok:
                 tail = text_tail(res.stderr or res.stdout, 400)
                 raise ApplyFailed(
-                    f"configuration test {' '.join(self.params.test)} failed (exit {res.exit_code}); "
+                    f"configuration test {' '.join(self.params.test)} failed ({res.why}); "
                     f"{self.spec.label} was not {self.verb}ed: {tail}"
                 )
         run_operation(ctx, self.spec, op)

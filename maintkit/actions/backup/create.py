@@ -109,7 +109,7 @@ def archive_files(
         create_script(job.base, job.paths, job.excludes, compression, out), check=False, **timeout_kwargs(timeout)
     )
     if not res.ok:
-        raise ApplyFailed(f"archiving files failed (exit {res.exit_code}): {text_tail(res.stderr or res.stdout, 800)}")
+        raise ApplyFailed(f"archiving files failed ({res.why}): {text_tail(res.stderr or res.stdout, 800)}")
     counted = ctx.run_shell(count_script(out, compression), check=False, **timeout_kwargs(timeout))
     if not counted.ok or not counted.stdout.strip().isdigit():
         raise ApplyFailed(f"cannot read back the new archive {out}: {text_tail(counted.stderr, 400)}")

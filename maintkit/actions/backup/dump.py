@@ -98,7 +98,7 @@ def dump_stepwise(
     res = (run_shell or ctx.run_shell)(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     if not res.ok:
         tail = text_tail(res.stderr or res.stdout, 800)
-        raise ApplyFailed(f"dumping database {spec.name} failed (exit {res.exit_code}): {tail}")
+        raise ApplyFailed(f"dumping database {spec.name} failed ({res.why}): {tail}")
     _, after, _ = table_state(client, ctx, timeout) if exact else (kinds, before, exact)
     return _item(client, name, exact, table_manifest(kinds, before, after, exact, spec.ignore_tables))
 
@@ -169,7 +169,7 @@ def _failed(
     """The error of a failed part: what that part's own command raised when it ran alone."""
     if stage == "dump":
         tail = text_tail(err or out, 800)
-        return ApplyFailed(f"dumping database {client.spec.name} failed (exit {res.exit_code}): {tail}")
+        return ApplyFailed(f"dumping database {client.spec.name} failed ({res.why}): {tail}")
     command = facts_line(out_path) if stage == "facts" else join(client.client(client.spec.name))
     part = CommandResult(res.host, command, res.exit_code, out, err, res.duration_ms, res.timed_out)
     try:

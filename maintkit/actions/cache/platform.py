@@ -119,7 +119,7 @@ def _platform_clear(ctx: Context, pt: PlatformTarget, found: Flush) -> list[str]
         unanswered = cmd.stdin is not None and not (answer and answer.get("ok"))
         if not res.ok or unanswered:
             said = str(answer.get("error")) if answer else res.stderr + "\n" + res.stdout
-            raise TargetFailed(f"{cmd.label} failed (exit {res.exit_code}): {_plain_tail(said)}")
+            raise TargetFailed(f"{cmd.label} failed ({res.why}): {_plain_tail(said)}")
         done.append(cmd.label)
     return done
 

@@ -114,10 +114,9 @@ def run_build(ctx: Context, params: DeployReleaseParams, rdir: str, name: str, c
         abort_if_stopping(ctx, f"before {label(cmd)}")
         res = run_command(ctx, cmd, cwd=rdir, **kwargs)
         if not res.ok:
-            why = "timed out" if res.timed_out else f"exit {res.exit_code}"
             output = f": {output_tail(res)}" if output_tail(res) else ""
             raise ApplyFailed(
-                f"build command failed ({why}): {label(cmd)}{output}; current was not touched",
+                f"build command failed ({res.why}): {label(cmd)}{output}; current was not touched",
                 details={"build_command": label(cmd)},
             )
 

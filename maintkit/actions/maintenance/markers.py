@@ -135,7 +135,7 @@ def switch_on(
     if marker.kind == "laravel":
         res = ctx.run([p.php, "artisan", "down", f"--retry={retry_after}"], cwd=marker.root, sudo=p.sudo, check=False)
         if not res.ok:
-            raise ApplyFailed(f"php artisan down failed (exit {res.exit_code}): {tail(res.stderr or res.stdout, 300)}")
+            raise ApplyFailed(f"php artisan down failed ({res.why}): {tail(res.stderr or res.stdout, 300)}")
         return
     if content is None:
         content = {"wordpress": WP_MAINTENANCE, "magento": b""}.get(marker.kind) or _flag_text(ctx, retry_after)

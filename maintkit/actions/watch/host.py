@@ -279,7 +279,7 @@ class HostHealth(Action[HostHealthParams]):
         res = ctx.run_shell(script, check=False, timeout=p.timeout * (2 * len(paths) + 6) + 30)
         sections = parse_sections(res.stdout, marker)
         if not sections:
-            raise CheckFailed(f"could not read the host's state (exit {res.exit_code}): {res.stderr.strip()[:300]}")
+            raise CheckFailed(f"could not read the host's state ({res.why}): {res.stderr.strip()[:300]}")
         verdict = Verdict()
         point = self._point(ctx, paths, sections, verdict)
         point["status"] = verdict.status

@@ -306,7 +306,7 @@ def run_scan(ctx: Context, scan: Scan) -> None:
     script = host_script(scan.trees, [str(pkg["path"]) for pkg, _ in scan.locked])
     res = ctx.run_shell(script, check=False)
     if res.exit_code != 0 or res.stdout_bytes is None:
-        raise CheckFailed(f"hashing the site's files failed (exit {res.exit_code}): {res.stderr[-400:]}")
+        raise CheckFailed(f"hashing the site's files failed ({res.why}): {res.stderr[-400:]}")
     _report_sections(scan, parse_sections(res.stdout_bytes))
 
 

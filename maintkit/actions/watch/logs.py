@@ -239,7 +239,7 @@ class LogsScan(Action[LogsScanParams]):
         out = res.stdout_bytes if res.stdout_bytes is not None else res.stdout.encode()
         scanned = parse_output(out, marker)
         if not scanned and logs:
-            raise CheckFailed(f"could not read the logs (exit {res.exit_code}): {res.stderr.strip()[:300]}")
+            raise CheckFailed(f"could not read the logs ({res.why}): {res.stderr.strip()[:300]}")
         if ctx.check_mode:
             return Check.ok(_plan_reason(logs, scanned))
         return self._judge(ctx, logs, state, scanned)

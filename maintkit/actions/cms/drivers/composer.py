@@ -71,7 +71,7 @@ class ComposerDriver(ComposerPlanner):
             ctx, ["update", *targets, "--with-all-dependencies", "--no-ansi", "--no-progress", *self.p.update_args]
         )
         if not res.ok:
-            raise ApplyFailed(f"composer update failed (exit {res.exit_code}): {tail(res.stderr or res.stdout)}")
+            raise ApplyFailed(f"composer update failed ({res.why}): {tail(res.stderr or res.stdout)}")
         steps = PLATFORM_STEPS.get(self.platform, []) if self.p.platform_steps else []
         if steps:
             run_commands(ctx, steps, cwd=project, what=f"{self.platform} step")
