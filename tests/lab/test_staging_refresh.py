@@ -307,3 +307,31 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
     assert files_digest(shop.staging.path, (".maint",)) == staging_files
     assert (shop.staging.path / "wp-content/staging-only.txt").read_text() == "only on staging\n"
     assert not (shop.staging.path / ".maint" / "staging-refresh.json").exists()
+
+
+def test_a_failing_snapshot_changes_nothing_and_leaves_no_snapshot_folder(shop: Shop) -> None:
+    """The target's dump fails (a view over a dropped table): the step fails naming the
+    snapshot, before anything of staging's is touched, and the half-made snapshot folder of this
+    run (the table list was read, the dump's file begun) is removed."""
+    seed_production(shop)
+    staging = shop.staging
+    staging.sql(
+        shop.mariadb,
+        "CREATE TABLE doomed (id INT); CREATE VIEW broken_view AS SELECT * FROM doomed; DROP TABLE doomed;",
+    )
+    inv = write_inventory(shop)
+    staging_db, staging_files = db_state(shop, staging), files_digest(staging.path, (".maint",))
+
+    result = run(shop, inv, playbook_from_text(refresh_playbook("controller")))
+
+    assert result.exit_code == 1
+    refresh = steps(result, "staging")["refresh"]
+    assert refresh.status is StepStatus.FAILED
+    assert f"snapshot of database {staging.db_name} failed" in str(refresh.error) and "broken_view" in str(
+        refresh.error
+    )
+    assert db_state(shop, staging) == staging_db
+    assert files_digest(staging.path, (".maint",)) == staging_files
+    assert list((staging.path / ".maint" / "staging-refresh").iterdir()) == []
+    assert not (staging.path / ".maint" / "staging-refresh.json").exists()
+    staging.sql(shop.mariadb, "DROP VIEW broken_view")

@@ -157,12 +157,18 @@ class StagingRefresh(Action[StagingRefreshParams]):
         work = f"{target.path}/{WORK}/{ctx.run_id or 'run'}"
         marker = sides.prepare_target(f"{target.path}/{WORK}", work, f"{target.path}/{MARKER}", t)
         undo = RefreshUndo(target.path, work, target.db, None, [], None, marker)
-        if self.params.database and target.db is not None:
-            # the tables and the dump in one round trip; database.sql.gz where the host has no zstd
-            undo.tables_before, undo.dump = dbcopy.snapshot_database(target, target.db, f"{work}/database.sql.zst", t)
-        if self.params.files:
-            undo.files_snap = f"{work}/files"
-            files.snapshot_files(target, undo.files_snap, t)
+        try:
+            if self.params.database and target.db is not None:
+                # the tables and the dump in one round trip; database.sql.gz where the host has no zstd
+                dest = f"{work}/database.sql.zst"
+                undo.tables_before, undo.dump = dbcopy.snapshot_database(target, target.db, dest, t)
+            if self.params.files:
+                undo.files_snap = f"{work}/files"
+                files.snapshot_files(target, undo.files_snap, t)
+        except MaintkitError:
+            # nothing of staging's was changed: the half-made snapshot (this run's folder) goes
+            target.run(["rm", "-rf", "--", work], t, check=False)
+            raise
         return undo
 
     def _refresh(self, ctx: Context, sides: Sides, plan: Plan, t: float, work: str) -> dict[str, Any]:
