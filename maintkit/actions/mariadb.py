@@ -26,9 +26,44 @@ def option_file_args(defaults_file: str | None = None, *, explicit_user: bool = 
     return []
 
 
+#: the client programs that run statements (and read their results): they talk utf8mb4
+_SQL_CLIENTS = ("mariadb", "mysql")
+
+
 def client_argv(binary: str, defaults_file: str | None = None, *, explicit_user: bool = False) -> list[str]:
-    """``binary`` followed by its option-file arguments (see :func:`option_file_args`)."""
-    return [binary, *option_file_args(defaults_file, explicit_user=explicit_user)]
+    """``binary`` followed by its option-file arguments (see :func:`option_file_args`); the
+    statement clients (``mariadb``, ``mysql``) then ``--default-character-set=utf8mb4``: an
+    option file given with ``--defaults-file`` replaces the system's, where Debian sets utf8mb4,
+    and the client's own default (latin1) turns a table name or a value outside latin1 into
+    ``?`` in what it reads back, and such a name in a later statement into another name."""
+    charset = ["--default-character-set=utf8mb4"] if binary in _SQL_CLIENTS else []
+    return [binary, *option_file_args(defaults_file, explicit_user=explicit_user), *charset]
 
 
-__all__ = ["client_argv", "option_file_args"]
+#: what ``--batch`` output writes for a backslash, a tab, a newline and a NUL in a value
+_BATCH_ESCAPES = {"t": "\t", "n": "\n", "\\": "\\", "0": "\0"}
+
+
+def batch_field(value: str) -> str:
+    """One field of the client's ``--batch`` output as the value it stands for (the client
+    writes ``\\t``, ``\\n``, ``\\\\`` and ``\\0`` for a tab, a newline, a backslash and a NUL):
+    a table name read there is the name to quote in the next statement."""
+    if "\\" not in value:
+        return value
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            out.append(_BATCH_ESCAPES.get(value[i + 1], value[i + 1]))
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def batch_rows(text: str) -> list[list[str]]:
+    """The rows of the client's ``--batch`` output (one a line), each field unescaped."""
+    return [[batch_field(f) for f in line.split("\t")] for line in text.split("\n") if line]
+
+
+__all__ = ["batch_field", "batch_rows", "client_argv", "option_file_args"]

@@ -369,22 +369,25 @@ def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
 
     sent = [(kind, text) for kind, text in rec.by_host[shop.staging_host.ip].sent if "mariadb" in text]
     cnf = re.escape(f"--defaults-file={shop.staging.path}/.maint/snapshots/") + r"[^/ ]+/db\.cnf"
+    utf8 = "--default-character-set=utf8mb4"
     both = r"'SHOW TABLES; SELECT '\"'\"'@@mk-[0-9a-f]{32}'\"'\"'; SELECT option_name, option_value FROM `wp_options`"
     db = re.escape(shop.staging.db_name)
     assert [kind for kind, _ in sent] == ["shell", "shell", "run", "shell", "run", "run"], sent
     prepared, activation, undo, restore, tables, drop = (text for _, text in sent)
     prep, dbcnf, dump = trip_parts(prepared)  # the folders, the option file, then the schema and the dump
     assert "mariadb" not in prep and "mariadb" not in dbcnf and " dbcnf " in dbcnf
-    assert re.match(f"\\( mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), dump
+    assert re.match(f"\\( mariadb {cnf} {utf8} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), (
+        dump
+    )
     pipe = r' \| if \[ "\$mk_o" = [^\n]+/database\.sql\.zst \]; then zstd -q -c; else gzip -1 -c; fi > "\$mk_o" '
     assert re.search(f"\nst=\\$\\( {{ {{ mariadb-dump {cnf} --single-transaction .*{pipe}", dump), dump
     _, helper, _, schema = trip_parts(activation)
     assert " activate " in helper and activation.index(helper) < activation.index(schema), activation
     after = schema.removeprefix("( ").removesuffix("\n) </dev/null").removesuffix(" 2>/dev/null")
-    assert re.fullmatch(f"mariadb {cnf} --batch --skip-column-names -e {both}[^\n]* {db}", after), after
+    assert re.fullmatch(f"mariadb {cnf} {utf8} --batch --skip-column-names -e {both}[^\n]* {db}", after), after
     assert st["update"].data["verify_reads"] == "activation"
     assert undo == after.replace(after.split("@@mk-")[1][:32], undo.split("@@mk-")[1][:32])
     assert restore.startswith("umask 077\nif [ -f ") and "database.sql.zst ]; then zstd -q -dc -- " in restore
     assert "; else gzip -dc -- " in restore and "mariadb" in restore  # the dump was zstd: the lab has it
-    assert re.fullmatch(f"mariadb {cnf} --batch --skip-column-names -e 'SHOW TABLES' {db}", tables), tables
+    assert re.fullmatch(f"mariadb {cnf} {utf8} --batch --skip-column-names -e 'SHOW TABLES' {db}", tables), tables
     assert "DROP TABLE `wp_shop_cart_items_2`" in drop

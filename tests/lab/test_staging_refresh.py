@@ -335,3 +335,40 @@ def test_a_failing_snapshot_changes_nothing_and_leaves_no_snapshot_folder(shop: 
     assert list((staging.path / ".maint" / "staging-refresh").iterdir()) == []
     assert not (staging.path / ".maint" / "staging-refresh.json").exists()
     staging.sql(shop.mariadb, "DROP VIEW broken_view")
+
+
+#: table names a hand-built query gets wrong: a backquote, a quote, a backslash, a space, a dash, unicode
+HOSTILE_TABLES = ["we`ird", "it's", "back\\slash", "sp ace", "-dash", "ünï"]
+
+
+def test_the_digests_count_and_checksum_tables_with_hostile_names(shop: Shop) -> None:
+    """Each side is read in one client run whose count and CHECKSUM queries the server builds
+    from information_schema: tables with hostile names are counted exactly (the step's data),
+    a second run finds nothing to do, and a changed row in such a table is seen."""
+    seed_production(shop)
+    production = shop.production
+    for i, name in enumerate(HOSTILE_TABLES):
+        ident = "`" + name.replace("`", "``") + "`"
+        production.sql(
+            shop.mariadb, f"CREATE TABLE {ident} (id INT PRIMARY KEY, v TEXT); INSERT INTO {ident} VALUES ({i}, 'x')"
+        )
+    inv = write_inventory(shop)
+    recorder = Recorder()
+
+    first = run(shop, inv, playbook_from_text(refresh_playbook("host")), transport_factory=recorder)
+
+    assert first.ok, json.dumps(first.to_dict(), indent=1)[-3000:]
+    rows = steps(first, "staging")["refresh"].data["source_rows"]
+    assert {name: rows.get(name) for name in HOSTILE_TABLES} == dict.fromkeys(HOSTILE_TABLES, 1), rows
+    assert rows["wp_options"] > 0
+    reads = [t for rec in recorder.by_host.values() for _, t in rec.sent if "information_schema.TABLES" in t]
+    # one command per side and reading: check (both sides), the record, verify's check (both sides)
+    assert len(reads) == 5 and all("find ." in t and "CHECKSUM TABLE" in t for t in reads), reads
+    assert not [t for rec in recorder.by_host.values() for _, t in rec.sent if "SHOW FULL TABLES" in t]
+
+    again = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+    assert steps(again, "staging")["refresh"].status is StepStatus.UNCHANGED
+
+    production.sql(shop.mariadb, "UPDATE `back\\slash` SET v = 'y'")
+    changed = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+    assert steps(changed, "staging")["refresh"].status is StepStatus.CHANGED

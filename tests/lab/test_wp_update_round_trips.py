@@ -130,7 +130,7 @@ def test_the_update_sends_three_commands_from_preparation_to_verify(shop: Shop) 
     assert dbcnf.startswith(f"( rm -f -- {cnf} || exit $?\n") and f' dbcnf \'{{"path":"{cnf}",' in dbcnf
     assert dbcnf.endswith(") </dev/null") and dump.endswith(") </dev/null")
     assert prepared.index(dbcnf) < prepared.index(f"{{ [ -f {cnf} ]\n}} || ") < prepared.index(dump)  # dbcnf wrote it
-    assert dump.startswith(f"( mariadb --defaults-file={cnf} --batch ") and f"\nst=$( {{ {{ mariadb-dump --defaults-file={cnf} " in dump
+    assert dump.startswith(f"( mariadb --defaults-file={cnf} --default-character-set=utf8mb4 --batch ") and f"\nst=$( {{ {{ mariadb-dump --defaults-file={cnf} " in dump
     assert dump.index("SHOW TABLES") < dump.index("mariadb-dump")
     # 2: the zip (from stdin) with the plugin's snapshot, then the install beside the live folder
     snapshot, install = trip_parts(installed)

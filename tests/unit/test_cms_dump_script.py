@@ -200,7 +200,9 @@ def test_the_rollback_loads_whichever_file_the_dump_wrote(host: Path, shell: str
         loaded = subprocess.run([shell_path, "-c", restore_script(undo)], capture_output=True, env=env, timeout=60)
         assert loaded.returncode == 0, loaded.stderr
         assert (host / "args.loaded").read_bytes() == SQL
-        assert (host / "args").read_text().splitlines() == [f"--defaults-file={host / 'db.cnf'}", "shop"]
+        assert (host / "args").read_text().splitlines() == [
+            f"--defaults-file={host / 'db.cnf'}", "--default-character-set=utf8mb4", "shop",
+        ]  # fmt: skip
         assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
         (host / "args.loaded").unlink()
     dest.write_bytes(dest.read_bytes()[:200])  # truncated

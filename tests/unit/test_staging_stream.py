@@ -113,7 +113,7 @@ def test_the_snapshot_lists_the_tables_and_records_the_file_it_wrote_in_one_roun
 
     tables, written = snapshot_database(side, DbRef(name="shop"), f"{work}/database.sql.zst", 30.0)
 
-    assert tables == ["wp_options", "wp_odd\\tname"] and len(calls) == 1
+    assert tables == ["wp_options", "wp_odd\tname"] and len(calls) == 1  # the name the client escaped, unescaped
     assert written == f"{work}/database.sql.{'zst' if with_zstd else 'gz'}"
     assert [p.name for p in work.iterdir()] == [Path(written).name]
     unpack = ["zstd", "-q", "-dc"] if with_zstd else ["gzip", "-dc"]

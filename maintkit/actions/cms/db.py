@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.dumpfile import choose_file, compressor, dump_files, report_written, unpack_command, written_file
-from maintkit.actions.mariadb import client_argv
+from maintkit.actions.mariadb import batch_rows, client_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, output_marker, quote
@@ -35,8 +35,9 @@ class DbUndo:
 
 
 def _rows(text: str) -> list[list[str]]:
-    """Rows of the client's ``--batch`` output (one a line: it escapes newlines and tabs in values)."""
-    return [line.split("\t") for line in text.split("\n") if line]
+    """Rows of the client's ``--batch`` output (one a line: it escapes newlines and tabs in
+    values), each value unescaped: a table name is the name to quote in a later statement."""
+    return batch_rows(text)
 
 
 def _query_argv(database: str, defaults_file: str | None, sql: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import IO
 from maintkit._text import tail
 from maintkit.actions.compression import GZIP_FAST, HAS_ZSTD, ZSTD_ONE_THREAD, decompress_argv
 from maintkit.actions.dumpfile import choose_file, compressor, report_written, unpack_command, written_file
-from maintkit.actions.mariadb import client_argv
+from maintkit.actions.mariadb import batch_rows, client_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.errors import ApplyFailed, CheckFailed
@@ -60,12 +60,12 @@ def stream_decompressor(spool: IO[bytes]) -> str:
 
 
 def query(side: Side, db: DbRef, sql: str, timeout: float) -> list[list[str]]:
-    """Rows of one SQL statement on ``side`` (tab-separated columns)."""
+    """Rows of one SQL statement on ``side`` (tab-separated columns, each value unescaped)."""
     argv = [*client_argv("mariadb", db.defaults_file), "--batch", "--skip-column-names", "-e", sql, db.name]
     res = side.run(argv, timeout, check=False)
     if not res.ok:
         raise CheckFailed(f"mariadb on {side.env.name} ({db.name}) failed: {tail(res.stderr or res.stdout)}")
-    return [line.split("\t") for line in res.stdout.splitlines() if line]
+    return batch_rows(res.stdout)
 
 
 def server_of(side: Side, db: DbRef, timeout: float) -> str:
@@ -112,24 +112,6 @@ class DbDigest:
 
 def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
-
-
-def db_digest(side: Side, db: DbRef, timeout: float) -> DbDigest:
-    """Row counts and checksums of every table of ``db`` (two queries)."""
-    tables = [row[0] for row in query(side, db, "SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'", timeout)]
-    if not tables:
-        return DbDigest({})
-    # identifiers are backquoted, names are string literals (both escaped)
-    counts = " UNION ALL ".join(f"SELECT {quote_sql(t)}, COUNT(*) FROM {_ident(t)}" for t in tables)  # noqa: S608
-    found = {row[0]: int(row[1]) for row in query(side, db, counts, timeout) if len(row) > 1}
-    sums = query(side, db, "CHECKSUM TABLE " + ", ".join(_ident(t) for t in tables), timeout)
-    checks = {row[0].split(".", 1)[-1]: row[1] if len(row) > 1 else "" for row in sums}
-    return DbDigest({t: (found.get(t, -1), checks.get(t, "")) for t in tables})
-
-
-def quote_sql(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def copy_database(sides: Sides, timeout: float, keep: list[str]) -> list[str]:
@@ -181,13 +163,13 @@ def snapshot_database(side: Side, db: DbRef, dest: str, timeout: float) -> tuple
     written (one of the two names computed from ``dest``). A failing table list raises
     CheckFailed as :func:`query` does (nothing dumped); a failing dump ApplyFailed."""
     marker = output_marker()
-    tables = join(
+    show = join(
         [*client_argv("mariadb", db.defaults_file), "--batch", "--skip-column-names", "-e", "SHOW TABLES", db.name]
     )
     dump = join([*client_argv("mariadb-dump", db.defaults_file), *DUMP_OPTIONS, db.name])
     into = f'{compressor(dest)} > "$mk_o"'
     script = (
-        f"{tables} || exit $?\necho {marker}\n"
+        f"{show} || exit $?\necho {marker}\n"
         f"umask 077\n{choose_file(dest)}\n{pipe_script(dump, into)}{report_written(dest)}"
     )
     res = side.shell(script, timeout, check=False)
@@ -197,7 +179,7 @@ def snapshot_database(side: Side, db: DbRef, dest: str, timeout: float) -> tuple
     cut = lines.index(marker)
     if not res.ok:
         raise ApplyFailed(f"snapshot of database {db.name} failed: {tail(res.stderr)}")
-    return [line.split("\t")[0] for line in lines[:cut] if line], written_file(dest, "\n".join(lines[cut + 1 :]))
+    return [row[0] for row in batch_rows("\n".join(lines[:cut]))], written_file(dest, "\n".join(lines[cut + 1 :]))
 
 
 def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], timeout: float) -> list[str]:
@@ -216,7 +198,6 @@ def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], tim
 __all__ = [
     "DbDigest",
     "copy_database",
-    "db_digest",
     "pipe_script",
     "query",
     "restore_from",

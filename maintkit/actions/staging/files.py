@@ -17,7 +17,7 @@ from maintkit.actions.staging.dbcopy import pipe_script, stream_compressor, stre
 from maintkit.actions.staging.guards import GUARD_PLUGIN
 from maintkit.actions.staging.params import StagingRefreshParams
 from maintkit.actions.staging.sides import Side, Sides
-from maintkit.errors import ApplyFailed, CheckFailed
+from maintkit.errors import ApplyFailed
 from maintkit.transport.base import join, quote
 
 ALWAYS = [".maint"]
@@ -49,16 +49,6 @@ def listing_script(path: str, paths: list[str]) -> str:
     fmt = "-printf '%P\\t%s\\t%T@\\t%m\\t%y\\n'"
     find = f"find . \\( {prune} \\) -prune -o {fmt}" if paths else f"find . {fmt}"
     return f"cd -- {quote(path)} || exit 3\n{find} | LC_ALL=C sort | sha256sum"
-
-
-def files_digest(side: Side, paths: list[str], timeout: float) -> str:
-    """The digest of ``side``'s tree without ``paths``; ``missing`` when the path does not exist."""
-    res = side.shell(listing_script(side.path, paths), timeout, check=False)
-    if not res.ok:
-        if res.exit_code == 3:
-            return "missing"
-        raise CheckFailed(f"cannot list the files of {side.env.name}: {tail(res.stderr)}")
-    return str(res.stdout).split(" ", 1)[0].strip()
 
 
 def copy_files(sides: Sides, paths: list[str], timeout: float, work: str) -> None:
@@ -117,7 +107,6 @@ def digest_of(text: str) -> str:
 __all__ = [
     "copy_files",
     "excludes",
-    "files_digest",
     "listing_script",
     "restore_files",
     "rsync_excludes",

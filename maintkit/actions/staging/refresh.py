@@ -13,13 +13,14 @@ when a later step fails. Only the recorded target path, database and marker are 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from maintkit.action import Action, Context
 from maintkit.actions.backup.common import format_age, parse_duration
 from maintkit.actions.staging import dbcopy, files
+from maintkit.actions.staging.digest import Digests, read_side
 from maintkit.actions.staging.guards import check_refusal, write_generic_guards
 from maintkit.actions.staging.params import DbRef, StagingRefreshParams
 from maintkit.actions.staging.sides import Side, Sides, resolve
@@ -29,19 +30,6 @@ from maintkit.results import Change, Check
 
 MARKER = ".maint/staging-refresh.json"
 WORK = ".maint/staging-refresh"
-
-
-@dataclass
-class Digests:
-    """What one side looks like: database and file digests (empty when not copied)."""
-
-    db: str = ""
-    files: str = ""
-    rows: dict[str, int] = field(default_factory=dict)
-
-    def public(self) -> dict[str, str]:
-        """The digests recorded in the marker."""
-        return {"db": self.db, "files": self.files}
 
 
 @dataclass
@@ -56,27 +44,6 @@ class RefreshUndo:
     files_snap: str | None
     marker_before: bytes | None
     restored: bool = False
-
-
-def digests(side: Side, p: StagingRefreshParams, excl: list[str], timeout: float) -> Digests:
-    """Digests of one side (what the refresh copies of it)."""
-    out = Digests()
-    if p.database and side.db is not None:
-        d = dbcopy.db_digest(side, side.db, timeout)
-        out.db, out.rows = d.digest, d.rows()
-    if p.files:
-        out.files = files.files_digest(side, excl, timeout)
-    return out
-
-
-def read_marker(target: Side, timeout: float) -> dict[str, Any] | None:
-    """The last refresh recorded on the target, or None."""
-    res = target.run(["cat", "--", f"{target.path}/{MARKER}"], timeout, check=False)
-    try:
-        data = json.loads(res.stdout) if res.ok else None
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def up_to_date(marker: dict[str, Any] | None, src: Digests, dst: Digests, source: str, max_age: str) -> str | None:
@@ -120,9 +87,8 @@ class StagingRefresh(Action[StagingRefreshParams]):
         try:
             check_refusal(ctx.site.name, sides, p.database and dbcopy.same_database(sides, t))
             excl = files.excludes(p, sides.platform)
-            src = digests(sides.source, p, excl, t)
-            dst = digests(sides.target, p, excl, t)
-            marker = read_marker(sides.target, t)
+            src, _ = read_side(sides.source, p, excl, t)
+            dst, marker = read_side(sides.target, p, excl, t, record=f"{sides.target.path}/{MARKER}")
         finally:
             sides.close()
         plan = Plan(sides, excl, src, marker)
@@ -144,7 +110,10 @@ class StagingRefresh(Action[StagingRefreshParams]):
             try:
                 report = self._refresh(ctx, sides, plan, t, undo.work)
             except MaintkitError as exc:
-                self._restore(sides.target, undo, t)
+                try:
+                    self._restore(sides.target, undo, t)
+                except RollbackFailed as undo_exc:  # both: what failed, then why staging is not back
+                    raise RollbackFailed(f"{exc}; then {undo_exc}") from exc
                 raise ApplyFailed(f"{exc} (staging's previous state was restored)") from exc
         finally:
             sides.close()
@@ -196,7 +165,7 @@ class StagingRefresh(Action[StagingRefreshParams]):
         return report
 
     def _record(self, ctx: Context, sides: Sides, plan: Plan, t: float) -> None:
-        after = digests(sides.target, self.params, plan.excludes, t)
+        after, _ = read_side(sides.target, self.params, plan.excludes, t)
         marker = {
             "refreshed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "run_id": ctx.run_id,

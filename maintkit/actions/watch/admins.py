@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from maintkit.action import Action, Context, Params
-from maintkit.actions.mariadb import client_argv
+from maintkit.actions.mariadb import batch_field, client_argv
 from maintkit.actions.watch.common import ADMINS_BASELINE, FINDINGS, findings_point, last_point, write_point
 from maintkit.actions.watch.integrity import wp_planner
 from maintkit.errors import CheckFailed
@@ -150,20 +150,6 @@ def wordpress_admins(ctx: Context, p: AdminsParams) -> dict[str, dict[str, Any]]
     return out
 
 
-def _unescape(value: str) -> str:
-    """A field of ``mariadb --batch`` output (``\\t``, ``\\n``, ``\\\\`` and ``\\0`` escaped)."""
-    table = {"t": "\t", "n": "\n", "\\": "\\", "0": "\0"}
-    out, i = [], 0
-    while i < len(value):
-        if value[i] == "\\" and i + 1 < len(value):
-            out.append(table.get(value[i + 1], value[i + 1]))
-            i += 2
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
-
-
 def magento_sql(prefix: str) -> str:
     """The query of Magento's admin users with their role (identifiers validated, nothing else interpolated)."""
     users, roles = f"`{prefix}admin_user`", f"`{prefix}authorization_role`"
@@ -184,7 +170,7 @@ def magento_admins(ctx: Context, db: MagentoDb) -> dict[str, dict[str, Any]]:
         raise CheckFailed(f"cannot read Magento's admin users from {db.name}: {(res.stderr or res.stdout)[-400:]}")
     out: dict[str, dict[str, Any]] = {}
     for line in res.stdout.splitlines():
-        cols = [_unescape(c) for c in line.split("\t")]
+        cols = [batch_field(c) for c in line.split("\t")]
         if len(cols) < 5 or not cols[0].isdigit():
             continue
         role = [] if cols[4] in ("", "NULL") else [cols[4]]
