@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from maintkit.action import Context, Params
-from maintkit.actions.mariadb import option_file_args
+from maintkit.actions.mariadb import batch_field, option_file_args
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, quote
 
@@ -248,8 +248,14 @@ class DbClient:
             parts = line.split("\t")
             if len(parts) >= 3:
                 kind = "view" if "VIEW" in parts[1].upper() else "table"
-                out[parts[0]] = (kind, int(float(parts[2] or 0)))
+                out[self.name_from_output(parts[0])] = (kind, int(float(parts[2] or 0)))
         return out
+
+    def name_from_output(self, field: str) -> str:
+        """A name as the client printed it, as the name itself: MariaDB/MySQL's ``--batch``
+        output escapes a backslash, a tab, a newline and a NUL (``psql``'s unaligned output
+        does not)."""
+        return batch_field(field) if self.mysql else field
 
     def state_sql(self, marker: str) -> str:
         """MariaDB/MySQL: the statements of :meth:`tables`, then a row ``marker<TAB>1`` (exact counts

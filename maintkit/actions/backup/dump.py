@@ -151,12 +151,13 @@ def _parse_state(
             if parts[0] == marker and len(parts) == 2:
                 exact = parts[1] == "1"
             elif len(parts) >= 3:
-                kinds[parts[0]] = "view" if "VIEW" in parts[1].upper() else "table"
-                estimates[parts[0]] = int(float(parts[2] or 0))
+                name = client.name_from_output(parts[0])
+                kinds[name] = "view" if "VIEW" in parts[1].upper() else "table"
+                estimates[name] = int(float(parts[2] or 0))
         else:
             name, _, rows = line.rpartition("\t")
             if rows.strip().isdigit():
-                counts[name] = int(rows)
+                counts[client.name_from_output(name)] = int(rows)
     if exact is None:
         raise ApplyFailed(f"cannot read the tables of database {client.spec.name}: no end of the table list")
     base = {n: estimates[n] for n, kind in kinds.items() if kind == "table" and n not in client.spec.ignore_tables}
