@@ -39,6 +39,12 @@ def local_env(path: str | Path, **extra: Any) -> dict[str, Any]:
     return {"connection": "local", "path": str(path), **extra}
 
 
+def one_step(action: str, *, step_id: str | None = None, **with_: Any) -> str:
+    """A playbook of one step on production (``step_id``: its id, else the action's name)."""
+    step = {**({"id": step_id} if step_id else {}), "action": action, "with": with_}
+    return yaml.safe_dump({"name": f"t-{action}", "stages": [{"env": "production", "steps": [step]}]})
+
+
 def one_site(
     env: Mapping[str, Any], *, name: str = "shop", env_name: str = "production", **site: Any
 ) -> dict[str, Any]:

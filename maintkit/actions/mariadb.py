@@ -1,7 +1,9 @@
-"""MariaDB/MySQL client command lines: which option files a client reads.
+"""MariaDB/MySQL client command lines: which option files a client reads, its character set,
+and how its ``--batch`` output is read back.
 
 The one place that decides the option-file arguments of ``mariadb``, ``mariadb-dump``,
-``mysql`` and ``mysqldump`` for every action (``backup.*`` and ``cms.update``).
+``mysql`` and ``mysqldump`` for every action (``backup.*``, ``cms.update``,
+``staging.refresh``, ``admins.audit``, the host check).
 
 MariaDB/MySQL clients read ``~/.my.cnf`` *after* ``--defaults-extra-file``, so the login
 user's settings would override what maintkit was told. The option-file argument therefore
@@ -28,6 +30,8 @@ def option_file_args(defaults_file: str | None = None, *, explicit_user: bool = 
 
 #: the client programs that run statements (and read their results): they talk utf8mb4
 _SQL_CLIENTS = ("mariadb", "mysql")
+#: the character set argument of a statement client (after the option-file argument)
+UTF8MB4 = "--default-character-set=utf8mb4"
 
 
 def client_argv(binary: str, defaults_file: str | None = None, *, explicit_user: bool = False) -> list[str]:
@@ -36,8 +40,14 @@ def client_argv(binary: str, defaults_file: str | None = None, *, explicit_user:
     option file given with ``--defaults-file`` replaces the system's, where Debian sets utf8mb4,
     and the client's own default (latin1) turns a table name or a value outside latin1 into
     ``?`` in what it reads back, and such a name in a later statement into another name."""
-    charset = ["--default-character-set=utf8mb4"] if binary in _SQL_CLIENTS else []
+    charset = [UTF8MB4] if binary in _SQL_CLIENTS else []
     return [binary, *option_file_args(defaults_file, explicit_user=explicit_user), *charset]
+
+
+def query_argv(database: str, defaults_file: str | None, sql: str) -> list[str]:
+    """``mariadb`` running ``sql`` in ``database``: tab-separated rows without a header (read
+    them with :func:`batch_rows`)."""
+    return [*client_argv("mariadb", defaults_file), "--batch", "--skip-column-names", "-e", sql, database]
 
 
 #: what ``--batch`` output writes for a backslash, a tab, a newline and a NUL in a value
@@ -66,4 +76,4 @@ def batch_rows(text: str) -> list[list[str]]:
     return [[batch_field(f) for f in line.split("\t")] for line in text.split("\n") if line]
 
 
-__all__ = ["batch_field", "batch_rows", "client_argv", "option_file_args"]
+__all__ = ["UTF8MB4", "batch_field", "batch_rows", "client_argv", "option_file_args", "query_argv"]

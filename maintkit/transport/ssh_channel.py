@@ -282,6 +282,11 @@ def end_timed_out(chan: Any, stop: Stop, signal_term: Callable[[], None], kill_g
     the grace period). A command that timed out never goes on running on the host while its
     step is failed and rolled back."""
     signal_term()
+    _kill_if_running(chan, stop, kill_group)
+
+
+def _kill_if_running(chan: Any, stop: Stop, kill_group: Callable[[int], None]) -> None:
+    """``kill_group(pgid)`` when the command's process group is known and its channel still open."""
     if stop.pgid is not None and not (chan.closed or chan.exit_status_ready()):
         kill_group(stop.pgid)
 
@@ -301,8 +306,7 @@ def stop_command(
     stop.requested = True
     signal_term()
     stop.known.wait(wait_pgid)
-    if stop.pgid is not None and not (chan.closed or chan.exit_status_ready()):
-        kill_group(stop.pgid)
+    _kill_if_running(chan, stop, kill_group)
     if not chan.status_event.wait(1.0):
         stop.gave_up.set()
 

@@ -10,29 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runs import local_env, one_site, run, write_inventory
-
-CREATE = """\
-name: take
-stages:
-  - env: production
-    steps:
-      - {id: backup, action: backup.create, with: {files: [public], backup_dir: "BACKUPS"}}
-"""
-RESTORE = """\
-name: put-back
-stages:
-  - env: production
-    steps:
-      - {id: restore, action: backup.restore, with: {backup: latest, what: files, backup_dir: "BACKUPS"}}
-"""
-VERIFY = """\
-name: prove
-stages:
-  - env: production
-    steps:
-      - {id: verify, action: backup.verify, with: {backup_dir: "BACKUPS"}}
-"""
+from tests.runs import local_env, one_site, one_step, run, write_inventory
 
 
 def path_without_zstd(base: Path) -> str:
@@ -55,15 +33,18 @@ def test_a_zstd_backup_is_refused_where_there_is_no_zstd_and_nothing_changes(
     (site / "public" / "index.html").write_text("v1\n")
     inv = write_inventory(tmp_path, one_site(local_env(site)))
     state = tmp_path / "state"
-    taken = run(CREATE.replace("BACKUPS", str(backups)), inv, state)
+    create = one_step("backup.create", step_id="backup", files=["public"], backup_dir=str(backups))
+    restore_one = one_step("backup.restore", step_id="restore", backup="latest", what="files", backup_dir=str(backups))
+    verify_one = one_step("backup.verify", step_id="verify", backup_dir=str(backups))
+    taken = run(create, inv, state)
     assert taken.ok, taken.sites[0].error
     [bid] = [p.name for p in backups.iterdir()]
     assert (backups / bid / "files.tar.zst").is_file()
     (site / "public" / "index.html").write_text("v2\n")
 
     monkeypatch.setenv("PATH", path_without_zstd(tmp_path))
-    restore = run(RESTORE.replace("BACKUPS", str(backups)), inv, state, extra={"yes": True})
-    verify = run(VERIFY.replace("BACKUPS", str(backups)), inv, state)
+    restore = run(restore_one, inv, state, extra={"yes": True})
+    verify = run(verify_one, inv, state)
 
     for result, step in ((restore, "restore"), (verify, "verify")):
         [only] = result.sites[0].steps
@@ -73,6 +54,6 @@ def test_a_zstd_backup_is_refused_where_there_is_no_zstd_and_nothing_changes(
     assert [p.name for p in backups.iterdir()] == [bid]  # no safety backup was taken
 
     monkeypatch.undo()
-    restored = run(RESTORE.replace("BACKUPS", str(backups)), inv, state, extra={"yes": True})
+    restored = run(restore_one, inv, state, extra={"yes": True})
     assert restored.ok, restored.sites[0].error
     assert (site / "public" / "index.html").read_text() == "v1\n"

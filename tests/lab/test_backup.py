@@ -35,6 +35,7 @@ from tests.lab.argv_shim import argv_shim
 from tests.lab.mariadb import MariaDB
 from tests.lab.recording import Recorder
 from tests.lab.sshd import SshLab, chown_login_user
+from tests.runs import one_step
 
 pytestmark = pytest.mark.lab
 
@@ -90,13 +91,6 @@ class Shop:
         """Everything in the run folder (audit log, summary, playbook copy)."""
         folder = Path(str(result.run_dir))
         return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
-
-
-def one_step(action: str, **with_: Any) -> str:
-    """A playbook of one step on production."""
-    return yaml.safe_dump(
-        {"name": f"t-{action}", "stages": [{"env": "production", "steps": [{"action": action, "with": with_}]}]}
-    )
 
 
 def step(result: RunResult, step_id: str) -> Any:

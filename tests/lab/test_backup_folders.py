@@ -30,7 +30,8 @@ from maintkit.transport.factory import transport_for
 from tests.lab import test_backup
 from tests.lab.recording import Recorder, Recording
 from tests.lab.sshd import SshLab
-from tests.lab.test_backup import SECRET_VAR, Shop, give_to_deploy, one_step, sha256
+from tests.lab.test_backup import SECRET_VAR, Shop, give_to_deploy, sha256
+from tests.runs import one_step
 
 pytestmark = pytest.mark.lab
 shop = test_backup.shop  # the fixture: a site on h1 with its database

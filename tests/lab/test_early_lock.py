@@ -24,7 +24,8 @@ from maintkit.runner.settled import NEVER_SETTLED
 from tests.lab import test_backup
 from tests.lab.recording import Recorder
 from tests.lab.sshd import SshLab
-from tests.lab.test_backup import SECRET_VAR, Shop, one_step
+from tests.lab.test_backup import SECRET_VAR, Shop
+from tests.runs import one_step
 
 pytestmark = pytest.mark.lab
 

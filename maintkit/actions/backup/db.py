@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from maintkit.action import Context, Params
-from maintkit.actions.mariadb import batch_field, option_file_args
+from maintkit.actions.mariadb import UTF8MB4, batch_field, option_file_args
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, quote
 
@@ -178,7 +178,7 @@ class DbClient:
         """The SQL client reading statements from stdin, tab-separated output without headers."""
         if self.mysql:
             # names are UTF-8 whatever the host's locale (else the client may talk latin1: ``café`` is not found)
-            argv = [self._tool("mariadb", "mysql"), *self._mysql_common(), "--default-character-set=utf8mb4"]
+            argv = [self._tool("mariadb", "mysql"), *self._mysql_common(), UTF8MB4]
             argv += ["--batch", "--skip-column-names"]
             return [*argv, db] if db else argv
         return [

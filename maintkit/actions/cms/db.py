@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.actions.dumpfile import choose_file, compressor, dump_files, report_written, unpack_command, written_file
-from maintkit.actions.mariadb import batch_rows, client_argv
+from maintkit.actions.mariadb import batch_rows, client_argv, query_argv
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.results import CommandResult
 from maintkit.transport.base import join, output_marker, quote
@@ -40,17 +40,13 @@ def _rows(text: str) -> list[list[str]]:
     return batch_rows(text)
 
 
-def _query_argv(database: str, defaults_file: str | None, sql: str) -> list[str]:
-    return [*client_argv("mariadb", defaults_file), "--batch", "--skip-column-names", "-e", sql, database]
-
-
 def _query_failed(database: str, res: CommandResult) -> RollbackFailed:
     return RollbackFailed(f"mariadb query on {database} failed: {tail(res.stderr)}")
 
 
 def db_query(ctx: Context, database: str, defaults_file: str | None, sql: str) -> list[list[str]]:
     """Run SQL (one statement or several) with the mariadb client; rows of tab-separated columns."""
-    res = ctx.run(_query_argv(database, defaults_file, sql), check=False)
+    res = ctx.run(query_argv(database, defaults_file, sql), check=False)
     if not res.ok:
         raise _query_failed(database, res)
     return _rows(res.stdout)
@@ -93,13 +89,13 @@ def schema_command(undo: DbUndo) -> tuple[str, str]:
     """The client run of :func:`read_schema` as a quoted command line, and the marker that
     :func:`parse_schema` needs to read its output."""
     marker = output_marker()
-    return join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker))), marker
+    return join(query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker))), marker
 
 
 def read_schema(ctx: Context, undo: DbUndo) -> tuple[list[str], dict[str, str]]:
     """The tables of ``undo.database`` and the current values of its schema options, in ONE client run."""
     marker = output_marker()
-    res = ctx.run(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)), check=False)
+    res = ctx.run(query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)), check=False)
     if not res.ok:
         raise _query_failed(undo.database, res)
     return parse_schema(undo, res.stdout, marker)
@@ -134,7 +130,7 @@ def _dump_script(database: str, defaults_file: str | None, dest: str) -> str:
 def read_and_dump_script(undo: DbUndo) -> tuple[str, str]:
     """The shell of :func:`read_and_dump`, and the marker :func:`dumped` reads its output with."""
     marker = output_marker()
-    query = join(_query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)))
+    query = join(query_argv(undo.database, undo.defaults_file, _schema_sql(undo, marker)))
     done = f"{marker}-dump"  # printed on both streams once the read succeeded
     script = f"{query} || exit $?\necho {done}; echo {done} >&2\n" + _dump_script(
         undo.database, undo.defaults_file, undo.dump

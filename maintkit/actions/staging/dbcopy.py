@@ -18,7 +18,7 @@ from typing import IO
 from maintkit._text import tail
 from maintkit.actions.compression import GZIP_FAST, HAS_ZSTD, ZSTD_ONE_THREAD, decompress_argv
 from maintkit.actions.dumpfile import choose_file, compressor, report_written, unpack_command, written_file
-from maintkit.actions.mariadb import batch_rows, client_argv
+from maintkit.actions.mariadb import batch_rows, client_argv, query_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.errors import ApplyFailed, CheckFailed
@@ -61,8 +61,7 @@ def stream_decompressor(spool: IO[bytes]) -> str:
 
 def query(side: Side, db: DbRef, sql: str, timeout: float) -> list[list[str]]:
     """Rows of one SQL statement on ``side`` (tab-separated columns, each value unescaped)."""
-    argv = [*client_argv("mariadb", db.defaults_file), "--batch", "--skip-column-names", "-e", sql, db.name]
-    res = side.run(argv, timeout, check=False)
+    res = side.run(query_argv(db.name, db.defaults_file, sql), timeout, check=False)
     if not res.ok:
         raise CheckFailed(f"mariadb on {side.env.name} ({db.name}) failed: {tail(res.stderr or res.stdout)}")
     return batch_rows(res.stdout)
@@ -163,9 +162,7 @@ def snapshot_database(side: Side, db: DbRef, dest: str, timeout: float) -> tuple
     written (one of the two names computed from ``dest``). A failing table list raises
     CheckFailed as :func:`query` does (nothing dumped); a failing dump ApplyFailed."""
     marker = output_marker()
-    show = join(
-        [*client_argv("mariadb", db.defaults_file), "--batch", "--skip-column-names", "-e", "SHOW TABLES", db.name]
-    )
+    show = join(query_argv(db.name, db.defaults_file, "SHOW TABLES"))
     dump = join([*client_argv("mariadb-dump", db.defaults_file), *DUMP_OPTIONS, db.name])
     into = f'{compressor(dest)} > "$mk_o"'
     script = (

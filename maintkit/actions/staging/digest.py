@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maintkit._text import tail
-from maintkit.actions.mariadb import batch_rows, client_argv
+from maintkit.actions.mariadb import batch_rows, query_argv
 from maintkit.actions.staging.dbcopy import DbDigest
 from maintkit.actions.staging.files import listing_script
 from maintkit.actions.staging.params import StagingRefreshParams
@@ -84,8 +84,7 @@ def read_side(
     script = []
     with_db = p.database and side.db is not None
     if with_db and side.db is not None:
-        sql = [*client_argv("mariadb", side.db.defaults_file), "--batch", "--skip-column-names", "-e", digest_sql(m)]
-        script.append(f"{join([*sql, side.db.name])} || exit $?")
+        script.append(f"{join(query_argv(side.db.name, side.db.defaults_file, digest_sql(m)))} || exit $?")
     script.append(f"echo {m}-db")
     if p.files:
         script.append(f"( {listing_script(side.path, excl)}\n)\necho {m}-files $?")
