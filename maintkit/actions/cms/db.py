@@ -34,12 +34,6 @@ class DbUndo:
     schema_options: list[str] = field(default_factory=list)
 
 
-def _rows(text: str) -> list[list[str]]:
-    """Rows of the client's ``--batch`` output (one a line: it escapes newlines and tabs in
-    values), each value unescaped: a table name is the name to quote in a later statement."""
-    return batch_rows(text)
-
-
 def _query_failed(database: str, res: CommandResult) -> RollbackFailed:
     return RollbackFailed(f"mariadb query on {database} failed: {tail(res.stderr)}")
 
@@ -49,7 +43,7 @@ def db_query(ctx: Context, database: str, defaults_file: str | None, sql: str) -
     res = ctx.run(query_argv(database, defaults_file, sql), check=False)
     if not res.ok:
         raise _query_failed(database, res)
-    return _rows(res.stdout)
+    return batch_rows(res.stdout)
 
 
 def list_tables(ctx: Context, database: str, defaults_file: str | None) -> list[str]:
@@ -77,7 +71,7 @@ def _schema_sql(undo: DbUndo, marker: str) -> str:
 
 def parse_schema(undo: DbUndo, stdout: str, marker: str) -> tuple[list[str], dict[str, str]]:
     """The tables and the schema options out of one run of :func:`schema_command`'s query."""
-    rows = _rows(stdout)
+    rows = batch_rows(stdout)
     cut = rows.index([marker]) if [marker] in rows else len(rows)
     if cut == len(rows) and _options_sql(undo) is not None:
         raise RollbackFailed(f"mariadb query on {undo.database} failed: no end of the table list")
