@@ -37,6 +37,11 @@
  *                              the users holding one of keep_roles
  *   staging_guards {"noindex","payments"}
  *                              blog_public=0; known payment gateways switched to test mode
+ *   refresh  {"steps":[{"command","args"}]}
+ *                              replace, anonymize and staging_guards in order in ONE process
+ *                              (one WordPress boot for staging.refresh), the object cache flushed
+ *                              after each; stops at the first that fails ("failed" names it);
+ *                              "results" holds each answer by command
  *
  * Every command also takes "timed": its answer then holds "ms", the process's own wall time in
  * milliseconds (the caller ran it in one shell with other commands, and splits that shell's time).
@@ -112,11 +117,15 @@ if (!is_file($maintkit_root . '/wp-load.php')) {
 register_shutdown_function(function () {
     $err = error_get_last();
     if ($err !== null && in_array($err['type'], array(E_ERROR, E_PARSE, E_CORE_ERROR, E_COMPILE_ERROR), true)) {
-        maintkit_write('stdout', "\n" . MAINTKIT_MARKER . json_encode(array(
+        $answer = array(
             'ok' => false,
             'fatal' => true,
             'error' => 'PHP fatal error: ' . $err['message'] . ' in ' . $err['file'] . ':' . $err['line'],
-        ), JSON_UNESCAPED_SLASHES) . "\n");
+        );
+        if (isset($GLOBALS['maintkit_step'])) {
+            $answer['failed'] = $GLOBALS['maintkit_step'];  // the refresh step that was running
+        }
+        maintkit_write('stdout', "\n" . MAINTKIT_MARKER . json_encode($answer, JSON_UNESCAPED_SLASHES) . "\n");
     }
 });
 
@@ -218,6 +227,9 @@ switch ($maintkit_cmd) {
         break;
     case 'staging_guards':
         maintkit_out(maintkit_staging_guards($maintkit_args));
+        break;
+    case 'refresh':
+        maintkit_out(maintkit_refresh($maintkit_args));
         break;
     case 'dbupgrade':
         require_once ABSPATH . 'wp-admin/includes/upgrade.php';
@@ -912,4 +924,36 @@ function maintkit_staging_guards(array $a): array
         }
     }
     return $out;
+}
+
+/**
+ * staging.refresh's WordPress steps in one process: each of replace, anonymize and
+ * staging_guards in the order given, the object cache flushed after each (the next one reads
+ * options afresh from the database, never a value cached before the previous one wrote).
+ */
+function maintkit_refresh(array $a): array
+{
+    $known = array(
+        'replace' => 'maintkit_replace',
+        'anonymize' => 'maintkit_anonymize',
+        'staging_guards' => 'maintkit_staging_guards',
+    );
+    $steps = isset($a['steps']) && is_array($a['steps']) ? $a['steps'] : array();
+    $results = array();
+    foreach ($steps as $step) {
+        $cmd = is_array($step) && isset($step['command']) ? (string) $step['command'] : '';
+        if (!isset($known[$cmd])) {
+            return array('ok' => false, 'error' => 'unknown refresh step ' . $cmd, 'failed' => $cmd, 'results' => (object) $results);
+        }
+        $GLOBALS['maintkit_step'] = $cmd;
+        $res = call_user_func($known[$cmd], isset($step['args']) && is_array($step['args']) ? $step['args'] : array());
+        wp_cache_flush();
+        $results[$cmd] = $res;
+        if (empty($res['ok'])) {
+            $error = isset($res['error']) ? $res['error'] : null;
+            return array('ok' => false, 'error' => $error, 'failed' => $cmd, 'results' => (object) $results);
+        }
+    }
+    unset($GLOBALS['maintkit_step']);
+    return array('ok' => true, 'error' => null, 'failed' => null, 'results' => (object) $results);
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -159,16 +160,32 @@ def refresh_playbook(via: str, then_fail: bool = False, env: str = "staging", so
 EXCLUDE_STAGING = (".maint", "wp-config.php", GUARD)
 
 
+def helper_runs(recorder: Recorder) -> list[str]:
+    """The commands that ran the PHP helper uploaded into the refresh's work folder."""
+    return [t for rec in recorder.by_host.values() for kind, t in rec.sent if kind == "run" and "/wp_helper.php " in t]
+
+
+def helper_call(command: str) -> list[str]:
+    """The helper commands one run asked for: ``refresh``'s steps in order."""
+    argv = shlex.split(command)
+    assert argv[3] == "refresh", argv
+    return [s["command"] for s in json.loads(argv[4])["steps"]]
+
+
 def test_refresh_copies_rewrites_anonymises_guards_and_a_second_run_changes_nothing(shop: Shop) -> None:
     seed_production(shop)
     inv = write_inventory(shop)
     prod_db, prod_files = db_state(shop, shop.production), files_digest(shop.production.path, (".maint",))
+    recorder = Recorder()
 
-    result = run(shop, inv, playbook_from_text(refresh_playbook("host")))
+    result = run(shop, inv, playbook_from_text(refresh_playbook("host")), transport_factory=recorder)
 
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     step = steps(result, "staging")["refresh"]
     assert step.status is StepStatus.CHANGED
+    # the rewrite, the anonymisation and the guards: ONE PHP process (WordPress boots once)
+    assert [helper_call(t) for t in helper_runs(recorder)] == [["replace", "anonymize", "staging_guards"]]
+    assert step.data["refresh"]["anonymize"]["rows"] > 0 and step.data["refresh"]["guards"]["blog_public"] == "0"
     staging, production = shop.staging, shop.production
     # the database: same tables and row counts as production
     assert table_counts(shop, staging) == table_counts(shop, production)
@@ -307,6 +324,37 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
     assert files_digest(shop.staging.path, (".maint",)) == staging_files
     assert (shop.staging.path / "wp-content/staging-only.txt").read_text() == "only on staging\n"
     assert not (shop.staging.path / ".maint" / "staging-refresh.json").exists()
+
+
+def test_a_failing_wordpress_step_is_named_and_staging_restored_exactly(shop: Shop) -> None:
+    """The anonymisation fails (a rule on a table without a one-column primary key) in the one
+    PHP process after the URL rewrite changed rows: the error names the anonymisation, the
+    guards never run, and staging's database and files are put back exactly."""
+    seed_production(shop)
+    inv = write_inventory(shop)
+    staging = shop.staging
+    staging_db, staging_files = db_state(shop, staging), files_digest(staging.path, (".maint",))
+    playbook = (
+        "name: refresh\non_failure: rollback\nstages:\n  - env: staging\n    steps:\n"
+        "      - id: refresh\n        action: staging.refresh\n        with:\n          via: host\n"
+        "          rules: [{table: term_relationships, column: term_order, kind: empty}]\n"
+    )
+    recorder = Recorder()
+
+    result = run(shop, inv, playbook_from_text(playbook), transport_factory=recorder)
+
+    assert result.exit_code == 1
+    refresh = steps(result, "staging")["refresh"]
+    assert refresh.status is StepStatus.FAILED
+    assert str(refresh.error) == (
+        "apply: WordPress anonymize on staging failed: an anonymisation rule failed "
+        "(staging's previous state was restored)"
+    ), refresh.error
+    assert [helper_call(t) for t in helper_runs(recorder)] == [["replace", "anonymize", "staging_guards"]]
+    assert db_state(shop, staging) == staging_db
+    assert files_digest(staging.path, (".maint",)) == staging_files
+    assert not (staging.path / GUARD).exists()
+    assert not (staging.path / ".maint" / "staging-refresh.json").exists()
 
 
 def test_a_failing_snapshot_changes_nothing_and_leaves_no_snapshot_folder(shop: Shop) -> None:

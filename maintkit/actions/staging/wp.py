@@ -4,7 +4,8 @@ The helper (``maintkit/php/wp_helper.php``) is uploaded into the refresh's work 
 the target (0600) and removed with it: ``replace`` rewrites URLs the way ``wp search-replace``
 does (PHP-serialized values unserialized, replaced recursively, serialized again, so string
 lengths stay right), ``anonymize`` applies the rules, ``staging_guards`` sets
-``blog_public=0`` and switches known payment gateways to test mode.
+``blog_public=0`` and switches known payment gateways to test mode. The three run in ONE PHP
+process (the helper's ``refresh``): WordPress boots once per refresh, not once per step.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def url_pairs(source_url: str | None, target_url: str | None, extra: dict[str, s
 
 
 class WpSteps:
-    """The helper on the target, called for each WordPress step."""
+    """The helper on the target, which runs the WordPress steps in one process."""
 
     def __init__(self, target: Side, work: str, php: str, timeout: float) -> None:
         self.target, self.helper, self.php, self.timeout = target, f"{work}/wp_helper.php", php, timeout
@@ -42,34 +43,51 @@ class WpSteps:
         """Put the helper into the work folder (0600)."""
         self.target.transport.put(wp_helper_source(), self.helper, mode=0o600)
 
-    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One helper command; ApplyFailed when it fails or gives no answer."""
-        payload = json.dumps(args, separators=(",", ":"))
-        argv = [self.php, self.helper, self.target.path, command, payload]
-        res = self.target.run(argv, self.timeout, check=False)
+    def call(self, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        """The helper's ``refresh``: ``steps`` (command, arguments) in order in ONE PHP process,
+        so WordPress boots once; each command's answer by name. ApplyFailed naming the command
+        that failed (or was running when PHP died), or when there is no answer at all.
+
+        The process may take the sum of the steps' timeouts (each had its own before)."""
+        payload = json.dumps({"steps": [{"command": c, "args": a} for c, a in steps]}, separators=(",", ":"))
+        argv = [self.php, self.helper, self.target.path, "refresh", payload]
+        res = self.target.run(argv, self.timeout * len(steps), check=False)
         data = parse_marked_json(res.stdout)
-        if data is None or not data.get("ok"):
-            why = data.get("error") if data else f"no answer (exit {res.exit_code}): {tail(res.stderr or res.stdout)}"
-            raise ApplyFailed(f"WordPress {command} on {self.target.env.name} failed: {why}")
-        return data
+        if data is None:
+            names = "/".join(c for c, _ in steps)
+            raise ApplyFailed(
+                f"WordPress {names} on {self.target.env.name} failed: "
+                f"no answer ({res.why}): {tail(res.stderr or res.stdout)}"
+            )
+        results = data.get("results")
+        if not data.get("ok") or not isinstance(results, dict):
+            failed = data.get("failed") or "/".join(c for c, _ in steps)
+            why = data.get("error") or "no result"
+            raise ApplyFailed(f"WordPress {failed} on {self.target.env.name} failed: {why}")
+        return {name: dict(results.get(name) or {}) for name, _ in steps}
 
     def run_all(self, p: StagingRefreshParams, source_url: str | None) -> dict[str, Any]:
-        """URL rewrite, anonymisation and guards; what each did."""
-        out: dict[str, Any] = {}
+        """URL rewrite, anonymisation and guards (one PHP process); what each did."""
+        g = p.guards
+        steps: list[tuple[str, dict[str, Any]]] = []
         pairs = url_pairs(source_url if p.url_rewrite else None, self.target.env.url, p.replace)
         if pairs:
-            res = self.call("replace", {"pairs": pairs, "skip_columns": p.skip_columns})
-            out["replace"] = {k: res.get(k) for k in ("rows", "no_primary_key", "objects_skipped")}
+            steps.append(("replace", {"pairs": pairs, "skip_columns": p.skip_columns}))
         if p.anonymize:
             rules = p.rules if p.rules is not None else default_rules()
-            res = self.call("anonymize", {"rules": [r.model_dump() for r in rules], "keep_roles": p.keep_roles})
+            steps.append(("anonymize", {"rules": [r.model_dump() for r in rules], "keep_roles": p.keep_roles}))
+        steps.append(("staging_guards", {"noindex": g.noindex, "payments": g.payments, "gateways": g.gateways}))
+        done = self.call(steps)
+        out: dict[str, Any] = {}
+        if "replace" in done:
+            out["replace"] = {k: done["replace"].get(k) for k in ("rows", "no_primary_key", "objects_skipped")}
+        if "anonymize" in done:
+            rows = done["anonymize"].get("rules", [])
             out["anonymize"] = {
-                "rows": sum(int(r.get("rows") or 0) for r in res.get("rules", [])),
-                "missing_tables": sorted({r["table"] for r in res.get("rules", []) if r.get("missing")}),
+                "rows": sum(int(r.get("rows") or 0) for r in rows),
+                "missing_tables": sorted({r["table"] for r in rows if r.get("missing")}),
             }
-        g = p.guards
-        res = self.call("staging_guards", {"noindex": g.noindex, "payments": g.payments, "gateways": g.gateways})
-        out["guards"] = {k: res.get(k) for k in ("blog_public", "test_mode", "not_handled")}
+        out["guards"] = {k: done["staging_guards"].get(k) for k in ("blog_public", "test_mode", "not_handled")}
         plugin = guard_plugin(g)
         if plugin is not None:
             dest = f"{self.target.path}/{GUARD_PLUGIN}"
