@@ -20,12 +20,17 @@ from maintkit.inventory import Environment
 from maintkit.testing import TIMEOUT, FakeTransport
 from maintkit.transport.local import LocalTransport
 
-#: a stand-in WordPress: options in memory, and no update_option (a step that writes one dies)
+#: a stand-in WordPress: options in memory, each cache flush counted in blog_public (so a
+#: step's answer shows how many flushes came before it), and no update_option (a step that
+#: writes an option dies)
 WP_LOAD = """<?php
 define('ABSPATH', __DIR__ . '/');
-$GLOBALS['mk_options'] = array('blog_public' => '1');
+$GLOBALS['mk_options'] = array('blog_public' => '0');
 function add_filter() { return true; }
-function wp_cache_flush() { echo "flushed\\n"; return true; }
+function wp_cache_flush() {
+    $GLOBALS['mk_options']['blog_public'] = (string) ((int) $GLOBALS['mk_options']['blog_public'] + 1);
+    return true;
+}
 function get_option($name, $default = false) {
     return isset($GLOBALS['mk_options'][$name]) ? $GLOBALS['mk_options'][$name] : $default;
 }
@@ -57,10 +62,13 @@ GUARDS_WRITE: tuple[str, dict[str, Any]] = ("staging_guards", {"noindex": True, 
 
 def test_the_steps_run_in_one_process_and_answer_by_name(steps: WpSteps) -> None:
     done = steps.call([("anonymize", {"rules": [], "keep_roles": []}), GUARDS_READ])
+    # the guards read after the anonymisation's own flush and the one after its step: two
     assert done == {
         "anonymize": {"ok": True, "error": None, "rules": [], "kept_users": []},
-        "staging_guards": {"ok": True, "blog_public": "1", "test_mode": [], "not_handled": []},
+        "staging_guards": {"ok": True, "blog_public": "2", "test_mode": [], "not_handled": []},
     }
+    alone = steps.call([GUARDS_READ])
+    assert alone["staging_guards"]["blog_public"] == "0"
 
 
 def test_a_php_fatal_error_names_the_step_that_was_running(steps: WpSteps) -> None:
@@ -119,6 +127,11 @@ def test_no_answer_names_every_step_and_how_the_process_ended() -> None:
     assert str(err.value).startswith(
         "WordPress replace/anonymize/staging_guards on staging failed: no answer (timed out after 120.0 s)"
     ), err.value
+    answer = '@@MAINTKIT-JSON@@{"ok":true,"results":{"replace":{"ok":true}}}\n'
+    wp, _ = _fake_steps((0, answer, ""))
+    with pytest.raises(ApplyFailed) as err:
+        wp.call([("replace", {}), GUARDS_READ])
+    assert str(err.value) == "WordPress staging_guards on staging failed: no result"
     wp, _ = _fake_steps((255, "", "Segmentation fault\n"))
     with pytest.raises(ApplyFailed) as err:
         wp.call([GUARDS_READ])

@@ -60,11 +60,14 @@ class WpSteps:
                 f"no answer ({res.why}): {tail(res.stderr or res.stdout)}"
             )
         results = data.get("results")
-        if not data.get("ok") or not isinstance(results, dict):
-            failed = data.get("failed") or "/".join(c for c, _ in steps)
+        if not isinstance(results, dict):
+            results = {}
+        missing = [c for c, _ in steps if not isinstance(results.get(c), dict)]
+        if not data.get("ok") or missing:
+            failed = data.get("failed") or "/".join(missing or [c for c, _ in steps])
             why = data.get("error") or "no result"
             raise ApplyFailed(f"WordPress {failed} on {self.target.env.name} failed: {why}")
-        return {name: dict(results.get(name) or {}) for name, _ in steps}
+        return {name: dict(results[name]) for name, _ in steps}
 
     def run_all(self, p: StagingRefreshParams, source_url: str | None) -> dict[str, Any]:
         """URL rewrite, anonymisation and guards (one PHP process); what each did."""
