@@ -329,7 +329,7 @@ def test_a_later_failing_step_restores_staging_database_and_files_exactly(shop: 
 def test_a_failing_wordpress_step_is_named_and_staging_restored_exactly(shop: Shop) -> None:
     """The anonymisation fails (a rule on a table without a one-column primary key) in the one
     PHP process after the URL rewrite changed rows: the error names the anonymisation, the
-    guards never run, and staging's database and files are put back exactly."""
+    guards' mu-plugin is never written, and staging's database and files are put back exactly."""
     seed_production(shop)
     inv = write_inventory(shop)
     staging = shop.staging

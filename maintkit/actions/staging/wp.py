@@ -1,4 +1,4 @@
-"""WordPress steps of ``staging.refresh``, run inside WordPress through the PHP helper.
+"""WordPress steps of ``staging.refresh``, run inside WordPress through the PHP helper, in one process.
 
 The helper (``maintkit/php/wp_helper.php``) is uploaded into the refresh's work folder on
 the target (0600) and removed with it: ``replace`` rewrites URLs the way ``wp search-replace``
