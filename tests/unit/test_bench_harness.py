@@ -522,3 +522,23 @@ def test_the_filesystem_probe_creates_its_files_in_a_new_folder_and_keeps_them(t
         assert len(files) == 45 and {f.split("/")[0] for f in files} == {f"d{i}" for i in range(20)}
         assert all((probe / f).read_bytes() == b"x" * 2048 for f in files)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in probes), "site"])  # nothing else
+
+
+def test_the_floor_gap_benchmark_times_both_sides_the_audit_events_and_the_sessions(tmp_path: Path) -> None:
+    out = tmp_path / "gap.json"
+    argv = [sys.executable, str(BENCH / "floor_gap.py"), "--hosts", "2", "--runs", "1", "--sessions", "3",
+            "--json", str(out)]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert list(data["sides"]) == ["maint no-op", "cold floor"]
+    for rows in data["sides"].values():
+        assert len(rows) == 1 and sorted(rows[0]) == ["cpu", "machine_cpu", "wall"]
+        assert rows[0]["wall"] > 0 and rows[0]["cpu"] > 0 and rows[0]["machine_cpu"] >= 0
+    # a 2-host no-op: the run's two events and nine per site (site and stage started, the five
+    # steps checked, stage and site finished; no lock is taken)
+    [(events, spent)] = data["audit"]
+    assert events == 2 + 2 * 9 and spent > 0
+    assert data["sessions"]["release"] == os.uname().release + "\n"  # the lab's sshd runs on this kernel
+    assert data["sessions"]["session_ms"] >= 0 and data["sessions"]["kept_shell_ms"] >= 0
+    assert [line.split(" | ")[0] for line in res.stdout.splitlines()[2:4]] == ["maint no-op", "cold floor"]
