@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from maintkit.actions.backup import new_backup_id
+from maintkit.actions.backup.db import LOW_PRIORITY_SETUP
 from maintkit.playbook import load_playbook_full
 from maintkit.results import RunResult, StepStatus
 from tests import runs
@@ -554,7 +555,7 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
         "mkdir",  # the backup folder (0700) and its .partial folder, then the password into a 0600 option file
         "echo",  # tables and exact counts, the dump | gzip, the counts again, size and sha256 of the dump
         "rm",  # the option file
-        "umask", "umask",  # the archive of the files, then its members counted back
+        'mk_low="nice', "umask",  # the archive of the files (at low priority), then its members counted back
         "printf",  # size and sha256 of the archive
         "(",  # the manifest, the rename of the .partial folder, then the listing and the items' facts verify reads
     ], steps  # fmt: skip
@@ -576,7 +577,11 @@ def test_a_new_backup_costs_these_round_trips(shop: Shop, ssh_lab: SshLab) -> No
     assert db.count("| mariadb --defaults-file=") == 2 and db.count("EXECUTE mk_counts;") == 2
     assert db.count("mariadb-dump --defaults-file=") == 1 and "sha256sum <" in db
     assert f"{manifest['id']}.partial/db-{shop.db}.sql.zst" in db and "mkdir" not in db
-    assert "| zstd -q -c > " in db and "-T0" not in db  # one thread keeps up with the dump
+    assert "| $mk_low zstd -q -c > " in db and "-T0" not in db  # one thread keeps up with the dump
+    # the dump, its compressor, tar and the archive's compressor at low priority (the default)
+    assert db.count(LOW_PRIORITY_SETUP) == 1 and "{ $mk_low mariadb-dump --defaults-file=" in db
+    assert steps[3].startswith(LOW_PRIORITY_SETUP) and "( $mk_low tar --no-unquote " in steps[3]
+    assert "| $mk_low zstd -q -c -T0 > " in steps[3] and "mk_low" not in steps[4]  # the count reads at normal
     assert "files.tar" not in db and "files.tar" in steps[3] and f"db-{shop.db}" not in steps[3]
     finish = steps[6]
     assert "manifest.json" in finish and "mv -T" in finish
@@ -643,7 +648,7 @@ def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, 
     assert manifest["verification"]["db " + shop.db]["ok"] is True  # the dump restored, same tables and rows
     dump = subprocess.run(["zstd", "-q", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True)
     assert b"CREATE TABLE `skipped`" not in dump.stdout and b"CREATE TABLE `back``tick`" in dump.stdout
-    creates = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ mariadb-dump --" in t]
+    creates = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ $mk_low mariadb-dump --" in t]
     assert len(creates) == 1 and "AND table_name NOT IN (" in creates[0]
     assert f"--ignore-table={shop.db}.skipped" in creates[0]
 
@@ -672,7 +677,7 @@ def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, 
     assert item["counts"] == "estimate"
     assert item["tables"]["customers"] == {"type": "table", "rows_estimate": 250}
     assert set(item["tables"]) == {"big_orders", "customers", "orders", "skipped", *odd}
-    [db] = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ mariadb-dump --" in t]
+    [db] = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ $mk_low mariadb-dump --" in t]
     marker = re.match(r"echo '(@@mk-[0-9a-f]{32}) before'", db)
     assert marker and f"{marker[1]} after" in db  # in the script, run only when the first read was exact
 

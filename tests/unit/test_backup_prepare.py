@@ -94,14 +94,18 @@ class Noting(LocalTransport):
         return super()._execute(line, **kwargs)
 
 
-def test_postgresql_makes_the_folders_with_its_dump_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("priority", ["normal", "low"])
+def test_postgresql_makes_the_folders_with_its_dump_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, priority: str
+) -> None:
     """``dump_stepwise`` (stand-ins for psql and pg_dump on the PATH): the table reads write
-    nothing and go first; the folders go in front of the dump, the first command that writes."""
+    nothing and go first; the folders go in front of the dump, the first command that writes;
+    at low priority pg_dump runs 10 nicer than the caller (it writes its niceness into the dump)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "psql": "#!/bin/sh\ncase $(cat) in *COUNT*) printf '0\\t3\\n';; *) printf 'items\\tBASE TABLE\\t3\\n';; esac\n",
-        "pg_dump": "#!/bin/sh\nprintf 'PGDMP dump of items\\n'\n",
+        "pg_dump": "#!/bin/sh\nprintf 'PGDMP dump of items at %s\\n' \"$(nice)\"\n",
     }
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
@@ -110,7 +114,7 @@ def test_postgresql_makes_the_folders_with_its_dump_command(tmp_path: Path, monk
     transport = Noting()
     ctx = make_context(transport, path=str(tmp_path))
     directory = tmp_path / HOSTILE
-    job = BackupJob([DatabaseSpec(name="shop", engine="postgresql")])
+    job = BackupJob([DatabaseSpec(name="shop", engine="postgresql")], priority=priority)
 
     manifest = write_backup(ctx, job, str(directory), frozenset({"pg_dump", "pg_restore", "psql"}))
 
@@ -121,6 +125,7 @@ def test_postgresql_makes_the_folders_with_its_dump_command(tmp_path: Path, monk
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and [p.name for p in directory.iterdir()] == [manifest.id]
     [item] = manifest.items
     dumped = Path(manifest.path(item["file"]))
-    assert dumped.read_bytes() == b"PGDMP dump of items\n" and item["size"] == dumped.stat().st_size
+    niceness = min(os.nice(0) + 10, 19) if priority == "low" else os.nice(0)
+    assert dumped.read_text() == f"PGDMP dump of items at {niceness}\n" and item["size"] == dumped.stat().st_size
     assert item["sha256"] == hashlib.sha256(dumped.read_bytes()).hexdigest()
     assert item["tables"] == {"items": {"type": "table", "rows": 3}}

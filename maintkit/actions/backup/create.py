@@ -46,6 +46,8 @@ class BackupJob:
     base: str = ""
     excludes: list[str] = field(default_factory=list)
     compression: str = "auto"
+    #: "low": the dumps and the archive at low priority (``db.LOW_PRIORITY_SETUP``); "normal"
+    priority: str = "normal"
 
     def describe(self) -> str:
         """``db shop, files wp-content`` for messages."""
@@ -106,7 +108,9 @@ def archive_files(
     name = archive_name(compression)
     out = f"{workdir}/{name}"
     res = (run_shell or ctx.run_shell)(
-        create_script(job.base, job.paths, job.excludes, compression, out), check=False, **timeout_kwargs(timeout)
+        create_script(job.base, job.paths, job.excludes, compression, out, low_priority=job.priority == "low"),
+        check=False,
+        **timeout_kwargs(timeout),
     )
     if not res.ok:
         raise ApplyFailed(f"archiving files failed ({res.why}): {text_tail(res.stderr or res.stdout, 800)}")
@@ -181,8 +185,12 @@ def _write_items(
     part = prep.part
     items: list[dict[str, Any]] = []
     compression = choose_compression(job.compression, tools)
+    low = job.priority == "low"
     for spec in job.databases:
-        with connect(ctx, spec, prep.directory, tools, run_shell=prep.run_shell, compression=compression) as client:
+        opened = connect(
+            ctx, spec, prep.directory, tools, run_shell=prep.run_shell, compression=compression, low_priority=low
+        )
+        with opened as client:
             # MariaDB/MySQL: one round trip, the dump's size and sha256 included
             dump = dump_in_one if client.mysql else dump_stepwise
             items.append(dump(ctx, client, part, timeout, prep.run_shell))
@@ -287,6 +295,11 @@ class BackupCreateParams(Params):
     compression: Literal["auto", "zstd", "gzip"] = Field(
         "auto", description="Files and MariaDB/MySQL dumps: zstd when the host has it, else gzip"
     )
+    priority: Literal["low", "normal"] = Field(
+        "low",
+        description="low: the dumps and the archive run under nice -n 10 and, where the host has ionice, "
+        "the lowest best-effort I/O class, so a live shop keeps the CPU and the disk first; normal: as any command",
+    )
     note: str | None = Field(None, description="Free text kept in the manifest")
     timeout: float | None = Field(None, gt=0, description="Seconds a dump or archive may take (default: the env's)")
 
@@ -318,7 +331,7 @@ def resolve_job(ctx: Context, p: BackupCreateParams) -> BackupJob:
         except ValueError as exc:
             raise CheckFailed(f"files: {exc}") from None
     excludes = list(p.excludes)
-    return BackupJob(dbs, paths, ctx.path.rstrip("/") or "/", excludes, p.compression)
+    return BackupJob(dbs, paths, ctx.path.rstrip("/") or "/", excludes, p.compression, p.priority)
 
 
 def _site_database(ctx: Context, p: BackupCreateParams) -> DatabaseSpec:

@@ -131,6 +131,8 @@ class DbClient:
     env: dict[str, str] = field(default_factory=dict)
     #: how the MariaDB/MySQL dumps it writes are compressed (PostgreSQL's custom format compresses itself)
     compression: Compression = "gzip"
+    #: run the dump and its compressor at low priority (:data:`LOW_PRIORITY_SETUP`)
+    low_priority: bool = False
 
     @property
     def mysql(self) -> bool:
@@ -336,11 +338,26 @@ class DbClient:
         return join([*argv, "-d", db, "--", dump])
 
 
-def pipeline(*stages: str, out: str | None = None) -> str:
+#: sets ``$mk_low``, the prefix that runs a program at low priority: niceness 10 and, where the
+#: host has an ionice (util-linux) that works there, the lowest best-effort I/O class
+LOW_PRIORITY_SETUP = (
+    'mk_low="nice -n 10"; if command -v ionice >/dev/null 2>&1 && ionice -c2 -n7 true 2>/dev/null; '
+    'then mk_low="$mk_low ionice -c2 -n7"; fi\n'
+)
+
+
+def low(command: str, on: bool = True) -> str:
+    """``command`` (a quoted command line) run through ``$mk_low`` (see :data:`LOW_PRIORITY_SETUP`)
+    when ``on``; an unset ``$mk_low`` runs it as it is."""
+    return f"$mk_low {command}" if on else command
+
+
+def pipeline(*stages: str, out: str | None = None, low_priority: bool = False) -> str:
     """``stage1 | stage2 | ... [> out]`` failing when ANY stage fails (POSIX sh has no pipefail).
 
     Each stage is an already-quoted command line. A failing stage is named on stderr. Files
-    it creates are private (umask 077).
+    it creates are private (umask 077). ``low_priority`` sets ``$mk_low`` first, for stages
+    built with :func:`low`.
     """
     if not stages:
         raise ValueError("empty pipeline")
@@ -348,7 +365,7 @@ def pipeline(*stages: str, out: str | None = None) -> str:
     parts.append(stages[-1])
     target = f" > {quote(out)}" if out else ""
     return (
-        "umask 077\n"
+        (LOW_PRIORITY_SETUP if low_priority else "") + "umask 077\n"
         "rcd=$(mktemp -d) || exit 90\n"
         f"{' | '.join(parts)}{target}\n"
         "rc=$?\n"
@@ -368,15 +385,16 @@ def connect(
     *,
     run_shell: Callable[..., CommandResult] | None = None,
     compression: Compression = "gzip",
+    low_priority: bool = False,
 ) -> Iterator[DbClient]:
     """A :class:`DbClient` with a temporary credentials file in ``workdir`` when a password is given.
 
     The file is created 0600 from stdin (``umask 077; cat > FILE``) and removed on exit,
     also when the body fails. ``run_shell`` runs the command that writes it (default
     :meth:`Context.run_shell`; ``backup.create`` makes its folders in that round trip); the
-    client's dumps are compressed with ``compression``.
+    client's dumps are compressed with ``compression`` (at low priority with ``low_priority``).
     """
-    client = DbClient(spec, tools, compression=compression)
+    client = DbClient(spec, tools, compression=compression, low_priority=low_priority)
     if spec.password is None:
         if spec.engine == "postgresql" and spec.defaults_file:
             client.env["PGPASSFILE"] = spec.defaults_file

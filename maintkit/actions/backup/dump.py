@@ -25,7 +25,7 @@ from maintkit.transport.base import checked, join, output_marker, quote
 
 from .codec import compress_argv
 from .common import facts_line, timeout_kwargs
-from .db import DbClient, pipeline
+from .db import LOW_PRIORITY_SETUP, DbClient, low, pipeline
 
 #: the parts of :func:`dump_in_one`'s script, in order (each announced on stdout and stderr)
 _STAGES = ("before", "dump", "after", "facts")
@@ -80,6 +80,14 @@ def _item(client: DbClient, name: str, exact: bool, tables: dict[str, dict[str, 
     }
 
 
+def _dump_pipeline(client: DbClient, out: str) -> str:
+    """A MariaDB/MySQL dump through its compressor into ``out`` (both at low priority when the
+    client says so: a backup taken on a live shop leaves it the CPU and the disk first)."""
+    on = client.low_priority
+    dump, squeeze = join(client.dump_argv()), join(compress_argv(client.compression, threads=False))
+    return pipeline(low(dump, on), low(squeeze, on), out=out, low_priority=on)
+
+
 def dump_stepwise(
     ctx: Context, client: DbClient, workdir: str, timeout: float | None, run_shell: ShellRunner | None = None
 ) -> dict[str, Any]:
@@ -87,14 +95,15 @@ def dump_stepwise(
 
     ``run_shell`` runs the dump (default :meth:`Context.run_shell`; ``backup.create`` makes its
     folders in that round trip); a MariaDB/MySQL dump is compressed as ``client.compression``."""
-    spec, compression = client.spec, client.compression
+    spec = client.spec
     kinds, before, exact = table_state(client, ctx, timeout)
     name = f"db-{spec.name}{client.dump_suffix()}"
     out = f"{workdir}/{name}"
     if client.mysql:
-        script = pipeline(join(client.dump_argv()), join(compress_argv(compression, threads=False)), out=out)
+        script = _dump_pipeline(client, out)
     else:
-        script = f"umask 077; {join(client.dump_argv())} > {quote(out)}"
+        setup = LOW_PRIORITY_SETUP if client.low_priority else ""
+        script = f"{setup}umask 077; {low(join(client.dump_argv()), client.low_priority)} > {quote(out)}"
     res = (run_shell or ctx.run_shell)(script, env=client.env or None, check=False, **timeout_kwargs(timeout))
     if not res.ok:
         tail = text_tail(res.stderr or res.stdout, 800)
@@ -110,7 +119,7 @@ def dump_stepwise(
 def _script(client: DbClient, out: str, marker: str) -> str:
     """The shell of :func:`dump_in_one`; the counts after the dump only when those before were exact."""
     query = f"printf '%s\\n' {quote(client.state_sql(marker))} | {join(client.client(client.spec.name))}"
-    dump = pipeline(join(client.dump_argv()), join(compress_argv(client.compression, threads=False)), out=out)
+    dump = _dump_pipeline(client, out)
 
     def stage(name: str) -> str:
         return f"echo '{marker} {name}'; echo '{marker} {name}' >&2\n"

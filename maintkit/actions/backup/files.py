@@ -13,7 +13,7 @@ from typing import Any
 from maintkit.transport.base import join, quote
 
 from .codec import Compression, compress_argv, decompress_argv
-from .db import pipeline
+from .db import low, pipeline
 
 ALWAYS_EXCLUDED = (".maint",)
 
@@ -43,15 +43,20 @@ def normalize_paths(base: str, paths: list[str]) -> list[str]:
     return out
 
 
-def create_script(base: str, paths: list[str], excludes: list[str], compression: Compression, out: str) -> str:
-    """Archive ``paths`` under ``base`` into ``out``; GNU tar's exit 1 (a file changed while read) is tolerated."""
+def create_script(
+    base: str, paths: list[str], excludes: list[str], compression: Compression, out: str, *, low_priority: bool = False
+) -> str:
+    """Archive ``paths`` under ``base`` into ``out``; GNU tar's exit 1 (a file changed while read) is tolerated.
+
+    ``low_priority``: tar and the compressor run at low priority (``db.LOW_PRIORITY_SETUP``)."""
     argv = ["tar", "--no-unquote", "-C", base, "--warning=no-file-changed", "--warning=no-file-removed"]
     # only the environment's own .maint; a directory named .maint deeper in the site is data
     argv += ["--anchored", *(f"--exclude={p}{e}" for e in ALWAYS_EXCLUDED for p in ("./", "")), "--no-anchored"]
     argv += [f"--exclude={e}" for e in excludes]
     argv += ["-cf", "-", "--", *paths]
-    tolerant = join(argv) + " || [ $? -eq 1 ]"
-    return pipeline(f"( {tolerant} )", join(compress_argv(compression)), out=out)
+    tolerant = low(join(argv), low_priority) + " || [ $? -eq 1 ]"
+    squeeze = low(join(compress_argv(compression)), low_priority)
+    return pipeline(f"( {tolerant} )", squeeze, out=out, low_priority=low_priority)
 
 
 def count_script(path: str, compression: str) -> str:
