@@ -96,15 +96,15 @@ def session_costs(h: Record, n: int) -> dict[str, Any]:
     client = connect(h)  # the cold floor's connection: host key verified, the key file only
     try:
         client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as maint's
-        release = _exec(client, "uname -r")
-        sessions = _per_command(n, lambda: _exec(client, "uname -r"), release)
+        release = _in_new_session(client, "uname -r")
+        sessions = _per_command(n, lambda: _in_new_session(client, "uname -r"), release)
         kept = _kept_shell(client, n, release)
     finally:
         client.close()
     return {"release": release, "session_ms": sessions * 1000, "kept_shell_ms": kept * 1000}
 
 
-def _exec(client: Any, command: str) -> str:
+def _in_new_session(client: Any, command: str) -> str:
     _, out, _ = client.exec_command(command)
     text = out.read().decode()
     if out.channel.recv_exit_status() != 0:

@@ -53,6 +53,16 @@ def output_marker() -> str:
     return f"@@mk-{secrets.token_hex(16)}"
 
 
+def split_at_line(text: str, line: str) -> tuple[str, str] | None:
+    """``text`` before and after its first line that is exactly ``line`` (an
+    :func:`output_marker` line, say), without the newlines around it; None when no line is."""
+    lines = text.split("\n")
+    if line not in lines:
+        return None
+    i = lines.index(line)
+    return "\n".join(lines[:i]), "\n".join(lines[i + 1 :])
+
+
 def build_command(
     argv: Sequence[str] | None = None,
     *,

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from maintkit.playbook import playbook_from_text
-from maintkit.results import StepStatus
+from maintkit.results import RunResult, StepStatus
 from tests.cms_helpers import WpSite, chown_tree
 from tests.lab.recording import Recorder
 from tests.lab.wp_fixtures import Shop, events, run, steps, write_inventory
@@ -160,6 +160,14 @@ def refresh_playbook(via: str, then_fail: bool = False, env: str = "staging", so
 EXCLUDE_STAGING = (".maint", "wp-config.php", GUARD)
 
 
+def refresh_error(result: RunResult, env: str) -> str:
+    """The refresh step's error in a run it failed (exit status 1, the step failed)."""
+    assert result.exit_code == 1
+    step = steps(result, env)["refresh"]
+    assert step.status is StepStatus.FAILED, step.status
+    return str(step.error)
+
+
 def helper_runs(recorder: Recorder) -> list[str]:
     """The commands that ran the PHP helper uploaded into the refresh's work folder."""
     return [t for rec in recorder.by_host.values() for kind, t in rec.sent if kind == "run" and "/wp_helper.php " in t]
@@ -280,10 +288,7 @@ def test_refreshing_production_or_a_protected_target_is_refused_before_anything_
 
     result = run(shop, inv, playbook_from_text(refresh_playbook("host", env="production", source="staging")))
 
-    assert result.exit_code == 1
-    step = steps(result, "production")["refresh"]
-    assert step.status is StepStatus.FAILED
-    assert str(step.error) == (
+    assert refresh_error(result, "production") == (
         "check: staging.refresh refuses to write to shop/production: "
         "an environment named production is never a refresh target"
     )
@@ -343,13 +348,10 @@ def test_a_failing_wordpress_step_is_named_and_staging_restored_exactly(shop: Sh
 
     result = run(shop, inv, playbook_from_text(playbook), transport_factory=recorder)
 
-    assert result.exit_code == 1
-    refresh = steps(result, "staging")["refresh"]
-    assert refresh.status is StepStatus.FAILED
-    assert str(refresh.error) == (
+    assert refresh_error(result, "staging") == (
         "apply: WordPress anonymize on staging failed: an anonymisation rule failed "
         "(staging's previous state was restored)"
-    ), refresh.error
+    )
     assert [helper_call(t) for t in helper_runs(recorder)] == [["replace", "anonymize", "staging_guards"]]
     assert db_state(shop, staging) == staging_db
     assert files_digest(staging.path, (".maint",)) == staging_files
@@ -372,12 +374,8 @@ def test_a_failing_snapshot_changes_nothing_and_leaves_no_snapshot_folder(shop: 
 
     result = run(shop, inv, playbook_from_text(refresh_playbook("controller")))
 
-    assert result.exit_code == 1
-    refresh = steps(result, "staging")["refresh"]
-    assert refresh.status is StepStatus.FAILED
-    assert f"snapshot of database {staging.db_name} failed" in str(refresh.error) and "broken_view" in str(
-        refresh.error
-    )
+    error = refresh_error(result, "staging")
+    assert f"snapshot of database {staging.db_name} failed" in error and "broken_view" in error
     assert db_state(shop, staging) == staging_db
     assert files_digest(staging.path, (".maint",)) == staging_files
     assert list((staging.path / ".maint" / "staging-refresh").iterdir()) == []

@@ -1,13 +1,16 @@
 """The MariaDB client's ``--batch`` output read back as values (``batch_field``/``batch_rows``),
 and the statement clients' character set (``client_argv``): a table name read from one
-statement is quoted into the next, so it must come back exactly, whatever it holds."""
+statement is quoted into the next, so it must come back exactly, whatever it holds; and the
+cut of such output at a marker line (``split_at_line``)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from maintkit.actions.mariadb import batch_field, batch_rows, client_argv
+from maintkit.transport.base import split_at_line
 
 
 def client_escape(value: str) -> str:
@@ -44,3 +47,17 @@ def test_statement_clients_talk_utf8mb4_after_their_option_file() -> None:
         "mariadb-dump",
         "--defaults-file=/s/db.cnf",
     ]  # the dump sets its own
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a\nb\n@@mk-1\nc\nd\n", ("a\nb", "c\nd\n")),
+        ("@@mk-1\nc\n", ("", "c\n")),
+        ("a\n@@mk-1", ("a", "")),
+        ("a\n@@mk-1 x\n@@mk-1\n@@mk-1\n", ("a\n@@mk-1 x", "@@mk-1\n")),  # only a whole line, the first
+        ("a\nb@@mk-1\n", None),
+    ],
+)
+def test_split_at_line_cuts_at_the_first_whole_line(text: str, expected: tuple[str, str] | None) -> None:
+    assert split_at_line(text, "@@mk-1") == expected

@@ -22,7 +22,7 @@ from maintkit.actions.mariadb import batch_rows, client_argv, query_argv
 from maintkit.actions.staging.params import DbRef
 from maintkit.actions.staging.sides import Side, Sides
 from maintkit.errors import ApplyFailed, CheckFailed
-from maintkit.transport.base import join, output_marker
+from maintkit.transport.base import join, output_marker, split_at_line
 
 DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--hex-blob", "--add-drop-table"]
 
@@ -170,13 +170,13 @@ def snapshot_database(side: Side, db: DbRef, dest: str, timeout: float) -> tuple
         f"umask 077\n{choose_file(dest)}\n{pipe_script(dump, into)}{report_written(dest)}"
     )
     res = side.shell(script, timeout, check=False)
-    lines = res.stdout.split("\n")
-    if marker not in lines:
+    parts = split_at_line(res.stdout, marker)
+    if parts is None:
         raise CheckFailed(f"mariadb on {side.env.name} ({db.name}) failed: {tail(res.stderr or res.stdout)}")
-    cut = lines.index(marker)
     if not res.ok:
         raise ApplyFailed(f"snapshot of database {db.name} failed: {tail(res.stderr)}")
-    return [row[0] for row in batch_rows("\n".join(lines[:cut]))], written_file(dest, "\n".join(lines[cut + 1 :]))
+    tables, dumped = parts
+    return [row[0] for row in batch_rows(tables)], written_file(dest, dumped)
 
 
 def restore_from(side: Side, db: DbRef, dump: str, tables_before: list[str], timeout: float) -> list[str]:

@@ -24,7 +24,7 @@ from maintkit.actions.staging.params import StagingRefreshParams
 from maintkit.actions.staging.sides import Side
 from maintkit.errors import CheckFailed
 from maintkit.results import CommandResult
-from maintkit.transport.base import join, output_marker, quote
+from maintkit.transport.base import join, output_marker, quote, split_at_line
 
 __all__ = ["Digests", "digest_sql", "parse_db_digest", "read_side"]
 
@@ -66,10 +66,10 @@ def digest_sql(marker: str) -> str:
 def parse_db_digest(text: str, marker: str) -> DbDigest:
     """The :class:`DbDigest` in the client's ``--batch`` output of :func:`digest_sql` (the names
     unescaped: the real names, as the copy and the rollback quote them)."""
-    lines = text.split("\n")
-    cut = lines.index(marker)
-    counts = batch_rows("\n".join(lines[:cut]))
-    sums = batch_rows("\n".join(lines[cut + 1 :]))  # ``database.table`` (no dot in a database name)
+    parts = split_at_line(text, marker)
+    if parts is None:
+        raise ValueError(f"{marker} is not in the digest's output")
+    counts, sums = (batch_rows(part) for part in parts)  # sums: ``database.table`` (no dot in a database name)
     checks = {row[0].split(".", 1)[-1]: row[1] if len(row) > 1 else "" for row in sums}
     return DbDigest({row[0]: (int(row[1]), checks.get(row[0], "")) for row in counts if len(row) > 1})
 
@@ -91,7 +91,7 @@ def read_side(
     if record is not None:
         script.append(f"exec cat -- {quote(record)} 2>/dev/null")
     res = side.shell("\n".join(script), timeout, check=False)
-    db_out, rest = _cut(res.stdout, f"{m}-db")
+    db_out, rest = split_at_line(res.stdout, f"{m}-db") or (res.stdout, None)
     if rest is None:
         name = side.db.name if side.db is not None else ""
         raise CheckFailed(f"mariadb on {side.env.name} ({name}) failed: {tail(res.stderr or res.stdout)}")
@@ -102,14 +102,6 @@ def read_side(
     if p.files:
         out.files, rest = _files(side, res, rest, m)
     return out, (_record(rest) if record is not None else None)
-
-
-def _cut(text: str, line: str) -> tuple[str, str | None]:
-    """``text`` before and after its line ``line`` (None after: there is no such line)."""
-    if text.startswith(line + "\n"):
-        return "", text[len(line) + 1 :]
-    before, found, after = text.partition(f"\n{line}\n")
-    return (before, after) if found else (text, None)
 
 
 def _files(side: Side, res: CommandResult, rest: str, m: str) -> tuple[str, str]:

@@ -53,8 +53,8 @@ class WpSteps:
         argv = [self.php, self.helper, self.target.path, "refresh", payload]
         res = self.target.run(argv, self.timeout * len(steps), check=False)
         data = parse_marked_json(res.stdout)
+        names = "/".join(c for c, _ in steps)
         if data is None:
-            names = "/".join(c for c, _ in steps)
             raise ApplyFailed(
                 f"WordPress {names} on {self.target.env.name} failed: "
                 f"no answer ({res.why}): {tail(res.stderr or res.stdout)}"
@@ -64,7 +64,7 @@ class WpSteps:
             results = {}
         missing = [c for c, _ in steps if not isinstance(results.get(c), dict)]
         if not data.get("ok") or missing:
-            failed = data.get("failed") or "/".join(missing or [c for c, _ in steps])
+            failed = data.get("failed") or ("/".join(missing) if missing else names)
             why = data.get("error") or "no result"
             raise ApplyFailed(f"WordPress {failed} on {self.target.env.name} failed: {why}")
         return {name: dict(results[name]) for name, _ in steps}
