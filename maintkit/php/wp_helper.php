@@ -25,6 +25,9 @@
  *   flush    {"url","rewrite"} wp_cache_flush(), and flush_rewrite_rules() with rewrite (cache.clear)
  *   dbcnf    {"path"}          write a MariaDB option file (mode 0600) with the credentials of
  *                              wp-config.php; prints the database name and table prefix only
+ *                              (install takes the same as "dbcnf": {"path","database","table_prefix"}:
+ *                              after an install that succeeded, the file is written by that
+ *                              process, only when wp-config.php names that database and prefix)
  *   siteinfo {"readonly"}      what list reports, plus the locale and the uploads folder
  *   admins   {"readonly","roles","capabilities","tfa_meta_keys","tfa_table"}
  *                              users with one of the roles or capabilities (login, email, roles,
@@ -204,7 +207,7 @@ switch ($maintkit_cmd) {
         maintkit_out(array('ok' => true, 'flushed' => (bool) $maintkit_flushed, 'rewrite' => !empty($maintkit_args['rewrite'])));
         break;
     case 'install':
-        maintkit_out(maintkit_install($maintkit_args));
+        maintkit_out(maintkit_with_dbcnf(maintkit_install($maintkit_args), $maintkit_args));
         break;
     case 'activate':
         maintkit_out(maintkit_with_flush(maintkit_with_list(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)), $maintkit_args), $maintkit_args));
@@ -658,17 +661,68 @@ function maintkit_dbcnf(string $root, array $a): void
     if ($path === '') {
         maintkit_fail('dbcnf needs a path');
     }
-    global $table_prefix;
     // SHORTINIT: wp-config.php and the database layer only, no plugins or themes.
     define('SHORTINIT', true);
     ob_start();
     require_once $root . '/wp-load.php';
     ob_end_clean();
+    $out = maintkit_dbcnf_write($path, null, null);
+    if (!$out['ok']) {
+        maintkit_fail($out['error']);
+    }
+    maintkit_out($out);
+}
+
+/**
+ * With "dbcnf" ({"path","database","table_prefix"}) in install's arguments and the install ok:
+ * the option file written by this process (WordPress booted: wp-config.php was read), so the
+ * caller's dump needs no PHP start of its own. Written only when wp-config.php names the
+ * database and table prefix given (the state the caller planned with); the answer says what
+ * it names either way.
+ */
+function maintkit_with_dbcnf(array $out, array $a): array
+{
+    if (!empty($out['ok']) && isset($a['dbcnf']) && is_array($a['dbcnf'])) {
+        $c = $a['dbcnf'];
+        $path = isset($c['path']) && is_string($c['path']) ? $c['path'] : '';
+        $db = isset($c['database']) && is_string($c['database']) ? $c['database'] : null;
+        $prefix = isset($c['table_prefix']) && is_string($c['table_prefix']) ? $c['table_prefix'] : null;
+        $out['dbcnf'] = $path === '' ? array('ok' => false, 'error' => 'dbcnf needs a path') : maintkit_dbcnf_write($path, $db, $prefix);
+    }
+    return $out;
+}
+
+/**
+ * The MariaDB option file (mode 0600, atomically) with wp-config.php's credentials; the answer
+ * names the database and table prefix only. With $database/$prefix given, nothing is written
+ * unless wp-config.php names exactly those ("mismatch" in the answer).
+ */
+function maintkit_dbcnf_write(string $path, ?string $database, ?string $prefix): array
+{
+    global $table_prefix;
     foreach (array('DB_NAME', 'DB_USER', 'DB_PASSWORD', 'DB_HOST') as $c) {
         if (!defined($c)) {
-            maintkit_fail('wp-config.php does not define ' . $c);
+            return array('ok' => false, 'error' => 'wp-config.php does not define ' . $c);
         }
     }
+    $named = array('database' => DB_NAME, 'table_prefix' => $table_prefix);
+    if (($database !== null && $database !== DB_NAME) || ($prefix !== null && $prefix !== $table_prefix)) {
+        return array_merge(array('ok' => true, 'mismatch' => true), $named);
+    }
+    $old = umask(077);
+    $tmp = $path . '.tmp' . getmypid();
+    if (file_put_contents($tmp, maintkit_dbcnf_text()) === false || !chmod($tmp, 0600) || !rename($tmp, $path)) {
+        @unlink($tmp);
+        umask($old);
+        return array('ok' => false, 'error' => 'cannot write ' . $path);
+    }
+    umask($old);
+    return array_merge(array('ok' => true), $named);
+}
+
+/** The option file's text: the [client] group with wp-config.php's user, password, host or socket. */
+function maintkit_dbcnf_text(): string
+{
     $host = DB_HOST;
     $lines = array('[client]', 'user="' . addcslashes(DB_USER, "\\\"") . '"', 'password="' . addcslashes(DB_PASSWORD, "\\\"") . '"');
     $port = null;
@@ -695,15 +749,7 @@ function maintkit_dbcnf(string $root, array $a): void
     if (defined('DB_CHARSET') && DB_CHARSET !== '') {
         $lines[] = 'default-character-set=' . preg_replace('/[^A-Za-z0-9_]/', '', DB_CHARSET);
     }
-    $old = umask(077);
-    $tmp = $path . '.tmp' . getmypid();
-    if (file_put_contents($tmp, implode("\n", $lines) . "\n") === false || !chmod($tmp, 0600) || !rename($tmp, $path)) {
-        @unlink($tmp);
-        umask($old);
-        maintkit_fail('cannot write ' . $path);
-    }
-    umask($old);
-    maintkit_out(array('ok' => true, 'database' => DB_NAME, 'table_prefix' => $table_prefix));
+    return implode("\n", $lines) . "\n";
 }
 
 // ---- staging.refresh: serialized-safe search and replace, anonymisation, staging guards ----

@@ -342,8 +342,9 @@ stages:
 def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
     """cms.update's database work on the staging host, every mariadb command counted: the table
     list, the schema options and the dump in ONE shell (one client run with a random marker row
-    between the two result sets), the last part of the round trip that prepares the folders and
-    writes the option file (dbcnf); after the update and in the rollback, tables and options in ONE
+    between the two result sets), the last part of the round trip that prepares the folders,
+    stages the package and writes the option file (the install's process); after the update and
+    in the rollback, tables and options in ONE
     client run each, the one after the update in the same round trip as the re-activation that
     booted the new code, right after it (before: 3 + 2 + 2 + 3 = 10 commands, now 0 + 0 + 1 + 3 = 4
     of their own)."""
@@ -374,8 +375,9 @@ def test_the_database_part_costs_one_round_trip_per_read(shop: Shop) -> None:
     db = re.escape(shop.staging.db_name)
     assert [kind for kind, _ in sent] == ["shell", "shell", "run", "shell", "run", "run"], sent
     prepared, activation, undo, restore, tables, drop = (text for _, text in sent)
-    prep, dbcnf, dump = trip_parts(prepared)  # the folders, the option file, then the schema and the dump
-    assert "mariadb" not in prep and "mariadb" not in dbcnf and " dbcnf " in dbcnf
+    # the folders, the zip with the snapshot, the install writing the option file, then the schema and the dump
+    prep, snapshot, install, dump = trip_parts(prepared)
+    assert "mariadb" not in prep + snapshot + install and " install " in install and '"dbcnf":' in install
     assert re.match(f"\\( mariadb {cnf} {utf8} --batch --skip-column-names -e {both}[^\n]* {db} \\|\\| exit", dump), (
         dump
     )

@@ -1,16 +1,20 @@
 """A failing part of one of the WordPress update's round trips, against the real lab (over SSH).
 
-The update sends three commands, each of several parts (see test_wp_update_round_trips.py):
+The update sends two commands, each of several parts (see test_wp_update_round_trips.py):
 a part runs only when the one before it succeeded, and each is read as when it ran alone. Here
 one part fails for real, and the test proves the parts after it never ran, the step failed with
 the message it always gave, and the undo left the site exactly as it was:
 
-* ``dbcnf`` finds no credentials (wp-config.php defines nothing in a SHORTINIT boot): no
-  database client ran at all;
-* the dump fails (a view that references a dropped table): its partial file is gone and no
-  install ran;
+* ``dbcnf`` in a process of its own (the first update is WordPress core) finds no credentials
+  (wp-config.php defines nothing in a SHORTINIT boot): no database client ran at all;
+* the install's process finds that wp-config.php names another table prefix than the state
+  read did: it writes no option file, so no database client ran, and the unpacked package is
+  removed;
+* the dump fails (a view that references a dropped table): its partial file is gone and
+  nothing was switched in (the package unpacked beside the live folder is removed);
 * the dump's compression fails (``zstd`` fails after reading part of the dump): the same;
-* the zip cannot be written (``mktemp`` fails for it): nothing is copied, no install ran;
+* the zip cannot be written (``mktemp`` fails for it): nothing is copied, no PHP ran after the
+  state read, no database client at all;
 * the switch fails (its second rename): the re-activation never ran, the live folder is the
   one from before to the byte.
 
@@ -63,9 +67,9 @@ def fail_on(shim: ArgvShim, name: str, case: str, message: str) -> None:
     (shim.bin_dir / name).chmod(0o755)
 
 
-def run_update(shop: Shop, shim: ArgvShim) -> tuple[RunResult, StepResult]:
+def run_update(shop: Shop, shim: ArgvShim, cms_update: dict[str, str] | None = None) -> tuple[RunResult, StepResult]:
     """The update alone on staging, every command through the shims."""
-    entry = site_entry(shop, envs=("staging",))
+    entry = site_entry(shop, cms_update, envs=("staging",))
     entry["environments"]["staging"]["key_file"] = str(shim.key_file)
     inv: Inventory = load_inventory(runs.write_inventory(shop.tmp, {"shop": entry}, unique=True))
     result = run(shop, inv, playbook_from_text(UPDATE_ONLY))
@@ -121,14 +125,17 @@ def snapshot(shop: Shop) -> Path:
     return folder
 
 
-def test_dbcnf_without_credentials_stops_before_any_database_client(shop: Shop, watched: ArgvShim) -> None:
+def test_dbcnf_without_credentials_stops_before_any_database_client(
+    shop: Shop, watched: ArgvShim, core_zip: Path
+) -> None:
+    shutil.copy(core_zip, shop.repo)  # core first: dbcnf runs in its own process, before any install
     config = shop.staging.path / "wp-config.php"
     config.write_text(
         config.read_text().replace("<?php", "<?php\nif (defined('SHORTINIT') && SHORTINIT) { return; }", 1)
     )
     before = Before(shop)
 
-    result, update = run_update(shop, watched)
+    result, update = run_update(shop, watched, {"core": "patch", "plugins": "none", "themes": "none"})
 
     assert not result.ok
     assert "cannot read the database credentials from wp-config.php: wp-config.php does not define DB_NAME" in str(
@@ -139,7 +146,31 @@ def test_dbcnf_without_credentials_stops_before_any_database_client(shop: Shop, 
     assert not list(snapshot(shop).glob("database.sql*"))
 
 
-def test_a_failing_dump_removes_its_partial_file_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
+def test_another_table_prefix_at_the_install_writes_no_credentials_and_dumps_nothing(
+    shop: Shop, watched: ArgvShim
+) -> None:
+    """wp-config.php naming another table prefix when the install's process boots than when the
+    state was read (here a must-use plugin sets it for the helper's install only, as an edited
+    wp-config.php would): the process writes no option file, no database client runs, the step
+    fails with the message it always gave and the unpacked package is removed."""
+    mu = shop.staging.path / "wp-content" / "mu-plugins"
+    mu.mkdir(exist_ok=True)
+    moved = "<?php\nif (($GLOBALS['maintkit_cmd'] ?? '') === 'install') { $GLOBALS['table_prefix'] = 'moved_'; }\n"
+    (mu / "maint-test-prefix.php").write_text(moved)
+    before = Before(shop)
+
+    result, update = run_update(shop, watched)
+
+    assert not result.ok
+    db = shop.staging.db_name
+    wrong = f"wp-config.php now names database {db} (table prefix 'moved_'), not the {db} ('wp_') WordPress reported"
+    assert wrong in str(update.error), update.error
+    before.unchanged(update, booted=True)
+    assert started(watched) == Counter(["php list", "php install"])  # no schema read, no dump
+    assert not list(snapshot(shop).glob("database.sql*")) and not (snapshot(shop) / "db.cnf").exists()
+
+
+def test_a_failing_dump_removes_its_partial_file_and_switches_nothing(shop: Shop, watched: ArgvShim) -> None:
     site = shop.staging
     site.sql(shop.mariadb, "CREATE TABLE maint_gone (id INT)")
     site.sql(shop.mariadb, "CREATE VIEW maint_broken AS SELECT id FROM maint_gone")
@@ -150,12 +181,12 @@ def test_a_failing_dump_removes_its_partial_file_and_installs_nothing(shop: Shop
 
     assert not result.ok
     assert f"database dump of {site.db_name} failed: " in str(update.error) and "maint_broken" in str(update.error)
-    before.unchanged(update)
-    assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb-dump"])
+    before.unchanged(update, booted=True)  # the install's process booted WordPress before the dump
+    assert started(watched) == Counter(["php list", "php install", "mariadb", "mariadb-dump"])  # no activate
     assert not list(snapshot(shop).glob("database.sql*"))  # the partial dump removed
 
 
-def test_a_failing_compression_removes_the_partial_dump_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
+def test_a_failing_compression_removes_the_partial_dump_and_switches_nothing(shop: Shop, watched: ArgvShim) -> None:
     real = shutil.which("zstd")  # the lab's hosts have zstd: the dump goes through it
     script = f'#!/bin/sh\ncase "$*" in "-q -c") head -c 100 | {real} -q -c; echo "zstd: No space left on device" >&2; exit 1;; esac\nexec {real} "$@"\n'
     (watched.bin_dir / "zstd").write_text(script)
@@ -167,12 +198,12 @@ def test_a_failing_compression_removes_the_partial_dump_and_installs_nothing(sho
     assert not result.ok
     error = str(update.error)
     assert f"database dump of {shop.staging.db_name} failed: " in error and "zstd: No space left on device" in error
-    before.unchanged(update)
-    assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb-dump"])  # no install
+    before.unchanged(update, booted=True)
+    assert started(watched) == Counter(["php list", "php install", "mariadb", "mariadb-dump"])  # no activate
     assert not list(snapshot(shop).glob("database.sql*"))  # the partial dump removed
 
 
-def test_a_zip_that_cannot_be_written_copies_nothing_and_installs_nothing(shop: Shop, watched: ArgvShim) -> None:
+def test_a_zip_that_cannot_be_written_copies_nothing_and_runs_nothing_after_it(shop: Shop, watched: ArgvShim) -> None:
     fail_on(watched, "mktemp", "*.zip.XXXXXX", "mktemp: No space left on device")
     before = Before(shop)
 
@@ -182,8 +213,8 @@ def test_a_zip_that_cannot_be_written_copies_nothing_and_installs_nothing(shop: 
     zip_path = f"{snapshot(shop)}/packages/shop-cart-1.1.0.zip"
     assert f"cannot write {zip_path} on the host: mktemp: No space left on device" in str(update.error)
     before.unchanged(update)
-    # no install; the second mariadb is the undo's schema comparison (nothing changed: not restored)
-    assert started(watched) == Counter(["php list", "php dbcnf", "mariadb", "mariadb", "mariadb-dump"])
+    # no install, no option file, no dump (so no undo of a dump either)
+    assert started(watched) == Counter(["php list"])
     assert not (snapshot(shop) / "plugins" / "shop-cart").exists()  # nothing copied
 
 
@@ -198,7 +229,7 @@ def test_a_failing_switch_never_reactivates_and_the_undo_restores_the_folder(sho
     switching = f"switching {plugins}/.maint-new-shop-cart into {plugins}/shop-cart failed: "
     assert switching + "mv: cannot move: Device or resource busy" in str(update.error), update.error
     before.unchanged(update, booted=True)
-    php = ["php list", "php dbcnf", "php install"]  # no activate
+    php = ["php list", "php install"]  # no activate; the second mariadb: the undo's schema comparison
     assert started(watched) == Counter([*php, "mariadb", "mariadb", "mariadb-dump"])
 
 

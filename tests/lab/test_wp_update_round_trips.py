@@ -1,18 +1,20 @@
 """The commands a WordPress update sends on staging (the monthly-update over SSH), counted.
 
 Every transport of the run is wrapped in :class:`~tests.lab.recording.Recorder`. From the
-preparation to the end of verify an update of one plugin sends three commands, each a shell of
+preparation to the end of verify an update of one plugin sends two commands, each a shell of
 parts that run one after the other, a part only when the one before it succeeded
 (:mod:`maintkit.actions.cms.trip`): the folders (``.maint``, the private snapshot folder, the
-folder for the staged zips), the helper written from stdin, the error logs' sizes and whether
-``wp-content/upgrade`` exists, then ``dbcnf``, then the schema read and the dump; the zip
-written with the plugin's snapshot, then the install; the switch, then the re-activation, then
-verify's reads (the tree hashes, the schema, the runner's reads for verify). After the update
-staging hashes the updated plugin and every other package the version lock records in ONE
-read; the step ends removing its temporary files and listing the snapshots in ONE round trip.
-Several packages share the first command and each get the other two; without a dump the first
-one only prepares. ``wp-content/upgrade`` that is a dangling symlink is there: the undo of a
-failed update leaves it alone (only what the step made is removed).
+folder for the staged zips), the helper written from a here-document, the error logs' sizes and
+whether ``wp-content/upgrade`` exists, then the zip (from stdin) with the plugin's snapshot, then
+ONE helper process that unpacks the plugin beside the live folder and writes the database option
+file, then the schema read and the dump; the switch, then the re-activation, then verify's reads
+(the tree hashes, the schema, the runner's reads for verify). After the update staging hashes
+the updated plugin and every other package the version lock records in ONE read; the step ends
+removing its temporary files and listing the snapshots in ONE round trip. Several packages share
+the first command and each other package gets a snapshot-and-install command of its own before
+its switch; without a dump the first one prepares and installs. ``wp-content/upgrade`` that is a
+dangling symlink is there: the undo of a failed update leaves it alone (only what the step made
+is removed).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def test_staging_prepares_in_one_round_trip_and_hashes_once(shop: Shop) -> None:
     assert wp_plugin_version(site, "shop-cart") == "1.1.0"
 
 
-def test_the_update_sends_three_commands_from_preparation_to_verify(shop: Shop) -> None:
+def test_the_update_sends_two_commands_from_preparation_to_verify(shop: Shop) -> None:
     package = make_shop_cart_zip(shop.repo, "1.1.0")
     inv = write_inventory(shop)
     site = shop.staging.path
@@ -103,16 +105,17 @@ def test_the_update_sends_three_commands_from_preparation_to_verify(shop: Shop) 
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     update = steps(result, "staging")["update"]
     assert update.data["read_back"] == "activation" and update.data["verify_reads"] == "activation"
-    assert update.data["php_boots"] == 3  # dbcnf, install, activate: as many PHP starts as before
-    assert {"php", "dump", "snapshots", "switch"} <= set(update.data["timing_ms"])
+    assert update.data["php_boots"] == 2  # install (it also wrote the option file), activate
+    assert {"php", "dump", "switch"} <= set(update.data["timing_ms"])
+    summaries = ["dumped before the update", "WordPress upgrade working directory", "plugin shop-cart 1.0.0 -> 1.1.0"]
+    assert [c.summary for c in update.changes] == summaries  # as when the dump ran first: undone last
     sent = staging_commands(rec, shop)
     snap, cnf = update.data["snapshot"], f"{update.data['snapshot']}/db.cnf"
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {snap}/packages" in c)
     assert " list '{" in sent[first - 1]  # before it: the state read the precheck and the update share
-    prepared, installed, activated = sent[first : first + 3]
-    assert sent[first + 3].startswith("pid=$(cat -- ")  # then cache.clear's reload: the update sent three
+    prepared, activated = sent[first : first + 2]
+    assert sent[first + 2].startswith("pid=$(cat -- ")  # then cache.clear's reload: the update sent two
     ours = (
-        " dbcnf ",
         " install ",
         " activate ",
         f"command -v zstd >/dev/null 2>&1 && mk_o={snap}/database.sql.zst\n",
@@ -121,30 +124,37 @@ def test_the_update_sends_three_commands_from_preparation_to_verify(shop: Shop) 
     )
     for word in ours:
         assert sum(word in c for c in sent) == 1, word  # nothing of the update's is sent anywhere else
+    assert not [c for c in sent if " dbcnf " in c]  # no PHP start of its own for the credentials
 
-    # 1: the folders and the helper (from stdin), then dbcnf, then the schema read and the dump
-    prep, dbcnf, dump = trip_parts(prepared)
+    # 1: the folders and the helper (a here-document), then the zip (from stdin) with the
+    # plugin's snapshot, then the install beside the live folder writing the option file, then
+    # the schema read and the dump
+    prep, snapshot, install, dump = trip_parts(prepared)
     assert f"chmod 700 -- {snap} " in prep and f"-e {site}/wp-content/upgrade" in prep
     assert "wp_helper.php.XXXXXX" in prep and str(shop.web.php_error_log) in prep
-    assert not prep.endswith("</dev/null")  # the only part that reads the round trip's stdin
-    assert dbcnf.startswith(f"( rm -f -- {cnf} || exit $?\n") and f' dbcnf \'{{"path":"{cnf}",' in dbcnf
-    assert dbcnf.endswith(") </dev/null") and dump.endswith(") </dev/null")
-    assert prepared.index(dbcnf) < prepared.index(f"{{ [ -f {cnf} ]\n}} || ") < prepared.index(dump)  # dbcnf wrote it
-    assert dump.startswith(f"( mariadb --defaults-file={cnf} --default-character-set=utf8mb4 --batch ") and f"\nst=$( {{ {{ mariadb-dump --defaults-file={cnf} " in dump
-    assert dump.index("SHOW TABLES") < dump.index("mariadb-dump")
-    # 2: the zip (from stdin) with the plugin's snapshot, then the install beside the live folder
-    snapshot, install = trip_parts(installed)
+    assert "<<'MAINTKIT_WP_HELPER_SOURCE_END'\n<helper source>\nMAINTKIT_WP_HELPER_SOURCE_END\n" in prep
+    assert prep.endswith(") </dev/null")  # the helper is in the command: stdin is the zip's
     assert "packages/shop-cart-1.1.0.zip.XXXXXX" in snapshot and f"cp -a -- {plugins}/shop-cart " in snapshot
-    assert not snapshot.endswith("</dev/null") and install.endswith(") </dev/null")
-    assert " install '{" in install and f'"into":"{plugins}/.maint-new-shop-cart"' in install
-    # 3: the switch, the re-activation, then verify's reads and the runner's reads for verify
+    assert not snapshot.endswith("</dev/null")  # the only part that reads the round trip's stdin
+    assert install.startswith(f"( rm -f -- {cnf} || exit $?\n") and " install '{" in install
+    assert f'"into":"{plugins}/.maint-new-shop-cart"' in install
+    expect = {"path": cnf, "database": shop.staging.db_name, "table_prefix": "wp_"}
+    assert f'"dbcnf":{json.dumps(expect, separators=(",", ":"))}' in install
+    assert install.endswith(") </dev/null") and dump.endswith(") </dev/null")
+    assert prepared.index(install) < prepared.index(f"{{ [ -f {cnf} ]\n}} || ") < prepared.index(dump)  # it wrote it
+    assert dump.startswith(f"( mariadb --defaults-file={cnf} --default-character-set=utf8mb4 --batch ")
+    assert f"\nst=$( {{ {{ mariadb-dump --defaults-file={cnf} " in dump
+    assert dump.index("SHOW TABLES") < dump.index("mariadb-dump")
+    # 2: the switch, the re-activation, then verify's reads and the runner's reads for verify
     switch, activate, hashed, schema = trip_parts(activated)
     assert switch.startswith("( ( [ -d ") and f"{plugins}/.maint-new-shop-cart" in switch
     assert " activate '{" in activate and TREE_HASH in hashed and schema.startswith("( mariadb ")
+    assert '"into"' not in activate and '"dbcnf"' not in activate
     assert activated.index(schema) < activated.index("command -v wp")  # the runner's read, after everything
     lock = json.loads(Path(update.data["lock"]).read_text())
     assert lock["packages"]["plugin:shop-cart"]["tree"] == zip_tree_hash(package.read_bytes(), "shop-cart")
     assert wp_plugin_version(site, "shop-cart") == "1.1.0"
+    assert not Path(cnf).exists() and not (site / ".maint" / "wp_helper.php").exists()  # the stage's end
 
 
 def test_post_update_commands_make_verify_read_afresh(shop: Shop) -> None:
@@ -192,9 +202,10 @@ def theme_version(site: Path) -> str:
 
 
 def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(shop: Shop) -> None:
-    """Several updates in one step: the folders, the helper and the dump once; per package the
-    snapshot with the install, then the switch with the re-activation; only the last one's
-    round trip reads for verify (and flushes: nothing runs after it)."""
+    """Several updates in one step: the folders, the helper, the first package's install and
+    the dump once; the switch with the re-activation per package, the second package's snapshot
+    with its install before its switch; only the last one's round trip reads for verify (and
+    flushes: nothing runs after it)."""
     site = shop.staging.path
     assert theme_version(site) == "1.0"
     make_shop_cart_zip(shop.repo, "1.1.0")
@@ -207,14 +218,16 @@ def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(sh
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     update = steps(result, "staging")["update"]
     assert [u["name"] for u in update.data["updates"]] == ["shop-cart", "twentytwentythree"]
-    # dbcnf, 2 x (install, activate); the state read (a probe) came with the stage's first read
-    assert update.data["php_boots"] == 5 and update.data["verify_reads"] == "activation"
+    # 2 x (install, activate), the first install writing the option file; the state read (a
+    # probe) came with the stage's first read
+    assert update.data["php_boots"] == 4 and update.data["verify_reads"] == "activation"
     sent = staging_commands(rec, shop)
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
-    prepared, plugin_in, plugin_on, theme_in, theme_on = sent[first : first + 5]
-    assert sent[first + 5].startswith("rm -rf -- ") and " install " not in sent[first + 5]  # the step's end
-    assert [len(trip_parts(c)) for c in sent[first : first + 5]] == [3, 2, 2, 2, 4]
-    assert " dbcnf " in prepared and sum(" dbcnf " in c or "mariadb-dump" in c for c in sent) == 1
+    plugin_in, plugin_on, theme_in, theme_on = sent[first : first + 4]
+    assert sent[first + 4].startswith("rm -rf -- ") and " install " not in sent[first + 4]  # the step's end
+    assert [len(trip_parts(c)) for c in sent[first : first + 4]] == [4, 2, 2, 4]
+    assert '"dbcnf":' in plugin_in and sum("dbcnf" in c or "mariadb-dump" in c for c in sent) == 1
+    assert '"dbcnf"' not in theme_in and not [c for c in sent if " dbcnf " in c]
     assert "plugins/shop-cart " in plugin_in and " install " in plugin_in and ".maint-new-shop-cart" in plugin_on
     assert "themes/twentytwentythree " in theme_in and " install " in theme_in
     assert ".maint-new-twentytwentythree" in theme_on and TREE_HASH in theme_on and "command -v wp" in theme_on
@@ -224,8 +237,9 @@ def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(sh
 
 
 def test_without_a_dump_and_the_code_cache_the_preparation_is_alone(shop: Shop) -> None:
-    """``database: never`` and ``php_cache: false``: the first round trip prepares the folders and
-    writes the helper only; the other two are as ever, without the schema read."""
+    """``database: never`` and ``php_cache: false``: the first round trip prepares the folders,
+    writes the helper and installs the plugin (no option file, no dump); the switch's is as
+    ever, without the schema read."""
     make_shop_cart_zip(shop.repo, "1.1.0")
     inv = write_inventory(shop, {"database": "never", "php_cache": False}, envs=("staging",))
     rec = Recorder()
@@ -238,12 +252,13 @@ def test_without_a_dump_and_the_code_cache_the_preparation_is_alone(shop: Shop) 
     assert update.data["php_boots"] == 2 and update.data["schema_changed"] is None
     sent = staging_commands(rec, shop)
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
-    prepared, installed, activated = sent[first : first + 3]
-    assert sent[first + 3].startswith("rm -rf -- ")
-    (prep,) = trip_parts(prepared)
-    assert "wp_helper.php.XXXXXX" in prep and not [c for c in sent if " dbcnf " in c or "mariadb" in c]
-    assert [len(trip_parts(installed)), len(trip_parts(activated))] == [2, 3]  # no schema read after it
-    assert "php-cache" not in installed + activated and not (shop.staging.path / ".maint" / "php-cache").exists()
+    prepared, activated = sent[first : first + 2]
+    assert sent[first + 2].startswith("rm -rf -- ")
+    prep, _snapshot, install = trip_parts(prepared)
+    assert "wp_helper.php.XXXXXX" in prep and " install '{" in install and '"dbcnf"' not in install
+    assert not [c for c in sent if "dbcnf" in c or "mariadb" in c]
+    assert len(trip_parts(activated)) == 3  # the switch, the re-activation, the tree hashes: no schema read
+    assert "php-cache" not in prepared + activated and not (shop.staging.path / ".maint" / "php-cache").exists()
     assert wp_plugin_version(shop.staging.path, "shop-cart") == "1.1.0"
 
 

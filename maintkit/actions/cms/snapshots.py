@@ -207,15 +207,24 @@ def prepare_script(
     sizes: Sequence[str] = (),
     exists: Sequence[str] = (),
     upload: str | None = None,
+    inline: tuple[str, str] | None = None,
 ) -> str:
     """Shell that makes ``parent`` (``mkdir -p``, its mode kept), ``private`` (``mkdir -p`` +
     ``chmod 700``) and ``dirs`` (``mkdir -p``); writes stdin to ``upload`` (a path: atomically,
     mode 0600); then prints the size of each file of ``sizes`` and whether each path of
     ``exists`` is there (read with :func:`prepared`). It fails when a directory or the upload
-    cannot be made."""
+    cannot be made. ``inline`` (text, end line): the upload's content comes from a
+    here-document ending at that line instead of stdin (the text must not hold it), so the round
+    trip's stdin stays free for another part."""
     made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
     script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
-    if upload is not None:
+    if upload is not None and inline is not None:
+        text, end = inline
+        body = text if text.endswith("\n") or not text else text + "\n"
+        if f"\n{end}\n" in f"\n{body}":
+            raise ValueError(f"the text to write to {upload} holds the line {end}")
+        script += f"{{ ( {atomic_put_script(upload, 0o600)}\n) || exit $?; }} <<'{end}'\n{body}{end}\n"
+    elif upload is not None:
         script += f"( {atomic_put_script(upload, 0o600)}\n) || exit $?\n"
     for i, path in enumerate(sizes):
         q = quote(path)

@@ -181,14 +181,22 @@ class DriverBase:
         return snap, self.prepared_snapshot_dir(ctx, ctx.run_shell(script), exists=exists)
 
     def prepare_part(
-        self, ctx: Context, *, dirs: Sequence[str] = (), exists: Sequence[str] = (), upload: str | None = None
+        self,
+        ctx: Context,
+        *,
+        dirs: Sequence[str] = (),
+        exists: Sequence[str] = (),
+        upload: str | None = None,
+        inline: tuple[str, str] | None = None,
     ) -> tuple[str, str]:
         """This run's snapshot directory, and the shell of :meth:`prepare_snapshot_dir` (with
-        ``upload``, a path: stdin written there too, atomically, mode 0600; see
-        :func:`~maintkit.actions.cms.snapshots.prepare_script`)."""
+        ``upload``, a path: stdin, or ``inline``'s here-document, written there too, atomically,
+        mode 0600; see :func:`~maintkit.actions.cms.snapshots.prepare_script`)."""
         snap = self.snapshot_dir(ctx)
         logs = list(self.p.error_logs or [])
-        script = prepare_script(snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists, upload=upload)
+        script = prepare_script(
+            snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists, upload=upload, inline=inline
+        )
         return snap, script
 
     def prepared_snapshot_dir(self, ctx: Context, res: CommandResult, *, exists: Sequence[str] = ()) -> set[str]:

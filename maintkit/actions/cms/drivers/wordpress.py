@@ -2,17 +2,18 @@
 
 Planning and the PHP helper are in :mod:`~maintkit.actions.cms.drivers.wordpress_plan`,
 package sources in :mod:`~maintkit.actions.cms.drivers.wordpress_sources`. This module
-installs (database dump and ``cp -a`` snapshots first; plugins and themes are unpacked into a
-sibling folder and switched in by renames, see
-:mod:`~maintkit.actions.cms.drivers.wordpress_switch`; the round trips that carry it, three for
+installs (the database dump and ``cp -a`` snapshots before anything live changes; plugins and
+themes are unpacked into a sibling folder and switched in by renames, see
+:mod:`~maintkit.actions.cms.drivers.wordpress_switch`; the round trips that carry it, two for
 one package, are in :mod:`~maintkit.actions.cms.drivers.wordpress_trips`), verifies what is
 really installed, compares the database schema with the dump's and writes lock entries.
 
 Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
 dump with the mariadb client, so it works when the update broke WordPress.
 
-PHP boots per changed stage: ``dbcnf`` (wp-config.php only), one ``install`` per package (it
-unpacks beside the live folder) and one ``activate`` per switched package, whose fresh process
+PHP boots per changed stage: one ``install`` per package (it unpacks beside the live folder; the
+first one also writes the dump's option file, else ``dbcnf`` does in a process of its own, with
+wp-config.php only) and one ``activate`` per switched package, whose fresh process
 booted WordPress with the new code and also reports the installed state: verify checks that
 report (``read_back: activation``) instead of booting WordPress once more, unless anything
 ran after it (``post_update`` commands), in which case verify reads the state afresh.
@@ -33,7 +34,7 @@ from maintkit.actions.cms.drivers.wordpress_state import (
     state_from_helper,
 )
 from maintkit.actions.cms.drivers.wordpress_switch import Sibling, schema_changes, sibling, switchable
-from maintkit.actions.cms.drivers.wordpress_trips import WordPressTrips
+from maintkit.actions.cms.drivers.wordpress_trips import Staged, WordPressTrips
 from maintkit.actions.cms.lock import LockedPackage
 from maintkit.actions.cms.plan import Update, UpdatePlan
 from maintkit.actions.cms.snapshots import (
@@ -46,7 +47,7 @@ from maintkit.actions.cms.snapshots import (
 )
 from maintkit.actions.cms.trip import Part
 from maintkit.errors import ApplyFailed, CheckFailed, VerifyFailed
-from maintkit.results import Change
+from maintkit.results import Change, CommandResult
 
 CORE_ENTRIES_EXCLUDED = ("wp-config.php", "wp-content", ".maint", ".htaccess")
 
@@ -90,24 +91,15 @@ class WordPressDriver(WordPressTrips):
         self.by_renames = []
         state = plan.state
         self._pre_paths = self._verify_paths(ctx, plan, state)
-        workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
-        packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
-        # the folders, the helper (0600), dbcnf and the dump: one round trip
-        snap, existing, dump = self.prepare_and_dump(ctx, state, dirs=[packages], exists=[workdir])
-        if dump is not None:
-            changes.append(dump)
-        if workdir not in existing:  # the upgrader makes it and leaves it behind
-            changes.append(
-                Change(
-                    target=workdir,
-                    summary="WordPress upgrade working directory",
-                    undo=PackageUndo([(None, workdir)]),
-                )
-            )
         updates = sorted(plan.updates, key=lambda u: u.kind != "core")
         try:
+            first = self._prepare(ctx, state, updates, changes)
             for update in updates:
-                self._install(ctx, update, snap, changes, last=update is updates[-1])
+                last = update is updates[-1]
+                if first is not None and update is first.update:
+                    self._installed_then_switched(ctx, first, last=last)
+                else:
+                    self._install(ctx, update, changes, last=last)
         finally:
             ctx.record(
                 switched=list(self.switched), switched_by_renames=list(self.by_renames),
@@ -118,6 +110,37 @@ class WordPressDriver(WordPressTrips):
             run_commands(ctx, self.p.post_update, cwd=self.root(ctx), what="post_update")
         if self._flushed is not None:
             ctx.record(platform_flushed=self._flushed)
+
+    def _prepare(self, ctx: Context, state: WpState, updates: list[Update], changes: list[Change]) -> Staged | None:
+        """The first round trip: the folders, the helper and the dump, with the first package's
+        install when it is switched in (then returned, its change recorded: see
+        :mod:`~maintkit.actions.cms.drivers.wordpress_trips`)."""
+        workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
+        packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
+        first = self._staged(ctx, updates[0]) if updates and updates[0].kind != "core" else None
+        if first is None or first.side is None:
+            _, existing, dump = self.prepare_and_dump(ctx, state, dirs=[packages], exists=[workdir])
+            if dump is not None:
+                changes.append(dump)
+            self._upgrade_dir(workdir, existing, changes)
+            return None
+        trip, answer, undo, marker = self.prepare_install_and_dump(ctx, state, first, dirs=[packages], exists=[workdir])
+        self._upgrade_dir(workdir, self.prepared_snapshot_dir(ctx, trip[0], exists=[workdir]), changes)
+        self._record_install(first, trip[1], answer, changes)
+        if undo is not None:  # first in the changes, as when it ran before the install: undone last
+            changes.insert(0, self.dump_change(state, undo, answer.get("dbcnf"), trip, marker))
+        return first
+
+    @staticmethod
+    def _upgrade_dir(workdir: str, existing: set[str], changes: list[Change]) -> None:
+        """``wp-content/upgrade`` as a change when it was not there: the upgrader makes it and
+        leaves it behind (the undo removes it)."""
+        if workdir not in existing:
+            changes.append(
+                Change(
+                    target=workdir, summary="WordPress upgrade working directory", undo=PackageUndo([(None, workdir)])
+                )
+            )
 
     def _flush_args(self, ctx: Context, last: bool) -> dict[str, Any]:
         """``flush_caches``: the last helper process of apply flushes the object cache and the
@@ -151,18 +174,12 @@ class WordPressDriver(WordPressTrips):
                 raise ApplyFailed(f"{offer.ref} changed since it was checked")
         return f"{snap}/packages/{update.name}-{update.to}.zip", offer.data  # folder made by prepare_snapshot_dir
 
-    def _install(self, ctx: Context, update: Update, snap: str, changes: list[Change], *, last: bool) -> None:
+    def _staged(self, ctx: Context, update: Update) -> Staged:
+        """A plugin's or theme's install, ready to send (its zip fetched: see :meth:`_stage_zip`)."""
         pkg = update.package
-        self._listing = self._flushed = self._after = None
         with self.clock.part("package_upload"):
-            zip_path, data = self._stage_zip(ctx, update, snap)
-            if pkg.kind == "core" and data is not None:
-                ctx.put(data, zip_path, mode=0o600)
-        if pkg.kind == "core":
-            self._install_core(ctx, update, zip_path, snap, changes, self._flush_args(ctx, last))
-            return
+            zip_path, data = self._stage_zip(ctx, update, self.snapshot_dir(ctx))
         dest = pkg.path
-        target = f"{snap}/{pkg.kind}s/{pkg.name}"
         side = sibling(dest) if switchable(dest) else None
         args = {
             "type": pkg.kind,
@@ -171,13 +188,50 @@ class WordPressDriver(WordPressTrips):
             "active": bool(pkg.active),
             "network_active": bool(pkg.extra.get("network_active")),
         }
-        # the zip written with the snapshot, then the install (a single-file plugin: in place): one round trip
         upload = zip_path if data is not None else None
+        target = f"{self.snapshot_dir(ctx)}/{pkg.kind}s/{pkg.name}"
         snapshot = Part(snapshot_script(dest, target, upload=upload), stdin=data is not None)
-        trip, started = self.snapshot_and_install(ctx, snapshot, {**args, **({"into": side.new} if side else {})}, data)
-        installed = self.helper_ran(trip, 1, "snapshots", started)
-        existed = snapshot_result(trip[0], dest, upload=upload)
+        into = {"into": side.new} if side else {}
+        return Staged(update, snapshot, {**args, **into}, data, upload, dest, target, side)
+
+    def _install(self, ctx: Context, update: Update, changes: list[Change], *, last: bool) -> None:
+        """One update after the first round trip: core through its upgrader, else the zip with
+        the snapshot, then the install (a single-file plugin: in place), then the switch."""
+        self._listing = self._flushed = self._after = None
+        if update.kind == "core":
+            with self.clock.part("package_upload"):
+                zip_path, data = self._stage_zip(ctx, update, self.snapshot_dir(ctx))
+                if data is not None:
+                    ctx.put(data, zip_path, mode=0o600)
+            self._install_core(ctx, update, zip_path, self.snapshot_dir(ctx), changes, self._flush_args(ctx, last))
+            return
+        staged = self._staged(ctx, update)
+        # the zip written with the snapshot, then the install: one round trip
+        trip, started = self.snapshot_and_install(ctx, staged.snapshot, staged.args, staged.data)
+        self._record_install(staged, trip[0], self.helper_ran(trip, 1, "snapshots", started), changes)
+        if staged.side is not None:
+            self._switch(ctx, update, staged.side, self._switch_args(ctx, staged, last), last=last)
+
+    def _installed_then_switched(self, ctx: Context, staged: Staged, *, last: bool) -> None:
+        """The switch of the package the first round trip installed."""
+        self._listing = self._flushed = self._after = None
+        if staged.side is not None:
+            self._switch(ctx, staged.update, staged.side, self._switch_args(ctx, staged, last), last=last)
+
+    def _switch_args(self, ctx: Context, staged: Staged, last: bool) -> dict[str, Any]:
+        """The re-activation's arguments: the install's without ``into``, the state, the flush."""
+        args = {k: v for k, v in staged.args.items() if k != "into"}
+        return {**args, "list": True, **self._flush_args(ctx, last)}
+
+    def _record_install(
+        self, staged: Staged, snapshot: CommandResult, answer: dict[str, Any], changes: list[Change]
+    ) -> None:
+        """Read the snapshot part, record the package's change (its undo: the siblings the
+        install may have left, then the snapshot back), then the install's answer."""
+        update, pkg = staged.update, staged.update.package
+        existed = snapshot_result(snapshot, staged.dest, upload=staged.upload)
         # the rollback removes the siblings it may have left (only these recorded paths), then restores
+        side = staged.side
         leftovers: list[tuple[str | None, str]] = [(None, side.new), (None, side.old)] if side else []
         changes.append(
             Change(
@@ -185,12 +239,10 @@ class WordPressDriver(WordPressTrips):
                 summary=f"{pkg.kind} {pkg.name} {pkg.version} -> {update.to}",
                 before=pkg.version,
                 after=update.to,
-                undo=PackageUndo([*leftovers, (target if existed else None, dest)]),
+                undo=PackageUndo([*leftovers, (staged.target if existed else None, staged.dest)]),
             )
         )
-        self._helper_ok(update, installed, "install")
-        if side is not None:
-            self._switch(ctx, update, side, {**args, "list": True, **self._flush_args(ctx, last)}, last=last)
+        self._helper_ok(update, answer, "install")
 
     def _switch(self, ctx: Context, update: Update, side: Sibling, args: dict[str, Any], *, last: bool) -> None:
         """The switch and the re-activation; the last one of apply (no ``post_update`` after it)

@@ -1,17 +1,25 @@
-"""The round trips of the WordPress driver's apply: three for an update of one plugin or theme.
+"""The round trips of the WordPress driver's apply: two for an update of one plugin or theme.
 
-1. **prepare and dump**: the folders (``.maint``, this run's private snapshot folder, the one
-   for the staged zips), the helper written from stdin (0600), the error logs' sizes and whether
-   ``wp-content/upgrade`` is there; then the helper's ``dbcnf`` writes the database option file
-   (0600, the credentials never leave the host); then the schema read and the dump. The helper
-   runs only after the folders and the upload succeeded, the dump only when ``dbcnf`` wrote the
-   option file (it is removed first, so only this run's answer counts).
-2. **snapshot and install**, per package: the zip written from stdin beside the ``cp -a``
-   snapshot of the installed folder, then the helper's ``install`` (it unpacks beside the live
-   folder), only when the snapshot succeeded.
-3. **switch and re-activate**, per switched package: the renames, then, only when they
+1. **prepare, install and dump**: the folders (``.maint``, this run's private snapshot folder,
+   the one for the staged zips), the helper written from a here-document (0600), the error
+   logs' sizes and whether ``wp-content/upgrade`` is there; then the first package's zip
+   written from stdin beside the ``cp -a`` snapshot of its installed folder; then ONE helper
+   process that unpacks the package beside the live folder (``install`` into
+   ``.maint-new-<slug>``: nothing live changes) and, only when that succeeded, writes the
+   database option file (0600, the credentials never leave the host; only when wp-config.php
+   names the database and table prefix the state read named); then the schema read and the
+   dump, only when the option file is there (it is removed first, so only this run's answer
+   counts). The dump is taken before anything live changes, as the switch is the first such
+   change.
+2. **switch and re-activate**, per switched package: the renames, then, only when they
    succeeded, the helper's ``activate``; after the last package's, verify's reads
    (:mod:`~maintkit.actions.cms.drivers.wordpress_reads`).
+
+Every other package gets a round trip of its own for its zip, snapshot and install
+(**snapshot and install**) before its switch. When the first update is WordPress core or a
+package installed in place (a single-file plugin), the first round trip prepares and dumps
+only (``dbcnf`` then runs in a process of its own, before anything is installed) and that
+package gets the snapshot-and-install round trip too.
 
 Each part of a round trip is read by the same code as when it ran alone (:mod:`~maintkit.actions.cms.trip`),
 in order, so the errors, the changes recorded and their undo are the same; a change is recorded
@@ -23,6 +31,7 @@ the round trip to ``dump``, ``snapshots`` or ``switch``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from maintkit.action import Context
@@ -31,11 +40,30 @@ from maintkit.actions.cms.drivers.wordpress_plan import WordPressPlanner, helper
 from maintkit.actions.cms.drivers.wordpress_reads import AfterReads, run_then_read
 from maintkit.actions.cms.drivers.wordpress_state import WpState, wp_helper_source
 from maintkit.actions.cms.drivers.wordpress_switch import Sibling, switch_result, switch_script
+from maintkit.actions.cms.plan import Update
 from maintkit.actions.cms.snapshots import RENAMED_MARK
 from maintkit.actions.cms.trip import Part, Trip, command_timeout, run_trip
 from maintkit.errors import ApplyFailed
+from maintkit.probes.cms import HELPER_EOF
 from maintkit.results import Change
 from maintkit.transport.base import join, quote
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One plugin's or theme's install, ready to send: its snapshot part (the zip written from
+    the round trip's stdin first when ``data`` is not None), the helper's ``install`` arguments
+    (``into`` the sibling when the package is switched in: ``side``), where it lives (``dest``)
+    and where its snapshot goes (``target``)."""
+
+    update: Update
+    snapshot: Part
+    args: dict[str, Any]
+    data: bytes | None
+    upload: str | None
+    dest: str
+    target: str
+    side: Sibling | None
 
 
 class WordPressTrips(WordPressPlanner):
@@ -82,6 +110,38 @@ class WordPressTrips(WordPressPlanner):
         existing = self.prepared_snapshot_dir(ctx, trip[0], exists=exists)
         return snap, existing, self._dumped(state, undo, answer, trip, marker)
 
+    def prepare_install_and_dump(
+        self, ctx: Context, state: WpState, staged: Staged, *, dirs: list[str], exists: list[str]
+    ) -> tuple[Trip, dict[str, Any], DbUndo | None, str]:
+        """Round trip 1 when the first update is switched in (see the module's docstring): what
+        its parts did, the helper's answer, the dump taken (None with ``database: never``) and
+        the dump part's marker (read them with :meth:`dump_change`)."""
+        text = wp_helper_source().decode("utf-8")
+        _, prep = self.prepare_part(
+            ctx, dirs=dirs, exists=exists, upload=self.helper_path(ctx), inline=(text, HELPER_EOF)
+        )
+        parts, undo, marker = [Part(prep), staged.snapshot], None, ""
+        if self.p.database == "never":
+            parts.append(Part(self.helper_script(ctx, "install", staged.args)))
+        else:
+            undo = self.dump_undo(state, self.snapshot_dir(ctx))
+            cnf = undo.defaults_file or ""
+            expect = {"path": cnf, "database": state.db_name, "table_prefix": state.table_prefix}
+            install = self.helper_script(ctx, "install", {**staged.args, "dbcnf": expect})
+            dump, marker = read_and_dump_script(undo)
+            parts += [Part(f"rm -f -- {quote(cnf)} || exit $?\n{install}", then=f"[ -f {quote(cnf)} ]"), Part(dump)]
+        timeout = command_timeout(ctx) * 3 + self.helper_timeout(ctx)
+        started = time.perf_counter()
+        trip = run_trip(ctx, parts, timeout=timeout, stdin=staged.data)
+        answer = self.helper_ran(trip, 2, "snapshots" if undo is None else "dump", started)
+        return trip, answer, undo, marker
+
+    def dump_change(self, state: WpState, undo: DbUndo, answer: Any, trip: Trip, marker: str) -> Change:
+        """The dump's change after :meth:`prepare_install_and_dump`: the option file's answer
+        (``dbcnf`` in the install's), then the dump (part 3), read as when they ran alone."""
+        written = answer if isinstance(answer, dict) else {"ok": False, "error": "the helper did not answer"}
+        return self._dumped(state, undo, written, trip, marker, index=3)
+
     def dump_undo(self, state: WpState, snap: str) -> DbUndo:
         """The dump this run takes into ``snap``, of the database the state names (``dbcnf``
         writes the option file ``snap/db.cnf``)."""
@@ -94,8 +154,10 @@ class WordPressTrips(WordPressPlanner):
             schema_options=["db_version", *self.p.schema_options],
         )
 
-    def _dumped(self, state: WpState, undo: DbUndo, answer: dict[str, Any], trip: Trip, marker: str) -> Change:
-        """Read ``dbcnf``'s answer, then the schema read and the dump (parts 1 and 2)."""
+    def _dumped(
+        self, state: WpState, undo: DbUndo, answer: dict[str, Any], trip: Trip, marker: str, *, index: int = 2
+    ) -> Change:
+        """Read ``dbcnf``'s answer, then the schema read and the dump (part ``index``)."""
         if not answer.get("ok"):
             raise ApplyFailed(f"cannot read the database credentials from wp-config.php: {answer.get('error')}")
         database = str(answer.get("database") or state.db_name)
@@ -105,7 +167,7 @@ class WordPressTrips(WordPressPlanner):
                 f"wp-config.php now names database {database} (table prefix {prefix!r}), not the "
                 f"{state.db_name} ({state.table_prefix!r}) WordPress reported before the update: nothing was changed"
             )
-        dumped(undo, trip[2], marker)
+        dumped(undo, trip[index], marker)
         self._db_undo = undo
         return Change(target=f"database:{database}", summary="dumped before the update", after=undo.dump, undo=undo)
 
@@ -141,4 +203,4 @@ class WordPressTrips(WordPressPlanner):
         return answer, after, RENAMED_MARK in trip[0].stdout.splitlines()
 
 
-__all__ = ["WordPressTrips"]
+__all__ = ["Staged", "WordPressTrips"]

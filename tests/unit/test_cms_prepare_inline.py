@@ -1,0 +1,96 @@
+"""The preparation's upload from a here-document (``prepare_script(..., inline=...)``), run by a
+real ``sh`` and ``bash`` inside a round trip whose stdin another part reads: the file holds the
+text to the byte (mode 0600), the folders are made, the stdin reaches the other part untouched,
+and a text holding the end line is refused before anything is sent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from maintkit.actions.cms.snapshots import prepare_script, prepared
+from maintkit.actions.cms.trip import Part, Trip, trip_results, trip_script
+from maintkit.probes.cms import HELPER_EOF, helper_source
+from maintkit.results import CommandResult
+
+MARK = "@@mk-" + "1" * 32
+SHELLS = [s for s in ("sh", "bash") if shutil.which(s)]
+
+
+def run(shell: str, parts: list[Part], stdin: bytes) -> Trip:
+    proc = subprocess.run([shell, "-c", trip_script(MARK, parts)], input=stdin, capture_output=True, check=False)
+    res = CommandResult("h", "trip", proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return trip_results(res, MARK, parts)
+
+
+def scene(tmp: Path, text: str, shell: str, stdin: bytes = b"zip bytes\x00\xff\n") -> tuple[Path, Trip]:
+    """The preparation writing ``text`` to ``.maint/helper.php`` from a here-document, then a
+    part that copies the round trip's stdin to ``got.bin``."""
+    parent, private = tmp / ".maint", tmp / ".maint" / "snapshots" / "run"
+    target = parent / "helper.php"
+    prep = prepare_script(
+        str(private), parent=str(parent), dirs=[f"{private}/packages"], exists=[str(tmp / "upgrade")],
+        upload=str(target), inline=(text, HELPER_EOF),
+    )  # fmt: skip
+    trip = run(shell, [Part(prep), Part(f"cat > '{tmp}/got.bin'", stdin=True)], stdin)
+    return target, trip
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_helper_arrives_to_the_byte_and_stdin_stays_for_the_zip(tmp_path: Path, shell: str) -> None:
+    text = helper_source().decode("utf-8")
+    (tmp_path / "upgrade").mkdir()
+    target, trip = scene(tmp_path, text, shell)
+    assert [r.exit_code for r in trip.results] == [0, 0], trip.results
+    assert target.read_bytes() == helper_source()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / ".maint" / "snapshots" / "run").stat().st_mode) == 0o700
+    assert (tmp_path / ".maint" / "snapshots" / "run" / "packages").is_dir()
+    assert prepared(trip[0].stdout, exists=[str(tmp_path / "upgrade")]).existing == {str(tmp_path / "upgrade")}
+    assert (tmp_path / "got.bin").read_bytes() == b"zip bytes\x00\xff\n"  # the here-document took none of it
+    assert sorted(os.listdir(tmp_path / ".maint")) == ["helper.php", "snapshots"]  # no temporary file left
+
+
+#: lines a shell might read as something: expansions, quotes, another here-document's end
+HOSTILE = st.lists(
+    st.one_of(
+        st.sampled_from(["$HOME", "`id`", "$(touch pwned)", "'", '"', "\\", "EOF", "<<'X'", "X", " ", "", "\t-"]),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=20),
+    ),
+    max_size=12,
+)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=HOSTILE, newline=st.booleans())
+def test_any_text_but_the_end_line_is_written_as_it_is(
+    tmp_path: Path, shell: str, lines: list[str], newline: bool
+) -> None:
+    text = "\n".join(lines) + ("\n" if newline and lines else "")
+    if HELPER_EOF in text.split("\n"):
+        return
+    work = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: the fixture's folder is shared
+    target, trip = scene(work, text, shell)
+    assert trip[0].exit_code == 0, trip[0]
+    body = text if text.endswith("\n") or not text else text + "\n"  # a here-document's lines end with one
+    assert target.read_text() == body
+    assert not (work / "pwned").exists() and not (Path.cwd() / "pwned").exists()
+
+
+def test_a_text_holding_the_end_line_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=HELPER_EOF):
+        prepare_script(
+            str(tmp_path / "p"),
+            parent=str(tmp_path),
+            upload=str(tmp_path / "h"),
+            inline=(f"a\n{HELPER_EOF}\nb", HELPER_EOF),
+        )
