@@ -18,7 +18,10 @@
  *   activate {"type","slug","active","network_active","list"}
  *                              after a switch: keep the active state, report the installed version;
  *                              with "list", also what list reports, read after the activation
- *                              (the caller's read-back, without booting WordPress once more)
+ *                              (the caller's read-back, without booting WordPress once more);
+ *                              with "packages" (a list of {"type","slug","active","network_active"})
+ *                              every package switched in, in ONE process: "results" holds each
+ *                              one's answer in order, "ok"/"error" the first that failed
  *   core     {"zip","version"} update core from a local package (Core_Upgrader)
  *   dbupgrade {"list"}         run the WordPress database upgrade with the (new) code on disk;
  *                              with "list", also what list reports afterwards
@@ -124,6 +127,7 @@ register_shutdown_function(function () {
             'ok' => false,
             'fatal' => true,
             'error' => 'PHP fatal error: ' . $err['message'] . ' in ' . $err['file'] . ':' . $err['line'],
+            'file' => $err['file'],  // where it happened: the caller names the package holding it
         );
         if (isset($GLOBALS['maintkit_step'])) {
             $answer['failed'] = $GLOBALS['maintkit_step'];  // the refresh step that was running
@@ -210,7 +214,7 @@ switch ($maintkit_cmd) {
         maintkit_out(maintkit_with_dbcnf(maintkit_install($maintkit_args), $maintkit_args));
         break;
     case 'activate':
-        maintkit_out(maintkit_with_flush(maintkit_with_list(maintkit_installed($maintkit_args, array('ok' => true, 'error' => null)), $maintkit_args), $maintkit_args));
+        maintkit_out(maintkit_with_flush(maintkit_with_list(maintkit_activate($maintkit_args), $maintkit_args), $maintkit_args));
         break;
     case 'core':
         maintkit_out(maintkit_core($maintkit_args));
@@ -583,6 +587,28 @@ function maintkit_install_into(string $type, string $zip, string $into, $skin): 
         $error = 'the upgrader left nothing in ' . $into;
     }
     return array('ok' => $error === null, 'error' => $error, 'messages' => maintkit_messages($skin), 'staged' => $into);
+}
+
+/**
+ * After the switch: every package of "packages" (else the one the arguments name) keeps its
+ * active state and reports its installed version; each is done whatever the one before it
+ * answered, and the first that failed gives "ok" and "error".
+ */
+function maintkit_activate(array $a): array
+{
+    if (!isset($a['packages']) || !is_array($a['packages'])) {
+        return maintkit_installed($a, array('ok' => true, 'error' => null));
+    }
+    $out = array('ok' => true, 'error' => null, 'results' => array());
+    foreach ($a['packages'] as $p) {
+        $r = maintkit_installed(is_array($p) ? $p : array(), array('ok' => true, 'error' => null));
+        $out['results'][] = $r;
+        if (empty($r['ok']) && $out['ok']) {
+            $out['ok'] = false;
+            $out['error'] = $r['error'];
+        }
+    }
+    return $out;
 }
 
 /** The installed package's version (and, for a plugin, its active state, restored when asked). */

@@ -11,8 +11,9 @@ file, then the schema read and the dump; the switch, then the re-activation, the
 (the tree hashes, the schema, the runner's reads for verify). After the update staging hashes
 the updated plugin and every other package the version lock records in ONE read; the step ends
 removing its temporary files and listing the snapshots in ONE round trip. Several packages share
-the first command and each other package gets a snapshot-and-install command of its own before
-its switch; without a dump the first one prepares and installs. ``wp-content/upgrade`` that is a
+the first command and the last (every switch, then ONE re-activation process for all of them,
+which names the package whose new code died); each other package gets a snapshot-and-install
+command of its own between them; without a dump the first one prepares and installs. ``wp-content/upgrade`` that is a
 dangling symlink is there: the undo of a failed update leaves it alone (only what the step made
 is removed).
 """
@@ -32,7 +33,7 @@ from maintkit.actions.cms.snapshots import zip_tree_hash
 from maintkit.playbook import playbook_from_text
 from maintkit.probes.cms import tree_hash_script
 from maintkit.results import StepStatus
-from tests.cms_helpers import make_shop_cart_zip, wp_plugin_version
+from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
 from tests.lab.recording import Recorder, trip_parts
 from tests.lab.wp_fixtures import Shop, run, steps, write_inventory
 
@@ -201,11 +202,11 @@ def theme_version(site: Path) -> str:
     return text.split("\nVersion: ", 1)[1].split("\n", 1)[0].strip()
 
 
-def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(shop: Shop) -> None:
+def test_a_plugin_and_a_theme_share_the_preparation_and_one_activation(shop: Shop) -> None:
     """Several updates in one step: the folders, the helper, the first package's install and
-    the dump once; the switch with the re-activation per package, the second package's snapshot
-    with its install before its switch; only the last one's round trip reads for verify (and
-    flushes: nothing runs after it)."""
+    the dump once; the second package's snapshot with its install in a round trip of its own;
+    then both switches and ONE re-activation process for both, which reads for verify and
+    flushes (nothing runs after it)."""
     site = shop.staging.path
     assert theme_version(site) == "1.0"
     make_shop_cart_zip(shop.repo, "1.1.0")
@@ -218,22 +219,75 @@ def test_a_plugin_and_a_theme_share_the_preparation_and_each_get_two_commands(sh
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     update = steps(result, "staging")["update"]
     assert [u["name"] for u in update.data["updates"]] == ["shop-cart", "twentytwentythree"]
-    # 2 x (install, activate), the first install writing the option file; the state read (a
+    # two installs (the first writing the option file) and one activation; the state read (a
     # probe) came with the stage's first read
-    assert update.data["php_boots"] == 4 and update.data["verify_reads"] == "activation"
+    assert update.data["php_boots"] == 3 and update.data["verify_reads"] == "activation"
+    plugins, themes = site / "wp-content" / "plugins", site / "wp-content" / "themes"
+    assert update.data["switched"] == [f"{plugins}/shop-cart", f"{themes}/twentytwentythree"]
     sent = staging_commands(rec, shop)
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
-    plugin_in, plugin_on, theme_in, theme_on = sent[first : first + 4]
-    assert sent[first + 4].startswith("rm -rf -- ") and " install " not in sent[first + 4]  # the step's end
-    assert [len(trip_parts(c)) for c in sent[first : first + 4]] == [4, 2, 2, 4]
+    plugin_in, theme_in, switched = sent[first : first + 3]
+    assert sent[first + 3].startswith("rm -rf -- ") and " install " not in sent[first + 3]  # the step's end
+    assert [len(trip_parts(c)) for c in sent[first : first + 3]] == [4, 2, 5]
     assert '"dbcnf":' in plugin_in and sum("dbcnf" in c or "mariadb-dump" in c for c in sent) == 1
     assert '"dbcnf"' not in theme_in and not [c for c in sent if " dbcnf " in c]
-    assert "plugins/shop-cart " in plugin_in and " install " in plugin_in and ".maint-new-shop-cart" in plugin_on
-    assert "themes/twentytwentythree " in theme_in and " install " in theme_in
-    assert ".maint-new-twentytwentythree" in theme_on and TREE_HASH in theme_on and "command -v wp" in theme_on
-    assert '"flush":true' not in plugin_on and '"flush":true' in theme_on  # the last process flushes
-    assert TREE_HASH not in plugin_on and "mariadb" not in plugin_on
+    assert "plugins/shop-cart " in plugin_in and " install " in plugin_in and " activate " not in plugin_in
+    assert "themes/twentytwentythree " in theme_in and " install " in theme_in and " activate " not in theme_in
+    to_plugin, to_theme, activate, hashed, schema = trip_parts(switched)
+    assert ".maint-new-shop-cart" in to_plugin and ".maint-new-twentytwentythree" in to_theme
+    assert sum(" activate " in c for c in sent) == 1 and " activate '{" in activate
+    packages = json.loads(activate.split(" activate '", 1)[1].split("'", 1)[0])["packages"]
+    assert [(p["type"], p["slug"]) for p in packages] == [("plugin", "shop-cart"), ("theme", "twentytwentythree")]
+    assert '"flush":true' in activate and TREE_HASH in hashed and schema.startswith("( mariadb ")
+    assert "command -v wp" in switched  # the runner's reads for verify, after everything
     assert wp_plugin_version(site, "shop-cart") == "1.1.0" and theme_version(site) == "1.0.1"
+
+
+def test_the_one_activation_names_the_package_whose_new_code_died_and_everything_is_undone(shop: Shop) -> None:
+    """The plugin and the theme are re-activated by one process; the theme's new code dies
+    while WordPress loads: the step's error names the theme (the file of the fatal error is in
+    its folder), and the undo puts both folders back to the byte."""
+    site = shop.staging.path
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    theme_zip = make_theme_zip(site, shop.repo, "1.0.1")
+    with zipfile.ZipFile(theme_zip, "a") as zf:  # the active theme's functions.php loads at every boot
+        zf.writestr("twentytwentythree/functions.php", "<?php\nmaint_theme_boot_missing();\n")
+    inv = write_inventory(shop, {"isolate": "none"}, envs=("staging",))  # no retry of the plugin alone
+    before = tree_digest(site, exclude=(".maint",))
+
+    result = run(shop, inv, playbook_from_text(UPDATE_ONLY))
+
+    update = steps(result, "staging")["update"]
+    assert update.status is StepStatus.FAILED
+    error = str(update.error)
+    assert error.startswith("apply: theme twentytwentythree 1.0.1: activation failed: PHP fatal error: "), error
+    assert "maint_theme_boot_missing" in error and "shop-cart 1.1.0" not in error
+    assert tree_digest(site, exclude=(".maint",)) == before  # both folders back, nothing left beside them
+    assert wp_plugin_version(site, "shop-cart") == "1.0.0" and theme_version(site) == "1.0"
+
+
+def test_a_death_outside_the_packages_names_every_package_of_the_activation(shop: Shop) -> None:
+    """The one re-activation process dies in a file of neither package (a must-use plugin that
+    fails only in that process): the error names both packages, and both are put back."""
+    site = shop.staging.path
+    make_shop_cart_zip(shop.repo, "1.1.0")
+    make_theme_zip(site, shop.repo, "1.0.1")
+    mu = site / "wp-content" / "mu-plugins"
+    mu.mkdir(exist_ok=True)
+    (mu / "maint-test-dies.php").write_text(
+        "<?php\nif (($GLOBALS['maintkit_cmd'] ?? '') === 'activate') { maint_activation_missing(); }\n"
+    )
+    inv = write_inventory(shop, {"isolate": "none"}, envs=("staging",))
+    before = tree_digest(site, exclude=(".maint",))
+
+    result = run(shop, inv, playbook_from_text(UPDATE_ONLY))
+
+    update = steps(result, "staging")["update"]
+    assert update.status is StepStatus.FAILED
+    both = "plugin shop-cart 1.1.0, theme twentytwentythree 1.0.1: activation failed: PHP fatal error: "
+    assert str(update.error).startswith(f"apply: {both}") and "maint_activation_missing" in str(update.error)
+    assert tree_digest(site, exclude=(".maint",)) == before
+    assert wp_plugin_version(site, "shop-cart") == "1.0.0" and theme_version(site) == "1.0"
 
 
 def test_without_a_dump_and_the_code_cache_the_preparation_is_alone(shop: Shop) -> None:

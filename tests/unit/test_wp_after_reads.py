@@ -1,4 +1,4 @@
-"""The switch, the re-activation and verify's reads in one round trip (``switch_and_activate``):
+"""The switches, the re-activation and verify's reads in one round trip (``switch_and_activate``):
 what is kept, what is left for verify to read again when a part failed or answered incompletely,
 and that nothing runs after a failed switch."""
 
@@ -12,6 +12,7 @@ from maintkit.actions.cms.db import DbUndo
 from maintkit.actions.cms.drivers.wordpress import WordPressDriver
 from maintkit.actions.cms.drivers.wordpress_reads import AfterReads
 from maintkit.actions.cms.drivers.wordpress_switch import sibling
+from maintkit.actions.cms.drivers.wordpress_trips import switch_outcomes
 from maintkit.actions.cms.params import CmsUpdateParams
 from maintkit.actions.cms.snapshots import RENAMED_MARK
 from maintkit.errors import ApplyFailed
@@ -50,8 +51,11 @@ def switch_then_read(
     """The round trip's results; asserts whether the switch reported the two renames."""
     ctx = make_context(transport, platform="wordpress")
     driver = WordPressDriver(CmsUpdateParams())
-    res, after, by_renames = driver.switch_and_activate(ctx, SIDE, {"slug": "a"}, (PATHS, UNDO))
-    assert by_renames is renamed
+    trip, res, after = driver.switch_and_activate(ctx, [SIDE], {"slug": "a"}, (PATHS, UNDO))
+    done, failed = switch_outcomes(trip, [SIDE])
+    if failed is not None:
+        raise failed
+    assert done == [(SIDE, renamed)]
     return res, after, driver
 
 
@@ -110,6 +114,22 @@ def test_a_failed_switch_runs_nothing_after_it_and_raises_as_before() -> None:
         switch_then_read(transport)
     assert str(err.value) == f"switching {SIDE.new} into {SIDE.dest} failed: mv: cannot move: Permission denied"
     assert len(transport.commands) == 1
+
+
+def test_a_failed_second_switch_keeps_the_first_and_runs_nothing_after_it() -> None:
+    """Two packages: the first switch is made, the second fails: the outcome says the first was
+    switched (so the undo puts it back) and names the second; the re-activation never ran."""
+    other = sibling("/srv/site/wp-content/themes/t")
+    transport = answer([("", 0), ("", 5)], stopped="mv: cannot move: Device or resource busy\n")
+    ctx = make_context(transport, platform="wordpress")
+    driver = WordPressDriver(CmsUpdateParams())
+    trip, res, after = driver.switch_and_activate(ctx, [SIDE, other], {"packages": []}, (PATHS, UNDO))
+    done, failed = switch_outcomes(trip, [SIDE, other])
+    assert done == [(SIDE, False)] and failed is not None
+    assert str(failed) == f"switching {other.new} into {other.dest} failed: mv: cannot move: Device or resource busy"
+    assert not trip.started(2) and res["ok"] is False and driver.clock.boots == 0  # no re-activation
+    (script,) = transport.commands
+    assert script.index(SIDE.new) < script.index(other.new) < script.index(" activate ")
 
 
 def test_the_zip_written_with_the_snapshot_names_its_path_when_it_cannot_be() -> None:

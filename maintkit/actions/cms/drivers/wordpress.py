@@ -13,8 +13,8 @@ dump with the mariadb client, so it works when the update broke WordPress.
 
 PHP boots per changed stage: one ``install`` per package (it unpacks beside the live folder; the
 first one also writes the dump's option file, else ``dbcnf`` does in a process of its own, with
-wp-config.php only) and one ``activate`` per switched package, whose fresh process
-booted WordPress with the new code and also reports the installed state: verify checks that
+wp-config.php only) and ONE ``activate`` for every switched package, whose fresh process
+booted WordPress with all the new code and also reports the installed state: verify checks that
 report (``read_back: activation``) instead of booting WordPress once more, unless anything
 ran after it (``post_update`` commands), in which case verify reads the state afresh.
 """
@@ -33,8 +33,8 @@ from maintkit.actions.cms.drivers.wordpress_state import (
     same_version,
     state_from_helper,
 )
-from maintkit.actions.cms.drivers.wordpress_switch import Sibling, schema_changes, sibling, switchable
-from maintkit.actions.cms.drivers.wordpress_trips import Staged, WordPressTrips
+from maintkit.actions.cms.drivers.wordpress_switch import schema_changes, sibling, switchable
+from maintkit.actions.cms.drivers.wordpress_trips import Staged, WordPressTrips, switch_outcomes
 from maintkit.actions.cms.lock import LockedPackage
 from maintkit.actions.cms.plan import Update, UpdatePlan
 from maintkit.actions.cms.snapshots import (
@@ -94,12 +94,12 @@ class WordPressDriver(WordPressTrips):
         updates = sorted(plan.updates, key=lambda u: u.kind != "core")
         try:
             first = self._prepare(ctx, state, updates, changes)
+            staged = [first] if first is not None else []
             for update in updates:
-                last = update is updates[-1]
-                if first is not None and update is first.update:
-                    self._installed_then_switched(ctx, first, last=last)
-                else:
-                    self._install(ctx, update, changes, last=last)
+                if first is None or update is not first.update:
+                    staged += self._install(ctx, update, changes, last=update is updates[-1])
+            if staged:  # every package unpacked beside its live folder: switched in, then ONE activation
+                self._switch(ctx, staged)
         finally:
             ctx.record(
                 switched=list(self.switched), switched_by_renames=list(self.by_renames),
@@ -194,9 +194,10 @@ class WordPressDriver(WordPressTrips):
         into = {"into": side.new} if side else {}
         return Staged(update, snapshot, {**args, **into}, data, upload, dest, target, side)
 
-    def _install(self, ctx: Context, update: Update, changes: list[Change], *, last: bool) -> None:
-        """One update after the first round trip: core through its upgrader, else the zip with
-        the snapshot, then the install (a single-file plugin: in place), then the switch."""
+    def _install(self, ctx: Context, update: Update, changes: list[Change], *, last: bool) -> list[Staged]:
+        """One update after the first round trip: core through its upgrader (it flushes when
+        nothing comes after it), else the zip with the snapshot, then the install (a single-file
+        plugin: in place); the package to switch in, when it is one."""
         self._listing = self._flushed = self._after = None
         if update.kind == "core":
             with self.clock.part("package_upload"):
@@ -204,24 +205,12 @@ class WordPressDriver(WordPressTrips):
                 if data is not None:
                     ctx.put(data, zip_path, mode=0o600)
             self._install_core(ctx, update, zip_path, self.snapshot_dir(ctx), changes, self._flush_args(ctx, last))
-            return
+            return []
         staged = self._staged(ctx, update)
         # the zip written with the snapshot, then the install: one round trip
         trip, started = self.snapshot_and_install(ctx, staged.snapshot, staged.args, staged.data)
         self._record_install(staged, trip[0], self.helper_ran(trip, 1, "snapshots", started), changes)
-        if staged.side is not None:
-            self._switch(ctx, update, staged.side, self._switch_args(ctx, staged, last), last=last)
-
-    def _installed_then_switched(self, ctx: Context, staged: Staged, *, last: bool) -> None:
-        """The switch of the package the first round trip installed."""
-        self._listing = self._flushed = self._after = None
-        if staged.side is not None:
-            self._switch(ctx, staged.update, staged.side, self._switch_args(ctx, staged, last), last=last)
-
-    def _switch_args(self, ctx: Context, staged: Staged, last: bool) -> dict[str, Any]:
-        """The re-activation's arguments: the install's without ``into``, the state, the flush."""
-        args = {k: v for k, v in staged.args.items() if k != "into"}
-        return {**args, "list": True, **self._flush_args(ctx, last)}
+        return [staged] if staged.side is not None else []
 
     def _record_install(
         self, staged: Staged, snapshot: CommandResult, answer: dict[str, Any], changes: list[Change]
@@ -244,18 +233,43 @@ class WordPressDriver(WordPressTrips):
         )
         self._helper_ok(update, answer, "install")
 
-    def _switch(self, ctx: Context, update: Update, side: Sibling, args: dict[str, Any], *, last: bool) -> None:
-        """The switch and the re-activation; the last one of apply (no ``post_update`` after it)
-        also reads what verify compares, in the same round trip."""
-        reads = None if not last or self.p.post_update else (self._pre_paths, self._db_undo)
-        res, self._after, renamed = self.switch_and_activate(ctx, side, args, reads)
-        self.switched.append(update.package.path)
-        if renamed:
-            self.by_renames.append(update.package.path)
-        self._helper_ok(update, res, "activation")
+    def _switch(self, ctx: Context, staged: list[Staged]) -> None:
+        """The switches and ONE re-activation of every package in ``staged``; apply's last helper
+        process (no ``post_update`` after it) also reads what verify compares, in the same round
+        trip, and flushes."""
+        self._listing = self._flushed = self._after = None
+        reads = None if self.p.post_update else (self._pre_paths, self._db_undo)
+        packages = [{k: v for k, v in s.args.items() if k not in ("into", "zip")} for s in staged]
+        args = {"packages": packages, "list": True, **self._flush_args(ctx, True)}
+        sides = [s.side for s in staged if s.side is not None]
+        trip, res, self._after = self.switch_and_activate(ctx, sides, args, reads)
+        done, failed = switch_outcomes(trip, sides)
+        for side, renamed in done:
+            self.switched.append(side.dest)
+            if renamed:
+                self.by_renames.append(side.dest)
+        if failed is not None:
+            raise failed
+        self._activated(staged, res)
         self._flushed = self._flush_record(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
+
+    def _activated(self, staged: list[Staged], res: dict[str, Any]) -> None:
+        """ApplyFailed naming the package whose re-activation failed: each one's answer in order;
+        a process that died (a PHP fatal error) names the package whose folder holds the file
+        the error happened in, else every package it re-activated."""
+        results = res.get("results")
+        if isinstance(results, list) and len(results) == len(staged):
+            for one, answer in zip(staged, results, strict=True):
+                self._helper_ok(one.update, answer if isinstance(answer, dict) else {}, "activation")
+            return
+        where = str(res.get("file") or "")
+        blamed = [s for s in staged if where.startswith(f"{s.dest}/")] or staged
+        if len(blamed) == 1:
+            self._helper_ok(blamed[0].update, {**res, "ok": False}, "activation")
+        names = ", ".join(f"{s.update.package.kind} {s.update.package.name} {s.update.to}" for s in blamed)
+        raise ApplyFailed(f"{names}: activation failed: {res.get('error')}")
 
     def _verify_paths(self, ctx: Context, plan: UpdatePlan[WpState], st: WpState) -> list[str]:
         """The package folders verify hashes: the updated ones and, on a stage that writes the

@@ -11,12 +11,12 @@
    dump, only when the option file is there (it is removed first, so only this run's answer
    counts). The dump is taken before anything live changes, as the switch is the first such
    change.
-2. **switch and re-activate**, per switched package: the renames, then, only when they
-   succeeded, the helper's ``activate``; after the last package's, verify's reads
-   (:mod:`~maintkit.actions.cms.drivers.wordpress_reads`).
+2. **switch and re-activate**: the renames of every package unpacked beside its live folder,
+   one after the other, then, only when they all succeeded, ONE helper ``activate`` for all of
+   them, then verify's reads (:mod:`~maintkit.actions.cms.drivers.wordpress_reads`).
 
 Every other package gets a round trip of its own for its zip, snapshot and install
-(**snapshot and install**) before its switch. When the first update is WordPress core or a
+(**snapshot and install**) between the two. When the first update is WordPress core or a
 package installed in place (a single-file plugin), the first round trip prepares and dumps
 only (``dbcnf`` then runs in a process of its own, before anything is installed) and that
 package gets the snapshot-and-install round trip too.
@@ -182,25 +182,44 @@ class WordPressTrips(WordPressPlanner):
         timeout = command_timeout(ctx) + self.helper_timeout(ctx)
         return run_trip(ctx, [snapshot, install], timeout=timeout, stdin=stdin), started
 
-    # ---------------------------------------------------------------- 3: switch and re-activate
+    # ---------------------------------------------------------------- 2: switch and re-activate
     def switch_and_activate(
-        self, ctx: Context, side: Sibling, args: dict[str, Any], reads: tuple[list[str], DbUndo | None] | None
-    ) -> tuple[dict[str, Any], AfterReads | None, bool]:
-        """Round trip 3: the switch of ``side``, then (only when it succeeded) the helper's
-        ``activate`` with ``args``, then with ``reads`` (paths, dump) verify's reads; the
-        helper's answer, what was read, and whether the switch fell back to two renames (the
-        live folder was missing a moment). ApplyFailed as before when the switch failed."""
-        parts = [Part(switch_script(side)), Part(self.helper_script(ctx, "activate", args), then="true")]
-        timeout = command_timeout(ctx) + self.helper_timeout(ctx)
+        self,
+        ctx: Context,
+        sides: list[Sibling],
+        args: dict[str, Any],
+        reads: tuple[list[str], DbUndo | None] | None,
+    ) -> tuple[Trip, dict[str, Any], AfterReads | None]:
+        """Round trip 2: the switch of every one of ``sides`` in order (each only when the one
+        before it succeeded), then, only when they all were, ONE helper process re-activating
+        every package (``activate`` with ``args``), then with ``reads`` (paths, dump) verify's
+        reads; what every part did (part ``i`` is the switch of ``sides[i]``: read them with
+        :func:`switched`), the helper's answer and what was read."""
+        parts = [Part(switch_script(side)) for side in sides]
+        parts.append(Part(self.helper_script(ctx, "activate", args), then="true"))
+        timeout = command_timeout(ctx) * len(sides) + self.helper_timeout(ctx)
         started = time.perf_counter()
         after = None
         if reads is None:
             trip = run_trip(ctx, parts, timeout=timeout)
         else:
             trip, after = run_then_read(ctx, parts, *reads, timeout=timeout)
-        answer = self.helper_ran(trip, 1, "switch", started)
-        switch_result(trip[0], side)
-        return answer, after, RENAMED_MARK in trip[0].stdout.splitlines()
+        answer = self.helper_ran(trip, len(sides), "switch", started)
+        return trip, answer, after
 
 
-__all__ = ["Staged", "WordPressTrips"]
+def switch_outcomes(trip: Trip, sides: list[Sibling]) -> tuple[list[tuple[Sibling, bool]], ApplyFailed | None]:
+    """The switches of :meth:`WordPressTrips.switch_and_activate` that were made, in order, each
+    with whether it fell back to two renames (the live folder was missing a moment), and the
+    error of the first that failed (None when every one was made: no switch after it ran)."""
+    done: list[tuple[Sibling, bool]] = []
+    for i, side in enumerate(sides):
+        try:
+            switch_result(trip[i], side)
+        except ApplyFailed as exc:
+            return done, exc
+        done.append((side, RENAMED_MARK in trip[i].stdout.splitlines()))
+    return done, None
+
+
+__all__ = ["Staged", "WordPressTrips", "switch_outcomes"]
