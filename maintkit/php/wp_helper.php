@@ -14,7 +14,9 @@
  *                              Theme_Upgrader with overwrite_package) and keep its active state;
  *                              with "into" (a ".maint-new-<slug>" sibling of the installed folder)
  *                              the package is only unpacked there: the caller switches it in by
- *                              renames, then calls activate
+ *                              renames, then calls activate; with "packages" (a list of those,
+ *                              each with "into") every one is unpacked in ONE process, in order,
+ *                              up to the first that fails ("results" holds each one's answer)
  *   activate {"type","slug","active","network_active","list"}
  *                              after a switch: keep the active state, report the installed version;
  *                              with "list", also what list reports, read after the activation
@@ -211,7 +213,7 @@ switch ($maintkit_cmd) {
         maintkit_out(array('ok' => true, 'flushed' => (bool) $maintkit_flushed, 'rewrite' => !empty($maintkit_args['rewrite'])));
         break;
     case 'install':
-        maintkit_out(maintkit_with_dbcnf(maintkit_install($maintkit_args), $maintkit_args));
+        maintkit_out(maintkit_with_dbcnf(maintkit_install_all($maintkit_args), $maintkit_args));
         break;
     case 'activate':
         maintkit_out(maintkit_with_flush(maintkit_with_list(maintkit_activate($maintkit_args), $maintkit_args), $maintkit_args));
@@ -528,6 +530,32 @@ function maintkit_result_error($result, $skin): ?string
         return $skin->result->get_error_message();
     }
     return null;
+}
+
+/**
+ * Every package of "packages" unpacked beside its installed folder, in order, up to the first
+ * that fails (each only with "into": nothing in place); else the one the arguments name.
+ */
+function maintkit_install_all(array $a): array
+{
+    if (!isset($a['packages']) || !is_array($a['packages'])) {
+        return maintkit_install($a);
+    }
+    $out = array('ok' => true, 'error' => null, 'results' => array());
+    foreach ($a['packages'] as $p) {
+        if (!is_array($p) || empty($p['into'])) {
+            $r = array('ok' => false, 'error' => 'a package of a batch must be unpacked beside its folder ("into")');
+        } else {
+            $r = maintkit_install($p);
+        }
+        $out['results'][] = $r;
+        if (empty($r['ok'])) {
+            $out['ok'] = false;
+            $out['error'] = $r['error'];
+            break;
+        }
+    }
+    return $out;
 }
 
 function maintkit_install(array $a): array

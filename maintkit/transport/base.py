@@ -190,24 +190,29 @@ class RemoteShellTransport(CommandTransport):
         return res.stdout_bytes or b""
 
 
-def atomic_put_script(path: str, mode: int | None) -> str:
+def atomic_put_script(path: str, mode: int | None, *, size: int | None = None) -> str:
     """A shell script that writes stdin to ``path`` atomically (used by both transports).
 
     Temp file beside ``path`` (created 0600 under ``umask 077``), then the mode (``mode``,
     or the existing file's, or 0644), the existing file's owner and group when allowed,
-    then ``mv -f``. The temp file is removed on failure.
+    then ``mv -f``. The temp file is removed on failure. With ``size``, exactly that many
+    bytes are taken from stdin (``head -c``, which reads no further: the rest of stdin is left
+    for the next reader) and a file of any other size is not written.
     """
     if mode is not None and not 0 <= mode <= 0o7777:
         raise ValueError(f"invalid file mode {mode!r}")
+    if size is not None and size < 0:
+        raise ValueError(f"invalid size {size!r}")
     p = quote(path)
     if mode is None:
         perm = f'{{ chmod --reference={p} -- "$tmp" 2>/dev/null || chmod 644 -- "$tmp"; }}'
     else:
         perm = f'chmod {mode:04o} -- "$tmp"'
     owner = f'{{ [ ! -e {p} ] || chown --reference={p} -- "$tmp" 2>/dev/null || :; }}'
+    read = 'cat > "$tmp"' if size is None else f'head -c {size} > "$tmp" && [ "$(wc -c < "$tmp")" -eq {size} ]'
     return (
         f"umask 077; tmp=$(mktemp -- {quote(path + '.XXXXXX')}) || exit 1\n"
-        f'if cat > "$tmp" && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
+        f'if {read} && {perm} && {owner} && mv -f -- "$tmp" {p}; then exit 0; fi\n'
         'rm -f -- "$tmp"; exit 1'
     )
 

@@ -7,6 +7,9 @@ the message it always gave, and the undo left the site exactly as it was:
 
 * ``dbcnf`` in a process of its own (the first update is WordPress core) finds no credentials
   (wp-config.php defines nothing in a SHORTINIT boot): no database client ran at all;
+* the one install process cannot unpack the second of two packages (the upgrader refuses
+  it): it writes no option file, so no database client ran, and the first package unpacked
+  beside its folder is removed;
 * the install's process finds that wp-config.php names another table prefix than the state
   read did: it writes no option file, so no database client ran, and the unpacked package is
   removed;
@@ -40,7 +43,7 @@ from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
 from tests.lab.argv_shim import ArgvShim, argv_shim
 from tests.lab.sshd import SshLab
 from tests.lab.test_cms_wordpress import UPDATE_THEN_FAIL
-from tests.lab.test_wp_update_round_trips import UPDATE_ONLY
+from tests.lab.test_wp_update_round_trips import UPDATE_ONLY, make_theme_zip
 from tests.lab.wp_fixtures import Shop, run, site_entry, steps
 
 pytestmark = pytest.mark.lab
@@ -168,6 +171,32 @@ def test_another_table_prefix_at_the_install_writes_no_credentials_and_dumps_not
     before.unchanged(update, booted=True)
     assert started(watched) == Counter(["php list", "php install"])  # no schema read, no dump
     assert not list(snapshot(shop).glob("database.sql*")) and not (snapshot(shop) / "db.cnf").exists()
+
+
+def test_a_package_the_one_install_cannot_unpack_stops_it_before_any_database_client(
+    shop: Shop, watched: ArgvShim
+) -> None:
+    """The plugin and the theme are unpacked by one process; the upgrader refuses the theme (a
+    must-use plugin's ``upgrader_pre_install`` filter, as a security plugin may): the process
+    stops there and writes no option file, so no database client runs; the error names the
+    theme, and the undo removes the plugin that was unpacked beside its folder."""
+    make_theme_zip(shop.staging.path, shop.repo, "1.0.1")
+    mu = shop.staging.path / "wp-content" / "mu-plugins"
+    mu.mkdir(exist_ok=True)
+    (mu / "maint-test-refuse.php").write_text(
+        "<?php\nadd_filter('upgrader_pre_install', function ($r, $extra) {\n"
+        "    return ($extra['type'] ?? '') === 'theme' ? new WP_Error('maint_test', 'no themes today') : $r;\n"
+        "}, 10, 2);\n"
+    )
+    before = Before(shop)
+
+    result, update = run_update(shop, watched, {"isolate": "none"})
+
+    assert not result.ok
+    assert "theme twentytwentythree 1.0.1: install failed: no themes today" in str(update.error), update.error
+    before.unchanged(update, booted=True)  # no .maint-new-shop-cart left either
+    assert started(watched) == Counter(["php list", "php install"])  # one install, no schema read, no dump
+    assert not list(snapshot(shop).glob("database.sql*"))
 
 
 def test_a_failing_dump_removes_its_partial_file_and_switches_nothing(shop: Shop, watched: ArgvShim) -> None:

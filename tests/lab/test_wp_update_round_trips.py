@@ -10,10 +10,10 @@ ONE helper process that unpacks the plugin beside the live folder and writes the
 file, then the schema read and the dump; the switch, then the re-activation, then verify's reads
 (the tree hashes, the schema, the runner's reads for verify). After the update staging hashes
 the updated plugin and every other package the version lock records in ONE read; the step ends
-removing its temporary files and listing the snapshots in ONE round trip. Several packages share
-the first command and the last (every switch, then ONE re-activation process for all of them,
-which names the package whose new code died); each other package gets a snapshot-and-install
-command of its own between them; without a dump the first one prepares and installs. ``wp-content/upgrade`` that is a
+removing its temporary files and listing the snapshots in ONE round trip. Several packages take
+the same two commands: every zip and snapshot, then ONE install process for all of them, in the
+first; every switch, then ONE re-activation process for all of them (it names the package whose
+new code died), in the second. Without a dump the first one prepares and installs. ``wp-content/upgrade`` that is a
 dangling symlink is there: the undo of a failed update leaves it alone (only what the step made
 is removed).
 """
@@ -202,15 +202,15 @@ def theme_version(site: Path) -> str:
     return text.split("\nVersion: ", 1)[1].split("\n", 1)[0].strip()
 
 
-def test_a_plugin_and_a_theme_share_the_preparation_and_one_activation(shop: Shop) -> None:
-    """Several updates in one step: the folders, the helper, the first package's install and
-    the dump once; the second package's snapshot with its install in a round trip of its own;
-    then both switches and ONE re-activation process for both, which reads for verify and
-    flushes (nothing runs after it)."""
+def test_a_plugin_and_a_theme_take_two_commands_and_two_php_starts_as_one_does(shop: Shop) -> None:
+    """Several updates in one step: the folders, the helper, both zips (one after the other on
+    stdin) with their snapshots, ONE install process unpacking both and writing the option file,
+    then the dump; then both switches and ONE re-activation process for both, which reads for
+    verify and flushes (nothing runs after it)."""
     site = shop.staging.path
     assert theme_version(site) == "1.0"
-    make_shop_cart_zip(shop.repo, "1.1.0")
-    make_theme_zip(site, shop.repo, "1.0.1")
+    plugin_zip = make_shop_cart_zip(shop.repo, "1.1.0")
+    theme_zip = make_theme_zip(site, shop.repo, "1.0.1")
     inv = write_inventory(shop, {"flush_caches": True}, envs=("staging",))
     rec = Recorder()
 
@@ -219,20 +219,34 @@ def test_a_plugin_and_a_theme_share_the_preparation_and_one_activation(shop: Sho
     assert result.ok, json.dumps(result.to_dict(), indent=1)[-3000:]
     update = steps(result, "staging")["update"]
     assert [u["name"] for u in update.data["updates"]] == ["shop-cart", "twentytwentythree"]
-    # two installs (the first writing the option file) and one activation; the state read (a
-    # probe) came with the stage's first read
-    assert update.data["php_boots"] == 3 and update.data["verify_reads"] == "activation"
+    # one install (it also wrote the option file) and one activation; the state read (a probe)
+    # came with the stage's first read
+    assert update.data["php_boots"] == 2 and update.data["verify_reads"] == "activation"
     plugins, themes = site / "wp-content" / "plugins", site / "wp-content" / "themes"
     assert update.data["switched"] == [f"{plugins}/shop-cart", f"{themes}/twentytwentythree"]
+    summaries = [c.summary for c in update.changes]
+    assert summaries == [
+        "dumped before the update",
+        "WordPress upgrade working directory",
+        "plugin shop-cart 1.0.0 -> 1.1.0",
+        "theme twentytwentythree 1.0 -> 1.0.1",
+    ]
     sent = staging_commands(rec, shop)
     first = next(i for i, c in enumerate(sent) if f"mkdir -p -- {update.data['snapshot']}/packages" in c)
-    plugin_in, theme_in, switched = sent[first : first + 3]
-    assert sent[first + 3].startswith("rm -rf -- ") and " install " not in sent[first + 3]  # the step's end
-    assert [len(trip_parts(c)) for c in sent[first : first + 3]] == [4, 2, 5]
-    assert '"dbcnf":' in plugin_in and sum("dbcnf" in c or "mariadb-dump" in c for c in sent) == 1
-    assert '"dbcnf"' not in theme_in and not [c for c in sent if " dbcnf " in c]
-    assert "plugins/shop-cart " in plugin_in and " install " in plugin_in and " activate " not in plugin_in
-    assert "themes/twentytwentythree " in theme_in and " install " in theme_in and " activate " not in theme_in
+    prepared, switched = sent[first : first + 2]
+    assert sent[first + 2].startswith("rm -rf -- ") and " install " not in sent[first + 2]  # the step's end
+    _prep, to_plugin, to_theme, install, dump = trip_parts(prepared)
+    sizes = (plugin_zip.stat().st_size, theme_zip.stat().st_size)
+    assert f"head -c {sizes[0]} > " in to_plugin and f"cp -a -- {plugins}/shop-cart " in to_plugin
+    assert f"head -c {sizes[1]} > " in to_theme and f"cp -a -- {themes}/twentytwentythree " in to_theme
+    assert not to_plugin.endswith("</dev/null") and not to_theme.endswith("</dev/null")  # both read stdin
+    batch = json.loads(install.split(" install '", 1)[1].split("'", 1)[0])
+    assert [(p["type"], p["slug"], p["into"]) for p in batch["packages"]] == [
+        ("plugin", "shop-cart", f"{plugins}/.maint-new-shop-cart"),
+        ("theme", "twentytwentythree", f"{themes}/.maint-new-twentytwentythree"),
+    ]
+    assert batch["dbcnf"]["path"].endswith("/db.cnf") and "mariadb-dump" in dump
+    assert sum(" install " in c for c in sent) == 1 and not [c for c in sent if " dbcnf " in c]
     to_plugin, to_theme, activate, hashed, schema = trip_parts(switched)
     assert ".maint-new-shop-cart" in to_plugin and ".maint-new-twentytwentythree" in to_theme
     assert sum(" activate " in c for c in sent) == 1 and " activate '{" in activate
@@ -241,6 +255,8 @@ def test_a_plugin_and_a_theme_share_the_preparation_and_one_activation(shop: Sho
     assert '"flush":true' in activate and TREE_HASH in hashed and schema.startswith("( mariadb ")
     assert "command -v wp" in switched  # the runner's reads for verify, after everything
     assert wp_plugin_version(site, "shop-cart") == "1.1.0" and theme_version(site) == "1.0.1"
+    assert tree_of(plugins / "shop-cart") == zip_tree_hash(plugin_zip.read_bytes(), "shop-cart")
+    assert tree_of(themes / "twentytwentythree") == zip_tree_hash(theme_zip.read_bytes(), "twentytwentythree")
 
 
 def test_the_one_activation_names_the_package_whose_new_code_died_and_everything_is_undone(shop: Shop) -> None:

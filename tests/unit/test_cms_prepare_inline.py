@@ -1,7 +1,9 @@
 """The preparation's upload from a here-document (``prepare_script(..., inline=...)``), run by a
 real ``sh`` and ``bash`` inside a round trip whose stdin another part reads: the file holds the
 text to the byte (mode 0600), the folders are made, the stdin reaches the other part untouched,
-and a text holding the end line is refused before anything is sent."""
+and a text holding the end line is refused before anything is sent. Then several zips on one
+stdin (``snapshot_script(..., size=...)``): each part takes exactly its own bytes, and a stdin
+that ends early writes no file."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maintkit.actions.cms.snapshots import prepare_script, prepared
+from maintkit.actions.cms.snapshots import prepare_script, prepared, snapshot_result, snapshot_script
 from maintkit.actions.cms.trip import Part, Trip, trip_results, trip_script
 from maintkit.probes.cms import HELPER_EOF, helper_source
 from maintkit.results import CommandResult
@@ -94,3 +96,31 @@ def test_a_text_holding_the_end_line_is_refused(tmp_path: Path) -> None:
             upload=str(tmp_path / "h"),
             inline=(f"a\n{HELPER_EOF}\nb", HELPER_EOF),
         )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_zips_one_after_the_other_on_stdin_each_arrive_whole(tmp_path: Path, shell: str) -> None:
+    zips = [os.urandom(70_000) + b"\n", b"", os.urandom(3) + b"'$(x)`"]  # one of them empty
+    srcs = [tmp_path / f"pkg{i}" for i in range(3)]
+    for src in srcs:
+        src.mkdir()
+        (src / "f.php").write_text("<?php\n")
+    parts = [
+        Part(snapshot_script(str(src), f"{tmp_path}/snap/{i}", upload=f"{tmp_path}/z{i}.zip", size=len(z)), stdin=True)
+        for i, (src, z) in enumerate(zip(srcs, zips, strict=True))
+    ]
+    trip = run(shell, [*parts, Part(f"cat > '{tmp_path}/rest'", stdin=True)], b"".join(zips) + b"tail")
+    assert [snapshot_result(r, str(s), upload="x") for r, s in zip(trip.results, srcs, strict=False)] == [True] * 3
+    assert [(tmp_path / f"z{i}.zip").read_bytes() for i in range(3)] == zips
+    assert all(stat.S_IMODE((tmp_path / f"z{i}.zip").stat().st_mode) == 0o600 for i in range(3))
+    assert (tmp_path / "rest").read_bytes() == b"tail"  # nothing of the next reader's was taken
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_stdin_that_ends_early_writes_no_zip_and_copies_nothing(tmp_path: Path, shell: str) -> None:
+    src = tmp_path / "pkg"
+    src.mkdir()
+    script = snapshot_script(str(src), f"{tmp_path}/snap/pkg", upload=f"{tmp_path}/z.zip", size=10)
+    trip = run(shell, [Part(script, stdin=True)], b"short")
+    assert trip[0].exit_code == 81 and f"cannot write {tmp_path}/z.zip" in trip[0].stderr
+    assert sorted(os.listdir(tmp_path)) == ["pkg"]  # no zip, no temporary file, no snapshot

@@ -78,14 +78,15 @@ class PackageUndo:
     remove_new: list[str] = field(default_factory=list)
 
 
-def snapshot_script(src: str, dest: str, *, upload: str | None = None) -> str:
+def snapshot_script(src: str, dest: str, *, upload: str | None = None, size: int | None = None) -> str:
     """Shell of :func:`snapshot_path`: ``cp -a src dest`` (dest's parent is created), printing
     ``copied`` or ``absent``; with ``upload`` (a path), stdin is written there first (atomically,
-    mode 0600) and exit 81 says it cannot be (nothing is copied then)."""
+    mode 0600; with ``size``, exactly that many bytes of it, the rest left for the next part of
+    a round trip) and exit 81 says it cannot be (nothing is copied then)."""
     put = ""
     if upload is not None:
         failed = f"{{ echo 'cannot write '{quote(upload)} >&2; exit 81; }}"
-        put = f"( {atomic_put_script(upload, 0o600)}\n) || {failed}\n"
+        put = f"( {atomic_put_script(upload, 0o600, size=size)}\n) || {failed}\n"
     return put + (
         f"if [ -e {quote(src)} ] || [ -L {quote(src)} ]; then "
         f"mkdir -p -- {quote(dest.rsplit('/', 1)[0] or '/')} && rm -rf -- {quote(dest)} && "

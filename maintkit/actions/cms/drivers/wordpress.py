@@ -5,15 +5,16 @@ package sources in :mod:`~maintkit.actions.cms.drivers.wordpress_sources`. This 
 installs (the database dump and ``cp -a`` snapshots before anything live changes; plugins and
 themes are unpacked into a sibling folder and switched in by renames, see
 :mod:`~maintkit.actions.cms.drivers.wordpress_switch`; the round trips that carry it, two for
-one package, are in :mod:`~maintkit.actions.cms.drivers.wordpress_trips`), verifies what is
+plugins and themes, are in :mod:`~maintkit.actions.cms.drivers.wordpress_trips`), verifies what is
 really installed, compares the database schema with the dump's and writes lock entries.
 
 Rollback never runs PHP: it swaps the ``cp -a`` snapshots back and loads the database
 dump with the mariadb client, so it works when the update broke WordPress.
 
-PHP boots per changed stage: one ``install`` per package (it unpacks beside the live folder; the
-first one also writes the dump's option file, else ``dbcnf`` does in a process of its own, with
-wp-config.php only) and ONE ``activate`` for every switched package, whose fresh process
+PHP boots per changed stage: ONE ``install`` for every package switched in (it unpacks them
+beside their live folders and writes the dump's option file; with a core update or a single-file
+plugin, ``dbcnf`` writes it in a process of its own, with wp-config.php only, and each package
+has its own install) and ONE ``activate`` for every switched package, whose fresh process
 booted WordPress with all the new code and also reports the installed state: verify checks that
 report (``read_back: activation``) instead of booting WordPress once more, unless anything
 ran after it (``post_update`` commands), in which case verify reads the state afresh.
@@ -93,10 +94,10 @@ class WordPressDriver(WordPressTrips):
         self._pre_paths = self._verify_paths(ctx, plan, state)
         updates = sorted(plan.updates, key=lambda u: u.kind != "core")
         try:
-            first = self._prepare(ctx, state, updates, changes)
-            staged = [first] if first is not None else []
+            staged = self._prepare(ctx, state, updates, changes)
+            batch = {id(s.update) for s in staged}
             for update in updates:
-                if first is None or update is not first.update:
+                if id(update) not in batch:
                     staged += self._install(ctx, update, changes, last=update is updates[-1])
             if staged:  # every package unpacked beside its live folder: switched in, then ONE activation
                 self._switch(ctx, staged)
@@ -111,25 +112,28 @@ class WordPressDriver(WordPressTrips):
         if self._flushed is not None:
             ctx.record(platform_flushed=self._flushed)
 
-    def _prepare(self, ctx: Context, state: WpState, updates: list[Update], changes: list[Change]) -> Staged | None:
-        """The first round trip: the folders, the helper and the dump, with the first package's
-        install when it is switched in (then returned, its change recorded: see
-        :mod:`~maintkit.actions.cms.drivers.wordpress_trips`)."""
+    def _prepare(self, ctx: Context, state: WpState, updates: list[Update], changes: list[Change]) -> list[Staged]:
+        """The first round trip: the folders, the helper and the dump, with the install of every
+        package switched in beside its live folder when no core update goes first (those are
+        returned, their changes recorded: see :mod:`~maintkit.actions.cms.drivers.wordpress_trips`)."""
         workdir = state.paths.get("content", self.root(ctx) + "/wp-content") + "/upgrade"
         packages = f"{self.snapshot_dir(ctx)}/packages"  # the zips staged for the upgrader
-        first = self._staged(ctx, updates[0]) if updates and updates[0].kind != "core" else None
-        if first is None or first.side is None:
+        core = any(u.kind == "core" for u in updates)
+        batch = [] if core else [self._staged(ctx, u) for u in updates if switchable(u.package.path)]
+        if not batch:
             _, existing, dump = self.prepare_and_dump(ctx, state, dirs=[packages], exists=[workdir])
             if dump is not None:
                 changes.append(dump)
             self._upgrade_dir(workdir, existing, changes)
-            return None
-        trip, answer, undo, marker = self.prepare_install_and_dump(ctx, state, first, dirs=[packages], exists=[workdir])
+            return []
+        trip, answer, undo, marker = self.prepare_install_and_dump(ctx, state, batch, dirs=[packages], exists=[workdir])
         self._upgrade_dir(workdir, self.prepared_snapshot_dir(ctx, trip[0], exists=[workdir]), changes)
-        self._record_install(first, trip[1], answer, changes)
+        for i, one in enumerate(batch, start=1):  # every snapshot ran before the one install
+            self._record_package(one, trip[i], changes)
+        self._answers_ok(batch, answer, "install")
         if undo is not None:  # first in the changes, as when it ran before the install: undone last
             changes.insert(0, self.dump_change(state, undo, answer.get("dbcnf"), trip, marker))
-        return first
+        return batch
 
     @staticmethod
     def _upgrade_dir(workdir: str, existing: set[str], changes: list[Change]) -> None:
@@ -190,7 +194,8 @@ class WordPressDriver(WordPressTrips):
         }
         upload = zip_path if data is not None else None
         target = f"{self.snapshot_dir(ctx)}/{pkg.kind}s/{pkg.name}"
-        snapshot = Part(snapshot_script(dest, target, upload=upload), stdin=data is not None)
+        size = len(data) if data is not None else None  # exactly its bytes: other zips may follow on stdin
+        snapshot = Part(snapshot_script(dest, target, upload=upload, size=size), stdin=data is not None)
         into = {"into": side.new} if side else {}
         return Staged(update, snapshot, {**args, **into}, data, upload, dest, target, side)
 
@@ -209,14 +214,15 @@ class WordPressDriver(WordPressTrips):
         staged = self._staged(ctx, update)
         # the zip written with the snapshot, then the install: one round trip
         trip, started = self.snapshot_and_install(ctx, staged.snapshot, staged.args, staged.data)
-        self._record_install(staged, trip[0], self.helper_ran(trip, 1, "snapshots", started), changes)
+        answer = self.helper_ran(trip, 1, "snapshots", started)
+        self._record_package(staged, trip[0], changes)
+        self._helper_ok(update, answer, "install")
         return [staged] if staged.side is not None else []
 
-    def _record_install(
-        self, staged: Staged, snapshot: CommandResult, answer: dict[str, Any], changes: list[Change]
-    ) -> None:
-        """Read the snapshot part, record the package's change (its undo: the siblings the
-        install may have left, then the snapshot back), then the install's answer."""
+    @staticmethod
+    def _record_package(staged: Staged, snapshot: CommandResult, changes: list[Change]) -> None:
+        """Read the snapshot part, then record the package's change (its undo: the siblings the
+        install may have left, then the snapshot back)."""
         update, pkg = staged.update, staged.update.package
         existed = snapshot_result(snapshot, staged.dest, upload=staged.upload)
         # the rollback removes the siblings it may have left (only these recorded paths), then restores
@@ -231,7 +237,6 @@ class WordPressDriver(WordPressTrips):
                 undo=PackageUndo([*leftovers, (staged.target if existed else None, staged.dest)]),
             )
         )
-        self._helper_ok(update, answer, "install")
 
     def _switch(self, ctx: Context, staged: list[Staged]) -> None:
         """The switches and ONE re-activation of every package in ``staged``; apply's last helper
@@ -250,26 +255,28 @@ class WordPressDriver(WordPressTrips):
                 self.by_renames.append(side.dest)
         if failed is not None:
             raise failed
-        self._activated(staged, res)
+        self._answers_ok(staged, res, "activation")
         self._flushed = self._flush_record(ctx, res)
         state = res.get("state")
         self._listing = state if isinstance(state, dict) and state.get("ok") else None
 
-    def _activated(self, staged: list[Staged], res: dict[str, Any]) -> None:
-        """ApplyFailed naming the package whose re-activation failed: each one's answer in order;
-        a process that died (a PHP fatal error) names the package whose folder holds the file
-        the error happened in, else every package it re-activated."""
+    def _answers_ok(self, staged: list[Staged], res: dict[str, Any], what: str) -> None:
+        """ApplyFailed naming the package the helper's one process failed for (``what``: its
+        install or its re-activation): each one's answer in order (an install stops at the first
+        that failed); a process that died (a PHP fatal error) names the package whose folder
+        holds the file the error happened in, else every package it worked on."""
         results = res.get("results")
-        if isinstance(results, list) and len(results) == len(staged):
-            for one, answer in zip(staged, results, strict=True):
-                self._helper_ok(one.update, answer if isinstance(answer, dict) else {}, "activation")
-            return
+        if isinstance(results, list) and results and (len(results) == len(staged) or not res.get("ok")):
+            for one, answer in zip(staged, results, strict=False):
+                self._helper_ok(one.update, answer if isinstance(answer, dict) else {}, what)
+            if len(results) == len(staged):
+                return
         where = str(res.get("file") or "")
         blamed = [s for s in staged if where.startswith(f"{s.dest}/")] or staged
         if len(blamed) == 1:
-            self._helper_ok(blamed[0].update, {**res, "ok": False}, "activation")
+            self._helper_ok(blamed[0].update, {**res, "ok": False}, what)
         names = ", ".join(f"{s.update.package.kind} {s.update.package.name} {s.update.to}" for s in blamed)
-        raise ApplyFailed(f"{names}: activation failed: {res.get('error')}")
+        raise ApplyFailed(f"{names}: {what} failed: {res.get('error')}")
 
     def _verify_paths(self, ctx: Context, plan: UpdatePlan[WpState], st: WpState) -> list[str]:
         """The package folders verify hashes: the updated ones and, on a stage that writes the

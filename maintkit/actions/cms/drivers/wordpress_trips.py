@@ -1,25 +1,25 @@
-"""The round trips of the WordPress driver's apply: two for an update of one plugin or theme.
+"""The round trips of the WordPress driver's apply: two for an update of plugins and themes.
 
 1. **prepare, install and dump**: the folders (``.maint``, this run's private snapshot folder,
    the one for the staged zips), the helper written from a here-document (0600), the error
-   logs' sizes and whether ``wp-content/upgrade`` is there; then the first package's zip
-   written from stdin beside the ``cp -a`` snapshot of its installed folder; then ONE helper
-   process that unpacks the package beside the live folder (``install`` into
-   ``.maint-new-<slug>``: nothing live changes) and, only when that succeeded, writes the
-   database option file (0600, the credentials never leave the host; only when wp-config.php
-   names the database and table prefix the state read named); then the schema read and the
-   dump, only when the option file is there (it is removed first, so only this run's answer
-   counts). The dump is taken before anything live changes, as the switch is the first such
-   change.
+   logs' sizes and whether ``wp-content/upgrade`` is there; then, per package, its zip written
+   from stdin (exactly its bytes: the zips follow one another) beside the ``cp -a`` snapshot of
+   its installed folder; then ONE helper process that unpacks every package beside its live
+   folder (``install`` into ``.maint-new-<slug>``: nothing live changes), up to the first that
+   fails, and, only when all were, writes the database option file (0600, the credentials never
+   leave the host; only when wp-config.php names the database and table prefix the state read
+   named); then the schema read and the dump, only when the option file is there (it is
+   removed first, so only this run's answer counts). The dump is taken before anything live
+   changes, as the switches are the first such change.
 2. **switch and re-activate**: the renames of every package unpacked beside its live folder,
    one after the other, then, only when they all succeeded, ONE helper ``activate`` for all of
    them, then verify's reads (:mod:`~maintkit.actions.cms.drivers.wordpress_reads`).
 
-Every other package gets a round trip of its own for its zip, snapshot and install
-(**snapshot and install**) between the two. When the first update is WordPress core or a
-package installed in place (a single-file plugin), the first round trip prepares and dumps
-only (``dbcnf`` then runs in a process of its own, before anything is installed) and that
-package gets the snapshot-and-install round trip too.
+A single-file plugin (installed in place) gets a round trip of its own for its zip, snapshot
+and install (**snapshot and install**) between the two. When a core update is in the step, or
+nothing is switched in, the first round trip prepares and dumps only (``dbcnf`` then runs in a
+process of its own, before anything is installed) and every package gets the
+snapshot-and-install round trip.
 
 Each part of a round trip is read by the same code as when it ran alone (:mod:`~maintkit.actions.cms.trip`),
 in order, so the errors, the changes recorded and their undo are the same; a change is recorded
@@ -111,36 +111,41 @@ class WordPressTrips(WordPressPlanner):
         return snap, existing, self._dumped(state, undo, answer, trip, marker)
 
     def prepare_install_and_dump(
-        self, ctx: Context, state: WpState, staged: Staged, *, dirs: list[str], exists: list[str]
+        self, ctx: Context, state: WpState, staged: list[Staged], *, dirs: list[str], exists: list[str]
     ) -> tuple[Trip, dict[str, Any], DbUndo | None, str]:
-        """Round trip 1 when the first update is switched in (see the module's docstring): what
-        its parts did, the helper's answer, the dump taken (None with ``database: never``) and
-        the dump part's marker (read them with :meth:`dump_change`)."""
+        """Round trip 1 when every update is switched in (see the module's docstring): what its
+        parts did (the preparation, then each package's snapshot in ``staged``'s order, then the
+        one install, then the dump), the helper's answer, the dump taken (None with
+        ``database: never``) and the dump part's marker (read them with :meth:`dump_change`).
+        The zips to write go on stdin one after the other, each snapshot part taking its own."""
         text = wp_helper_source().decode("utf-8")
         _, prep = self.prepare_part(
             ctx, dirs=dirs, exists=exists, upload=self.helper_path(ctx), inline=(text, HELPER_EOF)
         )
-        parts, undo, marker = [Part(prep), staged.snapshot], None, ""
+        parts, undo, marker = [Part(prep), *(s.snapshot for s in staged)], None, ""
+        args: dict[str, Any] = {"packages": [s.args for s in staged]}
         if self.p.database == "never":
-            parts.append(Part(self.helper_script(ctx, "install", staged.args)))
+            parts.append(Part(self.helper_script(ctx, "install", args)))
         else:
             undo = self.dump_undo(state, self.snapshot_dir(ctx))
             cnf = undo.defaults_file or ""
             expect = {"path": cnf, "database": state.db_name, "table_prefix": state.table_prefix}
-            install = self.helper_script(ctx, "install", {**staged.args, "dbcnf": expect})
+            install = self.helper_script(ctx, "install", {**args, "dbcnf": expect})
             dump, marker = read_and_dump_script(undo)
             parts += [Part(f"rm -f -- {quote(cnf)} || exit $?\n{install}", then=f"[ -f {quote(cnf)} ]"), Part(dump)]
-        timeout = command_timeout(ctx) * 3 + self.helper_timeout(ctx)
+        n = len(staged)
+        timeout = command_timeout(ctx) * (2 + n) + self.helper_timeout(ctx) * n
         started = time.perf_counter()
-        trip = run_trip(ctx, parts, timeout=timeout, stdin=staged.data)
-        answer = self.helper_ran(trip, 2, "snapshots" if undo is None else "dump", started)
+        stdin = b"".join(s.data for s in staged if s.data is not None) or None
+        trip = run_trip(ctx, parts, timeout=timeout, stdin=stdin)
+        answer = self.helper_ran(trip, n + 1, "snapshots" if undo is None else "dump", started)
         return trip, answer, undo, marker
 
     def dump_change(self, state: WpState, undo: DbUndo, answer: Any, trip: Trip, marker: str) -> Change:
         """The dump's change after :meth:`prepare_install_and_dump`: the option file's answer
-        (``dbcnf`` in the install's), then the dump (part 3), read as when they ran alone."""
+        (``dbcnf`` in the install's), then the dump (the last part), read as when they ran alone."""
         written = answer if isinstance(answer, dict) else {"ok": False, "error": "the helper did not answer"}
-        return self._dumped(state, undo, written, trip, marker, index=3)
+        return self._dumped(state, undo, written, trip, marker, index=len(trip.results) - 1)
 
     def dump_undo(self, state: WpState, snap: str) -> DbUndo:
         """The dump this run takes into ``snap``, of the database the state names (``dbcnf``
