@@ -83,6 +83,8 @@ def helper_source() -> bytes:
     data = resources.files("maintkit").joinpath("php/wp_helper.php").read_bytes()
     if HELPER_EOF.encode() in data.splitlines():
         raise ValueError(f"the helper's source holds the line {HELPER_EOF}")
+    if not data.isascii():  # a here-document carries it: dash can drop a byte >= 0x80 there
+        raise ValueError("the helper's source must be ASCII")
     return data
 
 

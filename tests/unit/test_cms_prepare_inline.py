@@ -65,7 +65,8 @@ def test_the_helper_arrives_to_the_byte_and_stdin_stays_for_the_zip(tmp_path: Pa
 HOSTILE = st.lists(
     st.one_of(
         st.sampled_from(["$HOME", "`id`", "$(touch pwned)", "'", '"', "\\", "EOF", "<<'X'", "X", " ", "", "\t-"]),
-        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=20),
+        st.text(st.characters(max_codepoint=127, blacklist_characters="\x00\r"), max_size=20),
+        st.sampled_from(["M", "MA", "MAINTKIT_WP_HELPER_SOURCE_EN", f"{HELPER_EOF} ", f" {HELPER_EOF}"]),
     ),
     max_size=12,
 )
@@ -86,6 +87,20 @@ def test_any_text_but_the_end_line_is_written_as_it_is(
     body = text if text.endswith("\n") or not text else text + "\n"  # a here-document's lines end with one
     assert target.read_text() == body
     assert not (work / "pwned").exists() and not (Path.cwd() / "pwned").exists()
+
+
+def test_a_text_that_is_not_ascii_is_refused(tmp_path: Path) -> None:
+    """dash drops a byte >= 0x80 that follows the start of a line matching the end line's start
+    (``MA\\xc3\\xa9`` arrives as ``MA\\xa9``): the here-document carries ASCII only, as the
+    helper's source is."""
+    broken = subprocess.run(["sh", "-c", "cat <<'MAINT'\nMA\u00e9\nMAINT\n"], capture_output=True, check=True).stdout
+    assert helper_source().isascii()
+    with pytest.raises(ValueError, match="must be ASCII"):
+        prepare_script(
+            str(tmp_path / "p"), parent=str(tmp_path), upload=str(tmp_path / "h"), inline=("MA\u00e9", "MAINT")
+        )
+    if Path(os.path.realpath(shutil.which("sh") or "sh")).name == "dash":  # Debian's sh: the reason
+        assert broken == b"MA\xa9\n"
 
 
 def test_a_text_holding_the_end_line_is_refused(tmp_path: Path) -> None:

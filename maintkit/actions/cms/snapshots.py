@@ -215,8 +215,8 @@ def prepare_script(
     mode 0600); then prints the size of each file of ``sizes`` and whether each path of
     ``exists`` is there (read with :func:`prepared`). It fails when a directory or the upload
     cannot be made. ``inline`` (text, end line): the upload's content comes from a
-    here-document ending at that line instead of stdin (the text must not hold it), so the round
-    trip's stdin stays free for another part."""
+    here-document ending at that line instead of stdin (the text must be ASCII and must not hold
+    that line), so the round trip's stdin stays free for another part."""
     made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
     script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
     if upload is not None and inline is not None:
@@ -224,6 +224,8 @@ def prepare_script(
         body = text if text.endswith("\n") or not text else text + "\n"
         if f"\n{end}\n" in f"\n{body}":
             raise ValueError(f"the text to write to {upload} holds the line {end}")
+        if not body.isascii():  # dash drops a byte >= 0x80 that follows a line's match of the end's start
+            raise ValueError(f"the text to write to {upload} from a here-document must be ASCII")
         script += f"{{ ( {atomic_put_script(upload, 0o600)}\n) || exit $?; }} <<'{end}'\n{body}{end}\n"
     elif upload is not None:
         script += f"( {atomic_put_script(upload, 0o600)}\n) || exit $?\n"
