@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import textwrap
@@ -177,6 +178,25 @@ def make_plugin_zip(
 def make_shop_cart_zip(out_dir: Path, version: str, **kwargs: object) -> Path:
     """``shop-cart-<version>.zip`` (see :func:`shop_cart_files` for the options)."""
     return make_plugin_zip(out_dir, "shop-cart", version, shop_cart_files(version, **kwargs))  # type: ignore[arg-type]
+
+
+def make_theme_zip(site: Path, out_dir: Path, version: str) -> Path:
+    """``twentytwentythree-<version>.zip``: the installed theme with ``version`` in its style.css."""
+    theme = site / "wp-content" / "themes" / "twentytwentythree"
+    path = out_dir / f"twentytwentythree-{version}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(f for f in theme.rglob("*") if f.is_file()):
+            data = file.read_bytes()
+            if file.name == "style.css" and file.parent == theme:
+                data = re.sub(rb"(?m)^Version: .*$", f"Version: {version}".encode(), data)
+            zf.writestr(f"twentytwentythree/{file.relative_to(theme)}", data)
+    return path
+
+
+def theme_version(site: Path) -> str:
+    """The version in the installed twentytwentythree's style.css."""
+    text = (site / "wp-content" / "themes" / "twentytwentythree" / "style.css").read_text()
+    return text.split("\nVersion: ", 1)[1].split("\n", 1)[0].strip()
 
 
 def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:

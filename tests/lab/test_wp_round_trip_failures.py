@@ -39,11 +39,11 @@ from maintkit.inventory import Inventory, load_inventory
 from maintkit.playbook import playbook_from_text
 from maintkit.results import RunResult, StepResult, StepStatus
 from tests import runs
-from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
+from tests.cms_helpers import make_shop_cart_zip, make_theme_zip, tree_digest, wp_plugin_version
 from tests.lab.argv_shim import ArgvShim, argv_shim
 from tests.lab.sshd import SshLab
 from tests.lab.test_cms_wordpress import UPDATE_THEN_FAIL
-from tests.lab.test_wp_update_round_trips import UPDATE_ONLY, make_theme_zip
+from tests.lab.test_wp_update_round_trips import UPDATE_ONLY
 from tests.lab.wp_fixtures import Shop, run, site_entry, steps
 
 pytestmark = pytest.mark.lab

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -33,7 +32,7 @@ from maintkit.actions.cms.snapshots import zip_tree_hash
 from maintkit.playbook import playbook_from_text
 from maintkit.probes.cms import tree_hash_script
 from maintkit.results import StepStatus
-from tests.cms_helpers import make_shop_cart_zip, tree_digest, wp_plugin_version
+from tests.cms_helpers import make_shop_cart_zip, make_theme_zip, theme_version, tree_digest, wp_plugin_version
 from tests.lab.recording import Recorder, trip_parts
 from tests.lab.wp_fixtures import Shop, run, steps, write_inventory
 
@@ -182,24 +181,6 @@ def test_post_update_commands_make_verify_read_afresh(shop: Shop) -> None:
     assert mark.read_text() == "done\n"
     lock = json.loads(Path(update.data["lock"]).read_text())
     assert lock["packages"]["plugin:shop-cart"]["tree"] == tree_of(shop.staging.path / "wp-content/plugins/shop-cart")
-
-
-def make_theme_zip(site: Path, out_dir: Path, version: str) -> Path:
-    """``twentytwentythree-<version>.zip``: the installed theme with ``version`` in its style.css."""
-    theme = site / "wp-content" / "themes" / "twentytwentythree"
-    path = out_dir / f"twentytwentythree-{version}.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(f for f in theme.rglob("*") if f.is_file()):
-            data = file.read_bytes()
-            if file.name == "style.css" and file.parent == theme:
-                data = re.sub(rb"(?m)^Version: .*$", f"Version: {version}".encode(), data)
-            zf.writestr(f"twentytwentythree/{file.relative_to(theme)}", data)
-    return path
-
-
-def theme_version(site: Path) -> str:
-    text = (site / "wp-content" / "themes" / "twentytwentythree" / "style.css").read_text()
-    return text.split("\nVersion: ", 1)[1].split("\n", 1)[0].strip()
 
 
 def test_a_plugin_and_a_theme_take_two_commands_and_two_php_starts_as_one_does(shop: Shop) -> None:

@@ -74,3 +74,24 @@ def test_rounds_are_combined_by_their_medians() -> None:
         {"cpu": 2.0, "wall": 3.0, "ops": {"backup": [2, 0.3]}},
     ]
     assert monthly_cost.combine(hand) == {"cpu": 1.5, "wall": 2.0, "ops": {"backup": [2.0, 0.2]}}
+
+
+def test_the_packages_benchmarks_upgrade_by_hand_is_php_that_parses(tmp_path: Path) -> None:
+    """benchmarks/wp_packages.py: the by-hand upgrade (one PHP process for every zip) parses, and
+    the zips it offers are the three packages, each newer than the lab's template has."""
+    import subprocess
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import wp_packages
+    finally:
+        sys.path.remove(str(BENCH))
+    script = tmp_path / "hand.php"
+    script.write_text("<?php\n" + wp_packages.HAND_UPGRADE_PHP)
+    lint = subprocess.run(["php", "-l", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0 and "No syntax errors detected" in lint.stdout, lint.stdout + lint.stderr
+    assert [(k, s) for k, s, _ in wp_packages.PACKAGES] == [
+        ("plugin", "shop-cart"),
+        ("plugin", "akismet"),
+        ("theme", "twentytwentythree"),
+    ]
