@@ -199,7 +199,7 @@ class WordPressTrips(WordPressPlanner):
         before it succeeded), then, only when they all were, ONE helper process re-activating
         every package (``activate`` with ``args``), then with ``reads`` (paths, dump) verify's
         reads; what every part did (part ``i`` is the switch of ``sides[i]``: read them with
-        :func:`switched`), the helper's answer and what was read."""
+        :func:`switch_outcomes`), the helper's answer and what was read."""
         parts = [Part(switch_script(side)) for side in sides]
         parts.append(Part(self.helper_script(ctx, "activate", args), then="true"))
         timeout = command_timeout(ctx) * len(sides) + self.helper_timeout(ctx)
