@@ -469,7 +469,9 @@ def test_the_dump_benchmark_times_every_form_on_a_real_database(tmp_path: Path) 
     assert sizes["dump alone"] == 0 and sizes["backup.create with gzip"] > 0
     assert abs(sizes["cms.update before the pipe"] - sizes["backup.create with gzip"]) < 64  # both gzip -6
     assert sizes["cms.update without zstd"] > sizes["backup.create with gzip"]  # gzip -1 against the default
-    assert sizes["cms.update"] == sizes["backup.create"]  # zstd -3 both (every file was compared)
+    # zstd -3 both (every file was compared): the dumps differ only in their "-- Dump completed"
+    # time, whose digits can change the compressed size by a byte
+    assert abs(sizes["cms.update"] - sizes["backup.create"]) < 16
     assert sizes["cms.update"] < sizes["backup.create with gzip"]
     assert res.stdout.splitlines()[0].startswith("form | wall (s) |") and len(res.stdout.splitlines()) == 8
 
