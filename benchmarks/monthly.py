@@ -256,10 +256,9 @@ _FCGI_RESET = (
 )
 
 
-#: An admin's flush from the PHP CLI (cache.clear's own before it used the PHP helper): WordPress's
-#: object cache and rewrite rules. argv: ABSPATH, site URL, "1" to flush rewrite rules; maintenance
-#: mode bypassed for this process only.
-WP_FLUSH_PHP = r"""
+#: WordPress booted from the PHP CLI as an admin's script does: argv ABSPATH, then the site URL
+#: (its host names the site); maintenance mode bypassed for this process only
+WP_BOOT_PHP = r"""
 error_reporting(E_ERROR | E_PARSE);
 ini_set('display_errors', 'stderr');
 $GLOBALS['wp_filter'] = ['enable_maintenance_mode' => [10 => [[
@@ -274,6 +273,11 @@ $_SERVER['REQUEST_URI'] = '/';
 $_SERVER['REQUEST_METHOD'] = 'GET';
 define('WP_USE_THEMES', false);
 require $argv[1] . '/wp-load.php';
+"""
+
+#: An admin's flush from the PHP CLI (cache.clear's own before it used the PHP helper): WordPress's
+#: object cache and rewrite rules. argv: ABSPATH, site URL, "1" to flush rewrite rules.
+WP_FLUSH_PHP = WP_BOOT_PHP + r"""
 $ok = wp_cache_flush();
 if ($argv[3] === '1') { flush_rewrite_rules(false); }
 echo "\nMAINTKIT-FLUSHED " . ($ok ? '1' : '0') . "\n";
@@ -507,6 +511,19 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
             print(f"{n} | {100 * wall:+.0f}%, {100 * cpu:+.0f}%")
 
 
+def start_wordpress_lab(stack: ExitStack) -> tuple[SshLab, Path, WpTemplate]:
+    """The lab of the WordPress benchmarks: two sshd hosts, nginx + php-fpm, MariaDB and the
+    WordPress template, stopped and their folders removed when ``stack`` closes; (the lab, the
+    work folder, the template)."""
+    lab = stack.enter_context(SshLab())
+    lab.start(2)
+    bases = [lab_dir(p) for p in ("web", "db", "work")]
+    stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
+    web = stack.enter_context(WebStack(bases[0]))
+    mariadb = stack.enter_context(MariaDB(bases[1]))
+    return lab, bases[2], build_wordpress_template(bases[2], web, mariadb)
+
+
 def main() -> None:
     """Start the lab, measure every size (``--rounds`` times), print the tables (and write ``--json``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -525,14 +542,7 @@ def main() -> None:
     rows = []
     precompile()
     with ExitStack() as stack:
-        lab = stack.enter_context(SshLab())
-        lab.start(2)
-        bases = [lab_dir(p) for p in ("web", "db", "work")]
-        stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
-        web = stack.enter_context(WebStack(bases[0]))
-        mariadb = stack.enter_context(MariaDB(bases[1]))
-        work = bases[2]
-        template = build_wordpress_template(work, web, mariadb)
+        lab, work, template = start_wordpress_lab(stack)
         zips = work / "downloads"
         make_shop_cart_zip(zips, "1.1.0")
         make_shop_cart_zip(zips, "1.2.0")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections import defaultdict
@@ -225,13 +224,7 @@ def main() -> None:
     m.precompile()
     per_round: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        lab = stack.enter_context(m.SshLab())
-        lab.start(2)
-        bases = [m.lab_dir(p) for p in ("web", "db", "work")]
-        stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
-        web, mariadb = stack.enter_context(m.WebStack(bases[0])), stack.enter_context(m.MariaDB(bases[1]))
-        work = bases[2]
-        template = m.build_wordpress_template(work, web, mariadb)
+        lab, work, template = m.start_wordpress_lab(stack)
         zips = work / "downloads"
         for version in ("1.1.0", "1.2.0"):
             m.make_shop_cart_zip(zips, version)

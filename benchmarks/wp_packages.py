@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -51,20 +50,9 @@ UPDATE_ONLY = "name: update-only\nstages:\n  - env: staging\n    steps:\n      -
 #: what the zips offer: (type, slug, version)
 PACKAGES = (("plugin", "shop-cart", "1.1.0"), ("plugin", "akismet", "5.0.3"), ("theme", "twentytwentythree", "1.0.1"))
 
-#: the upgrades by hand in ONE PHP process. argv: ABSPATH, site URL, then type:zip pairs; the
-#: maintenance mode bypassed for this process only, as the flush by hand in monthly.py does
-HAND_UPGRADE_PHP = r"""
-error_reporting(E_ERROR | E_PARSE);
-ini_set('display_errors', 'stderr');
-$GLOBALS['wp_filter'] = ['enable_maintenance_mode' => [10 => [[
-    'function' => function () { return false; }, 'accepted_args' => 1]]]];
-$u = parse_url($argv[2]);
-$_SERVER['HTTP_HOST'] = $u['host'] . (isset($u['port']) ? ':' . $u['port'] : '');
-$_SERVER['SERVER_NAME'] = $u['host'];
-$_SERVER['REQUEST_URI'] = '/';
-$_SERVER['REQUEST_METHOD'] = 'GET';
-define('WP_USE_THEMES', false);
-require $argv[1] . '/wp-load.php';
+#: the upgrades by hand in ONE PHP process, WordPress booted as the flush by hand in monthly.py
+#: does. argv: ABSPATH, site URL, then type:zip pairs
+HAND_UPGRADE_PHP = m.WP_BOOT_PHP + r"""
 foreach (['file', 'plugin', 'theme', 'misc', 'class-wp-upgrader'] as $f) { require_once ABSPATH . "wp-admin/includes/$f.php"; }
 add_filter('filesystem_method', function () { return 'direct'; });
 foreach (array_slice($argv, 3) as $pair) {
@@ -163,13 +151,7 @@ def main() -> None:
     m.precompile()
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        lab = stack.enter_context(m.SshLab())
-        lab.start(2)
-        bases = [m.lab_dir(p) for p in ("web", "db", "work")]
-        stack.callback(lambda: [shutil.rmtree(b, ignore_errors=True) for b in bases])
-        web, mariadb = stack.enter_context(m.WebStack(bases[0])), stack.enter_context(m.MariaDB(bases[1]))
-        work = bases[2]
-        template = m.build_wordpress_template(work, web, mariadb)
+        lab, work, template = m.start_wordpress_lab(stack)
         zips = work / "zips"
         zips.mkdir()
         make_shop_cart_zip(zips, "1.1.0")

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import ClassVar
 
 from maintkit.probes import CommandProbe, Probe, RawOutput
-from maintkit.transport.base import join, quote
+from maintkit.transport.base import here_document, join, quote
 
 WP_CLI_PROBE = CommandProbe(("sh", "-c", "command -v wp >/dev/null 2>&1 && wp --version 2>/dev/null || true"))
 
@@ -80,12 +80,7 @@ HELPER_EOF = "MAINTKIT_WP_HELPER_SOURCE_END"
 @functools.cache
 def helper_source() -> bytes:
     """The PHP helper shipped in the package (``maintkit/php/wp_helper.php``), read once."""
-    data = resources.files("maintkit").joinpath("php/wp_helper.php").read_bytes()
-    if HELPER_EOF.encode() in data.splitlines():
-        raise ValueError(f"the helper's source holds the line {HELPER_EOF}")
-    if not data.isascii():  # a here-document carries it: dash can drop a byte >= 0x80 there
-        raise ValueError("the helper's source must be ASCII")
-    return data
+    return resources.files("maintkit").joinpath("php/wp_helper.php").read_bytes()
 
 
 @dataclass(frozen=True)
@@ -108,8 +103,7 @@ class HelperRead(Probe[RawOutput]):
         return f"{self.kind}:{self.name}"
 
     def script(self) -> str:
-        source = helper_source().decode("utf-8").rstrip("\n")
-        return f"{join(self.argv)} 2>&1 <<'{HELPER_EOF}'\n{source}\n{HELPER_EOF}"
+        return f"{join(self.argv)} 2>&1 {here_document(helper_source().decode('utf-8'), HELPER_EOF)}"
 
     def parse(self, raw: RawOutput) -> RawOutput:
         return raw

@@ -47,6 +47,19 @@ def chain(*argvs: Sequence[str]) -> str:
     return " && ".join(join(a) for a in argvs)
 
 
+def here_document(text: str, end: str) -> str:
+    """``<<'END'`` and ``text`` as a quoted here-document's lines (nothing in them is expanded),
+    then the line ``end``; put it after a command. ValueError when the text holds the line
+    ``end`` or is not ASCII: dash drops a byte >= 0x80 that follows the start of a line matching
+    the end line's start (``MA\\xc3\\xa9`` arrives as ``MA\\xa9`` under ``<<'MAINT'``)."""
+    body = text if text.endswith("\n") or not text else text + "\n"
+    if f"\n{end}\n" in f"\n{body}":
+        raise ValueError(f"a here-document's text holds its end line {end}")
+    if not body.isascii():
+        raise ValueError("a here-document's text must be ASCII")
+    return f"<<'{end}'\n{body}{end}\n"
+
+
 def output_marker() -> str:
     """``@@mk-`` and 32 random hex digits: a line that frames sections of one shell's output,
     which no table name, file name or value on the host can make."""

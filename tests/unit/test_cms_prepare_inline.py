@@ -1,4 +1,4 @@
-"""The preparation's upload from a here-document (``prepare_script(..., inline=...)``), run by a
+"""The preparation's upload from a here-document (``prepare_script(..., upload=(path, text))``), run by a
 real ``sh`` and ``bash`` inside a round trip whose stdin another part reads: the file holds the
 text to the byte (mode 0600), the folders are made, the stdin reaches the other part untouched,
 and a text holding the end line is refused before anything is sent. Then several zips on one
@@ -40,7 +40,7 @@ def scene(tmp: Path, text: str, shell: str, stdin: bytes = b"zip bytes\x00\xff\n
     target = parent / "helper.php"
     prep = prepare_script(
         str(private), parent=str(parent), dirs=[f"{private}/packages"], exists=[str(tmp / "upgrade")],
-        upload=str(target), inline=(text, HELPER_EOF),
+        upload=(str(target), text),
     )  # fmt: skip
     trip = run(shell, [Part(prep), Part(f"cat > '{tmp}/got.bin'", stdin=True)], stdin)
     return target, trip
@@ -96,9 +96,7 @@ def test_a_text_that_is_not_ascii_is_refused(tmp_path: Path) -> None:
     broken = subprocess.run(["sh", "-c", "cat <<'MAINT'\nMA\u00e9\nMAINT\n"], capture_output=True, check=True).stdout
     assert helper_source().isascii()
     with pytest.raises(ValueError, match="must be ASCII"):
-        prepare_script(
-            str(tmp_path / "p"), parent=str(tmp_path), upload=str(tmp_path / "h"), inline=("MA\u00e9", "MAINT")
-        )
+        prepare_script(str(tmp_path / "p"), parent=str(tmp_path), upload=(str(tmp_path / "h"), "MA\u00e9"), end="MAINT")
     if Path(os.path.realpath(shutil.which("sh") or "sh")).name == "dash":  # Debian's sh: the reason
         assert broken == b"MA\xa9\n"
 
@@ -108,8 +106,7 @@ def test_a_text_holding_the_end_line_is_refused(tmp_path: Path) -> None:
         prepare_script(
             str(tmp_path / "p"),
             parent=str(tmp_path),
-            upload=str(tmp_path / "h"),
-            inline=(f"a\n{HELPER_EOF}\nb", HELPER_EOF),
+            upload=(str(tmp_path / "h"), f"a\n{HELPER_EOF}\nb"),
         )
 
 

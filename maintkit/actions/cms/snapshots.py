@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
-from maintkit.probes.cms import TreeHashes, tree_hash_script, tree_lines
+from maintkit.probes.cms import HELPER_EOF, TreeHashes, tree_hash_script, tree_lines
 from maintkit.results import CommandResult
-from maintkit.transport.base import atomic_put_script, chain, quote
+from maintkit.transport.base import atomic_put_script, chain, here_document, quote
 
 # -- tree hashes ---------------------------------------------------------------------------------
 
@@ -207,28 +207,20 @@ def prepare_script(
     dirs: Sequence[str] = (),
     sizes: Sequence[str] = (),
     exists: Sequence[str] = (),
-    upload: str | None = None,
-    inline: tuple[str, str] | None = None,
+    upload: tuple[str, str] | None = None,
+    end: str = HELPER_EOF,
 ) -> str:
     """Shell that makes ``parent`` (``mkdir -p``, its mode kept), ``private`` (``mkdir -p`` +
-    ``chmod 700``) and ``dirs`` (``mkdir -p``); writes stdin to ``upload`` (a path: atomically,
-    mode 0600); then prints the size of each file of ``sizes`` and whether each path of
-    ``exists`` is there (read with :func:`prepared`). It fails when a directory or the upload
-    cannot be made. ``inline`` (text, end line): the upload's content comes from a
-    here-document ending at that line instead of stdin (the text must be ASCII and must not hold
-    that line), so the round trip's stdin stays free for another part."""
+    ``chmod 700``) and ``dirs`` (``mkdir -p``); writes ``upload`` (path, text: atomically, mode
+    0600, the text from a here-document ending at the line ``end``, so the round trip's stdin
+    stays free for another part; the text must be ASCII and must not hold that line); then prints
+    the size of each file of ``sizes`` and whether each path of ``exists`` is there (read with
+    :func:`prepared`). It fails when a directory or the upload cannot be made."""
     made = [["mkdir", "-p", "--", parent], ["mkdir", "-p", "--", private], ["chmod", "700", "--", private]]
     script = chain(*made, *(["mkdir", "-p", "--", d] for d in dirs)) + " || exit $?\n"
-    if upload is not None and inline is not None:
-        text, end = inline
-        body = text if text.endswith("\n") or not text else text + "\n"
-        if f"\n{end}\n" in f"\n{body}":
-            raise ValueError(f"the text to write to {upload} holds the line {end}")
-        if not body.isascii():  # dash drops a byte >= 0x80 that follows a line's match of the end's start
-            raise ValueError(f"the text to write to {upload} from a here-document must be ASCII")
-        script += f"{{ ( {atomic_put_script(upload, 0o600)}\n) || exit $?; }} <<'{end}'\n{body}{end}\n"
-    elif upload is not None:
-        script += f"( {atomic_put_script(upload, 0o600)}\n) || exit $?\n"
+    if upload is not None:
+        path, text = upload
+        script += f"{{ ( {atomic_put_script(path, 0o600)}\n) || exit $?; }} {here_document(text, end)}"
     for i, path in enumerate(sizes):
         q = quote(path)
         script += f"[ -f {q} ] && printf 'S{i}\\t%s\\n' \"$(stat -c %s -- {q})\"\n"

@@ -186,17 +186,14 @@ class DriverBase:
         *,
         dirs: Sequence[str] = (),
         exists: Sequence[str] = (),
-        upload: str | None = None,
-        inline: tuple[str, str] | None = None,
+        upload: tuple[str, str] | None = None,
     ) -> tuple[str, str]:
         """This run's snapshot directory, and the shell of :meth:`prepare_snapshot_dir` (with
-        ``upload``, a path: stdin, or ``inline``'s here-document, written there too, atomically,
+        ``upload``, (path, text): the text written there too from a here-document, atomically,
         mode 0600; see :func:`~maintkit.actions.cms.snapshots.prepare_script`)."""
         snap = self.snapshot_dir(ctx)
         logs = list(self.p.error_logs or [])
-        script = prepare_script(
-            snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists, upload=upload, inline=inline
-        )
+        script = prepare_script(snap, parent=self.maint_dir(ctx), dirs=dirs, sizes=logs, exists=exists, upload=upload)
         return snap, script
 
     def prepared_snapshot_dir(self, ctx: Context, res: CommandResult, *, exists: Sequence[str] = ()) -> set[str]:

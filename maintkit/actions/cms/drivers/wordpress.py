@@ -266,7 +266,7 @@ class WordPressDriver(WordPressTrips):
         that failed); a process that died (a PHP fatal error) names the package whose folder
         holds the file the error happened in, else every package it worked on."""
         results = res.get("results")
-        if isinstance(results, list) and results and (len(results) == len(staged) or not res.get("ok")):
+        if isinstance(results, list):  # the first that failed raises; a process that died has none
             for one, answer in zip(staged, results, strict=False):
                 self._helper_ok(one.update, answer if isinstance(answer, dict) else {}, what)
             if len(results) == len(staged):

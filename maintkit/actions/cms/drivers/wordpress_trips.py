@@ -44,7 +44,6 @@ from maintkit.actions.cms.plan import Update
 from maintkit.actions.cms.snapshots import RENAMED_MARK
 from maintkit.actions.cms.trip import Part, Trip, command_timeout, run_trip
 from maintkit.errors import ApplyFailed
-from maintkit.probes.cms import HELPER_EOF
 from maintkit.results import Change
 from maintkit.transport.base import join, quote
 
@@ -94,21 +93,26 @@ class WordPressTrips(WordPressPlanner):
     ) -> tuple[str, set[str], Change | None]:
         """Round trip 1: this run's snapshot folder, which of ``exists`` are there, and the
         dump's change (None with ``database: never``)."""
-        snap, prep = self.prepare_part(ctx, dirs=dirs, exists=exists, upload=self.helper_path(ctx))
+        snap, prep = self.helper_preparation(ctx, dirs=dirs, exists=exists)
         if self.p.database == "never":
-            trip = run_trip(ctx, [Part(prep, stdin=True)], timeout=command_timeout(ctx), stdin=wp_helper_source())
+            trip = run_trip(ctx, [Part(prep)], timeout=command_timeout(ctx))
             return snap, self.prepared_snapshot_dir(ctx, trip[0], exists=exists), None
         undo = self.dump_undo(state, snap)
-        cnf = quote(f"{snap}/db.cnf")
         dbcnf = self.helper_script(ctx, "dbcnf", {"path": f"{snap}/db.cnf"})
         dump, marker = read_and_dump_script(undo)
-        parts = [Part(prep, stdin=True), Part(f"rm -f -- {cnf} || exit $?\n{dbcnf}", then=f"[ -f {cnf} ]"), Part(dump)]
+        parts = [Part(prep), writes_option_file(undo, dbcnf), Part(dump)]
         timeout = command_timeout(ctx) * 2 + self.helper_timeout(ctx)
         started = time.perf_counter()
-        trip = run_trip(ctx, parts, timeout=timeout, stdin=wp_helper_source())
+        trip = run_trip(ctx, parts, timeout=timeout)
         answer = self.helper_ran(trip, 1, "dump", started)
         existing = self.prepared_snapshot_dir(ctx, trip[0], exists=exists)
         return snap, existing, self._dumped(state, undo, answer, trip, marker)
+
+    def helper_preparation(self, ctx: Context, *, dirs: list[str], exists: list[str]) -> tuple[str, str]:
+        """This run's snapshot folder, and the preparation's shell writing the helper from a
+        here-document (the round trip's stdin stays free for the zips)."""
+        text = wp_helper_source().decode("utf-8")
+        return self.prepare_part(ctx, dirs=dirs, exists=exists, upload=(self.helper_path(ctx), text))
 
     def prepare_install_and_dump(
         self, ctx: Context, state: WpState, staged: list[Staged], *, dirs: list[str], exists: list[str]
@@ -118,21 +122,17 @@ class WordPressTrips(WordPressPlanner):
         one install, then the dump), the helper's answer, the dump taken (None with
         ``database: never``) and the dump part's marker (read them with :meth:`dump_change`).
         The zips to write go on stdin one after the other, each snapshot part taking its own."""
-        text = wp_helper_source().decode("utf-8")
-        _, prep = self.prepare_part(
-            ctx, dirs=dirs, exists=exists, upload=self.helper_path(ctx), inline=(text, HELPER_EOF)
-        )
+        _, prep = self.helper_preparation(ctx, dirs=dirs, exists=exists)
         parts, undo, marker = [Part(prep), *(s.snapshot for s in staged)], None, ""
         args: dict[str, Any] = {"packages": [s.args for s in staged]}
         if self.p.database == "never":
             parts.append(Part(self.helper_script(ctx, "install", args)))
         else:
             undo = self.dump_undo(state, self.snapshot_dir(ctx))
-            cnf = undo.defaults_file or ""
-            expect = {"path": cnf, "database": state.db_name, "table_prefix": state.table_prefix}
+            expect = {"path": undo.defaults_file, "database": state.db_name, "table_prefix": state.table_prefix}
             install = self.helper_script(ctx, "install", {**args, "dbcnf": expect})
             dump, marker = read_and_dump_script(undo)
-            parts += [Part(f"rm -f -- {quote(cnf)} || exit $?\n{install}", then=f"[ -f {quote(cnf)} ]"), Part(dump)]
+            parts += [writes_option_file(undo, install), Part(dump)]
         n = len(staged)
         timeout = command_timeout(ctx) * (2 + n) + self.helper_timeout(ctx) * n
         started = time.perf_counter()
@@ -213,6 +213,13 @@ class WordPressTrips(WordPressPlanner):
         return trip, answer, after
 
 
+def writes_option_file(undo: DbUndo, helper: str) -> Part:
+    """The part running ``helper`` (``dbcnf``, or an install that writes the option file): the
+    old option file removed first, and the next part (the dump) run only when it is there."""
+    cnf = quote(undo.defaults_file or "")
+    return Part(f"rm -f -- {cnf} || exit $?\n{helper}", then=f"[ -f {cnf} ]")
+
+
 def switch_outcomes(trip: Trip, sides: list[Sibling]) -> tuple[list[tuple[Sibling, bool]], ApplyFailed | None]:
     """The switches of :meth:`WordPressTrips.switch_and_activate` that were made, in order, each
     with whether it fell back to two renames (the live folder was missing a moment), and the
@@ -227,4 +234,4 @@ def switch_outcomes(trip: Trip, sides: list[Sibling]) -> tuple[list[tuple[Siblin
     return done, None
 
 
-__all__ = ["Staged", "WordPressTrips", "switch_outcomes"]
+__all__ = ["Staged", "WordPressTrips", "switch_outcomes", "writes_option_file"]
