@@ -4,8 +4,9 @@
 (empty output when it is not); ``cms.update`` reports it with the WordPress facts. It is a
 :class:`~maintkit.probes.CommandProbe`, so its raw output is the fact.
 
-:class:`TreeHashes` reads the tree hash of installed packages (:func:`tree_hash_script`), the
-value a version lock records and a promotion compares with what staging validated.
+:class:`TreeHashes` reads the tree hash of installed packages
+(:func:`~maintkit.probes.tree_hash.tree_hash_script`), the value a version lock records and a
+promotion compares with what staging validated.
 
 :class:`HelperRead` is one read-only run of maint's PHP helper (``cms.update``'s read of the
 installed WordPress), its source fed from a here-document, so it can go with other probes.
@@ -19,42 +20,10 @@ from importlib import resources
 from typing import ClassVar
 
 from maintkit.probes import CommandProbe, Probe, RawOutput
-from maintkit.transport.base import here_document, join, quote
+from maintkit.probes.tree_hash import tree_hash_script, tree_lines
+from maintkit.transport.base import here_document, join
 
 WP_CLI_PROBE = CommandProbe(("sh", "-c", "command -v wp >/dev/null 2>&1 && wp --version 2>/dev/null || true"))
-
-_TREE_SNIPPET = (
-    # sha256sum --zero: names are never escaped (a newline or backslash in a name would
-    # otherwise change the line); the hash alone is printed, one line per path, in order
-    'if [ -d "$p" ]; then '
-    'h=$(cd -- "$p" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum --zero -- '
-    "| tr '\\0' '\\n' | sha256sum); "
-    'elif [ -f "$p" ]; then '
-    "h=$(cd -- \"${p%/*}/\" && sha256sum --zero -- \"./${p##*/}\" | tr '\\0' '\\n' | sha256sum); "
-    "else h=missing; fi; "
-    "printf '%s\\n' \"${h%% *}\""
-)
-
-
-def tree_hash_script(paths: list[str]) -> str:
-    """Shell that prints one line per path, in order: its tree hash, or ``missing``.
-
-    The hash is ``sha256`` over the ``sha256sum`` lines (``<hash>  ./<relative path>``) of
-    every regular file, sorted bytewise: the same value
-    :func:`maintkit.actions.cms.snapshots.zip_tree_hash` computes from a package zip, so a
-    package can be compared before and after installing it.
-    """
-    if not paths:
-        return "true"
-    return f"for p in {' '.join(quote(p) for p in paths)}; do {_TREE_SNIPPET}; done"
-
-
-def tree_lines(paths: list[str] | tuple[str, ...], stdout: str) -> dict[str, str | None]:
-    """What :func:`tree_hash_script` printed, by path (None: missing or unreadable)."""
-    out: dict[str, str | None] = {p: None for p in paths}
-    for path, value in zip(paths, stdout.splitlines(), strict=False):
-        out[path] = value if len(value) == 64 else None
-    return out
 
 
 @dataclass(frozen=True)

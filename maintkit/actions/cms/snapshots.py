@@ -16,6 +16,7 @@ from maintkit._text import tail
 from maintkit.action import Context
 from maintkit.errors import ApplyFailed, RollbackFailed
 from maintkit.probes.cms import HELPER_EOF, TreeHashes, tree_hash_script, tree_lines
+from maintkit.probes.tree_hash import PERL
 from maintkit.results import CommandResult
 from maintkit.transport.base import atomic_put_script, chain, here_document, quote
 
@@ -130,10 +131,6 @@ _EXCHANGE_PL = (
 )
 
 
-#: perl without the login's PERL5OPT (a ``-M`` or ``-d`` there would run first, or make every
-#: exchange fail) and PERL5LIB/PERLLIB (modules found first there would replace ``Config``)
-_PERL = "PERL5OPT= PERL5LIB= PERLLIB= perl"
-
 #: printed by :func:`swap_lines` when it fell back to two renames (``dest`` was missing a moment)
 RENAMED_MARK = "@@maint-swap renames"
 
@@ -151,7 +148,7 @@ def swap_lines(new: str, dest: str, old: str) -> str:
     n, d, o = quote(new), quote(dest), quote(old)
     there = f"{{ [ -e {d} ] || [ -L {d} ]; }}"
     return (
-        f"if {there} && {_PERL} -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
+        f"if {there} && {PERL} -e {quote(_EXCHANGE_PL)} -- {n} {d} 2>/dev/null; then\n"
         f"  mv -T -- {n} {o} || exit 5\n"
         f"else\n"
         f"  if {there}; then echo {quote(RENAMED_MARK)}; mv -T -- {d} {o} || exit 5; fi\n"
