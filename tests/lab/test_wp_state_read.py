@@ -58,4 +58,4 @@ def test_the_state_read_rides_with_the_backup_then_with_the_first_read(shop: Sho
         assert sum(LIST in c for c in sent) == 1, env
     # staging's other two: the packages' tree hashes (the version lock) and compat's error-log read
     later = commands(rec, shop.staging_host.ip)[1:]
-    assert len(later) == 2 and later[0].startswith("for p in ") and "tail -n 5000" in later[1]
+    assert len(later) == 2 and later[0].startswith("mk_trees=$(") and "tail -n 5000" in later[1]
