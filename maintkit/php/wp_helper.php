@@ -8,7 +8,9 @@
  *
  * Commands:
  *   list     {"readonly"}      core/db/php versions, plugins, themes, paths; with readonly, whatever
- *                              WordPress writes while booting is rolled back (plan mode)
+ *                              WordPress writes while booting is rolled back (plan mode), and the
+ *                              answer comes when "init" starts: plugins, theme and setup hooks
+ *                              loaded and run, no "init" callback (what list reports is set by then)
  *   install  {"type","zip","slug","active","network_active","into"}
  *                              install a plugin/theme zip over the installed one (Plugin_Upgrader /
  *                              Theme_Upgrader with overwrite_package) and keep its active state;
@@ -179,9 +181,24 @@ if (in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty
     );
 }
 
-// The compiled-code cache maint keeps for the helper (see maintkit_cache_scan below).
+// The read-only list answers when "init" starts (first of its callbacks): every plugin, the
+// theme and their setup hooks are loaded and have run, which is all that list reports on;
+// what "init" and "wp_loaded" would do (post types, blocks, rewrite rules) is not needed.
+if ($maintkit_cmd === 'list' && !empty($maintkit_args['readonly'])) {
+    $GLOBALS['wp_filter']['init'][PHP_INT_MIN][] = array(
+        'function' => function () {
+            ob_end_clean();
+            maintkit_admin_includes();
+            maintkit_out(maintkit_list());
+        },
+        'accepted_args' => 0,
+    );
+}
+
+// The compiled-code cache maint keeps for the helper (see maintkit_cache_scan below); a
+// read-only run records only what it compiled itself.
 if (isset($maintkit_args['php_cache']) && is_string($maintkit_args['php_cache'])) {
-    maintkit_cache_open($maintkit_args['php_cache']);
+    maintkit_cache_open($maintkit_args['php_cache'], in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty($maintkit_args['readonly']));
 }
 
 if ($maintkit_cmd === 'dbcnf') {
@@ -191,11 +208,8 @@ if ($maintkit_cmd === 'dbcnf') {
 
 ob_start();
 require_once $maintkit_root . '/wp-load.php';
-require_once ABSPATH . 'wp-admin/includes/plugin.php';
-require_once ABSPATH . 'wp-admin/includes/theme.php';
-require_once ABSPATH . 'wp-admin/includes/file.php';
-require_once ABSPATH . 'wp-admin/includes/misc.php';
 ob_end_clean();
+maintkit_admin_includes();
 
 add_filter('filesystem_method', function () {
     return 'direct';
@@ -253,6 +267,15 @@ switch ($maintkit_cmd) {
         maintkit_fail('unknown command ' . $maintkit_cmd);
 }
 
+/** The wp-admin files every command uses (plugins, themes, files). */
+function maintkit_admin_includes(): void
+{
+    require_once ABSPATH . 'wp-admin/includes/plugin.php';
+    require_once ABSPATH . 'wp-admin/includes/theme.php';
+    require_once ABSPATH . 'wp-admin/includes/file.php';
+    require_once ABSPATH . 'wp-admin/includes/misc.php';
+}
+
 /**
  * OPcache's file cache (opcache.file_cache_only, started by maint with the directory it made)
  * trusts a compiled file while the source's mtime is unchanged. maint trusts it less: a
@@ -262,16 +285,75 @@ switch ($maintkit_cmd) {
  * rewritten with its old mtime or a release swapped in by a directory rename all change the
  * inode or the ctime, which no program can set back.
  */
-function maintkit_cache_open(string $dir): void
+function maintkit_cache_open(string $dir, bool $readonly): void
 {
     if ($dir === '' || $dir[0] !== '/' || ini_get('opcache.file_cache') !== $dir || !ini_get('opcache.enable_cli')
         || !ini_get('opcache.file_cache_only') || !is_dir($dir) || is_link($dir)) {
         return; // not the cache maint started this process with: never touched
     }
-    $manifest = maintkit_cache_scan($dir, maintkit_cache_manifest($dir), false);
-    register_shutdown_function(function () use ($dir, $manifest) {
-        maintkit_cache_write($dir, maintkit_cache_scan($dir, $manifest, true));
+    $stored = maintkit_cache_manifest($dir);
+    $manifest = maintkit_cache_scan($dir, $stored, false);
+    register_shutdown_function(function () use ($dir, $manifest, $stored, $readonly) {
+        if (!$readonly) {
+            maintkit_cache_write($dir, maintkit_cache_scan($dir, $manifest, true));
+            return;
+        }
+        $kept = maintkit_cache_record($dir, $manifest);
+        if (!maintkit_same_entries($kept, $stored)) {
+            maintkit_cache_write($dir, $kept);
+        }
     });
+}
+
+/**
+ * A read-only run's record, without a second scan: it changed no source, so the entries the
+ * opening scan kept are still true (a source changed meanwhile by someone else is caught by the
+ * next run's opening scan); only the compiled files of the sources it included that have no
+ * entry can be new. Each is kept under the same rule as the scan's (its source's ctime older
+ * than the compiled file), or deleted.
+ */
+function maintkit_cache_record(string $dir, array $manifest): array
+{
+    $ids = array();
+    foreach ((array) @scandir($dir) as $name) {
+        $sub = $dir . '/' . $name;
+        if (is_string($name) && strlen($name) === 32 && !is_link($sub) && is_dir($sub)) {
+            $ids[] = $name; // <dir>/<32-character system id><source path>.bin
+        }
+    }
+    foreach (get_included_files() as $src) {
+        if (isset($manifest[$src])) {
+            continue;
+        }
+        foreach ($ids as $sysid) {
+            $bin = $dir . '/' . $sysid . $src . '.bin';
+            clearstatcache(true, $bin);
+            $st = @lstat($bin);
+            if ($st === false || ($st['mode'] & 0170000) !== 0100000) {
+                continue;
+            }
+            $id = maintkit_cache_id($src);
+            if ($id !== null && $id[1] < $st['mtime']) {
+                $manifest[$src] = $id[0];
+            } else {
+                @unlink($bin);
+            }
+        }
+    }
+    return $manifest;
+}
+
+function maintkit_same_entries(array $a, array $b): bool
+{
+    if (count($a) !== count($b)) {
+        return false;
+    }
+    foreach ($a as $k => $v) {
+        if (!array_key_exists($k, $b) || $b[$k] !== $v) {
+            return false;
+        }
+    }
+    return true;
 }
 
 function maintkit_cache_manifest(string $dir): array

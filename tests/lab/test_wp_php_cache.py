@@ -271,3 +271,47 @@ def test_the_flush_uses_only_a_cache_directory_that_is_there(site: WpSite) -> No
 
     assert parse_marked_json(res.stdout.decode()) == {"ok": True, "flushed": True, "rewrite": False}
     assert not (site.path / ".maint").exists()
+
+
+def test_a_read_only_run_that_compiles_nothing_writes_no_manifest(site: WpSite) -> None:
+    """A read-only run records only what it compiled (no second scan of the cache): the second
+    read compiles nothing, so the manifest is not even written again, and stays true."""
+    cache = site.path / ".maint" / "php-cache"
+    helper(site, cache)
+    manifest = cache / "manifest.json"
+    before, compiled = manifest.stat(), bins(cache)
+    assert str(site.path / "wp-load.php") in json.loads(manifest.read_text())
+    assert_manifest_true(cache)
+
+    helper(site, cache)
+
+    after = manifest.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert bins(cache) == compiled
+    assert_manifest_true(cache)
+
+
+def test_a_read_only_run_records_what_it_compiled(site: WpSite) -> None:
+    """A source the read loads for the first time: not kept while it is new (OPcache's 2-second
+    protection), then recorded by the read that compiled it (its source older than the
+    compiled file), and loaded from the cache by the read after that."""
+    cache = site.path / ".maint" / "php-cache"
+    helper(site, cache)
+    extra = site.path / "wp-content" / "mu-plugins" / "extra.php"
+    extra.parent.mkdir(exist_ok=True)
+    extra.write_text("<?php\n// a must-use plugin added after the first read\n")
+
+    helper(site, cache)
+
+    assert str(extra) not in json.loads((cache / "manifest.json").read_text())
+    assert str(extra) not in bins(cache)
+    assert_manifest_true(cache)
+    until_second(int(extra.stat().st_mtime) + 3)
+
+    helper(site, cache)
+
+    assert str(extra) in json.loads((cache / "manifest.json").read_text())
+    assert_manifest_true(cache)
+    compiled = bins(cache)[str(extra)]
+    helper(site, cache)
+    assert bins(cache)[str(extra)] == compiled
