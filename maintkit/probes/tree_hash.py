@@ -20,9 +20,12 @@ from __future__ import annotations
 from maintkit.transport.base import quote
 
 #: perl without the login's PERL5OPT (a ``-M`` or ``-d`` there would run first, or make every
-#: run fail) and PERL5LIB/PERLLIB (modules found first there would replace the real ones);
-#: openssl without a configuration of the login's (``OPENSSL_CONF`` could load a provider)
+#: run fail) and PERL5LIB/PERLLIB (modules found first there would replace the real ones)
 PERL = "PERL5OPT= PERL5LIB= PERLLIB= perl"
+
+#: the tree reader's perl, whose openssl reads no configuration of the login's (an
+#: ``OPENSSL_CONF`` could load a provider that computes the digest)
+_READER = f"OPENSSL_CONF=/dev/null {PERL}"
 
 #: ends the perl program's answer: without it the shell loop answers instead
 _END = "@@maint-trees-end"
@@ -123,7 +126,7 @@ def tree_hash_script(paths: list[str]) -> str:
     args = " ".join(quote(p) for p in paths)
     end = quote(_END)
     return (
-        f"mk_trees=$(OPENSSL_CONF=/dev/null {PERL} -e {quote(_PROGRAM)} -- {args} 2>/dev/null) && "
+        f"mk_trees=$({_READER} -e {quote(_PROGRAM)} -- {args} 2>/dev/null) && "
         f'case $mk_trees in *{end}) printf %s "${{mk_trees%{end}}}" ;; *) false ;; esac || '
         f"{tree_hash_loop(paths)}"
     )
