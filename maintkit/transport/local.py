@@ -110,8 +110,9 @@ class LocalTransport(CommandTransport):
         proc = self._spawn(line, stdin)
         out: list[bytes] = []
         err: list[bytes] = []
+        tally = _Tally()
         threads = [
-            threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink, tally), daemon=True),
             threading.Thread(target=self._pump_stderr, args=(proc, err), daemon=True),
         ]
         if stdin is not None:
@@ -119,8 +120,7 @@ class LocalTransport(CommandTransport):
         for t in threads:
             t.start()
         code, timed_out, stopped = self._wait(proc, limit, token)
-        for t in threads:
-            t.join(timeout=_KILL_GRACE)
+        _drain(threads, tally, started + limit)
         if stopped and (code != 0 or timed_out):  # exit 0: it finished before the stop reached it
             raise cancelled_error(self.host)
         self._finished(proc, line, code, timed_out, err)
@@ -281,7 +281,38 @@ def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None) -> None:
+class _Tally:
+    """How many bytes a command's stdout pump has read so far (its progress)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _join(thread: threading.Thread, timeout: float) -> None:
+    """One wait for a pump (a function of its own, so a test can see each wait begin)."""
+    thread.join(timeout=timeout)
+
+
+def _drain(threads: list[threading.Thread], tally: _Tally, deadline: float) -> None:
+    """Wait for a command's pumps once the command ended, so its result holds all it wrote.
+
+    A pump ends at the end of its stream. While the command's stdout keeps arriving (a sender
+    still delivering it: a connection multiplexer behind, a busy machine), the wait goes on,
+    up to the command's own deadline. A stream held open with nothing coming for
+    ``_KILL_GRACE`` (a background process the command left, holding it) is given up: the
+    result is what was read.
+    """
+    for thread in threads:
+        while True:
+            seen = tally.n
+            _join(thread, _KILL_GRACE)
+            if not thread.is_alive() or tally.n == seen or time.monotonic() >= deadline:
+                break
+
+
+def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None, tally: _Tally | None = None) -> None:
     if stream is None:
         return
     with stream:
@@ -290,6 +321,8 @@ def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None)
                 sink.write(block)
             else:
                 chunks.append(block)
+            if tally is not None:
+                tally.n += len(block)
 
 
 def _feed(stream: IO[bytes] | None, data: bytes | IO[bytes]) -> None:

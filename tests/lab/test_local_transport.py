@@ -6,7 +6,9 @@ import hashlib
 import io
 import os
 import pwd
+import queue
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maintkit.errors import CommandFailed, TransportError
+from maintkit.transport import local
 from maintkit.transport.base import Transport
 from maintkit.transport.local import LocalTransport
 from tests.gates import wait_until
@@ -53,6 +56,40 @@ def test_stdin_stdout_sink_cwd_env(tmp_path: Path) -> None:
     assert t.run(["pwd"], cwd=str(tmp_path)).stdout.strip() == str(tmp_path)
     assert t.run(["sh", "-c", 'echo "$V"'], env={"V": "$(x) `y` ;z"}).stdout == "$(x) `y` ;z\n"
     assert t.run(["printf", "\\377"]).stdout == "\ufffd"
+
+
+def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The command exits at once; a process it left writes the rest of its stdout, one line per
+    gate. Each gate opens while the transport is waiting for the output after the exit (each
+    wait is seen through ``local._join``), so the output arrives over five waits of
+    ``_KILL_GRACE``: all of it is read, where one wait per stream (the transport before)
+    returned three lines of six and the exit code as if that were all."""
+    monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
+    waits: queue.SimpleQueue[None] = queue.SimpleQueue()
+    real_join = local._join
+
+    def join(thread: threading.Thread, timeout: float) -> None:
+        waits.put(None)
+        real_join(thread, timeout)
+
+    monkeypatch.setattr(local, "_join", join)
+
+    def open_gates() -> None:
+        for i in range(1, 6):
+            waits.get(timeout=60)
+            (tmp_path / f"g{i}").touch()
+
+    gates = threading.Thread(target=open_gates, daemon=True)
+    gates.start()
+    line = (
+        f"( for i in 1 2 3 4 5; do while [ ! -e {tmp_path}/g$i ]; do sleep 0.01; done; echo line$i; done ) & "
+        "echo line0"
+    )
+    res = LocalTransport().run_shell(line, timeout=120)
+    gates.join(timeout=60)
+
+    assert (res.exit_code, res.timed_out) == (0, False)
+    assert res.stdout == "".join(f"line{i}\n" for i in range(6))
 
 
 def test_timeout_kills_the_whole_process_group() -> None:
