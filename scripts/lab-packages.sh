@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(openssh-server sudo nginx libnginx-mod-http-cache-purge php-fpm php-cli php-mysql php-curl php-zip unzip
       composer mariadb-server wordpress redis-server pebble certbot socat netcat-openbsd iptables iproute2 git zstd
-      procps curl openssl chromium clamav clamdscan libfcgi-bin strace)
+      procps curl openssl perl chromium clamav clamdscan libfcgi-bin strace)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
