@@ -170,7 +170,8 @@ chdir($maintkit_root);
 // Read-only listing (plan mode): WordPress writes a few options while it boots (cron
 // schedules, transients). Run the whole process inside one transaction that is never
 // committed: the server rolls it back when the connection closes.
-if (in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty($maintkit_args['readonly'])) {
+$maintkit_readonly = in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty($maintkit_args['readonly']);
+if ($maintkit_readonly) {
     $GLOBALS['wp_filter']['muplugins_loaded'][-99999][] = array(
         'function' => function () {
             global $wpdb;
@@ -184,7 +185,7 @@ if (in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty
 // The read-only list answers when "init" starts (first of its callbacks): every plugin, the
 // theme and their setup hooks are loaded and have run, which is all that list reports on;
 // what "init" and "wp_loaded" would do (post types, blocks, rewrite rules) is not needed.
-if ($maintkit_cmd === 'list' && !empty($maintkit_args['readonly'])) {
+if ($maintkit_readonly && $maintkit_cmd === 'list') {
     $GLOBALS['wp_filter']['init'][PHP_INT_MIN][] = array(
         'function' => function () {
             ob_end_clean();
@@ -198,7 +199,7 @@ if ($maintkit_cmd === 'list' && !empty($maintkit_args['readonly'])) {
 // The compiled-code cache maint keeps for the helper (see maintkit_cache_scan below); a
 // read-only run records only what it compiled itself.
 if (isset($maintkit_args['php_cache']) && is_string($maintkit_args['php_cache'])) {
-    maintkit_cache_open($maintkit_args['php_cache'], in_array($maintkit_cmd, array('list', 'siteinfo', 'admins'), true) && !empty($maintkit_args['readonly']));
+    maintkit_cache_open($maintkit_args['php_cache'], $maintkit_readonly);
 }
 
 if ($maintkit_cmd === 'dbcnf') {
