@@ -85,8 +85,12 @@ def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.
         f"( for i in 1 2 3 4 5; do while [ ! -e {tmp_path}/g$i ]; do sleep 0.01; done; echo line$i; done ) & "
         "echo line0"
     )
-    res = LocalTransport().run_shell(line, timeout=120)
-    gates.join(timeout=60)
+    try:
+        res = LocalTransport().run_shell(line, timeout=120)
+        gates.join(timeout=60)
+    finally:  # the writer ends whatever happened: no process left behind
+        for i in range(1, 6):
+            (tmp_path / f"g{i}").touch()
 
     assert (res.exit_code, res.timed_out) == (0, False)
     assert res.stdout == "".join(f"line{i}\n" for i in range(6))
