@@ -11,6 +11,7 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
+from typing import IO
 
 import pytest
 from hypothesis import given, settings
@@ -60,10 +61,11 @@ def test_stdin_stdout_sink_cwd_env(tmp_path: Path) -> None:
 
 def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The command exits at once; a process it left writes the rest of its stdout, one line per
-    gate. Each gate opens while the transport is waiting for the output after the exit (each
-    wait is seen through ``local._join``), so the output arrives over five waits of
-    ``_KILL_GRACE``: all of it is read, where one wait per stream (the transport before)
-    returned three lines of six and the exit code as if that were all."""
+    gate: a line the test writes into a FIFO the process reads (blocking, no polling). Each gate
+    opens while the transport is waiting for the output after the exit (each wait is seen
+    through ``local._join``), so the output arrives over five waits of ``_KILL_GRACE``: all of
+    it is read, where one wait per stream (the transport before) returned three lines of six
+    and the exit code as if that were all. Closing the FIFO ends the process whatever happens."""
     monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
     waits: queue.SimpleQueue[None] = queue.SimpleQueue()
     real_join = local._join
@@ -73,24 +75,26 @@ def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.
         real_join(thread, timeout)
 
     monkeypatch.setattr(local, "_join", join)
+    fifo = tmp_path / "gates"
+    os.mkfifo(fifo)
+    held: list[IO[str]] = []
 
     def open_gates() -> None:
-        for i in range(1, 6):
+        held.append(open(fifo, "w"))  # noqa: SIM115 - closed by the test, whatever happens
+        for _ in range(1, 6):
             waits.get(timeout=60)
-            (tmp_path / f"g{i}").touch()
+            held[0].write("\n")
+            held[0].flush()
 
     gates = threading.Thread(target=open_gates, daemon=True)
     gates.start()
-    line = (
-        f"( for i in 1 2 3 4 5; do while [ ! -e {tmp_path}/g$i ]; do sleep 0.01; done; echo line$i; done ) & "
-        "echo line0"
-    )
+    line = f"( for i in 1 2 3 4 5; do read -r _ || exit 0; echo line$i; done ) < {fifo} & echo line0"
     try:
         res = LocalTransport().run_shell(line, timeout=120)
         gates.join(timeout=60)
-    finally:  # the writer ends whatever happened: no process left behind
-        for i in range(1, 6):
-            (tmp_path / f"g{i}").touch()
+    finally:  # the end of the FIFO ends the writer: no process left behind
+        for f in held:
+            f.close()
 
     assert (res.exit_code, res.timed_out) == (0, False)
     assert res.stdout == "".join(f"line{i}\n" for i in range(6))
