@@ -96,6 +96,9 @@ my @lines = map { ($out[$_] // Digest::SHA::sha256_hex($text[$_])) . "\n" } 0 ..
 print @lines, '@@END' or exit 3;
 """.replace("@@END", _END)
 
+#: the reader's command line up to its arguments (quoted once, not on every read)
+_READER_COMMAND = f"{_READER} -e {quote(_PROGRAM)}"
+
 _SNIPPET = (
     # sha256sum --zero: names are never escaped (a newline or backslash in a name would
     # otherwise change the line); the hash alone is printed, one line per path, in order
@@ -126,7 +129,7 @@ def tree_hash_script(paths: list[str]) -> str:
     args = " ".join(quote(p) for p in paths)
     end = quote(_END)
     return (
-        f"mk_trees=$({_READER} -e {quote(_PROGRAM)} -- {args} 2>/dev/null) && "
+        f"mk_trees=$({_READER_COMMAND} -- {args} 2>/dev/null) && "
         f'case $mk_trees in *{end}) printf %s "${{mk_trees%{end}}}" ;; *) false ;; esac || '
         f"{tree_hash_loop(paths)}"
     )
