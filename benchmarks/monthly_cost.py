@@ -1,6 +1,7 @@
 """Benchmark: where the machine's CPU goes in the monthly update, command by command.
 
-    python benchmarks/monthly_cost.py [--sites 3] [--next-month] [--rounds 1] [--json FILE]
+    python benchmarks/monthly_cost.py [--sites 3] [--next-month] [--rounds 1] [--interleave]
+                                      [--no-php-cache] [--json FILE]
 
 Run as root, with nothing else running: it starts the lab of ``benchmarks/monthly.py`` (two
 sshd hosts, nginx + php-fpm, MariaDB, WordPress with ``shop-cart`` 1.0.0, the update API
@@ -21,6 +22,13 @@ overhead is the median of the rounds' own overheads (maint and the job by hand m
 same round, minutes apart), printed with each round's: the machine's speed moves between rounds
 by 40% or more, both sides with it, so the ratio of the two sides' medians would mix rounds.
 
+``--interleave`` alternates the two sides shop by shop instead: maint stops after each of its
+sites (the hook waits on a FIFO, ``MAINTKIT_BENCH_PAUSE``) while the harness does one shop by
+hand, so both sides run through the same minutes of the machine's drift. The machine's CPU
+during the pauses is left out of maint's total (its run's fixed start and end are counted once,
+as in one run of the fleet). ``--no-php-cache`` runs maint without the WordPress helper's
+compiled-code cache (``php_cache: false``), to see what the cache costs and saves.
+
 The PHP helper's compiled-code cache is filled on a site's first run: about 340 new files per
 copy. ext4 allocates inodes slowly for up to a few minutes after many files were deleted, so
 run this (and ``monthly.py``) a few minutes after any large deletion (an earlier benchmark's
@@ -35,8 +43,10 @@ import argparse
 import json
 import os
 import subprocess
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,19 +89,67 @@ def attribute(records: list[dict[str, Any]], events: list[dict[str, Any]]) -> di
     return dict(out)
 
 
-def maint_cost(argv: list[str], state: Path, out: Path, extra: list[str]) -> dict[str, Any]:
-    """One ``maint run`` with the hook; its records, attributed, and its totals."""
+def maint_cost(
+    argv: list[str], state: Path, out: Path, extra: list[str], between: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """One ``maint run`` with the hook; its records, attributed, and its totals. With ``between``,
+    maint stops after each site and ``between(k)`` runs (k = 0, 1, ...) before it goes on; the
+    machine's CPU during those pauses is not maint's."""
     env = runs.maint_env({"PYTHONPATH": str(HOOK), "MAINTKIT_BENCH_COST": str(out)})
-    proc = subprocess.run([*argv, *extra], capture_output=True, text=True, env=env, check=False)
+    if between is None:
+        proc = subprocess.run([*argv, *extra], capture_output=True, text=True, env=env, check=False)
+    else:
+        proc = _paused_run([*argv, *extra], env, out.parent / "pause", between)
     if proc.returncode != 0:
         raise SystemExit(f"maint failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     data = json.loads(out.read_text())
+    cpu = data["cpu"] - sum(p["cpu"] for p in data.get("pauses", []))
     spent = sum(r["cpu"] for r in data["records"])
     by_step = attribute(data["records"], m.read_events(m.newest_run(state)))
     print(f"maint's transport: {data.get('transport')}")
-    return {"cpu": data["cpu"], "wall": data["t1"] - data["t0"], "between": data["cpu"] - spent,
-            "commands": sum(r["kind"] == "ssh" for r in data["records"]), "by_step": by_step,
-            "records": data["records"]}  # fmt: skip
+    return {"cpu": cpu, "wall": data["t1"] - data["t0"] - sum(p["s"] for p in data.get("pauses", [])),
+            "between": cpu - spent, "commands": sum(r["kind"] == "ssh" for r in data["records"]),
+            "by_step": by_step, "records": data["records"], "pauses": len(data.get("pauses", []))}  # fmt: skip
+
+
+def _paused_run(
+    argv: list[str], env: dict[str, str], folder: Path, between: Callable[[int], None]
+) -> subprocess.CompletedProcess[str]:
+    """maint with ``MAINTKIT_BENCH_PAUSE``: after each site it asks (a FIFO) and waits until
+    ``between`` ran; what ``between`` raised is raised here once maint has ended."""
+    folder.mkdir(exist_ok=True)
+    for name in ("ask", "done"):
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name, 0o600)
+    failed: list[BaseException] = []
+    fd = os.open(folder / "ask", os.O_RDWR)  # held open: never EOF, an empty line ends the server
+    ask = os.fdopen(fd, "r")
+
+    def serve() -> None:
+        k = 0
+        while ask.readline().strip():
+            answer = "ok"
+            try:
+                between(k)
+            except BaseException as exc:  # reported once maint has ended
+                failed.append(exc)
+                answer = "failed"
+            with open(folder / "done", "w") as done:
+                done.write(answer + "\n")
+            k += 1
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env={**env, "MAINTKIT_BENCH_PAUSE": str(folder)})
+    finally:
+        os.close(os.open(folder / "done", os.O_RDONLY | os.O_NONBLOCK))  # a server left waiting for maint
+        os.write(fd, b"\n")
+        server.join()
+        ask.close()
+    if failed:
+        raise failed[0]
+    return proc
 
 
 def _hand_op(argv: list[str]) -> str:
@@ -109,39 +167,74 @@ def _hand_op(argv: list[str]) -> str:
     return "flush" if "-r" in argv else "other"
 
 
-def hand_cost(lab: m.SshLab, shops: list[m.Shop], zip_url: str) -> dict[str, Any]:
-    """The by-hand operations, one at a time: machine CPU per operation."""
-    ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    run, curls = m.Remote.run, m.curl_pages
+class HandJob:
+    """The by-hand operations, one at a time, each measured in the machine's CPU; ``one(shop)``
+    does a shop's staging and production copies (use as a context manager)."""
 
-    def timed_run(self: m.Remote, argv: list[str], stdin: bytes = b"", what: str = "") -> str:
-        c0 = machine_ns()
-        try:
-            return run(self, argv, stdin, what)
-        finally:
-            ops[_hand_op(argv)][0] += 1
-            ops[_hand_op(argv)][1] += (machine_ns() - c0) / 1e9
+    def __init__(self, lab: m.SshLab, zip_url: str) -> None:
+        self.lab, self.zip_url = lab, zip_url
+        self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        self.cpu = self.wall = 0.0
+        self.remotes: dict[str, m.Remote] = {}
+        self.saved = (m.Remote.run, m.curl_pages)
 
-    def timed_curls(site: m.WpSite, paths: list[str]) -> None:
-        c0 = machine_ns()
-        try:
-            curls(site, paths)
-        finally:
-            ops["curl (smoke paths)"][0] += len(paths)
-            ops["curl (smoke paths)"][1] += (machine_ns() - c0) / 1e9
+    def __enter__(self) -> HandJob:
+        run, curls = self.saved
+        ops = self.ops
 
-    remotes = {"staging": m.Remote(lab.hosts[0]), "production": m.Remote(lab.hosts[1])}
-    m.Remote.run, m.curl_pages = timed_run, timed_curls  # type: ignore[method-assign]
-    c0, t0 = machine_ns(), time.time()
-    try:
-        for shop in shops:
-            for env in ("staging", "production"):
-                m.by_hand_one(shop, env, remotes[env], zip_url)
-    finally:
-        m.Remote.run, m.curl_pages = run, curls  # type: ignore[method-assign]
-        for remote in remotes.values():
+        def timed_run(remote: m.Remote, argv: list[str], stdin: bytes = b"", what: str = "") -> str:
+            c0 = machine_ns()
+            try:
+                return run(remote, argv, stdin, what)
+            finally:
+                ops[_hand_op(argv)][0] += 1
+                ops[_hand_op(argv)][1] += (machine_ns() - c0) / 1e9
+
+        def timed_curls(site: m.WpSite, paths: list[str]) -> None:
+            c0 = machine_ns()
+            try:
+                curls(site, paths)
+            finally:
+                ops["curl (smoke paths)"][0] += len(paths)
+                ops["curl (smoke paths)"][1] += (machine_ns() - c0) / 1e9
+
+        self.remotes = {"staging": m.Remote(self.lab.hosts[0]), "production": m.Remote(self.lab.hosts[1])}
+        m.Remote.run, m.curl_pages = timed_run, timed_curls  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        m.Remote.run, m.curl_pages = self.saved  # type: ignore[method-assign]
+        for remote in self.remotes.values():
             remote.close()
-    return {"cpu": (machine_ns() - c0) / 1e9, "wall": time.time() - t0, "ops": dict(ops)}
+
+    def one(self, shop: m.Shop) -> None:
+        c0, t0 = machine_ns(), time.time()
+        for env in ("staging", "production"):
+            m.by_hand_one(shop, env, self.remotes[env], self.zip_url)
+        self.cpu += (machine_ns() - c0) / 1e9
+        self.wall += time.time() - t0
+
+    def figures(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "wall": self.wall, "ops": dict(self.ops)}
+
+
+def hand_cost(lab: m.SshLab, shops: list[m.Shop], zip_url: str) -> dict[str, Any]:
+    """The by-hand operations on every shop, one at a time: machine CPU per operation."""
+    with HandJob(lab, zip_url) as job:
+        for shop in shops:
+            job.one(shop)
+    return job.figures()
+
+
+def interleaved(
+    lab: m.SshLab, argv: list[str], state: Path, out: Path, extra: list[str], shops: list[m.Shop], zip_url: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """maint's run and the job by hand shop by shop: after each of maint's sites, one shop by hand."""
+    with HandJob(lab, zip_url) as job:
+        maint = maint_cost(argv, state, out, extra, between=lambda k: job.one(shops[k]))
+    if maint["pauses"] != len(shops):
+        raise SystemExit(f"maint paused {maint['pauses']} times for {len(shops)} shops")
+    return maint, job.figures()
 
 
 def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any], overhead: float | None = None) -> None:
@@ -182,7 +275,7 @@ def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: 
     """Fresh shops on both sides, maint's runs then the by-hand job (and the next month)."""
     work, template, api, latest = labs["work"], labs["template"], labs["api"], labs["latest"]
     shops = m.make_shops(lab, template, args.sites, f"c{r}", work)
-    settings = {"repository": None, "api_url": api.url, "php_cache": True}
+    settings = {"repository": None, "api_url": api.url, "php_cache": not args.no_php_cache}
     sites = {f"shop{i:02d}": m.site_entry(s, settings) for i, s in enumerate(shops)}
     for entry, shop in zip(sites.values(), shops, strict=True):
         entry["vars"]["opcache"] = {"fastcgi": f"127.0.0.1:{shop.web.php_port}", "user": shop.web.user, "sudo": True}
@@ -200,10 +293,15 @@ def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: 
     rows: dict[str, Any] = {}
     for label, version, extra in rounds:
         latest[0] = version
+        zip_url = f"{api.url}/downloads/shop-cart-{version}.zip"
         probes = {"maint": file_creation_ms(work)}
-        maint = maint_cost(argv, state, work / "cost.json", extra)
-        probes["by hand"] = file_creation_ms(work)
-        hand = hand_cost(lab, hand_shops, f"{api.url}/downloads/shop-cart-{version}.zip")
+        if args.interleave:
+            maint, hand = interleaved(lab, argv, state, work / "cost.json", extra, hand_shops, zip_url)
+            probes["by hand"] = probes["maint"]
+        else:
+            maint = maint_cost(argv, state, work / "cost.json", extra)
+            probes["by hand"] = file_creation_ms(work)
+            hand = hand_cost(lab, hand_shops, zip_url)
         print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before maint's"
               f" run, {probes['by hand']:.0f} ms before the job by hand")  # fmt: skip
         maint["fs_probe_ms"], hand["fs_probe_ms"] = probes["maint"], probes["by hand"]
@@ -219,6 +317,9 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=3, help="shops per side (one at a time)")
     ap.add_argument("--next-month", action="store_true", help="then both sides again with shop-cart 1.2.0 offered")
     ap.add_argument("--rounds", type=int, default=1, help="all of it this many times, fresh shops each time")
+    ap.add_argument("--interleave", action="store_true",
+                    help="one shop by hand after each of maint's sites (maint waits), not all after maint's run")  # fmt: skip
+    ap.add_argument("--no-php-cache", action="store_true", help="maint's runs without the helper's compiled-code cache")
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
     args = ap.parse_args()
     m.precompile()

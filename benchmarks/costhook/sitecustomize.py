@@ -5,6 +5,12 @@ Only when ``MAINTKIT_BENCH_COST`` names the file to write; otherwise it does not
 machine's CPU comes from :func:`machine_ns` (every process: sshd, the shells, PHP, MariaDB,
 nginx and maint itself), so the figures are only meaningful with one command at a time
 (``--concurrency 1``) and nothing else running.
+
+With ``MAINTKIT_BENCH_PAUSE`` naming a folder that holds two FIFOs, ``ask`` and ``done``, maint
+stops after each site: it writes the site's name and a newline to ``ask`` and waits for a line
+on ``done`` (the harness runs the job by hand on a shop of its own meanwhile). The machine's CPU
+during each pause is recorded and left out of the run's total, so maint and the job by hand
+alternate shop by shop and the machine's speed, which drifts over minutes, is the same for both.
 """
 
 from __future__ import annotations
@@ -59,17 +65,41 @@ def _patch_ssh(ssh: Any, records: list[dict[str, Any]]) -> None:
     ssh.SSHTransport._execute = _timed(ssh.SSHTransport._execute, "ssh", lambda line: line[:300], records)
 
 
-class _WhenImported(importlib.abc.MetaPathFinder):
-    """Patches ``maintkit.transport.ssh`` when the run imports it (from wherever ``python -m``
-    finds maintkit: importing it here, before the run's path is set, could take another copy)."""
+def _patch_site(site: Any, pauses: list[dict[str, Any]], folder: str) -> None:
+    """After each site, hand the machine to the harness until it says it is done."""
+    _SEEN["runner"] = str(site.__file__)
+    run_site = site.run_site
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
-        self.records = records
+    def paused(state: Any, one: Any, stages: Any) -> Any:
+        try:
+            return run_site(state, one, stages)
+        finally:
+            c0, t0 = machine_ns(), time.time()
+            with open(f"{folder}/ask", "w") as ask:
+                ask.write(one.name + "\n")
+            with open(f"{folder}/done") as done:
+                answer = done.readline().strip()
+            pauses.append({"site": one.name, "t": t0, "s": time.time() - t0, "cpu": (machine_ns() - c0) / 1e9})
+            if answer != "ok":
+                raise SystemExit(f"the harness answered {answer!r} after {one.name}")
+
+    site.run_site = paused
+
+
+class _WhenImported(importlib.abc.MetaPathFinder):
+    """Patches maintkit's modules when the run imports them (from wherever ``python -m`` finds
+    maintkit: importing them here, before the run's path is set, could take another copy);
+    ``patches``: module name -> what to do with the module once it ran."""
+
+    def __init__(self, patches: dict[str, Any]) -> None:
+        self.patches = patches
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "maintkit.transport.ssh":
+        patch = self.patches.pop(name, None)
+        if patch is None:
             return None
-        sys.meta_path.remove(self)
+        if not self.patches:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         loader = spec.loader if spec is not None else None
         if loader is None:
@@ -78,7 +108,7 @@ class _WhenImported(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             run(module)
-            _patch_ssh(module, self.records)
+            patch(module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -86,7 +116,12 @@ class _WhenImported(importlib.abc.MetaPathFinder):
 
 def _install(out: str) -> None:
     records: list[dict[str, Any]] = []
-    sys.meta_path.insert(0, _WhenImported(records))
+    pauses: list[dict[str, Any]] = []
+    patches: dict[str, Any] = {"maintkit.transport.ssh": lambda module: _patch_ssh(module, records)}
+    folder = os.environ.get("MAINTKIT_BENCH_PAUSE")
+    if folder:
+        patches["maintkit.runner.site"] = lambda module: _patch_site(module, pauses, folder)
+    sys.meta_path.insert(0, _WhenImported(patches))
     import requests
 
     describe = lambda request: f"{request.method} {request.url}"  # noqa: E731
@@ -95,7 +130,8 @@ def _install(out: str) -> None:
 
     def write() -> None:
         total = (machine_ns() - start[0]) / 1e9
-        Path(out).write_text(json.dumps({"t0": start[1], "t1": time.time(), "cpu": total, "records": records, **_SEEN}))
+        data = {"t0": start[1], "t1": time.time(), "cpu": total, "records": records, "pauses": pauses, **_SEEN}
+        Path(out).write_text(json.dumps(data))
 
     atexit.register(write)
 

@@ -3,8 +3,11 @@ by-hand operation an argv is, and the machine's CPU counter it reads."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -95,3 +98,70 @@ def test_the_packages_benchmarks_upgrade_by_hand_is_php_that_parses(tmp_path: Pa
         ("plugin", "akismet"),
         ("theme", "twentytwentythree"),
     ]
+
+
+FAKE_MAINT = r"""
+import os, sys
+folder = os.environ["MAINTKIT_BENCH_PAUSE"]
+for name in sys.argv[1:]:
+    with open(f"{folder}/ask", "w") as ask:
+        ask.write(name + "\n")
+    with open(f"{folder}/done") as done:
+        print(name, done.readline().strip())
+"""
+
+
+def test_an_interleaved_run_waits_for_each_pause_in_turn(tmp_path: Path) -> None:
+    """The harness's side of the pause protocol: one call per site, in order, each answered
+    before the run goes on; the server ends when the run does."""
+    calls: list[int] = []
+    argv = [sys.executable, "-c", FAKE_MAINT, "shop00", "shop01", "shop02"]
+    proc = monthly_cost._paused_run(argv, {}, tmp_path / "pause", calls.append)
+    assert (proc.returncode, proc.stdout) == (0, "shop00 ok\nshop01 ok\nshop02 ok\n")
+    assert calls == [0, 1, 2]
+
+
+def test_a_failed_pause_is_answered_and_raised_once_the_run_ends(tmp_path: Path) -> None:
+    def between(k: int) -> None:
+        if k == 1:
+            raise SystemExit("by hand failed")
+
+    argv = [sys.executable, "-c", FAKE_MAINT, "shop00", "shop01"]
+    with pytest.raises(SystemExit, match="by hand failed"):
+        monthly_cost._paused_run(argv, {}, tmp_path / "pause", between)
+
+
+def test_a_run_that_ends_without_pausing_ends_the_server(tmp_path: Path) -> None:
+    calls: list[int] = []
+    proc = monthly_cost._paused_run([sys.executable, "-c", FAKE_MAINT], {}, tmp_path / "pause", calls.append)
+    assert (proc.returncode, proc.stdout, calls) == (0, "", [])
+
+
+def test_the_hook_pauses_after_each_site_and_counts_the_pause(tmp_path: Path) -> None:
+    """The maint side: the patched run_site returns the site's result after the harness answered,
+    and records the pause."""
+    import threading
+    import types
+
+    from costhook import sitecustomize as hook
+
+    folder = tmp_path
+    for name in ("ask", "done"):
+        os.mkfifo(folder / name)
+    seen: list[str] = []
+
+    def harness() -> None:
+        with open(folder / "ask") as ask:
+            seen.append(ask.readline().strip())
+        with open(folder / "done", "w") as done:
+            done.write("ok\n")
+
+    server = threading.Thread(target=harness)
+    server.start()
+    module = types.SimpleNamespace(__file__="site.py", run_site=lambda state, site, stages: f"ran {site.name}")
+    pauses: list[dict[str, object]] = []
+    hook._patch_site(module, pauses, str(folder))
+    assert module.run_site(None, types.SimpleNamespace(name="shop07"), []) == "ran shop07"
+    server.join()
+    assert seen == ["shop07"]
+    assert [(p["site"], sorted(p)) for p in pauses] == [("shop07", ["cpu", "s", "site", "t"])]
