@@ -109,7 +109,8 @@ def maint_cost(
     print(f"maint's transport: {data.get('transport')}")
     return {"cpu": cpu, "wall": data["t1"] - data["t0"] - sum(p["s"] for p in data.get("pauses", [])),
             "between": cpu - spent, "commands": sum(r["kind"] == "ssh" for r in data["records"]),
-            "by_step": by_step, "records": data["records"], "pauses": len(data.get("pauses", []))}  # fmt: skip
+            "by_step": by_step, "records": data["records"], "pauses": len(data.get("pauses", [])),
+            "paused_cpu": sum(p["cpu"] for p in data.get("pauses", []))}  # fmt: skip
 
 
 def _paused_run(
@@ -234,7 +235,11 @@ def interleaved(
         maint = maint_cost(argv, state, out, extra, between=lambda k: job.one(shops[k]))
     if maint["pauses"] != len(shops):
         raise SystemExit(f"maint paused {maint['pauses']} times for {len(shops)} shops")
-    return maint, job.figures()
+    hand = job.figures()
+    # what the pauses cost beyond the job by hand (the harness's side of the handshakes): kept
+    # out of both sides' totals, printed so that it can be seen to be small
+    print(f"the pauses took {maint['paused_cpu'] - hand['cpu']:.3f} s of machine CPU beyond the job by hand")
+    return maint, hand
 
 
 def report(label: str, n: int, maint: dict[str, Any], hand: dict[str, Any], overhead: float | None = None) -> None:

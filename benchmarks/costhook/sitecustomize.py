@@ -65,6 +65,20 @@ def _patch_ssh(ssh: Any, records: list[dict[str, Any]]) -> None:
     ssh.SSHTransport._execute = _timed(ssh.SSHTransport._execute, "ssh", lambda line: line[:300], records)
 
 
+def ask_harness(folder: str, name: str) -> str:
+    """Write ``name`` to the harness's ``ask`` FIFO and wait for its answer on ``done``.
+
+    An end of file is no answer: opening ``done`` does not wait when the harness has not yet
+    closed its end from the answer before, and that end's close then reads as an empty file."""
+    with open(f"{folder}/ask", "w") as ask:
+        ask.write(name + "\n")
+    while True:
+        with open(f"{folder}/done") as done:
+            answer = done.readline().strip()
+        if answer:
+            return answer
+
+
 def _patch_site(site: Any, pauses: list[dict[str, Any]], folder: str) -> None:
     """After each site, hand the machine to the harness until it says it is done."""
     _SEEN["runner"] = str(site.__file__)
@@ -75,10 +89,7 @@ def _patch_site(site: Any, pauses: list[dict[str, Any]], folder: str) -> None:
             return run_site(state, one, stages)
         finally:
             c0, t0 = machine_ns(), time.time()
-            with open(f"{folder}/ask", "w") as ask:
-                ask.write(one.name + "\n")
-            with open(f"{folder}/done") as done:
-                answer = done.readline().strip()
+            answer = ask_harness(folder, one.name)
             pauses.append({"site": one.name, "t": t0, "s": time.time() - t0, "cpu": (machine_ns() - c0) / 1e9})
             if answer != "ok":
                 raise SystemExit(f"the harness answered {answer!r} after {one.name}")

@@ -100,14 +100,13 @@ def test_the_packages_benchmarks_upgrade_by_hand_is_php_that_parses(tmp_path: Pa
     ]
 
 
+#: maint's side of the pause protocol, without maint: the cost hook's own ``ask_harness`` after each name
 FAKE_MAINT = r"""
 import os, sys
-folder = os.environ["MAINTKIT_BENCH_PAUSE"]
-for name in sys.argv[1:]:
-    with open(f"{folder}/ask", "w") as ask:
-        ask.write(name + "\n")
-    with open(f"{folder}/done") as done:
-        print(name, done.readline().strip())
+sys.path.insert(0, sys.argv[1])
+from costhook.sitecustomize import ask_harness
+for name in sys.argv[2:]:
+    print(name, ask_harness(os.environ["MAINTKIT_BENCH_PAUSE"], name))
 """
 
 
@@ -115,7 +114,7 @@ def test_an_interleaved_run_waits_for_each_pause_in_turn(tmp_path: Path) -> None
     """The harness's side of the pause protocol: one call per site, in order, each answered
     before the run goes on; the server ends when the run does."""
     calls: list[int] = []
-    argv = [sys.executable, "-c", FAKE_MAINT, "shop00", "shop01", "shop02"]
+    argv = [sys.executable, "-c", FAKE_MAINT, str(BENCH), "shop00", "shop01", "shop02"]
     proc = monthly_cost._paused_run(argv, {}, tmp_path / "pause", calls.append)
     assert (proc.returncode, proc.stdout) == (0, "shop00 ok\nshop01 ok\nshop02 ok\n")
     assert calls == [0, 1, 2]
@@ -126,14 +125,14 @@ def test_a_failed_pause_is_answered_and_raised_once_the_run_ends(tmp_path: Path)
         if k == 1:
             raise SystemExit("by hand failed")
 
-    argv = [sys.executable, "-c", FAKE_MAINT, "shop00", "shop01"]
+    argv = [sys.executable, "-c", FAKE_MAINT, str(BENCH), "shop00", "shop01"]
     with pytest.raises(SystemExit, match="by hand failed"):
         monthly_cost._paused_run(argv, {}, tmp_path / "pause", between)
 
 
 def test_a_run_that_ends_without_pausing_ends_the_server(tmp_path: Path) -> None:
     calls: list[int] = []
-    proc = monthly_cost._paused_run([sys.executable, "-c", FAKE_MAINT], {}, tmp_path / "pause", calls.append)
+    proc = monthly_cost._paused_run([sys.executable, "-c", FAKE_MAINT, str(BENCH)], {}, tmp_path / "pause", calls.append)
     assert (proc.returncode, proc.stdout, calls) == (0, "", [])
 
 
