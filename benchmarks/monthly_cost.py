@@ -277,7 +277,8 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: int) -> dict[str, Any]:
-    """Fresh shops on both sides, maint's runs then the by-hand job (and the next month)."""
+    """Fresh shops on both sides, maint's runs then the by-hand job, or the two alternating shop
+    by shop with ``--interleave`` (and the next month)."""
     work, template, api, latest = labs["work"], labs["template"], labs["api"], labs["latest"]
     shops = m.make_shops(lab, template, args.sites, f"c{r}", work)
     settings = {"repository": None, "api_url": api.url, "php_cache": not args.no_php_cache}
@@ -303,12 +304,13 @@ def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: 
         if args.interleave:
             maint, hand = interleaved(lab, argv, state, work / "cost.json", extra, hand_shops, zip_url)
             probes["by hand"] = probes["maint"]
+            print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before both sides")
         else:
             maint = maint_cost(argv, state, work / "cost.json", extra)
             probes["by hand"] = file_creation_ms(work)
             hand = hand_cost(lab, hand_shops, zip_url)
-        print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before maint's"
-              f" run, {probes['by hand']:.0f} ms before the job by hand")  # fmt: skip
+            print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before maint's"
+                  f" run, {probes['by hand']:.0f} ms before the job by hand")  # fmt: skip
         maint["fs_probe_ms"], hand["fs_probe_ms"] = probes["maint"], probes["by hand"]
         m.check_outcome(shops, version)
         m.check_outcome(hand_shops, version)
