@@ -35,6 +35,9 @@ run this (and ``monthly.py``) a few minutes after any large deletion (an earlier
 clean-up, a test run), or the first run's figures grow. Before each side it prints how long
 creating 341 files in the lab's folder took (``file_creation_ms``; the JSON has it as
 ``fs_probe_ms``): about 10 ms on a settled filesystem, several times more right after deletions.
+Before each side (both, with ``--interleave``) it flushes the writes made so far (``sync``: the
+shops' copies of the set-up, the other side's files), so that neither side's window holds their
+write-back; it prints what that took.
 """
 
 from __future__ import annotations
@@ -276,6 +279,14 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def flush_writes() -> dict[str, float]:
+    """``sync``: the writes of the set-up (the shops' copies, a side's last files) reach the disk
+    before a side is measured, so that neither side's figures carry their write-back."""
+    c0, t0 = machine_ns(), time.perf_counter()
+    os.sync()
+    return {"s": time.perf_counter() - t0, "cpu": (machine_ns() - c0) / 1e9}
+
+
 def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: int) -> dict[str, Any]:
     """Fresh shops on both sides, maint's runs then the by-hand job, or the two alternating shop
     by shop with ``--interleave`` (and the next month)."""
@@ -300,6 +311,7 @@ def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: 
     for label, version, extra in rounds:
         latest[0] = version
         zip_url = f"{api.url}/downloads/shop-cart-{version}.zip"
+        flushed = [flush_writes()]
         probes = {"maint": file_creation_ms(work)}
         if args.interleave:
             maint, hand = interleaved(lab, argv, state, work / "cost.json", extra, hand_shops, zip_url)
@@ -307,10 +319,14 @@ def one_round(lab: m.SshLab, labs: dict[str, Any], args: argparse.Namespace, r: 
             print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before both sides")
         else:
             maint = maint_cost(argv, state, work / "cost.json", extra)
+            flushed.append(flush_writes())
             probes["by hand"] = file_creation_ms(work)
             hand = hand_cost(lab, hand_shops, zip_url)
             print(f"{label}: creating 341 files in the lab's folder took {probes['maint']:.0f} ms before maint's"
                   f" run, {probes['by hand']:.0f} ms before the job by hand")  # fmt: skip
+        print(f"{label}: flushing the writes before measuring took "
+              + ", ".join(f"{f['s']:.2f} s ({f['cpu']:.2f} s of machine CPU)" for f in flushed))  # fmt: skip
+        maint["flushed"], hand["flushed"] = flushed[0], flushed[-1]
         maint["fs_probe_ms"], hand["fs_probe_ms"] = probes["maint"], probes["by hand"]
         m.check_outcome(shops, version)
         m.check_outcome(hand_shops, version)
