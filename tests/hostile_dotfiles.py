@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab.procs import start_time
+
 MARK = "# maintkit test suite: hostile dotfile (restored when the test session ends)"
 
 _MY_CNF_SECTION = "user=nobody\npassword=wrong\nhost=127.0.0.1\nport=1\ndatabase=other\n"
@@ -86,16 +88,9 @@ def lab_homes(users: Sequence[str] = USERS) -> list[Home]:
     return homes
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(holder: dict[str, object]) -> bool:
     pid = holder.get("pid")
-    return isinstance(pid, int) and _start_time(pid) == holder.get("start")
+    return isinstance(pid, int) and start_time(pid) == holder.get("start")
 
 
 class Plant:
@@ -105,7 +100,7 @@ class Plant:
         self.homes = list(homes)
         self.state_dir = state_dir
         #: this holder: our process (``tag`` tells apart several holders in one process)
-        self.me: dict[str, object] = {"pid": os.getpid(), "start": _start_time(os.getpid()), "tag": tag}
+        self.me: dict[str, object] = {"pid": os.getpid(), "start": start_time(os.getpid()), "tag": tag}
 
     # ---- shared state under a lock -------------------------------------------------------
     @contextmanager

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from tests.gates import wait_until
+from tests.lab.labdirs import lab_tmpdir
 from tests.lab.procs import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -52,7 +53,7 @@ def datadir_template() -> Path:
     global _template
     with _template_lock:
         if _template is None or not (_template / "mysql").is_dir():
-            root = Path(tempfile.mkdtemp(prefix="maintkit-mariadb-template-"))
+            root = lab_tmpdir("maintkit-mariadb-template-")
             root.chmod(0o755)
             atexit.register(shutil.rmtree, root, True)
             data = root / "data"

@@ -46,6 +46,7 @@ __all__ = [
     "log_tail",
     "read_pidfile",
     "run_checked",
+    "start_time",
     "stop_pid",
     "stop_pidfile",
     "stop_popen",
@@ -66,6 +67,17 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
     # the command name is in parentheses and may itself contain spaces or parentheses
     return raw[raw.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int | str) -> str | None:
+    """The kernel's start time of ``pid`` (``"self"``: this process), in clock ticks after boot;
+    None when it is not running. With the pid it names one process over time (pids are reused)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
 
 
 def is_alive(pid: int) -> bool:

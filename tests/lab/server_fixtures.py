@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,13 +26,14 @@ import pytest
 
 from tests.lab.acme import AcmeServer, Certbot, serve_http01
 from tests.lab.gitrepo import BareRepo
+from tests.lab.labdirs import lab_tmpdir
 from tests.lab.mariadb import MariaDB
 from tests.lab.redisd import RedisServer
 from tests.lab.web import WebStack
 
 
 def _lab_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=f"maintkit-lab-{prefix}-", dir="/tmp"))
+    path = lab_tmpdir(f"maintkit-lab-{prefix}-")
     path.chmod(0o755)
     return path
 

@@ -20,7 +20,8 @@ What :meth:`SshLab.start` sets up:
 * one client ed25519 key (``lab.client_key``) authorized for ``root`` and ``deploy``
   (``AuthorizedKeysFile <base>/auth/%u``);
 * a NOPASSWD sudo rule for deploy in ``/etc/sudoers.d/maintkit-lab-<token>`` (one file per
-  lab so that concurrent test sessions do not remove each other's rule), removed by ``stop()``;
+  lab so that concurrent test sessions do not remove each other's rule), removed by ``stop()``,
+  and by a later run's sweep when this one was killed (its owner comment: ``tests/lab/labdirs.py``);
 * per host ``hN``: an ed25519 host key, ``sshd_config`` (ListenAddress, Port, HostKey,
   PidFile, StrictModes no, PasswordAuthentication no, UsePAM no, PermitRootLogin
   prohibit-password, MaxStartups 100:30:200, MaxSessions 50, sftp) and a scratch root
@@ -65,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.gates import wait_until
+from tests.lab.labdirs import lab_tmpdir, sudo_rule
 from tests.lab.procs import LabStartError, free_port, log_tail, read_pidfile, run_checked, stop_pid, wait_port
 
 if TYPE_CHECKING:
@@ -220,7 +222,7 @@ class SshLab:
     """A set of sshd hosts on 127.0.0.N (and optionally in network namespaces)."""
 
     def __init__(self, base: str | Path | None = None) -> None:
-        self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="maintkit-ssh-", dir="/tmp"))
+        self.base = Path(base) if base else lab_tmpdir("maintkit-ssh-")
         self.token = secrets.token_hex(3)
         self.hosts: list[LabHost] = []
         self.netns_hosts: list[LabHost] = []
@@ -262,7 +264,7 @@ class SshLab:
 
     def _write_sudoers(self) -> None:
         tmp = self.base / "sudoers"
-        tmp.write_text(f"{LOGIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        tmp.write_text(sudo_rule(f"{LOGIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"))  # its owner: a killed run's is swept
         tmp.chmod(0o440)
         run_checked(["visudo", "-c", "-q", "-f", str(tmp)], what="visudo check of the lab sudo rule")
         shutil.copyfile(tmp, self.sudoers)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.gates import wait_until
-from tests.lab.procs import free_port
+from tests.lab.procs import free_port, start_time
 
 NGINX = "/usr/sbin/nginx"
 PHP_FPM = "/usr/sbin/php-fpm8.2"
@@ -533,14 +533,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in res.stdout.split()]
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel start time of ``pid`` (identifies a process across pid reuse), None if gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _old_worker_gone(pid: int) -> bool:
     """True once an nginx worker from before a reload has exited or is shutting down."""
     try:
@@ -555,7 +547,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """TERM the children, then the process; KILL whatever is left after ``grace`` seconds."""
     if proc.poll() is not None:
         return
-    children = [(pid, _start_time(pid)) for pid in _children(proc.pid)]
+    children = [(pid, start_time(pid)) for pid in _children(proc.pid)]
     subprocess.run(["pkill", "-TERM", "-P", str(proc.pid)], check=False)
     proc.terminate()
     try:
@@ -564,7 +556,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         proc.kill()
         proc.wait(timeout=grace)
     for pid, started in children:  # leftovers of ours only: same pid and same start time
-        if started is not None and _start_time(pid) == started:
+        if started is not None and start_time(pid) == started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from maintkit.playbook import load_playbook
 from maintkit.results import RunResult, StepResult
 from tests import runs
 from tests.cms_helpers import WpSite, WpTemplate, build_wordpress_template, chown_tree, make_core_zip
+from tests.lab.labdirs import lab_tmpdir
 from tests.lab.mariadb import MariaDB
 from tests.lab.sshd import LabHost
 from tests.lab.web import WebStack
@@ -37,7 +37,7 @@ from tests.lab.web import WebStack
 @pytest.fixture(scope="session")
 def wp_template(web_stack: WebStack, mariadb: MariaDB) -> Iterator[WpTemplate]:
     """WordPress installed once (shop-cart 1.0.0 active, a /cart/ page); copied per test."""
-    base = Path(tempfile.mkdtemp(prefix="maintkit-lab-wp-", dir="/tmp"))
+    base = lab_tmpdir("maintkit-lab-wp-")
     base.chmod(0o755)
     try:
         yield build_wordpress_template(base, web_stack, mariadb)
