@@ -65,7 +65,12 @@ def _in_use(folder: Path) -> bool:
 
 
 def _folder_owner(folder: Path) -> str | None:
+    """The owner line of a lab folder this user made: never a link, nor another user's folder
+    (anyone can make folders in /tmp)."""
     try:
+        st = folder.lstat()
+        if not folder.is_dir() or folder.is_symlink() or st.st_uid != os.getuid():
+            return None
         return (folder / OWNER_FILE).read_text()
     except OSError:
         return None

@@ -60,6 +60,10 @@ def test_only_folders_and_rules_of_a_gone_owner_nobody_uses_are_swept(
     mine = folder(tmp, "maintkit-lab-web-mine", me)
     legacy = folder(tmp, "maintkit-lab-web-legacy", None)
     other = folder(tmp, "other-lab-dead", gone)
+    elsewhere = folder(tmp_path, "elsewhere", gone)
+    (tmp / "maintkit-lab-link").symlink_to(elsewhere)  # a link to a folder with a gone owner
+    someone = folder(tmp, "maintkit-lab-someone", gone)
+    os.chown(someone, 65534, 65534)  # another user's folder (nobody's), with a gone owner
     worked_in = folder(tmp, "maintkit-lab-wp-cwd", gone)
     named = folder(tmp, "maintkit-lab-redis-argv", gone)
     wait = "import sys; sys.stdin.read()"
@@ -77,7 +81,9 @@ def test_only_folders_and_rules_of_a_gone_owner_nobody_uses_are_swept(
     removed = labdirs.sweep(tmp, sudoers)
 
     assert removed == [reused, dead, ssh_dead, template_dead, sudoers / "maintkit-lab-aaaaaa"]
-    assert sorted(p.name for p in tmp.iterdir()) == sorted(p.name for p in (mine, legacy, other, worked_in, named))
+    kept = (mine, legacy, other, worked_in, named, someone, tmp / "maintkit-lab-link")
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(p.name for p in kept)
+    assert (elsewhere / "data").read_text() == "x" and (someone / "data").read_text() == "x"
     assert sorted(p.name for p in sudoers.iterdir()) == ["maintkit-lab-bbbbbb", "maintkit-lab-cccccc", "someone-else"]
     assert (worked_in / "data").read_text() == "x" and (named / "data").read_text() == "x"
 
