@@ -106,14 +106,15 @@ def maint_cost(
     if proc.returncode != 0:
         raise SystemExit(f"maint failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     data = json.loads(out.read_text())
-    cpu = data["cpu"] - sum(p["cpu"] for p in data.get("pauses", []))
+    pauses = data.get("pauses", [])
+    paused_cpu = sum(p["cpu"] for p in pauses)
+    cpu = data["cpu"] - paused_cpu
     spent = sum(r["cpu"] for r in data["records"])
     by_step = attribute(data["records"], m.read_events(m.newest_run(state)))
     print(f"maint's transport: {data.get('transport')}")
-    return {"cpu": cpu, "wall": data["t1"] - data["t0"] - sum(p["s"] for p in data.get("pauses", [])),
+    return {"cpu": cpu, "wall": data["t1"] - data["t0"] - sum(p["s"] for p in pauses),
             "between": cpu - spent, "commands": sum(r["kind"] == "ssh" for r in data["records"]),
-            "by_step": by_step, "records": data["records"], "pauses": len(data.get("pauses", [])),
-            "paused_cpu": sum(p["cpu"] for p in data.get("pauses", []))}  # fmt: skip
+            "by_step": by_step, "records": data["records"], "pauses": len(pauses), "paused_cpu": paused_cpu}  # fmt: skip
 
 
 def _paused_run(

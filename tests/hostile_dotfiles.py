@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.procs import start_time
+from tests.lab.procs import same_process, start_time
 
 MARK = "# maintkit test suite: hostile dotfile (restored when the test session ends)"
 
@@ -90,7 +90,7 @@ def lab_homes(users: Sequence[str] = USERS) -> list[Home]:
 
 def _alive(holder: dict[str, object]) -> bool:
     pid = holder.get("pid")
-    return isinstance(pid, int) and start_time(pid) == holder.get("start")
+    return isinstance(pid, int) and same_process(pid, holder.get("start"))
 
 
 class Plant:

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.lab.procs import start_time
+from tests.lab.procs import cmdline_names, same_process, start_time
 
 #: the owner file inside a lab folder, and the start of the owner line of a sudo rule
 OWNER_FILE = ".maintkit-lab-owner"
@@ -36,31 +36,31 @@ _swept = False
 _sweep_lock = threading.Lock()
 
 
-def owner_of(pid: int | str = "self") -> str | None:
-    """``"<pid> <start time>"`` of a running process (None when it is not running)."""
+def owner_of(pid: int | None = None) -> str | None:
+    """``"<pid> <start time>"`` of a running process, this one by default (None when it is not
+    running)."""
+    pid = os.getpid() if pid is None else pid
     start = start_time(pid)
-    return None if start is None else f"{os.getpid() if pid == 'self' else int(pid)} {start}"
+    return None if start is None else f"{pid} {start}"
 
 
 def _alive(owner: str) -> bool:
-    pid, _, _ = owner.strip().partition(" ")
-    return pid.isdigit() and owner_of(pid) == owner.strip()
+    pid, _, start = owner.strip().partition(" ")
+    return pid.isdigit() and same_process(int(pid), start)
 
 
 def _in_use(folder: Path) -> bool:
     """Whether a running process names ``folder`` on its command line or works in it."""
-    needle = str(folder)
+    if cmdline_names(str(folder)):
+        return True
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if needle.encode() in (proc / "cmdline").read_bytes():
+        if proc.name.isdigit():
+            try:
+                cwd = os.readlink(proc / "cwd")
+            except OSError:
+                continue
+            if cwd == str(folder) or cwd.startswith(f"{folder}/"):
                 return True
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if cwd == needle or cwd.startswith(needle + "/"):
-            return True
     return False
 
 

@@ -5,7 +5,6 @@ authentications a lab sshd accepted (from its log)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from typing import Any
 from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, close_master
 from tests.gates import make_gates, wait_until
+from tests.lab.procs import cmdline_names
 from tests.lab.sshd import LOGIN_USER, LabHost, chown_login_user
 
 
@@ -98,10 +98,4 @@ def endless() -> tuple[str, str]:
 
 def running(mark: str) -> bool:
     """Whether a process on this machine (the lab hosts run here) carries ``mark`` in its command line."""
-    needle = mark.encode()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return True
-    return False
+    return cmdline_names(mark)

@@ -40,12 +40,14 @@ from pathlib import Path
 __all__ = [
     "LabStartError",
     "children",
+    "cmdline_names",
     "descendants",
     "free_port",
     "is_alive",
     "log_tail",
     "read_pidfile",
     "run_checked",
+    "same_process",
     "start_time",
     "stop_pid",
     "stop_pidfile",
@@ -69,15 +71,27 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(")") + 2 :].split()
 
 
-def start_time(pid: int | str) -> str | None:
-    """The kernel's start time of ``pid`` (``"self"``: this process), in clock ticks after boot;
-    None when it is not running. With the pid it names one process over time (pids are reused)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid``, in clock ticks after boot; None when it is not running.
+    With the pid it names one process over time (pids are reused)."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def same_process(pid: int, start: object) -> bool:
+    """Whether ``pid`` is still the process that had start time ``start`` (:func:`start_time`)."""
+    return start is not None and start_time(pid) == start
+
+
+def cmdline_names(needle: str) -> bool:
+    """Whether a process on this machine carries ``needle`` in its command line."""
+    wanted = needle.encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if wanted in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    return True
+    return False
 
 
 def is_alive(pid: int) -> bool:

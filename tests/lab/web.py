@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.gates import wait_until
-from tests.lab.procs import free_port, start_time
+from tests.lab.procs import free_port, same_process, start_time
 
 NGINX = "/usr/sbin/nginx"
 PHP_FPM = "/usr/sbin/php-fpm8.2"
@@ -556,7 +556,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         proc.kill()
         proc.wait(timeout=grace)
     for pid, started in children:  # leftovers of ours only: same pid and same start time
-        if started is not None and start_time(pid) == started:
+        if same_process(pid, started):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
