@@ -119,8 +119,11 @@ class LocalTransport(CommandTransport):
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
         for t in threads:
             t.start()
-        code, timed_out, stopped = self._wait(proc, limit, token)
-        _drain(threads, tally, started + limit)
+        try:
+            code, timed_out, stopped = self._wait(proc, limit, token)
+            _drain(threads, tally, started + limit)
+        finally:
+            self._release(proc)
         if stopped and (code != 0 or timed_out):  # exit 0: it finished before the stop reached it
             raise cancelled_error(self.host)
         self._finished(proc, line, code, timed_out, err)
@@ -162,6 +165,10 @@ class LocalTransport(CommandTransport):
 
     def _finished(self, proc: Running, line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
         """Called once the command ended, before its result is made (nothing to do here)."""
+
+    def _release(self, proc: Running) -> None:
+        """Called once the command ended and its output was read (nothing to do here: the
+        pumps close the pipes)."""
 
     def _wait(self, proc: Running, limit: float, token: CancelToken | None) -> tuple[int, bool, bool]:
         """Wait for the command: (exit code, timed out, stopped by ``token``).

@@ -395,6 +395,11 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         if any(part in text for part in _LOST):
             raise ssh_errors.connection_lost(self, None, line)
 
+    def _release(self, proc: Running) -> None:
+        """A session opened in-process: hang up its control connection now that its output is in."""
+        if isinstance(proc, MuxSession):
+            proc.release()
+
     def _ssh_failure(self, text: str) -> TransportError:
         return ssh_failure(self, text, proxied=bool(self.proxy_command or self.jumps))
 

@@ -12,7 +12,11 @@ command on a 2-core machine, more than the session itself costs (about 3 ms).
 (no master, a socket that does not speak the protocol, a refused session): the transport then
 starts ``ssh`` as before, which reports what is wrong in its own words. Once the master said the
 session is open, the command may be running: a session that ends without an exit status
-(the master died, the connection broke) reads as ``ssh``'s exit status 255.
+(the master died, the connection broke) reads as ``ssh``'s exit status 255. The exit status
+can come while the command's output is still on its way (sshd sends it when the command ends,
+and the output follows as the channel's window allows): the control connection is kept until
+the caller has read the output (:meth:`MuxSession.release`), because the master closes the
+session's streams, dropping what it has not delivered, when the connection hangs up.
 
 The same strictness holds as for ``ssh``: the master is the one the transport opened or found
 with its own options (host key policy, key, known_hosts; the socket's name is a hash of them),
@@ -105,14 +109,23 @@ class MuxSession:
             self._lose()
             return
         if len(message) >= 12 and struct.unpack(">I", message[:4])[0] == _EXIT_MESSAGE:
+            # the connection stays open (see release): the output may still be on its way
             self.returncode = struct.unpack(">I", message[8:12])[0] & 0xFF
-            with contextlib.suppress(OSError):
-                self._conn.close()
         # anything else (a TTY allocation failure we never asked for) is not the end
 
     def _lose(self) -> None:
         self.lost = True
         self.returncode = LOST_STATUS
+        with contextlib.suppress(OSError):
+            self._conn.close()
+
+    def release(self) -> None:
+        """Hang up the control connection, once the command's output has been read.
+
+        The master sends the exit status as soon as sshd does, while the command's output may
+        still be in its buffers on the way to our pipes; a hang-up makes it close the session's
+        streams and drop that output (an ``ssh`` client likewise waits for the master to hang up).
+        """
         with contextlib.suppress(OSError):
             self._conn.close()
 

@@ -35,9 +35,10 @@ import pytest
 
 from maintkit.errors import HostUnreachable
 from maintkit.transport import openssh as openssh_module
+from maintkit.transport import openssh_mux
 from maintkit.transport.openssh_control import check_master, close_master
 from maintkit.transport.openssh_mux import MuxUnavailable, open_session
-from tests.gates import open_gate, wait_started, wait_until
+from tests.gates import gated_shell, open_gate, wait_started, wait_until
 from tests.lab.openssh_helpers import control_home, endless, gate_dir, in_thread, openssh_transport, running
 from tests.lab.sshd import LabHost
 from tests.lab.test_cancel import gated, group_alive, pgid_of
@@ -97,6 +98,38 @@ def test_commands_over_a_live_master_start_no_ssh(
     assert no_ssh_process == []
     assert (t.mux_sessions, t.spawned) == (t.round_trips, 0)
     assert t.round_trips == 8
+    wait_until(lambda: _fds() == before, "every descriptor of the sessions closed", limit=10)
+
+
+def test_output_after_the_exit_status_arrives_whole(
+    ssh_hosts: list[tuple[LabHost, Path]], home: Path, no_ssh_process: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master sends the exit status as soon as sshd does, while output may still be on its
+    way (sshd has not sent its end of file); hanging up the control connection then makes the
+    master close the session's streams and drop the rest (an ``ssh`` client keeps the
+    connection until the master hangs up). Seen as a 3 MiB read cut to about 1 MiB on a busy
+    machine. Here a process the command leaves writes all of its output, and only once the
+    exit status has been read (its gate is opened right then)."""
+    host, scratch = ssh_hosts[0]
+    d = gate_dir(scratch)
+    t = openssh_transport(host, home)
+    t.run(["true"])
+    before = _fds()
+    read_one = openssh_mux.MuxSession._read_one
+
+    def read_then_open_the_gate(session: openssh_mux.MuxSession) -> None:
+        read_one(session)
+        if session.returncode is not None:
+            wait_started(d)
+            open_gate(d)
+
+    monkeypatch.setattr(openssh_mux.MuxSession, "_read_one", read_then_open_the_gate)
+    size = 3 * 1024 * 1024
+    late = gated_shell(d, f"head -c {size} /dev/zero | tr '\\0' y; printf late >&2")
+    res = t.run_shell(f"( {late} ) & exit 7", check=False)
+    assert (res.exit_code, res.stderr) == (7, "late")
+    assert res.stdout_bytes == b"y" * size
+    assert (no_ssh_process, t.mux_sessions, t.spawned) == ([], 2, 0)
     wait_until(lambda: _fds() == before, "every descriptor of the sessions closed", limit=10)
 
 
@@ -220,7 +253,7 @@ def test_no_ssh_client_carries_the_command_line(ssh_hosts: list[tuple[LabHost, P
     t = openssh_transport(host, home)
     t.run(["true"])
     marker = "maint-secret-marker-7f3a"
-    worker, outcome = in_thread(lambda: t.run_shell(f": {marker}; " + gated(d), timeout=600))
+    worker, outcome = in_thread(lambda: t.run_shell(f": {marker}; " + gated_shell(d), timeout=600))
     try:
         wait_started(d)
         clients = subprocess.run(["pgrep", "-a", "-x", "ssh"], capture_output=True, text=True).stdout
