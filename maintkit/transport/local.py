@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import IO, Protocol
 
 from maintkit.errors import TransportError
@@ -36,7 +37,7 @@ from maintkit.transport.base import (
     refuse_if_cancelled,
 )
 
-__all__ = ["LocalTransport", "Running", "atomic_put_script"]
+__all__ = ["LocalTransport", "Progress", "Running", "atomic_put_script"]
 
 _CHUNK = 65536
 _TIMEOUT_CODE = 124
@@ -110,10 +111,10 @@ class LocalTransport(CommandTransport):
         proc = self._spawn(line, stdin)
         out: list[bytes] = []
         err: list[bytes] = []
-        tally = _Tally()
+        progress = (Progress(), Progress())  # stdout's, stderr's: one writer each
         threads = [
-            threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink, tally), daemon=True),
-            threading.Thread(target=self._pump_stderr, args=(proc, err), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stdout, out, stdout_sink, progress[0]), daemon=True),
+            threading.Thread(target=self._pump_stderr, args=(proc, err, progress[1]), daemon=True),
         ]
         if stdin is not None:
             threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
@@ -121,7 +122,7 @@ class LocalTransport(CommandTransport):
             t.start()
         try:
             code, timed_out, stopped = self._wait(proc, limit, token)
-            _drain(threads, tally, started + limit)
+            _drain(threads, progress, started + limit)
         finally:
             self._release(proc)
         if stopped and (code != 0 or timed_out):  # exit 0: it finished before the stop reached it
@@ -159,9 +160,9 @@ class LocalTransport(CommandTransport):
         """The program that runs ``line``: ``/bin/sh -c LINE``."""
         return ["/bin/sh", "-c", line]
 
-    def _pump_stderr(self, proc: Running, chunks: list[bytes]) -> None:
-        """Collect the command's stderr."""
-        _pump(proc.stderr, chunks, None)
+    def _pump_stderr(self, proc: Running, chunks: list[bytes], progress: Progress) -> None:
+        """Collect the command's stderr, counting its bytes in ``progress``."""
+        _pump(proc.stderr, chunks, None, progress)
 
     def _finished(self, proc: Running, line: str, code: int, timed_out: bool, err: list[bytes]) -> None:
         """Called once the command ended, before its result is made (nothing to do here)."""
@@ -288,8 +289,8 @@ def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-class _Tally:
-    """How many bytes a command's stdout pump has read so far (its progress)."""
+class Progress:
+    """How many bytes one of a command's pumps has read so far (its progress)."""
 
     __slots__ = ("n",)
 
@@ -302,24 +303,28 @@ def _join(thread: threading.Thread, timeout: float) -> None:
     thread.join(timeout=timeout)
 
 
-def _drain(threads: list[threading.Thread], tally: _Tally, deadline: float) -> None:
+def _drain(threads: list[threading.Thread], progress: Sequence[Progress], deadline: float) -> None:
     """Wait for a command's pumps once the command ended, so its result holds all it wrote.
 
-    A pump ends at the end of its stream. While the command's stdout keeps arriving (a sender
-    still delivering it: a connection multiplexer behind, a busy machine), the wait goes on,
-    up to the command's own deadline. A stream held open with nothing coming for
-    ``_KILL_GRACE`` (a background process the command left, holding it) is given up: the
-    result is what was read.
+    A pump ends at the end of its stream. While output keeps arriving on any of the streams (a
+    sender still delivering it: a connection multiplexer behind, a busy machine), the wait goes
+    on, up to the command's own deadline. When nothing came on any stream for ``_KILL_GRACE``
+    while one is still open (a background process the command left, holding it), every stream
+    still open is given up at once: the result is what was read.
     """
     for thread in threads:
         while True:
-            seen = tally.n
+            seen = sum(p.n for p in progress)
             _join(thread, _KILL_GRACE)
-            if not thread.is_alive() or tally.n == seen or time.monotonic() >= deadline:
+            if not thread.is_alive():
                 break
+            if sum(p.n for p in progress) == seen or time.monotonic() >= deadline:
+                return
 
 
-def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None, tally: _Tally | None = None) -> None:
+def _pump(
+    stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None, progress: Progress | None = None
+) -> None:
     if stream is None:
         return
     with stream:
@@ -328,8 +333,8 @@ def _pump(stream: IO[bytes] | None, chunks: list[bytes], sink: IO[bytes] | None,
                 sink.write(block)
             else:
                 chunks.append(block)
-            if tally is not None:
-                tally.n += len(block)
+            if progress is not None:
+                progress.n += len(block)
 
 
 def _feed(stream: IO[bytes] | None, data: bytes | IO[bytes]) -> None:

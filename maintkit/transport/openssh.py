@@ -44,7 +44,7 @@ from maintkit.errors import HostUnreachable, TransportError
 from maintkit.results import CommandResult
 from maintkit.transport import base, openssh_control, ssh_errors
 from maintkit.transport.base import RemoteShellTransport
-from maintkit.transport.local import LocalTransport, Running
+from maintkit.transport.local import LocalTransport, Progress, Running
 from maintkit.transport.openssh_errors import hop_failure, ssh_failure
 from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_session
 from maintkit.transport.ssh_channel import TIMEOUT_CODE, Stop, command_line
@@ -345,8 +345,9 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         proc.remote = Stop()
         return proc
 
-    def _pump_stderr(self, proc: Running, chunks: list[bytes]) -> None:
-        """Collect stderr, taking the remote shell's pid line out of its first bytes."""
+    def _pump_stderr(self, proc: Running, chunks: list[bytes], progress: Progress) -> None:
+        """Collect stderr, taking the remote shell's pid line out of its first bytes (every
+        byte counted in ``progress``)."""
         stop: Stop = getattr(proc, "remote", Stop())
         stream = proc.stderr
         if stream is None:
@@ -355,6 +356,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         seeking = True
         with stream:
             while block := os.read(stream.fileno(), 65536):
+                progress.n += len(block)
                 if not seeking:
                     chunks.append(block)
                     continue

@@ -59,22 +59,34 @@ def test_stdin_stdout_sink_cwd_env(tmp_path: Path) -> None:
     assert t.run(["printf", "\\377"]).stdout == "\ufffd"
 
 
-def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The command exits at once; a process it left writes the rest of its stdout, one line per
-    gate: a line the test writes into a FIFO the process reads (blocking, no polling). Each gate
-    opens while the transport is waiting for the output after the exit (each wait is seen
-    through ``local._join``), so the output arrives over five waits of ``_KILL_GRACE``: all of
-    it is read, where one wait per stream (the transport before) returned three lines of six
-    and the exit code as if that were all. Closing the FIFO ends the process whatever happens."""
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
+    """Each wait the transport makes for a pump after the exit, as it begins (its timeout);
+    ``_KILL_GRACE`` is 1 s."""
     monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
-    waits: queue.SimpleQueue[None] = queue.SimpleQueue()
+    seen: queue.SimpleQueue[float] = queue.SimpleQueue()
     real_join = local._join
 
     def join(thread: threading.Thread, timeout: float) -> None:
-        waits.put(None)
+        seen.put(timeout)
         real_join(thread, timeout)
 
     monkeypatch.setattr(local, "_join", join)
+    return seen
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_still_arriving_after_the_exit_is_read_whole(
+    waits: queue.SimpleQueue[float], tmp_path: Path, stream: str
+) -> None:
+    """The command exits at once; a process it left writes the rest of its output, one line per
+    gate: a line the test writes into a FIFO the process reads (blocking, no polling). Each gate
+    opens while the transport is waiting for the output after the exit (each wait is seen
+    through ``local._join``), so the output arrives over five waits of ``_KILL_GRACE``: all of
+    it is read, where one wait per stream returned three lines of six and the exit code as if
+    that were all, and where stderr's lines did not count as output still arriving (the
+    process holds stdout open too, with nothing on it). Closing the FIFO ends the process
+    whatever happens."""
     fifo = tmp_path / "gates"
     os.mkfifo(fifo)
     held: list[IO[str]] = []
@@ -88,7 +100,8 @@ def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.
 
     gates = threading.Thread(target=open_gates, daemon=True)
     gates.start()
-    line = f"( for i in 1 2 3 4 5; do read -r _ || exit 0; echo line$i; done ) < {fifo} & echo line0"
+    to = " >&2" if stream == "stderr" else ""
+    line = f"( for i in 1 2 3 4 5; do read -r _ || exit 0; echo line$i{to}; done ) < {fifo} & echo line0{to}"
     try:
         res = LocalTransport().run_shell(line, timeout=120)
         gates.join(timeout=60)
@@ -97,7 +110,25 @@ def test_output_still_arriving_after_the_exit_is_read_whole(monkeypatch: pytest.
             f.close()
 
     assert (res.exit_code, res.timed_out) == (0, False)
-    assert res.stdout == "".join(f"line{i}\n" for i in range(6))
+    assert getattr(res, stream) == "".join(f"line{i}\n" for i in range(6))
+    assert getattr(res, "stderr" if stream == "stdout" else "stdout") == ""
+
+
+def test_streams_held_open_with_nothing_coming_are_given_up_after_one_wait(
+    waits: queue.SimpleQueue[float], tmp_path: Path
+) -> None:
+    """A process the command left holds stdout and stderr open and writes nothing: after one
+    wait of ``_KILL_GRACE`` with nothing on either stream, both are given up at once (each
+    stream waited for in turn took two). The process reads a FIFO until the test closes it."""
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    try:
+        res = LocalTransport().run_shell(f"( read -r _ < {fifo} ) & echo out; echo err >&2", timeout=120)
+    finally:
+        with open(fifo, "w"):  # the process's read ends: nothing is left behind
+            pass
+    assert (res.exit_code, res.stdout, res.stderr) == (0, "out\n", "err\n")
+    assert [waits.get_nowait() for _ in range(waits.qsize())] == [1.0]
 
 
 def test_timeout_kills_the_whole_process_group() -> None:
