@@ -60,6 +60,7 @@ from common import file_creation_ms, median
 from costhook.sitecustomize import machine_ns
 
 from tests import runs
+from tests.cms_helpers import WpSite
 
 HOOK = Path(__file__).resolve().parent / "costhook"
 FINALS = ("step.verified", "step.unchanged", "step.skipped", "step.failed", "step.rolled_back")
@@ -195,7 +196,7 @@ class HandJob:
                 ops[_hand_op(argv)][0] += 1
                 ops[_hand_op(argv)][1] += (machine_ns() - c0) / 1e9
 
-        def timed_curls(site: m.WpSite, paths: list[str]) -> None:
+        def timed_curls(site: WpSite, paths: list[str]) -> None:
             c0 = machine_ns()
             try:
                 curls(site, paths)

@@ -52,7 +52,9 @@ PACKAGES = (("plugin", "shop-cart", "1.1.0"), ("plugin", "akismet", "5.0.3"), ("
 
 #: the upgrades by hand in ONE PHP process, WordPress booted as the flush by hand in monthly.py
 #: does. argv: ABSPATH, site URL, then type:zip pairs
-HAND_UPGRADE_PHP = m.WP_BOOT_PHP + r"""
+HAND_UPGRADE_PHP = (
+    m.WP_BOOT_PHP
+    + r"""
 foreach (['file', 'plugin', 'theme', 'misc', 'class-wp-upgrader'] as $f) { require_once ABSPATH . "wp-admin/includes/$f.php"; }
 add_filter('filesystem_method', function () { return 'direct'; });
 foreach (array_slice($argv, 3) as $pair) {
@@ -68,6 +70,7 @@ wp_cache_flush();
 flush_rewrite_rules(false);
 echo "\nMAINT-HAND-UPGRADED\n";
 """
+)
 
 
 def check(site: Any) -> None:
