@@ -17,7 +17,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and the import-linter layer contract."""
     session.run("ruff", "check", "maintkit", "tests", "benchmarks")
-    session.run("ruff", "format", "--check", "maintkit")
+    session.run("ruff", "format", "--check", "maintkit", "tests", "benchmarks")
     session.run("lint-imports")
 
 

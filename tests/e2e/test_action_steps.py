@@ -183,9 +183,7 @@ def test_the_action_runs_a_playbook_and_pushes_the_state(tmp_path: Path) -> None
     spec = f"git:{bare}#maint-state"
     known = "[127.0.0.10]:2201 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDq1"
 
-    outputs, skipped = run_action(
-        job, {"playbook": "ops", "state": spec, "python-version": "", "known-hosts": known}
-    )
+    outputs, skipped = run_action(job, {"playbook": "ops", "state": spec, "python-version": "", "known-hosts": known})
 
     assert skipped == ["Set up Python", "Cache pip downloads"]  # python-version "" uses the runner's python3
     assert (tmp_path / "job1" / "pip.log").read_text() == (
@@ -281,7 +279,9 @@ def _actionlint() -> Path:
 
 def _action_as_workflow() -> str:
     """action.yml's steps as a workflow (actionlint lints workflows): inputs become workflow_call inputs."""
-    inputs = {k: {"type": "string", "required": False, "description": v["description"]} for k, v in ACTION["inputs"].items()}
+    inputs = {
+        k: {"type": "string", "required": False, "description": v["description"]} for k, v in ACTION["inputs"].items()
+    }
     text = yaml.safe_dump(
         {"name": "action", "on": {"workflow_call": {"inputs": inputs}},
          "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": ACTION["runs"]["steps"]}}},

@@ -33,10 +33,12 @@ def tree_hash(root: Path) -> str:
 def shops_inventory(tmp_path: Path, n: int = 2) -> Path:
     """Sites shop-0.. with staging and production on this machine; group ``first`` is shop-0."""
     sites = {
-        f"shop-{i}": {"environments": {
-            "staging": local_env(tmp_path / "sites" / f"shop-{i}-staging"),
-            "production": local_env(tmp_path / "sites" / f"shop-{i}"),
-        }}
+        f"shop-{i}": {
+            "environments": {
+                "staging": local_env(tmp_path / "sites" / f"shop-{i}-staging"),
+                "production": local_env(tmp_path / "sites" / f"shop-{i}"),
+            }
+        }
         for i in range(n)
     }
     return write_inventory(tmp_path, sites, groups={"first": ["shop-0"]})
@@ -122,7 +124,11 @@ stages:
     assert not (tmp_path / "sites" / "shop-0").exists(), "production must not be touched after staging failed"
     assert [x.status for x in s.steps] == [StepStatus.ROLLED_BACK] * 3 + [StepStatus.FAILED]
     events = [json.loads(line) for line in (Path(res.run_dir) / "events.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events if e["event"] == "step.rolled_back"] == ["file.symlink", "file.directory", "file.content"]
+    assert [e["step"] for e in events if e["event"] == "step.rolled_back"] == [
+        "file.symlink",
+        "file.directory",
+        "file.content",
+    ]
     # every planned step is in the audit log, also the production step that never ran
     assert [(e["env"], e["step"], e["reason"]) for e in events if e["event"] == "step.not_run"] == [
         ("production", "file.directory", "an earlier step failed")
@@ -147,8 +153,13 @@ stages:
 """
     )
     env = {**os.environ, "SHOP_TOKEN": secret, "MAINT_PLAIN": "1"}
-    proc = subprocess.run([*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "state"), "--diff",
-                           "--limit", "shop-0"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "state"), "--diff", "--limit", "shop-0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     # the secret reached the host, exactly: the file step and the command both used it
     site = tmp_path / "sites" / "shop-0-staging"
@@ -163,7 +174,10 @@ stages:
     for f in files:
         assert secret.encode() not in f.read_bytes(), f
         assert oct(f.stat().st_mode)[-3:] == "600", f
-    events = [json.loads(line) for line in next((tmp_path / "state" / "runs").iterdir()).joinpath("events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line)
+        for line in next((tmp_path / "state" / "runs").iterdir()).joinpath("events.jsonl").read_text().splitlines()
+    ]
     [failed] = [e for e in events if e["event"] == "step.failed"]
     assert failed["step"] == "leak" and "token is ***" in json.dumps(failed), failed
 
@@ -179,15 +193,24 @@ def test_audit_verify_catches_edit_delete_swap(tmp_path: Path) -> None:
 
     def verify_with(lines: list[str]) -> str:
         events.write_text("".join(lines))
-        proc = subprocess.run([*MAINT, "audit", "verify", rid, "--state-dir", str(state)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [*MAINT, "audit", "verify", rid, "--state-dir", str(state)], capture_output=True, text=True
+        )
         assert proc.returncode == 1
         return proc.stderr
 
     edited = list(original)
-    edited[4] = edited[4].replace('"status":"', '"status":"x', 1) if '"status":"' in edited[4] else edited[4].replace("}", ',"x":1}')
+    edited[4] = (
+        edited[4].replace('"status":"', '"status":"x', 1)
+        if '"status":"' in edited[4]
+        else edited[4].replace("}", ',"x":1}')
+    )
     broken = f"BROKEN: {rid}: line"
     assert verify_with(edited) == f"{broken} 5: event was modified (hash mismatch)\n"
-    assert verify_with(original[:3] + original[4:]) == f"{broken} 4: previous event missing or reordered (seq 4 follows 2)\n"
+    assert (
+        verify_with(original[:3] + original[4:])
+        == f"{broken} 4: previous event missing or reordered (seq 4 follows 2)\n"
+    )
     swapped = list(original)
     swapped[6], swapped[7] = swapped[7], swapped[6]
     assert verify_with(swapped) == f"{broken} 7: previous event missing or reordered (seq 7 follows 5)\n"
@@ -201,16 +224,29 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path) -> None:
     inv = shops_inventory(tmp_path)
     pb = tmp_path / "bad.yml"
     pb.write_text(PLAYBOOK.replace("file.symlink", "file.symlnk").replace('mode: "0640"', 'mode: "0999"'))
-    proc = subprocess.run([*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "state")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "state")], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert f"{pb}:8: stages.0.steps.2.action: unknown action 'file.symlnk'" in proc.stderr
     assert f"{pb}:7: stages.0.steps.1.with.mode" in proc.stderr
     assert not (tmp_path / "sites").exists() and not (tmp_path / "state").exists()
     # an unknown --limit and an unknown --env are bad input too
     for extra in (["--limit", "nope"], ["--env", "qa"]):
-        proc = subprocess.run([*MAINT, "run", str(PLAYBOOK_FILE(tmp_path)), "-i", str(inv), *extra,
-                               "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                *MAINT,
+                "run",
+                str(PLAYBOOK_FILE(tmp_path)),
+                "-i",
+                str(inv),
+                *extra,
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2, (extra, proc.stderr)
     assert not (tmp_path / "sites").exists()
 
@@ -224,7 +260,9 @@ def PLAYBOOK_FILE(tmp_path: Path) -> Path:
 def test_missing_environment_is_reported_with_playbook_line(tmp_path: Path) -> None:
     inv = write_inventory(tmp_path, one_site(local_env(tmp_path / "solo"), name="solo"))
     pb = PLAYBOOK_FILE(tmp_path)
-    proc = subprocess.run([*MAINT, "plan", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*MAINT, "plan", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s")], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert f"{pb}:4: stages.0.env: site 'solo' has no environment 'staging'" in proc.stderr
 

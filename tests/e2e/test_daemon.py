@@ -154,7 +154,9 @@ def test_a_command_runs_in_the_daemon_as_in_a_process_of_its_own(daemon: Daemon,
     assert isinstance(last, dict) and last["exit"] == 2  # the status tells of the last run's end
     assert last["cpu_s"] > 0 and last["max_rss_mb"] > 0
     text = daemon.maint("daemon", "status").stdout
-    assert f"  last run: pid {last['pid']}, exit 2, {last['cpu_s']} s CPU, peak memory {last['max_rss_mb']} MB\n" in text
+    assert (
+        f"  last run: pid {last['pid']}, exit 2, {last['cpu_s']} s CPU, peak memory {last['max_rss_mb']} MB\n" in text
+    )
     version = daemon.maint("--version")
     assert (version.returncode, version.stdout) == (0, "maint, version 0.1.0\n") and daemon.served() == 4
     here = daemon.maint("--version", MAINT_DAEMON="0")

@@ -204,7 +204,9 @@ def test_backup_playbook_creates_verifies_copies_and_is_idempotent(shop: Shop) -
     assert files_item["file"] == "files.tar.zst"
     # the host has zstd: the dump is zstd too (compression: auto), and decompresses to the whole dump
     assert (db_item["file"], db_item["compression"]) == (f"db-{shop.db}.sql.zst", "zstd")
-    text = subprocess.run(["zstd", "-q", "-dc", "--", str(shop.backup_dir / bid / db_item["file"])], capture_output=True)
+    text = subprocess.run(
+        ["zstd", "-q", "-dc", "--", str(shop.backup_dir / bid / db_item["file"])], capture_output=True
+    )
     assert text.returncode == 0 and b"CREATE TABLE `customers`" in text.stdout
     assert text.stdout.rstrip().splitlines()[-1].startswith(b"-- Dump completed")
     listing = subprocess.run(
@@ -646,7 +648,9 @@ def test_the_one_round_trip_dump_counts_any_table_name_and_restores(shop: Shop, 
         **{name: {"type": "table", "rows": i + 3} for i, name in enumerate(odd)},
     }
     assert manifest["verification"]["db " + shop.db]["ok"] is True  # the dump restored, same tables and rows
-    dump = subprocess.run(["zstd", "-q", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True)
+    dump = subprocess.run(
+        ["zstd", "-q", "-dc", str(shop.backup_dir / manifest["id"] / item["file"])], capture_output=True
+    )
     assert b"CREATE TABLE `skipped`" not in dump.stdout and b"CREATE TABLE `back``tick`" in dump.stdout
     creates = [t for _, t in rec.by_host[ssh_lab.hosts[0].ip].sent if "{ $mk_low mariadb-dump --" in t]
     assert len(creates) == 1 and "AND table_name NOT IN (" in creates[0]

@@ -47,10 +47,7 @@ def gated(directory: Path, *, ignore_term: bool = False) -> str:
     (which the tests never open while it should run: it never finishes on its own)."""
     d = directory
     trap = "trap '' TERM; " if ignore_term else ""
-    return (
-        f"{trap}ps -o pgid= -p $$ > {d}/pgid; sleep 3600 & "
-        + gated_shell(d, f"touch {d}/done")
-    )
+    return f"{trap}ps -o pgid= -p $$ > {d}/pgid; sleep 3600 & " + gated_shell(d, f"touch {d}/done")
 
 
 def gates(parent: Path, name: str) -> Path:

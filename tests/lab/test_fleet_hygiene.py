@@ -47,7 +47,9 @@ def _open_sockets_to(ports: set[int]) -> int:
 
 
 def _ssh_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if isinstance(t, paramiko.Transport) or t.name.startswith("maint-ssh"))
+    return sorted(
+        t.name for t in threading.enumerate() if isinstance(t, paramiko.Transport) or t.name.startswith("maint-ssh")
+    )
 
 
 def test_each_connection_closes_when_the_last_site_on_its_host_finishes(

@@ -126,7 +126,10 @@ def test_mariadb_clients_read_only_the_option_file_they_are_given() -> None:
     nothing = DbClient(DatabaseSpec(name="shop"), tools)  # the documented default: ~/.my.cnf
     assert nothing.dump_argv()[:2] == ["mariadb-dump", "--single-transaction"]
     assert client_argv("mariadb-dump", "/snap/db.cnf") == ["mariadb-dump", "--defaults-file=/snap/db.cnf"]
-    assert client_argv("mariadb", None) == ["mariadb", "--default-character-set=utf8mb4"]  # a statement client talks utf8mb4
+    assert client_argv("mariadb", None) == [
+        "mariadb",
+        "--default-character-set=utf8mb4",
+    ]  # a statement client talks utf8mb4
 
 
 def test_the_hostile_my_cnf_really_overrides_defaults_extra_file(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ stages:
 
 
 def remote(host: LabHost, *argv: str) -> str:
-    t = SSHTransport(host.ip, port=host.port, user="root", key_filename=str(host.client_key), known_hosts=[str(host.known_hosts)])
+    t = SSHTransport(
+        host.ip, port=host.port, user="root", key_filename=str(host.client_key), known_hosts=[str(host.known_hosts)]
+    )
     try:
         return t.run(list(argv)).stdout
     finally:
@@ -49,8 +51,10 @@ def tree_hash(host: LabHost, path: Path, *, skip_state: bool = False) -> str:
 
     ``skip_state`` leaves out maintkit's own ``.maint`` folder (lock directory, releases log)."""
     prune = "-path ./.maint -prune -o" if skip_state else ""
-    script = (f"cd {path} && find . {prune} -printf '%p|%m|%u|%l\\n' | sort && "
-              f"find . {prune} -type f -print0 | sort -z | xargs -0r sha256sum")
+    script = (
+        f"cd {path} && find . {prune} -printf '%p|%m|%u|%l\\n' | sort && "
+        f"find . {prune} -type f -print0 | sort -z | xargs -0r sha256sum"
+    )
     return remote(host, "sh", "-c", script)
 
 
@@ -94,10 +98,15 @@ def test_parallel_run_on_three_hosts_then_no_changes(tmp_path: Path, ssh_hosts: 
 def test_plan_changes_nothing_on_the_hosts(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     inv = three_sites(tmp_path, ssh_hosts)
     for h, d in ssh_hosts:
-        remote(h, "sh", "-c", f"mkdir -p {d}/site/app && echo old > {d}/site/app/config.txt && chown -R deploy {d}/site")
+        remote(
+            h, "sh", "-c", f"mkdir -p {d}/site/app && echo old > {d}/site/app/config.txt && chown -R deploy {d}/site"
+        )
     before = [tree_hash(h, d) for h, d in ssh_hosts]
-    proc = subprocess.run([*MAINT, "plan", "-i", str(inv), "--state-dir", str(tmp_path / "state"), "--diff", str(_pb(tmp_path))],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*MAINT, "plan", "-i", str(inv), "--state-dir", str(tmp_path / "state"), "--diff", str(_pb(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [tree_hash(h, d) for h, d in ssh_hosts] == before
     assert "would change" in proc.stdout
@@ -146,16 +155,29 @@ def test_second_concurrent_run_on_a_site_gets_exit_3(tmp_path: Path, ssh_hosts: 
     gates.mkdir()
     make_gates(gates, "deploy")
     inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
-    gated = _pb(tmp_path, PLAYBOOK.replace('argv: ["true"], unless: ["true"]', f'argv: [sh, -c, "{GATED_SHELL.format(dir=gates)}"]'))
+    gated = _pb(
+        tmp_path,
+        PLAYBOOK.replace('argv: ["true"], unless: ["true"]', f'argv: [sh, -c, "{GATED_SHELL.format(dir=gates)}"]'),
+    )
     env = {**os.environ, "MAINT_PLAIN": "1"}
-    first = subprocess.Popen([*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "a")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "a")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lock = d / "site" / ".maint" / "lock" / "holder.json"
     try:
         wait_started(gates, first)  # the first run holds the lock and waits in its last step
         holder = json.loads(lock.read_text())
-        second = subprocess.run([*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "b")],
-                                capture_output=True, text=True, env=env, timeout=120)
+        second = subprocess.run(
+            [*MAINT, "run", str(gated), "-i", str(inv), "--state-dir", str(tmp_path / "b")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert json.loads(lock.read_text()) == holder, "the second run must leave the first run's lock alone"
     finally:
         open_gate(gates)
@@ -168,24 +190,41 @@ def test_second_concurrent_run_on_a_site_gets_exit_3(tmp_path: Path, ssh_hosts: 
     assert not lock.exists()
 
 
-def test_stale_lock_is_reported_with_the_command_that_clears_it(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
+def test_stale_lock_is_reported_with_the_command_that_clears_it(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
     h, d = ssh_hosts[0]
     inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
     lockdir = d / "site" / ".maint" / "lock"
     lockdir.mkdir(parents=True)
-    holder = {"run_id": "20200101T000000Z-dead00", "actor": "ci@old", "since": "2020-01-01T00:00:00+00:00",
-              "controller": os.uname().nodename, "pid": 999999, "playbook": "five"}
+    holder = {
+        "run_id": "20200101T000000Z-dead00",
+        "actor": "ci@old",
+        "since": "2020-01-01T00:00:00+00:00",
+        "controller": os.uname().nodename,
+        "pid": 999999,
+        "playbook": "five",
+    }
     (lockdir / "holder.json").write_text(json.dumps(holder))
     subprocess.run(["chown", "-R", "deploy", str(d / "site")], check=True)
-    proc = subprocess.run([*MAINT, "run", str(_pb(tmp_path)), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
-                          capture_output=True, text=True, env={**os.environ, "MAINT_PLAIN": "1"})
+    proc = subprocess.run(
+        [*MAINT, "run", str(_pb(tmp_path)), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MAINT_PLAIN": "1"},
+    )
     assert proc.returncode == 3
     assert "looks stale" in proc.stdout and "maint unlock shop --env production" in proc.stdout
     assert (lockdir / "holder.json").exists(), "a stale lock is reported, never silently broken"
-    cleared = subprocess.run([*MAINT, "unlock", "shop", "--env", "production", "-i", str(inv)], capture_output=True, text=True)
+    cleared = subprocess.run(
+        [*MAINT, "unlock", "shop", "--env", "production", "-i", str(inv)], capture_output=True, text=True
+    )
     assert cleared.returncode == 0 and "20200101T000000Z-dead00" in cleared.stdout
-    again = subprocess.run([*MAINT, "run", str(_pb(tmp_path)), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [*MAINT, "run", str(_pb(tmp_path)), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
 
 
@@ -204,8 +243,13 @@ stages:
 def test_failing_step_rolls_back_files_over_ssh(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
     h, d = ssh_hosts[1]
     site = d / "site"
-    remote(h, "sh", "-c", f"mkdir -p {site}/old && echo old > {site}/keep.txt && chmod 644 {site}/keep.txt && "
-                          f"ln -s {site}/old {site}/current && chown -R deploy {site}")
+    remote(
+        h,
+        "sh",
+        "-c",
+        f"mkdir -p {site}/old && echo old > {site}/keep.txt && chmod 644 {site}/keep.txt && "
+        f"ln -s {site}/old {site}/current && chown -R deploy {site}",
+    )
     before = tree_hash(h, site, skip_state=True)
     res = run(ROLLBACK, write_inventory(tmp_path, sites_of({"shop": h.env(site)})), tmp_path / "state")
     assert res.exit_code == 1
@@ -235,8 +279,13 @@ def test_sigterm_mid_run_undoes_and_releases_the_lock(tmp_path: Path, ssh_hosts:
     make_gates(gates, "deploy")
     inv = write_inventory(tmp_path, sites_of({"shop": h.env(site)}))
     pb = _pb(tmp_path, SIGTERM_PB.replace("GATE", GATED_SHELL.format(dir=gates)))
-    proc = subprocess.Popen([*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MAINT_PLAIN": "1"})
+    proc = subprocess.Popen(
+        [*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MAINT_PLAIN": "1"},
+    )
     try:
         wait_started(gates, proc)  # the first step is done, the second one is running
         proc.send_signal(signal.SIGTERM)
@@ -267,25 +316,43 @@ def test_sigterm_mid_run_undoes_and_releases_the_lock(tmp_path: Path, ssh_hosts:
     ]
 
 
-_PIECES = [*"ab ;|&$()`'\"<>*?[]!#~\\\n\t%^=:,.-_/", "$(touch CANARY)", "`touch CANARY`", "; touch CANARY", "' ; touch CANARY '"]
+_PIECES = [
+    *"ab ;|&$()`'\"<>*?[]!#~\\\n\t%^=:,.-_/",
+    "$(touch CANARY)",
+    "`touch CANARY`",
+    "; touch CANARY",
+    "' ; touch CANARY '",
+]
 METACHARS = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=12).map("".join)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=METACHARS)
-def test_metacharacters_pass_through_literally(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], value: str) -> None:
+def test_metacharacters_pass_through_literally(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], value: str
+) -> None:
     h, d = ssh_hosts[0]
     site = d / "meta"
-    name = "f-" + "".join(c for c in value if c not in "/\n\t\\") [:20]
-    pb = Playbook.model_validate({
-        "name": "meta",
-        "stages": [{"env": "production", "steps": [
-            {"action": "file.directory", "with": {"path": str(site)}},
-            {"action": "file.content", "with": {"path": f"{site}/{name}", "content": value}},
-            {"action": "command", "with": {"argv": ["printf", "%s", value], "read_only": True}},
-            {"action": "command", "with": {"argv": ["touch", f"{site}/{name}.stamp"], "creates": f"{site}/{name}.stamp"}},
-        ]}],
-    })
+    name = "f-" + "".join(c for c in value if c not in "/\n\t\\")[:20]
+    pb = Playbook.model_validate(
+        {
+            "name": "meta",
+            "stages": [
+                {
+                    "env": "production",
+                    "steps": [
+                        {"action": "file.directory", "with": {"path": str(site)}},
+                        {"action": "file.content", "with": {"path": f"{site}/{name}", "content": value}},
+                        {"action": "command", "with": {"argv": ["printf", "%s", value], "read_only": True}},
+                        {
+                            "action": "command",
+                            "with": {"argv": ["touch", f"{site}/{name}.stamp"], "creates": f"{site}/{name}.stamp"},
+                        },
+                    ],
+                }
+            ],
+        }
+    )
     res = run(pb, write_inventory(tmp_path, sites_of({"meta": h.env(site)})), tmp_path / "state")
     assert res.ok, res.to_dict()
     assert (site / name).read_text() == value
@@ -295,20 +362,29 @@ def test_metacharacters_pass_through_literally(tmp_path: Path, ssh_hosts: list[t
     assert not list(site.glob("CANARY")) and not Path("/home/deploy/CANARY").exists()
 
 
-def test_secret_over_ssh_never_reaches_output_or_run_folder(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
+def test_secret_over_ssh_never_reaches_output_or_run_folder(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
     h, d = ssh_hosts[1]
     secret = "Pa55-w0rd-over-ssh-7c1"
     inv = write_inventory(tmp_path, sites_of({"shop": h.env(d / "site")}))
-    pb = _pb(tmp_path, """\
+    pb = _pb(
+        tmp_path,
+        """\
 name: sec
 stages:
   - env: production
     steps:
       - {action: file.directory, with: {path: "{{ env.path }}"}}
       - {action: command, with: {argv: [sh, -c, "echo using {{ secrets.DB_PASS }}; exit 9"]}}
-""")
-    proc = subprocess.run([*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s"), "--json"],
-                          capture_output=True, text=True, env={**os.environ, "DB_PASS": secret})
+""",
+    )
+    proc = subprocess.run(
+        [*MAINT, "run", str(pb), "-i", str(inv), "--state-dir", str(tmp_path / "s"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DB_PASS": secret},
+    )
     assert proc.returncode == 1
     assert secret not in proc.stdout + proc.stderr
     assert "exit 9" in proc.stdout or "exited 9" in proc.stdout

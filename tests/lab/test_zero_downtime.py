@@ -98,8 +98,8 @@ def gated_php(shop: Shop, gate: Path) -> str:
     load) only keeps a missing gate from hanging the run; the count then fails."""
     shim = shop.host_dir / "php-gated"
     shim.write_text(
-        f"#!/bin/sh\n{PHP_ARGS_SH}php_args \"$@\"\n"
-        f"if [ \"$root\" = '{shop.production.path}' ] && [ \"$cmd\" = activate ]; then\n"
+        f'#!/bin/sh\n{PHP_ARGS_SH}php_args "$@"\n'
+        f'if [ "$root" = \'{shop.production.path}\' ] && [ "$cmd" = activate ]; then\n'
         f"  i=0; while [ ! -e '{gate}' ] && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done\nfi\n"
         'exec php "$@"\n'
     )

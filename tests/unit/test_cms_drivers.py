@@ -114,7 +114,11 @@ def test_one_option_file_builder_decides_what_every_mariadb_client_reads() -> No
     assert option_file_args(None, explicit_user=True) == ["--no-defaults"]
     assert option_file_args(None) == []
     assert client_argv("mariadb-dump", "-x.cnf") == ["mariadb-dump", "--defaults-file=-x.cnf"]
-    assert client_argv("mariadb", None, explicit_user=True) == ["mariadb", "--no-defaults", "--default-character-set=utf8mb4"]
+    assert client_argv("mariadb", None, explicit_user=True) == [
+        "mariadb",
+        "--no-defaults",
+        "--default-character-set=utf8mb4",
+    ]
 
 
 # ---------------------------------------------------------------- apply-or-undo, prune (local commands)

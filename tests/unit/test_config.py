@@ -48,10 +48,16 @@ def test_inventory_loads_and_inherits_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (INV.replace("path: /srv/b,", "path: /srv/b, colour: red,"), ":11: sites.shop-b.environments.production.colour: unknown field"),
+        (
+            INV.replace("path: /srv/b,", "path: /srv/b, colour: red,"),
+            ":11: sites.shop-b.environments.production.colour: unknown field",
+        ),
         (INV.replace("port: 2222", "port: many"), ":11: sites.shop-b.environments.production.port:"),
         (INV.replace("[eu, shop-b]", "[eu, shop-z]"), ":14: groups.all-eu.1: unknown site 'shop-z'"),
-        (INV.replace("path: /srv/a,", "path: srv/a,"), ":8: sites.shop-a.environments.production: Value error, path must be absolute"),
+        (
+            INV.replace("path: /srv/a,", "path: srv/a,"),
+            ":8: sites.shop-a.environments.production: Value error, path must be absolute",
+        ),
         (INV.replace("  shop-b:\n", "  shop-a:\n"), ":9: YAML syntax error: duplicate key 'shop-a' (first on line 3)"),
         ("sites: [oops", ":1: YAML syntax error"),
     ],
@@ -82,14 +88,23 @@ def test_playbook_loads_with_ids() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (PB.replace("file.directory", "file.directry"), ":5: stages.0.steps.0.action: unknown action 'file.directry' (did you mean 'file.directory'?)"),
+        (
+            PB.replace("file.directory", "file.directry"),
+            ":5: stages.0.steps.0.action: unknown action 'file.directry' (did you mean 'file.directory'?)",
+        ),
         (PB.replace('mode: "0755"', 'mode: "0999"'), ":5: stages.0.steps.0.with.mode:"),
         (PB.replace("content: hi", "content: hi, colour: red"), ":6: stages.0.steps.1.with.colour: unknown parameter"),
         (PB.replace("content: hi", "mode: '0644'"), ":6: stages.0.steps.1.with.content: parameter required"),
         (PB.replace("name: t", "name: t\nconcurency: 3"), ":2: concurency: unknown field"),
         (PB.replace("{{ env.path }}", "{{ env.path "), ":6: stages.0.steps.1.with.path: template syntax error"),
-        (PB + "  - env: staging\n    steps: [{action: command, with: {argv: [true]}}]\n", ":7: stages.1.env: environment 'staging' has two stages"),
-        (PB.replace("- env: staging", "- env: production\n    promote: staging"), ":4: stages.0.promote: promote names 'staging'"),
+        (
+            PB + "  - env: staging\n    steps: [{action: command, with: {argv: [true]}}]\n",
+            ":7: stages.1.env: environment 'staging' has two stages",
+        ),
+        (
+            PB.replace("- env: staging", "- env: production\n    promote: staging"),
+            ":4: stages.0.promote: promote names 'staging'",
+        ),
     ],
 )
 def test_playbook_errors_name_file_line_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -106,7 +121,9 @@ def test_every_problem_is_reported_once(tmp_path: Path) -> None:
     assert len(exc.value.problems) == 2
 
 
-def test_github_action_key_and_known_hosts_fill_in_what_the_inventory_leaves_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_github_action_key_and_known_hosts_fill_in_what_the_inventory_leaves_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from maintkit.runner import default_transport_factory
 
     monkeypatch.setenv("MAINT_SSH_KEY_FILE", str(tmp_path / "ci_key"))

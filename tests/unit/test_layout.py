@@ -21,7 +21,9 @@ def _sources() -> list[Path]:
 
 
 def test_no_module_over_500_lines() -> None:
-    big = [f"{p.relative_to(ROOT.parent)}: {n}" for p in _sources() if (n := p.read_text().count("\n")) > MAX_MODULE_LINES]
+    big = [
+        f"{p.relative_to(ROOT.parent)}: {n}" for p in _sources() if (n := p.read_text().count("\n")) > MAX_MODULE_LINES
+    ]
     assert big == []
 
 
@@ -103,7 +105,7 @@ def test_architecture_doc_names_every_module() -> None:
         if line.startswith("**`") and line.endswith("/`**"):
             folder = line[3:-4]
         elif line.startswith("- `") and "`:" in line:
-            listed.add(f"{folder}/{line[3:line.index('`:')]}")
+            listed.add(f"{folder}/{line[3 : line.index('`:')]}")
     actual = {str(p.relative_to(ROOT.parent)) for p in _sources()}
     assert sorted(actual - listed) == []
     assert sorted(listed - actual) == []

@@ -132,7 +132,9 @@ def test_a_failed_pause_is_answered_and_raised_once_the_run_ends(tmp_path: Path)
 
 def test_a_run_that_ends_without_pausing_ends_the_server(tmp_path: Path) -> None:
     calls: list[int] = []
-    proc = monthly_cost._paused_run([sys.executable, "-c", FAKE_MAINT, str(BENCH)], {}, tmp_path / "pause", calls.append)
+    proc = monthly_cost._paused_run(
+        [sys.executable, "-c", FAKE_MAINT, str(BENCH)], {}, tmp_path / "pause", calls.append
+    )
     assert (proc.returncode, proc.stdout, calls) == (0, "", [])
 
 

@@ -164,7 +164,9 @@ def test_latest_point_is_the_last_point_of_the_series_and_reads_only_the_newest_
     for ts, n in [("2026-10-31T23:00:00+00:00", 1), ("2026-11-02T10:00:00+00:00", 3), ("2026-11-01T10:00:00+00:00", 2)]:
         append_series(tmp_path, "shop", "production", "health", {"ts": ts, "n": n})
     append_series(tmp_path, "shop", "production", "health", {"ts": "2026-11-02T10:00:00+00:00", "n": 4})
-    assert latest_point(tmp_path, "shop", "production", "health") == series(tmp_path, "shop", "production", "health")[-1]
+    assert (
+        latest_point(tmp_path, "shop", "production", "health") == series(tmp_path, "shop", "production", "health")[-1]
+    )
     assert latest_point(tmp_path, "shop", "production", "health")["n"] == 4  # equal times: the later line
     folder = env_dir(tmp_path, "shop", "production") / "series" / "health"
     with (folder / "2026-10.jsonl").open("a") as f:  # an older month is not read: this line would win
