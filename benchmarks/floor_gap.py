@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -170,8 +171,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     lab = start_lab([args.hosts])
+    work = Path(tempfile.mkdtemp(prefix="maint-floor-gap-"))
     try:
-        work = Path(tempfile.mkdtemp(prefix="maint-floor-gap-"))
         dirs = fresh_dirs(lab, args.hosts, "floor-gap")
         records = host_records(lab.hosts[: args.hosts], dirs)
         (work / "bench.yml").write_text(PLAYBOOK)
@@ -187,6 +188,7 @@ def main() -> None:
         sessions = session_costs(records[0], args.sessions) if args.sessions else {}
     finally:
         lab.stop()
+        shutil.rmtree(work, ignore_errors=True)
     report(sides, audit, sessions)
     if args.json:
         data = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(args) | {"json": str(args.json)},

@@ -9,9 +9,12 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,21 @@ REC = {
 
 
 # ---------------------------------------------------------------- maths
+@pytest.fixture(autouse=True)
+def own_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every harness these tests start makes its temporary folders in a folder of the test's
+    own (``TMPDIR``; like /tmp, anyone may write there: the lab's database server does), and
+    must leave it empty: a benchmark cleans up after itself."""
+    scratch = Path(tempfile.mkdtemp(prefix="maintkit-harness-tmp-", dir="/tmp"))
+    try:
+        scratch.chmod(0o1777)
+        monkeypatch.setenv("TMPDIR", str(scratch))
+        yield
+        assert sorted(p.name for p in scratch.iterdir()) == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def test_median_of_ratios_is_not_ratio_of_medians() -> None:
     a, b = [1.0, 2.0, 9.0], [2.0, 1.0, 3.0]
     assert common.pair_ratios(a, b) == [0.5, 2.0, 3.0]
@@ -530,7 +548,7 @@ def test_the_floor_gap_benchmark_times_both_sides_the_audit_events_and_the_sessi
     out = tmp_path / "gap.json"
     argv = [sys.executable, str(BENCH / "floor_gap.py"), "--hosts", "2", "--runs", "1", "--sessions", "3",
             "--json", str(out)]  # fmt: skip
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)  # own_tmpdir: its work folder goes
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     assert list(data["sides"]) == ["maint no-op", "cold floor"]
