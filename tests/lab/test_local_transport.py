@@ -117,17 +117,18 @@ def test_output_still_arriving_after_the_exit_is_read_whole(
 def test_streams_held_open_with_nothing_coming_are_given_up_after_one_wait(
     waits: queue.SimpleQueue[float], tmp_path: Path
 ) -> None:
-    """A process the command left holds stdout and stderr open and writes nothing: after one
-    wait of ``_KILL_GRACE`` with nothing on either stream, both are given up at once (each
-    stream waited for in turn took two). The process reads a FIFO until the test closes it."""
+    """A process the command left holds stdout and stderr open; nothing is written to either (so
+    no byte can arrive during a wait, however late the pumps run): after one wait of
+    ``_KILL_GRACE`` with nothing on either stream, both are given up at once (each stream
+    waited for in turn took two). The process reads a FIFO until the test closes it."""
     fifo = tmp_path / "hold"
     os.mkfifo(fifo)
     try:
-        res = LocalTransport().run_shell(f"( read -r _ < {fifo} ) & echo out; echo err >&2", timeout=120)
+        res = LocalTransport().run_shell(f"( read -r _ < {fifo} ) & exit 3", timeout=120, check=False)
     finally:
         with open(fifo, "w"):  # the process's read ends: nothing is left behind
             pass
-    assert (res.exit_code, res.stdout, res.stderr) == (0, "out\n", "err\n")
+    assert (res.exit_code, res.stdout, res.stderr, res.timed_out) == (3, "", "", False)
     assert [waits.get_nowait() for _ in range(waits.qsize())] == [1.0]
 
 
