@@ -28,6 +28,12 @@ BINARY = bytes(range(256)) * 4 + b"\r\n\0end"
 BIG = os.urandom(3 * 1024 * 1024 + 7)  # larger than any pipe or channel window
 QUOTED = ["a b", "$(touch x)", "`id`", "'q'", '"dq"', ";|&", "-n", "*", "\\"]
 SLEEP = ["sh", "-c", "echo started; exec sleep 30"]
+#: the shell exits 5 at once; a process it leaves waits until that shell is gone (``tail
+#: --pid``), then writes 3 MiB to stdout and ``late`` to stderr
+LATE_SIZE = 3 * 1024 * 1024
+AFTER_EXIT = (
+    f"( tail -s 0.01 --pid=$$ -f /dev/null; head -c {LATE_SIZE} /dev/zero | tr '\\0' z; printf late >&2 ) & exit 5"
+)
 
 
 @dataclass
@@ -52,6 +58,7 @@ def _fake_answers(work: Path) -> dict[str, Answer]:
         build_command(["sh", "-c", 'echo "$V"'], env={"V": "$(x) `y` ;z"}): (0, "$(x) `y` ;z\n", ""),
         join(SLEEP): TIMEOUT,
         join(["true"]): (0, "", ""),
+        build_command(script=AFTER_EXIT): (5, b"z" * LATE_SIZE, "late"),
     }
 
 
@@ -92,6 +99,15 @@ def test_exit_code_and_output_without_check(subject: Subject) -> None:
     assert (res.ok, res.failed, res.timed_out, res.host) == (False, True, False, t.host)
     assert res.command == build_command(script="printf out; printf err >&2; exit 3")
     assert t.run(["true"]).ok
+
+
+def test_output_written_after_the_shell_exited_arrives_whole(subject: Subject) -> None:
+    """Output that comes after the command's exit status (a process the command left writes it
+    once the shell is gone) is part of the result, whole, with the shell's exit code: the
+    OpenSSH transport lost the end of such output before 13a4910."""
+    res = subject.transport.run_shell(AFTER_EXIT, check=False)
+    assert (res.exit_code, res.stderr, res.timed_out) == (5, "late", False)
+    assert res.stdout_bytes == b"z" * LATE_SIZE
 
 
 def test_check_raises_command_failed_with_the_result(subject: Subject) -> None:
