@@ -65,7 +65,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack
@@ -99,6 +98,7 @@ from tests.cms_helpers import (  # noqa: E402
     make_shop_cart_zip,
     wp_plugin_version,
 )
+from tests.lab.labdirs import lab_tmpdir  # noqa: E402
 from tests.lab.mariadb import MariaDB  # noqa: E402
 from tests.lab.sshd import SshLab  # noqa: E402
 from tests.lab.web import WebStack  # noqa: E402
@@ -112,10 +112,9 @@ PARTS = ("php", "dump", "snapshots", "sources", "package_upload", "switch")
 
 
 def lab_dir(prefix: str) -> Path:
-    """A fresh world-searchable directory under /tmp (the web and database users reach it)."""
-    path = Path(tempfile.mkdtemp(prefix=f"maintkit-monthly-{prefix}-", dir="/tmp"))
-    path.chmod(0o755)
-    return path
+    """A fresh world-searchable directory under /tmp (the web and database users reach it),
+    with its owner file: a later lab sweeps it if this run is killed (tests/lab/labdirs.py)."""
+    return lab_tmpdir(f"maintkit-monthly-{prefix}-", mode=0o755)
 
 
 # ---------------------------------------------------------------------------- maint runs

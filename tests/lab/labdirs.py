@@ -22,13 +22,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.lab.procs import cmdline_names, same_process, start_time
+from tests.lab.procs import same_process, start_time, uses_path
 
 #: the owner file inside a lab folder, and the start of the owner line of a sudo rule
 OWNER_FILE = ".maintkit-lab-owner"
 OWNER_COMMENT = "# maintkit lab owner: "
 #: what the sweep looks at (the prefixes the lab's folders and rules are made with)
-FOLDER_PATTERNS = ("maintkit-lab-*", "maintkit-ssh-*", "maintkit-mariadb-template-*")
+FOLDER_PATTERNS = ("maintkit-lab-*", "maintkit-ssh-*", "maintkit-mariadb-template-*", "maintkit-monthly-*")
 SUDOERS_DIR = Path("/etc/sudoers.d")
 SUDOERS_PATTERN = "maintkit-lab-*"
 
@@ -51,17 +51,7 @@ def _alive(owner: str) -> bool:
 
 def _in_use(folder: Path) -> bool:
     """Whether a running process names ``folder`` on its command line or works in it."""
-    if cmdline_names(str(folder)):
-        return True
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cwd = os.readlink(proc / "cwd")
-            except OSError:
-                continue
-            if cwd == str(folder) or cwd.startswith(f"{folder}/"):
-                return True
-    return False
+    return uses_path(str(folder))
 
 
 def _folder_owner(folder: Path) -> str | None:
@@ -113,11 +103,13 @@ def sweep_once() -> None:
             sweep()
 
 
-def lab_tmpdir(prefix: str) -> Path:
-    """A new folder ``/tmp/<prefix>XXXX`` with this process's owner file (after a first sweep)."""
+def lab_tmpdir(prefix: str, mode: int = 0o700) -> Path:
+    """A new folder ``/tmp/<prefix>XXXX`` with this process's owner file (after a first sweep);
+    ``mode`` 0o755 lets the lab's servers (web, database users) reach it."""
     sweep_once()
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     (path / OWNER_FILE).write_text(f"{owner_of()}\n")
+    path.chmod(mode)
     return path
 
 

@@ -53,8 +53,7 @@ def datadir_template() -> Path:
     global _template
     with _template_lock:
         if _template is None or not (_template / "mysql").is_dir():
-            root = lab_tmpdir("maintkit-mariadb-template-")
-            root.chmod(0o755)
+            root = lab_tmpdir("maintkit-mariadb-template-", mode=0o755)
             atexit.register(shutil.rmtree, root, True)
             data = root / "data"
             res = subprocess.run(

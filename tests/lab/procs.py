@@ -52,6 +52,7 @@ __all__ = [
     "stop_pid",
     "stop_pidfile",
     "stop_popen",
+    "uses_path",
     "wait_port",
 ]
 
@@ -85,11 +86,28 @@ def same_process(pid: int, start: object) -> bool:
 
 def cmdline_names(needle: str) -> bool:
     """Whether a process on this machine carries ``needle`` in its command line."""
+    return _any_process(needle, cwd_under=None)
+
+
+def uses_path(path: str) -> bool:
+    """Whether a process on this machine names ``path`` on its command line or works in it
+    (its working directory is ``path`` or below)."""
+    return _any_process(path, cwd_under=path)
+
+
+def _any_process(needle: str, cwd_under: str | None) -> bool:
+    """One pass over /proc: a process whose command line holds ``needle``, or whose working
+    directory is ``cwd_under`` or below it."""
     wanted = needle.encode()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if wanted in Path(f"/proc/{entry}/cmdline").read_bytes():
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if wanted in Path(f"/proc/{entry}/cmdline").read_bytes():
+                return True
+            if cwd_under is not None:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+                if cwd == cwd_under or cwd.startswith(f"{cwd_under}/"):
                     return True
     return False
 

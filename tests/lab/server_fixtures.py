@@ -33,9 +33,7 @@ from tests.lab.web import WebStack
 
 
 def _lab_dir(prefix: str) -> Path:
-    path = lab_tmpdir(f"maintkit-lab-{prefix}-")
-    path.chmod(0o755)
-    return path
+    return lab_tmpdir(f"maintkit-lab-{prefix}-", mode=0o755)
 
 
 def _remove(path: Path) -> None:

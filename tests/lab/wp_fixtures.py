@@ -37,8 +37,7 @@ from tests.lab.web import WebStack
 @pytest.fixture(scope="session")
 def wp_template(web_stack: WebStack, mariadb: MariaDB) -> Iterator[WpTemplate]:
     """WordPress installed once (shop-cart 1.0.0 active, a /cart/ page); copied per test."""
-    base = lab_tmpdir("maintkit-lab-wp-")
-    base.chmod(0o755)
+    base = lab_tmpdir("maintkit-lab-wp-", mode=0o755)
     try:
         yield build_wordpress_template(base, web_stack, mariadb)
     finally:

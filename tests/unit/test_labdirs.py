@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -94,7 +95,7 @@ def test_a_lab_folder_and_a_sudo_rule_name_this_process() -> None:
         assert path.parent == Path("/tmp") and path.name.startswith("maintkit-lab-unit-")
         assert (path / labdirs.OWNER_FILE).read_text() == f"{labdirs.owner_of()}\n"
     finally:
-        subprocess.run(["rm", "-rf", "--", str(path)], check=True)
+        shutil.rmtree(path)
     rule = labdirs.sudo_rule(RULE)
     assert rule == f"{labdirs.OWNER_COMMENT}{labdirs.owner_of()}\n{RULE}"
 
