@@ -43,11 +43,14 @@ SIGKILL_AFTER = 10.0
 
 
 def gated(directory: Path, *, ignore_term: bool = False) -> str:
-    """Shell that records its process group, starts a child, announces itself and waits for the gate
-    (which the tests never open while it should run: it never finishes on its own)."""
+    """Shell that records its process group, starts a child (blocked on a FIFO of its own),
+    announces itself and waits for the gate (which the tests never open while it should run: it
+    never finishes on its own)."""
     d = directory
     trap = "trap '' TERM; " if ignore_term else ""
-    return f"{trap}ps -o pgid= -p $$ > {d}/pgid; sleep 3600 & " + gated_shell(d, f"touch {d}/done")
+    # the child blocks on a FIFO of its own that nobody writes (no clock): it ends only when stopped
+    child = f'sh -c \'mkfifo "$1" 2>/dev/null; exec 4<>"$1"; read x <&4\' child {d}/child &'
+    return f"{trap}ps -o pgid= -p $$ > {d}/pgid; {child} " + gated_shell(d, f"touch {d}/done")
 
 
 def gates(parent: Path, name: str) -> Path:
