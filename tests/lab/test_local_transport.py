@@ -59,6 +59,30 @@ def test_stdin_stdout_sink_cwd_env(tmp_path: Path) -> None:
     assert t.run(["printf", "\\377"]).stdout == "\ufffd"
 
 
+#: where a pump's progress keeps its count (the slot of the transport's own class)
+_SLOT = local.Progress.__dict__["n"]
+
+
+class _Counted(local.Progress):
+    """A pump's progress that wakes :data:`_ARRIVED`'s waiters whenever it moves."""
+
+    __slots__ = ()
+
+    @property
+    def n(self) -> int:
+        return _SLOT.__get__(self)  # type: ignore[no-any-return]
+
+    @n.setter
+    def n(self, value: int) -> None:
+        with _ARRIVED:
+            _SLOT.__set__(self, value)
+            _ARRIVED.notify_all()
+
+
+#: notified on every move of a :class:`_Counted`
+_ARRIVED = threading.Condition()
+
+
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
     """Each wait the transport makes for a pump after the exit, as it begins (its timeout);
@@ -75,15 +99,47 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
     return seen
 
 
+@pytest.fixture
+def gated_waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
+    """As :func:`waits`, but a wait that begins ends only once more output arrived or its pump
+    ended (about 60 s at most): what a wait of ``_KILL_GRACE`` sees when the output it waits for comes
+    within it, on a machine however loaded. The transport's decision after each wait (wait
+    again, or give up) is its own."""
+    monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
+    monkeypatch.setattr(local, "Progress", _Counted)
+    counted: list[_Counted] = []
+    real_init = _Counted.__init__
+
+    def init(self: _Counted) -> None:
+        real_init(self)
+        counted.append(self)
+
+    monkeypatch.setattr(_Counted, "__init__", init)
+    seen: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+    def join(thread: threading.Thread, timeout: float) -> None:
+        with _ARRIVED:
+            before = sum(p.n for p in counted)
+            seen.put(timeout)  # the test's gate opens now
+            # woken by the output itself; the pump's end wakes no one, so look again now and then
+            for _ in range(1200):
+                if sum(p.n for p in counted) > before or not thread.is_alive():
+                    return
+                _ARRIVED.wait(0.05)
+
+    monkeypatch.setattr(local, "_join", join)
+    return seen
+
+
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 def test_output_still_arriving_after_the_exit_is_read_whole(
-    waits: queue.SimpleQueue[float], tmp_path: Path, stream: str
+    gated_waits: queue.SimpleQueue[float], tmp_path: Path, stream: str
 ) -> None:
     """The command exits at once; a process it left writes the rest of its output, one line per
     gate: a line the test writes into a FIFO the process reads (blocking, no polling). Each gate
     opens while the transport is waiting for the output after the exit (each wait is seen
-    through ``local._join``), so the output arrives over five waits of ``_KILL_GRACE``: all of
-    it is read, where one wait per stream returned three lines of six and the exit code as if
+    through ``local._join``; a wait ends once the line arrived, see :func:`gated_waits`), so the
+    output arrives over five waits of ``_KILL_GRACE``: all of it is read, where one wait per stream returned three lines of six and the exit code as if
     that were all, and where stderr's lines did not count as output still arriving (the
     process holds stdout open too, with nothing on it). Closing the FIFO ends the process
     whatever happens."""
@@ -94,7 +150,7 @@ def test_output_still_arriving_after_the_exit_is_read_whole(
     def open_gates() -> None:
         held.append(open(fifo, "w"))  # noqa: SIM115 - closed by the test, whatever happens
         for _ in range(1, 6):
-            waits.get(timeout=60)
+            gated_waits.get(timeout=60)
             held[0].write("\n")
             held[0].flush()
 
