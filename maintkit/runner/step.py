@@ -214,14 +214,16 @@ class _StepRun:
         return False
 
     def _apply(self, chk: Check) -> str | None:
-        """Apply, then verify; partial changes of a failed apply are kept for the rollback."""
+        """Apply, then verify; partial changes of a failed apply are kept for the rollback.
+
+        The change is recorded (for the rollback, the audit log and the state store) as soon as
+        apply returns, before any read after it: a read that fails then (an interrupt that stops
+        the next command, a lost connection) fails the step, whose change is still rolled back."""
         res, ctx, ps = self.res, self.ctx, self.ps
         entry: Applied | None = None
         try:
             ctx.invalidate()  # apply reads fresh state; only what it reads after its change survives it
             changes = ps.action.apply(ctx, chk)
-            self.state.probe_cache.invalidate(ctx.host_key, keep=ctx.primed)
-            refresh(self.state, ctx)
             res.changes = changes
             entry = Applied(ps, ctx, changes, res)
             self.applied.append(entry)
@@ -230,6 +232,8 @@ class _StepRun:
             record(self.state, res, "step.applied", self.host, diff=chk.diff if self.state.options.diff else None)
             # the store learns of every change at once: a run taking over after this one died undoes it
             self.state.publish(f"maint run {self.state.run_id}: {res.site}/{res.env} step {res.step} applied")
+            self.state.probe_cache.invalidate(ctx.host_key, keep=ctx.primed)
+            refresh(self.state, ctx)
             ps.action.verify(ctx)
             res.data.update(ctx.data)
         except MaintkitError as exc:
