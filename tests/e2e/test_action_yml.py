@@ -1,6 +1,7 @@
 """action.yml's shell, run as a runner runs it: known_hosts entries written once, a key file per job
-removed at the end (also when the run step was killed), maint's exit status kept under ``bash -e``,
-and a plan's pending changes exposed (``changes``, ``would-change``, ``--detailed-exitcode``)."""
+and its ssh-agent removed at the end (also when the run step was killed), maint's exit status
+kept under ``bash -e``, and a plan's pending changes exposed (``changes``, ``would-change``,
+``--detailed-exitcode``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.test_action_steps import PLAYBOOK, _job, read_kv, render, run_action
+from tests.gates import wait_until
 from tests.runs import local_env, one_site, write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,22 +81,53 @@ def test_a_key_file_per_job_removed_at_the_end(tmp_path: Path) -> None:
     assert mode == "600" and (tmp_path / "key-content").read_text() == FAKE_KEY + "\n"
     assert re.fullmatch(re.escape(str(tmp_path / "temp")) + r"/maint-key-update-77-\w{8}", path)
     assert out["key-file"] == path and not Path(path).exists()  # removed by the step's own cleanup
+    wait_until(lambda: not agent_running(int(out["agent-pid"])), "the step's ssh-agent stopped", limit=10)
     assert not (tmp_path / "home" / ".ssh" / "maint_deploy_key").exists()
     # another job on the same runner at the same time gets a file of its own
     run_step("Run maint", tmp_path, {"playbook": "ops", "ssh-private-key": FAKE_KEY})
     assert (tmp_path / "key").read_text().split()[0] != path
 
 
-def test_a_killed_run_step_leaves_the_key_to_the_always_step(tmp_path: Path) -> None:
+def agent_running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not yet ended) ``ssh-agent``."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return comm == "ssh-agent" and state not in ("Z", "X")
+
+
+def test_a_killed_run_step_leaves_the_key_and_its_agent_to_the_always_step(tmp_path: Path) -> None:
+    """The run step is killed before its own cleanup: the always step removes the key file and
+    stops the step's ssh-agent (which holds the key), found by the pid the run step wrote out."""
     res, out = run_step("Run maint", tmp_path, {"playbook": "ops", "ssh-private-key": FAKE_KEY}, {"SHIM_KILL": "1"})
     assert res.returncode == -9
     left = Path(out["key-file"])
+    agent = int(out["agent-pid"])
     assert left.read_text() == FAKE_KEY + "\n"  # the trap never ran
+    assert agent_running(agent)
     assert STEPS["Remove the SSH key"]["if"] == "always()"
     res, _ = run_step("Remove the SSH key", tmp_path, {}, steps={"run": {"outputs": out}})
     assert res.returncode == 0 and not left.exists()
+    wait_until(lambda: not agent_running(agent), "the run step's ssh-agent stopped", limit=10)
     res, _ = run_step("Remove the SSH key", tmp_path, {}, steps={"run": {"outputs": {}}})  # no key was given
     assert res.returncode == 0, res.stderr
+
+
+def test_the_always_step_stops_only_an_ssh_agent(tmp_path: Path) -> None:
+    """A pid that is no longer the step's ssh-agent (reused by another process) is left alone."""
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    other = subprocess.Popen(["sh", "-c", 'exec 3<>"$1"; read -r x <&3', "sh", str(fifo)])
+    try:
+        for pid in (str(other.pid), f"{other.pid} 1", "-1", "0x1"):
+            res, _ = run_step("Remove the SSH key", tmp_path, {}, steps={"run": {"outputs": {"agent-pid": pid}}})
+            assert res.returncode == 0, res.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait(timeout=30)
 
 
 def test_maints_exit_status_is_the_steps_under_bash_e(tmp_path: Path) -> None:
