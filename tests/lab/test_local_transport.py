@@ -102,9 +102,9 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
 @pytest.fixture
 def gated_waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
     """As :func:`waits`, but a wait that begins ends only once more output arrived or its pump
-    ended (about 60 s at most): what a wait of ``_KILL_GRACE`` sees when the output it waits for comes
-    within it, on a machine however loaded. The transport's decision after each wait (wait
-    again, or give up) is its own."""
+    ended (about 60 s at most): what a wait of ``_KILL_GRACE`` sees when the output it waits
+    for comes within it, on a machine however loaded. The transport's decision after each wait
+    (wait again, or give up) is its own."""
     monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
     monkeypatch.setattr(local, "Progress", _Counted)
     counted: list[_Counted] = []
@@ -138,11 +138,11 @@ def test_output_still_arriving_after_the_exit_is_read_whole(
     """The command exits at once; a process it left writes the rest of its output, one line per
     gate: a line the test writes into a FIFO the process reads (blocking, no polling). Each gate
     opens while the transport is waiting for the output after the exit (each wait is seen
-    through ``local._join``; a wait ends once the line arrived, see :func:`gated_waits`), so the
-    output arrives over five waits of ``_KILL_GRACE``: all of it is read, where one wait per stream returned three lines of six and the exit code as if
-    that were all, and where stderr's lines did not count as output still arriving (the
-    process holds stdout open too, with nothing on it). Closing the FIFO ends the process
-    whatever happens."""
+    through ``local._join``; a wait ends once the line arrived, see :func:`gated_waits`), so
+    the output arrives over five waits of ``_KILL_GRACE``: all of it is read, where one wait
+    per stream returned three lines of six and the exit code as if that were all, and where
+    stderr's lines did not count as output still arriving (the process holds stdout open too,
+    with nothing on it). Closing the FIFO ends the process whatever happens."""
     fifo = tmp_path / "gates"
     os.mkfifo(fifo)
     held: list[IO[str]] = []
