@@ -16,6 +16,7 @@ import yaml
 
 from tests.e2e.test_action_steps import PLAYBOOK, _job, read_kv, render, run_action
 from tests.gates import wait_until
+from tests.lab.procs import is_alive
 from tests.runs import local_env, one_site, write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,10 +93,9 @@ def agent_running(pid: int) -> bool:
     """Whether ``pid`` is a live (not yet ended) ``ssh-agent``."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return False
-    return comm == "ssh-agent" and state not in ("Z", "X")
+    return comm == "ssh-agent" and is_alive(pid)
 
 
 def test_a_killed_run_step_leaves_the_key_and_its_agent_to_the_always_step(tmp_path: Path) -> None:

@@ -49,11 +49,6 @@ def _alive(owner: str) -> bool:
     return pid.isdigit() and same_process(int(pid), start)
 
 
-def _in_use(folder: Path) -> bool:
-    """Whether a running process names ``folder`` on its command line or works in it."""
-    return uses_path(str(folder))
-
-
 def _folder_owner(folder: Path) -> str | None:
     """The owner line of a lab folder this user made: never a link, nor another user's folder
     (anyone can make folders in /tmp)."""
@@ -81,7 +76,7 @@ def sweep(tmp: Path = Path("/tmp"), sudoers: Path = SUDOERS_DIR) -> list[Path]:
     for pattern in FOLDER_PATTERNS:
         for folder in sorted(tmp.glob(pattern)):
             owner = _folder_owner(folder)
-            if owner is None or _alive(owner) or _in_use(folder):
+            if owner is None or _alive(owner) or uses_path(str(folder)):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)

@@ -13,9 +13,11 @@ transport makes the first command after the step's own command raise.
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from maintkit.errors import ConnectionLost
 from maintkit.inventory import Environment
@@ -23,7 +25,7 @@ from maintkit.results import SiteStatus, StepStatus
 from maintkit.transport.base import CommandCancelled, Transport, join
 from maintkit.transport.factory import transport_for
 from tests.lab.recording import Recording
-from tests.lab.sshd import LabHost
+from tests.lab.sshd import LabHost, chown_login_user
 from tests.runs import events, one_site, run, write_inventory
 
 PLAYBOOK = """\
@@ -74,42 +76,37 @@ def _run(host: LabHost, site: Path, tmp_path: Path, error: Exception) -> tuple[A
     return result, made[0]
 
 
-def _site(host_dir: Path) -> Path:
-    site = host_dir / "site"
+#: what the read after the change raises: the interrupt's stop, or a lost connection
+ERRORS: dict[str, Callable[[str], Exception]] = {
+    "interrupted": lambda host: CommandCancelled(host, "the run was interrupted (SIGTERM)"),
+    "connection-lost": lambda host: ConnectionLost(host, "connection to it lost"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ERRORS))
+def test_a_failed_read_after_a_change_still_rolls_the_change_back(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], kind: str
+) -> None:
+    host, scratch = ssh_hosts[0]
+    site = scratch / "site"
     site.mkdir()
     (site / "keep.txt").write_text("old\n")
     for p in (site, site / "keep.txt"):
-        shutil.chown(p, "deploy", "deploy")
-    return site
+        chown_login_user(p)
+    result, wrapper = _run(host, site, tmp_path, ERRORS[kind](host.ip))
 
-
-def test_a_failed_read_after_a_change_still_rolls_the_change_back(
-    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
-) -> None:
-    errors = (
-        CommandCancelled(host_name := ssh_hosts[0][0].ip, "the run was interrupted (SIGTERM)"),
-        ConnectionLost(host_name, "connection to it lost"),
-    )
-    for error in errors:
-        host, scratch = ssh_hosts[0]
-        base = scratch / type(error).__name__
-        base.mkdir()
-        site = _site(base)
-        (tmp_path / type(error).__name__).mkdir()
-        result, wrapper = _run(host, site, tmp_path / type(error).__name__, error)
-
-        assert wrapper.failed and f"{site}/done" in wrapper.failed[0]  # the read after the change
-        assert sorted(p.name for p in site.iterdir() if p.name != ".maint") == ["keep.txt"]
-        assert (site / "keep.txt").read_text() == "old\n"
-        [shop] = result.sites
-        assert shop.status is SiteStatus.ROLLED_BACK
-        steps = {s.step: s.status for s in shop.steps}
-        assert steps == {"file.content": StepStatus.ROLLED_BACK, "command": StepStatus.FAILED}
-        log = [(e["event"], e.get("step")) for e in events(result.run_dir) if e.get("step")]
-        assert log[log.index(("step.applied", "command")) :] == [
-            ("step.applied", "command"),
-            ("step.failed", "command"),
-            ("step.rolled_back", "command"),
-            ("step.rolled_back", "file.content"),
-            ("step.not_run", "file.content#2"),
-        ]
+    assert wrapper.failed and f"{site}/done" in wrapper.failed[0]  # the read after the change
+    assert sorted(p.name for p in site.iterdir() if p.name != ".maint") == ["keep.txt"]
+    assert (site / "keep.txt").read_text() == "old\n"
+    [shop] = result.sites
+    assert shop.status is SiteStatus.ROLLED_BACK
+    steps = {s.step: s.status for s in shop.steps}
+    assert steps == {"file.content": StepStatus.ROLLED_BACK, "command": StepStatus.FAILED}
+    log = [(e["event"], e.get("step")) for e in events(result.run_dir) if e.get("step")]
+    assert log[log.index(("step.applied", "command")) :] == [
+        ("step.applied", "command"),
+        ("step.failed", "command"),
+        ("step.rolled_back", "command"),
+        ("step.rolled_back", "file.content"),
+        ("step.not_run", "file.content#2"),
+    ]

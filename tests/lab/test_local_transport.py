@@ -105,16 +105,17 @@ def gated_waits(monkeypatch: pytest.MonkeyPatch) -> queue.SimpleQueue[float]:
     ended (about 60 s at most): what a wait of ``_KILL_GRACE`` sees when the output it waits
     for comes within it, on a machine however loaded. The transport's decision after each wait
     (wait again, or give up) is its own."""
-    monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
-    monkeypatch.setattr(local, "Progress", _Counted)
     counted: list[_Counted] = []
-    real_init = _Counted.__init__
 
-    def init(self: _Counted) -> None:
-        real_init(self)
-        counted.append(self)
+    class Counted(_Counted):
+        __slots__ = ()
 
-    monkeypatch.setattr(_Counted, "__init__", init)
+        def __init__(self) -> None:
+            super().__init__()
+            counted.append(self)
+
+    monkeypatch.setattr(local, "_KILL_GRACE", 1.0)
+    monkeypatch.setattr(local, "Progress", Counted)
     seen: queue.SimpleQueue[float] = queue.SimpleQueue()
 
     def join(thread: threading.Thread, timeout: float) -> None:

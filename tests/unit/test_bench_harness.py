@@ -48,7 +48,6 @@ REC = {
 }
 
 
-# ---------------------------------------------------------------- maths
 @pytest.fixture(autouse=True)
 def own_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every harness these tests start makes its temporary folders in a folder of the test's
@@ -64,6 +63,7 @@ def own_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- maths
 def test_median_of_ratios_is_not_ratio_of_medians() -> None:
     a, b = [1.0, 2.0, 9.0], [2.0, 1.0, 3.0]
     assert common.pair_ratios(a, b) == [0.5, 2.0, 3.0]
