@@ -21,7 +21,9 @@ Strictness is the paramiko path's: every ``ssh`` is built from an argument list 
 options given here win over it anyway), ``BatchMode``, ``StrictHostKeyChecking=yes``
 (``accept-new`` only under that policy), the known_hosts files of ``ssh_settings``, no global
 known_hosts, ``IdentitiesOnly`` with the key, ``ConnectTimeout`` and ``ServerAlive*`` from the
-inventory. Host keys are checked when the master opens. ssh's own failures (exit 255 before the
+inventory. Host keys are checked when the master opens, and a master is reused only by a run
+whose known_hosts entries for the host, key file and config are the ones it was opened under
+(:mod:`~maintkit.transport.openssh_trust`). ssh's own failures (exit 255 before the
 remote shell started) become the same errors as over paramiko (:mod:`~maintkit.transport.ssh_errors`).
 Control sockets: :mod:`~maintkit.transport.openssh_control`.
 """
@@ -47,6 +49,7 @@ from maintkit.transport.base import RemoteShellTransport
 from maintkit.transport.local import LocalTransport, Progress, Running
 from maintkit.transport.openssh_errors import hop_failure, ssh_failure
 from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_session
+from maintkit.transport.openssh_trust import host_names, trust_digest
 from maintkit.transport.ssh_channel import TIMEOUT_CODE, Stop, command_line
 from maintkit.transport.ssh_policy import (
     DEFAULT_MAX_SESSIONS,
@@ -134,7 +137,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         unique = [os.getpid(), secrets.token_hex(4)] if self.control_persist == 0 else []
         self.socket = self.control_dir / openssh_control.socket_name(
             [host, self.port, user, self.key_filename, *self.known_hosts, host_key_policy, ssh_config,
-             proxy_command, self._jump_spec(), identities_only, alias, *unique]
+             proxy_command, self._jump_spec(), identities_only, alias, *self._trust(), *unique]
         )  # fmt: skip
         self._ready = False  # a master answered (or was opened) for this transport
         self._warm_error: TransportError | None = None
@@ -242,6 +245,15 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
     def _known_hosts(self) -> list[str]:
         """The known_hosts files, as over paramiko: the inventory's (accept-new records there), the user's."""
         return list(dict.fromkeys([*self.known_hosts, os.path.expanduser(USER_KNOWN_HOSTS)]))
+
+    def _trust(self) -> list[str]:
+        """Digests of what the host's and each jump's check and login read (:mod:`.openssh_trust`)."""
+        out = [trust_digest(self._known_hosts(), host_names(self.hostname, self.port),
+                            key_file=self.key_filename, ssh_config=self.ssh_config)]  # fmt: skip
+        for hop in self.jumps:
+            known = list(dict.fromkeys([*hop.known_hosts, os.path.expanduser(USER_KNOWN_HOSTS)]))
+            out.append(trust_digest(known, host_names(hop.hostname, hop.port), key_file=hop.key_file))
+        return out
 
     def _jump_spec(self) -> list[str]:
         return [f"{j.user}@{j.hostname}:{j.port}:{j.key_file}:{','.join(j.known_hosts)}" for j in self.jumps]

@@ -8,8 +8,10 @@ commands on the host as the login user until the master ends. So:
   ``~/.cache/maintkit/ssh``), created 0700; a directory that is a symlink, not owned by the
   user, or open to group or others in any way is refused (:class:`~maintkit.errors.TransportError`);
 * a socket's name is a hash of everything that decides how far the connection can be trusted:
-  address, port, user, key file, known_hosts files, host key policy, ssh config file, proxy.
-  A master opened for another key, known_hosts file or a laxer policy is never reused;
+  address, port, user, key file, known_hosts files, host key policy, ssh config file, proxy,
+  and a digest of the host's known_hosts entries and of the key and config files' contents
+  (:mod:`~maintkit.transport.openssh_trust`). A master opened for another key, known_hosts
+  file or entry, or a laxer policy is never reused;
 * beside each socket ``NAME.json`` (0600) says which host it reaches, for
   ``maint connections list``.
 

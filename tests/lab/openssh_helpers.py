@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from maintkit.errors import HostKeyError
 from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, close_master
 from tests.gates import make_gates, wait_until
@@ -54,6 +57,23 @@ def openssh_transport(host: LabHost, home: Path, *, user: str = LOGIN_USER, **kw
     }
     opts.update(kwargs)
     return OpenSSHTransport(host.ip, **opts)
+
+
+def sockets(home: Path) -> list[Path]:
+    """The control sockets under ``home`` (an ``XDG_CACHE_HOME``), sorted."""
+    d = home / "maintkit" / "ssh"
+    return sorted(p for p in d.iterdir() if p.is_socket()) if d.is_dir() else []
+
+
+def paramiko_host_key_error(host: LabHost, known_hosts: Path) -> str:
+    """The message the built-in (paramiko) client refuses ``host`` with under ``known_hosts``."""
+    t = host.transport(known_hosts=[str(known_hosts)])
+    try:
+        with pytest.raises(HostKeyError) as info:
+            t.run(["true"])
+    finally:
+        t.close()
+    return str(info.value)
 
 
 def authentications(host: LabHost) -> int:

@@ -5,8 +5,14 @@ here is what is specific to it, each proven on a real sshd and its log:
 
 * two ``maint run`` processes of a five-step playbook on one host authenticate exactly ONCE
   (the second run's commands all go through the master the first left open);
-* an unknown host key and a changed one are refused with the paramiko path's exact messages
-  (a changed key once the master that was opened before the change is stopped);
+* an unknown host key is refused with the paramiko path's exact message;
+* a master serves only a run whose trust is the one it was opened under (each later transport
+  below stands for a later run, which makes its transports once): the host's key replaced or
+  removed in known_hosts refuses the next run at once, with the paramiko path's message, while
+  the master opened before still lives (and still serves the run that opened it); another
+  host's entry added or removed, or a comment, keeps the master (no login); a key file replaced
+  by a key the host does not accept makes the next run fail to log in instead of riding the old
+  master; under ``accept-new`` the run after the first contact logs in once more, the next reuses;
 * a master opened for another known_hosts file or host key policy is never reused;
 * a control directory that is a symlink, open to others or owned by another user is refused;
 * the hostile ``~/.ssh/config`` planted for the session changes nothing (also when the
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +40,7 @@ from maintkit.inventory import Environment, load_inventory
 from maintkit.transport.base import CancelToken, CommandCancelled, cancellable
 from maintkit.transport.factory import transport_for
 from maintkit.transport.openssh import OpenSSHTransport
-from maintkit.transport.openssh_control import check_master, close_master, live_masters
+from maintkit.transport.openssh_control import check_master, live_masters
 from tests.gates import open_gate, wait_started, wait_until
 from tests.hostile_dotfiles import MARK
 from tests.lab.openssh_helpers import (
@@ -43,7 +50,9 @@ from tests.lab.openssh_helpers import (
     gate_dir,
     in_thread,
     openssh_transport,
+    paramiko_host_key_error,
     running,
+    sockets,
 )
 from tests.lab.sshd import LabHost, SshLab, chown_login_user
 from tests.lab.test_cancel import gated, group_alive, pgid_of
@@ -58,11 +67,6 @@ def home() -> Iterator[Path]:
     """A private ``XDG_CACHE_HOME``; every master opened under it is ended afterwards (``ssh -O exit``)."""
     with control_home() as path:
         yield path
-
-
-def _sockets(home: Path) -> list[Path]:
-    d = home / "maintkit" / "ssh"
-    return sorted(p for p in d.iterdir() if p.is_socket()) if d.is_dir() else []
 
 
 def _result(stdout: str) -> dict[str, Any]:
@@ -85,7 +89,7 @@ def test_two_runs_authenticate_once(tmp_path: Path, ssh_hosts: list[tuple[LabHos
     assert _result(first.stdout)["changed"] == 3
     assert authentications(host) == before + 1
     assert (scratch / "shop" / "app" / "config.txt").read_text() == "site=shop\n"
-    [sock] = _sockets(home)
+    [sock] = sockets(home)
     master = check_master(sock)
     assert master
 
@@ -93,7 +97,7 @@ def test_two_runs_authenticate_once(tmp_path: Path, ssh_hosts: list[tuple[LabHos
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert _result(second.stdout)["changed"] == 0  # idempotent: the no-op run changes nothing
     assert authentications(host) == before + 1  # not one login: every command went through the master
-    assert _sockets(home) == [sock] and check_master(sock) == master
+    assert sockets(home) == [sock] and check_master(sock) == master
 
 
 def test_the_first_command_of_a_later_transport_does_not_authenticate(
@@ -126,16 +130,6 @@ def test_control_persist_0_ends_the_runs_own_master_at_close(ssh_hosts: list[tup
 
 
 # ---------------------------------------------------------------------------- host keys
-def _paramiko_error(host: LabHost, known_hosts: Path) -> str:
-    t = host.transport(known_hosts=[str(known_hosts)])
-    try:
-        with pytest.raises(HostKeyError) as info:
-            t.run(["true"])
-    finally:
-        t.close()
-    return str(info.value)
-
-
 def test_an_unknown_host_key_is_refused_as_over_paramiko(
     tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], home: Path
 ) -> None:
@@ -146,34 +140,101 @@ def test_an_unknown_host_key_is_refused_as_over_paramiko(
     t = openssh_transport(host, home, known_hosts=[str(empty)])
     with pytest.raises(HostKeyError) as info:
         t.run(["true"])
-    assert str(info.value) == _paramiko_error(host, empty)
+    assert str(info.value) == paramiko_host_key_error(host, empty)
     assert str(info.value).startswith(f"{host.name}: the host key for [{host.ip}]:{host.port} is not in known_hosts")
-    assert authentications(host) == logins and _sockets(home) == [] and empty.read_text() == ""
+    assert authentications(host) == logins and sockets(home) == [] and empty.read_text() == ""
 
 
-def test_a_changed_host_key_is_refused_once_the_master_is_stopped(
+def _new_key(directory: Path, name: str) -> Path:
+    key = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+def test_a_changed_host_key_refuses_the_next_run_while_the_old_master_lives(
+    tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path, change: str
+) -> None:
+    (host, _), (other, _) = ssh_hosts[0], ssh_hosts[1]
+    known = tmp_path / "known_hosts"
+    kept = ssh_lab.known_hosts_line(other)
+    known.write_text(f"{ssh_lab.known_hosts_line(host)}\n{kept}\n")
+    first = openssh_transport(host, home, known_hosts=[str(known)])
+    assert first.run(["echo", "one"]).stdout == "one\n"
+    master = check_master(first.socket)
+    assert master
+    if change == "replaced":
+        forged = " ".join(_new_key(tmp_path, "forged").with_suffix(".pub").read_text().split()[:2])
+        known.write_text(f"[{host.ip}]:{host.port} {forged}\n{kept}\n")
+    else:
+        known.write_text(kept + "\n")
+    logins = authentications(host)
+
+    later = openssh_transport(host, home, known_hosts=[str(known)])
+    with pytest.raises(HostKeyError) as info:
+        later.run(["true"])
+    assert later.socket != first.socket
+    assert str(info.value) == paramiko_host_key_error(host, known)
+    expected = "has CHANGED" if change == "replaced" else "is not in known_hosts"
+    assert expected in str(info.value)
+    assert authentications(host) == logins  # refused before any login, the old master never asked
+    # the master opened before lives on, unused by later runs, and still serves the run that opened it
+    assert check_master(first.socket) == master and sockets(home) == [first.socket]
+    assert first.run(["echo", "two"]).stdout == "two\n"
+
+
+def test_another_hosts_entry_or_a_comment_keeps_the_master(
+    tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    (host, _), (other, _) = ssh_hosts[0], ssh_hosts[1]
+    known = tmp_path / "known_hosts"
+    mine = ssh_lab.known_hosts_line(host)
+    known.write_text(mine + "\n")
+    first = openssh_transport(host, home, known_hosts=[str(known)])
+    first.run(["true"])
+    logins = authentications(host)
+    for text in (f"# a note\n{mine}\n{ssh_lab.known_hosts_line(other)}\n", f"\n{mine}\n# another note\n"):
+        known.write_text(text)
+        later = openssh_transport(host, home, known_hosts=[str(known)])
+        assert later.socket == first.socket
+        assert later.run(["echo", "reused"]).stdout == "reused\n"
+    assert authentications(host) == logins and sockets(home) == [first.socket]
+
+
+def test_a_replaced_key_file_logs_in_again_and_is_refused(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    host, _ = ssh_hosts[0]
+    key = tmp_path / "id"
+    shutil.copyfile(host.client_key, key)
+    key.chmod(0o600)
+    first = openssh_transport(host, home, key_filename=str(key))
+    first.run(["true"])
+    logins = authentications(host)
+    unknown = _new_key(tmp_path, "unknown")
+    key.write_bytes(unknown.read_bytes())  # a key the host's authorized_keys does not hold
+    later = openssh_transport(host, home, key_filename=str(key))
+    with pytest.raises(HostUnreachable, match="authentication failed"):
+        later.run(["true"])
+    assert later.socket != first.socket
+    assert authentications(host) == logins and sockets(home) == [first.socket]
+
+
+def test_accept_new_logs_in_once_more_after_the_first_contact(
     tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path
 ) -> None:
     host, _ = ssh_hosts[0]
     known = tmp_path / "known_hosts"
-    known.write_text(ssh_lab.known_hosts_line(host) + "\n")
-    t = openssh_transport(host, home, known_hosts=[str(known)])
-    t.run(["true"])
-    other = tmp_path / "other_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    forged = f"[{host.ip}]:{host.port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2])
-    known.write_text(forged + "\n")
-    # host keys are checked when the master opens: the live master still serves ...
-    assert t.run(["echo", "still"]).stdout == "still\n"
-    assert close_master(t.socket)
-    wait_until(lambda: check_master(t.socket) is None, "the master ended", limit=10)
-    # ... and once it is stopped, the next connection meets the "changed" key and is refused
-    again = openssh_transport(host, home, known_hosts=[str(known)])
-    with pytest.raises(HostKeyError) as info:
-        again.run(["true"])
-    assert str(info.value) == _paramiko_error(host, known)
-    assert "has CHANGED" in str(info.value) and f"-f {known}" in str(info.value)
-    assert _sockets(home) == []
+    known.write_text("")
+    logins = authentications(host)
+    sockets = []
+    for _ in range(3):
+        t = openssh_transport(host, home, known_hosts=[str(known)], host_key_policy="accept-new")
+        assert t.run(["echo", "ok"]).stdout == "ok\n"
+        sockets.append(t.socket)
+    assert known.read_text().split() == ssh_lab.known_hosts_line(host).split()  # recorded by the first
+    assert authentications(host) == logins + 2
+    assert sockets[0] != sockets[1] == sockets[2]
 
 
 def test_a_master_for_another_known_hosts_file_or_policy_is_not_reused(
@@ -191,7 +252,7 @@ def test_a_master_for_another_known_hosts_file_or_policy_is_not_reused(
     assert authentications(host) == logins + 2  # another known_hosts file: a login of its own
     openssh_transport(host, home, known_hosts=[str(a)], host_key_policy="accept-new").run(["true"])
     assert authentications(host) == logins + 3  # a laxer policy never shares the strict master
-    assert len(_sockets(home)) == 3
+    assert len(sockets(home)) == 3
 
 
 # ---------------------------------------------------------------------------- the control directory

@@ -1,0 +1,154 @@
+"""What a reused OpenSSH connection's trust rests on, as a digest in its control socket's name.
+
+A master checks the host key once, when it opens; every later session on it is trusted on
+that check. So that a run never reuses a master opened under other trust than its own, the
+socket's name (:func:`~maintkit.transport.openssh_control.socket_name`) carries, besides the
+settings, a digest of what the check and the login read (:func:`trust_digest`):
+
+* of every known_hosts file, the entries that can decide the host's key: each line that
+  names the host (``host`` or ``[host]:port``), and every line OpenSSH could match to it
+  without naming it (hashed ``|1|`` names, wildcards or negations, ``@cert-authority`` and
+  ``@revoked``), in file order. With an ssh config file read, the whole file (its
+  ``HostKeyAlias`` could make another name the one looked up);
+* the contents of the key file and of the ssh config file.
+
+A key replaced or removed in known_hosts, a new key file or an edited config therefore makes
+the next run open (and check) a connection of its own at once; the master opened before goes
+unused and closes after its idle time. An entry added or removed for another host changes
+nothing. Files are read once per process while their size, times and inode stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["host_names", "trust_digest"]
+
+#: a host field with one of these can match a host without naming it
+_PATTERN_CHARS = frozenset("*?!")
+_CACHE_MAX = 64
+_FIELDS = re.compile(r"[ \t]+")
+
+
+@dataclass
+class _KnownHosts:
+    """One known_hosts file: its lines by the plain names they carry, and the lines that may match any host."""
+
+    plain: dict[str, list[int]] = field(default_factory=dict)
+    anyone: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> _KnownHosts:
+        """The file's lines as OpenSSH reads them: split on newlines, fields on spaces and tabs."""
+        out = cls()
+        for raw in text.split("\n"):
+            line = raw.strip(" \t\r")
+            if not line or line.startswith("#"):
+                continue
+            i = len(out.lines)
+            out.lines.append(line)
+            fields = _FIELDS.split(line)
+            if line.startswith("@") or len(fields) < 2:
+                out.anyone.append(i)  # a marker applies by its pattern; a broken line is kept whole
+                continue
+            names = fields[0].split(",")
+            if any(n.startswith("|") or _PATTERN_CHARS & set(n) for n in names):
+                out.anyone.append(i)
+            for name in dict.fromkeys(names):
+                out.plain.setdefault(name, []).append(i)
+        return out
+
+    def entries_for(self, names: Iterable[str]) -> list[str]:
+        found = set(self.anyone)
+        for name in names:
+            found.update(self.plain.get(name, ()))
+        return [self.lines[i] for i in sorted(found)]
+
+
+@dataclass
+class _File:
+    """One file as read: its stat, its bytes (or why there are none) and, once asked, its known_hosts table."""
+
+    stat: tuple[int, ...]
+    data: bytes | str
+    table: _KnownHosts | None = None
+
+
+_lock = threading.Lock()
+_files: dict[str, _File] = {}
+
+
+def _stat_key(path: str) -> tuple[int, ...] | str:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.errno})"
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read(path: str) -> _File:
+    """The file as read, kept while its stat stays the same."""
+    key = _stat_key(path)
+    if isinstance(key, str):
+        return _File((), key)
+    with _lock:
+        cached = _files.get(path)
+    if cached is not None and cached.stat == key:
+        return cached
+    try:
+        with open(path, "rb") as f:
+            data: bytes | str = f.read()
+    except OSError as exc:
+        data = f"unreadable ({exc.errno})"
+    entry = _File(key, data)
+    with _lock:
+        if len(_files) >= _CACHE_MAX:
+            _files.clear()
+        _files[path] = entry
+    return entry
+
+
+def _entries(entry: _File, data: bytes, names: Sequence[str]) -> bytes:
+    """The lines of a known_hosts file (``data``, as read in ``entry``) that concern ``names``."""
+    if entry.table is None:
+        entry.table = _KnownHosts.parse(data.decode("utf-8", "replace"))
+    return "\n".join(entry.table.entries_for(names)).encode("utf-8", "replace")
+
+
+def host_names(hostname: str, port: int) -> tuple[str, str]:
+    """The names OpenSSH looks a host up by in known_hosts: ``host`` (port 22) and ``[host]:port``."""
+    return hostname, f"[{hostname}]:{port}"
+
+
+def trust_digest(
+    known_hosts: Sequence[str],
+    names: Sequence[str],
+    *,
+    key_file: str | None = None,
+    ssh_config: str | None = None,
+) -> str:
+    """A digest of the known_hosts entries that concern ``names`` (every entry with an ssh
+    config), the key file's and the config file's contents (see the module's docstring)."""
+    h = hashlib.sha256()
+    for path in known_hosts:
+        entry = _read(path)
+        h.update(b"\0known_hosts\0" + os.fsencode(path) + b"\0")
+        data = entry.data
+        if isinstance(data, str):
+            h.update(data.encode())
+        else:
+            h.update(data if ssh_config else _entries(entry, data, names))
+    for label, other in (("key", key_file), ("config", ssh_config)):
+        if other:
+            content = _read(other).data
+            h.update(f"\0{label}\0".encode() + os.fsencode(other) + b"\0")
+            h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())
+    return h.hexdigest()[:16]

@@ -1,0 +1,139 @@
+"""The trust digest in an OpenSSH control socket's name (maintkit/transport/openssh_trust.py).
+
+What may change it and what may not: the host's own known_hosts lines, lines that could match
+it without naming it (hashed, wildcards, negations, markers), the key file and the ssh config
+change it; another host's plain line, comments and blank lines do not. Hostile known_hosts
+text never raises. The socket of a transport changes with its jump host's entries too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from maintkit.transport.openssh import OpenSSHTransport
+from maintkit.transport.openssh_trust import host_names, trust_digest
+from maintkit.transport.ssh_settings import Endpoint
+
+HOST, PORT = "shop.example", 2222
+NAMES = host_names(HOST, PORT)
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMK2GXv8o7pZ7Z8sQvQy1U0F4Qm3wz7C8Rr9bF2oY1kA"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOther0"
+
+
+def _write(path: Path, text: str) -> Path:
+    """Write ``text``; the stat-keyed cache sees a new ctime or size, so bump mtime to be sure."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    return path
+
+
+def _digest(path: Path, **kwargs: str) -> str:
+    return trust_digest([str(path)], NAMES, **kwargs)
+
+
+BASE = f"[{HOST}]:{PORT} {KEY}\nother.example {OTHER_KEY}\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BASE + f"third.example {OTHER_KEY}\n",  # another host's entry added
+        f"[{HOST}]:{PORT} {KEY}\n",  # another host's entry removed
+        "# a comment\n\n" + BASE + "   \n# trailing\n",  # comments and blank lines
+        BASE.replace("other.example", "other.example,10.0.0.7"),  # another host's names
+    ],
+)
+def test_what_does_not_concern_the_host_keeps_the_digest(tmp_path: Path, text: str) -> None:
+    known = _write(tmp_path / "known_hosts", BASE)
+    before = _digest(known)
+    assert _digest(_write(known, text)) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"[{HOST}]:{PORT} {OTHER_KEY}\nother.example {OTHER_KEY}\n",  # the host's key replaced
+        f"other.example {OTHER_KEY}\n",  # the host's entry removed
+        BASE + f"{HOST} {OTHER_KEY}\n",  # the host by its bare name
+        BASE + f"*.example {OTHER_KEY}\n",  # a wildcard
+        BASE + f"!nothing,shop.exampl? {OTHER_KEY}\n",  # a negation and a single-character wildcard
+        BASE + f"|1|c2FsdHNhbHRzYWx0c2FsdHNhbHQ=|aGFzaGhhc2hoYXNoaGFzaGhhc2g= {OTHER_KEY}\n",  # hashed
+        BASE + f"@revoked other.example {KEY}\n",  # a marker
+        BASE + f"@cert-authority *.example {OTHER_KEY}\n",
+        BASE + "broken-line-without-a-key\n",
+    ],
+)
+def test_what_may_concern_the_host_changes_the_digest(tmp_path: Path, text: str) -> None:
+    known = _write(tmp_path / "known_hosts", BASE)
+    before = _digest(known)
+    assert _digest(_write(known, text)) != before
+
+
+def test_missing_empty_key_and_config(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    missing = _digest(known)
+    assert _digest(_write(known, "")) != missing
+    key = _write(tmp_path / "id", "one")
+    with_key = _digest(known, key_file=str(key))
+    assert with_key != _digest(known)
+    assert _digest(known, key_file=str(_write(key, "two"))) != with_key
+    config = _write(tmp_path / "config", "Host shop\n")
+    with_config = _digest(known, ssh_config=str(config))
+    assert _digest(known, ssh_config=str(_write(config, "Host shop\n  HostKeyAlias other\n"))) != with_config
+
+
+def test_with_an_ssh_config_every_entry_counts(tmp_path: Path) -> None:
+    """The config's HostKeyAlias could make another name the one looked up: the whole file counts."""
+    known = _write(tmp_path / "known_hosts", BASE)
+    config = _write(tmp_path / "config", "Host shop\n")
+    before = _digest(known, ssh_config=str(config))
+    assert _digest(_write(known, BASE + f"third.example {OTHER_KEY}\n"), ssh_config=str(config)) != before
+
+
+def test_the_port_22_name_is_the_bare_host(tmp_path: Path) -> None:
+    known = _write(tmp_path / "known_hosts", f"{HOST} {KEY}\n")
+    plain = trust_digest([str(known)], host_names(HOST, 22))
+    _write(known, f"{HOST} {OTHER_KEY}\n")
+    assert trust_digest([str(known)], host_names(HOST, 22)) != plain
+
+
+_line = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_line, max_size=8), name=st.from_regex(r"[a-z][a-z0-9-]{0,12}\.test", fullmatch=True))
+def test_hostile_text_never_raises_and_a_plain_other_host_never_counts(
+    tmp_path: Path, lines: list[str], name: str
+) -> None:
+    known = tmp_path / "known_hosts"
+    _write(known, "\n".join(lines) + "\n")
+    before = _digest(known)
+    assert len(before) == 16
+    if name != HOST:
+        with known.open("a") as f:
+            f.write(f"\n{name} {OTHER_KEY}\n")
+        assert _digest(known) == before
+        with known.open("a") as f:
+            f.write(f"[{HOST}]:{PORT} {OTHER_KEY}\n")
+        assert _digest(known) != before
+
+
+def test_a_jump_hosts_entry_changes_the_socket(tmp_path: Path) -> None:
+    hop_known = _write(tmp_path / "hop_known_hosts", f"[bastion.example]:22 {KEY}\nbastion.example {KEY}\n")
+    target_known = _write(tmp_path / "known_hosts", BASE)
+    hop = Endpoint("bastion", "bastion.example", 22, "jump", None, (str(hop_known),))
+
+    def socket() -> Path:
+        t = OpenSSHTransport(HOST, port=PORT, known_hosts=[str(target_known)], jumps=[hop], control_dir=tmp_path)
+        return t.socket
+
+    before = socket()
+    assert socket() == before
+    _write(hop_known, f"bastion.example {OTHER_KEY}\n")
+    assert socket() != before
