@@ -6,10 +6,11 @@ socket's name (:func:`~maintkit.transport.openssh_control.socket_name`) carries,
 settings, a digest of what the check and the login read (:func:`trust_digest`):
 
 * of every known_hosts file, the entries that can decide the host's key: each line that
-  names the host (``host`` or ``[host]:port``), and every line OpenSSH could match to it
-  without naming it (hashed ``|1|`` names, wildcards or negations, ``@cert-authority`` and
-  ``@revoked``), in file order. With an ssh config file read, the whole file (its
-  ``HostKeyAlias`` could make another name the one looked up);
+  names the host (``host`` or ``[host]:port``, plainly or hashed: a hashed ``|1|`` name is
+  tried as OpenSSH tries it), and every line OpenSSH could match to it without naming it
+  (wildcards or negations, ``@cert-authority`` and ``@revoked``, a malformed line), in file
+  order. With an ssh config file read, the whole file (its ``HostKeyAlias`` could make
+  another name the one looked up);
 * the contents of the key file and of the ssh config file.
 
 A key replaced or removed in known_hosts, a new key file or an edited config therefore makes
@@ -20,11 +21,14 @@ nothing. Files are read once per process while their size, times and inode stay 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["host_names", "trust_digest"]
@@ -33,13 +37,17 @@ __all__ = ["host_names", "trust_digest"]
 _PATTERN_CHARS = frozenset("*?!")
 _CACHE_MAX = 64
 _FIELDS = re.compile(r"[ \t]+")
+#: a hashed name is OpenSSH's HMAC-SHA1 of the name (its format, read here, not a choice of ours)
+_SHA1_SIZE = 20
 
 
 @dataclass
 class _KnownHosts:
-    """One known_hosts file: its lines by the plain names they carry, and the lines that may match any host."""
+    """One known_hosts file: its lines by the plain names they carry, its hashed names (tried
+    one by one, as OpenSSH does), and the lines that may match any host."""
 
     plain: dict[str, list[int]] = field(default_factory=dict)
+    hashed: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     anyone: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -49,26 +57,52 @@ class _KnownHosts:
         out = cls()
         for raw in text.split("\n"):
             line = raw.strip(" \t\r")
-            if not line or line.startswith("#"):
-                continue
-            i = len(out.lines)
-            out.lines.append(line)
-            fields = _FIELDS.split(line)
-            if line.startswith("@") or len(fields) < 2:
-                out.anyone.append(i)  # a marker applies by its pattern; a broken line is kept whole
-                continue
-            names = fields[0].split(",")
-            if any(n.startswith("|") or _PATTERN_CHARS & set(n) for n in names):
-                out.anyone.append(i)
-            for name in dict.fromkeys(names):
-                out.plain.setdefault(name, []).append(i)
+            if line and not line.startswith("#"):
+                out._add(line)
         return out
 
-    def entries_for(self, names: Iterable[str]) -> list[str]:
+    def _add(self, line: str) -> None:
+        i = len(self.lines)
+        self.lines.append(line)
+        fields = _FIELDS.split(line)
+        hosts = fields[0]
+        if line.startswith("@") or len(fields) < 2:
+            self.anyone.append(i)  # a marker applies by its pattern; a broken line is kept whole
+        elif hosts.startswith("|"):
+            hashed = _hashed(hosts)
+            if hashed is None:
+                self.anyone.append(i)
+            else:
+                self.hashed.append((*hashed, i))
+        else:
+            names = hosts.split(",")
+            if any(_PATTERN_CHARS & set(n) for n in names):
+                self.anyone.append(i)
+            for name in dict.fromkeys(names):
+                self.plain.setdefault(name, []).append(i)
+
+    def entries_for(self, names: Sequence[str]) -> list[str]:
+        """The lines that name one of ``names`` or may match any host, in file order."""
         found = set(self.anyone)
         for name in names:
             found.update(self.plain.get(name, ()))
+        encoded = [n.encode() for n in names]
+        for salt, expected, i in self.hashed:
+            if any(hmac.compare_digest(hmac.digest(salt, n, "sha1"), expected) for n in encoded):
+                found.add(i)
         return [self.lines[i] for i in sorted(found)]
+
+
+def _hashed(hosts: str) -> tuple[bytes, bytes] | None:
+    """The salt and hash of a hashed host field (``|1|salt|hash``, HMAC-SHA1), None when malformed."""
+    parts = hosts.split("|")
+    if len(parts) != 4 or parts[0] or parts[1] != "1":
+        return None
+    try:
+        salt, expected = base64.b64decode(parts[2], validate=True), base64.b64decode(parts[3], validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return (salt, expected) if len(expected) == _SHA1_SIZE else None
 
 
 @dataclass

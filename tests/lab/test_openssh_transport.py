@@ -151,7 +151,14 @@ def _new_key(directory: Path, name: str) -> Path:
     return key
 
 
-@pytest.mark.parametrize("change", ["replaced", "removed"])
+def _hash_names(known: Path) -> None:
+    """Hash every name of ``known`` as OpenSSH's HashKnownHosts does (``ssh-keygen -H``)."""
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    Path(f"{known}.old").unlink()
+    assert "|1|" in known.read_text()
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed", "replaced, hashed names"])
 def test_a_changed_host_key_refuses_the_next_run_while_the_old_master_lives(
     tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path, change: str
 ) -> None:
@@ -159,15 +166,20 @@ def test_a_changed_host_key_refuses_the_next_run_while_the_old_master_lives(
     known = tmp_path / "known_hosts"
     kept = ssh_lab.known_hosts_line(other)
     known.write_text(f"{ssh_lab.known_hosts_line(host)}\n{kept}\n")
+    hashed = change.endswith("hashed names")
+    if hashed:
+        _hash_names(known)
     first = openssh_transport(host, home, known_hosts=[str(known)])
     assert first.run(["echo", "one"]).stdout == "one\n"
     master = check_master(first.socket)
     assert master
-    if change == "replaced":
+    if change.startswith("replaced"):
         forged = " ".join(_new_key(tmp_path, "forged").with_suffix(".pub").read_text().split()[:2])
         known.write_text(f"[{host.ip}]:{host.port} {forged}\n{kept}\n")
     else:
         known.write_text(kept + "\n")
+    if hashed:
+        _hash_names(known)
     logins = authentications(host)
 
     later = openssh_transport(host, home, known_hosts=[str(known)])
@@ -175,7 +187,7 @@ def test_a_changed_host_key_refuses_the_next_run_while_the_old_master_lives(
         later.run(["true"])
     assert later.socket != first.socket
     assert str(info.value) == paramiko_host_key_error(host, known)
-    expected = "has CHANGED" if change == "replaced" else "is not in known_hosts"
+    expected = "has CHANGED" if change.startswith("replaced") else "is not in known_hosts"
     assert expected in str(info.value)
     assert authentications(host) == logins  # refused before any login, the old master never asked
     # the master opened before lives on, unused by later runs, and still serves the run that opened it
@@ -193,8 +205,14 @@ def test_another_hosts_entry_or_a_comment_keeps_the_master(
     first = openssh_transport(host, home, known_hosts=[str(known)])
     first.run(["true"])
     logins = authentications(host)
-    for text in (f"# a note\n{mine}\n{ssh_lab.known_hosts_line(other)}\n", f"\n{mine}\n# another note\n"):
+    theirs = ssh_lab.known_hosts_line(other)
+    for text in (f"# a note\n{mine}\n{theirs}\n", f"\n{mine}\n# another note\n", f"{mine}\n{theirs}\n"):
         known.write_text(text)
+        if text.startswith(mine):  # the other host's name hashed: tried, not counted
+            known.write_text(mine + "\n")
+            (tmp_path / "theirs").write_text(theirs + "\n")
+            _hash_names(tmp_path / "theirs")
+            known.write_text(mine + "\n" + (tmp_path / "theirs").read_text())
         later = openssh_transport(host, home, known_hosts=[str(known)])
         assert later.socket == first.socket
         assert later.run(["echo", "reused"]).stdout == "reused\n"

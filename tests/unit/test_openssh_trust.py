@@ -1,14 +1,20 @@
 """The trust digest in an OpenSSH control socket's name (maintkit/transport/openssh_trust.py).
 
-What may change it and what may not: the host's own known_hosts lines, lines that could match
-it without naming it (hashed, wildcards, negations, markers), the key file and the ssh config
-change it; another host's plain line, comments and blank lines do not. Hostile known_hosts
-text never raises. The socket of a transport changes with its jump host's entries too.
+What may change it and what may not: the host's own known_hosts lines (plain or hashed), lines
+that could match it without naming it (wildcards, negations, markers, malformed lines), the key
+file and the ssh config change it; another host's line (plain or hashed), comments and blank
+lines do not. The lines chosen for a name on a file hashed by ``ssh-keygen -H`` are the ones
+``ssh-keygen -F`` finds. Hostile known_hosts text never raises. The socket of a transport
+changes with its jump host's entries too.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,13 +22,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maintkit.transport.openssh import OpenSSHTransport
-from maintkit.transport.openssh_trust import host_names, trust_digest
+from maintkit.transport.openssh_trust import _KnownHosts, host_names, trust_digest
 from maintkit.transport.ssh_settings import Endpoint
 
 HOST, PORT = "shop.example", 2222
 NAMES = host_names(HOST, PORT)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMK2GXv8o7pZ7Z8sQvQy1U0F4Qm3wz7C8Rr9bF2oY1kA"
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOther0"
+
+
+def _hashed(name: str, salt: bytes = b"0123456789abcdefghij") -> str:
+    """``name`` hashed as OpenSSH's HashKnownHosts writes it: ``|1|salt|HMAC-SHA1(salt, name)``."""
+    mac = hmac.digest(salt, name.encode(), "sha1")
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(mac).decode()}"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -47,6 +59,8 @@ BASE = f"[{HOST}]:{PORT} {KEY}\nother.example {OTHER_KEY}\n"
         f"[{HOST}]:{PORT} {KEY}\n",  # another host's entry removed
         "# a comment\n\n" + BASE + "   \n# trailing\n",  # comments and blank lines
         BASE.replace("other.example", "other.example,10.0.0.7"),  # another host's names
+        BASE + f"{_hashed('other.example')} {OTHER_KEY}\n",  # another host, hashed
+        BASE + f"{_hashed(HOST + '.evil')} {OTHER_KEY}\n",
     ],
 )
 def test_what_does_not_concern_the_host_keeps_the_digest(tmp_path: Path, text: str) -> None:
@@ -63,7 +77,9 @@ def test_what_does_not_concern_the_host_keeps_the_digest(tmp_path: Path, text: s
         BASE + f"{HOST} {OTHER_KEY}\n",  # the host by its bare name
         BASE + f"*.example {OTHER_KEY}\n",  # a wildcard
         BASE + f"!nothing,shop.exampl? {OTHER_KEY}\n",  # a negation and a single-character wildcard
-        BASE + f"|1|c2FsdHNhbHRzYWx0c2FsdHNhbHQ=|aGFzaGhhc2hoYXNoaGFzaGhhc2g= {OTHER_KEY}\n",  # hashed
+        BASE + f"{_hashed(f'[{HOST}]:{PORT}')} {OTHER_KEY}\n",  # the host, hashed
+        BASE + f"{_hashed(HOST)} {OTHER_KEY}\n",
+        BASE + f"|1|bm90IGJhc2U2NA|aGFzaA== {OTHER_KEY}\n",  # a malformed hashed name
         BASE + f"@revoked other.example {KEY}\n",  # a marker
         BASE + f"@cert-authority *.example {OTHER_KEY}\n",
         BASE + "broken-line-without-a-key\n",
@@ -101,6 +117,26 @@ def test_the_port_22_name_is_the_bare_host(tmp_path: Path) -> None:
     plain = trust_digest([str(known)], host_names(HOST, 22))
     _write(known, f"{HOST} {OTHER_KEY}\n")
     assert trust_digest([str(known)], host_names(HOST, 22)) != plain
+
+
+def test_the_entries_chosen_are_the_ones_openssh_finds(tmp_path: Path) -> None:
+    """On a file hashed by ``ssh-keygen -H``, every name's lines are what ``ssh-keygen -F`` finds
+    (plus the lines that may match any host: none here)."""
+    known = tmp_path / "known_hosts"
+    names = [HOST, f"[{HOST}]:{PORT}", "other.example", "10.0.0.7", f"[{HOST}]:22"]
+    known.write_text(
+        f"{HOST} {KEY}\n[{HOST}]:{PORT} {OTHER_KEY}\nother.example,10.0.0.7 {OTHER_KEY}\n"
+        f"[{HOST}]:{PORT} {KEY}\nthird.example {KEY}\n"
+    )
+    subprocess.run([shutil.which("ssh-keygen") or "ssh-keygen", "-q", "-H", "-f", str(known)], check=True,
+                   capture_output=True)  # fmt: skip
+    table = _KnownHosts.parse(known.read_text())
+    assert table.anyone == [] and len(table.hashed) == 6 and table.plain == {}
+    for name in names:
+        found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(known)], capture_output=True, text=True)
+        lines = [ln for ln in found.stdout.splitlines() if ln and not ln.startswith("#")]
+        assert table.entries_for([name]) == lines, name
+    assert len(table.entries_for([f"[{HOST}]:{PORT}"])) == 2 and table.entries_for(["[other.example]:22"]) == []
 
 
 _line = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
