@@ -135,10 +135,13 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self.control_persist = int(control_persist)
         self.control_dir = control_dir or openssh_control.control_dir()
         unique = [os.getpid(), secrets.token_hex(4)] if self.control_persist == 0 else []
-        self.socket = self.control_dir / openssh_control.socket_name(
+        #: the settings a master is opened with, and the digest of the files its trust rests on
+        self.settings_key = openssh_control.settings_key(
             [host, self.port, user, self.key_filename, *self.known_hosts, host_key_policy, ssh_config,
-             proxy_command, self._jump_spec(), identities_only, alias, *self._trust(), *unique]
+             proxy_command, self._jump_spec(), identities_only, alias]
         )  # fmt: skip
+        self.trust = "-".join(self._trust())
+        self.socket = self.control_dir / openssh_control.socket_name(self.settings_key, [self.trust, *unique])
         self._ready = False  # a master answered (or was opened) for this transport
         self._warm_error: TransportError | None = None
         self._master_lock = threading.Lock()
@@ -200,6 +203,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
                 raise error
             self._prepare()
             if openssh_control.check_master(self.socket) is None:
+                openssh_control.stop_superseded(self.control_dir, self.socket, self.settings_key, self.trust)
                 if on_dial is not None:
                     on_dial()
                 self._open_master()
@@ -213,7 +217,12 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         if self.host_key_policy == "accept-new":
             with contextlib.suppress(OSError):
                 Path(self._known_hosts()[0]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        label = {"host": self.host, "target": f"{self.user or ''}{'@' if self.user else ''}{self.hostname}:{self.port}"}
+        self._write_label()
+
+    def _write_label(self) -> None:
+        """Name what the socket reaches and under which settings and trust (``maint connections``)."""
+        label = {"host": self.host, "target": f"{self.user or ''}{'@' if self.user else ''}{self.hostname}:{self.port}",
+                 "settings": self.settings_key, "trust": self.trust}  # fmt: skip
         try:
             openssh_control.write_label(self.socket, label)
         except OSError as exc:
@@ -339,6 +348,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         except MuxUnavailable:
             with self._count_lock:
                 self.spawned += 1
+            self._write_label()  # the ``ssh`` below may open a new master on the socket
         else:
             with self._count_lock:
                 self.mux_sessions += 1

@@ -7,13 +7,15 @@ commands on the host as the login user until the master ends. So:
 * the sockets live in ONE directory per user, ``$XDG_CACHE_HOME/maintkit/ssh`` (default
   ``~/.cache/maintkit/ssh``), created 0700; a directory that is a symlink, not owned by the
   user, or open to group or others in any way is refused (:class:`~maintkit.errors.TransportError`);
-* a socket's name is a hash of everything that decides how far the connection can be trusted:
-  address, port, user, key file, known_hosts files, host key policy, ssh config file, proxy,
-  and a digest of the host's known_hosts entries and of the key and config files' contents
+* a socket's name (``mk-SETTINGS-TRUST``) is made of a hash of everything that decides how
+  far the connection can be trusted: address, port, user, key file, known_hosts files, host
+  key policy, ssh config file, proxy; then a hash of what that trust rests on: the host's
+  known_hosts entries and the key and config files' contents
   (:mod:`~maintkit.transport.openssh_trust`). A master opened for another key, known_hosts
-  file or entry, or a laxer policy is never reused;
-* beside each socket ``NAME.json`` (0600) says which host it reaches, for
-  ``maint connections list``.
+  file or entry, or a laxer policy is never reused; one whose trust a later run found changed
+  is asked to take no new session (:func:`stop_superseded`);
+* beside each socket ``NAME.json`` (0600) says which host it reaches (for ``maint connections
+  list``) and under which settings and trust.
 
 Values given to ``ssh -o`` are escaped here: ``%`` (OpenSSH expands ``%h``, ``%p``... in
 paths) and whitespace or quotes (an option line is split on whitespace).
@@ -47,7 +49,9 @@ __all__ = [
     "mux_hello",
     "mux_read",
     "option_value",
+    "settings_key",
     "socket_name",
+    "stop_superseded",
     "write_label",
 ]
 
@@ -73,10 +77,21 @@ def ensure_dir(path: Path, host: str) -> Path:
     return path
 
 
-def socket_name(parts: Sequence[object]) -> str:
-    """The socket name for a connection described by ``parts`` (24 hex digits of a SHA-256)."""
+def settings_key(parts: Sequence[object]) -> str:
+    """16 hex digits of a SHA-256 of the settings ``parts`` a connection is opened with."""
+    return _hex(parts, 16)
+
+
+def socket_name(settings: str, trust: Sequence[object]) -> str:
+    """``mk-SETTINGS-TRUST``: the :func:`settings_key`, then 12 hex digits of a SHA-256 of what
+    the connection's trust rests on (and what makes it a run's own). Masters opened with the same
+    settings share the first part, so the ones another trust superseded are found by name."""
+    return f"mk-{settings}-{_hex([settings, *trust], 12)}"
+
+
+def _hex(parts: Sequence[object], digits: int) -> str:
     blob = json.dumps([str(p) if p is not None else None for p in parts], separators=(",", ":"))
-    return "mk-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:digits]
 
 
 def escape(value: str) -> str:
@@ -216,15 +231,46 @@ def _mux_exact(conn: socket.socket, size: int) -> bytes:
 
 def close_master(sock: Path) -> bool:
     """Ask the master on ``sock`` to exit (``ssh -O exit``) and drop its label. True when one answered."""
-    try:
-        proc = subprocess.run(
-            control_argv(sock, "exit"), capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
-        )
-        ok = proc.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
+    ok = _control(sock, "exit")
     _forget(sock)
     return ok
+
+
+def stop_superseded(directory: Path, sock: Path, settings: str, trust: str) -> list[Path]:
+    """Ask every live master in ``directory`` opened with the same ``settings`` as ``sock`` but
+    under other ``trust`` (a known_hosts entry, key or config file changed since) to take no new
+    session (``ssh -O stop``): its sessions under way end as they would, then it exits. The
+    sockets asked, in order. Only the labels named ``mk-SETTINGS-*`` are read."""
+    stopped: list[Path] = []
+    for label in sorted(directory.glob(f"mk-{settings}-*{_LABEL_SUFFIX}")):
+        other = label.with_name(label.name[: -len(_LABEL_SUFFIX)])
+        if other == sock:
+            continue
+        try:
+            info = json.loads(label.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or info.get("settings") != settings or info.get("trust") in (None, trust):
+            continue
+        alive = check_master(other) is not None
+        if alive and not _control(other, "stop"):
+            continue  # it did not answer: still listed by ``maint connections``
+        if alive:
+            stopped.append(other)
+        with contextlib.suppress(OSError):
+            label.unlink()
+    return stopped
+
+
+def _control(sock: Path, op: str) -> bool:
+    """``ssh -O OP`` on one socket; True when the master answered."""
+    try:
+        proc = subprocess.run(
+            control_argv(sock, op), capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
 
 
 def _forget(sock: Path) -> None:

@@ -8,11 +8,13 @@ here is what is specific to it, each proven on a real sshd and its log:
 * an unknown host key is refused with the paramiko path's exact message;
 * a master serves only a run whose trust is the one it was opened under (each later transport
   below stands for a later run, which makes its transports once): the host's key replaced or
-  removed in known_hosts refuses the next run at once, with the paramiko path's message, while
-  the master opened before still lives (and still serves the run that opened it); another
-  host's entry added or removed, or a comment, keeps the master (no login); a key file replaced
-  by a key the host does not accept makes the next run fail to log in instead of riding the old
-  master; under ``accept-new`` the run after the first contact logs in once more, the next reuses;
+  removed in known_hosts (plain or hashed names) refuses the next run at once, with the
+  paramiko path's message, and the master opened before is asked to take no new session (it
+  ends once its sessions under way end; the run that opened it is refused at its next
+  command); another host's entry added or removed (plain or hashed), or a comment, keeps the
+  master (no login); a key file replaced by a key the host does not accept makes the next run
+  fail to log in instead of riding the old master; under ``accept-new`` the run after the first
+  contact logs in once more, the next reuses;
 * a master opened for another known_hosts file or host key policy is never reused;
 * a control directory that is a symlink, open to others or owned by another user is refused;
 * the hostile ``~/.ssh/config`` planted for the session changes nothing (also when the
@@ -41,7 +43,7 @@ from maintkit.transport.base import CancelToken, CommandCancelled, cancellable
 from maintkit.transport.factory import transport_for
 from maintkit.transport.openssh import OpenSSHTransport
 from maintkit.transport.openssh_control import check_master, live_masters
-from tests.gates import open_gate, wait_started, wait_until
+from tests.gates import gated_shell, open_gate, wait_started, wait_until
 from tests.hostile_dotfiles import MARK
 from tests.lab.openssh_helpers import (
     authentications,
@@ -190,9 +192,49 @@ def test_a_changed_host_key_refuses_the_next_run_while_the_old_master_lives(
     expected = "has CHANGED" if change.startswith("replaced") else "is not in known_hosts"
     assert expected in str(info.value)
     assert authentications(host) == logins  # refused before any login, the old master never asked
-    # the master opened before lives on, unused by later runs, and still serves the run that opened it
-    assert check_master(first.socket) == master and sockets(home) == [first.socket]
-    assert first.run(["echo", "two"]).stdout == "two\n"
+    # the master opened before was asked to take no new session; with none under way, it ended
+    assert check_master(first.socket) is None
+    wait_until(lambda: not _pid_alive(master), "the superseded master exited", limit=10)
+    # the run that opened it is refused at its next command, as a new run is
+    with pytest.raises(HostKeyError) as again:
+        first.run(["echo", "two"])
+    assert str(again.value) == str(info.value) and authentications(host) == logins and sockets(home) == []
+
+
+def test_a_superseded_master_takes_no_new_session_and_ends_after_its_last(
+    tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    """A later run whose trust differs (here: the host's line written twice, which changes the
+    entries and still lets the key in) opens its own master and asks the old one to stop: the
+    command under way on the old one ends as it would, no new session is taken there, and the
+    old master exits after that command. The run that opened it gets a new connection on its next
+    command, checked against the known_hosts of now (labelled again for ``maint connections``)."""
+    host, scratch = ssh_hosts[0]
+    known = tmp_path / "known_hosts"
+    mine = ssh_lab.known_hosts_line(host)
+    known.write_text(mine + "\n")
+    first = openssh_transport(host, home, known_hosts=[str(known)])
+    first.run(["true"])
+    old_pid = check_master(first.socket)
+    d = gate_dir(scratch)
+    outcome_of: list[Any] = []
+    worker, outcome = in_thread(lambda: outcome_of.append(first.run_shell(gated_shell(d, "echo finished"))))
+    try:
+        wait_started(d)
+        known.write_text(f"{mine}\n{mine}\n")
+        later = openssh_transport(host, home, known_hosts=[str(known)])
+        assert later.run(["echo", "new"]).stdout == "new\n"
+        assert later.socket != first.socket and check_master(later.socket) not in (None, old_pid)
+        assert check_master(first.socket) is None  # takes no new session
+        assert _pid_alive(old_pid or 0)  # ... while its command runs
+    finally:
+        open_gate(d)
+    worker.join(30)
+    assert outcome == ["returned"] and outcome_of[0].stdout == "finished\n" and outcome_of[0].exit_code == 0
+    wait_until(lambda: not _pid_alive(old_pid or 0), "the superseded master exited", limit=10)
+    assert [m.socket for m in live_masters(home / "maintkit" / "ssh")] == [later.socket]
+    assert first.run(["echo", "again"]).stdout == "again\n"  # a new connection, labelled
+    assert sorted(m.socket for m in live_masters(home / "maintkit" / "ssh")) == sorted([first.socket, later.socket])
 
 
 def test_another_hosts_entry_or_a_comment_keeps_the_master(
@@ -235,7 +277,8 @@ def test_a_replaced_key_file_logs_in_again_and_is_refused(
     with pytest.raises(HostUnreachable, match="authentication failed"):
         later.run(["true"])
     assert later.socket != first.socket
-    assert authentications(host) == logins and sockets(home) == [first.socket]
+    assert authentications(host) == logins and check_master(first.socket) is None  # the old one stopped
+    assert sockets(home) == []
 
 
 def test_accept_new_logs_in_once_more_after_the_first_contact(
