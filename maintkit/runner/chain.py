@@ -41,7 +41,7 @@ from maintkit.runner.plan import PlannedStage, PlannedStep
 from maintkit.runner.state import RunState
 from maintkit.transport.base import cancellable
 
-__all__ = ["Chain", "Link", "read_ahead"]
+__all__ = ["Chain", "Link", "lock_read", "read_ahead"]
 
 #: a chained round trip carries at most this many later steps
 MAX_LINKS = 16
@@ -64,6 +64,24 @@ def read_ahead(planned: PlannedStage, step_probes: list[list[Probe[Any]]], i: in
         out += [p for p in group if singles or type(p).bulk is not None]
         if singles and ps.skip is None and not ps.action.changes_nothing():
             singles = False
+    return out
+
+
+def lock_read(planned: PlannedStage, step_probes: list[list[Probe[Any]]]) -> list[Probe[Any]]:
+    """The probes the lock's read takes when the whole stage is expected to change (the stage
+    never finished here with these steps): every step's, except a read-only step's
+    (:meth:`~maintkit.action.Action.changes_nothing`) after a step that may change, but for its
+    bulk-read probes. Such a step is checked after that change, whose round trip reads its probes
+    (:func:`read_ahead`): reading them under the lock too would run its command twice. When no
+    step before it changes after all, they are read when its step comes (``prefetch``).
+    """
+    out: list[Probe[Any]] = []
+    may_change = False
+    for ps, group in zip(planned.steps, step_probes, strict=True):
+        deferred = may_change and ps.action.changes_nothing()
+        out += [p for p in group if type(p).bulk is not None] if deferred else group
+        if ps.skip is None and not ps.action.changes_nothing():
+            may_change = True
     return out
 
 

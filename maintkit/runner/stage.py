@@ -26,7 +26,7 @@ from maintkit.errors import MaintkitError, NotReversible
 from maintkit.inventory import Site
 from maintkit.probes import Probe, RawOutput, run_batch
 from maintkit.results import SiteResult, SiteStatus, StepStatus
-from maintkit.runner.chain import Chain, read_ahead
+from maintkit.runner.chain import Chain, lock_read, read_ahead
 from maintkit.runner.locks import Held, lock_script, peek_script, read_lock, settle_lock
 from maintkit.runner.outcome import SiteVerdict
 from maintkit.runner.plan import PlannedStage
@@ -280,8 +280,11 @@ class StageLock:
         state.interrupts.activity.doing(site.name, env.name, "taking the lock")
         # what the steps up to this one read (later steps' probes are read after its change); a
         # re-read before a change leaves out the costly reads only checks need (Probe.reread)
-        groups = self.step_probes if upto is None else self.step_probes[: upto + 1]
-        probes = [p for g in groups for p in g if index is None or type(p).reread]
+        if early is not None and upto is None:  # the whole stage: a read-only step's command runs once
+            probes = lock_read(self.planned, self.step_probes)
+        else:
+            groups = self.step_probes if upto is None else self.step_probes[: upto + 1]
+            probes = [p for g in groups for p in g if index is None or type(p).reread]
         with cancellable(None):
             raw, head = run_batch(transport, probes, preamble=lock_script(state, site, env), timeout=self._timeout)
             why = early[1] if early else None

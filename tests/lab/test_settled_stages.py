@@ -6,8 +6,10 @@ Over the real SSH lab, every command counted (:class:`tests.lab.recording.Record
   round trip (``lock.acquired`` says why); the run's record in ``runs.jsonl`` lists the
   stage's fingerprint under ``settled``, and the next run reads without a lock, in one round trip;
 * a changed parameter is a new stage: the lock comes first again;
-* a wrong guess (the host is already as wanted) costs the release, nothing else, and the stage
-  is remembered from then on;
+* the lock's read of such a stage leaves out a read-only step after a step that may change
+  (its command runs once, after the change, in the change's round trip);
+* a wrong guess (the host is already as wanted) costs the release and the read of what was
+  left out, nothing else, and the stage is remembered from then on;
 * a stage that failed is not remembered; plan mode neither locks nor remembers anything; a
   stage of read-only steps never locks.
 """
@@ -32,6 +34,18 @@ stages:
   - env: production
     steps:
       - {action: command, with: {argv: [hostname], read_only: true}}
+"""
+
+
+#: a file, then a read-only command that notes each run (and what it read) in ``runs``
+COUNTED = """\
+name: counted
+stages:
+  - env: production
+    steps:
+      - {action: file.content, with: {path: "{{ env.path }}/conf.txt", content: "v1\\n"}}
+      - action: command
+        with: {argv: [sh, -c, 'printf "run %s\\n" "$(cat -- "$0/conf.txt")" >> "$0/runs"', "{{ env.path }}"], read_only: true}
 """
 
 
@@ -79,7 +93,29 @@ def test_a_new_stage_locks_first_and_is_remembered(tmp_path: Path, ssh_hosts: li
     assert (site / "app" / "config.txt").read_text() == "site=shop v2\n"
 
 
-def test_a_wrong_guess_costs_the_release_only(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
+def test_a_read_only_step_after_a_change_runs_once(tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]) -> None:
+    """The lock's read of a new stage leaves out a read-only step after a step that may change:
+    the change's round trip reads it after the change, so its command runs once, on what the
+    change made."""
+    h, d = ssh_hosts[0]
+    site, state = d / "counted-site", tmp_path / "state"
+    site.mkdir()
+    shutil.chown(site, "deploy", "deploy")
+    inv = write_inventory(tmp_path, sites_of({"shop": h.env(site)}))
+
+    first, kinds = _kinds(COUNTED, inv, state, h, site)
+    assert first.ok and first.changed == 1  # type: ignore[attr-defined]
+    assert kinds == ["lock+read", "step", "unlock"]
+    assert (site / "runs").read_text() == "run v1\n"  # once, after the change
+
+    again, kinds = _kinds(COUNTED, inv, state, h, site)
+    assert again.ok and again.changed == 0 and kinds == ["read"]  # type: ignore[attr-defined]
+    assert (site / "runs").read_text() == "run v1\nrun v1\n"
+
+
+def test_a_wrong_guess_costs_the_release_and_the_left_out_reads(
+    tmp_path: Path, ssh_hosts: list[tuple[LabHost, Path]]
+) -> None:
     h, d = ssh_hosts[1]
     site, state = d / "site", tmp_path / "state"
     inv = write_inventory(tmp_path, sites_of({"shop": h.env(site)}))
@@ -89,7 +125,9 @@ def test_a_wrong_guess_costs_the_release_only(tmp_path: Path, ssh_hosts: list[tu
     first, kinds = _kinds(FIVE, inv, state, h, site)
     assert first.ok and first.changed == 0  # type: ignore[attr-defined]
     assert {s.status for s in first.sites[0].steps} == {StepStatus.UNCHANGED}  # type: ignore[attr-defined]
-    assert kinds == ["lock+read", "unlock"]
+    # the read-only command after the steps that may change was left out of the lock's read
+    # (their changes would have read it after them): it is read when its step comes
+    assert kinds == ["lock+read", "step", "unlock"]
     assert sorted(str(p.relative_to(site)) for p in site.rglob("*")) == before
     assert not (site / ".maint" / "lock").exists()
 
