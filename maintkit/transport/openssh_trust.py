@@ -13,10 +13,12 @@ settings, a digest of what the check and the login read (:func:`trust_digest`):
   another name the one looked up);
 * the contents of the key file and of the ssh config file.
 
-A key replaced or removed in known_hosts, a new key file or an edited config therefore makes
-the next run open (and check) a connection of its own at once; the master opened before goes
-unused and closes after its idle time. An entry added or removed for another host changes
-nothing. Files are read once per process while their size, times and inode stay the same.
+Names are compared as OpenSSH compares them: in lower case. A key replaced or removed in
+known_hosts, a new key file or an edited config therefore makes the next run open (and check)
+a connection of its own at once, and that run asks the master opened before to take no new
+session (:func:`~maintkit.transport.openssh_control.stop_superseded`). An entry added or
+removed for another host changes nothing. Files are read once per process while their size,
+times and inode stay the same.
 """
 
 from __future__ import annotations
@@ -78,15 +80,16 @@ class _KnownHosts:
             names = hosts.split(",")
             if any(_PATTERN_CHARS & set(n) for n in names):
                 self.anyone.append(i)
-            for name in dict.fromkeys(names):
+            for name in dict.fromkeys(n.lower() for n in names):
                 self.plain.setdefault(name, []).append(i)
 
     def entries_for(self, names: Sequence[str]) -> list[str]:
         """The lines that name one of ``names`` or may match any host, in file order."""
         found = set(self.anyone)
-        for name in names:
+        lowered = [n.lower() for n in names]
+        for name in lowered:
             found.update(self.plain.get(name, ()))
-        encoded = [n.encode() for n in names]
+        encoded = [n.encode() for n in lowered]
         for salt, expected, i in self.hashed:
             if any(hmac.compare_digest(hmac.digest(salt, n, "sha1"), expected) for n in encoded):
                 found.add(i)
@@ -172,7 +175,7 @@ def trust_digest(
     """A digest of the known_hosts entries that concern ``names`` (every entry with an ssh
     config), the key file's and the config file's contents (see the module's docstring)."""
     h = hashlib.sha256()
-    for path in known_hosts:
+    for path in map(os.path.expanduser, known_hosts):
         entry = _read(path)
         h.update(b"\0known_hosts\0" + os.fsencode(path) + b"\0")
         data = entry.data
@@ -182,6 +185,7 @@ def trust_digest(
             h.update(data if ssh_config else _entries(entry, data, names))
     for label, other in (("key", key_file), ("config", ssh_config)):
         if other:
+            other = os.path.expanduser(other)
             content = _read(other).data
             h.update(f"\0{label}\0".encode() + os.fsencode(other) + b"\0")
             h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())

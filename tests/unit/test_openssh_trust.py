@@ -112,6 +112,19 @@ def test_with_an_ssh_config_every_entry_counts(tmp_path: Path) -> None:
     assert _digest(_write(known, BASE + f"third.example {OTHER_KEY}\n"), ssh_config=str(config)) != before
 
 
+def test_names_are_compared_in_lower_case_as_openssh_does(tmp_path: Path) -> None:
+    """OpenSSH looks a host up in lower case (plain and hashed): an entry written in capitals is
+    the host's, whatever case the inventory uses."""
+    known = _write(tmp_path / "known_hosts", BASE)
+    upper = host_names(HOST.upper(), PORT)
+    before = trust_digest([str(known)], upper)
+    assert before == _digest(known)
+    _write(known, BASE + f"[{HOST.upper()}]:{PORT} {OTHER_KEY}\n")
+    assert trust_digest([str(known)], upper) != before and _digest(known) != before
+    _write(known, BASE + f"{_hashed(f'[{HOST}]:{PORT}')} {OTHER_KEY}\n")  # ssh hashes the lower-case name
+    assert trust_digest([str(known)], upper) != before
+
+
 def test_the_port_22_name_is_the_bare_host(tmp_path: Path) -> None:
     known = _write(tmp_path / "known_hosts", f"{HOST} {KEY}\n")
     plain = trust_digest([str(known)], host_names(HOST, 22))
