@@ -17,8 +17,9 @@ Names are compared as OpenSSH compares them: in lower case. A key replaced or re
 known_hosts, a new key file or an edited config therefore makes the next run open (and check)
 a connection of its own at once, and that run asks the master opened before to take no new
 session (:func:`~maintkit.transport.openssh_control.stop_superseded`). An entry added or
-removed for another host changes nothing. Files are read once per process while their size,
-times and inode stay the same.
+removed for another host changes nothing. Files are read once per process while their size
+and mtime stay the same (:func:`~maintkit.transport.ssh_policy.parsed_once`, as on the
+paramiko path).
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ import hashlib
 import hmac
 import os
 import re
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+from maintkit.transport.ssh_policy import parsed_once
 
 __all__ = ["host_names", "trust_digest"]
 
+T = TypeVar("T")
+
 #: a host field with one of these can match a host without naming it
 _PATTERN_CHARS = frozenset("*?!")
-_CACHE_MAX = 64
 _FIELDS = re.compile(r"[ \t]+")
 #: a hashed name is OpenSSH's HMAC-SHA1 of the name (its format, read here, not a choice of ours)
 _SHA1_SIZE = 20
@@ -108,56 +112,24 @@ def _hashed(hosts: str) -> tuple[bytes, bytes] | None:
     return (salt, expected) if len(expected) == _SHA1_SIZE else None
 
 
-@dataclass
-class _File:
-    """One file as read: its stat, its bytes (or why there are none) and, once asked, its known_hosts table."""
-
-    stat: tuple[int, ...]
-    data: bytes | str
-    table: _KnownHosts | None = None
+def _bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
-_lock = threading.Lock()
-_files: dict[str, _File] = {}
+def _table(path: str) -> _KnownHosts:
+    return _KnownHosts.parse(_bytes(path).decode("utf-8", "replace"))
 
 
-def _stat_key(path: str) -> tuple[int, ...] | str:
+def _cached(path: str, parse: Callable[[str], T], kind: str) -> T | str:
+    """``parse(path)`` once per file version (:func:`~maintkit.transport.ssh_policy.parsed_once`),
+    or a word for why the file cannot be read (which the digest then carries)."""
     try:
-        st = os.stat(path)
+        return cast(T, parsed_once(path, parse, kind=kind))
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
         return f"unreadable ({exc.errno})"
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _read(path: str) -> _File:
-    """The file as read, kept while its stat stays the same."""
-    key = _stat_key(path)
-    if isinstance(key, str):
-        return _File((), key)
-    with _lock:
-        cached = _files.get(path)
-    if cached is not None and cached.stat == key:
-        return cached
-    try:
-        with open(path, "rb") as f:
-            data: bytes | str = f.read()
-    except OSError as exc:
-        data = f"unreadable ({exc.errno})"
-    entry = _File(key, data)
-    with _lock:
-        if len(_files) >= _CACHE_MAX:
-            _files.clear()
-        _files[path] = entry
-    return entry
-
-
-def _entries(entry: _File, data: bytes, names: Sequence[str]) -> bytes:
-    """The lines of a known_hosts file (``data``, as read in ``entry``) that concern ``names``."""
-    if entry.table is None:
-        entry.table = _KnownHosts.parse(data.decode("utf-8", "replace"))
-    return "\n".join(entry.table.entries_for(names)).encode("utf-8", "replace")
 
 
 def host_names(hostname: str, port: int) -> tuple[str, str]:
@@ -176,17 +148,18 @@ def trust_digest(
     config), the key file's and the config file's contents (see the module's docstring)."""
     h = hashlib.sha256()
     for path in map(os.path.expanduser, known_hosts):
-        entry = _read(path)
         h.update(b"\0known_hosts\0" + os.fsencode(path) + b"\0")
-        data = entry.data
-        if isinstance(data, str):
-            h.update(data.encode())
-        else:
-            h.update(data if ssh_config else _entries(entry, data, names))
+        if ssh_config:
+            whole = _cached(path, _bytes, "openssh-trust-bytes")
+            h.update(whole.encode() if isinstance(whole, str) else whole)
+            continue
+        table = _cached(path, _table, "openssh-trust-known-hosts")
+        lines = [table] if isinstance(table, str) else table.entries_for(names)
+        h.update("\n".join(lines).encode("utf-8", "replace"))
     for label, other in (("key", key_file), ("config", ssh_config)):
         if other:
             other = os.path.expanduser(other)
-            content = _read(other).data
+            content = _cached(other, _bytes, "openssh-trust-bytes")
             h.update(f"\0{label}\0".encode() + os.fsencode(other) + b"\0")
             h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())
     return h.hexdigest()[:16]

@@ -122,21 +122,22 @@ def known_hosts_files(extra: Sequence[str]) -> list[str]:
     return [p for p in [user_file, *extra] if os.path.isfile(p)]
 
 
-_PARSED: dict[str, tuple[tuple[int, int], Any]] = {}
+_PARSED: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
 _PARSED_LOCK = threading.Lock()
 
 
-def parsed_once(path: str, parse: Callable[[str], Any]) -> Any:
-    """``parse(path)``, cached per (path, mtime, size): a large known_hosts file is parsed once,
-    not once per connection (what keeps hundreds of hosts cheap)."""
+def parsed_once(path: str, parse: Callable[[str], Any], kind: str = "") -> Any:
+    """``parse(path)``, cached per (``kind``, path, mtime, size): a large known_hosts file is
+    parsed once, not once per connection (what keeps hundreds of hosts cheap). Callers that parse
+    the same file another way name their ``kind``. OSError (a missing file) is raised."""
     st = os.stat(path)
     stamp = (st.st_mtime_ns, st.st_size)
     with _PARSED_LOCK:
-        cached = _PARSED.get(path)
+        cached = _PARSED.get((kind, path))
         if cached is not None and cached[0] == stamp:
             return cached[1]
         parsed = parse(path)
-        _PARSED[path] = (stamp, parsed)
+        _PARSED[(kind, path)] = (stamp, parsed)
         return parsed
 
 
