@@ -11,7 +11,10 @@ settings, a digest of what the check and the login read (:func:`trust_digest`):
   (wildcards or negations, ``@cert-authority`` and ``@revoked``, a malformed line), in file
   order. With an ssh config file read, the whole file (its ``HostKeyAlias`` could make
   another name the one looked up);
-* the contents of the key file and of the ssh config file.
+* the contents of the key file and of the ssh config file, and of every file that config
+  includes (``Include``, nested, whatever block it sits in; a relative name both beside the
+  including file and in ``~/.ssh``, where ``ssh -F`` reads it), with the list of those files, so
+  a file added to an included folder counts as well.
 
 Names are compared as OpenSSH compares them: in lower case. A key replaced or removed in
 known_hosts, a new key file or an edited config therefore makes the next run open (and check)
@@ -34,9 +37,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
+from maintkit.transport.ssh_config import MAX_INCLUDE_DEPTH, include_candidates, include_patterns
 from maintkit.transport.ssh_policy import parsed_once
 
-__all__ = ["host_names", "trust_digest"]
+__all__ = ["config_files", "host_names", "trust_digest"]
 
 T = TypeVar("T")
 
@@ -45,6 +49,8 @@ _PATTERN_CHARS = frozenset("*?!")
 _FIELDS = re.compile(r"[ \t]+")
 #: a hashed name is OpenSSH's HMAC-SHA1 of the name (its format, read here, not a choice of ours)
 _SHA1_SIZE = 20
+#: how much of a config file is read for its Include lines (maintkit's own reader refuses more)
+_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -132,6 +138,29 @@ def _cached(path: str, parse: Callable[[str], T], kind: str) -> T | str:
         return f"unreadable ({exc.errno})"
 
 
+def _includes(path: str) -> list[str]:
+    return include_patterns(_bytes(path)[:_CONFIG_BYTES].decode("utf-8", "replace"))
+
+
+def config_files(config: str) -> list[str]:
+    """``config`` and every file it includes, nested (each file once), in reading order."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def walk(path: str, depth: int) -> None:
+        out.append(path)
+        if path in seen or depth >= MAX_INCLUDE_DEPTH:
+            return
+        seen.add(path)
+        patterns = _cached(path, _includes, "openssh-trust-includes")
+        for pattern in patterns if isinstance(patterns, list) else ():
+            for found in include_candidates(path, pattern):
+                walk(found, depth + 1)
+
+    walk(config, 0)
+    return out
+
+
 def host_names(hostname: str, port: int) -> tuple[str, str]:
     """The names OpenSSH looks a host up by in known_hosts: ``host`` (port 22) and ``[host]:port``."""
     return hostname, f"[{hostname}]:{port}"
@@ -145,7 +174,7 @@ def trust_digest(
     ssh_config: str | None = None,
 ) -> str:
     """A digest of the known_hosts entries that concern ``names`` (every entry with an ssh
-    config), the key file's and the config file's contents (see the module's docstring)."""
+    config), the key file's and the config files' contents (see the module's docstring)."""
     h = hashlib.sha256()
     for path in map(os.path.expanduser, known_hosts):
         h.update(b"\0known_hosts\0" + os.fsencode(path) + b"\0")
@@ -156,10 +185,11 @@ def trust_digest(
         table = _cached(path, _table, "openssh-trust-known-hosts")
         lines = [table] if isinstance(table, str) else table.entries_for(names)
         h.update("\n".join(lines).encode("utf-8", "replace"))
-    for label, other in (("key", key_file), ("config", ssh_config)):
-        if other:
-            other = os.path.expanduser(other)
-            content = _cached(other, _bytes, "openssh-trust-bytes")
-            h.update(f"\0{label}\0".encode() + os.fsencode(other) + b"\0")
-            h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())
+    files = [("key", os.path.expanduser(key_file))] if key_file else []
+    if ssh_config:
+        files += [("config", f) for f in config_files(os.path.expanduser(ssh_config))]
+    for label, path in files:
+        content = _cached(path, _bytes, "openssh-trust-bytes")
+        h.update(f"\0{label}\0".encode() + os.fsencode(path) + b"\0")
+        h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())
     return h.hexdigest()[:16]

@@ -34,6 +34,8 @@ __all__ = [
     "HostConfig",
     "SSHConfig",
     "config_path",
+    "include_candidates",
+    "include_patterns",
     "parse_jumps",
     "read_ssh_config",
 ]
@@ -253,6 +255,32 @@ def _include(
         full = os.path.join(path.parent, os.path.expanduser(pattern))
         for name in sorted(glob.glob(full)):
             _read(Path(name), conds, out, depth + 1)
+
+
+def include_patterns(text: str) -> list[str]:
+    """The names the ``Include`` lines of a config file's ``text`` give, in order, whatever block
+    they sit in (a line that does not parse gives none; nothing raises). For the trust digest of a
+    reused OpenSSH connection (:mod:`maintkit.transport.openssh_trust`)."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        try:
+            words = _split(raw, "", 0)
+        except ConfigError:
+            continue
+        if words and words[0].lower() == "include":
+            out += words[1:]
+    return out
+
+
+def include_candidates(including: str, pattern: str) -> list[str]:
+    """The files an ``Include pattern`` in ``including`` may read, globbed in lexical order: a
+    relative name beside ``including`` (as maintkit reads it) and in ``~/.ssh`` (as ``ssh -F``
+    reads it), ``~`` expanded."""
+    name = os.path.expanduser(pattern)
+    places = [name] if os.path.isabs(name) else [os.path.join(os.path.dirname(including), name)]
+    if not os.path.isabs(name):
+        places.append(os.path.join(os.path.expanduser("~/.ssh"), name))
+    return [found for place in dict.fromkeys(places) for found in sorted(glob.glob(place))]
 
 
 def _check_value(e: _Entry) -> None:

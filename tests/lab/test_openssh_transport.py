@@ -13,7 +13,8 @@ here is what is specific to it, each proven on a real sshd and its log:
   ends once its sessions under way end; the run that opened it is refused at its next
   command); another host's entry added or removed (plain or hashed), or a comment, keeps the
   master (no login); a key file replaced by a key the host does not accept makes the next run
-  fail to log in instead of riding the old master; under ``accept-new`` the run after the first
+  fail to log in instead of riding the old master, and so does a file the ssh config includes
+  that names another ``HostKeyAlias``; under ``accept-new`` the run after the first
   contact logs in once more, the next reuses;
 * a master opened for another known_hosts file or host key policy is never reused;
 * a control directory that is a symlink, open to others or owned by another user is refused;
@@ -279,6 +280,33 @@ def test_a_replaced_key_file_logs_in_again_and_is_refused(
     assert later.socket != first.socket
     assert authentications(host) == logins and check_master(first.socket) is None  # the old one stopped
     assert sockets(home) == []
+
+
+def test_an_included_config_file_edited_refuses_the_next_run(
+    tmp_path: Path, ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    """The inventory's ssh config includes a file (as ``~/.ssh/config`` often includes
+    ``config.d/*``) that names the key to check by ``HostKeyAlias``: pointed at a name known_hosts
+    does not hold, the next run is refused before any login instead of riding the old master."""
+    host, _ = ssh_hosts[0]
+    known = tmp_path / "known_hosts"
+    known.write_text("shop-key " + " ".join(ssh_lab.known_hosts_line(host).split()[1:]) + "\n")
+    (tmp_path / "config.d").mkdir()
+    included = tmp_path / "config.d" / "shop.conf"
+    included.write_text("Host shop\n    HostKeyAlias shop-key\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {tmp_path}/config.d/*.conf\n")
+    opts: dict[str, Any] = {"known_hosts": [str(known)], "ssh_config": str(config), "alias": "shop"}
+    first = openssh_transport(host, home, **opts)
+    assert first.run(["echo", "one"]).stdout == "one\n"
+    assert openssh_transport(host, home, **opts).socket == first.socket  # unchanged: reused
+    included.write_text("Host shop\n    HostKeyAlias another-name\n")
+    logins = authentications(host)
+    later = openssh_transport(host, home, **opts)
+    assert later.socket != first.socket
+    with pytest.raises(HostKeyError, match="is not in known_hosts"):
+        later.run(["true"])
+    assert authentications(host) == logins and check_master(first.socket) is None  # the old one stopped
 
 
 def test_accept_new_logs_in_once_more_after_the_first_contact(

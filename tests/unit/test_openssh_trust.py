@@ -186,3 +186,47 @@ def test_a_jump_hosts_entry_changes_the_socket(tmp_path: Path) -> None:
     assert socket() == before
     _write(hop_known, f"bastion.example {OTHER_KEY}\n")
     assert socket() != before
+
+
+def test_the_files_an_ssh_config_includes_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Include`` (nested, in any block, even one never applied) is followed: an included file
+    edited, added to or removed from a globbed folder changes the digest; a relative name counts
+    beside the including file (maintkit's reading) and in ``~/.ssh`` (``ssh -F``'s)."""
+    home = tmp_path / "home"
+    (home / ".ssh" / "clients").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    here = tmp_path / "conf.d"
+    here.mkdir()
+    known = _write(tmp_path / "known_hosts", BASE)
+    config = _write(
+        tmp_path / "config", 'Match exec "false"\n  Include conf.d/*.conf\nHost shop\n  Include "clients/a b.conf"\n'
+    )
+    nested = _write(here / "10-nested.conf", f"Include {tmp_path}/deep.conf\n")
+    deep = _write(tmp_path / "deep.conf", "Host shop\n  HostKeyAlias one\n")
+    theirs = _write(home / ".ssh" / "clients" / "a b.conf", "Host shop\n  HostKeyAlias two\n")
+
+    def digest() -> str:
+        return _digest(known, ssh_config=str(config))
+
+    seen = [digest()]
+    assert digest() == seen[0]  # nothing changed, nothing differs
+    _write(here / "notes.txt", "not included\n")
+    assert digest() == seen[0]
+    for change in (
+        lambda: _write(deep, "Host shop\n  HostKeyAlias three\n"),  # two levels down
+        lambda: _write(theirs, "Host shop\n  HostKeyAlias four\n"),  # relative: ~/.ssh/clients/
+        lambda: _write(here / "20-new.conf", "Host shop\n"),  # a file added to the folder
+        lambda: nested.unlink(),  # a nested include's source gone
+    ):
+        change()
+        seen.append(digest())
+        assert seen[-1] not in seen[:-1]
+    _write(nested, f"Include {tmp_path}/deep.conf\n")
+    (here / "20-new.conf").unlink()
+    assert digest() == seen[2]  # the same files with the same contents: the same digest
+
+
+def test_an_include_loop_or_a_hostile_config_ends(tmp_path: Path) -> None:
+    config = _write(tmp_path / "config", f'Include {tmp_path}/config "{tmp_path}/*"\nInclude "unclosed\n\0\n')
+    _write(tmp_path / "other", f"Include {tmp_path}/config\n")
+    assert len(_digest(tmp_path / "known_hosts", ssh_config=str(config))) == 16
