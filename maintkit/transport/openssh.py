@@ -66,6 +66,8 @@ DEFAULT_CONTROL_PERSIST = 600
 #: idle seconds of a run's own master under ``control_persist: 0`` (closed at close(); this only
 #: bounds how long it outlives a run that was killed)
 RUN_MASTER_IDLE = 60
+#: the inventory's default keepalives (interval seconds, count), as ``ssh`` gets them
+_DEFAULT_KEEPALIVE = (5, 3)
 _SSH_FAILED = 255
 #: remote kills at once on one master: with DEFAULT_MAX_SESSIONS commands still holding their
 #: sessions while they are stopped, 8 + 2 stay within sshd's default MaxSessions (10)
@@ -138,7 +140,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         #: the settings a master is opened with, and the digest of the files its trust rests on
         self.settings_key = openssh_control.settings_key(
             [host, self.port, user, self.key_filename, *self.known_hosts, host_key_policy, ssh_config,
-             proxy_command, self._jump_spec(), identities_only, alias]
+             proxy_command, self._jump_spec(), identities_only, alias, *self._keepalive_key()]
         )  # fmt: skip
         self.trust = "-".join(self._trust())
         self.socket = self.control_dir / openssh_control.socket_name(self.settings_key, [self.trust, *unique])
@@ -146,6 +148,12 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self._warm_error: TransportError | None = None
         self._master_lock = threading.Lock()
         self._count_sessions()
+
+    def _keepalive_key(self) -> list[str]:
+        """The keepalives the master checks a live connection with, in the settings (nothing for
+        the defaults, so a master opened with them keeps its name): a run asking for stricter
+        ones never rides a master that would notice a dead host later."""
+        return [] if self.keepalive == _DEFAULT_KEEPALIVE else [f"keepalive={self.keepalive[0]},{self.keepalive[1]}"]
 
     def _count_sessions(self) -> None:
         """The bounds on sessions at once on the master, and what the transport counts of them."""

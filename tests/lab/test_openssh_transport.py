@@ -16,7 +16,7 @@ here is what is specific to it, each proven on a real sshd and its log:
   fail to log in instead of riding the old master, and so does a file the ssh config includes
   that names another ``HostKeyAlias``; under ``accept-new`` the run after the first
   contact logs in once more, the next reuses;
-* a master opened for another known_hosts file or host key policy is never reused;
+* a master opened for another known_hosts file, host key policy or keepalives is never reused;
 * a control directory that is a symlink, open to others or owned by another user is refused;
 * the hostile ``~/.ssh/config`` planted for the session changes nothing (also when the
   inventory opts into reading it, host keys stay strict);
@@ -342,6 +342,26 @@ def test_a_master_for_another_known_hosts_file_or_policy_is_not_reused(
     openssh_transport(host, home, known_hosts=[str(a)], host_key_policy="accept-new").run(["true"])
     assert authentications(host) == logins + 3  # a laxer policy never shares the strict master
     assert len(sockets(home)) == 3
+
+
+def test_a_master_with_other_keepalives_is_not_reused(ssh_hosts: list[tuple[LabHost, Path]], home: Path) -> None:
+    """A dead host is noticed by the master's keepalives: a run asking for others (stricter or
+    laxer) opens a master of its own, which has them; the same ones reuse it."""
+    host, _ = ssh_hosts[0]
+    logins = authentications(host)
+    default = openssh_transport(host, home)
+    default.run(["true"])
+    stricter = openssh_transport(host, home, keepalive_interval=2, keepalive_count_max=2)
+    assert stricter.socket != default.socket
+    stricter.run(["true"])
+    again = openssh_transport(host, home, keepalive_interval=2, keepalive_count_max=2)
+    assert again.socket == stricter.socket
+    again.run(["true"])
+    assert authentications(host) == logins + 2
+    master = check_master(stricter.socket)
+    assert master
+    argv = Path(f"/proc/{master}/cmdline").read_bytes().split(b"\0")
+    assert b"ServerAliveInterval=2" in argv and b"ServerAliveCountMax=2" in argv
 
 
 # ---------------------------------------------------------------------------- the control directory
