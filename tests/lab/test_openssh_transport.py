@@ -15,7 +15,8 @@ here is what is specific to it, each proven on a real sshd and its log:
   master (no login); a key file replaced by a key the host does not accept makes the next run
   fail to log in instead of riding the old master, and so does a file the ssh config includes
   that names another ``HostKeyAlias``; under ``accept-new`` the run after the first
-  contact logs in once more, the next reuses;
+  contact logs in once more, the next reuses; a key revoked in the host's authorized_keys
+  leaves a live master serving runs until it is closed (then the next run is refused);
 * a master opened for another known_hosts file, host key policy or keepalives is never reused;
 * a control directory that is a symlink, open to others or owned by another user is refused;
 * the hostile ``~/.ssh/config`` planted for the session changes nothing (also when the
@@ -43,7 +44,7 @@ from maintkit.inventory import Environment, load_inventory
 from maintkit.transport.base import CancelToken, CommandCancelled, cancellable
 from maintkit.transport.factory import transport_for
 from maintkit.transport.openssh import OpenSSHTransport
-from maintkit.transport.openssh_control import check_master, live_masters
+from maintkit.transport.openssh_control import check_master, close_master, live_masters
 from tests.gates import gated_shell, open_gate, wait_started, wait_until
 from tests.hostile_dotfiles import MARK
 from tests.lab.openssh_helpers import (
@@ -57,7 +58,7 @@ from tests.lab.openssh_helpers import (
     running,
     sockets,
 )
-from tests.lab.sshd import LabHost, SshLab, chown_login_user
+from tests.lab.sshd import LOGIN_USER, LabHost, SshLab, chown_login_user
 from tests.lab.test_cancel import gated, group_alive, pgid_of
 from tests.lab.test_round_trips import FIVE
 from tests.runs import maint_cli, maint_in_process, write_inventory
@@ -307,6 +308,29 @@ def test_an_included_config_file_edited_refuses_the_next_run(
     with pytest.raises(HostKeyError, match="is not in known_hosts"):
         later.run(["true"])
     assert authentications(host) == logins and check_master(first.socket) is None  # the old one stopped
+
+
+def test_a_key_revoked_on_the_host_leaves_an_open_connection_until_it_is_closed(
+    ssh_lab: SshLab, ssh_hosts: list[tuple[LabHost, Path]], home: Path
+) -> None:
+    """What docs/security.md tells whoever revokes access: sshd reads authorized_keys when a
+    connection logs in, so a live master keeps serving runs; closed, the next run is refused."""
+    host, _ = ssh_hosts[0]
+    first = openssh_transport(host, home)
+    first.run(["true"])
+    keys = ssh_lab.auth_dir / LOGIN_USER
+    saved = keys.read_text()
+    try:
+        keys.write_text("")
+        later = openssh_transport(host, home)
+        assert later.socket == first.socket
+        assert later.run(["echo", "still"]).stdout == "still\n"
+        assert close_master(first.socket)
+        with pytest.raises(HostUnreachable, match="authentication failed"):
+            openssh_transport(host, home).run(["true"])
+    finally:
+        keys.write_text(saved)
+    assert openssh_transport(host, home).run(["echo", "back"]).stdout == "back\n"
 
 
 def test_accept_new_logs_in_once_more_after_the_first_contact(
