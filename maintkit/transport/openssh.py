@@ -66,7 +66,7 @@ DEFAULT_CONTROL_PERSIST = 600
 #: idle seconds of a run's own master under ``control_persist: 0`` (closed at close(); this only
 #: bounds how long it outlives a run that was killed)
 RUN_MASTER_IDLE = 60
-#: the inventory's default keepalives (interval seconds, count), as ``ssh`` gets them
+#: the default keepalives (interval seconds, count: the inventory's and ``__init__``'s), as ``ssh`` gets them
 _DEFAULT_KEEPALIVE = (5, 3)
 _SSH_FAILED = 255
 #: remote kills at once on one master: with DEFAULT_MAX_SESSIONS commands still holding their
@@ -151,8 +151,8 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
 
     def _keepalive_key(self) -> list[str]:
         """The keepalives the master checks a live connection with, in the settings (nothing for
-        the defaults, so a master opened with them keeps its name): a run asking for stricter
-        ones never rides a master that would notice a dead host later."""
+        the defaults, so a master opened with them keeps its name): a run asking for other ones
+        never rides a master that would notice a dead host sooner or later than it asked."""
         return [] if self.keepalive == _DEFAULT_KEEPALIVE else [f"keepalive={self.keepalive[0]},{self.keepalive[1]}"]
 
     def _count_sessions(self) -> None:

@@ -277,9 +277,10 @@ def include_candidates(including: str, pattern: str) -> list[str]:
     relative name beside ``including`` (as maintkit reads it) and in ``~/.ssh`` (as ``ssh -F``
     reads it), ``~`` expanded."""
     name = os.path.expanduser(pattern)
-    places = [name] if os.path.isabs(name) else [os.path.join(os.path.dirname(including), name)]
-    if not os.path.isabs(name):
-        places.append(os.path.join(os.path.expanduser("~/.ssh"), name))
+    if os.path.isabs(name):
+        places = [name]
+    else:
+        places = [os.path.join(os.path.dirname(including), name), os.path.join(os.path.expanduser("~/.ssh"), name)]
     return [found for place in dict.fromkeys(places) for found in sorted(glob.glob(place))]
 
 

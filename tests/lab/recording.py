@@ -73,7 +73,7 @@ class Recorder:
     def __call__(self, env: Environment) -> Transport:
         rec = Recording(transport_for(env, {}))
         self.by_host[env.host or ""] = rec
-        return rec  # type: ignore[return-value]  # duck-typed like runner.trace.TracedTransport
+        return rec  # duck-typed like runner.trace.TracedTransport (Transport is a Protocol)
 
     def sessions(self, host: LabHost) -> int:
         """Commands sent to ``host``; the SSH transport's own count of sessions must agree."""
