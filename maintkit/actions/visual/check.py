@@ -114,10 +114,11 @@ class VisualCheck(Action[VisualCheckParams]):
             result = compare(before, shot.path, p.tolerance, folder / "diff" / shot.path.name)
             limit = limits[shot.page]
             ok = result.ratio <= limit
+            ratio = round(result.ratio, 6)  # as recorded: the message says what the data and reports say
             entry.update(
                 before=f"{rel}/before/{shot.path.name}",
                 diff=f"{rel}/diff/{shot.path.name}",
-                ratio=round(result.ratio, 6),
+                ratio=ratio,
                 differing=result.differing,
                 pixels=result.total,
                 threshold=limit,
@@ -126,8 +127,7 @@ class VisualCheck(Action[VisualCheckParams]):
             entries.append(entry)
             if not ok:
                 failures.append(
-                    f"{shot.page} at {shot.size.label}: {percent(result.ratio)} of pixels differ "
-                    f"(threshold {percent(limit)})"
+                    f"{shot.page} at {shot.size.label}: {percent(ratio)} of pixels differ (threshold {percent(limit)})"
                 )
         ctx.record(visual={"phase": "after", "folder": rel, "shots": entries})
         if failures:
