@@ -52,6 +52,8 @@ from maintkit.transport.openssh_mux import MuxSession, MuxUnavailable, open_sess
 from maintkit.transport.openssh_trust import host_names, trust_digest
 from maintkit.transport.ssh_channel import TIMEOUT_CODE, Stop, command_line
 from maintkit.transport.ssh_policy import (
+    DEFAULT_KEEPALIVE_COUNT_MAX,
+    DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_SESSIONS,
     USER_KNOWN_HOSTS,
     HostKeyPolicy,
@@ -66,8 +68,6 @@ DEFAULT_CONTROL_PERSIST = 600
 #: idle seconds of a run's own master under ``control_persist: 0`` (closed at close(); this only
 #: bounds how long it outlives a run that was killed)
 RUN_MASTER_IDLE = 60
-#: the default keepalives (interval seconds, count: the inventory's and ``__init__``'s), as ``ssh`` gets them
-_DEFAULT_KEEPALIVE = (5, 3)
 _SSH_FAILED = 255
 #: remote kills at once on one master: with DEFAULT_MAX_SESSIONS commands still holding their
 #: sessions while they are stopped, 8 + 2 stay within sshd's default MaxSessions (10)
@@ -110,8 +110,8 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         jumps: Sequence[Endpoint] = (),
         name: str | None = None,
         alias: str | None = None,
-        keepalive_interval: float = 5.0,
-        keepalive_count_max: int = 3,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_count_max: int = DEFAULT_KEEPALIVE_COUNT_MAX,
         identities_only: bool = False,
         ssh_config: str | None = None,
         control_persist: int = DEFAULT_CONTROL_PERSIST,
@@ -131,7 +131,7 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         self.proxy_command = proxy_command
         self.jumps = tuple(jumps)
         self.alias = alias  # the name looked up in ssh_config (when one is read)
-        self.keepalive = (max(1, math.ceil(keepalive_interval)), int(keepalive_count_max))
+        self.keepalive = _keepalive(keepalive_interval, keepalive_count_max)
         self.identities_only = identities_only
         self.ssh_config = ssh_config
         self.control_persist = int(control_persist)
@@ -153,7 +153,8 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
         """The keepalives the master checks a live connection with, in the settings (nothing for
         the defaults, so a master opened with them keeps its name): a run asking for other ones
         never rides a master that would notice a dead host sooner or later than it asked."""
-        return [] if self.keepalive == _DEFAULT_KEEPALIVE else [f"keepalive={self.keepalive[0]},{self.keepalive[1]}"]
+        default = _keepalive(DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_COUNT_MAX)
+        return [] if self.keepalive == default else [f"keepalive={self.keepalive[0]},{self.keepalive[1]}"]
 
     def _count_sessions(self) -> None:
         """The bounds on sessions at once on the master, and what the transport counts of them."""
@@ -466,6 +467,11 @@ class OpenSSHTransport(RemoteShellTransport, LocalTransport):
                 start_new_session=True,
                 check=False,
             )
+
+
+def _keepalive(interval: float, count_max: int) -> tuple[int, int]:
+    """``ServerAliveInterval`` (whole seconds, at least 1) and ``ServerAliveCountMax``, as ``ssh`` gets them."""
+    return max(1, math.ceil(interval)), int(count_max)
 
 
 def _waited_out(host: str, line: str, limit: float, check: bool) -> CommandResult:

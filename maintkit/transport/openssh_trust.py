@@ -138,22 +138,29 @@ def _cached(path: str, parse: Callable[[str], T], kind: str) -> T | str:
         return f"unreadable ({exc.errno})"
 
 
-def _includes(path: str) -> list[str]:
-    return include_patterns(_bytes(path)[:_CONFIG_BYTES].decode("utf-8", "replace"))
+def _sha256(path: str) -> bytes:
+    return hashlib.sha256(_bytes(path)).digest()
 
 
-def config_files(config: str) -> list[str]:
-    """``config`` and every file it includes, nested (each file once), in reading order."""
-    out: list[str] = []
+def _config(path: str) -> tuple[bytes, list[str]]:
+    """A config file's SHA-256 and the names its ``Include`` lines give (one read per version)."""
+    data = _bytes(path)
+    return hashlib.sha256(data).digest(), include_patterns(data[:_CONFIG_BYTES].decode("utf-8", "replace"))
+
+
+def config_files(config: str) -> list[tuple[str, bytes | str]]:
+    """``config`` and every file it includes, nested (each file read once), in reading order:
+    each with its SHA-256, or a word for why it cannot be read."""
+    out: list[tuple[str, bytes | str]] = []
     seen: set[str] = set()
 
     def walk(path: str, depth: int) -> None:
-        out.append(path)
-        if path in seen or depth >= MAX_INCLUDE_DEPTH:
+        read = _cached(path, _config, "openssh-trust-config")
+        out.append((path, read if isinstance(read, str) else read[0]))
+        if path in seen or depth >= MAX_INCLUDE_DEPTH or isinstance(read, str):
             return
         seen.add(path)
-        patterns = _cached(path, _includes, "openssh-trust-includes")
-        for pattern in patterns if isinstance(patterns, list) else ():
+        for pattern in read[1]:
             for found in include_candidates(path, pattern):
                 walk(found, depth + 1)
 
@@ -185,11 +192,13 @@ def trust_digest(
         table = _cached(path, _table, "openssh-trust-known-hosts")
         lines = [table] if isinstance(table, str) else table.entries_for(names)
         h.update("\n".join(lines).encode("utf-8", "replace"))
-    files = [("key", os.path.expanduser(key_file))] if key_file else []
+    files: list[tuple[str, str, bytes | str]] = []
+    if key_file:
+        key = os.path.expanduser(key_file)
+        files.append(("key", key, _cached(key, _sha256, "openssh-trust-sha256")))
     if ssh_config:
-        files += [("config", f) for f in config_files(os.path.expanduser(ssh_config))]
-    for label, path in files:
-        content = _cached(path, _bytes, "openssh-trust-bytes")
+        files += [("config", path, sha) for path, sha in config_files(os.path.expanduser(ssh_config))]
+    for label, path, sha in files:
         h.update(f"\0{label}\0".encode() + os.fsencode(path) + b"\0")
-        h.update(content.encode() if isinstance(content, str) else hashlib.sha256(content).digest())
+        h.update(sha.encode() if isinstance(sha, str) else sha)
     return h.hexdigest()[:16]

@@ -252,8 +252,7 @@ def _include(
     if depth >= MAX_INCLUDE_DEPTH:
         raise _problem(e.file, e.line, f"Include nested more than {MAX_INCLUDE_DEPTH} deep")
     for pattern in args:
-        full = os.path.join(path.parent, os.path.expanduser(pattern))
-        for name in sorted(glob.glob(full)):
+        for name in _globbed(_beside(str(path), pattern)):
             _read(Path(name), conds, out, depth + 1)
 
 
@@ -276,12 +275,17 @@ def include_candidates(including: str, pattern: str) -> list[str]:
     """The files an ``Include pattern`` in ``including`` may read, globbed in lexical order: a
     relative name beside ``including`` (as maintkit reads it) and in ``~/.ssh`` (as ``ssh -F``
     reads it), ``~`` expanded."""
-    name = os.path.expanduser(pattern)
-    if os.path.isabs(name):
-        places = [name]
-    else:
-        places = [os.path.join(os.path.dirname(including), name), os.path.join(os.path.expanduser("~/.ssh"), name)]
-    return [found for place in dict.fromkeys(places) for found in sorted(glob.glob(place))]
+    places = [_beside(including, pattern), os.path.join(os.path.expanduser("~/.ssh"), os.path.expanduser(pattern))]
+    return [found for place in dict.fromkeys(places) for found in _globbed(place)]
+
+
+def _beside(including: str, pattern: str) -> str:
+    """An Include name as maintkit reads it: ``~`` expanded, a relative name beside ``including``."""
+    return os.path.join(os.path.dirname(including), os.path.expanduser(pattern))
+
+
+def _globbed(pattern: str) -> list[str]:
+    return sorted(glob.glob(pattern))
 
 
 def _check_value(e: _Entry) -> None:
