@@ -235,8 +235,9 @@ class Runner:
 
         Every site claims its environments' connections (each is closed when the last site
         using it finishes); the first sites' first connections are opened now, in the background.
-        The playbook's git provenance (GitPython) waits until the first of them is under way, and
-        the audit log opens once it is known (every event carries it).
+        The playbook's git provenance (the git command, a few processes side by side) waits until
+        the first of them is under way, and the audit log opens once it is known (every event
+        carries it).
         """
         for site in sites:
             self.pool.claim(site.name, site.environments.values())

@@ -2,8 +2,8 @@
 
 Checked in a fresh interpreter (a subprocess), with exact module lists, never with timings:
 a non-terminal ``maint run`` imports neither structlog (whose package imports ``structlog.dev``,
-rich and pygments) nor rich nor pygments; it loads only the actions its playbook names; GitPython
-is not imported when the first connection starts (the playbook's provenance waits for it).
+rich and pygments) nor rich nor pygments; it loads only the actions its playbook names; a run
+never imports GitPython (the playbook's provenance asks the git command).
 The audit log renders each event exactly as structlog's JSONRenderer would.
 """
 
@@ -58,7 +58,7 @@ def _maint_run(tmp_path: Path, host: LabHost, scratch: Path, *, in_repo: bool = 
     inventory = write_inventory(tmp_path, sites_of({"shop": host.env(scratch / "site")}))
     playbook = tmp_path / "startup.yml"
     playbook.write_text(PLAYBOOK)
-    if in_repo:  # a repository with the playbook uncommitted: provenance needs GitPython
+    if in_repo:  # a repository with the playbook uncommitted: provenance asks git
         env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
         subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
     out = tmp_path / "modules.json"
@@ -78,8 +78,8 @@ def test_a_non_terminal_run_imports_no_dev_logging_and_only_the_named_actions(
     seen = _maint_run(tmp_path, host, scratch, in_repo=True)
     at_connect, at_exit = seen["connect"], seen["exit"]
     assert _tops(at_exit).isdisjoint(NEVER), sorted(_tops(at_exit) & set(NEVER))
-    assert "git" not in _tops(at_connect)  # provenance waits for the first connection
-    assert "git" in _tops(at_exit)  # ... and is still recorded
+    assert "git" not in _tops(at_exit)  # provenance asks the git command: GitPython is never imported
+    assert "maintkit.audit.provenance" in at_connect
     actions = sorted(m for m in at_exit if m.startswith("maintkit.actions"))
     assert actions == ["maintkit.actions", "maintkit.actions.command", "maintkit.actions.file"]
 
