@@ -104,3 +104,55 @@ def test_a_transport_that_is_not_dialled_ahead_is_had_at_once() -> None:
     assert pool.get(ENV) is pool.get(ENV)
     assert len(factory.made) == 1
     assert factory.made[0].adopted == []
+
+
+class _Recorded(threading.Thread):
+    """A Thread that notes which thread started it; those named in ``refuse`` cannot start."""
+
+    starts: list[tuple[str, str]] = []
+    refuse: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        if self.name in self.refuse:
+            raise RuntimeError("can't start new thread")
+        self.starts.append((self.name, threading.current_thread().name))
+        super().start()
+
+
+def _recorded(monkeypatch: Any, refuse: tuple[str, ...] = ()) -> type[_Recorded]:
+    import maintkit.transport.factory as factory_module
+
+    cls = type("Recorded", (_Recorded,), {"starts": [], "refuse": refuse})
+    monkeypatch.setattr(factory_module.threading, "Thread", cls)
+    return cls
+
+
+def test_the_host_threads_are_started_off_the_callers_thread(monkeypatch: Any) -> None:
+    """warm() returns after one thread is started; that thread starts the hosts' (starting 50
+    took the run's own thread 50-70 ms), and each host is still dialled once."""
+    recorded = _recorded(monkeypatch)
+    factory = Factory()
+    others = [SimpleNamespace(**{**vars(ENV), "host": f"h{i}.example.invalid"}) for i in range(3)]
+    pool = TransportPool(factory)
+    pool.warm([ENV, *others], lambda: None)
+    caller = threading.current_thread().name
+    assert recorded.starts[0] == ("maint-connect-start", caller)
+    factory.go.set()
+    pool.close()
+    assert sorted(recorded.starts[1:]) == [("maint-connect", "maint-connect-start")] * 4
+    assert len(factory.made) == 4
+    assert all(stand.adopted == [factory.early] for stand in factory.made)
+
+
+def test_a_thread_that_cannot_start_never_leaves_a_command_waiting(monkeypatch: Any) -> None:
+    for refused in ("maint-connect", "maint-connect-start"):
+        _recorded(monkeypatch, refuse=(refused,))
+        factory, dialled = Factory(), threading.Event()
+        pool = TransportPool(factory)
+        pool.warm([ENV], dialled.set)
+        pool.close()  # joins the starter (when there is one): every host was handed over
+        assert dialled.is_set()
+        stand = pool.get(ENV)  # does not wait: the site opens its own connection
+        assert factory.made == [stand]
+        assert stand.adopted == []
+        assert not factory.dialling.is_set()
