@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, ROOT, Timer, fresh_dirs, lab_inventory, start_lab
+from common import ROOT, Timer, fresh_dirs, lab_inventory, start_lab, write_playbook
 from common import median_measures as median
 from tools import maint_argv
 
@@ -53,7 +53,7 @@ def main() -> None:
     work = lab.base / "bench"
     work.mkdir()
     env = {**os.environ, "MAINT_PLAIN": "1"}
-    (work / "bench.yml").write_text(PLAYBOOK)
+    write_playbook(work)
     rows = []
     git_rows: list[tuple[int, tuple[float, float], tuple[float, float], tuple[float, float]]] = []
     bare = work / "state.git"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, fresh_dirs, lab_inventory, start_lab
+from common import fresh_dirs, lab_inventory, start_lab, write_playbook
 from tools import maint_argv
 
 RELAY_IP = "127.0.0.99"
@@ -96,7 +96,7 @@ def main() -> None:
         relayed_known_hosts(Path(env["known_hosts"]), host.ip, host.port, relay.port, work / "known_hosts")
         env.update(host=RELAY_IP, port=relay.port, known_hosts=str(work / "known_hosts"))
         (work / "inventory.json").write_text(json.dumps(inventory))
-        (work / "bench.yml").write_text(PLAYBOOK)
+        write_playbook(work)
         argv = maint_argv("maint", work / "bench.yml", work / "inventory.json", work / "state", 1)
         environ = {**os.environ, "MAINT_PLAIN": "1"}
         subprocess.run(argv, env=environ, capture_output=True, check=True)  # converge

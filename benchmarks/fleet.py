@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, Timer, become_subreaper, fresh_dirs, lab_inventory, median, start_lab
+from common import Timer, become_subreaper, fresh_dirs, lab_inventory, median, start_lab, write_playbook
 from daemon import MaintDaemon, maint_exe
 from tools import maint_argv
 
@@ -87,7 +87,7 @@ def main() -> None:
     lab, timer = start_lab(sizes), Timer()
     work = lab.base / "fleet"
     work.mkdir()
-    (work / "bench.yml").write_text(PLAYBOOK)
+    write_playbook(work)
     env = {**os.environ, "MAINT_PLAIN": "1", **({} if args.daemon else {"MAINT_DAEMON": "0"})}
     runs: Runs = {}
     daemon, peak = MaintDaemon(), 0.0

@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cold_floor import connect
-from common import PLAYBOOK, Timer, fresh_dirs, host_records, lab_inventory, machine_cpu, start_lab
+from common import Timer, fresh_dirs, host_records, lab_inventory, machine_cpu, start_lab, write_playbook
 from daemon import maint_exe
 from tools import Record, maint_argv
 
@@ -175,7 +175,7 @@ def main() -> None:
     try:
         dirs = fresh_dirs(lab, args.hosts, "floor-gap")
         records = host_records(lab.hosts[: args.hosts], dirs)
-        (work / "bench.yml").write_text(PLAYBOOK)
+        write_playbook(work)
         (work / "inventory.json").write_text(json.dumps(lab_inventory(lab.hosts[: args.hosts], dirs)))
         (work / "hosts.json").write_text(json.dumps(records))
         inventory, state = work / "inventory.json", work / "state"

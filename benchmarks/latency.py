@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PLAYBOOK, ROOT, Timer, fresh_dirs, host_records, start_lab, workload_problems
+from common import ROOT, Timer, fresh_dirs, host_records, start_lab, workload_problems, write_playbook
 from daemon import maint_exe
 from tools import maint_argv, maint_changed, maint_inventory
 
@@ -141,7 +141,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, lab: Any, relay: Relay, work: Path) -> dict[str, list[float]]:
     """Every timed run's wall seconds, by side (the warm-up pair left out)."""
     n, timer = args.hosts, Timer()
-    (work / "bench.yml").write_text(PLAYBOOK)
+    write_playbook(work)
     dirs = fresh_dirs(lab, n, "latency")
     records = relayed(host_records(lab.hosts[:n], dirs), lab, relay, work)
     (work / "hosts.json").write_text(json.dumps(records))

@@ -44,7 +44,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    PLAYBOOK,
     ROOT,
     Measure,
     Timer,
@@ -54,6 +53,7 @@ from common import (
     host_records,
     start_lab,
     workload_problems,
+    write_playbook,
 )
 from daemon import MaintDaemon, maint_exe
 from floor import Floor
@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     become_subreaper()  # after the sshds daemonized: ssh masters left by a tool are now ours
     b = Bench(lab, lab.base / "bench", concurrency=args.concurrency)
     b.work.mkdir()
-    (b.work / "bench.yml").write_text(PLAYBOOK)
+    write_playbook(b.work)
     groups: list[Group] = []
     try:
         for n in sizes:

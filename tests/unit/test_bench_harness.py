@@ -562,3 +562,23 @@ def test_the_floor_gap_benchmark_times_both_sides_the_audit_events_and_the_sessi
     assert data["sessions"]["release"] == os.uname().release + "\n"  # the lab's sshd runs on this kernel
     assert data["sessions"]["session_ms"] >= 0 and data["sessions"]["kept_shell_ms"] >= 0
     assert [line.split(" | ")[0] for line in res.stdout.splitlines()[2:4]] == ["maint no-op", "cold floor"]
+
+
+def test_the_benchmarks_playbook_is_committed_in_a_repository_as_users_keep_it(tmp_path: Path) -> None:
+    """write_playbook: the workload committed in a repository at ``work``, which stays clean when
+    the harness writes inventories and state beside it (maint records the commit of every run)."""
+    from maintkit.audit.provenance import git_provenance
+
+    book = common.write_playbook(tmp_path)
+    assert book == tmp_path / "bench.yml"
+    assert book.read_text() == common.PLAYBOOK
+    facts = git_provenance(book)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"},
+    ).stdout.strip()  # fmt: skip
+    assert facts == {"commit": head, "dirty": False, "repo": str(tmp_path)}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "summary.json").write_text("{}")
+    (tmp_path / "inventory.json").write_text("{}")
+    assert git_provenance(book) == facts
