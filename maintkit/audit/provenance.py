@@ -74,7 +74,7 @@ def _ask(start: Path, commands: dict[str, list[str]]) -> dict[str, tuple[int, by
                 argv, cwd=start, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
         deadline = time.monotonic() + GIT_TIMEOUT
-        out = {}
+        out: dict[str, tuple[int, bytes]] = {}
         for name, proc in running.items():
             stdout, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             out[name] = (proc.returncode, stdout)

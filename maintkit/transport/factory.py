@@ -229,15 +229,16 @@ class TransportPool:
                 self._dialling.setdefault(k, threading.Event())
         args = (list(chosen.values()), dial)
         starter = threading.Thread(target=self._start_warming, args=args, name="maint-connect-start", daemon=True)
+        with self._lock:
+            self._warming.append(starter)
         try:
             starter.start()
         except RuntimeError:  # no thread to spare: every site opens its own connection
+            with self._lock:
+                self._warming.remove(starter)
             for env in chosen.values():
                 self._handed_over(env)
             dial()
-            return
-        with self._lock:
-            self._warming.append(starter)
 
     def _start_warming(self, envs: list[Environment], dial: Callable[[], None]) -> None:
         """One thread per host of ``envs`` (see :meth:`warm`), then wait for them all. A thread
