@@ -45,10 +45,6 @@ stages:
 CONTENT = "hello from maint\n"
 #: Its SHA-256, as ``sha256sum`` prints it (the floors check every answer against it).
 CONTENT_SHA256 = hashlib.sha256(CONTENT.encode()).hexdigest()
-#: git without the machine's configuration, with a fixed identity (for :func:`write_playbook`)
-_GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "bench",
-            "GIT_AUTHOR_EMAIL": "bench@example.invalid", "GIT_COMMITTER_NAME": "bench",
-            "GIT_COMMITTER_EMAIL": "bench@example.invalid"}  # fmt: skip
 
 
 def write_playbook(work: Path, name: str = "bench.yml") -> Path:
@@ -57,13 +53,12 @@ def write_playbook(work: Path, name: str = "bench.yml") -> Path:
     Where playbooks are kept (a GitHub Actions run always has one in its checkout), so maint
     records the commit in every audit event as it does for its users, and pays for it here too.
     The rest of ``work`` (inventories, state) stays untracked: the playbook's repository is clean.
+    git runs as the tests' helper runs it: without the machine's configuration, a fixed identity.
     """
-    book = Path(work) / name
-    book.write_text(PLAYBOOK)
-    env = {**os.environ, **_GIT_ENV}
-    for argv in (["init", "-q"], ["add", "--", name], ["commit", "-q", "-m", "the benchmark's playbook"]):
-        subprocess.run(["git", *argv], cwd=work, env=env, check=True, capture_output=True)
-    return book
+    from tests.git_helpers import committed_repo
+
+    committed_repo(Path(work), {name: PLAYBOOK})
+    return Path(work) / name
 
 
 # ---------------------------------------------------------------- measurements

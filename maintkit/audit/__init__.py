@@ -18,8 +18,9 @@ The parts: :mod:`~maintkit.audit.redact` (the Redactor), :mod:`~maintkit.audit.j
 (JSON shaping), :mod:`~maintkit.audit.chain` (canonical JSON and digests),
 :mod:`~maintkit.audit.log` (AuditLog, write_summary), :mod:`~maintkit.audit.verify`,
 :mod:`~maintkit.audit.runs` (listing and loading run folders) and
-:mod:`~maintkit.audit.provenance` (git_provenance). Heavy libraries (structlog) are imported
-only when they are needed; provenance asks the git command itself, so that importing this package stays cheap.
+:mod:`~maintkit.audit.provenance` (git_provenance, which asks the git command itself). Heavy
+libraries (structlog) are imported only when they are needed, so that importing this package
+stays cheap.
 """
 
 from __future__ import annotations

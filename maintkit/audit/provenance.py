@@ -53,11 +53,12 @@ def git_provenance(path: Path) -> dict[str, Any]:
     :data:`GIT_ENV`).
     """
     path = Path(path)
-    start = path.parent if path.is_file() else path
+    book = path.is_file()
+    start = path.parent if book else path
     if not start.is_dir() or not _may_be_in_repository(start):
         return dict(_NONE)
     commands = {name: [*_GIT, *argv] for name, argv in _QUESTIONS.items()}
-    if path.is_file():  # is the playbook itself tracked? (a literal name: no glob, no pathspec magic)
+    if book:  # is the playbook itself tracked? (a literal name: no glob, no pathspec magic)
         commands["untracked"] = [*_GIT, "ls-files", "-z", "--others", "--exclude-standard", "--", path.name]
     answers = _ask(start, commands)
     return dict(_NONE) if answers is None else _facts(answers)
